@@ -1,0 +1,365 @@
+"""Accounts and sessions: sign-up, sign-in, sign-out, password change and the admin operations.
+
+Every write that can end a session happens in one transaction together with its entry in the change
+log (`wardgate.sessions.log_*`), then updates this process's view. The methods are synchronous: the
+HTTP layer runs them in worker threads, so neither hashing nor database I/O blocks the event loop.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from email_validator import EmailNotValidError, validate_email
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from wardgate.errors import (
+    AuthenticationError,
+    BadRequestError,
+    ConflictError,
+    NotFoundError,
+    PermissionDeniedError,
+)
+from wardgate.models import AppState, AuthSession, User
+from wardgate.passwords import PasswordHasher, check_length
+from wardgate.sessions import SessionRegistry, UserState, log_session_revoked, log_user_change
+from wardgate.tokens import Claims, IssuedToken, TokenCodec
+
+ROLES = ("pending", "user", "admin")
+INVALID_CREDENTIALS = "The email or password provided is incorrect. Please check for typos and try signing in again."
+ACCOUNT_DISABLED = "This account is disabled. Contact an administrator."
+_FIRST_ADMIN_KEY = "first_admin"
+_NAME_MAX = 255
+
+
+@dataclass(frozen=True, slots=True)
+class PasswordPolicy:
+    """The rules a new password must satisfy."""
+
+    min_length: int = 8
+    pattern: re.Pattern[str] | None = None
+    hint: str = ""
+
+    def check(self, password: str) -> None:
+        """Raise BadRequestError with a helpful message when the password is refused."""
+        check_length(password)
+        if len(password) < self.min_length:
+            raise BadRequestError(
+                f"Password must be at least {self.min_length} characters long.", code="password_too_short"
+            )
+        if self.pattern is not None and not self.pattern.match(password):
+            raise BadRequestError(
+                self.hint or "Password does not meet the password policy of this site.", code="password_policy"
+            )
+
+
+@dataclass(frozen=True, slots=True)
+class SignedIn:
+    """A new session: the user and the signed token."""
+
+    user: UserState
+    token: IssuedToken
+
+
+@dataclass(frozen=True, slots=True)
+class ClientInfo:
+    """Where a request came from, as far as the trusted-proxy layer could tell."""
+
+    ip: str | None = None
+    user_agent: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class UserChanges:
+    """An admin's edit of a user; None leaves a field as it is."""
+
+    role: str | None = None
+    name: str | None = None
+    email: str | None = None
+    password: str | None = None
+    active: bool | None = None
+
+
+def normalise_email(email: str) -> str:
+    """Trim, validate and lower-case an email address, or raise BadRequestError."""
+    candidate = email.strip()
+    try:
+        validated = validate_email(
+            candidate, check_deliverability=False, globally_deliverable=False, test_environment=True
+        )
+    except EmailNotValidError:
+        raise BadRequestError("Invalid email format. Please enter a valid email address.", code="invalid_email") from None
+    return validated.normalized.lower()
+
+
+def clean_name(name: str) -> str:
+    """Trim a display name and refuse empty or control-character names."""
+    cleaned = " ".join(name.split())
+    if not cleaned or len(cleaned) > _NAME_MAX or any(ord(c) < 32 for c in cleaned):
+        raise BadRequestError(f"Name must be 1 to {_NAME_MAX} printable characters.", code="invalid_name")
+    return cleaned
+
+
+def _now() -> int:
+    return int(time.time())
+
+
+class AccountService:
+    """Account and session operations over the database, keeping the revocation view coherent."""
+
+    def __init__(self, sessions: sessionmaker[Session], registry: SessionRegistry, hasher: PasswordHasher,
+                 codec: TokenCodec, policy: PasswordPolicy, *, default_role: str = "pending",
+                 signup_enabled: Callable[[], bool] = lambda: True) -> None:
+        self._sessions = sessions
+        self._registry = registry
+        self._hasher = hasher
+        self._codec = codec
+        self._policy = policy
+        self._default_role = default_role
+        self._signup_enabled = signup_enabled
+
+    # --- creating accounts --------------------------------------------------------------------
+
+    def has_users(self) -> bool:
+        """True once any account exists."""
+        with self._sessions() as db:
+            return db.scalar(select(User.id).limit(1)) is not None
+
+    def signup(self, name: str, email: str, password: str, client: ClientInfo) -> SignedIn:
+        """Self-service sign-up; the very first account becomes admin, atomically."""
+        user = self.create_user(name, email, password, role=None, open_signup_required=True)
+        return self._start_session(user, client, "password")
+
+    def create_user(self, name: str, email: str, password: str | None, *, role: str | None,
+                    open_signup_required: bool = False, check_policy: bool = True) -> UserState:
+        """Create an account. role=None means "admin if first, else the default role"."""
+        name, email = clean_name(name), normalise_email(email)
+        if role is not None and role not in ROLES:
+            raise BadRequestError("Role must be one of pending, user, admin.", code="invalid_role")
+        if password is not None and check_policy:
+            self._policy.check(password)
+        password_hash = self._hasher.hash(password) if password is not None else None
+        for _attempt in range(3):
+            try:
+                return self._insert_user(name, email, password_hash, role, open_signup_required)
+            except _FirstAdminRace:
+                continue  # someone else became the first admin meanwhile: re-decide our role
+        raise ConflictError("Could not create the account; please try again.")
+
+    def _insert_user(self, name: str, email: str, password_hash: str | None, role: str | None,
+                     open_signup_required: bool) -> UserState:
+        now = _now()
+        with self._sessions() as db:
+            try:
+                with db.begin():
+                    first = db.scalar(select(User.id).limit(1)) is None
+                    if first:
+                        # Exactly one transaction can insert this row; the losers retry as non-first.
+                        db.add(AppState(key=_FIRST_ADMIN_KEY, value=email))
+                        db.flush()
+                    elif open_signup_required and not self._signup_enabled():
+                        raise PermissionDeniedError("Sign-up is disabled on this site.", code="signup_disabled")
+                    if db.scalar(select(User.id).where(User.email == email)) is not None:
+                        raise BadRequestError("This email is already registered.", code="email_taken")
+                    row = User(id=str(uuid.uuid4()), email=email, name=name,
+                               role="admin" if first else (role or self._default_role), active=True,
+                               password_hash=password_hash, session_stamp=secrets.token_urlsafe(16),
+                               created_at=now, updated_at=now)
+                    db.add(row)
+                    db.flush()
+                    log_user_change(db, [row.id])
+            except IntegrityError as exc:
+                if _FIRST_ADMIN_KEY in str(exc.params) or "app_state" in str(exc):
+                    raise _FirstAdminRace from None
+                raise BadRequestError("This email is already registered.", code="email_taken") from None
+        state = UserState.from_row(row)
+        self._registry.user_changed(state)
+        return state
+
+    def ensure_admin(self, email: str, password: str, name: str) -> bool:
+        """Create the admin from WEBUI_ADMIN_* when no account exists yet; True if created."""
+        if self.has_users():
+            return False
+        try:
+            self.create_user(name, email, password, role="admin", check_policy=False)
+        except BadRequestError:
+            return False
+        return True
+
+    # --- signing in and out -----------------------------------------------------------------------
+
+    def signin(self, email: str, password: str, client: ClientInfo) -> SignedIn:
+        """Check credentials; unknown email and wrong password cost the same and read the same."""
+        try:
+            email = normalise_email(email)
+        except BadRequestError:
+            email = ""
+        with self._sessions() as db:
+            row = db.scalar(select(User).where(User.email == email)) if email else None
+        verification = self._hasher.verify(password, row.password_hash if row else None)
+        if row is None or not verification.ok:
+            raise AuthenticationError(INVALID_CREDENTIALS, code="invalid_credentials")
+        if not row.active:
+            raise PermissionDeniedError(ACCOUNT_DISABLED, code="account_disabled")
+        if verification.new_hash is not None:
+            self._store_upgraded_hash(row, verification.new_hash)
+        return self._start_session(UserState.from_row(row), client, "password")
+
+    def _store_upgraded_hash(self, row: User, new_hash: str) -> None:
+        # Compare-and-swap: only replace the exact hash we verified against.
+        with self._sessions() as db, db.begin():
+            db.execute(update(User).where(User.id == row.id, User.password_hash == row.password_hash)
+                       .values(password_hash=new_hash))
+
+    def _start_session(self, user: UserState, client: ClientInfo, method: str) -> SignedIn:
+        issued = self._codec.issue(user.id, user.session_stamp)
+        with self._sessions() as db, db.begin():
+            db.add(AuthSession(id=issued.session_id, user_id=user.id, auth_method=method,
+                               created_at=issued.issued_at, expires_at=issued.expires_at,
+                               last_seen_at=issued.issued_at, ip=client.ip,
+                               user_agent=(client.user_agent or "")[:512] or None))
+        return SignedIn(user=user, token=issued)
+
+    def signout(self, claims: Claims) -> None:
+        """Revoke the session behind these claims."""
+        self.revoke_session(claims.user_id, claims.session_id)
+
+    def revoke_session(self, user_id: str, session_id: str) -> None:
+        """Revoke one session of `user_id` (404 if it is not theirs)."""
+        with self._sessions() as db, db.begin():
+            session = db.get(AuthSession, session_id)
+            if session is None or session.user_id != user_id:
+                raise NotFoundError("Session not found.")
+            if session.revoked_at is None:
+                session.revoked_at = _now()
+            log_session_revoked(db, user_id, session_id, session.expires_at)
+            expires_at = session.expires_at
+        self._registry.session_revoked(session_id, expires_at)
+
+    def list_sessions(self, user_id: str) -> list[AuthSession]:
+        """The user's live sessions, newest first."""
+        now = _now()
+        with self._sessions() as db:
+            query = select(AuthSession).where(
+                AuthSession.user_id == user_id, AuthSession.revoked_at.is_(None),
+                (AuthSession.expires_at.is_(None)) | (AuthSession.expires_at > now),
+            ).order_by(AuthSession.created_at.desc())
+            return list(db.scalars(query))
+
+    # --- changing accounts --------------------------------------------------------------------------
+
+    def change_password(self, user_id: str, current: str, new: str) -> None:
+        """Change one's own password; every session of the user ends (the caller signs in again)."""
+        with self._sessions() as db:
+            row = db.get(User, user_id)
+        if row is None:
+            raise AuthenticationError("Not authenticated.")
+        if not self._hasher.verify(current, row.password_hash).ok:
+            raise BadRequestError("The current password is incorrect.", code="incorrect_password")
+        self._policy.check(new)
+        self._update(user_id, password_hash=self._hasher.hash(new), rotate_stamp=True)
+
+    def revoke_all_sessions(self, user_id: str) -> UserState:
+        """End every session of a user."""
+        return self._update(user_id, rotate_stamp=True)
+
+    def update_user(self, actor: UserState, user_id: str, changes: UserChanges) -> UserState:
+        """An admin's edit: role, name, email, password, enabled/disabled."""
+        values: dict[str, object] = {}
+        rotate = False
+        if changes.role is not None:
+            if changes.role not in ROLES:
+                raise BadRequestError("Role must be one of pending, user, admin.", code="invalid_role")
+            values["role"] = changes.role
+        if changes.name is not None:
+            values["name"] = clean_name(changes.name)
+        if changes.email is not None:
+            values["email"] = normalise_email(changes.email)
+        if changes.password:
+            self._policy.check(changes.password)
+            values["password_hash"] = self._hasher.hash(changes.password)
+            rotate = True
+        if changes.active is not None:
+            values["active"] = changes.active
+            rotate = rotate or not changes.active
+        return self._update(user_id, rotate_stamp=rotate, **values)
+
+    def delete_user(self, actor: UserState, user_id: str) -> None:
+        """Delete an account; its sessions end with it."""
+        if actor.id == user_id:
+            raise BadRequestError("You cannot delete your own account.", code="self_delete")
+        with self._sessions() as db, db.begin():
+            row = db.get(User, user_id, with_for_update=True)
+            if row is None:
+                raise NotFoundError("User not found.")
+            if row.role == "admin" and row.active:
+                self._require_other_admin(db, user_id)
+            db.delete(row)
+            log_user_change(db, [user_id])
+        self._registry.user_deleted(user_id)
+
+    def _update(self, user_id: str, *, rotate_stamp: bool = False, **values: object) -> UserState:
+        with self._sessions() as db:
+            try:
+                with db.begin():
+                    row = db.get(User, user_id, with_for_update=True)
+                    if row is None:
+                        raise NotFoundError("User not found.")
+                    loses_admin = row.role == "admin" and row.active and (
+                        values.get("role", "admin") != "admin" or values.get("active", True) is False)
+                    if loses_admin:
+                        self._require_other_admin(db, user_id)
+                    for key, value in values.items():
+                        setattr(row, key, value)
+                    if rotate_stamp:
+                        row.session_stamp = secrets.token_urlsafe(16)
+                    row.updated_at = _now()
+                    log_user_change(db, [user_id])
+            except IntegrityError:
+                raise BadRequestError("This email is already registered.", code="email_taken") from None
+        state = UserState.from_row(row)
+        self._registry.user_changed(state)
+        return state
+
+    @staticmethod
+    def _require_other_admin(db: Session, user_id: str) -> None:
+        others = db.scalar(select(func.count()).select_from(User).where(
+            User.role == "admin", User.active.is_(True), User.id != user_id))
+        if not others:
+            raise BadRequestError("The last administrator cannot be demoted, disabled or deleted.",
+                                  code="last_admin")
+
+    # --- reading ----------------------------------------------------------------------------------
+
+    def get_user(self, user_id: str) -> User:
+        """One account row, or NotFoundError."""
+        with self._sessions() as db:
+            row = db.get(User, user_id)
+        if row is None:
+            raise NotFoundError("User not found.")
+        return row
+
+    def find_by_email(self, email: str) -> User | None:
+        """The account with this email, if any."""
+        with self._sessions() as db:
+            return db.scalar(select(User).where(User.email == normalise_email(email)))
+
+    def list_users(self, *, query: str = "", offset: int = 0, limit: int = 50) -> tuple[list[User], int]:
+        """A page of accounts (optionally filtered by name or email) and the total count."""
+        condition = (User.email.contains(query.lower()) | func.lower(User.name).contains(query.lower())) if query \
+            else True
+        with self._sessions() as db:
+            total = db.scalar(select(func.count()).select_from(User).where(condition)) or 0
+            rows = db.scalars(select(User).where(condition).order_by(User.created_at, User.id)
+                              .offset(offset).limit(limit))
+            return list(rows), total
+
+
+class _FirstAdminRace(Exception):
+    """Internal: another transaction claimed the first-admin slot concurrently."""

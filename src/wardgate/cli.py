@@ -1,0 +1,197 @@
+"""The `wardgate` command: serve, check, gen-secret, user …, db upgrade."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import logging
+import secrets
+import sys
+from collections.abc import Callable, Sequence
+
+import uvicorn
+
+from wardgate import db
+from wardgate.accounts import ROLES, UserChanges
+from wardgate.app import create_app
+from wardgate.review import production_findings
+from wardgate.config import Settings, load_settings, redacted_settings
+from wardgate.errors import ApiError, ConfigError
+from wardgate.gateway import Gateway
+from wardgate.sessions import UserState
+
+log = logging.getLogger("wardgate")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the process exit code."""
+    args = _parser().parse_args(argv)
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        print(f"wardgate: {exc}", file=sys.stderr)
+        return 2 if args.command != "check" else 1
+    logging.basicConfig(level=settings.global_log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    handler: Callable[[Settings, argparse.Namespace], int] = args.handler
+    try:
+        return handler(settings, args)
+    except ConfigError as exc:
+        print(f"wardgate: {exc}", file=sys.stderr)
+        return 2
+    except ApiError as exc:
+        print(f"wardgate: {exc.detail}", file=sys.stderr)
+        return 1
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="wardgate", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="run the gateway")
+    serve.add_argument("--host", help="listen address (default HOST or 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="listen port (default PORT or 8080)")
+    serve.add_argument("--ssl-certfile", help="serve HTTPS with this certificate (PEM; or SSL_CERTFILE)")
+    serve.add_argument("--ssl-keyfile", help="private key for --ssl-certfile (or SSL_KEYFILE)")
+    serve.set_defaults(handler=_serve)
+    check = commands.add_parser("check", help="validate the configuration and print it, secrets redacted")
+    check.add_argument("--production", action="store_true", help="also fail on production security findings")
+    check.set_defaults(handler=_check)
+    commands.add_parser("gen-secret", help="print a new random WEBUI_SECRET_KEY").set_defaults(handler=_gen_secret)
+    dbp = commands.add_parser("db", help="database maintenance").add_subparsers(dest="db_command", required=True)
+    dbp.add_parser("upgrade", help="apply pending migrations").set_defaults(handler=_db_upgrade)
+    _user_parser(commands.add_parser("user", help="manage accounts").add_subparsers(dest="user_command",
+                                                                                    required=True))
+    return parser
+
+
+def _user_parser(users: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    add = users.add_parser("add", help="create an account (password read from stdin or prompted)")
+    add.add_argument("email")
+    add.add_argument("--name", required=True)
+    add.add_argument("--role", choices=ROLES, default="user")
+    add.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+    add.set_defaults(handler=_user_add)
+    users.add_parser("list", help="list accounts").set_defaults(handler=_user_list)
+    set_role = users.add_parser("set-role", help="change an account's role")
+    set_role.add_argument("email")
+    set_role.add_argument("role", choices=ROLES)
+    set_role.set_defaults(handler=_user_set_role)
+    for name, helptext, handler in (
+        ("disable", "disable an account (ends its sessions)", _user_disable),
+        ("enable", "enable a disabled account", _user_enable),
+        ("delete", "delete an account (ends its sessions)", _user_delete),
+        ("revoke-sessions", "end every session of an account", _user_revoke),
+    ):
+        sub = users.add_parser(name, help=helptext)
+        sub.add_argument("email")
+        sub.set_defaults(handler=handler)
+
+
+def _serve(settings: Settings, args: argparse.Namespace) -> int:
+    certfile = args.ssl_certfile or (str(settings.ssl_certfile) if settings.ssl_certfile else None)
+    keyfile = args.ssl_keyfile or (str(settings.ssl_keyfile) if settings.ssl_keyfile else None)
+    if bool(certfile) != bool(keyfile):
+        raise ConfigError(["--ssl-certfile / --ssl-keyfile: give both, or neither"])
+    for finding in production_findings(settings):
+        log.warning("configuration: %s", finding)
+    uvicorn.run(
+        create_app(settings), host=args.host or settings.host, port=args.port or settings.port,
+        ssl_certfile=certfile, ssl_keyfile=keyfile, proxy_headers=False, server_header=False,
+        date_header=True, log_level=settings.global_log_level.lower(), access_log=False,
+        h11_max_incomplete_event_size=16 * 1024, timeout_graceful_shutdown=10,
+    )
+    return 0
+
+
+def _check(settings: Settings, args: argparse.Namespace) -> int:
+    for name, value in redacted_settings(settings).items():
+        print(f"{name}={value}")
+    findings = production_findings(settings)
+    for finding in findings:
+        print(f"finding: {finding}", file=sys.stderr)
+    if args.production and findings:
+        print(f"wardgate: {len(findings)} production finding(s)", file=sys.stderr)
+        return 1
+    print("configuration OK", file=sys.stderr)
+    return 0
+
+
+def _gen_secret(_settings: Settings, _args: argparse.Namespace) -> int:
+    print(secrets.token_urlsafe(48))
+    return 0
+
+
+def _db_upgrade(settings: Settings, _args: argparse.Namespace) -> int:
+    gateway = Gateway.build(settings)
+    db.upgrade(gateway.engine, lock_dir=settings.data_dir)
+    print("database is up to date")
+    return 0
+
+
+def _offline(settings: Settings) -> Gateway:
+    """Services for a one-off command: migrated database, loaded view."""
+    gateway = Gateway.build(settings)
+    db.upgrade(gateway.engine, lock_dir=settings.data_dir)
+    return gateway
+
+
+def _target(gateway: Gateway, email: str) -> UserState:
+    row = gateway.accounts.find_by_email(email)
+    if row is None:
+        raise ApiError(f"no account with email {email}")
+    return UserState.from_row(row)
+
+
+def _system_actor() -> UserState:
+    return UserState(id="cli", email="cli", name="command line", role="admin", active=True, session_stamp="")
+
+
+def _user_add(settings: Settings, args: argparse.Namespace) -> int:
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = getpass.getpass("Password: ")
+    user = _offline(settings).accounts.create_user(args.name, args.email, password, role=args.role)
+    print(f"created {user.email} ({user.role}) id={user.id}")
+    return 0
+
+
+def _user_list(settings: Settings, _args: argparse.Namespace) -> int:
+    rows, _total = _offline(settings).accounts.list_users(limit=100000)
+    for row in rows:
+        state = "active" if row.active else "disabled"
+        print(f"{row.id}  {row.email}  {row.role}  {state}  {row.name}")
+    return 0
+
+
+def _change(settings: Settings, email: str, changes: UserChanges) -> int:
+    gateway = _offline(settings)
+    target = _target(gateway, email)
+    user = gateway.accounts.update_user(_system_actor(), target.id, changes)
+    print(f"{user.email}: role={user.role} active={str(user.active).lower()}")
+    return 0
+
+
+def _user_set_role(settings: Settings, args: argparse.Namespace) -> int:
+    return _change(settings, args.email, UserChanges(role=args.role))
+
+
+def _user_disable(settings: Settings, args: argparse.Namespace) -> int:
+    return _change(settings, args.email, UserChanges(active=False))
+
+
+def _user_enable(settings: Settings, args: argparse.Namespace) -> int:
+    return _change(settings, args.email, UserChanges(active=True))
+
+
+def _user_delete(settings: Settings, args: argparse.Namespace) -> int:
+    gateway = _offline(settings)
+    gateway.accounts.delete_user(_system_actor(), _target(gateway, args.email).id)
+    print(f"deleted {args.email}")
+    return 0
+
+
+def _user_revoke(settings: Settings, args: argparse.Namespace) -> int:
+    gateway = _offline(settings)
+    gateway.accounts.revoke_all_sessions(_target(gateway, args.email).id)
+    print(f"ended every session of {args.email}")
+    return 0

@@ -1,0 +1,343 @@
+"""Settings: every configuration variable, with Open WebUI's names and parse rules, read once.
+
+`load_settings()` is the only reader of the environment (and of a `.env` file in the working
+directory). It validates everything at once and raises `ConfigError` listing every bad variable,
+its value (secrets redacted) and the accepted form. Nothing else in wardgate reads the environment.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+from collections.abc import Mapping
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import AliasChoices, BeforeValidator, Field, SecretStr, ValidationError, field_validator
+from pydantic_core import PydanticUseDefault
+from dotenv import dotenv_values
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from wardgate.errors import ConfigError
+from wardgate.security_headers import HEADER_ENV_NAMES, header_problems
+
+Role = Literal["pending", "user", "admin"]
+SameSite = Literal["lax", "strict", "none"]
+
+SECRET_KEY_FILENAME = ".webui_secret_key"
+MIN_SECRET_BYTES = 32
+DEFAULT_PASSWORD_PATTERN = r"^(?=.*[a-z])(?=.*[A-Z])(?=.*\d)(?=.*[^\w\s]).{8,}$"
+
+# Open WebUI's duration grammar: terms like 30m, 24h, 1d12h, 1.5h; "-1" (or "0") means no expiry.
+_DURATION_TERM = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
+_DURATION = re.compile(r"^(?:\d+(?:\.\d+)?(?:ms|s|m|h|d|w))+$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+DURATION_FORM = "a duration such as 30m, 24h, 7d, 4w or 1d12h (units ms, s, m, h, d, w), or -1 for no expiry"
+
+
+def parse_duration(value: str) -> timedelta | None:
+    """Parse Open WebUI's duration format; None means "never expires"."""
+    text = value.strip().replace(" ", "")
+    if text in ("-1", "0"):
+        return None
+    if not _DURATION.fullmatch(text):
+        raise ValueError(f"expected {DURATION_FORM}")
+    seconds = sum(float(n) * _UNIT_SECONDS[u] for n, u in _DURATION_TERM.findall(text))
+    if seconds < 1:
+        raise ValueError("a lifetime must be at least one second")
+    return timedelta(seconds=seconds)
+
+
+def _parse_bool(value: object) -> object:
+    """Open WebUI's rule (`true`, any case) but refuse anything that is neither true nor false."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text == "":
+        raise PydanticUseDefault()
+    if text == "true":
+        return True
+    if text == "false":
+        return False
+    raise ValueError("expected true or false")
+
+
+def _empty_is_default(value: object) -> object:
+    if isinstance(value, str) and value.strip() == "":
+        raise PydanticUseDefault()
+    return value.strip() if isinstance(value, str) else value
+
+
+def _lower(value: object) -> object:
+    value = _empty_is_default(value)
+    return value.lower() if isinstance(value, str) else value
+
+
+def _duration(value: object) -> object:
+    value = _empty_is_default(value)
+    if isinstance(value, str):
+        return parse_duration(value)
+    return value
+
+
+Bool = Annotated[bool, BeforeValidator(_parse_bool)]
+OptionalBool = Annotated[bool | None, BeforeValidator(_parse_bool)]
+Text = Annotated[str, BeforeValidator(_empty_is_default)]
+Lifetime = Annotated[timedelta | None, BeforeValidator(_duration)]
+
+
+def _env(*names: str) -> Any:
+    """The variable name(s) a field is read from, the first being the current one."""
+    return AliasChoices(*names) if len(names) > 1 else names[0]
+
+
+class Settings(BaseSettings):
+    """The whole configuration of one wardgate process, frozen once loaded."""
+
+    model_config = SettingsConfigDict(extra="ignore", frozen=True, populate_by_name=True, validate_default=False)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Only what `load_settings` hands over: it alone reads the environment and `.env`."""
+        return (init_settings,)
+
+    # --- secrets and sessions -------------------------------------------------------------
+    webui_secret_key: SecretStr | None = Field(None, validation_alias=_env("WEBUI_SECRET_KEY", "WEBUI_JWT_SECRET_KEY"))
+    jwt_expires_in: Lifetime = Field(timedelta(days=7), validation_alias=_env("JWT_EXPIRES_IN"))
+    webui_auth: Bool = Field(True, validation_alias=_env("WEBUI_AUTH"))
+
+    # --- sign-up and sign-in surface ------------------------------------------------------------
+    enable_signup: Bool = Field(True, validation_alias=_env("ENABLE_SIGNUP"))
+    default_user_role: Annotated[Role, BeforeValidator(_lower)] = Field(
+        "pending", validation_alias=_env("DEFAULT_USER_ROLE")
+    )
+    enable_password_auth: Bool = Field(True, validation_alias=_env("ENABLE_PASSWORD_AUTH"))
+    enable_login_form: Bool = Field(True, validation_alias=_env("ENABLE_LOGIN_FORM"))
+    webui_admin_email: Text | None = Field(None, validation_alias=_env("WEBUI_ADMIN_EMAIL"))
+    webui_admin_password: SecretStr | None = Field(None, validation_alias=_env("WEBUI_ADMIN_PASSWORD"))
+    webui_admin_name: Text = Field("Admin", validation_alias=_env("WEBUI_ADMIN_NAME"))
+
+    # --- passwords ------------------------------------------------------------------------------
+    enable_password_validation: Bool = Field(False, validation_alias=_env("ENABLE_PASSWORD_VALIDATION"))
+    password_validation_regex_pattern: Text = Field(
+        DEFAULT_PASSWORD_PATTERN, validation_alias=_env("PASSWORD_VALIDATION_REGEX_PATTERN")
+    )
+    password_validation_hint: Text = Field("", validation_alias=_env("PASSWORD_VALIDATION_HINT"))
+    password_min_length: int = Field(8, ge=1, le=256, validation_alias=_env("PASSWORD_MIN_LENGTH"))
+    password_hash_concurrency: int = Field(4, ge=1, le=64, validation_alias=_env("PASSWORD_HASH_CONCURRENCY"))
+
+    # --- storage --------------------------------------------------------------------------------
+    data_dir: Path = Field(Path("data"), validation_alias=_env("DATA_DIR"))
+    database_url: Text | None = Field(None, validation_alias=_env("DATABASE_URL"))
+    session_sync_interval: float = Field(2.0, gt=0, le=60, validation_alias=_env("SESSION_SYNC_INTERVAL"))
+
+    # --- cookies --------------------------------------------------------------------------------
+    webui_session_cookie_same_site: Annotated[SameSite, BeforeValidator(_lower)] = Field(
+        "lax", validation_alias=_env("WEBUI_SESSION_COOKIE_SAME_SITE")
+    )
+    webui_session_cookie_secure: OptionalBool = Field(None, validation_alias=_env("WEBUI_SESSION_COOKIE_SECURE"))
+    webui_auth_cookie_same_site: Annotated[SameSite | None, BeforeValidator(_lower)] = Field(
+        None, validation_alias=_env("WEBUI_AUTH_COOKIE_SAME_SITE")
+    )
+    webui_auth_cookie_secure: OptionalBool = Field(None, validation_alias=_env("WEBUI_AUTH_COOKIE_SECURE"))
+
+    # --- the site -------------------------------------------------------------------------------
+    webui_url: Text | None = Field(None, validation_alias=_env("WEBUI_URL"))
+    webui_name: Text = Field("wardgate", validation_alias=_env("WEBUI_NAME"))
+    host: Text = Field("127.0.0.1", validation_alias=_env("HOST"))
+    port: int = Field(8080, ge=1, le=65535, validation_alias=_env("PORT"))
+    # --- HTTP hardening -------------------------------------------------------------------------
+    cors_allow_origin: Annotated[str, BeforeValidator(lambda v: str(v).strip())] = Field(
+        "", validation_alias=_env("CORS_ALLOW_ORIGIN")
+    )
+    forwarded_allow_ips: Text = Field("127.0.0.1", validation_alias=_env("FORWARDED_ALLOW_IPS"))
+    max_body_size: int = Field(4 * 1024 * 1024, ge=1024, le=1024**3, validation_alias=_env("MAX_BODY_SIZE"))
+    ssl_certfile: Path | None = Field(None, validation_alias=_env("SSL_CERTFILE"))
+    ssl_keyfile: Path | None = Field(None, validation_alias=_env("SSL_KEYFILE"))
+    secret_key_source: Literal["environment", "file"] = "environment"
+    security_headers: dict[str, str | None] = Field(default_factory=dict)
+    """The security-header variables as given (None: unset, "": switched off); see security_headers.py."""
+
+    global_log_level: Annotated[
+        Literal["CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG"], BeforeValidator(lambda v: str(v).upper())
+    ] = Field("INFO", validation_alias=_env("GLOBAL_LOG_LEVEL"))
+
+    @field_validator("password_validation_regex_pattern")
+    @classmethod
+    def _compiles(cls, value: str) -> str:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"not a valid regular expression ({exc})") from None
+        return value
+
+    @field_validator("webui_url")
+    @classmethod
+    def _is_origin_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        match = re.fullmatch(r"(https?)://([A-Za-z0-9.\-]+|\[[0-9A-Fa-f:]+\])(:\d{1,5})?(/[^\s?#]*)?", value)
+        if not match:
+            raise ValueError("expected an absolute http(s) URL such as https://chat.example.com")
+        return value.rstrip("/")
+
+    @field_validator("webui_admin_email")
+    @classmethod
+    def _admin_email(cls, value: str | None) -> str | None:
+        return None if value is None else value.lower()
+
+    # --- derived values -------------------------------------------------------------------------
+
+    @property
+    def secret_key(self) -> str:
+        """The JWT signing key (always present after `load_settings`)."""
+        if self.webui_secret_key is None:
+            raise RuntimeError("secret key not resolved; build Settings with load_settings()")
+        return self.webui_secret_key.get_secret_value()
+
+    @property
+    def effective_database_url(self) -> str:
+        """`DATABASE_URL`, or an SQLite file in `DATA_DIR`."""
+        return self.database_url or f"sqlite:///{(self.data_dir / 'wardgate.db').resolve()}"
+
+    @property
+    def auth_cookie_same_site(self) -> SameSite:
+        """SameSite of the `token` cookie (falls back to the session cookie value)."""
+        return self.webui_auth_cookie_same_site or self.webui_session_cookie_same_site
+
+    @property
+    def auth_cookie_secure(self) -> bool | None:
+        """Secure flag of the `token` cookie; None means "when the request is HTTPS"."""
+        if self.webui_auth_cookie_secure is not None:
+            return self.webui_auth_cookie_secure
+        return self.webui_session_cookie_secure
+
+    @property
+    def password_pattern(self) -> re.Pattern[str] | None:
+        """The password policy regex, when `ENABLE_PASSWORD_VALIDATION` is on."""
+        return re.compile(self.password_validation_regex_pattern) if self.enable_password_validation else None
+
+
+SECRET_FIELDS = frozenset({"webui_secret_key", "webui_admin_password"})
+
+
+def _field_env_name(field: str) -> str:
+    alias = Settings.model_fields[field].validation_alias
+    if isinstance(alias, AliasChoices):
+        return str(alias.choices[0])
+    return str(alias) if alias else field.upper()
+
+
+def _env_to_field() -> dict[str, str]:
+    names: dict[str, str] = {}
+    for field, info in Settings.model_fields.items():
+        alias = info.validation_alias
+        choices = alias.choices if isinstance(alias, AliasChoices) else [alias or field.upper()]
+        names.update({str(c): field for c in choices})
+    return names
+
+
+def _describe(error: Mapping[str, Any]) -> str:
+    name = str(error["loc"][0]) if error["loc"] else "configuration"
+    field = _env_to_field().get(name, name)
+    value = "(redacted)" if field in SECRET_FIELDS else repr(str(error.get("input", ""))[:80])
+    message = str(error["msg"]).removeprefix("Value error, ")
+    return f"{name}={value}: {message}"
+
+
+def _cross_field_problems(settings: Settings) -> list[str]:
+    problems: list[str] = []
+    if not settings.webui_auth:
+        problems.append("WEBUI_AUTH=false: wardgate always authenticates; remove the variable or set it to true")
+    if bool(settings.webui_admin_email) != bool(settings.webui_admin_password):
+        problems.append(
+            "WEBUI_ADMIN_EMAIL / WEBUI_ADMIN_PASSWORD: set both to create the first admin at start, or neither"
+        )
+    same_site_none = settings.auth_cookie_same_site == "none" or settings.webui_session_cookie_same_site == "none"
+    if same_site_none and settings.auth_cookie_secure is not True:
+        problems.append(
+            "WEBUI_SESSION_COOKIE_SAME_SITE/WEBUI_AUTH_COOKIE_SAME_SITE=none requires "
+            "WEBUI_SESSION_COOKIE_SECURE=true (browsers refuse SameSite=None cookies without Secure)"
+        )
+    problems.extend(header_problems(settings.security_headers))
+    if bool(settings.ssl_certfile) != bool(settings.ssl_keyfile):
+        problems.append("SSL_CERTFILE / SSL_KEYFILE: set both to serve HTTPS directly, or neither")
+    for name, path in (("SSL_CERTFILE", settings.ssl_certfile), ("SSL_KEYFILE", settings.ssl_keyfile)):
+        if path is not None and not path.is_file():
+            problems.append(f"{name}={str(path)!r}: file not found")
+    if settings.webui_secret_key is not None and not settings.webui_secret_key.get_secret_value().strip():
+        problems.append("WEBUI_SECRET_KEY=(redacted): must not be blank; unset it to have one generated")
+    return problems
+
+
+def _resolve_secret_key(settings: Settings) -> Settings:
+    """Use the configured key, else a generated one persisted in DATA_DIR (mode 0600)."""
+    if settings.webui_secret_key is not None:
+        return settings
+    key_file = settings.data_dir / SECRET_KEY_FILENAME
+    if key_file.exists():
+        key = key_file.read_text(encoding="utf-8").strip()
+    else:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        key = secrets.token_urlsafe(48)  # 48 random bytes, above the 32-byte floor
+        # O_EXCL: two processes starting at once must not each write a different key.
+        try:
+            with key_file.open("x", encoding="utf-8") as handle:
+                key_file.chmod(0o600)
+                handle.write(key)
+        except FileExistsError:
+            key = key_file.read_text(encoding="utf-8").strip()
+    return settings.model_copy(update={"webui_secret_key": SecretStr(key), "secret_key_source": "file"})
+
+
+def read_environment(env_file: str | None = ".env") -> dict[str, str]:
+    """The process environment over the values of a `.env` file (the environment wins)."""
+    values: dict[str, str] = {}
+    if env_file and Path(env_file).is_file():
+        values.update({k: v for k, v in dotenv_values(env_file).items() if v is not None})
+    values.update(os.environ)
+    return values
+
+
+def load_settings(env: Mapping[str, str] | None = None, *, env_file: str | None = ".env") -> Settings:
+    """Read, validate and complete the configuration; raise ConfigError listing every problem."""
+    if env is None:
+        env = read_environment(env_file)
+    values = {k: v for k, v in env.items() if k != "security_headers"}
+    values["security_headers"] = {name: env[name] for name in HEADER_ENV_NAMES if name in env}
+    try:
+        settings = Settings(**values)
+    except ValidationError as exc:
+        raise ConfigError([_describe(error) for error in exc.errors()]) from None
+    problems = _cross_field_problems(settings)
+    if problems:
+        raise ConfigError(problems)
+    return _resolve_secret_key(settings)
+
+
+def redacted_settings(settings: Settings) -> dict[str, str]:
+    """The effective settings by variable name, secrets replaced, for `wardgate check` and /admin."""
+    shown: dict[str, str] = {}
+    for field in Settings.model_fields:
+        value = getattr(settings, field)
+        if field in SECRET_FIELDS:
+            text = "(set, redacted)" if value is not None else "(not set)"
+        elif field in ("security_headers", "secret_key_source"):
+            continue
+        elif isinstance(value, timedelta):
+            text = f"{int(value.total_seconds())}s"
+        elif value is None:
+            text = "(not set)"
+        else:
+            text = str(value).lower() if isinstance(value, bool) else str(value)
+        shown[_field_env_name(field)] = text
+    return shown

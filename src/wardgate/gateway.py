@@ -1,0 +1,105 @@
+"""The services of one process.
+
+`Gateway` holds what one process needs (engine, revocation registry, account service) and knows how to
+start (migrations, loading the view, the bootstrap admin) and stop. The HTTP layer (`wardgate.http`) calls
+`start`/`stop` from its lifespan and never builds services itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass, field
+
+import anyio.to_thread
+from sqlalchemy import Engine, text
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from wardgate import db
+from wardgate.accounts import AccountService, PasswordPolicy
+from wardgate.config import Settings
+from wardgate.passwords import PasswordHasher
+from wardgate.sessions import SessionRegistry
+from wardgate.tokens import TokenCodec
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Gateway:
+    """The services of one wardgate process and their life cycle."""
+
+    settings: Settings
+    engine: Engine
+    sessions: sessionmaker[Session]
+    registry: SessionRegistry
+    accounts: AccountService
+    codec: TokenCodec
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    @classmethod
+    def build(cls, settings: Settings) -> Gateway:
+        """Create the services from settings (no I/O beyond creating the engine)."""
+        db.raise_for_url(settings.effective_database_url)
+        engine = db.create_db_engine(settings.effective_database_url)
+        sessions = db.session_factory(engine)
+        registry = SessionRegistry(sessions, stale_after=max(10.0, 5 * settings.session_sync_interval))
+        codec = TokenCodec([settings.secret_key], settings.jwt_expires_in)
+        policy = PasswordPolicy(settings.password_min_length, settings.password_pattern,
+                                settings.password_validation_hint)
+        accounts = AccountService(
+            sessions, registry, PasswordHasher(max_concurrent=settings.password_hash_concurrency), codec, policy,
+            default_role=settings.default_user_role,
+            signup_enabled=lambda: settings.enable_signup and settings.enable_login_form
+            and settings.enable_password_auth,
+        )
+        return cls(settings, engine, sessions, registry, accounts, codec)
+
+    async def start(self) -> None:
+        """Migrate, load the revocation view, create the bootstrap admin, start background sync."""
+        await anyio.to_thread.run_sync(self._start_blocking)
+        self._tasks.append(asyncio.create_task(self._sync_forever(), name="wardgate-session-sync"))
+
+    def _start_blocking(self) -> None:
+        db.upgrade(self.engine, lock_dir=self.settings.data_dir)
+        self.registry.load()
+        s = self.settings
+        if s.webui_admin_email and s.webui_admin_password:
+            created = self.accounts.ensure_admin(s.webui_admin_email, s.webui_admin_password.get_secret_value(),
+                                                 s.webui_admin_name)
+            if created:
+                log.info("created the admin account from WEBUI_ADMIN_EMAIL")
+
+    async def stop(self) -> None:
+        """Stop background work, flush batched writes and close the database."""
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        with contextlib.suppress(SQLAlchemyError):
+            await anyio.to_thread.run_sync(self.registry.flush_touches)
+        self.engine.dispose()
+
+    async def _sync_forever(self) -> None:
+        interval = self.settings.session_sync_interval
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await anyio.to_thread.run_sync(self.registry.sync)
+                await anyio.to_thread.run_sync(self.registry.flush_touches)
+            except SQLAlchemyError as exc:
+                # Fail closed: the view's age grows and requests fall back to the database.
+                log.warning("session sync failed (%s); checks fall back to the database", type(exc).__name__)
+
+    def database_ready(self) -> bool:
+        """True when the database answers a trivial query."""
+        try:
+            with self.engine.connect() as connection:
+                connection.execute(text("SELECT 1"))
+        except SQLAlchemyError:
+            return False
+        return True

@@ -1,0 +1,68 @@
+"""The ASGI application: FastAPI routes wrapped in wardgate's middleware, in one explicit order.
+
+Outside in (see ARCHITECTURE.md):
+
+1. TrustedProxyMiddleware   client IP, scheme and host from FORWARDED_ALLOW_IPS peers only
+2. SecurityHeadersMiddleware precomputed headers on every response, errors included
+3. BodySizeLimitMiddleware  413 beyond MAX_BODY_SIZE
+4. CORSGuardMiddleware      exact-origin allow-list (Starlette's CORS inside)
+5. CSRFMiddleware           Origin/Referer check for cookie-authenticated unsafe requests
+6. FastAPI                  error handlers, authentication dependencies, routes
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from starlette.types import ASGIApp
+
+from wardgate import __version__
+from wardgate.gateway import Gateway
+from wardgate.http import auth_routes, public_routes, user_routes
+from wardgate.http.cors import CORSGuardMiddleware, origin_of, parse_cors_origins
+from wardgate.http.csrf import CSRFMiddleware
+from wardgate.http.deps import TOKEN_COOKIE
+from wardgate.http.errors import install_error_handlers
+from wardgate.http.limits import BodySizeLimitMiddleware
+from wardgate.http.proxy_headers import TrustedProxyMiddleware, parse_trusted_proxies
+from wardgate.http.security_headers import SecurityHeadersMiddleware
+from wardgate.security_headers import build_header_policy
+
+__all__ = ["ASGIApp", "build_application"]
+
+
+def build_routes(gateway: Gateway) -> FastAPI:
+    """The FastAPI application with every route and error handler, without the outer middleware."""
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        await gateway.start()
+        try:
+            yield
+        finally:
+            await gateway.stop()
+
+    app = FastAPI(
+        title="wardgate", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
+        description="Security gateway for self-hosted AI deployments (Open WebUI-compatible auth API).",
+    )
+    app.state.gateway = gateway
+    install_error_handlers(app)
+    for module in (auth_routes, user_routes, public_routes):
+        app.include_router(module.router)
+    return app
+
+
+def build_application(gateway: Gateway) -> ASGIApp:
+    """Wrap the routes in the middleware stack, innermost first."""
+    s = gateway.settings
+    origins = parse_cors_origins(s.cors_allow_origin)
+    app: ASGIApp = build_routes(gateway)
+    site = origin_of(s.webui_url) if s.webui_url else None
+    app = CSRFMiddleware(app, site_origin=site, trusted_origins=origins, cookie_name=TOKEN_COOKIE)
+    app = CORSGuardMiddleware(app, origins)
+    app = BodySizeLimitMiddleware(app, s.max_body_size)
+    app = SecurityHeadersMiddleware(app, build_header_policy(s.security_headers))
+    return TrustedProxyMiddleware(app, parse_trusted_proxies(s.forwarded_allow_ips))

@@ -1,0 +1,73 @@
+"""Error responses: every refusal is `{"detail": ...}` with its status; nothing leaks a stack trace."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from wardgate.errors import ApiError, StoreUnavailableError
+from wardgate.http.schemas import ErrorBody
+
+log = logging.getLogger(__name__)
+
+# What the OpenAPI document shows for each refusal a route can give.
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorBody, "description": text}
+    for code, text in {
+        400: "Refused input",
+        401: "Missing, invalid, expired or revoked credential",
+        403: "Not allowed (role, account state or CSRF)",
+        404: "Not found",
+        413: "Request body too large",
+        429: "Too many attempts",
+        503: "A store is unavailable or the server is busy",
+    }.items()
+}
+
+
+def _api_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ApiError)
+    return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+
+
+def _http_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+
+
+def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    # The submitted values are left out on purpose: they may be passwords.
+    problems = [
+        {"loc": list(err.get("loc", ())), "msg": str(err.get("msg", "")), "type": str(err.get("type", ""))}
+        for err in exc.errors()
+    ]
+    return JSONResponse({"detail": problems}, status_code=422)
+
+
+def _store_unavailable(_request: Request, exc: Exception) -> JSONResponse:
+    log.warning("store unavailable: %s", exc)
+    return JSONResponse(
+        {"detail": "Authentication is temporarily unavailable. Please try again shortly."},
+        status_code=503,
+        headers={"Retry-After": "5"},
+    )
+
+
+def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
+    log.error("unhandled error", exc_info=exc)
+    return JSONResponse({"detail": "Internal server error."}, status_code=500)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Register the handlers that turn every error into a JSON `detail`."""
+    app.add_exception_handler(ApiError, _api_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StoreUnavailableError, _store_unavailable)
+    app.add_exception_handler(Exception, _unexpected)

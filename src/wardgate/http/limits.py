@@ -1,0 +1,54 @@
+"""Request body size limit: 413 at once for a declared oversize body, Starlette's counter for the rest.
+
+Two cases (OWASP Denial of Service Cheat Sheet, "limit the size of requests"):
+
+- A declared `Content-Length` above the limit is answered at once with
+  `413 {"detail": "Request body too large (limit N bytes)"}`; the app, and any authentication or
+  database work in it, never runs.
+- A body without a length (chunked) or one that lies about it is counted as the app reads it, by
+  Starlette's own `RequestBodyLimitMiddleware` (not re-written here). Past the limit, reading raises
+  Starlette's 413 `HTTPException` ("Content Too Large"), which the app's exception handlers turn
+  into its usual error response. If the app had already started its response (a streamed upload
+  relayed while answering), a 413 can no longer be sent: the exception propagates and the server
+  aborts the connection, which is the only honest signal left.
+
+WebSocket and lifespan scopes pass through untouched.
+"""
+
+from __future__ import annotations
+
+from starlette.datastructures import Headers
+from starlette.middleware.body_limit import RequestBodyLimitMiddleware
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+
+def _declared_length(scope: Scope) -> int | None:
+    """The Content-Length, or None when absent or malformed (the server rejects malformed ones)."""
+    value = Headers(scope=scope).get("content-length", "")
+    return int(value) if value.isascii() and value.isdigit() else None
+
+
+class BodySizeLimitMiddleware:
+    """Refuse HTTP request bodies larger than `max_body_bytes` with a 413."""
+
+    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+        if isinstance(max_body_bytes, bool) or not isinstance(max_body_bytes, int) or max_body_bytes < 0:
+            raise ValueError("max_body_bytes must be a non-negative integer")
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+        self.streaming = RequestBodyLimitMiddleware(app, max_body_size=max_body_bytes)
+        self.detail = f"Request body too large (limit {max_body_bytes} bytes)"
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Refuse a declared oversize body at once; count the others while the app reads them."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = _declared_length(scope)
+        if length is not None and length > self.max_body_bytes:
+            # Connection: close, so the server does not try to read the unread body as a next request.
+            response = JSONResponse({"detail": self.detail}, status_code=413, headers={"Connection": "close"})
+            await response(scope, receive, send)
+            return
+        await self.streaming(scope, receive, send)

@@ -1,0 +1,129 @@
+"""Request and response bodies, shaped like Open WebUI's so its clients and scripts keep working."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Role = Literal["pending", "user", "admin"]
+
+
+class ErrorBody(BaseModel):
+    """Every refusal: `{"detail": "..."}`."""
+
+    detail: str
+
+
+class SigninForm(BaseModel):
+    """POST /api/v1/auths/signin."""
+
+    model_config = ConfigDict(str_max_length=4096)
+    email: str = Field(max_length=320)
+    password: str = Field(max_length=4096)
+
+
+class SignupForm(BaseModel):
+    """POST /api/v1/auths/signup."""
+
+    name: str = Field(max_length=255)
+    email: str = Field(max_length=320)
+    password: str = Field(max_length=4096)
+    profile_image_url: str | None = Field(None, max_length=512)
+
+
+class AddUserForm(SignupForm):
+    """POST /api/v1/auths/add (admin)."""
+
+    role: Role = "pending"
+
+
+class UpdatePasswordForm(BaseModel):
+    """POST /api/v1/auths/update/password."""
+
+    password: str = Field(max_length=4096)
+    new_password: str = Field(max_length=4096)
+
+
+class UserUpdateForm(BaseModel):
+    """POST /api/v1/users/{id}/update (admin); absent fields stay as they are."""
+
+    role: Role | None = None
+    name: str | None = Field(None, max_length=255)
+    email: str | None = Field(None, max_length=320)
+    password: str | None = Field(None, max_length=4096)
+    profile_image_url: str | None = Field(None, max_length=512)
+    active: bool | None = None
+
+
+class UserModel(BaseModel):
+    """An account as the API shows it (never a hash or a stamp)."""
+
+    id: str
+    email: str
+    name: str
+    role: Role
+    active: bool
+    profile_image_url: str
+    created_at: int
+    updated_at: int
+    last_active_at: int | None = None
+
+
+class UserList(BaseModel):
+    """GET /api/v1/users/."""
+
+    users: list[UserModel]
+    total: int
+
+
+class SessionUser(BaseModel):
+    """The session user (GET /api/v1/auths/) and the result of sign-in and sign-up."""
+
+    token: str
+    token_type: str = "Bearer"
+    expires_at: int | None
+    id: str
+    email: str
+    name: str
+    role: Role
+    profile_image_url: str
+    permissions: dict[str, object] = Field(default_factory=dict)
+
+
+class AddedUser(BaseModel):
+    """POST /api/v1/auths/add."""
+
+    id: str
+    email: str
+    name: str
+    role: Role
+    profile_image_url: str
+
+
+class SignoutResult(BaseModel):
+    """GET/POST /api/v1/auths/signout."""
+
+    status: bool = True
+    redirect_url: str | None = None
+
+
+class SessionInfo(BaseModel):
+    """One of the caller's signed-in sessions."""
+
+    id: str
+    current: bool
+    auth_method: str
+    created_at: int
+    expires_at: int | None
+    last_seen_at: int
+    ip: str | None
+    user_agent: str | None
+
+
+class Health(BaseModel):
+    """GET /health."""
+
+    status: bool
+    database: Literal["ok", "unavailable"] | None = None
+    sessions: Literal["synchronised", "stale"] | None = None

@@ -1,0 +1,67 @@
+"""Database tables (SQLAlchemy 2.0 typed mappings). Times are integer Unix epoch seconds."""
+
+from __future__ import annotations
+
+from sqlalchemy import BigInteger, Boolean, ForeignKey, Index, Integer, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    """Declarative base of every wardgate table."""
+
+
+class User(Base):
+    """An account. `session_stamp` changes whenever every session of the user must end."""
+
+    __tablename__ = "users"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    email: Mapped[str] = mapped_column(String(320), unique=True)
+    name: Mapped[str] = mapped_column(String(255))
+    role: Mapped[str] = mapped_column(String(16))
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    password_hash: Mapped[str | None] = mapped_column(Text, nullable=True)
+    session_stamp: Mapped[str] = mapped_column(String(64))
+    profile_image_url: Mapped[str] = mapped_column(String(512), default="/user.png")
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[int] = mapped_column(BigInteger)
+    last_active_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+
+
+class AuthSession(Base):
+    """One signed-in session; its id is the token's `jti`. The database is the truth on revocation."""
+
+    __tablename__ = "auth_sessions"
+    __table_args__ = (Index("ix_auth_sessions_user", "user_id"), Index("ix_auth_sessions_revoked", "revoked_at"))
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    user_id: Mapped[str] = mapped_column(String(36), ForeignKey("users.id", ondelete="CASCADE"))
+    auth_method: Mapped[str] = mapped_column(String(32), default="password")
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    expires_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    last_seen_at: Mapped[int] = mapped_column(BigInteger)
+    ip: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    user_agent: Mapped[str | None] = mapped_column(String(512), nullable=True)
+    revoked_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+
+
+class AuthChange(Base):
+    """An append-only log of changes every instance's revocation view must apply."""
+
+    __tablename__ = "auth_changes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[int] = mapped_column(BigInteger, index=True)
+    kind: Mapped[str] = mapped_column(String(16))  # "user" (reload the user) or "session" (revoked)
+    user_id: Mapped[str] = mapped_column(String(36))
+    session_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    expires_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+
+
+class AppState(Base):
+    """Small named facts about the installation, such as "the first admin has been claimed"."""
+
+    __tablename__ = "app_state"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)

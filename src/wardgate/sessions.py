@@ -1,0 +1,230 @@
+"""The revocation view: who may be signed in, held in memory so a request check costs no I/O.
+
+The database is the truth. Each process keeps a view of it — every user's role, status and session
+stamp, and the revoked sessions that have not expired yet — loaded at start, updated on every local
+write, and refreshed from the `auth_changes` log that every instance (and the CLI) appends to in the
+same transaction as the change itself. A poll of that log is the safety net that needs no other
+service; a later fast path (Redis pub/sub) only makes the same refresh happen sooner.
+
+Fail closed: when the view has not synchronised for `stale_after` seconds, a request is checked
+against the database instead, and if the database cannot answer either, it is refused.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from wardgate.errors import AuthenticationError, StoreUnavailableError
+from wardgate.models import AuthChange, AuthSession, User
+from wardgate.tokens import Claims
+
+log = logging.getLogger(__name__)
+_REVOKED = "This session has ended. Please sign in again."
+_OVERLAP_ROWS = 1000  # ids can commit out of order; re-read this many below the highest seen
+_CHANGE_LOG_RETENTION = 86400
+
+
+@dataclass(frozen=True, slots=True)
+class UserState:
+    """What a request check needs to know about a user."""
+
+    id: str
+    email: str
+    name: str
+    role: str
+    active: bool
+    session_stamp: str
+    profile_image_url: str = "/user.png"
+
+    @classmethod
+    def from_row(cls, row: User) -> UserState:
+        """Copy the fields of a `User` row."""
+        return cls(row.id, row.email, row.name, row.role, row.active, row.session_stamp, row.profile_image_url)
+
+
+@dataclass(slots=True)
+class _Touch:
+    at: int
+    ip: str | None
+
+
+@dataclass
+class SessionView:
+    """In-memory users and revoked sessions, with the time of the last good synchronisation."""
+
+    users: dict[str, UserState] = field(default_factory=dict)
+    revoked: dict[str, int | None] = field(default_factory=dict)  # session id -> expiry (None: never)
+    synced_at: float = field(default_factory=time.monotonic)
+
+    def check(self, claims: Claims) -> UserState:
+        """Return the live user behind valid claims, or raise AuthenticationError."""
+        if claims.session_id in self.revoked:
+            raise AuthenticationError(_REVOKED, code="session_revoked")
+        user = self.users.get(claims.user_id)
+        if user is None or not user.active or user.session_stamp != claims.session_stamp:
+            raise AuthenticationError(_REVOKED, code="session_revoked")
+        return user
+
+    def put_user(self, user: UserState) -> None:
+        """Record a user's current state."""
+        self.users[user.id] = user
+
+    def drop_user(self, user_id: str) -> None:
+        """Forget a deleted user: every token of theirs is refused."""
+        self.users.pop(user_id, None)
+
+    def revoke(self, session_id: str, expires_at: int | None) -> None:
+        """Refuse this session from now on."""
+        self.revoked[session_id] = expires_at
+
+    def prune(self, now: int) -> None:
+        """Drop revoked sessions whose tokens have expired anyway."""
+        expired = [sid for sid, exp in self.revoked.items() if exp is not None and exp < now]
+        for sid in expired:
+            del self.revoked[sid]
+
+
+class SessionRegistry:
+    """Owns the view and keeps it coherent with the database; also batches "last seen" writes."""
+
+    def __init__(self, sessions: sessionmaker[Session], *, stale_after: float = 10.0) -> None:
+        self._sessions = sessions
+        self.view = SessionView()
+        self.stale_after = stale_after
+        self._cursor = 0
+        self._seen: deque[int] = deque(maxlen=4 * _OVERLAP_ROWS)
+        self._seen_set: set[int] = set()
+        self._touches: dict[str, _Touch] = {}
+        self._lock = threading.Lock()
+
+    # --- loading and synchronising ---------------------------------------------------------
+
+    def load(self) -> None:
+        """Build the view from the database (at start)."""
+        now = int(time.time())
+        with self._sessions() as db:
+            cursor = db.scalar(select(func.max(AuthChange.id))) or 0
+            users = {row.id: UserState.from_row(row) for row in db.scalars(select(User))}
+            revoked_rows = db.execute(
+                select(AuthSession.id, AuthSession.expires_at).where(AuthSession.revoked_at.is_not(None))
+            )
+            revoked = {sid: exp for sid, exp in revoked_rows if exp is None or exp >= now}
+        with self._lock:
+            self.view.users = users
+            self.view.revoked = revoked
+            self._cursor = max(0, cursor - _OVERLAP_ROWS)
+            self.view.synced_at = time.monotonic()
+
+    def sync(self) -> int:
+        """Apply changes logged since the last sync (by any instance); return how many were new."""
+        with self._sessions() as db:
+            changes = list(db.scalars(select(AuthChange).where(AuthChange.id > self._cursor).order_by(AuthChange.id)))
+            fresh = [c for c in changes if c.id not in self._seen_set]
+            user_ids = {c.user_id for c in fresh if c.kind == "user"}
+            rows = {r.id: r for r in db.scalars(select(User).where(User.id.in_(user_ids)))} if user_ids else {}
+        with self._lock:
+            for change in fresh:
+                self._apply(change, rows)
+                self._remember(change.id)
+            if changes:
+                self._cursor = max(self._cursor, changes[-1].id - _OVERLAP_ROWS)
+            self.view.synced_at = time.monotonic()
+        return len(fresh)
+
+    def _apply(self, change: AuthChange, rows: dict[str, User]) -> None:
+        if change.kind == "session" and change.session_id:
+            self.view.revoke(change.session_id, change.expires_at)
+        elif change.kind == "user":
+            row = rows.get(change.user_id)
+            if row is None:
+                self.view.drop_user(change.user_id)
+            else:
+                self.view.put_user(UserState.from_row(row))
+
+    def _remember(self, change_id: int) -> None:
+        if len(self._seen) == self._seen.maxlen:
+            self._seen_set.discard(self._seen[0])
+        self._seen.append(change_id)
+        self._seen_set.add(change_id)
+
+    @property
+    def is_stale(self) -> bool:
+        """True when the view may have missed a change and must not be trusted alone."""
+        return time.monotonic() - self.view.synced_at > self.stale_after
+
+    # --- checking ----------------------------------------------------------------------------
+
+    def check(self, claims: Claims) -> UserState:
+        """Check claims against the view (pure memory; callers handle staleness first)."""
+        return self.view.check(claims)
+
+    def check_in_database(self, claims: Claims) -> UserState:
+        """The slow path when the view is stale: ask the database, refuse if it cannot answer."""
+        try:
+            with self._sessions() as db:
+                row = db.get(User, claims.user_id)
+                session = db.get(AuthSession, claims.session_id)
+                state = UserState.from_row(row) if row is not None else None
+                revoked = session is None or session.revoked_at is not None
+        except SQLAlchemyError as exc:
+            raise StoreUnavailableError("database unavailable for the session check") from exc
+        if revoked or state is None or not state.active or state.session_stamp != claims.session_stamp:
+            raise AuthenticationError(_REVOKED, code="session_revoked")
+        return state
+
+    # --- local writes (called after the transaction committed) -------------------------------
+
+    def user_changed(self, user: UserState) -> None:
+        """A local write changed this user."""
+        with self._lock:
+            self.view.put_user(user)
+
+    def user_deleted(self, user_id: str) -> None:
+        """A local write deleted this user."""
+        with self._lock:
+            self.view.drop_user(user_id)
+
+    def session_revoked(self, session_id: str, expires_at: int | None) -> None:
+        """A local write revoked this session."""
+        with self._lock:
+            self.view.revoke(session_id, expires_at)
+
+    # --- "last seen", batched off the hot path ---------------------------------------------
+
+    def touch(self, session_id: str, ip: str | None) -> None:
+        """Note that a session was used now (written to the database by `flush_touches`)."""
+        self._touches[session_id] = _Touch(int(time.time()), ip)
+
+    def flush_touches(self) -> None:
+        """Write the batched "last seen" times; also prune the view and the change log."""
+        touches, self._touches = self._touches, {}
+        now = int(time.time())
+        with self._sessions() as db, db.begin():
+            for session_id, touch in touches.items():
+                db.execute(
+                    update(AuthSession).where(AuthSession.id == session_id).values(last_seen_at=touch.at, ip=touch.ip)
+                )
+            db.execute(delete(AuthChange).where(AuthChange.at < now - _CHANGE_LOG_RETENTION))
+        with self._lock:
+            self.view.prune(now)
+
+
+def log_user_change(db: Session, user_ids: Iterable[str]) -> None:
+    """Append "reload these users" to the change log (inside the caller's transaction)."""
+    now = int(time.time())
+    db.add_all(AuthChange(at=now, kind="user", user_id=uid) for uid in user_ids)
+
+
+def log_session_revoked(db: Session, user_id: str, session_id: str, expires_at: int | None) -> None:
+    """Append "this session is revoked" to the change log (inside the caller's transaction)."""
+    db.add(AuthChange(at=int(time.time()), kind="session", user_id=user_id, session_id=session_id,
+                      expires_at=expires_at))
