@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from email_validator import EmailNotValidError, validate_email
-from sqlalchemy import func, select, update
+from sqlalchemy import func, or_, select, true, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -32,7 +32,9 @@ from wardgate.sessions import SessionRegistry, UserState, log_session_revoked, l
 from wardgate.tokens import Claims, IssuedToken, TokenCodec
 
 ROLES = ("pending", "user", "admin")
-INVALID_CREDENTIALS = "The email or password provided is incorrect. Please check for typos and try signing in again."
+INVALID_CREDENTIALS = (
+    "The email or password provided is incorrect. Please check for typos and try signing in again."
+)
 ACCOUNT_DISABLED = "This account is disabled. Contact an administrator."
 _FIRST_ADMIN_KEY = "first_admin"
 _NAME_MAX = 255
@@ -55,7 +57,8 @@ class PasswordPolicy:
             )
         if self.pattern is not None and not self.pattern.match(password):
             raise BadRequestError(
-                self.hint or "Password does not meet the password policy of this site.", code="password_policy"
+                self.hint or "Password does not meet the password policy of this site.",
+                code="password_policy",
             )
 
 
@@ -94,7 +97,9 @@ def normalise_email(email: str) -> str:
             candidate, check_deliverability=False, globally_deliverable=False, test_environment=True
         )
     except EmailNotValidError:
-        raise BadRequestError("Invalid email format. Please enter a valid email address.", code="invalid_email") from None
+        raise BadRequestError(
+            "Invalid email format. Please enter a valid email address.", code="invalid_email"
+        ) from None
     return validated.normalized.lower()
 
 
@@ -113,9 +118,17 @@ def _now() -> int:
 class AccountService:
     """Account and session operations over the database, keeping the revocation view coherent."""
 
-    def __init__(self, sessions: sessionmaker[Session], registry: SessionRegistry, hasher: PasswordHasher,
-                 codec: TokenCodec, policy: PasswordPolicy, *, default_role: str = "pending",
-                 signup_enabled: Callable[[], bool] = lambda: True) -> None:
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        registry: SessionRegistry,
+        hasher: PasswordHasher,
+        codec: TokenCodec,
+        policy: PasswordPolicy,
+        *,
+        default_role: str = "pending",
+        signup_enabled: Callable[[], bool] = lambda: True,
+    ) -> None:
         self._sessions = sessions
         self._registry = registry
         self._hasher = hasher
@@ -136,8 +149,16 @@ class AccountService:
         user = self.create_user(name, email, password, role=None, open_signup_required=True)
         return self._start_session(user, client, "password")
 
-    def create_user(self, name: str, email: str, password: str | None, *, role: str | None,
-                    open_signup_required: bool = False, check_policy: bool = True) -> UserState:
+    def create_user(
+        self,
+        name: str,
+        email: str,
+        password: str | None,
+        *,
+        role: str | None,
+        open_signup_required: bool = False,
+        check_policy: bool = True,
+    ) -> UserState:
         """Create an account. role=None means "admin if first, else the default role"."""
         name, email = clean_name(name), normalise_email(email)
         if role is not None and role not in ROLES:
@@ -152,8 +173,9 @@ class AccountService:
                 continue  # someone else became the first admin meanwhile: re-decide our role
         raise ConflictError("Could not create the account; please try again.")
 
-    def _insert_user(self, name: str, email: str, password_hash: str | None, role: str | None,
-                     open_signup_required: bool) -> UserState:
+    def _insert_user(
+        self, name: str, email: str, password_hash: str | None, role: str | None, open_signup_required: bool
+    ) -> UserState:
         now = _now()
         with self._sessions() as db:
             try:
@@ -164,13 +186,22 @@ class AccountService:
                         db.add(AppState(key=_FIRST_ADMIN_KEY, value=email))
                         db.flush()
                     elif open_signup_required and not self._signup_enabled():
-                        raise PermissionDeniedError("Sign-up is disabled on this site.", code="signup_disabled")
+                        raise PermissionDeniedError(
+                            "Sign-up is disabled on this site.", code="signup_disabled"
+                        )
                     if db.scalar(select(User.id).where(User.email == email)) is not None:
                         raise BadRequestError("This email is already registered.", code="email_taken")
-                    row = User(id=str(uuid.uuid4()), email=email, name=name,
-                               role="admin" if first else (role or self._default_role), active=True,
-                               password_hash=password_hash, session_stamp=secrets.token_urlsafe(16),
-                               created_at=now, updated_at=now)
+                    row = User(
+                        id=str(uuid.uuid4()),
+                        email=email,
+                        name=name,
+                        role="admin" if first else (role or self._default_role),
+                        active=True,
+                        password_hash=password_hash,
+                        session_stamp=secrets.token_urlsafe(16),
+                        created_at=now,
+                        updated_at=now,
+                    )
                     db.add(row)
                     db.flush()
                     log_user_change(db, [row.id])
@@ -214,16 +245,27 @@ class AccountService:
     def _store_upgraded_hash(self, row: User, new_hash: str) -> None:
         # Compare-and-swap: only replace the exact hash we verified against.
         with self._sessions() as db, db.begin():
-            db.execute(update(User).where(User.id == row.id, User.password_hash == row.password_hash)
-                       .values(password_hash=new_hash))
+            db.execute(
+                update(User)
+                .where(User.id == row.id, User.password_hash == row.password_hash)
+                .values(password_hash=new_hash)
+            )
 
     def _start_session(self, user: UserState, client: ClientInfo, method: str) -> SignedIn:
         issued = self._codec.issue(user.id, user.session_stamp)
         with self._sessions() as db, db.begin():
-            db.add(AuthSession(id=issued.session_id, user_id=user.id, auth_method=method,
-                               created_at=issued.issued_at, expires_at=issued.expires_at,
-                               last_seen_at=issued.issued_at, ip=client.ip,
-                               user_agent=(client.user_agent or "")[:512] or None))
+            db.add(
+                AuthSession(
+                    id=issued.session_id,
+                    user_id=user.id,
+                    auth_method=method,
+                    created_at=issued.issued_at,
+                    expires_at=issued.expires_at,
+                    last_seen_at=issued.issued_at,
+                    ip=client.ip,
+                    user_agent=(client.user_agent or "")[:512] or None,
+                )
+            )
         return SignedIn(user=user, token=issued)
 
     def signout(self, claims: Claims) -> None:
@@ -246,10 +288,15 @@ class AccountService:
         """The user's live sessions, newest first."""
         now = _now()
         with self._sessions() as db:
-            query = select(AuthSession).where(
-                AuthSession.user_id == user_id, AuthSession.revoked_at.is_(None),
-                (AuthSession.expires_at.is_(None)) | (AuthSession.expires_at > now),
-            ).order_by(AuthSession.created_at.desc())
+            query = (
+                select(AuthSession)
+                .where(
+                    AuthSession.user_id == user_id,
+                    AuthSession.revoked_at.is_(None),
+                    (AuthSession.expires_at.is_(None)) | (AuthSession.expires_at > now),
+                )
+                .order_by(AuthSession.created_at.desc())
+            )
             return list(db.scalars(query))
 
     # --- changing accounts --------------------------------------------------------------------------
@@ -311,8 +358,11 @@ class AccountService:
                     row = db.get(User, user_id, with_for_update=True)
                     if row is None:
                         raise NotFoundError("User not found.")
-                    loses_admin = row.role == "admin" and row.active and (
-                        values.get("role", "admin") != "admin" or values.get("active", True) is False)
+                    loses_admin = (
+                        row.role == "admin"
+                        and row.active
+                        and (values.get("role", "admin") != "admin" or values.get("active", True) is False)
+                    )
                     if loses_admin:
                         self._require_other_admin(db, user_id)
                     for key, value in values.items():
@@ -329,11 +379,15 @@ class AccountService:
 
     @staticmethod
     def _require_other_admin(db: Session, user_id: str) -> None:
-        others = db.scalar(select(func.count()).select_from(User).where(
-            User.role == "admin", User.active.is_(True), User.id != user_id))
+        others = db.scalar(
+            select(func.count())
+            .select_from(User)
+            .where(User.role == "admin", User.active.is_(True), User.id != user_id)
+        )
         if not others:
-            raise BadRequestError("The last administrator cannot be demoted, disabled or deleted.",
-                                  code="last_admin")
+            raise BadRequestError(
+                "The last administrator cannot be demoted, disabled or deleted.", code="last_admin"
+            )
 
     # --- reading ----------------------------------------------------------------------------------
 
@@ -352,12 +406,20 @@ class AccountService:
 
     def list_users(self, *, query: str = "", offset: int = 0, limit: int = 50) -> tuple[list[User], int]:
         """A page of accounts (optionally filtered by name or email) and the total count."""
-        condition = (User.email.contains(query.lower()) | func.lower(User.name).contains(query.lower())) if query \
-            else True
+        needle = query.lower()
+        condition = (
+            or_(
+                User.email.contains(needle, autoescape=True),
+                func.lower(User.name).contains(needle, autoescape=True),
+            )
+            if needle
+            else true()
+        )
         with self._sessions() as db:
             total = db.scalar(select(func.count()).select_from(User).where(condition)) or 0
-            rows = db.scalars(select(User).where(condition).order_by(User.created_at, User.id)
-                              .offset(offset).limit(limit))
+            rows = db.scalars(
+                select(User).where(condition).order_by(User.created_at, User.id).offset(offset).limit(limit)
+            )
             return list(rows), total
 
 

@@ -14,10 +14,10 @@ import uvicorn
 from wardgate import db
 from wardgate.accounts import ROLES, UserChanges
 from wardgate.app import create_app
-from wardgate.review import production_findings
 from wardgate.config import Settings, load_settings, redacted_settings
 from wardgate.errors import ApiError, ConfigError
 from wardgate.gateway import Gateway
+from wardgate.review import production_findings
 from wardgate.sessions import UserState
 
 log = logging.getLogger("wardgate")
@@ -31,7 +31,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"wardgate: {exc}", file=sys.stderr)
         return 2 if args.command != "check" else 1
-    logging.basicConfig(level=settings.global_log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=settings.global_log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     handler: Callable[[Settings, argparse.Namespace], int] = args.handler
     try:
         return handler(settings, args)
@@ -55,11 +57,16 @@ def _parser() -> argparse.ArgumentParser:
     check = commands.add_parser("check", help="validate the configuration and print it, secrets redacted")
     check.add_argument("--production", action="store_true", help="also fail on production security findings")
     check.set_defaults(handler=_check)
-    commands.add_parser("gen-secret", help="print a new random WEBUI_SECRET_KEY").set_defaults(handler=_gen_secret)
-    dbp = commands.add_parser("db", help="database maintenance").add_subparsers(dest="db_command", required=True)
+    commands.add_parser("gen-secret", help="print a new random WEBUI_SECRET_KEY").set_defaults(
+        handler=_gen_secret
+    )
+    dbp = commands.add_parser("db", help="database maintenance").add_subparsers(
+        dest="db_command", required=True
+    )
     dbp.add_parser("upgrade", help="apply pending migrations").set_defaults(handler=_db_upgrade)
-    _user_parser(commands.add_parser("user", help="manage accounts").add_subparsers(dest="user_command",
-                                                                                    required=True))
+    _user_parser(
+        commands.add_parser("user", help="manage accounts").add_subparsers(dest="user_command", required=True)
+    )
     return parser
 
 
@@ -94,10 +101,18 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     for finding in production_findings(settings):
         log.warning("configuration: %s", finding)
     uvicorn.run(
-        create_app(settings), host=args.host or settings.host, port=args.port or settings.port,
-        ssl_certfile=certfile, ssl_keyfile=keyfile, proxy_headers=False, server_header=False,
-        date_header=True, log_level=settings.global_log_level.lower(), access_log=False,
-        h11_max_incomplete_event_size=16 * 1024, timeout_graceful_shutdown=10,
+        create_app(settings),
+        host=args.host or settings.host,
+        port=args.port or settings.port,
+        ssl_certfile=certfile,
+        ssl_keyfile=keyfile,
+        proxy_headers=False,
+        server_header=False,
+        date_header=True,
+        log_level=settings.global_log_level.lower(),
+        access_log=False,
+        h11_max_incomplete_event_size=16 * 1024,
+        timeout_graceful_shutdown=10,
     )
     return 0
 
@@ -146,10 +161,7 @@ def _system_actor() -> UserState:
 
 
 def _user_add(settings: Settings, args: argparse.Namespace) -> int:
-    if args.password_stdin:
-        password = sys.stdin.readline().rstrip("\n")
-    else:
-        password = getpass.getpass("Password: ")
+    password = sys.stdin.readline().rstrip("\n") if args.password_stdin else getpass.getpass("Password: ")
     user = _offline(settings).accounts.create_user(args.name, args.email, password, role=args.role)
     print(f"created {user.email} ({user.role}) id={user.id}")
     return 0

@@ -15,9 +15,9 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+from dotenv import dotenv_values
 from pydantic import AliasChoices, BeforeValidator, Field, SecretStr, ValidationError, field_validator
 from pydantic_core import PydanticUseDefault
-from dotenv import dotenv_values
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from wardgate.errors import ConfigError
@@ -26,9 +26,9 @@ from wardgate.security_headers import HEADER_ENV_NAMES, header_problems
 Role = Literal["pending", "user", "admin"]
 SameSite = Literal["lax", "strict", "none"]
 
-SECRET_KEY_FILENAME = ".webui_secret_key"
+SECRET_KEY_FILENAME = ".webui_secret_key"  # noqa: S105 - a file name
 MIN_SECRET_BYTES = 32
-DEFAULT_PASSWORD_PATTERN = r"^(?=.*[a-z])(?=.*[A-Z])(?=.*\d)(?=.*[^\w\s]).{8,}$"
+DEFAULT_PASSWORD_PATTERN = r"^(?=.*[a-z])(?=.*[A-Z])(?=.*\d)(?=.*[^\w\s]).{8,}$"  # noqa: S105 - a policy
 
 # Open WebUI's duration grammar: terms like 30m, 24h, 1d12h, 1.5h; "-1" (or "0") means no expiry.
 _DURATION_TERM = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
@@ -96,7 +96,9 @@ def _env(*names: str) -> Any:
 class Settings(BaseSettings):
     """The whole configuration of one wardgate process, frozen once loaded."""
 
-    model_config = SettingsConfigDict(extra="ignore", frozen=True, populate_by_name=True, validate_default=False)
+    model_config = SettingsConfigDict(
+        extra="ignore", frozen=True, populate_by_name=True, validate_default=False
+    )
 
     @classmethod
     def settings_customise_sources(
@@ -111,7 +113,9 @@ class Settings(BaseSettings):
         return (init_settings,)
 
     # --- secrets and sessions -------------------------------------------------------------
-    webui_secret_key: SecretStr | None = Field(None, validation_alias=_env("WEBUI_SECRET_KEY", "WEBUI_JWT_SECRET_KEY"))
+    webui_secret_key: SecretStr | None = Field(
+        None, validation_alias=_env("WEBUI_SECRET_KEY", "WEBUI_JWT_SECRET_KEY")
+    )
     jwt_expires_in: Lifetime = Field(timedelta(days=7), validation_alias=_env("JWT_EXPIRES_IN"))
     webui_auth: Bool = Field(True, validation_alias=_env("WEBUI_AUTH"))
 
@@ -144,7 +148,9 @@ class Settings(BaseSettings):
     webui_session_cookie_same_site: Annotated[SameSite, BeforeValidator(_lower)] = Field(
         "lax", validation_alias=_env("WEBUI_SESSION_COOKIE_SAME_SITE")
     )
-    webui_session_cookie_secure: OptionalBool = Field(None, validation_alias=_env("WEBUI_SESSION_COOKIE_SECURE"))
+    webui_session_cookie_secure: OptionalBool = Field(
+        None, validation_alias=_env("WEBUI_SESSION_COOKIE_SECURE")
+    )
     webui_auth_cookie_same_site: Annotated[SameSite | None, BeforeValidator(_lower)] = Field(
         None, validation_alias=_env("WEBUI_AUTH_COOKIE_SAME_SITE")
     )
@@ -163,7 +169,7 @@ class Settings(BaseSettings):
     max_body_size: int = Field(4 * 1024 * 1024, ge=1024, le=1024**3, validation_alias=_env("MAX_BODY_SIZE"))
     ssl_certfile: Path | None = Field(None, validation_alias=_env("SSL_CERTFILE"))
     ssl_keyfile: Path | None = Field(None, validation_alias=_env("SSL_KEYFILE"))
-    secret_key_source: Literal["environment", "file"] = "environment"
+    secret_key_source: Literal["environment", "file"] = "environment"  # noqa: S105
     security_headers: dict[str, str | None] = Field(default_factory=dict)
     """The security-header variables as given (None: unset, "": switched off); see security_headers.py."""
 
@@ -257,12 +263,17 @@ def _describe(error: Mapping[str, Any]) -> str:
 def _cross_field_problems(settings: Settings) -> list[str]:
     problems: list[str] = []
     if not settings.webui_auth:
-        problems.append("WEBUI_AUTH=false: wardgate always authenticates; remove the variable or set it to true")
+        problems.append(
+            "WEBUI_AUTH=false: wardgate always authenticates; remove the variable or set it to true"
+        )
     if bool(settings.webui_admin_email) != bool(settings.webui_admin_password):
         problems.append(
-            "WEBUI_ADMIN_EMAIL / WEBUI_ADMIN_PASSWORD: set both to create the first admin at start, or neither"
+            "WEBUI_ADMIN_EMAIL / WEBUI_ADMIN_PASSWORD: set both to create the first admin at start, "
+            "or neither"
         )
-    same_site_none = settings.auth_cookie_same_site == "none" or settings.webui_session_cookie_same_site == "none"
+    same_site_none = (
+        settings.auth_cookie_same_site == "none" or settings.webui_session_cookie_same_site == "none"
+    )
     if same_site_none and settings.auth_cookie_secure is not True:
         problems.append(
             "WEBUI_SESSION_COOKIE_SAME_SITE/WEBUI_AUTH_COOKIE_SAME_SITE=none requires "
@@ -312,7 +323,7 @@ def load_settings(env: Mapping[str, str] | None = None, *, env_file: str | None 
     """Read, validate and complete the configuration; raise ConfigError listing every problem."""
     if env is None:
         env = read_environment(env_file)
-    values = {k: v for k, v in env.items() if k != "security_headers"}
+    values: dict[str, Any] = {k: v for k, v in env.items() if k != "security_headers"}
     values["security_headers"] = {name: env[name] for name in HEADER_ENV_NAMES if name in env}
     try:
         settings = Settings(**values)

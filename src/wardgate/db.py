@@ -42,8 +42,14 @@ def check_database_url(url: str) -> str | None:
     return None
 
 
-def create_db_engine(url: str, *, pool_size: int = 10, max_overflow: int = 10, pool_timeout: float = 30,
-                     pool_recycle: int = 1800) -> Engine:
+def create_db_engine(
+    url: str,
+    *,
+    pool_size: int = 10,
+    max_overflow: int = 10,
+    pool_timeout: float = 30,
+    pool_recycle: int = 1800,
+) -> Engine:
     """Create the engine; SQLite gets WAL, a busy timeout and enforced foreign keys."""
     url = normalise_url(url)
     if url.startswith("sqlite"):
@@ -54,8 +60,11 @@ def create_db_engine(url: str, *, pool_size: int = 10, max_overflow: int = 10, p
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     kwargs: dict[str, Any] = {
-        "pool_size": pool_size, "max_overflow": max_overflow, "pool_timeout": pool_timeout,
-        "pool_recycle": pool_recycle, "pool_pre_ping": True,
+        "pool_size": pool_size,
+        "max_overflow": max_overflow,
+        "pool_timeout": pool_timeout,
+        "pool_recycle": pool_recycle,
+        "pool_pre_ping": True,
     }
     return create_engine(url, **kwargs)
 

@@ -48,7 +48,9 @@ class ApiError(WardgateError):
     status_code = 400
     code = "bad_request"
 
-    def __init__(self, detail: str, *, code: str | None = None, headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, detail: str, *, code: str | None = None, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(detail)
         self.detail = detail
         if code is not None:

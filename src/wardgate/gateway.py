@@ -47,13 +47,19 @@ class Gateway:
         sessions = db.session_factory(engine)
         registry = SessionRegistry(sessions, stale_after=max(10.0, 5 * settings.session_sync_interval))
         codec = TokenCodec([settings.secret_key], settings.jwt_expires_in)
-        policy = PasswordPolicy(settings.password_min_length, settings.password_pattern,
-                                settings.password_validation_hint)
+        policy = PasswordPolicy(
+            settings.password_min_length, settings.password_pattern, settings.password_validation_hint
+        )
         accounts = AccountService(
-            sessions, registry, PasswordHasher(max_concurrent=settings.password_hash_concurrency), codec, policy,
+            sessions,
+            registry,
+            PasswordHasher(max_concurrent=settings.password_hash_concurrency),
+            codec,
+            policy,
             default_role=settings.default_user_role,
-            signup_enabled=lambda: settings.enable_signup and settings.enable_login_form
-            and settings.enable_password_auth,
+            signup_enabled=lambda: (
+                settings.enable_signup and settings.enable_login_form and settings.enable_password_auth
+            ),
         )
         return cls(settings, engine, sessions, registry, accounts, codec)
 
@@ -67,8 +73,9 @@ class Gateway:
         self.registry.load()
         s = self.settings
         if s.webui_admin_email and s.webui_admin_password:
-            created = self.accounts.ensure_admin(s.webui_admin_email, s.webui_admin_password.get_secret_value(),
-                                                 s.webui_admin_name)
+            created = self.accounts.ensure_admin(
+                s.webui_admin_email, s.webui_admin_password.get_secret_value(), s.webui_admin_name
+            )
             if created:
                 log.info("created the admin account from WEBUI_ADMIN_EMAIL")
 

@@ -32,7 +32,10 @@ class AuthSession(Base):
     """One signed-in session; its id is the token's `jti`. The database is the truth on revocation."""
 
     __tablename__ = "auth_sessions"
-    __table_args__ = (Index("ix_auth_sessions_user", "user_id"), Index("ix_auth_sessions_revoked", "revoked_at"))
+    __table_args__ = (
+        Index("ix_auth_sessions_user", "user_id"),
+        Index("ix_auth_sessions_revoked", "revoked_at"),
+    )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     user_id: Mapped[str] = mapped_column(String(36), ForeignKey("users.id", ondelete="CASCADE"))

@@ -48,7 +48,7 @@ class PasswordHasher:
             return self._argon2.hash(password)
 
     def verify(self, password: str, stored_hash: str | None) -> Verification:
-        """Check `password` against `stored_hash` (None: an unknown account, checked against a placeholder)."""
+        """Check `password` against `stored_hash` (None: unknown account, checked against a placeholder)."""
         if len(password.encode()) > MAX_PASSWORD_BYTES:
             return Verification(ok=False)
         with self._admitted():

@@ -48,7 +48,9 @@ class UserState:
     @classmethod
     def from_row(cls, row: User) -> UserState:
         """Copy the fields of a `User` row."""
-        return cls(row.id, row.email, row.name, row.role, row.active, row.session_stamp, row.profile_image_url)
+        return cls(
+            row.id, row.email, row.name, row.role, row.active, row.session_stamp, row.profile_image_url
+        )
 
 
 @dataclass(slots=True)
@@ -127,10 +129,14 @@ class SessionRegistry:
     def sync(self) -> int:
         """Apply changes logged since the last sync (by any instance); return how many were new."""
         with self._sessions() as db:
-            changes = list(db.scalars(select(AuthChange).where(AuthChange.id > self._cursor).order_by(AuthChange.id)))
+            changes = list(
+                db.scalars(select(AuthChange).where(AuthChange.id > self._cursor).order_by(AuthChange.id))
+            )
             fresh = [c for c in changes if c.id not in self._seen_set]
             user_ids = {c.user_id for c in fresh if c.kind == "user"}
-            rows = {r.id: r for r in db.scalars(select(User).where(User.id.in_(user_ids)))} if user_ids else {}
+            rows = (
+                {r.id: r for r in db.scalars(select(User).where(User.id.in_(user_ids)))} if user_ids else {}
+            )
         with self._lock:
             for change in fresh:
                 self._apply(change, rows)
@@ -211,7 +217,9 @@ class SessionRegistry:
         with self._sessions() as db, db.begin():
             for session_id, touch in touches.items():
                 db.execute(
-                    update(AuthSession).where(AuthSession.id == session_id).values(last_seen_at=touch.at, ip=touch.ip)
+                    update(AuthSession)
+                    .where(AuthSession.id == session_id)
+                    .values(last_seen_at=touch.at, ip=touch.ip)
                 )
             db.execute(delete(AuthChange).where(AuthChange.at < now - _CHANGE_LOG_RETENTION))
         with self._lock:
@@ -226,5 +234,8 @@ def log_user_change(db: Session, user_ids: Iterable[str]) -> None:
 
 def log_session_revoked(db: Session, user_id: str, session_id: str, expires_at: int | None) -> None:
     """Append "this session is revoked" to the change log (inside the caller's transaction)."""
-    db.add(AuthChange(at=int(time.time()), kind="session", user_id=user_id, session_id=session_id,
-                      expires_at=expires_at))
+    db.add(
+        AuthChange(
+            at=int(time.time()), kind="session", user_id=user_id, session_id=session_id, expires_at=expires_at
+        )
+    )

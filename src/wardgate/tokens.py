@@ -87,8 +87,8 @@ class TokenCodec:
                 user_id=_text(payload["id"]),
                 session_id=_text(payload["jti"]),
                 session_stamp=_text(payload["session_stamp"]),
-                issued_at=int(payload["iat"]),
-                expires_at=None if exp is None else int(exp),
+                issued_at=_number(payload["iat"]),
+                expires_at=None if exp is None else _number(exp),
             )
         except (KeyError, TypeError, ValueError):
             raise AuthenticationError("Invalid or expired session token.", code="invalid_token") from None
@@ -113,3 +113,9 @@ def _text(value: object) -> str:
     if not isinstance(value, str) or not value or len(value) > 128:
         raise ValueError("claim must be a short non-empty string")
     return value
+
+
+def _number(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError("claim must be a number")
+    return int(value)

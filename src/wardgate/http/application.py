@@ -45,7 +45,11 @@ def build_routes(gateway: Gateway) -> FastAPI:
             await gateway.stop()
 
     app = FastAPI(
-        title="wardgate", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
+        title="wardgate",
+        version=__version__,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
         description="Security gateway for self-hosted AI deployments (Open WebUI-compatible auth API).",
     )
     app.state.gateway = gateway

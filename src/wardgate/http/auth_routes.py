@@ -30,8 +30,12 @@ router = APIRouter(prefix="/api/v1/auths", tags=["auths"], responses=ERROR_RESPO
 def session_user(user: UserState, token: str, expires_at: int | None) -> SessionUser:
     """The Open WebUI `SessionUserInfo` / `SigninResult` shape."""
     return SessionUser(
-        token=token, expires_at=expires_at, id=user.id, email=user.email, name=user.name,
-        role=user.role,  # type: ignore[arg-type]
+        token=token,
+        expires_at=expires_at,
+        id=user.id,
+        email=user.email,
+        name=user.name,
+        role=user.role,
         profile_image_url=user.profile_image_url,
     )
 
@@ -51,18 +55,22 @@ async def get_session_user(principal: CurrentUser, response: Response) -> Sessio
 
 
 @router.post("/signin", response_model=SessionUser, summary="Sign in with email and password")
-async def signin(form: SigninForm, request: Request, response: Response, gw: GatewayDep,
-                 client: ClientDep) -> SessionUser:
+async def signin(
+    form: SigninForm, request: Request, response: Response, gw: GatewayDep, client: ClientDep
+) -> SessionUser:
     """Check the password and start a session (token in the body and in an HttpOnly cookie)."""
     if not gw.settings.enable_password_auth:
-        raise PermissionDeniedError("Password sign-in is disabled on this site.", code="password_auth_disabled")
+        raise PermissionDeniedError(
+            "Password sign-in is disabled on this site.", code="password_auth_disabled"
+        )
     result = await anyio.to_thread.run_sync(gw.accounts.signin, form.email, form.password, client)
     return _signed_in(result, request, response, gw)
 
 
 @router.post("/signup", response_model=SessionUser, summary="Create an account")
-async def signup(form: SignupForm, request: Request, response: Response, gw: GatewayDep,
-                 client: ClientDep) -> SessionUser:
+async def signup(
+    form: SignupForm, request: Request, response: Response, gw: GatewayDep, client: ClientDep
+) -> SessionUser:
     """Create an account and sign it in; the first account ever becomes the admin."""
     result = await anyio.to_thread.run_sync(gw.accounts.signup, form.name, form.email, form.password, client)
     return _signed_in(result, request, response, gw)
@@ -96,11 +104,13 @@ async def signout_get(request: Request, response: Response, gw: GatewayDep) -> S
 
 
 @router.post("/update/password", response_model=bool, summary="Change your password")
-async def update_password(form: UpdatePasswordForm, principal: CurrentUser, request: Request,
-                          response: Response, gw: GatewayDep) -> bool:
+async def update_password(
+    form: UpdatePasswordForm, principal: CurrentUser, request: Request, response: Response, gw: GatewayDep
+) -> bool:
     """Change the password; every session of the account ends, this one included."""
-    await anyio.to_thread.run_sync(gw.accounts.change_password, principal.user.id, form.password,
-                                   form.new_password)
+    await anyio.to_thread.run_sync(
+        gw.accounts.change_password, principal.user.id, form.password, form.new_password
+    )
     clear_token_cookie(response, request, gw.settings)
     return True
 
@@ -110,8 +120,13 @@ async def add_user(form: AddUserForm, _admin: AdminUser, gw: GatewayDep) -> Adde
     """Create an account with a role; unlike Open WebUI no session token for it is handed out."""
     create = partial(gw.accounts.create_user, form.name, form.email, form.password, role=form.role)
     user = await anyio.to_thread.run_sync(create)
-    return AddedUser(id=user.id, email=user.email, name=user.name, role=user.role,  # type: ignore[arg-type]
-                     profile_image_url=user.profile_image_url)
+    return AddedUser(
+        id=user.id,
+        email=user.email,
+        name=user.name,
+        role=user.role,
+        profile_image_url=user.profile_image_url,
+    )
 
 
 @router.get("/sessions", response_model=list[SessionInfo], summary="Your signed-in sessions")
@@ -119,9 +134,16 @@ async def list_sessions(principal: CurrentUser, gw: GatewayDep) -> list[SessionI
     """Every live session of the caller, newest first."""
     rows = await anyio.to_thread.run_sync(gw.accounts.list_sessions, principal.user.id)
     return [
-        SessionInfo(id=r.id, current=r.id == principal.claims.session_id, auth_method=r.auth_method,
-                    created_at=r.created_at, expires_at=r.expires_at, last_seen_at=r.last_seen_at, ip=r.ip,
-                    user_agent=r.user_agent)
+        SessionInfo(
+            id=r.id,
+            current=r.id == principal.claims.session_id,
+            auth_method=r.auth_method,
+            created_at=r.created_at,
+            expires_at=r.expires_at,
+            last_seen_at=r.last_seen_at,
+            ip=r.ip,
+            user_agent=r.user_agent,
+        )
         for r in rows
     ]
 

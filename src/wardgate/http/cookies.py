@@ -18,7 +18,12 @@ def set_token_cookie(response: Response, request: Request, settings: Settings, t
         secure = request.url.scheme == "https"
     max_age = None if token.expires_at is None else max(0, token.expires_at - int(time.time()))
     response.set_cookie(
-        TOKEN_COOKIE, token.token, max_age=max_age, path="/", httponly=True, secure=secure,
+        TOKEN_COOKIE,
+        token.token,
+        max_age=max_age,
+        path="/",
+        httponly=True,
+        secure=secure,
         samesite=settings.auth_cookie_same_site,
     )
 
@@ -28,5 +33,6 @@ def clear_token_cookie(response: Response, request: Request, settings: Settings)
     secure = settings.auth_cookie_secure
     if secure is None:
         secure = request.url.scheme == "https"
-    response.delete_cookie(TOKEN_COOKIE, path="/", httponly=True, secure=secure,
-                           samesite=settings.auth_cookie_same_site)
+    response.delete_cookie(
+        TOKEN_COOKIE, path="/", httponly=True, secure=secure, samesite=settings.auth_cookie_same_site
+    )

@@ -66,15 +66,18 @@ def _parse_origin(entry: str) -> str:
     return origin
 
 
-def parse_cors_origins(value: str) -> list[str]:
-    """Parse `CORS_ALLOW_ORIGIN` (`;`-separated origins, or `*`); ValueError naming a bad entry."""
-    entries = [entry.strip() for entry in value.split(";") if entry.strip()]
+def _canonical_origins(entries: Sequence[str]) -> list[str]:
     if "*" in entries:
         if len(entries) > 1:
             raise ValueError("CORS_ALLOW_ORIGIN: '*' allows every origin; it cannot be combined with a list")
         return ["*"]
     origins = [_parse_origin(entry) for entry in entries]
     return list(dict.fromkeys(origins))  # without duplicates, in the given order
+
+
+def parse_cors_origins(value: str) -> list[str]:
+    """Parse `CORS_ALLOW_ORIGIN` (`;`-separated origins, or `*`); ValueError naming a bad entry."""
+    return _canonical_origins([entry.strip() for entry in value.split(";") if entry.strip()])
 
 
 class CORSGuardMiddleware:
@@ -90,8 +93,8 @@ class CORSGuardMiddleware:
         expose_headers: Sequence[str] = (),
         max_age: int = 600,
     ) -> None:
-        if "*" in origins and len(origins) > 1:
-            raise ValueError("'*' cannot be combined with a list of origins")
+        # Canonical spelling, or Starlette's exact string match would silently miss a listed origin.
+        origins = _canonical_origins(origins)
         self.app = app
         self.allow_all = "*" in origins
         self.origins = frozenset(origins)

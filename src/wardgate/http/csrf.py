@@ -37,7 +37,7 @@ from wardgate.http.cors import origin_of
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 REFUSAL = (
     "Cross-site request refused (CSRF protection): the request's Origin does not match this site. "
-    "Reload the page and try again; API clients should authenticate with an Authorization header."
+    "API clients should send their credential in the Authorization header rather than a cookie."
 )
 _WEB_SCHEMES = {"http": "http", "https": "https", "ws": "http", "wss": "https"}
 _POLICY_VIOLATION = 1008  # RFC 6455 §7.4.1

@@ -14,7 +14,7 @@ from wardgate.gateway import Gateway
 from wardgate.sessions import UserState
 from wardgate.tokens import Claims
 
-TOKEN_COOKIE = "token"
+TOKEN_COOKIE = "token"  # noqa: S105 - the cookie name
 _NOT_AUTHENTICATED = "Not authenticated."
 
 
@@ -73,8 +73,9 @@ async def authenticate(request: Request) -> Principal:
 def require_verified(principal: Annotated[Principal, Depends(authenticate)]) -> Principal:
     """A user or admin; pending accounts reach nothing but their own session."""
     if principal.user.role not in ("user", "admin"):
-        raise PermissionDeniedError("Your account is pending approval by an administrator.",
-                                    code="pending_approval")
+        raise PermissionDeniedError(
+            "Your account is pending approval by an administrator.", code="pending_approval"
+        )
     return principal
 
 

@@ -83,7 +83,7 @@ class TrustedProxies:
     trust_all: bool = False
 
     def trusts(self, host: str | None) -> bool:
-        """Whether the peer at `host` is a trusted proxy (None or a non-IP, e.g. a Unix socket: only under `*`)."""
+        """Whether the peer at `host` is a trusted proxy (no IP, e.g. a Unix socket: only under `*`)."""
         if self.trust_all:
             return True
         address = _address(host) if host else None

@@ -45,8 +45,11 @@ async def health(gw: GatewayDep, ready: bool = Query(False)) -> Health | JSONRes
     if not ready:
         return Health(status=True)
     db_ok = await anyio.to_thread.run_sync(gw.database_ready)
-    body = Health(status=db_ok, database="ok" if db_ok else "unavailable",
-                  sessions="stale" if gw.registry.is_stale else "synchronised")
+    body = Health(
+        status=db_ok,
+        database="ok" if db_ok else "unavailable",
+        sessions="stale" if gw.registry.is_stale else "synchronised",
+    )
     if not db_ok:
         return JSONResponse(body.model_dump(), status_code=503)
     return body

@@ -81,7 +81,7 @@ class SessionUser(BaseModel):
     """The session user (GET /api/v1/auths/) and the result of sign-in and sign-up."""
 
     token: str
-    token_type: str = "Bearer"
+    token_type: str = "Bearer"  # noqa: S105
     expires_at: int | None
     id: str
     email: str

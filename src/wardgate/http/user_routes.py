@@ -21,9 +21,15 @@ router = APIRouter(prefix="/api/v1/users", tags=["users"], responses=ERROR_RESPO
 def user_model(row: User) -> UserModel:
     """The API view of an account row."""
     return UserModel(
-        id=row.id, email=row.email, name=row.name, role=row.role,  # type: ignore[arg-type]
-        active=row.active, profile_image_url=row.profile_image_url, created_at=row.created_at,
-        updated_at=row.updated_at, last_active_at=row.last_active_at,
+        id=row.id,
+        email=row.email,
+        name=row.name,
+        role=row.role,
+        active=row.active,
+        profile_image_url=row.profile_image_url,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        last_active_at=row.last_active_at,
     )
 
 
@@ -35,9 +41,13 @@ def _user_id(user_id: str) -> str:
 
 
 @router.get("/", response_model=UserList, summary="List accounts")
-async def list_users(_admin: AdminUser, gw: GatewayDep, query: str = Query("", max_length=320),
-                     page: int = Query(1, ge=1, le=100000),
-                     limit: int = Query(50, ge=1, le=500)) -> UserList:
+async def list_users(
+    _admin: AdminUser,
+    gw: GatewayDep,
+    query: str = Query("", max_length=320),
+    page: int = Query(1, ge=1, le=100000),
+    limit: int = Query(50, ge=1, le=500),
+) -> UserList:
     """A page of accounts, optionally filtered by name or email."""
     fetch = partial(gw.accounts.list_users, query=query, offset=(page - 1) * limit, limit=limit)
     rows, total = await anyio.to_thread.run_sync(fetch)
@@ -54,8 +64,9 @@ async def get_user(user_id: str, _admin: AdminUser, gw: GatewayDep) -> UserModel
 @router.post("/{user_id}/update", response_model=UserModel, summary="Edit an account")
 async def update_user(user_id: str, form: UserUpdateForm, admin: AdminUser, gw: GatewayDep) -> UserModel:
     """Change role, name, email, password or enabled state; a password change or disabling ends sessions."""
-    changes = UserChanges(role=form.role, name=form.name, email=form.email, password=form.password,
-                          active=form.active)
+    changes = UserChanges(
+        role=form.role, name=form.name, email=form.email, password=form.password, active=form.active
+    )
     await anyio.to_thread.run_sync(gw.accounts.update_user, admin.user, _user_id(user_id), changes)
     row = await anyio.to_thread.run_sync(gw.accounts.get_user, _user_id(user_id))
     return user_model(row)
