@@ -71,8 +71,9 @@ def make_client(make_settings: Callable[..., Settings]) -> Iterator[Callable[...
     clients: list[TestClient] = []
 
     def make(*, base_url: str = ORIGIN, **overrides: str) -> TestClient:
-        client = TestClient(create_app(make_settings(**overrides)), base_url=base_url,
-                            headers={"origin": base_url})
+        client = TestClient(
+            create_app(make_settings(**overrides)), base_url=base_url, headers={"origin": base_url}
+        )
         client.__enter__()
         clients.append(client)
         return client
@@ -88,7 +89,9 @@ def client(make_client: Callable[..., TestClient]) -> TestClient:
     return make_client()
 
 
-def signup(client: TestClient, email: str, *, name: str = "Someone", password: str = PASSWORD) -> dict[str, Any]:
+def signup(
+    client: TestClient, email: str, *, name: str = "Someone", password: str = PASSWORD
+) -> dict[str, Any]:
     """Sign up through the API and return the JSON body (asserting success)."""
     response = client.post("/api/v1/auths/signup", json={"name": name, "email": email, "password": password})
     assert response.status_code == 200, response.text

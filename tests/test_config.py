@@ -17,8 +17,16 @@ SECRET = "a-very-secret-value-that-must-never-be-printed-0123456789"
 
 @pytest.mark.parametrize(
     ("text", "seconds"),
-    [("24h", 86400), ("4w", 4 * 604800), ("1d12h", 129600), ("30m", 1800), ("1.5h", 5400), ("90s", 90),
-     ("7d", 604800), ("1500ms", 1.5)],
+    [
+        ("24h", 86400),
+        ("4w", 4 * 604800),
+        ("1d12h", 129600),
+        ("30m", 1800),
+        ("1.5h", 5400),
+        ("90s", 90),
+        ("7d", 604800),
+        ("1500ms", 1.5),
+    ],
 )
 def test_durations_follow_open_webui(text: str, seconds: float) -> None:
     assert parse_duration(text) == timedelta(seconds=seconds)
@@ -48,7 +56,9 @@ def test_defaults(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("value", ["true", "TRUE", "True", " true "])
 def test_true_in_any_case(value: str, tmp_path: Path) -> None:
-    s = load_settings({"DATA_DIR": str(tmp_path), "ENABLE_SIGNUP": value, "WEBUI_SESSION_COOKIE_SECURE": value})
+    s = load_settings(
+        {"DATA_DIR": str(tmp_path), "ENABLE_SIGNUP": value, "WEBUI_SESSION_COOKIE_SECURE": value}
+    )
     assert s.enable_signup is True and s.auth_cookie_secure is True
 
 
@@ -60,15 +70,27 @@ def test_booleans_that_are_neither_true_nor_false_are_errors(value: str, tmp_pat
 
 def test_every_problem_is_reported_at_once_with_secrets_redacted(tmp_path: Path) -> None:
     env = {
-        "DATA_DIR": str(tmp_path), "WEBUI_SECRET_KEY": SECRET, "WEBUI_ADMIN_PASSWORD": SECRET,
-        "ENABLE_SIGNUP": "maybe", "JWT_EXPIRES_IN": "1y", "DEFAULT_USER_ROLE": "root", "PORT": "http",
-        "WEBUI_URL": "javascript:alert(1)", "WEBUI_SESSION_COOKIE_SAME_SITE": "sometimes",
+        "DATA_DIR": str(tmp_path),
+        "WEBUI_SECRET_KEY": SECRET,
+        "WEBUI_ADMIN_PASSWORD": SECRET,
+        "ENABLE_SIGNUP": "maybe",
+        "JWT_EXPIRES_IN": "1y",
+        "DEFAULT_USER_ROLE": "root",
+        "PORT": "http",
+        "WEBUI_URL": "javascript:alert(1)",
+        "WEBUI_SESSION_COOKIE_SAME_SITE": "sometimes",
     }
     with pytest.raises(ConfigError) as caught:
         load_settings(env)
     message = str(caught.value)
-    for name in ("ENABLE_SIGNUP", "JWT_EXPIRES_IN", "DEFAULT_USER_ROLE", "PORT", "WEBUI_URL",
-                 "WEBUI_SESSION_COOKIE_SAME_SITE"):
+    for name in (
+        "ENABLE_SIGNUP",
+        "JWT_EXPIRES_IN",
+        "DEFAULT_USER_ROLE",
+        "PORT",
+        "WEBUI_URL",
+        "WEBUI_SESSION_COOKIE_SAME_SITE",
+    ):
         assert name in message
     assert len(caught.value.problems) == 6
     assert SECRET not in message
@@ -83,8 +105,14 @@ def test_secret_values_are_redacted_when_a_secret_is_invalid(tmp_path: Path) -> 
 
 def test_cross_field_rules(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as caught:
-        load_settings({"DATA_DIR": str(tmp_path), "WEBUI_ADMIN_EMAIL": "a@example.com",
-                       "WEBUI_SESSION_COOKIE_SAME_SITE": "none", "WEBUI_AUTH": "false"})
+        load_settings(
+            {
+                "DATA_DIR": str(tmp_path),
+                "WEBUI_ADMIN_EMAIL": "a@example.com",
+                "WEBUI_SESSION_COOKIE_SAME_SITE": "none",
+                "WEBUI_AUTH": "false",
+            }
+        )
     text = str(caught.value)
     assert "WEBUI_ADMIN_PASSWORD" in text and "SameSite" in text and "WEBUI_AUTH" in text
 
@@ -92,7 +120,9 @@ def test_cross_field_rules(tmp_path: Path) -> None:
 def test_deprecated_jwt_secret_name_is_a_fallback(tmp_path: Path) -> None:
     old = load_settings({"DATA_DIR": str(tmp_path), "WEBUI_JWT_SECRET_KEY": SECRET})
     assert old.secret_key == SECRET
-    both = load_settings({"DATA_DIR": str(tmp_path), "WEBUI_SECRET_KEY": "x" * 40, "WEBUI_JWT_SECRET_KEY": SECRET})
+    both = load_settings(
+        {"DATA_DIR": str(tmp_path), "WEBUI_SECRET_KEY": "x" * 40, "WEBUI_JWT_SECRET_KEY": SECRET}
+    )
     assert both.secret_key == "x" * 40
 
 
@@ -106,15 +136,28 @@ def test_generated_secret_is_persisted_privately_and_reused(tmp_path: Path) -> N
 
 
 def test_auth_cookie_falls_back_to_session_cookie(tmp_path: Path) -> None:
-    s = load_settings({"DATA_DIR": str(tmp_path), "WEBUI_SESSION_COOKIE_SAME_SITE": "Strict",
-                       "WEBUI_SESSION_COOKIE_SECURE": "true"})
+    s = load_settings(
+        {
+            "DATA_DIR": str(tmp_path),
+            "WEBUI_SESSION_COOKIE_SAME_SITE": "Strict",
+            "WEBUI_SESSION_COOKIE_SECURE": "true",
+        }
+    )
     assert (s.auth_cookie_same_site, s.auth_cookie_secure) == ("strict", True)
-    s = load_settings({"DATA_DIR": str(tmp_path), "WEBUI_SESSION_COOKIE_SECURE": "true",
-                       "WEBUI_AUTH_COOKIE_SECURE": "false", "WEBUI_AUTH_COOKIE_SAME_SITE": "lax"})
+    s = load_settings(
+        {
+            "DATA_DIR": str(tmp_path),
+            "WEBUI_SESSION_COOKIE_SECURE": "true",
+            "WEBUI_AUTH_COOKIE_SECURE": "false",
+            "WEBUI_AUTH_COOKIE_SAME_SITE": "lax",
+        }
+    )
     assert (s.auth_cookie_same_site, s.auth_cookie_secure) == ("lax", False)
 
 
-def test_dotenv_file_is_read_and_the_environment_wins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_dotenv_file_is_read_and_the_environment_wins(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     env_file = tmp_path / ".env"
     env_file.write_text("WEBUI_NAME=From dotenv\nJWT_EXPIRES_IN=24h\n", encoding="utf-8")
     monkeypatch.setenv("JWT_EXPIRES_IN", "1h")
@@ -123,23 +166,49 @@ def test_dotenv_file_is_read_and_the_environment_wins(tmp_path: Path, monkeypatc
 
 
 def test_redacted_settings_never_show_secrets(tmp_path: Path) -> None:
-    s = load_settings({"DATA_DIR": str(tmp_path), "WEBUI_SECRET_KEY": SECRET,
-                       "WEBUI_ADMIN_EMAIL": "a@example.com", "WEBUI_ADMIN_PASSWORD": SECRET})
+    s = load_settings(
+        {
+            "DATA_DIR": str(tmp_path),
+            "WEBUI_SECRET_KEY": SECRET,
+            "WEBUI_ADMIN_EMAIL": "a@example.com",
+            "WEBUI_ADMIN_PASSWORD": SECRET,
+        }
+    )
     shown = redacted_settings(s)
     assert SECRET not in repr(shown) and SECRET not in repr(s)
     assert shown["WEBUI_SECRET_KEY"] == "(set, redacted)"
 
 
 def test_production_review_finds_weak_settings(tmp_path: Path) -> None:
-    weak = load_settings({"DATA_DIR": str(tmp_path), "WEBUI_SECRET_KEY": "short", "JWT_EXPIRES_IN": "-1",
-                          "ENABLE_SIGNUP": "true", "DEFAULT_USER_ROLE": "user", "FORWARDED_ALLOW_IPS": "*",
-                          "HSTS": ""})
+    weak = load_settings(
+        {
+            "DATA_DIR": str(tmp_path),
+            "WEBUI_SECRET_KEY": "short",
+            "JWT_EXPIRES_IN": "-1",
+            "ENABLE_SIGNUP": "true",
+            "DEFAULT_USER_ROLE": "user",
+            "FORWARDED_ALLOW_IPS": "*",
+            "HSTS": "",
+        }
+    )
     text = "\n".join(production_findings(weak))
-    for name in ("WEBUI_SECRET_KEY", "JWT_EXPIRES_IN", "DEFAULT_USER_ROLE", "FORWARDED_ALLOW_IPS", "HSTS",
-                 "WEBUI_SESSION_COOKIE_SECURE", "WEBUI_URL"):
+    for name in (
+        "WEBUI_SECRET_KEY",
+        "JWT_EXPIRES_IN",
+        "DEFAULT_USER_ROLE",
+        "FORWARDED_ALLOW_IPS",
+        "HSTS",
+        "WEBUI_SESSION_COOKIE_SECURE",
+        "WEBUI_URL",
+    ):
         assert name in text
-    strong = load_settings({
-        "DATA_DIR": str(tmp_path), "WEBUI_SECRET_KEY": SECRET, "WEBUI_SESSION_COOKIE_SECURE": "true",
-        "WEBUI_URL": "https://chat.example.com", "ENABLE_SIGNUP": "false",
-    })
+    strong = load_settings(
+        {
+            "DATA_DIR": str(tmp_path),
+            "WEBUI_SECRET_KEY": SECRET,
+            "WEBUI_SESSION_COOKIE_SECURE": "true",
+            "WEBUI_URL": "https://chat.example.com",
+            "ENABLE_SIGNUP": "false",
+        }
+    )
     assert production_findings(strong) == []

@@ -7,8 +7,19 @@ import sys
 
 import wardgate
 
-CORE = ["config", "errors", "tokens", "passwords", "sessions", "accounts", "models", "db", "review",
-        "security_headers", "gateway"]
+CORE = [
+    "config",
+    "errors",
+    "tokens",
+    "passwords",
+    "sessions",
+    "accounts",
+    "models",
+    "db",
+    "review",
+    "security_headers",
+    "gateway",
+]
 
 
 def test_public_api_is_sorted_and_importable() -> None:

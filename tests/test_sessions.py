@@ -97,8 +97,16 @@ def test_changes_committed_out_of_order_are_not_missed(engine: Engine) -> None:
         s.add(AuthChange(id=top + 5, at=int(time.time()), kind="user", user_id=user.id))
     b.registry.sync()  # b has now seen id top+5
     with a.sessions() as s, s.begin():  # a transaction that took a lower id commits late
-        s.add(AuthChange(id=top + 2, at=int(time.time()), kind="session", user_id=user.id,
-                         session_id=signed.token.session_id, expires_at=signed.token.expires_at))
+        s.add(
+            AuthChange(
+                id=top + 2,
+                at=int(time.time()),
+                kind="session",
+                user_id=user.id,
+                session_id=signed.token.session_id,
+                expires_at=signed.token.expires_at,
+            )
+        )
     b.registry.sync()
     with pytest.raises(AuthenticationError):
         b.check(signed.token.token)

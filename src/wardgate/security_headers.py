@@ -83,7 +83,7 @@ _CACHE = rf"{_CACHE_DIRECTIVE}(?:,\s*{_CACHE_DIRECTIVE})*"
 _CSP_DIRECTIVE = r"[A-Za-z0-9-]+(?:[ \t]+[\x21-\x2b\x2d-\x3a\x3c-\x7e]+)*"
 _CSP = rf"{_CSP_DIRECTIVE}(?:[ \t]*;[ \t]*(?:{_CSP_DIRECTIVE})?)*"
 
-# Reporting API §3.2: a structured-field dictionary of endpoint name -> quoted URL.
+# Reporting API, Reporting-Endpoints: a structured-field dictionary of endpoint name -> quoted URL.
 _ENDPOINT = r'[a-z*][a-z0-9_.*-]*="https?://[\x21\x23-\x5b\x5d-\x7e]+"'
 _ENDPOINTS = rf"{_ENDPOINT}(?:\s*,\s*{_ENDPOINT})*"
 
@@ -157,7 +157,7 @@ HEADER_VARIABLES: tuple[HeaderVariable, ...] = (
         "REFERRER_POLICY",
         "Referrer-Policy",
         # Not no-referrer: under it browsers send `Origin: null` on same-origin form posts (Fetch
-        # §3.1 "append a request Origin header"), which defeats the Origin check of CSRFMiddleware.
+        # Standard, "append a request `Origin` header"), which defeats CSRFMiddleware's Origin check.
         # same-origin leaks nothing to other origins either.
         "same-origin",
         _one_of(

@@ -40,7 +40,11 @@ def _host(scope: Scope) -> list[bytes]:
 
 
 def _forwarding_left(scope: Scope) -> list[bytes]:
-    return [name for name, _ in scope["headers"] if name.startswith(b"x-forwarded") or name in (b"forwarded", b"x-real-ip")]
+    return [
+        name
+        for name, _ in scope["headers"]
+        if name.startswith(b"x-forwarded") or name in (b"forwarded", b"x-real-ip")
+    ]
 
 
 SPOOF = {
@@ -63,7 +67,11 @@ async def test_untrusted_peer_headers_are_ignored_and_removed() -> None:
 
 @pytest.mark.anyio
 async def test_trusted_peer_headers_are_honoured() -> None:
-    headers = {"X-Forwarded-For": "198.51.100.7", "X-Forwarded-Proto": "https", "X-Forwarded-Host": "chat.example.com"}
+    headers = {
+        "X-Forwarded-For": "198.51.100.7",
+        "X-Forwarded-Proto": "https",
+        "X-Forwarded-Host": "chat.example.com",
+    }
     scope = await _seen("10.0.0.0/8", headers)
     assert scope["client"] == ("198.51.100.7", 0)
     assert scope["scheme"] == "https"
@@ -115,13 +123,22 @@ async def test_forwarded_for_over_several_header_lines() -> None:
     SEEN.clear()
     transport = httpx.ASGITransport(app=TrustedProxyMiddleware(_echo, "10.0.0.0/8"), client=("10.0.0.1", 1))
     async with httpx.AsyncClient(transport=transport, base_url="http://wardgate.test") as client:
-        await client.get("/", headers=[("X-Forwarded-For", "6.6.6.6"), ("X-Forwarded-For", "198.51.100.7, 10.0.0.9")])
+        await client.get(
+            "/", headers=[("X-Forwarded-For", "6.6.6.6"), ("X-Forwarded-For", "198.51.100.7, 10.0.0.9")]
+        )
     assert SEEN[0]["client"] == ("198.51.100.7", 0)
 
 
 @pytest.mark.parametrize(
     ("proto", "scheme"),
-    [("https", "https"), ("HTTPS", "https"), ("http", "http"), ("wss", "https"), ("http, https", "https"), ("gopher", "http")],
+    [
+        ("https", "https"),
+        ("HTTPS", "https"),
+        ("http", "http"),
+        ("wss", "https"),
+        ("http, https", "https"),
+        ("gopher", "http"),
+    ],
 )
 @pytest.mark.anyio
 async def test_forwarded_proto(proto: str, scheme: str) -> None:
@@ -171,14 +188,20 @@ async def _no_send(message: Message) -> None:
     return None
 
 
-@pytest.mark.parametrize(("peer", "scheme", "client"), [("10.0.0.1", "wss", "198.51.100.7"), ("6.6.6.6", "ws", "6.6.6.6")])
+@pytest.mark.parametrize(
+    ("peer", "scheme", "client"), [("10.0.0.1", "wss", "198.51.100.7"), ("6.6.6.6", "ws", "6.6.6.6")]
+)
 @pytest.mark.anyio
 async def test_websocket_scopes(peer: str, scheme: str, client: str) -> None:
     SEEN.clear()
     scope: dict[str, Any] = {
         "type": "websocket",
         "path": "/ws",
-        "headers": [(b"host", b"wardgate.test"), (b"x-forwarded-proto", b"https"), (b"x-forwarded-for", b"198.51.100.7")],
+        "headers": [
+            (b"host", b"wardgate.test"),
+            (b"x-forwarded-proto", b"https"),
+            (b"x-forwarded-for", b"198.51.100.7"),
+        ],
         "scheme": "ws",
         "client": (peer, 1),
     }
@@ -227,7 +250,16 @@ def test_parse_trusted_proxies(value: str, trusts: list[str | None], distrusts: 
 
 
 @pytest.mark.parametrize(
-    "value", ["localhost", "10.0.0.1/8", "10.0.0.0/33", "1.2.3.4.5", "*, 10.0.0.1", "10.0.0.1;10.0.0.2", "unix:/tmp/s"]
+    "value",
+    [
+        "localhost",
+        "10.0.0.1/8",
+        "10.0.0.0/33",
+        "1.2.3.4.5",
+        "*, 10.0.0.1",
+        "10.0.0.1;10.0.0.2",
+        "unix:/tmp/s",
+    ],
 )
 def test_bad_forwarded_allow_ips_entries_raise(value: str) -> None:
     with pytest.raises(ValueError, match="FORWARDED_ALLOW_IPS") as caught:

@@ -65,7 +65,11 @@ VALID = [
     ("CACHE_CONTROL", "no-store", "no-store"),
     ("CACHE_CONTROL", "no-store, max-age=0", "no-store, max-age=0"),
     ("CACHE_CONTROL", "private,no-cache,must-revalidate", "private,no-cache,must-revalidate"),
-    ("CACHE_CONTROL", "public, max-age=3600, s-maxage=60, immutable", "public, max-age=3600, s-maxage=60, immutable"),
+    (
+        "CACHE_CONTROL",
+        "public, max-age=3600, s-maxage=60, immutable",
+        "public, max-age=3600, s-maxage=60, immutable",
+    ),
     ("CONTENT_SECURITY_POLICY", "default-src 'self'", "default-src 'self'"),
     (
         "CONTENT_SECURITY_POLICY",
@@ -73,7 +77,11 @@ VALID = [
         "default-src 'self'; img-src 'self' data: https://img.example.com; frame-ancestors 'none';",
     ),
     ("CONTENT_SECURITY_POLICY", "script-src 'nonce-abc+/=='", "script-src 'nonce-abc+/=='"),
-    ("CONTENT_SECURITY_POLICY_REPORT_ONLY", "default-src 'self'; report-to csp", "default-src 'self'; report-to csp"),
+    (
+        "CONTENT_SECURITY_POLICY_REPORT_ONLY",
+        "default-src 'self'; report-to csp",
+        "default-src 'self'; report-to csp",
+    ),
     ("CROSS_ORIGIN_OPENER_POLICY", "same-origin", "same-origin"),
     ("CROSS_ORIGIN_OPENER_POLICY", "same-origin-allow-popups", "same-origin-allow-popups"),
     ("CROSS_ORIGIN_OPENER_POLICY", "unsafe-none", "unsafe-none"),
@@ -83,7 +91,11 @@ VALID = [
     ("CROSS_ORIGIN_EMBEDDER_POLICY", "credentialless", "credentialless"),
     ("CROSS_ORIGIN_EMBEDDER_POLICY", "unsafe-none", "unsafe-none"),
     ("REPORTING_ENDPOINTS", 'csp="https://reports.example.com/csp"', 'csp="https://reports.example.com/csp"'),
-    ("REPORTING_ENDPOINTS", 'a="https://r.example/a", b="https://r.example/b"', 'a="https://r.example/a", b="https://r.example/b"'),
+    (
+        "REPORTING_ENDPOINTS",
+        'a="https://r.example/a", b="https://r.example/b"',
+        'a="https://r.example/a", b="https://r.example/b"',
+    ),
     ("XFRAME_OPTIONS", "  DENY  ", "DENY"),
 ]
 
@@ -158,12 +170,15 @@ def test_control_characters_are_refused(name: str, value: str) -> None:
     assert len(problems) == 1
     assert problems[0].startswith(f"{name}=")
     assert "control character" in problems[0]
-    assert "\n" not in problems[0] and "\r" not in problems[0]
+    assert "\n" not in problems[0]
+    assert "\r" not in problems[0]
 
 
 def test_build_raises_with_every_problem() -> None:
     with pytest.raises(ConfigError) as caught:
-        build_header_policy({"XFRAME_OPTIONS": "ALLOWALL", "HSTS": "forever", "REFERRER_POLICY": "no-referrer"})
+        build_header_policy(
+            {"XFRAME_OPTIONS": "ALLOWALL", "HSTS": "forever", "REFERRER_POLICY": "no-referrer"}
+        )
     assert len(caught.value.problems) == 2
     assert {p.split("=", 1)[0] for p in caught.value.problems} == {"XFRAME_OPTIONS", "HSTS"}
 
@@ -206,7 +221,8 @@ def test_defaults_when_unset(header: str, default: str | None) -> None:
 def test_default_csp_is_strict_for_html() -> None:
     assert "default-src 'none'" in DEFAULT_HTML_CSP
     assert "frame-ancestors 'none'" in DEFAULT_HTML_CSP
-    assert "'unsafe-inline'" not in DEFAULT_HTML_CSP and "'unsafe-eval'" not in DEFAULT_HTML_CSP
+    assert "'unsafe-inline'" not in DEFAULT_HTML_CSP
+    assert "'unsafe-eval'" not in DEFAULT_HTML_CSP
 
 
 def test_default_csp_follows_sameorigin_framing() -> None:
@@ -233,7 +249,12 @@ def test_empty_switches_the_header_off(name: str, empty: str) -> None:
 
 def test_proxied_set_leaves_out_defaults_for_wardgate_pages() -> None:
     proxied = dict(build_header_policy({}).proxied)
-    for header in ("content-security-policy", "cache-control", "permissions-policy", "strict-transport-security"):
+    for header in (
+        "content-security-policy",
+        "cache-control",
+        "permissions-policy",
+        "strict-transport-security",
+    ):
         assert header.encode() not in proxied
     assert proxied[b"x-content-type-options"] == b"nosniff"
     assert proxied[b"x-frame-options"] == b"DENY"
@@ -259,11 +280,15 @@ async def _own_headers(_: Request) -> Response:
 
 async def _proxied(request: Request) -> Response:
     setattr(request.state, PROXIED_STATE_KEY, True)
-    return HTMLResponse("<p>upstream</p>", headers={"X-Frame-Options": "SAMEORIGIN", "X-Process-Time": "0.01"})
+    return HTMLResponse(
+        "<p>upstream</p>", headers={"X-Frame-Options": "SAMEORIGIN", "X-Process-Time": "0.01"}
+    )
 
 
 async def _leaky(_: Request) -> Response:
-    return PlainTextResponse("x", headers={"Server": "uvicorn", "X-Powered-By": "py", "X-Process-Time": "0.2"})
+    return PlainTextResponse(
+        "x", headers={"Server": "uvicorn", "X-Powered-By": "py", "X-Process-Time": "0.2"}
+    )
 
 
 async def _socket(websocket: WebSocket) -> None:
@@ -361,7 +386,13 @@ async def test_leaky_headers_are_removed() -> None:
 
 @pytest.mark.anyio
 async def test_websockets_pass_through() -> None:
-    scope: dict[str, Any] = {"type": "websocket", "path": "/ws", "headers": [], "scheme": "ws", "query_string": b""}
+    scope: dict[str, Any] = {
+        "type": "websocket",
+        "path": "/ws",
+        "headers": [],
+        "scheme": "ws",
+        "query_string": b"",
+    }
     inbox: list[Message] = [{"type": "websocket.connect"}]
     sent: list[Message] = []
 

@@ -4,9 +4,9 @@ Outside in (see ARCHITECTURE.md):
 
 1. TrustedProxyMiddleware   client IP, scheme and host from FORWARDED_ALLOW_IPS peers only
 2. SecurityHeadersMiddleware precomputed headers on every response, errors included
-3. BodySizeLimitMiddleware  413 beyond MAX_BODY_SIZE
-4. CORSGuardMiddleware      exact-origin allow-list (Starlette's CORS inside)
-5. CSRFMiddleware           Origin/Referer check for cookie-authenticated unsafe requests
+3. CORSGuardMiddleware      exact-origin allow-list (Starlette's CORS inside)
+4. CSRFMiddleware           Origin/Referer check for cookie-authenticated unsafe requests
+5. BodySizeLimitMiddleware  413 beyond MAX_BODY_SIZE (inside CORS, so listed origins can read it)
 6. FastAPI                  error handlers, authentication dependencies, routes
 """
 
@@ -64,9 +64,9 @@ def build_application(gateway: Gateway) -> ASGIApp:
     s = gateway.settings
     origins = parse_cors_origins(s.cors_allow_origin)
     app: ASGIApp = build_routes(gateway)
+    app = BodySizeLimitMiddleware(app, s.max_body_size)
     site = origin_of(s.webui_url) if s.webui_url else None
     app = CSRFMiddleware(app, site_origin=site, trusted_origins=origins, cookie_name=TOKEN_COOKIE)
     app = CORSGuardMiddleware(app, origins)
-    app = BodySizeLimitMiddleware(app, s.max_body_size)
     app = SecurityHeadersMiddleware(app, build_header_policy(s.security_headers))
     return TrustedProxyMiddleware(app, parse_trusted_proxies(s.forwarded_allow_ips))

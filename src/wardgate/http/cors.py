@@ -5,8 +5,8 @@ Open WebUI defaults to `*` with credentials, i.e. it reflects any origin with
 
 - default (empty): no cross-origin access at all;
 - a `;`-separated list of exact origins: those origins, with credentials;
-- `*` alone: any origin, never with credentials (Fetch §3.2.5 forbids `*` with credentials anyway;
-  Starlette would reflect the origin instead, which is the hole above).
+- `*` alone: any origin, never with credentials (the Fetch Standard's CORS check refuses `*` with
+  credentials anyway; Starlette would reflect the origin instead, which is the hole above).
 
 The CORS logic itself is Starlette's. `CORSGuardMiddleware` only guards its edges: a request from an
 origin that is not allowed never reaches Starlette's middleware, because Starlette answers a refused

@@ -1,0 +1,152 @@
+"""Rate limits on the `limits` library (moving window), shared through Redis when configured.
+
+Storage is chosen by URL: in-process memory by default, Redis when `REDIS_URL` is set (keys under
+`REDIS_KEY_PREFIX`). If Redis fails, limits fall back to this process's memory — logged and reported
+by `/health`, never "no limit" — and Redis is retried in the background until it answers again.
+
+Limits are written like Open WebUI's `SIGNIN_RATE_LIMIT=5/3m`: `<count>/<period>`, where the period
+is a duration (`3m`, `90s`, `1h`, `1d`) or a `limits` granularity (`minute`, `3 minutes`, `hour`).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+from limits import RateLimitItem, parse
+from limits.errors import StorageError
+from limits.storage import MemoryStorage, RedisStorage, Storage
+from limits.strategies import MovingWindowRateLimiter
+
+from wardgate.errors import RateLimitedError
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+RATE_FORM = "<count>/<period> such as 5/3m, 20/180s, 10/minute or 100/hour"
+_SHORT = re.compile(r"^\s*(\d+)\s*/\s*(\d+)\s*(s|m|h|d)\s*$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_RETRY_REDIS_SECONDS = 5.0
+
+
+def parse_rate(text: str) -> RateLimitItem:
+    """Parse a rate such as `5/3m` or `10/minute`; raise ValueError naming the accepted form."""
+    short = _SHORT.match(text)
+    if short:
+        count, amount, unit = short.groups()
+        text = f"{count} per {int(amount) * _UNITS[unit]} second"
+    try:
+        item = parse(text)
+    except ValueError:
+        raise ValueError(f"expected {RATE_FORM}") from None
+    if item.amount < 1:
+        raise ValueError(f"expected {RATE_FORM} with a count of at least 1")
+    return item
+
+
+@dataclass(frozen=True, slots=True)
+class Limit:
+    """A named rate (for messages) and its parsed item."""
+
+    name: str
+    item: RateLimitItem
+
+
+class RateLimiter:
+    """Moving-window limits over Redis or memory, degrading to memory (never to nothing)."""
+
+    def __init__(self, redis_url: str | None = None, *, key_prefix: str = "wardgate") -> None:
+        self._memory: Storage = MemoryStorage()
+        self._redis: Storage | None = None
+        if redis_url:
+            self._redis = RedisStorage(
+                redis_url,
+                key_prefix=f"{key_prefix}:ratelimit",
+                wrap_exceptions=True,
+                socket_timeout=0.5,
+                socket_connect_timeout=0.5,
+            )
+        self._degraded_since: float | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def backend(self) -> str:
+        """`redis`, `memory`, or `memory (redis unavailable)`."""
+        if self._redis is None:
+            return "memory"
+        return "memory (redis unavailable)" if self._degraded_since is not None else "redis"
+
+    def hit(self, limit: Limit, key: str) -> None:
+        """Count one attempt, or raise RateLimitedError (with the wait) when the limit is reached."""
+        if not self._call(lambda s: MovingWindowRateLimiter(s).hit(limit.item, key)):
+            raise RateLimitedError(
+                f"Too many attempts. Try again in {self._wait(limit, key)} seconds.",
+                retry_after=self._wait(limit, key),
+                code="rate_limited",
+            )
+
+    def check(self, limit: Limit, key: str) -> None:
+        """Raise RateLimitedError if the limit is already reached, without counting an attempt."""
+        if not self._call(lambda s: MovingWindowRateLimiter(s).test(limit.item, key)):
+            raise RateLimitedError(
+                f"Too many attempts. Try again in {self._wait(limit, key)} seconds.",
+                retry_after=self._wait(limit, key),
+                code="rate_limited",
+            )
+
+    def count(self, limit: Limit, key: str) -> None:
+        """Count one attempt without refusing (the refusal comes from `check` next time)."""
+        self._call(lambda s: MovingWindowRateLimiter(s).hit(limit.item, key))
+
+    def clear(self, limit: Limit, key: str) -> None:
+        """Forget the attempts under `key` (after a successful sign-in)."""
+        self._call(lambda s: MovingWindowRateLimiter(s).clear(limit.item, key))
+
+    def _wait(self, limit: Limit, key: str) -> int:
+        stats = self._call(lambda s: MovingWindowRateLimiter(s).get_window_stats(limit.item, key))
+        return max(1, int(stats.reset_time - time.time()) + 1)
+
+    def _call(self, operation: Callable[[Storage], T]) -> T:
+        storage = self._storage()
+        try:
+            return operation(storage)
+        except StorageError as exc:
+            self._degrade(exc)
+            return operation(self._memory)
+
+    def _storage(self) -> Storage:
+        if self._redis is None:
+            return self._memory
+        with self._lock:
+            degraded_since = self._degraded_since
+        if degraded_since is None:
+            return self._redis
+        if time.monotonic() - degraded_since >= _RETRY_REDIS_SECONDS and self._redis_answers():
+            log.warning("rate limits: Redis is back; limits are shared across instances again")
+            with self._lock:
+                self._degraded_since = None
+            return self._redis
+        return self._memory
+
+    def _redis_answers(self) -> bool:
+        if self._redis is None:
+            return False
+        try:
+            return bool(self._redis.check())
+        except (StorageError, OSError):
+            with self._lock:
+                self._degraded_since = time.monotonic()
+            return False
+
+    def _degrade(self, exc: Exception) -> None:
+        with self._lock:
+            first = self._degraded_since is None
+            self._degraded_since = time.monotonic()
+        if first:
+            log.error(
+                "rate limits: Redis unavailable (%s); falling back to per-instance limits", type(exc).__name__
+            )

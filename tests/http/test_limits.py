@@ -1,0 +1,177 @@
+"""Request body limit: declared and streamed bodies above the limit get a 413."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+from starlette.types import Message, Receive, Scope, Send
+
+from wardgate.http.limits import BodySizeLimitMiddleware
+
+LIMIT = 100
+CALLS: list[str] = []
+
+
+async def _echo(request: Request) -> Response:
+    body = await request.body()
+    CALLS.append(request.url.path)  # only once the whole body was read
+    return Response(body)
+
+
+def _starlette() -> BodySizeLimitMiddleware:
+    return BodySizeLimitMiddleware(Starlette(routes=[Route("/echo", _echo, methods=["POST"])]), LIMIT)
+
+
+def _fastapi() -> BodySizeLimitMiddleware:
+    api = FastAPI()
+
+    @api.post("/echo")
+    async def echo(request: Request) -> Response:
+        return await _echo(request)
+
+    return BodySizeLimitMiddleware(api, LIMIT)
+
+
+async def _chunks(total: int, size: int = 30) -> AsyncIterator[bytes]:
+    for start in range(0, total, size):
+        yield b"x" * min(size, total - start)
+
+
+async def _post(app: BodySizeLimitMiddleware, content: bytes | AsyncIterator[bytes]) -> httpx.Response:
+    CALLS.clear()
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://testserver"
+    ) as client:
+        return await client.post("/echo", content=content)
+
+
+@pytest.mark.parametrize("size", [0, 1, LIMIT])
+@pytest.mark.anyio
+async def test_bodies_up_to_the_limit_pass(size: int) -> None:
+    response = await _post(_starlette(), b"x" * size)
+    assert response.status_code == 200
+    assert response.content == b"x" * size
+
+
+@pytest.mark.anyio
+async def test_declared_oversize_body_is_refused_before_the_app_runs() -> None:
+    response = await _post(_starlette(), b"x" * (LIMIT + 1))
+    assert response.status_code == 413
+    assert response.json() == {"detail": f"Request body too large (limit {LIMIT} bytes)"}
+    assert response.headers["connection"] == "close"
+    assert CALLS == []
+
+
+@pytest.mark.anyio
+async def test_streamed_body_within_the_limit_passes() -> None:
+    response = await _post(_starlette(), _chunks(LIMIT))
+    assert response.status_code == 200
+    assert len(response.content) == LIMIT
+
+
+@pytest.mark.parametrize("make_app", [_starlette, _fastapi])
+@pytest.mark.anyio
+async def test_streamed_oversize_body_is_refused(make_app: Any) -> None:
+    response = await _post(make_app(), _chunks(LIMIT * 10))
+    assert response.status_code == 413
+    assert CALLS == []  # the route never got the whole body
+
+
+@pytest.mark.anyio
+async def test_fastapi_renders_the_streamed_refusal_as_json() -> None:
+    response = await _post(_fastapi(), _chunks(LIMIT * 10))
+    assert response.json() == {"detail": "Content Too Large"}
+
+
+def _scope(headers: list[tuple[bytes, bytes]]) -> dict[str, Any]:
+    return {"type": "http", "method": "POST", "path": "/", "headers": headers, "query_string": b""}
+
+
+async def _run(app: Any, headers: list[tuple[bytes, bytes]], chunks: list[bytes]) -> list[Message]:
+    inbox: list[Message] = [
+        {"type": "http.request", "body": chunk, "more_body": i < len(chunks) - 1}
+        for i, chunk in enumerate(chunks)
+    ]
+    sent: list[Message] = []
+
+    async def receive() -> Message:
+        return inbox.pop(0) if inbox else {"type": "http.disconnect"}
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    await BodySizeLimitMiddleware(app, LIMIT)(_scope(headers), receive, send)
+    return sent
+
+
+async def _read_all(scope: Scope, receive: Receive, send: Send) -> None:
+    """A bare ASGI app without exception handlers: the limit's own 413 answers."""
+    more = True
+    while more:
+        message = await receive()
+        more = message.get("more_body", False)
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"read"})
+
+
+@pytest.mark.anyio
+async def test_body_longer_than_its_declared_length_is_counted() -> None:
+    sent = await _run(_read_all, [(b"content-length", b"10")], [b"x" * 60, b"x" * 60])
+    assert sent[0]["status"] == 413
+
+
+@pytest.mark.parametrize("length", [b"abc", b"-1", b"\xd9\xa1"])
+@pytest.mark.anyio
+async def test_malformed_content_length_falls_back_to_counting(length: bytes) -> None:
+    assert (await _run(_read_all, [(b"content-length", length)], [b"x" * 10]))[0]["status"] == 200
+    assert (await _run(_read_all, [(b"content-length", length)], [b"x" * 200]))[0]["status"] == 413
+
+
+@pytest.mark.anyio
+async def test_after_the_response_started_the_error_propagates() -> None:
+    async def streaming_echo(scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        more = True
+        while more:
+            message = await receive()
+            more = message.get("more_body", False)
+            await send({"type": "http.response.body", "body": message.get("body", b""), "more_body": True})
+
+    with pytest.raises(HTTPException) as caught:
+        await _run(streaming_echo, [], [b"x" * 60, b"x" * 60])
+    assert caught.value.status_code == 413
+
+
+@pytest.mark.anyio
+async def test_websockets_pass_through() -> None:
+    seen: list[str] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        seen.append(scope["type"])
+
+    big = [(b"content-length", b"100000")]
+    await BodySizeLimitMiddleware(app, LIMIT)({"type": "websocket", "headers": big}, _never, _never_send)
+    assert seen == ["websocket"]
+
+
+async def _never() -> Message:
+    raise AssertionError("not called")
+
+
+async def _never_send(message: Message) -> None:
+    raise AssertionError("not called")
+
+
+@pytest.mark.parametrize("limit", [-1, True, 1.5])
+def test_bad_limit_is_refused(limit: Any) -> None:
+    with pytest.raises(ValueError, match="max_body_bytes"):
+        BodySizeLimitMiddleware(_read_all, limit)
