@@ -28,6 +28,7 @@ from wardgate.errors import (
 )
 from wardgate.models import AppState, AuthSession, User
 from wardgate.passwords import PasswordHasher, check_length
+from wardgate.ratelimit import Limit, RateLimiter, parse_rate
 from wardgate.sessions import SessionRegistry, UserState, log_session_revoked, log_user_change
 from wardgate.tokens import Claims, IssuedToken, TokenCodec
 
@@ -60,6 +61,26 @@ class PasswordPolicy:
                 self.hint or "Password does not meet the password policy of this site.",
                 code="password_policy",
             )
+
+
+@dataclass(frozen=True, slots=True)
+class AuthLimits:
+    """The brute-force limits: per (account, IP), per IP across accounts, sign-up, password change."""
+
+    signin: Limit
+    signin_ip: Limit
+    signup: Limit
+    password_change: Limit
+
+    @classmethod
+    def parse(cls, signin: str, signin_ip: str, signup: str, password_change: str) -> AuthLimits:
+        """Build from rate strings such as `5/3m`."""
+        return cls(
+            Limit("signin", parse_rate(signin)),
+            Limit("signin-ip", parse_rate(signin_ip)),
+            Limit("signup", parse_rate(signup)),
+            Limit("password-change", parse_rate(password_change)),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +149,8 @@ class AccountService:
         *,
         default_role: str = "pending",
         signup_enabled: Callable[[], bool] = lambda: True,
+        limiter: RateLimiter | None = None,
+        limits: AuthLimits | None = None,
     ) -> None:
         self._sessions = sessions
         self._registry = registry
@@ -136,6 +159,8 @@ class AccountService:
         self._policy = policy
         self._default_role = default_role
         self._signup_enabled = signup_enabled
+        self._limiter = limiter or RateLimiter()
+        self._limits = limits or AuthLimits.parse("5/3m", "20/3m", "10/1h", "5/15m")
 
     # --- creating accounts --------------------------------------------------------------------
 
@@ -146,6 +171,7 @@ class AccountService:
 
     def signup(self, name: str, email: str, password: str, client: ClientInfo) -> SignedIn:
         """Self-service sign-up; the very first account becomes admin, atomically."""
+        self._limiter.hit(self._limits.signup, f"signup:{client.ip}")
         user = self.create_user(name, email, password, role=None, open_signup_required=True)
         return self._start_session(user, client, "password")
 
@@ -231,11 +257,19 @@ class AccountService:
             email = normalise_email(email)
         except BadRequestError:
             email = ""
+        # Spraying across accounts from one IP: refuse once that IP has too many failures.
+        ip_key, account_key = f"signin-ip:{client.ip}", f"signin:{email}:{client.ip}"
+        self._limiter.check(self._limits.signin_ip, ip_key)
+        # Per (account, IP): the attempt is counted before the password check, atomically, so N
+        # concurrent guesses cannot all slip through; another IP is unaffected (no lock-out).
+        self._limiter.hit(self._limits.signin, account_key)
         with self._sessions() as db:
             row = db.scalar(select(User).where(User.email == email)) if email else None
         verification = self._hasher.verify(password, row.password_hash if row else None)
         if row is None or not verification.ok:
-            raise AuthenticationError(INVALID_CREDENTIALS, code="invalid_credentials")
+            self._limiter.count(self._limits.signin_ip, ip_key)
+            raise BadRequestError(INVALID_CREDENTIALS, code="invalid_credentials")
+        self._limiter.clear(self._limits.signin, account_key)
         if not row.active:
             raise PermissionDeniedError(ACCOUNT_DISABLED, code="account_disabled")
         if verification.new_hash is not None:
@@ -303,6 +337,7 @@ class AccountService:
 
     def change_password(self, user_id: str, current: str, new: str) -> None:
         """Change one's own password; every session of the user ends (the caller signs in again)."""
+        self._limiter.hit(self._limits.password_change, f"password-change:{user_id}")
         with self._sessions() as db:
             row = db.get(User, user_id)
         if row is None:

@@ -16,11 +16,20 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from dotenv import dotenv_values
-from pydantic import AliasChoices, BeforeValidator, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    AliasChoices,
+    BeforeValidator,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
 from pydantic_core import PydanticUseDefault
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from wardgate.errors import ConfigError
+from wardgate.ratelimit import parse_rate
 from wardgate.security_headers import HEADER_ENV_NAMES, header_problems
 
 Role = Literal["pending", "user", "admin"]
@@ -82,7 +91,13 @@ def _duration(value: object) -> object:
     return value
 
 
+def _rate(value: str) -> str:
+    parse_rate(value)
+    return value
+
+
 Bool = Annotated[bool, BeforeValidator(_parse_bool)]
+Rate = Annotated[str, BeforeValidator(_empty_is_default), AfterValidator(_rate)]
 OptionalBool = Annotated[bool | None, BeforeValidator(_parse_bool)]
 Text = Annotated[str, BeforeValidator(_empty_is_default)]
 Lifetime = Annotated[timedelta | None, BeforeValidator(_duration)]
@@ -144,6 +159,22 @@ class Settings(BaseSettings):
     database_url: Text | None = Field(None, validation_alias=_env("DATABASE_URL"))
     session_sync_interval: float = Field(2.0, gt=0, le=60, validation_alias=_env("SESSION_SYNC_INTERVAL"))
 
+    database_pool_size: int = Field(10, ge=1, le=1000, validation_alias=_env("DATABASE_POOL_SIZE"))
+    database_pool_max_overflow: int = Field(
+        10, ge=0, le=1000, validation_alias=_env("DATABASE_POOL_MAX_OVERFLOW")
+    )
+    database_pool_timeout: float = Field(30, gt=0, le=600, validation_alias=_env("DATABASE_POOL_TIMEOUT"))
+    database_pool_recycle: int = Field(1800, ge=-1, le=86400, validation_alias=_env("DATABASE_POOL_RECYCLE"))
+    redis_url: Text | None = Field(None, validation_alias=_env("REDIS_URL"))
+    redis_key_prefix: Text = Field("wardgate", validation_alias=_env("REDIS_KEY_PREFIX"))
+
+    # --- rate limits ----------------------------------------------------------------------------
+    signin_rate_limit: Rate = Field("5/3m", validation_alias=_env("SIGNIN_RATE_LIMIT"))
+    signin_ip_rate_limit: Rate = Field("20/3m", validation_alias=_env("SIGNIN_IP_RATE_LIMIT"))
+    signup_rate_limit: Rate = Field("10/1h", validation_alias=_env("SIGNUP_RATE_LIMIT"))
+    password_change_rate_limit: Rate = Field("5/15m", validation_alias=_env("PASSWORD_CHANGE_RATE_LIMIT"))
+    auth_failure_rate_limit: Rate = Field("30/1m", validation_alias=_env("AUTH_FAILURE_RATE_LIMIT"))
+
     # --- cookies --------------------------------------------------------------------------------
     webui_session_cookie_same_site: Annotated[SameSite, BeforeValidator(_lower)] = Field(
         "lax", validation_alias=_env("WEBUI_SESSION_COOKIE_SAME_SITE")
@@ -196,6 +227,13 @@ class Settings(BaseSettings):
             raise ValueError("expected an absolute http(s) URL such as https://chat.example.com")
         return value.rstrip("/")
 
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("expected redis://[:password@]host:6379/0 or rediss:// (TLS)")
+        return value
+
     @field_validator("webui_admin_email")
     @classmethod
     def _admin_email(cls, value: str | None) -> str | None:
@@ -234,6 +272,12 @@ class Settings(BaseSettings):
 
 
 SECRET_FIELDS = frozenset({"webui_secret_key", "webui_admin_password"})
+URL_FIELDS = frozenset({"redis_url", "database_url"})  # may carry a password: shown masked
+
+
+def mask_url(url: str) -> str:
+    """Hide the password part of a URL's user information."""
+    return re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", url)
 
 
 def _field_env_name(field: str) -> str:
@@ -255,7 +299,12 @@ def _env_to_field() -> dict[str, str]:
 def _describe(error: Mapping[str, Any]) -> str:
     name = str(error["loc"][0]) if error["loc"] else "configuration"
     field = _env_to_field().get(name, name)
-    value = "(redacted)" if field in SECRET_FIELDS else repr(str(error.get("input", ""))[:80])
+    text = str(error.get("input", ""))
+    value = (
+        "(redacted)"
+        if field in SECRET_FIELDS
+        else repr((mask_url(text) if field in URL_FIELDS else text)[:80])
+    )
     message = str(error["msg"]).removeprefix("Value error, ")
     return f"{name}={value}: {message}"
 
@@ -348,6 +397,8 @@ def redacted_settings(settings: Settings) -> dict[str, str]:
             text = f"{int(value.total_seconds())}s"
         elif value is None:
             text = "(not set)"
+        elif field in URL_FIELDS:
+            text = mask_url(str(value))
         else:
             text = str(value).lower() if isinstance(value, bool) else str(value)
         shown[_field_env_name(field)] = text

@@ -18,9 +18,11 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from wardgate import db
-from wardgate.accounts import AccountService, PasswordPolicy
+from wardgate.accounts import AccountService, AuthLimits, PasswordPolicy
+from wardgate.channel import RedisChangeChannel
 from wardgate.config import Settings
 from wardgate.passwords import PasswordHasher
+from wardgate.ratelimit import Limit, RateLimiter, parse_rate
 from wardgate.sessions import SessionRegistry
 from wardgate.tokens import TokenCodec
 
@@ -37,13 +39,28 @@ class Gateway:
     registry: SessionRegistry
     accounts: AccountService
     codec: TokenCodec
+    limiter: RateLimiter
+    auth_failures: Limit
+    channel: RedisChangeChannel | None = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     @classmethod
     def build(cls, settings: Settings) -> Gateway:
         """Create the services from settings (no I/O beyond creating the engine)."""
         db.raise_for_url(settings.effective_database_url)
-        engine = db.create_db_engine(settings.effective_database_url)
+        engine = db.create_db_engine(
+            settings.effective_database_url,
+            pool_size=settings.database_pool_size,
+            max_overflow=settings.database_pool_max_overflow,
+            pool_timeout=settings.database_pool_timeout,
+            pool_recycle=settings.database_pool_recycle,
+        )
+        limiter = RateLimiter(settings.redis_url, key_prefix=settings.redis_key_prefix)
+        channel = (
+            RedisChangeChannel(settings.redis_url, prefix=settings.redis_key_prefix)
+            if settings.redis_url
+            else None
+        )
         sessions = db.session_factory(engine)
         registry = SessionRegistry(sessions, stale_after=max(10.0, 5 * settings.session_sync_interval))
         codec = TokenCodec([settings.secret_key], settings.jwt_expires_in)
@@ -60,13 +77,37 @@ class Gateway:
             signup_enabled=lambda: (
                 settings.enable_signup and settings.enable_login_form and settings.enable_password_auth
             ),
+            limiter=limiter,
+            limits=AuthLimits.parse(
+                settings.signin_rate_limit,
+                settings.signin_ip_rate_limit,
+                settings.signup_rate_limit,
+                settings.password_change_rate_limit,
+            ),
         )
-        return cls(settings, engine, sessions, registry, accounts, codec)
+        if channel is not None:
+            registry.notify = channel.publish
+            registry.trusted = False  # until the subscription is up and a sync has run
+        auth_failures = Limit("auth-failure", parse_rate(settings.auth_failure_rate_limit))
+        return cls(settings, engine, sessions, registry, accounts, codec, limiter, auth_failures, channel)
 
     async def start(self) -> None:
         """Migrate, load the revocation view, create the bootstrap admin, start background sync."""
         await anyio.to_thread.run_sync(self._start_blocking)
         self._tasks.append(asyncio.create_task(self._sync_forever(), name="wardgate-session-sync"))
+        if self.channel is not None:
+            listen = self.channel.listen(self._on_channel_notice, self._on_channel_state)
+            self._tasks.append(asyncio.create_task(listen, name="wardgate-revocation-channel"))
+
+    async def _on_channel_notice(self) -> None:
+        await anyio.to_thread.run_sync(self.registry.sync)
+
+    async def _on_channel_state(self, connected: bool) -> None:
+        if connected:
+            # Catch up on whatever was missed while disconnected, then trust the view again.
+            await anyio.to_thread.run_sync(self.registry.sync)
+            log.info("revocation channel connected")
+        self.registry.trusted = connected
 
     def _start_blocking(self) -> None:
         db.upgrade(self.engine, lock_dir=self.settings.data_dir)
@@ -90,6 +131,8 @@ class Gateway:
         with contextlib.suppress(SQLAlchemyError):
             await anyio.to_thread.run_sync(self.registry.flush_touches)
         self.engine.dispose()
+        if self.channel is not None:
+            self.channel.close()
 
     async def _sync_forever(self) -> None:
         interval = self.settings.session_sync_interval

@@ -16,7 +16,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from sqlalchemy import delete, func, select, update
@@ -107,6 +107,10 @@ class SessionRegistry:
         self._seen_set: set[int] = set()
         self._touches: dict[str, _Touch] = {}
         self._lock = threading.Lock()
+        self.notify: Callable[[], None] | None = None
+        """Called after each local change (the Redis channel tells the other instances)."""
+        self.trusted = True
+        """False while a configured change channel is down: the view may have missed changes."""
 
     # --- loading and synchronising ---------------------------------------------------------
 
@@ -165,7 +169,7 @@ class SessionRegistry:
     @property
     def is_stale(self) -> bool:
         """True when the view may have missed a change and must not be trusted alone."""
-        return time.monotonic() - self.view.synced_at > self.stale_after
+        return not self.trusted or time.monotonic() - self.view.synced_at > self.stale_after
 
     # --- checking ----------------------------------------------------------------------------
 
@@ -193,16 +197,23 @@ class SessionRegistry:
         """A local write changed this user."""
         with self._lock:
             self.view.put_user(user)
+        self._notify()
 
     def user_deleted(self, user_id: str) -> None:
         """A local write deleted this user."""
         with self._lock:
             self.view.drop_user(user_id)
+        self._notify()
 
     def session_revoked(self, session_id: str, expires_at: int | None) -> None:
         """A local write revoked this session."""
         with self._lock:
             self.view.revoke(session_id, expires_at)
+        self._notify()
+
+    def _notify(self) -> None:
+        if self.notify is not None:
+            self.notify()
 
     # --- "last seen", batched off the hot path ---------------------------------------------
 

@@ -59,12 +59,18 @@ async def authenticate(request: Request) -> Principal:
         raise AuthenticationError(_NOT_AUTHENTICATED)
     token, via = credential
     gw = gateway(request)
-    claims = gw.codec.verify(token)
-    if gw.registry.is_stale:
-        user = await anyio.to_thread.run_sync(gw.registry.check_in_database, claims)
-    else:
-        user = gw.registry.check(claims)
-    gw.registry.touch(claims.session_id, client_info(request).ip)
+    ip = client_info(request).ip
+    try:
+        claims = gw.codec.verify(token)
+        if gw.registry.is_stale:
+            user = await anyio.to_thread.run_sync(gw.registry.check_in_database, claims)
+        else:
+            user = gw.registry.check(claims)
+    except AuthenticationError:
+        # Only failures touch the limiter (it may be Redis): valid requests stay I/O-free.
+        await anyio.to_thread.run_sync(gw.limiter.hit, gw.auth_failures, f"auth-failure:{ip}")
+        raise
+    gw.registry.touch(claims.session_id, ip)
     principal = Principal(user=user, claims=claims, token=token, via=via)
     request.state.principal = principal
     return principal

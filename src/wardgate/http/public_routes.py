@@ -45,10 +45,15 @@ async def health(gw: GatewayDep, ready: bool = Query(False)) -> Health | JSONRes
     if not ready:
         return Health(status=True)
     db_ok = await anyio.to_thread.run_sync(gw.database_ready)
+    channel = (
+        "not configured" if gw.channel is None else ("connected" if gw.channel.connected else "disconnected")
+    )
     body = Health(
         status=db_ok,
         database="ok" if db_ok else "unavailable",
         sessions="stale" if gw.registry.is_stale else "synchronised",
+        rate_limits=gw.limiter.backend,
+        revocation_channel=channel,
     )
     if not db_ok:
         return JSONResponse(body.model_dump(), status_code=503)

@@ -127,3 +127,5 @@ class Health(BaseModel):
     status: bool
     database: Literal["ok", "unavailable"] | None = None
     sessions: Literal["synchronised", "stale"] | None = None
+    rate_limits: str | None = None
+    revocation_channel: Literal["connected", "disconnected", "not configured"] | None = None
