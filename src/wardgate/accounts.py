@@ -19,6 +19,7 @@ from sqlalchemy import func, or_, select, true, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from wardgate.audit import AuditLog
 from wardgate.errors import (
     AuthenticationError,
     BadRequestError,
@@ -151,6 +152,7 @@ class AccountService:
         signup_enabled: Callable[[], bool] = lambda: True,
         limiter: RateLimiter | None = None,
         limits: AuthLimits | None = None,
+        audit: AuditLog | None = None,
     ) -> None:
         self._sessions = sessions
         self._registry = registry
@@ -161,6 +163,7 @@ class AccountService:
         self._signup_enabled = signup_enabled
         self._limiter = limiter or RateLimiter()
         self._limits = limits or AuthLimits.parse("5/3m", "20/3m", "10/1h", "5/15m")
+        self._audit = audit or AuditLog(sessions)
 
     # --- creating accounts --------------------------------------------------------------------
 
@@ -171,9 +174,10 @@ class AccountService:
 
     def signup(self, name: str, email: str, password: str, client: ClientInfo) -> SignedIn:
         """Self-service sign-up; the very first account becomes admin, atomically."""
-        self._limiter.hit(self._limits.signup, f"signup:{client.ip}")
-        user = self.create_user(name, email, password, role=None, open_signup_required=True)
-        return self._start_session(user, client, "password")
+        with self._audit.attempt("auth.signup", subject=email.strip().lower()[:320]):
+            self._limiter.hit(self._limits.signup, f"signup:{client.ip}")
+            user = self.create_user(name, email, password, role=None, open_signup_required=True)
+            return self._start_session(user, client, "password")
 
     def create_user(
         self,
@@ -237,6 +241,7 @@ class AccountService:
                 raise BadRequestError("This email is already registered.", code="email_taken") from None
         state = UserState.from_row(row)
         self._registry.user_changed(state)
+        self._audit.record("user.created", "success", subject=state.email, detail=f"role={state.role}")
         return state
 
     def ensure_admin(self, email: str, password: str, name: str) -> bool:
@@ -257,6 +262,10 @@ class AccountService:
             email = normalise_email(email)
         except BadRequestError:
             email = ""
+        with self._audit.attempt("auth.signin", subject=email or None):
+            return self._signin(email, password, client)
+
+    def _signin(self, email: str, password: str, client: ClientInfo) -> SignedIn:
         # Spraying across accounts from one IP: refuse once that IP has too many failures.
         ip_key, account_key = f"signin-ip:{client.ip}", f"signin:{email}:{client.ip}"
         self._limiter.check(self._limits.signin_ip, ip_key)
@@ -304,10 +313,19 @@ class AccountService:
 
     def signout(self, claims: Claims) -> None:
         """Revoke the session behind these claims."""
-        self.revoke_session(claims.user_id, claims.session_id)
+        self.revoke_session(claims.user_id, claims.session_id, event="auth.signout")
 
-    def revoke_session(self, user_id: str, session_id: str) -> None:
+    def revoke_session(self, user_id: str, session_id: str, *, event: str = "auth.session_revoked") -> None:
         """Revoke one session of `user_id` (404 if it is not theirs)."""
+        email = self._email_of(user_id)
+        with self._audit.attempt(event, actor=email, subject=email, detail=f"session={session_id[:8]}"):
+            self._revoke_session(user_id, session_id)
+
+    def _email_of(self, user_id: str) -> str:
+        user = self._registry.view.users.get(user_id)
+        return user.email if user else user_id
+
+    def _revoke_session(self, user_id: str, session_id: str) -> None:
         with self._sessions() as db, db.begin():
             session = db.get(AuthSession, session_id)
             if session is None or session.user_id != user_id:
@@ -337,6 +355,11 @@ class AccountService:
 
     def change_password(self, user_id: str, current: str, new: str) -> None:
         """Change one's own password; every session of the user ends (the caller signs in again)."""
+        email = self._email_of(user_id)
+        with self._audit.attempt("auth.password_changed", actor=email, subject=email):
+            self._change_password(user_id, current, new)
+
+    def _change_password(self, user_id: str, current: str, new: str) -> None:
         self._limiter.hit(self._limits.password_change, f"password-change:{user_id}")
         with self._sessions() as db:
             row = db.get(User, user_id)
@@ -347,12 +370,30 @@ class AccountService:
         self._policy.check(new)
         self._update(user_id, password_hash=self._hasher.hash(new), rotate_stamp=True)
 
-    def revoke_all_sessions(self, user_id: str) -> UserState:
+    def revoke_all_sessions(self, user_id: str, *, actor: str | None = None) -> UserState:
         """End every session of a user."""
-        return self._update(user_id, rotate_stamp=True)
+        email = self._email_of(user_id)
+        with self._audit.attempt("auth.sessions_revoked", actor=actor or email, subject=email):
+            return self._update(user_id, rotate_stamp=True)
 
     def update_user(self, actor: UserState, user_id: str, changes: UserChanges) -> UserState:
         """An admin's edit: role, name, email, password, enabled/disabled."""
+        if changes.role is not None:
+            event = "user.role_changed"
+        elif changes.active is not None:
+            event = "user.enabled" if changes.active else "user.disabled"
+        else:
+            event = "user.updated"
+        fields = [
+            name
+            for name in ("role", "name", "email", "password", "active")
+            if getattr(changes, name) is not None
+        ]
+        detail = ", ".join(f"role={changes.role}" if f == "role" else f for f in fields)
+        with self._audit.attempt(event, actor=actor.email, subject=self._email_of(user_id), detail=detail):
+            return self._apply_changes(user_id, changes)
+
+    def _apply_changes(self, user_id: str, changes: UserChanges) -> UserState:
         values: dict[str, object] = {}
         rotate = False
         if changes.role is not None:
@@ -374,6 +415,10 @@ class AccountService:
 
     def delete_user(self, actor: UserState, user_id: str) -> None:
         """Delete an account; its sessions end with it."""
+        with self._audit.attempt("user.deleted", actor=actor.email, subject=self._email_of(user_id)):
+            self._delete_user(actor, user_id)
+
+    def _delete_user(self, actor: UserState, user_id: str) -> None:
         if actor.id == user_id:
             raise BadRequestError("You cannot delete your own account.", code="self_delete")
         with self._sessions() as db, db.begin():

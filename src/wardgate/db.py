@@ -89,7 +89,7 @@ def upgrade(engine: Engine, *, lock_dir: Path | None = None) -> None:
     config.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
     with _migration_lock(engine, lock_dir) as connection:
         config.attributes["connection"] = connection
-        command.upgrade(config, "head")
+        command.upgrade(config, "heads")  # every branch: features add tables independently
         connection.commit()
 
 

@@ -19,10 +19,12 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from wardgate import db
 from wardgate.accounts import AccountService, AuthLimits, PasswordPolicy
+from wardgate.audit import AuditLog
 from wardgate.channel import RedisChangeChannel
 from wardgate.config import Settings
 from wardgate.passwords import PasswordHasher
 from wardgate.ratelimit import Limit, RateLimiter, parse_rate
+from wardgate.review import production_findings
 from wardgate.sessions import SessionRegistry
 from wardgate.tokens import TokenCodec
 
@@ -41,6 +43,7 @@ class Gateway:
     codec: TokenCodec
     limiter: RateLimiter
     auth_failures: Limit
+    audit: AuditLog
     channel: RedisChangeChannel | None = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -62,6 +65,7 @@ class Gateway:
             else None
         )
         sessions = db.session_factory(engine)
+        audit = AuditLog(sessions)
         registry = SessionRegistry(sessions, stale_after=max(10.0, 5 * settings.session_sync_interval))
         codec = TokenCodec([settings.secret_key], settings.jwt_expires_in)
         policy = PasswordPolicy(
@@ -78,6 +82,7 @@ class Gateway:
                 settings.enable_signup and settings.enable_login_form and settings.enable_password_auth
             ),
             limiter=limiter,
+            audit=audit,
             limits=AuthLimits.parse(
                 settings.signin_rate_limit,
                 settings.signin_ip_rate_limit,
@@ -89,7 +94,9 @@ class Gateway:
             registry.notify = channel.publish
             registry.trusted = False  # until the subscription is up and a sync has run
         auth_failures = Limit("auth-failure", parse_rate(settings.auth_failure_rate_limit))
-        return cls(settings, engine, sessions, registry, accounts, codec, limiter, auth_failures, channel)
+        return cls(
+            settings, engine, sessions, registry, accounts, codec, limiter, auth_failures, audit, channel
+        )
 
     async def start(self) -> None:
         """Migrate, load the revocation view, create the bootstrap admin, start background sync."""
@@ -112,6 +119,8 @@ class Gateway:
     def _start_blocking(self) -> None:
         db.upgrade(self.engine, lock_dir=self.settings.data_dir)
         self.registry.load()
+        for finding in production_findings(self.settings):
+            self.audit.record("config.warning", "failure", actor="wardgate", detail=finding.split(":", 1)[0])
         s = self.settings
         if s.webui_admin_email and s.webui_admin_password:
             created = self.accounts.ensure_admin(
