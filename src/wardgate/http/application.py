@@ -16,21 +16,28 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.responses import FileResponse
+from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp
 
 from wardgate import __version__
 from wardgate.gateway import Gateway
-from wardgate.http import auth_routes, public_routes, user_routes
+from wardgate.http import audit_routes, auth_routes, pages, public_routes, user_routes
+from wardgate.http.audit_context import AuditContextMiddleware
 from wardgate.http.cors import CORSGuardMiddleware, origin_of, parse_cors_origins
 from wardgate.http.csrf import CSRFMiddleware
 from wardgate.http.deps import TOKEN_COOKIE
 from wardgate.http.errors import install_error_handlers
 from wardgate.http.limits import BodySizeLimitMiddleware
 from wardgate.http.proxy_headers import TrustedProxyMiddleware, parse_trusted_proxies
+from wardgate.http.rendering import STATIC
 from wardgate.http.security_headers import SecurityHeadersMiddleware
 from wardgate.security_headers import build_header_policy
 
 __all__ = ["ASGIApp", "build_application"]
+
+# Sign-in and sign-up forms are checked for a foreign Origin even without a cookie (login CSRF).
+LOGIN_PATHS = ("/api/v1/auths/signin", "/api/v1/auths/signup", "/auth/signin", "/auth/signup")
 
 
 def build_routes(gateway: Gateway) -> FastAPI:
@@ -54,8 +61,14 @@ def build_routes(gateway: Gateway) -> FastAPI:
     )
     app.state.gateway = gateway
     install_error_handlers(app)
-    for module in (auth_routes, user_routes, public_routes):
+    for module in (auth_routes, user_routes, audit_routes, public_routes, pages):
         app.include_router(module.router)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.get("/robots.txt", include_in_schema=False)
+    async def robots() -> FileResponse:
+        return FileResponse(STATIC / "robots.txt", media_type="text/plain")
+
     return app
 
 
@@ -66,7 +79,10 @@ def build_application(gateway: Gateway) -> ASGIApp:
     app: ASGIApp = build_routes(gateway)
     app = BodySizeLimitMiddleware(app, s.max_body_size)
     site = origin_of(s.webui_url) if s.webui_url else None
-    app = CSRFMiddleware(app, site_origin=site, trusted_origins=origins, cookie_name=TOKEN_COOKIE)
+    app = CSRFMiddleware(
+        app, site_origin=site, trusted_origins=origins, cookie_name=TOKEN_COOKIE, login_paths=LOGIN_PATHS
+    )
     app = CORSGuardMiddleware(app, origins)
     app = SecurityHeadersMiddleware(app, build_header_policy(s.security_headers))
+    app = AuditContextMiddleware(app)
     return TrustedProxyMiddleware(app, parse_trusted_proxies(s.forwarded_allow_ips))

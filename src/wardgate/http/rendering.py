@@ -1,0 +1,98 @@
+"""Server-rendered pages: the Jinja2 environment, its filters, and safe redirect targets."""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+from fastapi import Request
+from fastapi.responses import HTMLResponse
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+from wardgate.http.deps import Principal
+
+TEMPLATES = Path(__file__).parent / "templates"
+STATIC = Path(__file__).parent / "static"
+_CONTROL = re.compile(r"[\x00-\x1f\x7f\\]")
+
+
+def safe_redirect_path(target: str | None, default: str = "/") -> str:
+    """`target` if it is a path on this site, else `default` (no open redirect).
+
+    Refused: absolute and scheme-relative URLs (`https://x`, `//x`, `/\\x`), anything with control
+    characters or backslashes (browsers treat `\\` like `/`), and paths that do not start with `/`.
+    """
+    if not target or len(target) > 2048 or not target.startswith("/") or target.startswith("//"):
+        return default
+    if _CONTROL.search(target) or ":" in target.split("?", 1)[0].split("/", 2)[1]:
+        return default
+    return target
+
+
+def _when(epoch: int | None) -> str:
+    if not epoch:
+        return "never"
+    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(epoch))
+
+
+def _isotime(epoch: int | None) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch or 0))
+
+
+def _device(user_agent: str | None) -> str:
+    """A short human description of a user agent ("Firefox on Linux")."""
+    if not user_agent:
+        return "Unknown device"
+    browsers = (
+        ("Edg/", "Edge"),
+        ("Firefox/", "Firefox"),
+        ("Chrome/", "Chrome"),
+        ("Safari/", "Safari"),
+        ("curl/", "curl"),
+        ("python-httpx", "Python (httpx)"),
+        ("python-requests", "Python (requests)"),
+    )
+    systems = (
+        ("Windows", "Windows"),
+        ("Android", "Android"),
+        ("iPhone", "iOS"),
+        ("Mac OS X", "macOS"),
+        ("Linux", "Linux"),
+    )
+    browser = next((name for marker, name in browsers if marker in user_agent), "Browser")
+    system = next((name for marker, name in systems if marker in user_agent), "")
+    return f"{browser} on {system}" if system else browser
+
+
+def _environment() -> Environment:
+    env = Environment(
+        loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html"]), auto_reload=False
+    )
+    env.filters.update({"when": _when, "isotime": _isotime, "device": _device})
+    return env
+
+
+_ENV = _environment()
+
+
+def render(
+    request: Request,
+    template: str,
+    *,
+    principal: Principal | None = None,
+    status_code: int = 200,
+    **context: Any,
+) -> HTMLResponse:
+    """Render a page with the common context (site name, signed-in user)."""
+    gateway = request.app.state.gateway
+    values = {
+        "site_name": gateway.settings.webui_name,
+        "user": principal.user if principal else None,
+        "error": None,
+        "notice": None,
+        **context,
+    }
+    html = _ENV.get_template(template).render(values)
+    return HTMLResponse(html, status_code=status_code, headers={"Cache-Control": "no-store"})

@@ -1,0 +1,72 @@
+"""Real `wardgate serve` processes for tests: start on a free port, wait until healthy, always stop."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@contextmanager
+def wardgate_process(env: Mapping[str, str], *args: str, scheme: str = "http", verify: ssl.SSLContext | bool = False,
+                     timeout: float = 30.0) -> Iterator[str]:
+    """Run `wardgate serve` with `env` (merged over a minimal environment); yield its base URL."""
+    port = int(env["PORT"]) if "PORT" in env else free_port()
+    full_env = {"PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", "/root"),
+                "PORT": str(port), **env}
+    cwd = Path(env.get("DATA_DIR", "."))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "wardgate", "serve", *args], env=full_env, cwd=cwd,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    base = f"{scheme}://localhost:{port}" if scheme == "https" else f"{scheme}://127.0.0.1:{port}"
+    try:
+        _wait_healthy(process, base, verify, timeout)
+        yield base
+    finally:
+        stop(process)
+
+
+def _wait_healthy(process: subprocess.Popen[str], base: str, verify: ssl.SSLContext | bool, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            output = process.stdout.read() if process.stdout else ""
+            raise RuntimeError(f"wardgate exited with {process.returncode}:\n{output}")
+        try:
+            if httpx.get(f"{base}/health", verify=verify, timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.05)
+    raise TimeoutError(f"wardgate did not become healthy at {base}")
+
+
+def stop(process: subprocess.Popen[str]) -> None:
+    """SIGTERM, then SIGKILL if it does not exit within 10 s."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=5)
+    if process.stdout:
+        process.stdout.close()
