@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from httpx import Response
 from sqlalchemy import create_engine, text
 from starlette.testclient import TestClient
 
@@ -103,3 +104,22 @@ def signup(
 def bearer(token: str) -> dict[str, str]:
     """An Authorization header."""
     return {"Authorization": f"Bearer {token}"}
+
+
+def signin(client: TestClient, email: str, password: str = PASSWORD) -> dict[str, Any]:
+    """Sign in through the API and return the JSON body (asserting success); the cookie jar is left empty."""
+    response = client.post("/api/v1/auths/signin", json={"email": email, "password": password})
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    client.cookies.clear()
+    return body
+
+
+def refused(response: Response, status: int) -> str:
+    """Assert a refusal: exactly this status and a body of exactly `{"detail": "<text>"}`; return the text."""
+    assert response.status_code == status, (response.status_code, response.text)
+    body = response.json()
+    assert isinstance(body, dict) and set(body) == {"detail"}, body
+    detail = body["detail"]
+    assert isinstance(detail, str) and detail.strip(), body
+    return detail

@@ -25,16 +25,29 @@ def free_port() -> int:
 
 
 @contextmanager
-def wardgate_process(env: Mapping[str, str], *args: str, scheme: str = "http", verify: ssl.SSLContext | bool = False,
-                     timeout: float = 30.0) -> Iterator[str]:
+def wardgate_process(
+    env: Mapping[str, str],
+    *args: str,
+    scheme: str = "http",
+    verify: ssl.SSLContext | bool = False,
+    timeout: float = 30.0,
+) -> Iterator[str]:
     """Run `wardgate serve` with `env` (merged over a minimal environment); yield its base URL."""
     port = int(env["PORT"]) if "PORT" in env else free_port()
-    full_env = {"PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", "/root"),
-                "PORT": str(port), **env}
+    full_env = {
+        "PATH": os.environ.get("PATH", ""),
+        "HOME": os.environ.get("HOME", "/root"),
+        "PORT": str(port),
+        **env,
+    }
     cwd = Path(env.get("DATA_DIR", "."))
     process = subprocess.Popen(
-        [sys.executable, "-m", "wardgate", "serve", *args], env=full_env, cwd=cwd,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [sys.executable, "-m", "wardgate", "serve", *args],
+        env=full_env,
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     base = f"{scheme}://localhost:{port}" if scheme == "https" else f"{scheme}://127.0.0.1:{port}"
     try:
@@ -44,7 +57,9 @@ def wardgate_process(env: Mapping[str, str], *args: str, scheme: str = "http", v
         stop(process)
 
 
-def _wait_healthy(process: subprocess.Popen[str], base: str, verify: ssl.SSLContext | bool, timeout: float) -> None:
+def _wait_healthy(
+    process: subprocess.Popen[str], base: str, verify: ssl.SSLContext | bool, timeout: float
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:

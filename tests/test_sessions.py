@@ -138,10 +138,11 @@ def test_last_seen_is_batched_and_old_revocations_pruned(engine: Engine) -> None
     a = Instance(engine)
     user = a.accounts.create_user("Ann", "ann@example.com", PASSWORD, role=None)
     signed = a.accounts.signin("ann@example.com", PASSWORD, ClientInfo(ip="10.0.0.1"))
-    a.registry.touch(signed.token.session_id, "10.0.0.2")
+    a.registry.touch(signed.token.session_id, user.id, "10.0.0.2")
     a.registry.flush_touches()
     (session,) = a.accounts.list_sessions(user.id)
     assert session.ip == "10.0.0.2"
+    assert a.accounts.get_user(user.id).last_active_at is not None
     a.registry.view.revoke("gone", int(time.time()) - 5)
     a.registry.flush_touches()
     assert "gone" not in a.registry.view.revoked

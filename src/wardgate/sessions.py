@@ -56,6 +56,7 @@ class UserState:
 @dataclass(slots=True)
 class _Touch:
     at: int
+    user_id: str
     ip: str | None
 
 
@@ -217,9 +218,9 @@ class SessionRegistry:
 
     # --- "last seen", batched off the hot path ---------------------------------------------
 
-    def touch(self, session_id: str, ip: str | None) -> None:
+    def touch(self, session_id: str, user_id: str, ip: str | None) -> None:
         """Note that a session was used now (written to the database by `flush_touches`)."""
-        self._touches[session_id] = _Touch(int(time.time()), ip)
+        self._touches[session_id] = _Touch(int(time.time()), user_id, ip)
 
     def flush_touches(self) -> None:
         """Write the batched "last seen" times; also prune the view and the change log."""
@@ -232,6 +233,8 @@ class SessionRegistry:
                     .where(AuthSession.id == session_id)
                     .values(last_seen_at=touch.at, ip=touch.ip)
                 )
+            for user_id, at in {t.user_id: t.at for t in touches.values()}.items():
+                db.execute(update(User).where(User.id == user_id).values(last_active_at=at))
             db.execute(delete(AuthChange).where(AuthChange.at < now - _CHANGE_LOG_RETENTION))
         with self._lock:
             self.view.prune(now)

@@ -36,9 +36,14 @@ def scan(host: str, ca: Path) -> dict[str, object]:
         pytest.fail("the Observatory scanner is not installed: run ./scripts/test (it runs npm ci)")
     node = shutil.which("node")
     assert node, "node is required (Debian package nodejs)"
-    result = subprocess.run([node, str(SCANNER / "src" / "scan.js"), host], capture_output=True, text=True,
-                            timeout=60, env={"NODE_EXTRA_CA_CERTS": str(ca), "PATH": "/usr/bin:/bin"},
-                            check=False)
+    result = subprocess.run(
+        [node, str(SCANNER / "src" / "scan.js"), host],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"NODE_EXTRA_CA_CERTS": str(ca), "PATH": "/usr/bin:/bin"},
+        check=False,
+    )
     report: dict[str, object] = json.loads(result.stdout)
     return report
 
@@ -47,7 +52,9 @@ def scan(host: str, ca: Path) -> dict[str, object]:
 def test_default_configuration_gets_a_plus(tmp_path: Path, tls_files: dict[str, Path]) -> None:
     env = {"DATA_DIR": str(tmp_path), "WEBUI_SECRET_KEY": SECRET}
     args = ("--ssl-certfile", str(tls_files["cert"]), "--ssl-keyfile", str(tls_files["key"]))
-    with wardgate_process(env, *args, scheme="https", verify=ssl.create_default_context(cafile=tls_files["ca"])) as base:
+    with wardgate_process(
+        env, *args, scheme="https", verify=ssl.create_default_context(cafile=tls_files["ca"])
+    ) as base:
         report = scan(base.removeprefix("https://"), tls_files["ca"])
     summary = report.get("scan")
     assert isinstance(summary, dict), report

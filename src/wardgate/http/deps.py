@@ -70,7 +70,7 @@ async def authenticate(request: Request) -> Principal:
         # Only failures touch the limiter (it may be Redis): valid requests stay I/O-free.
         await anyio.to_thread.run_sync(gw.limiter.hit, gw.auth_failures, f"auth-failure:{ip}")
         raise
-    gw.registry.touch(claims.session_id, ip)
+    gw.registry.touch(claims.session_id, claims.user_id, ip)
     principal = Principal(user=user, claims=claims, token=token, via=via)
     request.state.principal = principal
     return principal
