@@ -29,6 +29,7 @@ from pydantic_core import PydanticUseDefault
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from wardgate.errors import ConfigError
+from wardgate.oauth.configuration import sign_on_problems
 from wardgate.ratelimit import parse_rate
 from wardgate.security_headers import HEADER_ENV_NAMES, header_problems
 
@@ -204,6 +205,78 @@ class Settings(BaseSettings):
     security_headers: dict[str, str | None] = Field(default_factory=dict)
     """The security-header variables as given (None: unset, "": switched off); see security_headers.py."""
 
+    # --- single sign-on (OAuth 2.0 / OpenID Connect; docs/sso.md) ------------------------------
+    # A provider is on when its client id and secret are set; `sign_on_problems`
+    # (oauth/configuration.py) refuses half a provider. GOOGLE_OPENID_PROVIDER_URL and
+    # GITHUB_BASE_URL / GITHUB_API_BASE_URL are wardgate's own additions (tests, GitHub Enterprise).
+    google_client_id: Text | None = Field(None, validation_alias=_env("GOOGLE_CLIENT_ID"))
+    google_client_secret: SecretStr | None = Field(None, validation_alias=_env("GOOGLE_CLIENT_SECRET"))
+    google_oauth_scope: Text = Field("openid email profile", validation_alias=_env("GOOGLE_OAUTH_SCOPE"))
+    google_redirect_uri: Text | None = Field(None, validation_alias=_env("GOOGLE_REDIRECT_URI"))
+    google_openid_provider_url: Text = Field(
+        "https://accounts.google.com/.well-known/openid-configuration",
+        validation_alias=_env("GOOGLE_OPENID_PROVIDER_URL"),
+    )
+    microsoft_client_id: Text | None = Field(None, validation_alias=_env("MICROSOFT_CLIENT_ID"))
+    microsoft_client_secret: SecretStr | None = Field(None, validation_alias=_env("MICROSOFT_CLIENT_SECRET"))
+    microsoft_client_tenant_id: Text | None = Field(None, validation_alias=_env("MICROSOFT_CLIENT_TENANT_ID"))
+    microsoft_client_login_base_url: Text = Field(
+        "https://login.microsoftonline.com", validation_alias=_env("MICROSOFT_CLIENT_LOGIN_BASE_URL")
+    )
+    microsoft_oauth_scope: Text = Field(
+        "openid email profile", validation_alias=_env("MICROSOFT_OAUTH_SCOPE")
+    )
+    microsoft_redirect_uri: Text | None = Field(None, validation_alias=_env("MICROSOFT_REDIRECT_URI"))
+    github_client_id: Text | None = Field(None, validation_alias=_env("GITHUB_CLIENT_ID"))
+    github_client_secret: SecretStr | None = Field(None, validation_alias=_env("GITHUB_CLIENT_SECRET"))
+    github_client_scope: Text = Field("user:email", validation_alias=_env("GITHUB_CLIENT_SCOPE"))
+    github_client_redirect_uri: Text | None = Field(None, validation_alias=_env("GITHUB_CLIENT_REDIRECT_URI"))
+    github_base_url: Text = Field("https://github.com", validation_alias=_env("GITHUB_BASE_URL"))
+    github_api_base_url: Text = Field("https://api.github.com", validation_alias=_env("GITHUB_API_BASE_URL"))
+    oauth_client_id: Text | None = Field(None, validation_alias=_env("OAUTH_CLIENT_ID"))
+    oauth_client_secret: SecretStr | None = Field(None, validation_alias=_env("OAUTH_CLIENT_SECRET"))
+    openid_provider_url: Text | None = Field(None, validation_alias=_env("OPENID_PROVIDER_URL"))
+    oauth_provider_name: Text = Field("SSO", validation_alias=_env("OAUTH_PROVIDER_NAME"))
+    oauth_scopes: Text = Field("openid email profile", validation_alias=_env("OAUTH_SCOPES"))
+    openid_redirect_uri: Text | None = Field(None, validation_alias=_env("OPENID_REDIRECT_URI"))
+    oauth_code_challenge_method: Text | None = Field(
+        None, validation_alias=_env("OAUTH_CODE_CHALLENGE_METHOD")
+    )
+    oauth_token_endpoint_auth_method: Annotated[
+        Literal["client_secret_basic", "client_secret_post", "none"] | None, BeforeValidator(_lower)
+    ] = Field(None, validation_alias=_env("OAUTH_TOKEN_ENDPOINT_AUTH_METHOD"))
+    enable_oauth_signup: Bool = Field(False, validation_alias=_env("ENABLE_OAUTH_SIGNUP"))
+    oauth_merge_accounts_by_email: Bool = Field(False, validation_alias=_env("OAUTH_MERGE_ACCOUNTS_BY_EMAIL"))
+    oauth_allowed_domains: Text = Field("*", validation_alias=_env("OAUTH_ALLOWED_DOMAINS"))
+    enable_oauth_role_management: Bool = Field(False, validation_alias=_env("ENABLE_OAUTH_ROLE_MANAGEMENT"))
+    oauth_roles_claim: Text = Field("roles", validation_alias=_env("OAUTH_ROLES_CLAIM"))
+    oauth_roles_separator: Annotated[str, BeforeValidator(lambda v: str(v) or ",")] = Field(
+        ",", validation_alias=_env("OAUTH_ROLES_SEPARATOR")
+    )
+    oauth_allowed_roles: Text = Field("user,admin", validation_alias=_env("OAUTH_ALLOWED_ROLES"))
+    oauth_admin_roles: Text = Field("admin", validation_alias=_env("OAUTH_ADMIN_ROLES"))
+    enable_oauth_group_management: Bool = Field(False, validation_alias=_env("ENABLE_OAUTH_GROUP_MANAGEMENT"))
+    oauth_groups_claim: Text = Field(
+        "groups", validation_alias=_env("OAUTH_GROUPS_CLAIM", "OAUTH_GROUP_CLAIM")
+    )
+    oauth_groups_separator: Annotated[str, BeforeValidator(lambda v: str(v) or ";")] = Field(
+        ";", validation_alias=_env("OAUTH_GROUPS_SEPARATOR")
+    )
+    oauth_blocked_groups: Text = Field("", validation_alias=_env("OAUTH_BLOCKED_GROUPS"))
+    oauth_email_claim: Text = Field("email", validation_alias=_env("OAUTH_EMAIL_CLAIM"))
+    oauth_username_claim: Text = Field("name", validation_alias=_env("OAUTH_USERNAME_CLAIM"))
+    oauth_sub_claim: Text | None = Field(None, validation_alias=_env("OAUTH_SUB_CLAIM"))
+    oauth_session_token_encryption_key: SecretStr | None = Field(
+        None, validation_alias=_env("OAUTH_SESSION_TOKEN_ENCRYPTION_KEY")
+    )
+    openid_end_session_endpoint: Text | None = Field(
+        None, validation_alias=_env("OPENID_END_SESSION_ENDPOINT")
+    )
+    webui_auth_signout_redirect_url: Text | None = Field(
+        None, validation_alias=_env("WEBUI_AUTH_SIGNOUT_REDIRECT_URL")
+    )
+    # --- end of single sign-on ------------------------------------------------------------------
+
     global_log_level: Annotated[
         Literal["CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG"], BeforeValidator(lambda v: str(v).upper())
     ] = Field("INFO", validation_alias=_env("GLOBAL_LOG_LEVEL"))
@@ -271,7 +344,18 @@ class Settings(BaseSettings):
         return re.compile(self.password_validation_regex_pattern) if self.enable_password_validation else None
 
 
-SECRET_FIELDS = frozenset({"webui_secret_key", "webui_admin_password"})
+SECRET_FIELDS = frozenset(
+    {
+        "webui_secret_key",
+        "webui_admin_password",
+        # single sign-on
+        "google_client_secret",
+        "microsoft_client_secret",
+        "github_client_secret",
+        "oauth_client_secret",
+        "oauth_session_token_encryption_key",
+    }
+)
 URL_FIELDS = frozenset({"redis_url", "database_url"})  # may carry a password: shown masked
 
 
@@ -287,18 +371,21 @@ def _field_env_name(field: str) -> str:
     return str(alias) if alias else field.upper()
 
 
-def _env_to_field() -> dict[str, str]:
+def variable_names() -> dict[str, str]:
+    """Every environment variable wardgate reads, mapped to its settings field."""
     names: dict[str, str] = {}
     for field, info in Settings.model_fields.items():
         alias = info.validation_alias
-        choices = alias.choices if isinstance(alias, AliasChoices) else [alias or field.upper()]
+        if alias is None:
+            continue  # derived at load time (the secret's source, the header table), not a variable
+        choices = alias.choices if isinstance(alias, AliasChoices) else [alias]
         names.update({str(c): field for c in choices})
     return names
 
 
 def _describe(error: Mapping[str, Any]) -> str:
     name = str(error["loc"][0]) if error["loc"] else "configuration"
-    field = _env_to_field().get(name, name)
+    field = variable_names().get(name, name)
     text = str(error.get("input", ""))
     value = (
         "(redacted)"
@@ -329,6 +416,7 @@ def _cross_field_problems(settings: Settings) -> list[str]:
             "WEBUI_SESSION_COOKIE_SECURE=true (browsers refuse SameSite=None cookies without Secure)"
         )
     problems.extend(header_problems(settings.security_headers))
+    problems.extend(sign_on_problems(settings))
     if bool(settings.ssl_certfile) != bool(settings.ssl_keyfile):
         problems.append("SSL_CERTFILE / SSL_KEYFILE: set both to serve HTTPS directly, or neither")
     for name, path in (("SSL_CERTFILE", settings.ssl_certfile), ("SSL_KEYFILE", settings.ssl_keyfile)):

@@ -127,6 +127,8 @@ def test_first_run_creates_the_admin(server: str, browser: Browser, console: Con
 def test_wrong_password_shows_a_clear_message(server: str, browser: Browser, console: Console) -> None:
     context = new_context(browser, console)
     page = context.new_page()
+    page.goto(f"{server}/auth")
+    shoot(page, "signin-light")
     sign_in(page, server, "ada@example.com", "not-the-password")
     expect(page.get_by_role("alert")).to_contain_text("The email or password provided is incorrect")
     expect(page.get_by_label("Email")).to_have_value("ada@example.com")
