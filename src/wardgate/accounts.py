@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from email_validator import EmailNotValidError, validate_email
-from sqlalchemy import func, or_, select, true, update
+from sqlalchemy import delete, func, or_, select, true, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -27,7 +27,7 @@ from wardgate.errors import (
     NotFoundError,
     PermissionDeniedError,
 )
-from wardgate.models import AppState, AuthSession, User
+from wardgate.models import ApiKey, AppState, AuthSession, User
 from wardgate.passwords import PasswordHasher, check_length
 from wardgate.ratelimit import Limit, RateLimiter, parse_rate
 from wardgate.sessions import SessionRegistry, UserState, log_session_revoked, log_user_change
@@ -311,6 +311,16 @@ class AccountService:
             )
         return SignedIn(user=user, token=issued)
 
+    def start_session(self, user: UserState, client: ClientInfo, method: str) -> SignedIn:
+        """Start a session for a user another mechanism authenticated (single sign-on: "oauth")."""
+        return self._start_session(user, client, method)
+
+    def apply_provider_role(self, user_id: str, role: str) -> UserState:
+        """Set the role an identity provider's claims grant (re-applied at every SSO sign-in)."""
+        if role not in ROLES:
+            raise BadRequestError("Role must be one of pending, user, admin.", code="invalid_role")
+        return self._update(user_id, role=role)
+
     def signout(self, claims: Claims) -> None:
         """Revoke the session behind these claims."""
         self.revoke_session(claims.user_id, claims.session_id, event="auth.signout")
@@ -449,6 +459,9 @@ class AccountService:
                         setattr(row, key, value)
                     if rotate_stamp:
                         row.session_stamp = secrets.token_urlsafe(16)
+                        # Every session ends, and the API keys with them (docs/api-keys.md); other
+                        # instances refuse the keys at once through the stamp check.
+                        db.execute(delete(ApiKey).where(ApiKey.user_id == user_id))
                     row.updated_at = _now()
                     log_user_change(db, [user_id])
             except IntegrityError:

@@ -28,8 +28,10 @@ from pydantic import (
 from pydantic_core import PydanticUseDefault
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from wardgate.apikeys import check_path_prefixes
 from wardgate.errors import ConfigError
 from wardgate.oauth.configuration import sign_on_problems
+from wardgate.proxy.upstreams import check_upstream_url
 from wardgate.ratelimit import parse_rate
 from wardgate.security_headers import HEADER_ENV_NAMES, header_problems
 
@@ -277,6 +279,81 @@ class Settings(BaseSettings):
     )
     # --- end of single sign-on ------------------------------------------------------------------
 
+    # --- upstreams (reverse proxy) --------------------------------------------------------------
+    ollama_base_url: Text | None = Field(None, validation_alias=_env("OLLAMA_BASE_URL"))
+    openai_api_base_url: Text | None = Field(None, validation_alias=_env("OPENAI_API_BASE_URL"))
+    openai_api_key: SecretStr | None = Field(None, validation_alias=_env("OPENAI_API_KEY"))
+    upstream_url: Text | None = Field(None, validation_alias=_env("UPSTREAM_URL"))
+    ollama_allowed_roles: Text = Field("user,admin", validation_alias=_env("OLLAMA_ALLOWED_ROLES"))
+    openai_allowed_roles: Text = Field("user,admin", validation_alias=_env("OPENAI_ALLOWED_ROLES"))
+    upstream_allowed_roles: Text = Field("user,admin", validation_alias=_env("UPSTREAM_ALLOWED_ROLES"))
+    ollama_allowed_groups: Text = Field("", validation_alias=_env("OLLAMA_ALLOWED_GROUPS"))
+    openai_allowed_groups: Text = Field("", validation_alias=_env("OPENAI_ALLOWED_GROUPS"))
+    upstream_allowed_groups: Text = Field("", validation_alias=_env("UPSTREAM_ALLOWED_GROUPS"))
+    upstream_timeout: float = Field(300, gt=0, le=86400, validation_alias=_env("UPSTREAM_TIMEOUT"))
+    proxy_enforce_security_headers: Bool = Field(
+        False, validation_alias=_env("PROXY_ENFORCE_SECURITY_HEADERS")
+    )
+    webui_auth_trusted_email_header: Text = Field(
+        "X-Forwarded-Email", validation_alias=_env("WEBUI_AUTH_TRUSTED_EMAIL_HEADER")
+    )
+    webui_auth_trusted_name_header: Text = Field(
+        "X-Forwarded-Name", validation_alias=_env("WEBUI_AUTH_TRUSTED_NAME_HEADER")
+    )
+    webui_auth_trusted_groups_header: Text = Field(
+        "X-Forwarded-Groups", validation_alias=_env("WEBUI_AUTH_TRUSTED_GROUPS_HEADER")
+    )
+    webui_auth_trusted_role_header: Text = Field(
+        "X-Forwarded-Role", validation_alias=_env("WEBUI_AUTH_TRUSTED_ROLE_HEADER")
+    )
+    wardgate_path_prefix: Text = Field("", validation_alias=_env("WARDGATE_PATH_PREFIX"))
+
+    # --- API keys (docs/api-keys.md) -------------------------------------------------------------
+    enable_api_keys: Bool = Field(False, validation_alias=_env("ENABLE_API_KEYS"))
+    user_permissions_features_api_keys: Bool = Field(
+        False, validation_alias=_env("USER_PERMISSIONS_FEATURES_API_KEYS")
+    )
+    custom_api_key_header: Annotated[str, BeforeValidator(_lower)] = Field(
+        "x-api-key", validation_alias=_env("CUSTOM_API_KEY_HEADER")
+    )
+    enable_api_keys_endpoint_restrictions: Bool = Field(
+        False,
+        validation_alias=_env("ENABLE_API_KEYS_ENDPOINT_RESTRICTIONS", "ENABLE_API_KEY_ENDPOINT_RESTRICTIONS"),
+    )
+    api_keys_allowed_endpoints: tuple[str, ...] = Field(
+        (), validation_alias=_env("API_KEYS_ALLOWED_ENDPOINTS", "API_KEY_ALLOWED_ENDPOINTS")
+    )
+    api_key_rate_limit: Rate = Field("600/1m", validation_alias=_env("API_KEY_RATE_LIMIT"))
+
+    @field_validator("custom_api_key_header")
+    @classmethod
+    def _api_key_header(cls, value: str) -> str:
+        # The CSRF check exempts requests carrying this header, which is sound only for a name a
+        # page cannot send cross-site without a CORS preflight (Fetch standard: CORS-safelisted
+        # request headers) and that no proxy or browser sets on its own.
+        standard = {"accept", "accept-language", "authorization", "content-language", "content-type"}
+        standard |= {"cookie", "host", "origin", "range", "referer", "user-agent", "forwarded", "x-real-ip"}
+        reserved = value in standard or value.startswith(("sec-", "proxy-", "x-forwarded-"))
+        if reserved or not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,63}", value):
+            raise ValueError("expected a custom header name such as x-api-key (not a standard header)")
+        return value
+
+    @field_validator("api_keys_allowed_endpoints", mode="before")
+    @classmethod
+    def _endpoints(cls, value: object) -> object:
+        if isinstance(value, str):
+            return check_path_prefixes([p for p in value.split(",") if p.strip()])
+        return value
+
+    @property
+    def api_key_endpoints(self) -> tuple[str, ...] | None:
+        """Path prefixes every API key is limited to (None: no global limit; empty: nothing)."""
+        if self.enable_api_keys_endpoint_restrictions or self.api_keys_allowed_endpoints:
+            return self.api_keys_allowed_endpoints
+        return None
+
+    # --- end of API keys -------------------------------------------------------------------------
+
     global_log_level: Annotated[
         Literal["CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG"], BeforeValidator(lambda v: str(v).upper())
     ] = Field("INFO", validation_alias=_env("GLOBAL_LOG_LEVEL"))
@@ -307,12 +384,44 @@ class Settings(BaseSettings):
             raise ValueError("expected redis://[:password@]host:6379/0 or rediss:// (TLS)")
         return value
 
+    @field_validator("wardgate_path_prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        if value and not re.fullmatch(r"(/[A-Za-z0-9._~-]+)+", value):
+            raise ValueError("expected a path such as /wardgate (no trailing slash), or empty")
+        return value
+
+    @field_validator(
+        "webui_auth_trusted_email_header",
+        "webui_auth_trusted_name_header",
+        "webui_auth_trusted_groups_header",
+        "webui_auth_trusted_role_header",
+    )
+    @classmethod
+    def _header_name(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9-]{1,64}", value):
+            raise ValueError("expected an HTTP header name such as X-Forwarded-Email")
+        return value
+
+    @field_validator("ollama_base_url", "openai_api_base_url", "upstream_url")
+    @classmethod
+    def _upstream(cls, value: str | None) -> str | None:
+        problem = None if value is None else check_upstream_url(value)
+        if problem:
+            raise ValueError(problem)
+        return value
+
     @field_validator("webui_admin_email")
     @classmethod
     def _admin_email(cls, value: str | None) -> str | None:
         return None if value is None else value.lower()
 
     # --- derived values -------------------------------------------------------------------------
+
+    @property
+    def route_prefix(self) -> str:
+        """Where wardgate's own pages and API live (`WARDGATE_PATH_PREFIX`, "" = at the root)."""
+        return self.wardgate_path_prefix
 
     @property
     def secret_key(self) -> str:
@@ -348,6 +457,7 @@ SECRET_FIELDS = frozenset(
     {
         "webui_secret_key",
         "webui_admin_password",
+        "openai_api_key",
         # single sign-on
         "google_client_secret",
         "microsoft_client_secret",

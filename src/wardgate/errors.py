@@ -11,6 +11,7 @@ WardgateError
     ├── NotFoundError           404
     ├── BadRequestError         400: input that is well-formed but refused
     ├── ConflictError           409
+    ├── ProviderError           502: a sign-in provider failed or answered something unverifiable
     └── RateLimitedError        429, with a retry-after in seconds
         └── BusyError           503: admission control (too many concurrent password hashes)
 ```
@@ -91,6 +92,13 @@ class ConflictError(ApiError):
 
     status_code = 409
     code = "conflict"
+
+
+class ProviderError(ApiError):
+    """A single-sign-on provider could not be reached, refused, or answered something unverifiable."""
+
+    status_code = 502
+    code = "provider_error"
 
 
 class RateLimitedError(ApiError):

@@ -22,7 +22,9 @@ from wardgate.accounts import AccountService, AuthLimits, PasswordPolicy
 from wardgate.audit import AuditLog
 from wardgate.channel import RedisChangeChannel
 from wardgate.config import Settings
+from wardgate.oauth.service import SignOn, sign_on_from_settings
 from wardgate.passwords import PasswordHasher
+from wardgate.proxy.upstreams import Upstream, UpstreamTable, parse_list
 from wardgate.ratelimit import Limit, RateLimiter, parse_rate
 from wardgate.review import production_findings
 from wardgate.sessions import SessionRegistry
@@ -45,11 +47,20 @@ class Gateway:
     auth_failures: Limit
     audit: AuditLog
     channel: RedisChangeChannel | None = None
+    upstreams: UpstreamTable = field(default_factory=UpstreamTable)
+    sign_on: SignOn | None = None  # single sign-on, when a provider is configured
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     @classmethod
     def build(cls, settings: Settings) -> Gateway:
         """Create the services from settings (no I/O beyond creating the engine)."""
+        gateway = cls._build_core(settings)
+        gateway.upstreams = upstreams_from_settings(settings)
+        gateway.sign_on = sign_on_from_settings(settings, gateway.accounts, gateway.sessions, gateway.audit)
+        return gateway
+
+    @classmethod
+    def _build_core(cls, settings: Settings) -> Gateway:
         db.raise_for_url(settings.effective_database_url)
         engine = db.create_db_engine(
             settings.effective_database_url,
@@ -142,6 +153,8 @@ class Gateway:
         self.engine.dispose()
         if self.channel is not None:
             self.channel.close()
+        if self.sign_on is not None:
+            await self.sign_on.aclose()
 
     async def _sync_forever(self) -> None:
         interval = self.settings.session_sync_interval
@@ -162,3 +175,45 @@ class Gateway:
         except SQLAlchemyError:
             return False
         return True
+
+
+def upstreams_from_settings(settings: Settings) -> UpstreamTable:
+    """The configured upstreams: Ollama at /ollama, OpenAI-compatible at /openai, the app elsewhere."""
+    s = settings
+    table: list[Upstream] = []
+    if s.ollama_base_url:
+        table.append(
+            Upstream(
+                "ollama",
+                s.ollama_base_url,
+                "/ollama",
+                parse_list(s.ollama_allowed_roles),
+                parse_list(s.ollama_allowed_groups),
+            )
+        )
+    if s.openai_api_base_url:
+        inject = (
+            (("Authorization", f"Bearer {s.openai_api_key.get_secret_value()}"),) if s.openai_api_key else ()
+        )
+        table.append(
+            Upstream(
+                "openai",
+                s.openai_api_base_url,
+                "/openai",
+                parse_list(s.openai_allowed_roles),
+                parse_list(s.openai_allowed_groups),
+                inject,
+            )
+        )
+    if s.upstream_url:
+        table.append(
+            Upstream(
+                "app",
+                s.upstream_url,
+                "",
+                parse_list(s.upstream_allowed_roles),
+                parse_list(s.upstream_allowed_groups),
+                strips_authorization=False,
+            )
+        )
+    return UpstreamTable(tuple(table))

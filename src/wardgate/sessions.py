@@ -8,6 +8,10 @@ service; a later fast path (Redis pub/sub) only makes the same refresh happen so
 
 Fail closed: when the view has not synchronised for `stale_after` seconds, a request is checked
 against the database instead, and if the database cannot answer either, it is refused.
+
+API keys live in the same view (digest -> `ApiKeyState`), kept coherent the same way: a change log
+entry of kind "api_key" names a key to reload, and a key is live only while its owner is active and
+still has the session stamp the key was created under ("sign out everywhere" ends keys too).
 """
 
 from __future__ import annotations
@@ -23,8 +27,9 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
+from wardgate.apikeys import EXPIRED_KEY, INVALID_KEY, ApiKeyState
 from wardgate.errors import AuthenticationError, StoreUnavailableError
-from wardgate.models import AuthChange, AuthSession, User
+from wardgate.models import ApiKey, AuthChange, AuthSession, User
 from wardgate.tokens import Claims
 
 log = logging.getLogger(__name__)
@@ -66,6 +71,8 @@ class SessionView:
 
     users: dict[str, UserState] = field(default_factory=dict)
     revoked: dict[str, int | None] = field(default_factory=dict)  # session id -> expiry (None: never)
+    api_keys: dict[str, ApiKeyState] = field(default_factory=dict)  # digest -> key
+    api_key_ids: dict[str, str] = field(default_factory=dict)  # key id -> digest
     synced_at: float = field(default_factory=time.monotonic)
 
     def check(self, claims: Claims) -> UserState:
@@ -89,11 +96,34 @@ class SessionView:
         """Refuse this session from now on."""
         self.revoked[session_id] = expires_at
 
+    def check_api_key(self, digest: str, now: int) -> tuple[ApiKeyState, UserState]:
+        """Return the live key with this digest and its owner, or raise AuthenticationError."""
+        key = self.api_keys.get(digest)
+        if key is None:
+            raise AuthenticationError(INVALID_KEY, code="unknown_api_key")
+        return key, check_api_key_owner(key, self.users.get(key.user_id), now)
+
+    def put_api_key(self, key: ApiKeyState) -> None:
+        """Record a key (new, or reloaded after a change)."""
+        self.api_keys[key.digest] = key
+        self.api_key_ids[key.id] = key.digest
+
+    def drop_api_key(self, key_id: str) -> None:
+        """Forget a revoked key: it is refused from now on."""
+        digest = self.api_key_ids.pop(key_id, None)
+        if digest is not None:
+            self.api_keys.pop(digest, None)
+
     def prune(self, now: int) -> None:
-        """Drop revoked sessions whose tokens have expired anyway."""
+        """Drop revoked sessions whose tokens have expired anyway, and keys that can never work again."""
         expired = [sid for sid, exp in self.revoked.items() if exp is not None and exp < now]
         for sid in expired:
             del self.revoked[sid]
+        for key in list(self.api_keys.values()):
+            owner = self.users.get(key.user_id)
+            ended = owner is None or owner.session_stamp != key.session_stamp
+            if ended or (key.expires_at is not None and key.expires_at < now):
+                self.drop_api_key(key.id)
 
 
 class SessionRegistry:
@@ -107,6 +137,7 @@ class SessionRegistry:
         self._seen: deque[int] = deque(maxlen=4 * _OVERLAP_ROWS)
         self._seen_set: set[int] = set()
         self._touches: dict[str, _Touch] = {}
+        self._key_touches: dict[str, int] = {}  # API key id -> last used
         self._lock = threading.Lock()
         self.notify: Callable[[], None] | None = None
         """Called after each local change (the Redis channel tells the other instances)."""
@@ -125,9 +156,12 @@ class SessionRegistry:
                 select(AuthSession.id, AuthSession.expires_at).where(AuthSession.revoked_at.is_not(None))
             )
             revoked = {sid: exp for sid, exp in revoked_rows if exp is None or exp >= now}
+            keys = [ApiKeyState.from_row(row) for row in db.scalars(select(ApiKey))]
         with self._lock:
             self.view.users = users
             self.view.revoked = revoked
+            self.view.api_keys = {key.digest: key for key in keys}
+            self.view.api_key_ids = {key.id: key.digest for key in keys}
             self._cursor = max(0, cursor - _OVERLAP_ROWS)
             self.view.synced_at = time.monotonic()
 
@@ -142,18 +176,28 @@ class SessionRegistry:
             rows = (
                 {r.id: r for r in db.scalars(select(User).where(User.id.in_(user_ids)))} if user_ids else {}
             )
+            key_ids = {c.session_id for c in fresh if c.kind == "api_key" and c.session_id}
+            keys = (
+                {r.id: r for r in db.scalars(select(ApiKey).where(ApiKey.id.in_(key_ids)))} if key_ids else {}
+            )
         with self._lock:
             for change in fresh:
-                self._apply(change, rows)
+                self._apply(change, rows, keys)
                 self._remember(change.id)
             if changes:
                 self._cursor = max(self._cursor, changes[-1].id - _OVERLAP_ROWS)
             self.view.synced_at = time.monotonic()
         return len(fresh)
 
-    def _apply(self, change: AuthChange, rows: dict[str, User]) -> None:
+    def _apply(self, change: AuthChange, rows: dict[str, User], keys: dict[str, ApiKey]) -> None:
         if change.kind == "session" and change.session_id:
             self.view.revoke(change.session_id, change.expires_at)
+        elif change.kind == "api_key" and change.session_id:
+            key = keys.get(change.session_id)
+            if key is None:
+                self.view.drop_api_key(change.session_id)
+            else:
+                self.view.put_api_key(ApiKeyState.from_row(key))
         elif change.kind == "user":
             row = rows.get(change.user_id)
             if row is None:
@@ -212,6 +256,15 @@ class SessionRegistry:
             self.view.revoke(session_id, expires_at)
         self._notify()
 
+    def api_key_changed(self, key_id: str, key: ApiKeyState | None) -> None:
+        """A local write created (`key`) or revoked (None) this API key."""
+        with self._lock:
+            if key is None:
+                self.view.drop_api_key(key_id)
+            else:
+                self.view.put_api_key(key)
+        self._notify()
+
     def _notify(self) -> None:
         if self.notify is not None:
             self.notify()
@@ -222,11 +275,18 @@ class SessionRegistry:
         """Note that a session was used now (written to the database by `flush_touches`)."""
         self._touches[session_id] = _Touch(int(time.time()), user_id, ip)
 
+    def touch_api_key(self, key_id: str) -> None:
+        """Note that an API key was used now (written by `flush_touches`, never per request)."""
+        self._key_touches[key_id] = int(time.time())
+
     def flush_touches(self) -> None:
         """Write the batched "last seen" times; also prune the view and the change log."""
         touches, self._touches = self._touches, {}
+        key_touches, self._key_touches = self._key_touches, {}
         now = int(time.time())
         with self._sessions() as db, db.begin():
+            for key_id, at in key_touches.items():
+                db.execute(update(ApiKey).where(ApiKey.id == key_id).values(last_used_at=at))
             for session_id, touch in touches.items():
                 db.execute(
                     update(AuthSession)
@@ -253,3 +313,17 @@ def log_session_revoked(db: Session, user_id: str, session_id: str, expires_at: 
             at=int(time.time()), kind="session", user_id=user_id, session_id=session_id, expires_at=expires_at
         )
     )
+
+
+def log_api_key_change(db: Session, user_id: str, key_id: str) -> None:
+    """Append "reload this API key" to the change log (inside the caller's transaction)."""
+    db.add(AuthChange(at=int(time.time()), kind="api_key", user_id=user_id, session_id=key_id))
+
+
+def check_api_key_owner(key: ApiKeyState, owner: UserState | None, now: int) -> UserState:
+    """The key's owner if the key may be used now: unexpired, owner active, owner's stamp unchanged."""
+    if key.expires_at is not None and key.expires_at <= now:
+        raise AuthenticationError(EXPIRED_KEY, code="api_key_expired")
+    if owner is None or not owner.active or owner.session_stamp != key.session_stamp:
+        raise AuthenticationError(INVALID_KEY, code="api_key_ended")
+    return owner

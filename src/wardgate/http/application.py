@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import httpx
 from fastapi import FastAPI
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
@@ -22,13 +23,22 @@ from starlette.types import ASGIApp
 
 from wardgate import __version__
 from wardgate.gateway import Gateway
-from wardgate.http import audit_routes, auth_routes, pages, public_routes, user_routes
+from wardgate.http import (
+    audit_routes,
+    auth_routes,
+    oauth_routes,
+    pages,
+    proxy_routes,
+    public_routes,
+    user_routes,
+)
 from wardgate.http.audit_context import AuditContextMiddleware
 from wardgate.http.cors import CORSGuardMiddleware, origin_of, parse_cors_origins
 from wardgate.http.csrf import CSRFMiddleware
 from wardgate.http.deps import TOKEN_COOKIE
 from wardgate.http.errors import install_error_handlers
 from wardgate.http.limits import BodySizeLimitMiddleware
+from wardgate.http.proxy import IdentityHeaders, ReverseProxy
 from wardgate.http.proxy_headers import TrustedProxyMiddleware, parse_trusted_proxies
 from wardgate.http.rendering import STATIC
 from wardgate.http.security_headers import SecurityHeadersMiddleware
@@ -37,19 +47,34 @@ from wardgate.security_headers import build_header_policy
 __all__ = ["ASGIApp", "build_application"]
 
 # Sign-in and sign-up forms are checked for a foreign Origin even without a cookie (login CSRF).
+API_KEY_HEADER = "x-api-key"
 LOGIN_PATHS = ("/api/v1/auths/signin", "/api/v1/auths/signup", "/auth/signin", "/auth/signup")
 
 
 def build_routes(gateway: Gateway) -> FastAPI:
     """The FastAPI application with every route and error handler, without the outer middleware."""
 
+    s = gateway.settings
+
     @asynccontextmanager
-    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await gateway.start()
-        try:
-            yield
-        finally:
-            await gateway.stop()
+        timeout = httpx.Timeout(connect=10, read=s.upstream_timeout, write=60, pool=10)
+        limits = httpx.Limits(max_connections=2000, max_keepalive_connections=200)
+        async with httpx.AsyncClient(
+            timeout=timeout, limits=limits, follow_redirects=False, trust_env=False
+        ) as client:
+            identity = IdentityHeaders(
+                s.webui_auth_trusted_email_header,
+                s.webui_auth_trusted_name_header,
+                s.webui_auth_trusted_groups_header,
+                s.webui_auth_trusted_role_header,
+            )
+            app.state.proxy = ReverseProxy(client, identity, API_KEY_HEADER)
+            try:
+                yield
+            finally:
+                await gateway.stop()
 
     app = FastAPI(
         title="wardgate",
@@ -60,14 +85,18 @@ def build_routes(gateway: Gateway) -> FastAPI:
         description="Security gateway for self-hosted AI deployments (Open WebUI-compatible auth API).",
     )
     app.state.gateway = gateway
+    app.state.sso_providers = gateway.sign_on.display_names() if gateway.sign_on else {}
     install_error_handlers(app)
-    for module in (auth_routes, user_routes, audit_routes, public_routes, pages):
-        app.include_router(module.router)
-    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    prefix = s.route_prefix  # WARDGATE_PATH_PREFIX: keeps wardgate's routes clear of the app's
+    for module in (auth_routes, user_routes, audit_routes, public_routes, oauth_routes, pages):
+        app.include_router(module.router, prefix=prefix)
+    app.mount(f"{prefix}/static", StaticFiles(directory=STATIC), name="static")
 
-    @app.get("/robots.txt", include_in_schema=False)
+    @app.get(f"{prefix}/robots.txt", include_in_schema=False)
     async def robots() -> FileResponse:
         return FileResponse(STATIC / "robots.txt", media_type="text/plain")
+
+    app.include_router(proxy_routes.router)  # last: every path not matched above
 
     return app
 
@@ -79,10 +108,12 @@ def build_application(gateway: Gateway) -> ASGIApp:
     app: ASGIApp = build_routes(gateway)
     app = BodySizeLimitMiddleware(app, s.max_body_size)
     site = origin_of(s.webui_url) if s.webui_url else None
+    login_paths = [f"{s.route_prefix}{path}" for path in LOGIN_PATHS]
     app = CSRFMiddleware(
-        app, site_origin=site, trusted_origins=origins, cookie_name=TOKEN_COOKIE, login_paths=LOGIN_PATHS
+        app, site_origin=site, trusted_origins=origins, cookie_name=TOKEN_COOKIE, login_paths=login_paths
     )
     app = CORSGuardMiddleware(app, origins)
-    app = SecurityHeadersMiddleware(app, build_header_policy(s.security_headers))
+    policy = build_header_policy(s.security_headers)
+    app = SecurityHeadersMiddleware(app, policy, enforce_on_proxied=s.proxy_enforce_security_headers)
     app = AuditContextMiddleware(app)
     return TrustedProxyMiddleware(app, parse_trusted_proxies(s.forwarded_allow_ips))

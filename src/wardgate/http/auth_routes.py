@@ -12,6 +12,7 @@ from wardgate.errors import AuthenticationError, PermissionDeniedError
 from wardgate.http.cookies import clear_token_cookie, set_token_cookie
 from wardgate.http.deps import AdminUser, ClientDep, CurrentUser, GatewayDep, read_credential
 from wardgate.http.errors import ERROR_RESPONSES
+from wardgate.http.oauth_routes import signout_redirect_url
 from wardgate.http.schemas import (
     AddedUser,
     AddUserForm,
@@ -82,11 +83,13 @@ async def _signout(request: Request, response: Response, gw: GatewayDep) -> Sign
         claims = gw.codec.verify(credential[0]) if credential else None
     except AuthenticationError:
         claims = None  # nothing valid to revoke; still clear the cookie
+    # Single sign-on sessions also end at the provider (RP-Initiated Logout): its end-session URL.
+    redirect_url = await signout_redirect_url(request, gw, claims)
     if claims is not None:
         await anyio.to_thread.run_sync(gw.accounts.signout, claims)
     clear_token_cookie(response, request, gw.settings)
     response.headers["Cache-Control"] = "no-store"
-    return SignoutResult(redirect_url=None)
+    return SignoutResult(redirect_url=redirect_url)
 
 
 @router.post("/signout", response_model=SignoutResult, summary="Sign out (revokes this session)")

@@ -27,6 +27,10 @@ class Principal:
     token: str
     via: Literal["header", "cookie"]
 
+    def may_reach(self, upstream: str, path: str) -> bool:
+        """Whether this credential may be used for `path` on `upstream` (API keys can be scoped)."""
+        return True
+
 
 def gateway(request: Request) -> Gateway:
     """The process's services."""

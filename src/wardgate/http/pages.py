@@ -22,6 +22,7 @@ from wardgate.errors import ApiError, AuthenticationError, PermissionDeniedError
 from wardgate.gateway import Gateway
 from wardgate.http.cookies import clear_token_cookie, set_token_cookie
 from wardgate.http.deps import Principal, authenticate, client_info, gateway
+from wardgate.http.proxy_routes import proxy_http
 from wardgate.http.rendering import render, safe_redirect_path
 from wardgate.review import production_findings
 
@@ -42,9 +43,14 @@ async def optional_principal(request: Request) -> Principal | None:
         return None
 
 
+def _at(request: Request, path: str) -> str:
+    """A path of wardgate's own pages (they live under WARDGATE_PATH_PREFIX)."""
+    return gateway(request).settings.route_prefix + path
+
+
 def _to_auth(request: Request) -> RedirectResponse:
     target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-    response = RedirectResponse(f"/auth?redirect={_quote(target)}", status_code=303)
+    response = RedirectResponse(_at(request, f"/auth?redirect={_quote(target)}"), status_code=303)
     if request.cookies.get("token"):
         clear_token_cookie(response, request, gateway(request).settings)
     return response
@@ -54,25 +60,29 @@ def _quote(text: str) -> str:
     return quote(text, safe="/")
 
 
-def _home_for(principal: Principal) -> str:
-    return "/account"
+def _home_for(request: Request) -> str:
+    """Where a signed-in person goes by default: the protected app if there is one, else the account."""
+    return "/" if gateway(request).upstreams.has_app else _at(request, "/account")
 
 
 @router.get("/")
 async def home(request: Request) -> Response:
-    """Signed-out visitors go to /auth, signed-in ones to their account."""
+    """Signed-out visitors go to /auth, signed-in ones to their account (or the protected app)."""
+    gw = gateway(request)
+    if gw.upstreams.has_app and not gw.settings.route_prefix:
+        return await proxy_http(request, "")  # "/" belongs to the app
     principal = await optional_principal(request)
-    return RedirectResponse(_home_for(principal) if principal else "/auth", status_code=303)
+    return RedirectResponse(_home_for(request) if principal else _at(request, "/auth"), status_code=303)
 
 
 @router.get("/auth")
 async def auth_page(
-    request: Request, redirect: str = "/", mode: str = "signin", error: str = "", notice: str = ""
+    request: Request, redirect: str = "", mode: str = "signin", error: str = "", notice: str = ""
 ) -> Response:
     """Sign in, sign up when enabled, or create the first admin on a fresh install."""
     principal = await optional_principal(request)
     if principal is not None and not error:
-        return RedirectResponse(safe_redirect_path(redirect, _home_for(principal)), status_code=303)
+        return RedirectResponse(safe_redirect_path(redirect, _home_for(request)), status_code=303)
     return await _auth_form(
         request, redirect=redirect, mode=mode, error=error[:300] or None, notice=_NOTICES.get(notice)
     )
@@ -87,7 +97,7 @@ async def _auth_form(request: Request, *, status_code: int = 200, **context: Any
     values = {
         "email": "",
         "name": "",
-        "redirect": safe_redirect_path(context.pop("redirect", "/")),
+        "redirect": safe_redirect_path(context.pop("redirect", ""), _home_for(request)),
         "providers": getattr(request.app.state, "sso_providers", {}),
         "onboarding": onboarding,
         "mode": mode,
@@ -109,7 +119,7 @@ async def signin_form(request: Request) -> Response:
     """The sign-in form: on success set the cookie and go to the requested page."""
     form = await _form(request)
     gw = gateway(request)
-    target = safe_redirect_path(form.get("redirect"))
+    target = safe_redirect_path(form.get("redirect"), _home_for(request))
     if not gw.settings.enable_password_auth:
         return await _auth_form(
             request, status_code=403, redirect=target, error="Password sign-in is disabled on this site."
@@ -127,7 +137,7 @@ async def signin_form(request: Request) -> Response:
             email=form.get("email", "")[:320],
         )
     if result.user.role == "pending":
-        target = "/account"
+        target = _at(request, "/account")
     response = RedirectResponse(target, status_code=303)
     set_token_cookie(response, request, gw.settings, result.token)
     return response
@@ -138,7 +148,7 @@ async def signup_form(request: Request) -> Response:
     """The sign-up (and first-admin) form."""
     form = await _form(request)
     gw = gateway(request)
-    target = safe_redirect_path(form.get("redirect"))
+    target = safe_redirect_path(form.get("redirect"), _home_for(request))
     try:
         result = await anyio.to_thread.run_sync(
             gw.accounts.signup,
@@ -157,7 +167,9 @@ async def signup_form(request: Request) -> Response:
             email=form.get("email", "")[:320],
             name=form.get("name", "")[:255],
         )
-    response = RedirectResponse("/account" if result.user.role == "pending" else target, status_code=303)
+    response = RedirectResponse(
+        _at(request, "/account") if result.user.role == "pending" else target, status_code=303
+    )
     set_token_cookie(response, request, gw.settings, result.token)
     return response
 
@@ -169,7 +181,7 @@ async def signout_form(request: Request) -> Response:
     principal = await optional_principal(request)
     if principal is not None:
         await anyio.to_thread.run_sync(gw.accounts.signout, principal.claims)
-    response = RedirectResponse("/auth?notice=signed-out", status_code=303)
+    response = RedirectResponse(_at(request, "/auth?notice=signed-out"), status_code=303)
     clear_token_cookie(response, request, gw.settings)
     return response
 
@@ -224,8 +236,8 @@ async def _account_action(
     try:
         location = await action(gw, principal)
     except ApiError as exc:
-        return RedirectResponse(f"/account?error={_quote(exc.detail)}", status_code=303)
-    response = RedirectResponse(location, status_code=303)
+        return RedirectResponse(_at(request, f"/account?error={_quote(exc.detail)}"), status_code=303)
+    response = RedirectResponse(_at(request, location), status_code=303)
     if location.startswith("/auth"):
         clear_token_cookie(response, request, gw.settings)
     return response
@@ -322,8 +334,8 @@ async def _admin_action(
             raise PermissionDeniedError("Administrator access is required.")
         await anyio.to_thread.run_sync(change, gw, principal)
     except ApiError as exc:
-        return RedirectResponse(f"/admin?error={_quote(exc.detail)}", status_code=303)
-    return RedirectResponse(f"/admin?notice=user#user-{user_id}", status_code=303)
+        return RedirectResponse(_at(request, f"/admin?error={_quote(exc.detail)}"), status_code=303)
+    return RedirectResponse(_at(request, f"/admin?notice=user#user-{user_id}"), status_code=303)
 
 
 @router.post("/admin/users/{user_id}/{action}")
@@ -333,7 +345,7 @@ async def admin_user_form(request: Request, user_id: str, action: str) -> Respon
     try:
         user_id = str(UUID(user_id))
     except ValueError:
-        return RedirectResponse("/admin?error=User%20not%20found.", status_code=303)
+        return RedirectResponse(_at(request, "/admin?error=User%20not%20found."), status_code=303)
     changes = {
         "role": UserChanges(role=form.get("role", "")),
         "disable": UserChanges(active=False),

@@ -23,7 +23,7 @@ async def public_config(gw: GatewayDep) -> dict[str, object]:
         "name": s.webui_name,
         "version": __version__,
         "default_locale": "en-US",
-        "oauth": {"providers": {}},
+        "oauth": {"providers": gw.sign_on.display_names() if gw.sign_on else {}},
         "features": {
             "auth": True,
             "auth_trusted_header": False,

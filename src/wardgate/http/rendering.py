@@ -89,6 +89,7 @@ def render(
     gateway = request.app.state.gateway
     values = {
         "site_name": gateway.settings.webui_name,
+        "base": gateway.settings.route_prefix,
         "user": principal.user if principal else None,
         "error": None,
         "notice": None,

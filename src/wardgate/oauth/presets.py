@@ -1,0 +1,179 @@
+"""Provider presets: Google, Microsoft, GitHub and generic OpenID Connect, from the settings.
+
+This is the one place that turns `Settings` into plain values for single sign-on (the rest of
+`wardgate.oauth` never sees the settings). A provider is on when its client id and secret are set;
+`wardgate.oauth.configuration.sign_on_problems` has already refused half-configured ones.
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from wardgate.config import Settings
+from wardgate.oauth.configuration import parse_blocked_groups, parse_fernet_keys, split_list
+from wardgate.oauth.linking import LinkPolicy
+
+# Google's ID tokens carry either form of its issuer (Google Identity, "Validate an ID token").
+_GOOGLE_ISSUERS = ("https://accounts.google.com", "accounts.google.com")
+TOKEN_KEY_INFO = b"wardgate/oauth-session-token-encryption/v1"
+STATE_KEY_INFO = b"wardgate/oauth-login-state/v1"
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderConfig:
+    """One configured provider, as plain values."""
+
+    id: str
+    name: str
+    client_id: str
+    client_secret: str | None  # None: a public client, authenticated by PKCE alone (RFC 7636)
+    scope: str
+    redirect_uri: str | None = None  # the *_REDIRECT_URI variable; None: derived per request
+    discovery_url: str | None = None  # OpenID Connect Discovery 1.0 §4; None: plain OAuth 2.0
+    authorize_url: str | None = None  # plain OAuth 2.0 endpoints (GitHub)
+    token_url: str | None = None
+    userinfo_url: str | None = None
+    emails_url: str | None = None  # GitHub's verified-address list
+    issuer: str | None = None  # the identity issuer when there is no ID token (GitHub)
+    extra_issuers: tuple[str, ...] = ()
+    token_endpoint_auth_method: str | None = None  # None: chosen from the provider's metadata
+    sub_claim: str = "sub"
+    email_claim: str = "email"
+    name_claim: str = "name"
+    end_session_endpoint: str | None = None  # OPENID_END_SESSION_ENDPOINT overrides discovery
+    extra_authorize_params: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def is_oidc(self) -> bool:
+        """True for OpenID Connect providers (ID token, nonce, discovery)."""
+        return self.discovery_url is not None
+
+
+def configured_providers(s: Settings) -> dict[str, ProviderConfig]:
+    """Every enabled provider by id (`google`, `microsoft`, `github`, `oidc`), in that order."""
+    common: dict[str, str | None] = {
+        "email_claim": s.oauth_email_claim,
+        "name_claim": s.oauth_username_claim,
+        "end_session_endpoint": s.openid_end_session_endpoint,
+    }
+    if s.oauth_sub_claim:
+        common["sub_claim"] = s.oauth_sub_claim
+    presets = (_google(s, common), _microsoft(s, common), _github(s, common), _oidc(s, common))
+    return {p.id: p for p in presets if p is not None}
+
+
+def _google(s: Settings, common: dict[str, Any]) -> ProviderConfig | None:
+    if not (s.google_client_id and s.google_client_secret):
+        return None
+    return ProviderConfig(
+        "google",
+        "Google",
+        s.google_client_id,
+        s.google_client_secret.get_secret_value(),
+        s.google_oauth_scope,
+        s.google_redirect_uri,
+        discovery_url=s.google_openid_provider_url,
+        extra_issuers=_GOOGLE_ISSUERS,
+        **common,
+    )
+
+
+def _microsoft(s: Settings, common: dict[str, Any]) -> ProviderConfig | None:
+    if not (s.microsoft_client_id and s.microsoft_client_secret and s.microsoft_client_tenant_id):
+        return None
+    base = s.microsoft_client_login_base_url.rstrip("/")
+    tenant = quote(s.microsoft_client_tenant_id, safe="")
+    return ProviderConfig(
+        "microsoft",
+        "Microsoft",
+        s.microsoft_client_id,
+        s.microsoft_client_secret.get_secret_value(),
+        s.microsoft_oauth_scope,
+        s.microsoft_redirect_uri,
+        discovery_url=(
+            f"{base}/{tenant}/v2.0/.well-known/openid-configuration?appid={quote(s.microsoft_client_id)}"
+        ),
+        **common,
+    )
+
+
+def _github(s: Settings, common: dict[str, Any]) -> ProviderConfig | None:
+    if not (s.github_client_id and s.github_client_secret):
+        return None
+    web, api = s.github_base_url.rstrip("/"), s.github_api_base_url.rstrip("/")
+    return ProviderConfig(
+        "github",
+        "GitHub",
+        s.github_client_id,
+        s.github_client_secret.get_secret_value(),
+        s.github_client_scope,
+        s.github_client_redirect_uri,
+        authorize_url=f"{web}/login/oauth/authorize",
+        token_url=f"{web}/login/oauth/access_token",
+        userinfo_url=f"{api}/user",
+        emails_url=f"{api}/user/emails",
+        issuer=web,
+        token_endpoint_auth_method="client_secret_post",  # noqa: S106 - a method name
+        **{"sub_claim": "id", **common},
+    )
+
+
+def _oidc(s: Settings, common: dict[str, Any]) -> ProviderConfig | None:
+    if not (s.oauth_client_id and s.openid_provider_url):
+        return None
+    secret = s.oauth_client_secret.get_secret_value() if s.oauth_client_secret else None
+    return ProviderConfig(
+        "oidc",
+        s.oauth_provider_name,
+        s.oauth_client_id,
+        secret,
+        s.oauth_scopes,
+        s.openid_redirect_uri,
+        discovery_url=s.openid_provider_url,
+        token_endpoint_auth_method=s.oauth_token_endpoint_auth_method or (None if secret else "none"),
+        **common,
+    )
+
+
+def link_policy(s: Settings) -> LinkPolicy:
+    """The account-linking rules (sign-up, merging, domains, roles, groups)."""
+    domains = [d.lower() for d in split_list(s.oauth_allowed_domains)]
+    return LinkPolicy(
+        signup=s.enable_oauth_signup,
+        merge_by_email=s.oauth_merge_accounts_by_email,
+        allowed_domains=None if "*" in domains or not domains else frozenset(domains),
+        role_management=s.enable_oauth_role_management,
+        roles_claim=s.oauth_roles_claim,
+        roles_separator=s.oauth_roles_separator,
+        allowed_roles=tuple(split_list(s.oauth_allowed_roles, s.oauth_roles_separator)),
+        admin_roles=tuple(split_list(s.oauth_admin_roles, s.oauth_roles_separator)),
+        group_management=s.enable_oauth_group_management,
+        groups_claim=s.oauth_groups_claim,
+        groups_separator=s.oauth_groups_separator,
+        blocked_groups=tuple(parse_blocked_groups(s.oauth_blocked_groups)),
+    )
+
+
+def derive_key(secret: str, info: bytes) -> bytes:
+    """A Fernet key derived from `secret` for one purpose (HKDF-SHA256, RFC 5869, `info` separates)."""
+    raw = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(secret.encode("utf-8"))
+    return base64.urlsafe_b64encode(raw)
+
+
+def token_keys(s: Settings) -> list[bytes]:
+    """The provider-token encryption keys, newest first.
+
+    `OAUTH_SESSION_TOKEN_ENCRYPTION_KEY` when set (a key list, for rotation). Otherwise one key derived
+    from `WEBUI_SECRET_KEY` with HKDF under its own `info` label: never the JWT key itself, no extra
+    file next to the database, and the same on every instance that shares the secret.
+    """
+    if s.oauth_session_token_encryption_key is not None:
+        value = s.oauth_session_token_encryption_key.get_secret_value()
+        return [key.encode("ascii") for key in parse_fernet_keys(value)]
+    return [derive_key(s.secret_key, TOKEN_KEY_INFO)]

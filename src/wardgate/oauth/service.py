@@ -1,0 +1,232 @@
+"""`SignOn`: single sign-on from the first redirect to the wardgate session, and back out.
+
+The HTTP layer (`wardgate.http.oauth_routes`) only moves cookies and redirects; every decision is
+made here or in the modules this one composes: `flow` (the protocol, Authlib), `metadata` (discovery
+and keys), `state` (the browser-bound pending sign-in), `linking` (which account) and `token_store`
+(encrypted provider tokens). Database work runs in worker threads, network calls on the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import anyio.to_thread
+import httpx2
+from authlib.integrations.base_client import OAuthError
+from sqlalchemy.orm import Session, sessionmaker
+
+from wardgate.accounts import AccountService, ClientInfo, SignedIn
+from wardgate.audit import AuditLog
+from wardgate.config import Settings
+from wardgate.errors import ApiError, NotFoundError, ProviderError
+from wardgate.oauth import flow
+from wardgate.oauth.linking import LinkPolicy, ProviderIdentity, link_identity
+from wardgate.oauth.metadata import ProviderDirectory, ServerMetadata
+from wardgate.oauth.presets import (
+    STATE_KEY_INFO,
+    ProviderConfig,
+    configured_providers,
+    derive_key,
+    link_policy,
+    token_keys,
+)
+from wardgate.oauth.state import LoginStateSealer, StateLedger
+from wardgate.oauth.token_store import ProviderTokens, ProviderTokenStore, token_cipher
+
+log = logging.getLogger(__name__)
+UNKNOWN_PROVIDER = "Unknown or disabled sign-in provider."
+
+
+class SignOn:
+    """The configured providers and everything needed to sign in with them."""
+
+    def __init__(
+        self,
+        providers: Mapping[str, ProviderConfig],
+        policy: LinkPolicy,
+        accounts: AccountService,
+        sessions: sessionmaker[Session],
+        *,
+        token_keys: Sequence[bytes],
+        state_key: bytes,
+        timeout: float = 10.0,
+        tls: ssl.SSLContext | None = None,
+        audit: AuditLog | None = None,
+    ) -> None:
+        self.providers = dict(providers)
+        self._audit = audit or AuditLog(sessions)
+        self._policy = policy
+        self._accounts = accounts
+        self._sessions = sessions
+        self._tls = tls or ssl.create_default_context()
+        self._timeout = timeout
+        self._http = httpx2.AsyncClient(verify=self._tls, timeout=timeout, follow_redirects=False)
+        self.directory = ProviderDirectory(self._http)
+        self.sealer = LoginStateSealer(state_key)
+        self.ledger = StateLedger(sessions)
+        self.tokens = ProviderTokenStore(sessions, token_cipher(token_keys))
+        self._refresh_locks: dict[str, asyncio.Lock] = {}
+
+    def display_names(self) -> dict[str, str]:
+        """Provider id -> name for the sign-in page (`/api/config`)."""
+        return {p.id: p.name for p in self.providers.values()}
+
+    def provider(self, provider_id: str) -> ProviderConfig:
+        """A configured provider, or NotFoundError."""
+        found = self.providers.get(provider_id)
+        if found is None:
+            raise NotFoundError(UNKNOWN_PROVIDER, code="unknown_provider")
+        return found
+
+    async def begin(self, provider_id: str, redirect_uri: str, next_path: str) -> tuple[str, str]:
+        """The provider's authorization URL and the sealed state cookie value for this browser."""
+        provider = self.provider(provider_id)
+        metadata = await self.directory.metadata(provider)
+        login = flow.new_login(provider, redirect_uri, next_path)
+        return flow.authorization_url(provider, metadata, login), self.sealer.seal(login)
+
+    async def complete(
+        self, provider_id: str, sealed: str | None, params: Mapping[str, str], client: ClientInfo
+    ) -> tuple[SignedIn, str]:
+        """Check the callback, exchange the code, link the account, start a session ("oauth")."""
+        provider = self.provider(provider_id)
+        try:
+            signed, next_path = await self._complete(provider, sealed, params, client)
+        except ApiError as exc:
+            self._audit.record("auth.signin", "failure", detail=f"oauth:{provider.id} {exc.code}")
+            raise
+        self._audit.record("auth.signin", "success", subject=signed.user.email, detail=f"oauth:{provider.id}")
+        return signed, next_path
+
+    async def _complete(
+        self, provider: ProviderConfig, sealed: str | None, params: Mapping[str, str], client: ClientInfo
+    ) -> tuple[SignedIn, str]:
+        provider_id = provider.id
+        login = self.sealer.open(sealed, provider_id, params.get("state"))
+        await anyio.to_thread.run_sync(self.ledger.consume, login)
+        metadata = await self.directory.metadata(provider)
+        code = flow.check_callback(metadata, params)
+        async with flow.oauth_client(provider, metadata, self._tls, self._timeout) as http:
+            token = await flow.exchange_code(http, metadata, login, code)
+            identity = await self._identity(provider, metadata, http, token, login.nonce)
+        user = await anyio.to_thread.run_sync(
+            link_identity, identity, self._policy, self._accounts, self._sessions
+        )
+        signed = await anyio.to_thread.run_sync(self._accounts.start_session, user, client, "oauth")
+        tokens = ProviderTokens.from_response(provider.id, token, now=int(time.time()))
+        await anyio.to_thread.run_sync(self.tokens.save, signed.token.session_id, user.id, tokens)
+        return signed, login.next_path
+
+    async def _identity(
+        self,
+        provider: ProviderConfig,
+        metadata: ServerMetadata,
+        http: Any,
+        token: Mapping[str, Any],
+        nonce: str | None,
+    ) -> ProviderIdentity:
+        if not provider.is_oidc:
+            return await flow.github_identity(provider, http)
+        issuer, claims = await flow.verify_id_token(self.directory, provider, metadata, token, nonce)
+        userinfo = (
+            await flow.fetch_json(http, metadata.userinfo_endpoint, provider.id)
+            if metadata.userinfo_endpoint
+            else None
+        )
+        return flow.oidc_identity(provider, issuer, claims, userinfo)
+
+    async def end_session_url(self, session_id: str, post_logout_redirect_uri: str) -> str | None:
+        """RP-initiated logout (OpenID Connect RP-Initiated Logout 1.0 §2) for a session that SSO
+        started: the end-session URL with `id_token_hint`, `post_logout_redirect_uri` and
+        `client_id`, URL-encoded; None for other sessions or providers without an end-session endpoint.
+        The session's provider tokens are forgotten either way."""
+        tokens = await anyio.to_thread.run_sync(self.tokens.load, session_id)
+        if tokens is None:
+            return None
+        await anyio.to_thread.run_sync(self.tokens.delete, session_id)
+        provider = self.providers.get(tokens.provider)
+        if provider is None:
+            return None
+        endpoint = provider.end_session_endpoint
+        if endpoint is None and provider.is_oidc:
+            try:
+                endpoint = (await self.directory.metadata(provider)).end_session_endpoint
+            except ProviderError:
+                return None  # the provider is down: wardgate's own sign-out still happened
+        if endpoint is None:
+            return None
+        params = {"post_logout_redirect_uri": post_logout_redirect_uri, "client_id": provider.client_id}
+        if tokens.id_token:
+            params = {"id_token_hint": tokens.id_token, **params}
+        return add_query(endpoint, params)
+
+    async def fresh_tokens(self, session_id: str) -> ProviderTokens | None:
+        """The session's provider tokens, refreshed first when the access token is about to expire."""
+        lock = self._refresh_locks.setdefault(session_id, asyncio.Lock())
+        async with lock:
+            try:
+                return await self._fresh_tokens(session_id)
+            finally:
+                self._refresh_locks.pop(session_id, None)
+
+    async def _fresh_tokens(self, session_id: str) -> ProviderTokens | None:
+        tokens = await anyio.to_thread.run_sync(self.tokens.load, session_id)
+        if tokens is None or not tokens.needs_refresh(int(time.time())):
+            return tokens
+        provider = self.providers.get(tokens.provider)
+        if provider is None:
+            return tokens
+        metadata = await self.directory.metadata(provider)
+        try:
+            async with flow.oauth_client(provider, metadata, self._tls, self._timeout) as http:
+                response = await http.refresh_token(
+                    metadata.token_endpoint, refresh_token=tokens.refresh_token
+                )
+        except (OAuthError, httpx2.HTTPError, ValueError) as exc:
+            log.warning("%s token refresh failed (%s)", provider.id, type(exc).__name__)
+            current = await anyio.to_thread.run_sync(self.tokens.load, session_id)
+            if current is not None and current != tokens:
+                return current  # another instance refreshed first (a rotated refresh token)
+            await anyio.to_thread.run_sync(self.tokens.delete, session_id)
+            return None
+        fresh = ProviderTokens.from_response(provider.id, response, tokens, now=int(time.time()))
+        await anyio.to_thread.run_sync(self.tokens.replace, session_id, fresh)
+        return fresh
+
+    async def aclose(self) -> None:
+        """Close the HTTP connection pool."""
+        await self._http.aclose()
+
+
+def add_query(url: str, params: Mapping[str, str]) -> str:
+    """`url` with `params` added to its query, every value URL-encoded (RFC 3986 §3.4)."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True) + list(params.items())
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+def sign_on_from_settings(
+    settings: Settings,
+    accounts: AccountService,
+    sessions: sessionmaker[Session],
+    audit: AuditLog | None = None,
+) -> SignOn | None:
+    """The single-sign-on service for these settings; None when no provider is configured."""
+    providers = configured_providers(settings)
+    if not providers:
+        return None
+    return SignOn(
+        providers,
+        link_policy(settings),
+        accounts,
+        sessions,
+        token_keys=token_keys(settings),
+        state_key=derive_key(settings.secret_key, STATE_KEY_INFO),
+        audit=audit,
+    )

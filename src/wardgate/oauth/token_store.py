@@ -1,0 +1,140 @@
+"""Provider tokens at rest: encrypted with MultiFernet, one row per wardgate session, never returned.
+
+The access, refresh and ID tokens a provider issues are kept server-side (the browser only ever holds
+wardgate's HttpOnly session cookie) so that sign-out can name the ID token (`id_token_hint`) and
+later features can call the provider on the user's behalf. They are encrypted with
+`OAUTH_SESSION_TOKEN_ENCRYPTION_KEY` — a list of Fernet keys, newest first: new rows use the newest,
+rows under an older key still decrypt and are re-encrypted at their next write (key rotation,
+cryptography's MultiFernet). A row that no key opens is deleted: the tokens are re-issued at the next
+sign-in, and nothing is ever guessed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+from sqlalchemy import delete
+from sqlalchemy.orm import Session, sessionmaker
+
+from wardgate.models import OAuthToken
+
+log = logging.getLogger(__name__)
+REFRESH_MARGIN = 300  # refresh when the access token has less than five minutes left
+_DEFAULT_LIFETIME = 3600  # when the provider says nothing about expiry (RFC 6749 §5.1: RECOMMENDED)
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderTokens:
+    """The decrypted tokens of one session."""
+
+    provider: str
+    access_token: str
+    token_type: str = "Bearer"  # noqa: S105 - RFC 6750's token type
+    refresh_token: str | None = None
+    id_token: str | None = None
+    scope: str | None = None
+    expires_at: int | None = None
+
+    @classmethod
+    def from_response(
+        cls, provider: str, token: Mapping[str, Any], previous: ProviderTokens | None = None, *, now: int
+    ) -> ProviderTokens:
+        """From a token endpoint response (RFC 6749 §5.1); a refresh keeps what it does not replace."""
+        expires_at = token.get("expires_at")
+        if not isinstance(expires_at, int | float):
+            expires_in = token.get("expires_in")
+            lifetime = int(expires_in) if isinstance(expires_in, int | float) else _DEFAULT_LIFETIME
+            expires_at = now + lifetime
+        return cls(
+            provider=provider,
+            access_token=str(token["access_token"]),
+            token_type=str(token.get("token_type") or "Bearer"),
+            refresh_token=token.get("refresh_token") or (previous.refresh_token if previous else None),
+            id_token=token.get("id_token") or (previous.id_token if previous else None),
+            scope=token.get("scope") or (previous.scope if previous else None),
+            expires_at=int(expires_at),
+        )
+
+    def needs_refresh(self, now: int) -> bool:
+        """True when the access token expires within REFRESH_MARGIN and can be refreshed."""
+        return (
+            bool(self.refresh_token)
+            and self.expires_at is not None
+            and self.expires_at - now < REFRESH_MARGIN
+        )
+
+    def __repr__(self) -> str:
+        """Never show a token (logs, tracebacks)."""
+        return f"ProviderTokens(provider={self.provider!r}, expires_at={self.expires_at})"
+
+
+def token_cipher(keys: Sequence[bytes]) -> MultiFernet:
+    """MultiFernet over the keys, newest first (encrypts with the first, decrypts with any)."""
+    return MultiFernet([Fernet(key) for key in keys])
+
+
+class ProviderTokenStore:
+    """Encrypted provider tokens by wardgate session id."""
+
+    def __init__(self, sessions: sessionmaker[Session], cipher: MultiFernet) -> None:
+        self._sessions = sessions
+        self._cipher = cipher
+
+    def save(self, session_id: str, user_id: str, tokens: ProviderTokens) -> None:
+        """Store (or replace) the tokens of a session, encrypted with the newest key."""
+        now = int(time.time())
+        ciphertext = self._cipher.encrypt(json.dumps(asdict(tokens)).encode()).decode("ascii")
+        with self._sessions() as db, db.begin():
+            row = db.get(OAuthToken, session_id)
+            if row is None:
+                db.add(
+                    OAuthToken(
+                        session_id=session_id,
+                        user_id=user_id,
+                        provider=tokens.provider,
+                        ciphertext=ciphertext,
+                        expires_at=tokens.expires_at,
+                        created_at=now,
+                        updated_at=now,
+                    )
+                )
+            else:
+                row.ciphertext, row.expires_at, row.updated_at = ciphertext, tokens.expires_at, now
+
+    def load(self, session_id: str) -> ProviderTokens | None:
+        """The tokens of a session; None if there are none or no configured key opens them."""
+        with self._sessions() as db:
+            row = db.get(OAuthToken, session_id)
+            ciphertext = row.ciphertext if row is not None else None
+        if ciphertext is None:
+            return None
+        try:
+            data = json.loads(self._cipher.decrypt(ciphertext.encode("ascii")))
+        except (InvalidToken, ValueError):
+            log.warning("stored provider tokens cannot be decrypted with the configured keys; dropped")
+            self.delete(session_id)
+            return None
+        return ProviderTokens(**data)
+
+    def delete(self, session_id: str) -> None:
+        """Forget a session's tokens."""
+        with self._sessions() as db, db.begin():
+            db.execute(delete(OAuthToken).where(OAuthToken.session_id == session_id))
+
+    def replace(self, session_id: str, tokens: ProviderTokens) -> None:
+        """Overwrite a session's tokens (after a refresh, RFC 6749 §6), encrypted with the newest key."""
+        ciphertext = self._cipher.encrypt(json.dumps(asdict(tokens)).encode()).decode("ascii")
+        with self._sessions() as db, db.begin():
+            row = db.get(OAuthToken, session_id)
+            if row is not None:
+                row.ciphertext, row.expires_at, row.updated_at = (
+                    ciphertext,
+                    tokens.expires_at,
+                    int(time.time()),
+                )

@@ -1,0 +1,130 @@
+"""A small OpenAI- and Ollama-compatible streaming server with a WebSocket echo, for proxy tests.
+
+Run as a real process: `python -m tests.fakes.upstream PORT`. It never echoes credentials back; it
+reports only facts about them (seen or not, matching or not), so a leak in a test can only come
+from wardgate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import AsyncIterator
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, StreamingResponse
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+UPSTREAM_KEY = "sk-upstream-secret-never-shown-to-clients"
+IDENTITY = ("x-forwarded-email", "x-forwarded-name", "x-forwarded-groups", "x-forwarded-role")
+STATE: dict[str, object] = {"cancelled": 0, "completed": 0}
+
+
+async def chat_completions(request: Request) -> StreamingResponse | JSONResponse:
+    """OpenAI-style SSE: one `data:` event per chunk, spaced in time, then `[DONE]`."""
+    body = await request.json()
+    chunks, gap = int(body.get("chunks", 5)), float(body.get("gap", 0.2))
+
+    async def events() -> AsyncIterator[bytes]:
+        try:
+            for i in range(chunks):
+                delta = {"choices": [{"index": 0, "delta": {"content": f"tok{i} "}}]}
+                yield f"data: {json.dumps(delta)}\n\n".encode()
+                await asyncio.sleep(gap)
+            yield b"data: [DONE]\n\n"
+            STATE["completed"] = int(STATE["completed"]) + 1  # type: ignore[call-overload]
+        except asyncio.CancelledError:
+            STATE["cancelled"] = int(STATE["cancelled"]) + 1  # type: ignore[call-overload]
+            raise
+
+    return StreamingResponse(events(), media_type="text/event-stream")
+
+
+async def ollama_chat(request: Request) -> StreamingResponse:
+    """Ollama-style NDJSON stream."""
+    body = await request.json()
+    chunks, gap = int(body.get("chunks", 5)), float(body.get("gap", 0.2))
+
+    async def lines() -> AsyncIterator[bytes]:
+        for i in range(chunks):
+            yield (json.dumps({"message": {"role": "assistant", "content": f"w{i}"}, "done": False}) + "\n").encode()
+            await asyncio.sleep(gap)
+        yield (json.dumps({"done": True}) + "\n").encode()
+
+    return StreamingResponse(lines(), media_type="application/x-ndjson")
+
+
+async def facts(request: Request) -> JSONResponse:
+    """What the upstream saw, as facts: identity headers, forwarding headers, credential checks."""
+    headers = request.headers
+    cookies = request.cookies
+    return JSONResponse({
+        "identity": {name: headers.get(name) for name in IDENTITY},
+        "forwarded_for": headers.get("x-forwarded-for"),
+        "forwarded_proto": headers.get("x-forwarded-proto"),
+        "forwarded_host": headers.get("x-forwarded-host"),
+        "host": headers.get("host"),
+        "authorization_is_upstream_key": headers.get("authorization") == f"Bearer {UPSTREAM_KEY}",
+        "authorization_present": "authorization" in headers,
+        "authorization_scheme": (headers.get("authorization") or " ").split(" ")[0],
+        "x_api_key_present": "x-api-key" in headers,
+        "token_cookie_present": "token" in cookies,
+        "other_cookie": cookies.get("app"),
+        "custom_hop_header": headers.get("x-hop"),
+        "connection": headers.get("connection"),
+        "method": request.method,
+        "path": request.url.path,
+        "query": request.url.query,
+        "body_length": len(await request.body()),
+    })
+
+
+async def state(_request: Request) -> JSONResponse:
+    return JSONResponse(STATE)
+
+
+async def slow(_request: Request) -> PlainTextResponse:
+    await asyncio.sleep(5)
+    return PlainTextResponse("late")
+
+
+async def redirect(_request: Request) -> RedirectResponse:
+    return RedirectResponse("/elsewhere", status_code=302)
+
+
+async def set_cookie(_request: Request) -> PlainTextResponse:
+    response = PlainTextResponse("cookies")
+    response.set_cookie("token", "upstream-token-must-not-overwrite-wardgate")
+    response.set_cookie("app", "upstream-cookie")
+    return response
+
+
+async def echo(websocket: WebSocket) -> None:
+    await websocket.accept()
+    email = websocket.headers.get("x-forwarded-email", "")
+    try:
+        while True:
+            text = await websocket.receive_text()
+            await websocket.send_text(f"{email}:{text}")
+    except WebSocketDisconnect:
+        return
+
+
+ROUTES = [
+    Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+    Route("/api/chat", ollama_chat, methods=["POST"]),
+    Route("/state", state),
+    Route("/slow", slow),
+    Route("/redirect", redirect),
+    Route("/set-cookie", set_cookie),
+    WebSocketRoute("/ws/echo", echo),
+    Route("/{path:path}", facts, methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
+]
+app = Starlette(routes=ROUTES)
+
+if __name__ == "__main__":
+    uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning")

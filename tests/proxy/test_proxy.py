@@ -1,0 +1,193 @@
+"""The reverse proxy against real upstream processes: streaming, identity, secrets, access rules."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
+
+from tests.conftest import bearer
+from tests.fakes.upstream import UPSTREAM_KEY
+from tests.proxy.conftest import account, gateway_env
+from tests.servers import wardgate_process
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def admin(gateway: str) -> str:
+    return str(account(gateway, "admin@example.com", name="Ada Admin")["token"])
+
+
+@pytest.fixture(scope="module")
+def user(gateway: str, admin: str) -> str:
+    return str(account(gateway, "bob@example.com", name="Bob Bäcker")["token"])
+
+
+def test_first_sse_chunk_arrives_before_the_upstream_finishes(gateway: str, user: str) -> None:
+    started = time.monotonic()
+    first = None
+    events = []
+    body = {"chunks": 5, "gap": 0.3, "model": "m", "messages": []}
+    with httpx.stream("POST", f"{gateway}/openai/chat/completions", json=body, headers=bearer(user),
+                      timeout=10) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        for line in response.iter_lines():
+            if line.startswith("data:"):
+                first = first or time.monotonic() - started
+                events.append(line)
+    total = time.monotonic() - started
+    assert first is not None and first < 0.25, first
+    assert total >= 1.2
+    assert events[-1] == "data: [DONE]" and len(events) == 6
+
+
+def test_ollama_ndjson_streams_line_by_line(gateway: str, user: str) -> None:
+    arrivals = []
+    started = time.monotonic()
+    with httpx.stream("POST", f"{gateway}/ollama/api/chat", json={"chunks": 4, "gap": 0.25},
+                      headers=bearer(user), timeout=10) as response:
+        assert response.status_code == 200
+        for line in response.iter_lines():
+            if line:
+                arrivals.append((time.monotonic() - started, json.loads(line)))
+    assert [a[1].get("done") for a in arrivals] == [False, False, False, False, True]
+    assert arrivals[0][0] < 0.2 and arrivals[-1][0] >= 0.9  # spread out in time, not buffered
+
+
+def test_spoofed_identity_headers_never_reach_the_upstream(gateway: str, user: str) -> None:
+    spoof = {"X-Forwarded-Email": "ceo@example.com", "X-Forwarded-Role": "admin",
+             "x-forwarded-groups": "admins", "X-Forwarded-Name": "CEO", "X-Forwarded-For": "1.2.3.4"}
+    seen = httpx.get(f"{gateway}/app/facts", headers={**bearer(user), **spoof}).json()
+    assert seen["identity"] == {"x-forwarded-email": "bob@example.com", "x-forwarded-name": "Bob B%C3%A4cker",
+                                "x-forwarded-groups": "", "x-forwarded-role": "user"}
+    assert seen["forwarded_for"] == "127.0.0.1"
+    assert seen["forwarded_proto"] == "http"
+
+
+def test_wardgate_credentials_never_reach_the_upstream(gateway: str, user: str) -> None:
+    for upstream in ("/openai/models", "/ollama/api/tags", "/app/x"):
+        seen = httpx.get(f"{gateway}{upstream}", headers=bearer(user), cookies={"token": user, "app": "1"}).json()
+        assert seen["token_cookie_present"] is False, upstream
+        assert seen["other_cookie"] == "1", upstream
+        assert seen["authorization_scheme"] != "Bearer" or seen["authorization_is_upstream_key"], upstream
+
+
+def test_the_upstream_api_key_is_injected_and_never_shown(gateway: str, user: str) -> None:
+    response = httpx.get(f"{gateway}/openai/models", headers=bearer(user))
+    assert response.json()["authorization_is_upstream_key"] is True
+    assert UPSTREAM_KEY not in response.text and UPSTREAM_KEY not in str(response.headers)
+    ollama = httpx.get(f"{gateway}/ollama/api/tags", headers=bearer(user)).json()
+    assert ollama["authorization_present"] is False  # Ollama gets no Authorization at all
+    config = httpx.get(f"{gateway}/api/config").text + httpx.get(f"{gateway}/health?ready=true").text
+    assert UPSTREAM_KEY not in config
+
+
+def test_hop_by_hop_headers_are_not_forwarded(gateway: str, user: str) -> None:
+    headers = {**bearer(user), "Connection": "keep-alive, X-Hop", "X-Hop": "secret-hop", "TE": "trailers"}
+    seen = httpx.get(f"{gateway}/app/hop?a=1&b=%2F", headers=headers).json()
+    assert seen["custom_hop_header"] is None
+    assert seen["query"] == "a=1&b=%2F" and seen["path"] == "/app/hop"
+
+
+def test_request_bodies_reach_the_upstream(gateway: str, user: str) -> None:
+    payload = b"x" * 300_000
+    seen = httpx.post(f"{gateway}/app/upload", content=payload, headers=bearer(user)).json()
+    assert seen["body_length"] == len(payload) and seen["method"] == "POST"
+
+
+def test_redirects_are_passed_back_not_followed(gateway: str, user: str) -> None:
+    response = httpx.get(f"{gateway}/redirect", headers=bearer(user), follow_redirects=False)
+    assert response.status_code == 302 and response.headers["location"] == "/elsewhere"
+
+
+def test_the_upstream_cannot_overwrite_the_session_cookie(gateway: str, user: str) -> None:
+    response = httpx.get(f"{gateway}/set-cookie", headers=bearer(user))
+    cookies = response.headers.get_list("set-cookie")
+    assert [c for c in cookies if c.startswith("token=")] == []
+    assert any(c.startswith("app=") for c in cookies)
+
+
+def test_unauthenticated_navigation_goes_to_sign_in_and_api_calls_get_401(gateway: str) -> None:
+    page = httpx.get(f"{gateway}/app/page?x=1", headers={"Accept": "text/html", "Sec-Fetch-Mode": "navigate"})
+    assert page.status_code == 303 and page.headers["location"] == "/auth?redirect=/app/page%3Fx%3D1"
+    api = httpx.get(f"{gateway}/ollama/api/tags")
+    assert api.status_code == 401 and api.json() == {"detail": "Not authenticated."}
+    forged = httpx.get(f"{gateway}/ollama/api/tags", headers=bearer("forged.token.value"))
+    assert forged.status_code == 401
+
+
+def test_pending_users_reach_nothing(upstream: str, tmp_path: Path) -> None:
+    env = gateway_env(tmp_path, upstream, DEFAULT_USER_ROLE="pending")
+    with wardgate_process(env) as base:
+        account(base, "first@example.com")
+        pending = account(base, "late@example.com")["token"]
+        for path in ("/ollama/api/tags", "/openai/models", "/app/x"):
+            response = httpx.get(f"{base}{path}", headers=bearer(pending))
+            assert response.status_code == 403, path
+            assert response.json() == {"detail": "Your account is pending approval by an administrator."}
+
+
+def test_per_upstream_roles(upstream: str, tmp_path: Path) -> None:
+    env = gateway_env(tmp_path, upstream, OPENAI_ALLOWED_ROLES="admin")
+    with wardgate_process(env) as base:
+        admin_token = account(base, "root@example.com")["token"]
+        user_token = account(base, "u@example.com")["token"]
+        refused = httpx.get(f"{base}/openai/models", headers=bearer(user_token))
+        assert refused.status_code == 403
+        assert refused.json() == {"detail": "Your account may not use the openai service."}
+        assert httpx.get(f"{base}/ollama/api/tags", headers=bearer(user_token)).status_code == 200
+        assert httpx.get(f"{base}/openai/models", headers=bearer(admin_token)).status_code == 200
+
+
+def test_upstream_failures_are_502_and_504(tmp_path: Path, upstream: str) -> None:
+    env = gateway_env(tmp_path, upstream, OLLAMA_BASE_URL="http://127.0.0.1:9", UPSTREAM_TIMEOUT="1")
+    with wardgate_process(env) as base:
+        token = account(base, "a@example.com")["token"]
+        down = httpx.get(f"{base}/ollama/api/tags", headers=bearer(token))
+        assert down.status_code == 502 and down.json() == {"detail": "The ollama service is unavailable."}
+        slow = httpx.get(f"{base}/slow", headers=bearer(token), timeout=10)
+        assert slow.status_code == 504 and slow.json() == {"detail": "The app service did not answer in time."}
+
+
+def test_client_disconnect_cancels_the_upstream_request(gateway: str, upstream: str, user: str) -> None:
+    before = httpx.get(f"{upstream}/state").json()
+    body = {"chunks": 50, "gap": 0.1, "model": "m", "messages": []}
+    with httpx.stream("POST", f"{gateway}/openai/chat/completions", json=body, headers=bearer(user)) as response:
+        next(response.iter_lines())
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        after = httpx.get(f"{upstream}/state").json()
+        if after["cancelled"] > before["cancelled"]:
+            break
+        time.sleep(0.1)
+    assert after["cancelled"] == before["cancelled"] + 1
+    assert after["completed"] == before["completed"]
+
+
+def test_a_revoked_sessions_websocket_is_closed(gateway: str) -> None:
+    token = account(gateway, "ws@example.com")["token"]
+    ws_url = gateway.replace("http://", "ws://") + "/ws/echo"
+    with connect(ws_url, additional_headers={"Cookie": f"token={token}", "Origin": gateway}) as socket:
+        socket.send("hello")
+        assert socket.recv(timeout=5) == "ws@example.com:hello"
+        signout = httpx.post(f"{gateway}/api/v1/auths/signout", headers=bearer(token))
+        assert signout.status_code == 200
+        started = time.monotonic()
+        with pytest.raises(ConnectionClosed) as closed:
+            while True:
+                socket.recv(timeout=5)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
+        assert time.monotonic() - started < 3
+
+
+def test_websocket_upgrade_without_a_session_is_refused(gateway: str) -> None:
+    ws_url = gateway.replace("http://", "ws://") + "/ws/echo"
+    with pytest.raises(Exception, match="403|1008|rejected"), connect(ws_url, open_timeout=5) as socket:
+        socket.recv(timeout=2)
