@@ -14,6 +14,8 @@ CORE = [
     "passwords",
     "sessions",
     "accounts",
+    "apikeys",
+    "apikey_service",
     "models",
     "db",
     "review",

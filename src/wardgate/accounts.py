@@ -7,8 +7,10 @@ HTTP layer runs them in worker threads, so neither hashing nor database I/O bloc
 
 from __future__ import annotations
 
+import contextlib
 import re
 import secrets
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -23,12 +25,13 @@ from wardgate.audit import AuditLog
 from wardgate.errors import (
     AuthenticationError,
     BadRequestError,
+    BusyError,
     ConflictError,
     NotFoundError,
     PermissionDeniedError,
 )
 from wardgate.models import ApiKey, AppState, AuthSession, User
-from wardgate.passwords import PasswordHasher, check_length
+from wardgate.passwords import PasswordHasher, Verification, check_length
 from wardgate.ratelimit import Limit, RateLimiter, parse_rate
 from wardgate.sessions import SessionRegistry, UserState, log_session_revoked, log_user_change
 from wardgate.tokens import Claims, IssuedToken, TokenCodec
@@ -39,6 +42,8 @@ INVALID_CREDENTIALS = (
 )
 ACCOUNT_DISABLED = "This account is disabled. Contact an administrator."
 _FIRST_ADMIN_KEY = "first_admin"
+_ADMIN_LOCK_KEY = "admin_lock"
+_IP_LOCK_WAIT_SECONDS = 5.0
 _NAME_MAX = 255
 
 
@@ -164,6 +169,7 @@ class AccountService:
         self._limiter = limiter or RateLimiter()
         self._limits = limits or AuthLimits.parse("5/3m", "20/3m", "10/1h", "5/15m")
         self._audit = audit or AuditLog(sessions)
+        self._ip_locks = [threading.Lock() for _ in range(64)]  # striped: one per client IP, bounded
 
     # --- creating accounts --------------------------------------------------------------------
 
@@ -266,24 +272,36 @@ class AccountService:
             return self._signin(email, password, client)
 
     def _signin(self, email: str, password: str, client: ClientInfo) -> SignedIn:
-        # Spraying across accounts from one IP: refuse once that IP has too many failures.
+        # Per (account, IP) the attempt is counted *before* the password check, atomically, so N
+        # concurrent guesses cannot all slip through; another IP is unaffected (no lock-out) and a
+        # success clears it. Per IP across accounts (spraying) only failures count, so check, verify
+        # and count run under a lock per IP: concurrent sprays from one IP cannot all pass the check.
         ip_key, account_key = f"signin-ip:{client.ip}", f"signin:{email}:{client.ip}"
-        self._limiter.check(self._limits.signin_ip, ip_key)
-        # Per (account, IP): the attempt is counted before the password check, atomically, so N
-        # concurrent guesses cannot all slip through; another IP is unaffected (no lock-out).
         self._limiter.hit(self._limits.signin, account_key)
-        with self._sessions() as db:
-            row = db.scalar(select(User).where(User.email == email)) if email else None
-        verification = self._hasher.verify(password, row.password_hash if row else None)
-        if row is None or not verification.ok:
-            self._limiter.count(self._limits.signin_ip, ip_key)
-            raise BadRequestError(INVALID_CREDENTIALS, code="invalid_credentials")
+        lock = self._ip_locks[hash(ip_key) % len(self._ip_locks)]
+        if not lock.acquire(timeout=_IP_LOCK_WAIT_SECONDS):  # never queue without bound
+            raise BusyError(
+                "Too many sign-ins at once from your address; try again in a moment.", retry_after=2
+            )
+        try:
+            self._limiter.check(self._limits.signin_ip, ip_key)
+            row, verification = self._verify_credentials(email, password)
+            if row is None or not verification.ok:
+                self._limiter.count(self._limits.signin_ip, ip_key)
+                raise BadRequestError(INVALID_CREDENTIALS, code="invalid_credentials")
+        finally:
+            lock.release()
         self._limiter.clear(self._limits.signin, account_key)
         if not row.active:
             raise PermissionDeniedError(ACCOUNT_DISABLED, code="account_disabled")
         if verification.new_hash is not None:
             self._store_upgraded_hash(row, verification.new_hash)
         return self._start_session(UserState.from_row(row), client, "password")
+
+    def _verify_credentials(self, email: str, password: str) -> tuple[User | None, Verification]:
+        with self._sessions() as db:
+            row = db.scalar(select(User).where(User.email == email)) if email else None
+        return row, self._hasher.verify(password, row.password_hash if row else None)
 
     def _store_upgraded_hash(self, row: User, new_hash: str) -> None:
         # Compare-and-swap: only replace the exact hash we verified against.
@@ -322,8 +340,9 @@ class AccountService:
         return self._update(user_id, role=role)
 
     def signout(self, claims: Claims) -> None:
-        """Revoke the session behind these claims."""
-        self.revoke_session(claims.user_id, claims.session_id, event="auth.signout")
+        """Revoke the session behind these claims (one that no longer exists is already ended)."""
+        with contextlib.suppress(NotFoundError):
+            self.revoke_session(claims.user_id, claims.session_id, event="auth.signout")
 
     def revoke_session(self, user_id: str, session_id: str, *, event: str = "auth.session_revoked") -> None:
         """Revoke one session of `user_id` (404 if it is not theirs)."""
@@ -432,6 +451,7 @@ class AccountService:
         if actor.id == user_id:
             raise BadRequestError("You cannot delete your own account.", code="self_delete")
         with self._sessions() as db, db.begin():
+            _take_admin_lock(db)
             row = db.get(User, user_id, with_for_update=True)
             if row is None:
                 raise NotFoundError("User not found.")
@@ -445,6 +465,8 @@ class AccountService:
         with self._sessions() as db:
             try:
                 with db.begin():
+                    if "role" in values or values.get("active") is False:
+                        _take_admin_lock(db)
                     row = db.get(User, user_id, with_for_update=True)
                     if row is None:
                         raise NotFoundError("User not found.")
@@ -462,6 +484,11 @@ class AccountService:
                         # Every session ends, and the API keys with them (docs/api-keys.md); other
                         # instances refuse the keys at once through the stamp check.
                         db.execute(delete(ApiKey).where(ApiKey.user_id == user_id))
+                        db.execute(
+                            update(AuthSession)
+                            .where(AuthSession.user_id == user_id, AuthSession.revoked_at.is_(None))
+                            .values(revoked_at=_now())
+                        )
                     row.updated_at = _now()
                     log_user_change(db, [user_id])
             except IntegrityError:
@@ -514,6 +541,12 @@ class AccountService:
                 select(User).where(condition).order_by(User.created_at, User.id).offset(offset).limit(limit)
             )
             return list(rows), total
+
+
+def _take_admin_lock(db: Session) -> None:
+    """Serialise changes that can remove an admin (first statement of the transaction): a row lock on
+    PostgreSQL, the database write lock on SQLite. The row is created by migration 0005."""
+    db.execute(update(AppState).where(AppState.key == _ADMIN_LOCK_KEY).values(value=AppState.value))
 
 
 class _FirstAdminRace(Exception):

@@ -27,11 +27,14 @@ from wardgate.apikeys import (
     ApiKeyHasher,
     ApiKeyState,
     KeyScope,
+    NewKey,
+    check_new_key,
     display_prefix,
     generate_key,
     is_well_formed,
 )
 from wardgate.audit import AuditLog, request_origin
+from wardgate.config import Settings
 from wardgate.errors import (
     AuthenticationError,
     BadRequestError,
@@ -44,9 +47,8 @@ from wardgate.models import ApiKey, User
 from wardgate.ratelimit import Limit, RateLimiter, parse_rate
 from wardgate.sessions import SessionRegistry, UserState, check_api_key_owner, log_api_key_change
 
-DEFAULT_NAME = "default"  # the key of Open WebUI's one-key-per-user routes
 PENDING = "Your account is pending approval by an administrator."
-_MAX_LIFETIME = 10 * 366 * 86400
+SESSION_ENDED = "This session has ended. Please sign in again."
 _REFUSAL_AUDIT = Limit("api-key-refusal-audit", parse_rate("1/1m"))
 
 
@@ -59,17 +61,6 @@ class ApiKeyPolicy:
     rate: Limit = field(default_factory=lambda: Limit("api-key", parse_rate("600/1m")))
     endpoints: KeyScope = field(default_factory=KeyScope)  # API_KEYS_ALLOWED_ENDPOINTS, for every key
     max_per_user: int = 50
-
-
-@dataclass(frozen=True, slots=True)
-class NewKey:
-    """What the owner asks for; None leaves that restriction out."""
-
-    name: str = DEFAULT_NAME
-    expires_at: int | None = None
-    upstreams: tuple[str, ...] | None = None
-    paths: tuple[str, ...] | None = None
-    rate_limit: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,33 +77,6 @@ class Admitted:
 
     key: ApiKeyState
     user: UserState
-
-
-def _clean_name(name: str) -> str:
-    cleaned = " ".join(name.split())
-    if not cleaned or len(cleaned) > 64 or any(ord(c) < 32 or ord(c) == 127 for c in cleaned):
-        raise BadRequestError("A key name must be 1 to 64 printable characters.", code="invalid_key_name")
-    return cleaned
-
-
-def _check_spec(spec: NewKey, now: int) -> NewKey:
-    """Validate a request for a key; raise BadRequestError with a helpful message."""
-    if spec.expires_at is not None and not now < spec.expires_at <= now + _MAX_LIFETIME:
-        raise BadRequestError(
-            "The expiry must be in the future and at most ten years away.", code="invalid_expiry"
-        )
-    for name, values in (("upstreams", spec.upstreams), ("paths", spec.paths)):
-        if values is not None and not values:
-            raise BadRequestError(
-                f"'{name}' must list at least one entry, or be left out for no restriction.",
-                code="empty_scope",
-            )
-    if spec.rate_limit is not None:
-        try:
-            parse_rate(spec.rate_limit)
-        except ValueError as exc:
-            raise BadRequestError(f"rate_limit: {exc}.", code="invalid_rate_limit") from None
-    return NewKey(_clean_name(spec.name), spec.expires_at, spec.upstreams, spec.paths, spec.rate_limit)
 
 
 class ApiKeyService:
@@ -155,10 +119,10 @@ class ApiKeyService:
         detail = f"key={key_id} prefix={display_prefix(secret)}"
         with self._audit.attempt("api_key.created", actor=owner.email, subject=owner.email, detail=detail):
             self.ensure_may_create(owner)
-            spec = _check_spec(spec, int(time.time()))
+            spec = check_new_key(spec, int(time.time()))
             created, dropped = self._insert(owner, key_id, secret, spec, replace)
-        for key_id in dropped:
-            self._registry.api_key_changed(key_id, None)
+        for old_id in dropped:
+            self._registry.api_key_changed(old_id, None)
         self._registry.api_key_changed(created.row.id, ApiKeyState.from_row(created.row))
         return created
 
@@ -167,8 +131,10 @@ class ApiKeyService:
     ) -> tuple[CreatedKey, list[str]]:
         with self._sessions() as db, db.begin():
             user = db.get(User, owner.id, with_for_update=True)  # one key creation per user at a time
-            if user is None:
-                raise NotFoundError("User not found.")
+            if user is None or not user.active or user.session_stamp != owner.session_stamp:
+                # The caller's sessions ended meanwhile ("sign out everywhere" racing this request):
+                # a key bound to the new stamp would outlive them.
+                raise AuthenticationError(SESSION_ENDED, code="session_revoked")
             dropped = self._delete_named(db, owner.id, spec.name) if replace else []
             count = db.scalar(select(func.count()).select_from(ApiKey).where(ApiKey.user_id == owner.id))
             if (count or 0) >= self.policy.max_per_user:
@@ -249,26 +215,41 @@ class ApiKeyService:
 
     # --- using (the hot path) -----------------------------------------------------------------
 
-    def admit(self, presented: str, *, stale: bool = False) -> Admitted:
-        """Check a presented key: live, owner allowed, within its rate. Pure memory unless `stale`."""
+    def identify(self, presented: str, *, stale: bool = False) -> Admitted:
+        """The live key behind `presented` and its owner, or AuthenticationError (401).
+
+        Pure memory (a digest and a dict lookup) unless `stale`: then the database answers, and
+        StoreUnavailableError when it cannot (fail closed). Run that case in a worker thread.
+        """
         if not self.policy.enabled:
             raise AuthenticationError("API keys are disabled on this site.", code="api_keys_disabled")
         if not is_well_formed(presented):
             raise AuthenticationError(INVALID_KEY, code="malformed_api_key")
         digest, now = self._hasher.digest(presented), int(time.time())
         if stale:
-            key, user = self._check_in_database(digest, now)
-        else:
-            key, user = self._registry.view.check_api_key(digest, now)
+            return Admitted(*self._check_in_database(digest, now))
+        return Admitted(*self._registry.view.check_api_key(digest, now))
+
+    def authorize(self, admitted: Admitted) -> None:
+        """Owner allowed and key within its rate (403 / 429); notes the key as used (batched)."""
+        self._owner_allowed(admitted.user)
+        self._within_rate(admitted.key)
+        self._registry.touch_api_key(admitted.key.id)
+
+    def recheck(self, key: ApiKeyState) -> None:
+        """Raise ApiError if a key admitted earlier may no longer be used (long-lived connections)."""
+        if not self.policy.enabled:
+            raise AuthenticationError("API keys are disabled on this site.", code="api_keys_disabled")
+        _key, owner = self._registry.view.check_api_key(key.digest, int(time.time()))
+        self._owner_allowed(owner)
+
+    def _owner_allowed(self, user: UserState) -> None:
         if user.role == "pending":
             raise PermissionDeniedError(PENDING, code="pending_approval")
         if user.role != "admin" and not self.policy.users_may_create:
             raise PermissionDeniedError(
                 "API keys are not allowed for this account.", code="api_key_not_allowed"
             )
-        self._within_rate(key)
-        self._registry.touch_api_key(key.id)
-        return Admitted(key, user)
 
     def _within_rate(self, key: ApiKeyState) -> None:
         limits = [(self.policy.rate, f"api-key:{key.id}")]
@@ -307,3 +288,17 @@ class ApiKeyService:
         owner = self._email_of(key.user_id) if key is not None else None
         detail = f"key={key.id} reason={code}" if key is not None else f"reason={code}"
         self._audit.record("api_key.refused", "refused", subject=owner, detail=detail)
+
+
+def api_keys_from_settings(
+    settings: Settings, sessions: sessionmaker[Session], registry: SessionRegistry, audit: AuditLog
+) -> ApiKeyService:
+    """The API-key service for these settings (the one place that reads them)."""
+    endpoints = settings.api_key_endpoints
+    policy = ApiKeyPolicy(
+        enabled=settings.enable_api_keys,
+        users_may_create=settings.user_permissions_features_api_keys,
+        rate=Limit("api-key", parse_rate(settings.api_key_rate_limit)),
+        endpoints=KeyScope(paths=endpoints),
+    )
+    return ApiKeyService(sessions, registry, ApiKeyHasher(settings.secret_key), policy, audit)

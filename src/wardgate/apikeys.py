@@ -1,4 +1,4 @@
-"""API keys for programs: their format, their digest, what a request check knows about one, and scopes.
+"""API keys for programs: format, digest, what a request check knows about a key, scopes, requests.
 
 A key is `sk-` followed by 64 lowercase hex digits: 32 bytes from `secrets` (256 bits; Open WebUI's
 keys carry ~122). It is shown once, when created; the database keeps only its digest, an HMAC-SHA256
@@ -14,6 +14,8 @@ stored one, so there is no byte-by-byte comparison to time (the reason `hmac.com
 
 Scopes narrow a key, never widen it: optional upstream names and optional path prefixes, matched on
 a path-segment boundary (`/ollama/api` allows `/ollama/api/chat`, not `/ollama/apix`).
+
+Everything here is pure (no I/O); `wardgate.apikey_service` stores and checks keys.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from limits import RateLimitItem
 
+from wardgate.errors import BadRequestError
 from wardgate.models import ApiKey
 from wardgate.ratelimit import parse_rate
 
@@ -37,7 +40,9 @@ DISPLAY_LENGTH = 11  # "sk-" and 8 hex digits: shown in lists and the audit log 
 UPSTREAMS = ("ollama", "openai", "app")  # the reverse proxy's upstream names
 INVALID_KEY = "Invalid API key."
 EXPIRED_KEY = "This API key has expired."
+DEFAULT_NAME = "default"  # the key of Open WebUI's one-key-per-user routes
 _HKDF_INFO = b"wardgate/api-key-digest/v1"
+_MAX_LIFETIME = 10 * 366 * 86400
 _PATH = re.compile(r"/[A-Za-z0-9._~!$&'()*+,;=:@%/-]*")
 _MAX_PATHS = 32
 
@@ -157,3 +162,46 @@ class ApiKeyState:
             ),
             rate=parse_rate(row.rate_limit) if row.rate_limit else None,
         )
+
+
+@dataclass(frozen=True, slots=True)
+class NewKey:
+    """What the owner asks for; None leaves that restriction out."""
+
+    name: str = DEFAULT_NAME
+    expires_at: int | None = None
+    upstreams: tuple[str, ...] | None = None
+    paths: tuple[str, ...] | None = None
+    rate_limit: str | None = None
+
+
+def _clean_name(name: str) -> str:
+    cleaned = " ".join(name.split())
+    if not cleaned or len(cleaned) > 64 or any(ord(c) < 32 or ord(c) == 127 for c in cleaned):
+        raise BadRequestError("A key name must be 1 to 64 printable characters.", code="invalid_key_name")
+    return cleaned
+
+
+def check_new_key(spec: NewKey, now: int) -> NewKey:
+    """Validate a request for a key; raise BadRequestError with a helpful message."""
+    if spec.expires_at is not None and not now < spec.expires_at <= now + _MAX_LIFETIME:
+        raise BadRequestError(
+            "The expiry must be in the future and at most ten years away.", code="invalid_expiry"
+        )
+    for name, values in (("upstreams", spec.upstreams), ("paths", spec.paths)):
+        if values is not None and not values:
+            raise BadRequestError(
+                f"'{name}' must list at least one entry, or be left out for no restriction.",
+                code="empty_scope",
+            )
+    try:
+        upstreams = check_upstreams(spec.upstreams) if spec.upstreams is not None else None
+        paths = check_path_prefixes(spec.paths) if spec.paths is not None else None
+    except ValueError as exc:
+        raise BadRequestError(f"Invalid scope: {exc}.", code="invalid_scope") from None
+    if spec.rate_limit is not None:
+        try:
+            parse_rate(spec.rate_limit)
+        except ValueError as exc:
+            raise BadRequestError(f"rate_limit: {exc}.", code="invalid_rate_limit") from None
+    return NewKey(_clean_name(spec.name), spec.expires_at, upstreams, paths, spec.rate_limit)

@@ -27,7 +27,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the process exit code."""
     args = _parser().parse_args(argv)
     try:
-        settings = load_settings()
+        settings = load_settings(persist_secret=args.command != "check")
     except ConfigError as exc:
         print(f"wardgate: {exc}", file=sys.stderr)
         return 2 if args.command != "check" else 1

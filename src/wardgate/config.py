@@ -318,10 +318,12 @@ class Settings(BaseSettings):
     )
     enable_api_keys_endpoint_restrictions: Bool = Field(
         False,
-        validation_alias=_env("ENABLE_API_KEYS_ENDPOINT_RESTRICTIONS", "ENABLE_API_KEY_ENDPOINT_RESTRICTIONS"),
+        validation_alias=_env(
+            "ENABLE_API_KEYS_ENDPOINT_RESTRICTIONS", "ENABLE_API_KEY_ENDPOINT_RESTRICTIONS"
+        ),
     )
-    api_keys_allowed_endpoints: tuple[str, ...] = Field(
-        (), validation_alias=_env("API_KEYS_ALLOWED_ENDPOINTS", "API_KEY_ALLOWED_ENDPOINTS")
+    api_keys_allowed_endpoints: Text = Field(
+        "", validation_alias=_env("API_KEYS_ALLOWED_ENDPOINTS", "API_KEY_ALLOWED_ENDPOINTS")
     )
     api_key_rate_limit: Rate = Field("600/1m", validation_alias=_env("API_KEY_RATE_LIMIT"))
 
@@ -338,18 +340,17 @@ class Settings(BaseSettings):
             raise ValueError("expected a custom header name such as x-api-key (not a standard header)")
         return value
 
-    @field_validator("api_keys_allowed_endpoints", mode="before")
+    @field_validator("api_keys_allowed_endpoints")
     @classmethod
-    def _endpoints(cls, value: object) -> object:
-        if isinstance(value, str):
-            return check_path_prefixes([p for p in value.split(",") if p.strip()])
-        return value
+    def _endpoints(cls, value: str) -> str:
+        return ",".join(check_path_prefixes([p for p in value.split(",") if p.strip()]))
 
     @property
     def api_key_endpoints(self) -> tuple[str, ...] | None:
         """Path prefixes every API key is limited to (None: no global limit; empty: nothing)."""
-        if self.enable_api_keys_endpoint_restrictions or self.api_keys_allowed_endpoints:
-            return self.api_keys_allowed_endpoints
+        listed = tuple(p for p in self.api_keys_allowed_endpoints.split(",") if p)
+        if self.enable_api_keys_endpoint_restrictions or listed:
+            return listed
         return None
 
     # --- end of API keys -------------------------------------------------------------------------
@@ -471,7 +472,8 @@ URL_FIELDS = frozenset({"redis_url", "database_url"})  # may carry a password: s
 
 def mask_url(url: str) -> str:
     """Hide the password part of a URL's user information."""
-    return re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", url)
+    # Up to the last "@" before the path: a password may itself contain "@".
+    return re.sub(r"(://[^:/@]*:)[^/?#]*@", r"\1***@", url)
 
 
 def _field_env_name(field: str) -> str:
@@ -537,23 +539,30 @@ def _cross_field_problems(settings: Settings) -> list[str]:
     return problems
 
 
-def _resolve_secret_key(settings: Settings) -> Settings:
-    """Use the configured key, else a generated one persisted in DATA_DIR (mode 0600)."""
+def _resolve_secret_key(settings: Settings, *, persist: bool) -> Settings:
+    """Use the configured key, else a generated one persisted in DATA_DIR (mode 0600).
+
+    With persist=False (`wardgate check`) a missing key file is not created: a throwaway key is used.
+    """
     if settings.webui_secret_key is not None:
         return settings
     key_file = settings.data_dir / SECRET_KEY_FILENAME
     if key_file.exists():
         key = key_file.read_text(encoding="utf-8").strip()
+    elif not persist:
+        key = secrets.token_urlsafe(48)
     else:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         key = secrets.token_urlsafe(48)  # 48 random bytes, above the 32-byte floor
-        # O_EXCL: two processes starting at once must not each write a different key.
+        # O_EXCL: two processes starting at once must not each write a different key; the mode is
+        # set at creation, so the key is never readable by others, not even for an instant.
         try:
-            with key_file.open("x", encoding="utf-8") as handle:
-                key_file.chmod(0o600)
-                handle.write(key)
+            descriptor = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         except FileExistsError:
             key = key_file.read_text(encoding="utf-8").strip()
+        else:
+            with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+                handle.write(key)
     return settings.model_copy(update={"webui_secret_key": SecretStr(key), "secret_key_source": "file"})
 
 
@@ -566,7 +575,9 @@ def read_environment(env_file: str | None = ".env") -> dict[str, str]:
     return values
 
 
-def load_settings(env: Mapping[str, str] | None = None, *, env_file: str | None = ".env") -> Settings:
+def load_settings(
+    env: Mapping[str, str] | None = None, *, env_file: str | None = ".env", persist_secret: bool = True
+) -> Settings:
     """Read, validate and complete the configuration; raise ConfigError listing every problem."""
     if env is None:
         env = read_environment(env_file)
@@ -579,7 +590,7 @@ def load_settings(env: Mapping[str, str] | None = None, *, env_file: str | None 
     problems = _cross_field_problems(settings)
     if problems:
         raise ConfigError(problems)
-    return _resolve_secret_key(settings)
+    return _resolve_secret_key(settings, persist=persist_secret)
 
 
 def redacted_settings(settings: Settings) -> dict[str, str]:

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from wardgate import db
 from wardgate.accounts import AccountService, AuthLimits, PasswordPolicy
+from wardgate.apikey_service import ApiKeyService, api_keys_from_settings
 from wardgate.audit import AuditLog
 from wardgate.channel import RedisChangeChannel
 from wardgate.config import Settings
@@ -49,6 +50,7 @@ class Gateway:
     channel: RedisChangeChannel | None = None
     upstreams: UpstreamTable = field(default_factory=UpstreamTable)
     sign_on: SignOn | None = None  # single sign-on, when a provider is configured
+    api_keys: ApiKeyService = field(init=False)  # set by build()
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     @classmethod
@@ -57,6 +59,7 @@ class Gateway:
         gateway = cls._build_core(settings)
         gateway.upstreams = upstreams_from_settings(settings)
         gateway.sign_on = sign_on_from_settings(settings, gateway.accounts, gateway.sessions, gateway.audit)
+        gateway.api_keys = api_keys_from_settings(settings, gateway.sessions, gateway.registry, gateway.audit)
         return gateway
 
     @classmethod
@@ -118,14 +121,25 @@ class Gateway:
             self._tasks.append(asyncio.create_task(listen, name="wardgate-revocation-channel"))
 
     async def _on_channel_notice(self) -> None:
-        await anyio.to_thread.run_sync(self.registry.sync)
+        try:
+            await anyio.to_thread.run_sync(self.registry.sync)
+        except SQLAlchemyError as exc:  # the poll retries; the view ages into the database fallback
+            log.warning("session sync on notice failed (%s)", type(exc).__name__)
 
     async def _on_channel_state(self, connected: bool) -> None:
-        if connected:
+        if not connected:
+            self.registry.trusted = False
+            return
+        try:
             # Catch up on whatever was missed while disconnected, then trust the view again.
             await anyio.to_thread.run_sync(self.registry.sync)
-            log.info("revocation channel connected")
-        self.registry.trusted = connected
+        except SQLAlchemyError as exc:
+            log.warning(
+                "session sync after reconnecting failed (%s); view stays untrusted", type(exc).__name__
+            )
+            return
+        log.info("revocation channel connected")
+        self.registry.trusted = True
 
     def _start_blocking(self) -> None:
         db.upgrade(self.engine, lock_dir=self.settings.data_dir)
@@ -162,6 +176,8 @@ class Gateway:
             await asyncio.sleep(interval)
             try:
                 await anyio.to_thread.run_sync(self.registry.sync)
+                if self.channel is not None and self.channel.connected:
+                    self.registry.trusted = True  # subscribed and caught up
                 await anyio.to_thread.run_sync(self.registry.flush_touches)
             except SQLAlchemyError as exc:
                 # Fail closed: the view's age grows and requests fall back to the database.

@@ -87,7 +87,6 @@ class AuditEvent(Base):
     detail: Mapped[str | None] = mapped_column(String(512), nullable=True)
 
 
-
 # --- API keys (wardgate.apikeys) -----------------------------------------------------------------
 
 
@@ -109,6 +108,7 @@ class ApiKey(Base):
     created_at: Mapped[int] = mapped_column(BigInteger)
     expires_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     last_used_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+
 
 # --- single sign-on (wardgate.oauth) -------------------------------------------------------------
 

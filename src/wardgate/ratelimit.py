@@ -45,6 +45,9 @@ def parse_rate(text: str) -> RateLimitItem:
         raise ValueError(f"expected {RATE_FORM}") from None
     if item.amount < 1:
         raise ValueError(f"expected {RATE_FORM} with a count of at least 1")
+    if re.search(r"(?:/|per)\s*0+\s*[a-z]", text.lower()):
+        # `limits` reads a period multiple of 0 as 1: "5/0m" must not quietly mean 5 per minute.
+        raise ValueError(f"expected {RATE_FORM} with a period of at least one second")
     return item
 
 
@@ -83,20 +86,12 @@ class RateLimiter:
     def hit(self, limit: Limit, key: str) -> None:
         """Count one attempt, or raise RateLimitedError (with the wait) when the limit is reached."""
         if not self._call(lambda s: MovingWindowRateLimiter(s).hit(limit.item, key)):
-            raise RateLimitedError(
-                f"Too many attempts. Try again in {self._wait(limit, key)} seconds.",
-                retry_after=self._wait(limit, key),
-                code="rate_limited",
-            )
+            raise self._refusal(limit, key)
 
     def check(self, limit: Limit, key: str) -> None:
         """Raise RateLimitedError if the limit is already reached, without counting an attempt."""
         if not self._call(lambda s: MovingWindowRateLimiter(s).test(limit.item, key)):
-            raise RateLimitedError(
-                f"Too many attempts. Try again in {self._wait(limit, key)} seconds.",
-                retry_after=self._wait(limit, key),
-                code="rate_limited",
-            )
+            raise self._refusal(limit, key)
 
     def count(self, limit: Limit, key: str) -> None:
         """Count one attempt without refusing (the refusal comes from `check` next time)."""
@@ -106,16 +101,28 @@ class RateLimiter:
         """Forget the attempts under `key` (after a successful sign-in)."""
         self._call(lambda s: MovingWindowRateLimiter(s).clear(limit.item, key))
 
-    def _wait(self, limit: Limit, key: str) -> int:
+    def probe(self) -> str:
+        """Re-check Redis now (for /health) and return `backend`."""
+        if self._redis is not None:
+            if self._degraded_since is not None:
+                self._storage()
+            elif not self._redis_answers():
+                self._degrade("no answer")
+        return self.backend
+
+    def _refusal(self, limit: Limit, key: str) -> RateLimitedError:
         stats = self._call(lambda s: MovingWindowRateLimiter(s).get_window_stats(limit.item, key))
-        return max(1, int(stats.reset_time - time.time()) + 1)
+        wait = max(1, int(stats.reset_time - time.time()) + 1)
+        return RateLimitedError(
+            f"Too many attempts. Try again in {wait} seconds.", retry_after=wait, code="rate_limited"
+        )
 
     def _call(self, operation: Callable[[Storage], T]) -> T:
         storage = self._storage()
         try:
             return operation(storage)
         except StorageError as exc:
-            self._degrade(exc)
+            self._degrade(type(exc).__name__)
             return operation(self._memory)
 
     def _storage(self) -> Storage:
@@ -136,17 +143,17 @@ class RateLimiter:
         if self._redis is None:
             return False
         try:
-            return bool(self._redis.check())
+            answered = bool(self._redis.check())
         except (StorageError, OSError):
+            answered = False
+        if not answered:  # retry again only after the interval: a hung Redis must not slow every call
             with self._lock:
                 self._degraded_since = time.monotonic()
-            return False
+        return answered
 
-    def _degrade(self, exc: Exception) -> None:
+    def _degrade(self, reason: str) -> None:
         with self._lock:
             first = self._degraded_since is None
             self._degraded_since = time.monotonic()
         if first:
-            log.error(
-                "rate limits: Redis unavailable (%s); falling back to per-instance limits", type(exc).__name__
-            )
+            log.error("rate limits: Redis unavailable (%s); falling back to per-instance limits", reason)

@@ -74,23 +74,35 @@ class SessionView:
     api_keys: dict[str, ApiKeyState] = field(default_factory=dict)  # digest -> key
     api_key_ids: dict[str, str] = field(default_factory=dict)  # key id -> digest
     synced_at: float = field(default_factory=time.monotonic)
+    retired: set[tuple[str, str]] = field(default_factory=set)  # (user id, stamp) replaced since start
+    deleted: set[str] = field(default_factory=set)  # users deleted since start
 
-    def check(self, claims: Claims) -> UserState:
-        """Return the live user behind valid claims, or raise AuthenticationError."""
-        if claims.session_id in self.revoked:
+    def check(self, claims: Claims) -> UserState | None:
+        """The live user behind valid claims; AuthenticationError when the view knows the session ended;
+        None when only the database can tell (a user or stamp newer than this view: signed up or
+        signed in on another instance since the last sync)."""
+        if claims.session_id in self.revoked or claims.user_id in self.deleted:
+            raise AuthenticationError(_REVOKED, code="session_revoked")
+        if (claims.user_id, claims.session_stamp) in self.retired:
             raise AuthenticationError(_REVOKED, code="session_revoked")
         user = self.users.get(claims.user_id)
-        if user is None or not user.active or user.session_stamp != claims.session_stamp:
+        if user is None or user.session_stamp != claims.session_stamp:
+            return None
+        if not user.active:
             raise AuthenticationError(_REVOKED, code="session_revoked")
         return user
 
     def put_user(self, user: UserState) -> None:
-        """Record a user's current state."""
+        """Record a user's current state (a replaced stamp is remembered as ended)."""
+        old = self.users.get(user.id)
+        if old is not None and old.session_stamp != user.session_stamp:
+            self.retired.add((user.id, old.session_stamp))
         self.users[user.id] = user
 
     def drop_user(self, user_id: str) -> None:
         """Forget a deleted user: every token of theirs is refused."""
         self.users.pop(user_id, None)
+        self.deleted.add(user_id)
 
     def revoke(self, session_id: str, expires_at: int | None) -> None:
         """Refuse this session from now on."""
@@ -115,14 +127,16 @@ class SessionView:
             self.api_keys.pop(digest, None)
 
     def prune(self, now: int) -> None:
-        """Drop revoked sessions whose tokens have expired anyway, and keys that can never work again."""
+        """Drop revoked sessions whose tokens have expired anyway, and keys whose owner's sessions ended.
+
+        Expired keys stay (as their rows do, until revoked), so that they are refused as expired.
+        """
         expired = [sid for sid, exp in self.revoked.items() if exp is not None and exp < now]
         for sid in expired:
             del self.revoked[sid]
         for key in list(self.api_keys.values()):
             owner = self.users.get(key.user_id)
-            ended = owner is None or owner.session_stamp != key.session_stamp
-            if ended or (key.expires_at is not None and key.expires_at < now):
+            if owner is None or owner.session_stamp != key.session_stamp:
                 self.drop_api_key(key.id)
 
 
@@ -218,8 +232,8 @@ class SessionRegistry:
 
     # --- checking ----------------------------------------------------------------------------
 
-    def check(self, claims: Claims) -> UserState:
-        """Check claims against the view (pure memory; callers handle staleness first)."""
+    def check(self, claims: Claims) -> UserState | None:
+        """Check claims against the view (pure memory); None: ask `check_in_database`."""
         return self.view.check(claims)
 
     def check_in_database(self, claims: Claims) -> UserState:
@@ -234,6 +248,8 @@ class SessionRegistry:
             raise StoreUnavailableError("database unavailable for the session check") from exc
         if revoked or state is None or not state.active or state.session_stamp != claims.session_stamp:
             raise AuthenticationError(_REVOKED, code="session_revoked")
+        with self._lock:
+            self.view.put_user(state)  # the database is newer than the view: remember it
         return state
 
     # --- local writes (called after the transaction committed) -------------------------------

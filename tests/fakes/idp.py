@@ -86,17 +86,20 @@ class FakeIdP:
     def discovery(self, request: Request) -> Response:
         realm = request.path_params["realm"]
         root = f"{self.base}/{realm}"
+        wrong_issuer = "discovery_wrong_issuer" in self.tamper
+        insecure = "discovery_insecure_endpoint" in self.tamper
         return JSONResponse(
             {
-                "issuer": self.issuer(realm, announced=True),
+                "issuer": f"{self.base}/elsewhere" if wrong_issuer else self.issuer(realm, announced=True),
                 "authorization_endpoint": f"{root}/authorize",
-                "token_endpoint": f"{root}/token",
+                "token_endpoint": "http://idp.example/token" if insecure else f"{root}/token",
                 "userinfo_endpoint": f"{root}/userinfo",
                 "jwks_uri": f"{root}/jwks",
                 "end_session_endpoint": f"{root}/logout",
                 "id_token_signing_alg_values_supported": ["RS256"],
                 "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
                 "code_challenge_methods_supported": ["S256"],
+                "authorization_response_iss_parameter_supported": not realm.startswith("ms/"),
             }
         )
 
@@ -109,7 +112,9 @@ class FakeIdP:
         if q.get("client_id") != CLIENT_ID or q.get("code_challenge_method") != "S256":
             return JSONResponse({"error": "invalid_request"}, status_code=400)
         code = secrets.token_urlsafe(16)
-        self.codes[code] = Grant(realm, q["redirect_uri"], q.get("nonce"), q["code_challenge"], dict(self.claims))
+        self.codes[code] = Grant(
+            realm, q["redirect_uri"], q.get("nonce"), q["code_challenge"], dict(self.claims)
+        )
         params = {"code": code, "state": q.get("state", "")}
         if realm != "gh" and "no_iss_param" not in self.tamper:
             params["iss"] = "https://evil.example" if "wrong_iss_param" in self.tamper else self.issuer(realm)
@@ -141,7 +146,11 @@ class FakeIdP:
         access, refresh = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
         self.access[access] = grant.claims
         self.refresh[refresh] = {"realm": grant.realm, "claims": grant.claims}
-        body: dict[str, Any] = {"access_token": access, "token_type": "Bearer", "expires_in": self.token_lifetime}
+        body: dict[str, Any] = {
+            "access_token": access,
+            "token_type": "Bearer",
+            "expires_in": self.token_lifetime,
+        }
         if grant.realm == "gh":
             return {**body, "scope": "user:email"}
         body["refresh_token"] = refresh

@@ -51,7 +51,9 @@ async def ollama_chat(request: Request) -> StreamingResponse:
 
     async def lines() -> AsyncIterator[bytes]:
         for i in range(chunks):
-            yield (json.dumps({"message": {"role": "assistant", "content": f"w{i}"}, "done": False}) + "\n").encode()
+            yield (
+                json.dumps({"message": {"role": "assistant", "content": f"w{i}"}, "done": False}) + "\n"
+            ).encode()
             await asyncio.sleep(gap)
         yield (json.dumps({"done": True}) + "\n").encode()
 
@@ -62,25 +64,27 @@ async def facts(request: Request) -> JSONResponse:
     """What the upstream saw, as facts: identity headers, forwarding headers, credential checks."""
     headers = request.headers
     cookies = request.cookies
-    return JSONResponse({
-        "identity": {name: headers.get(name) for name in IDENTITY},
-        "forwarded_for": headers.get("x-forwarded-for"),
-        "forwarded_proto": headers.get("x-forwarded-proto"),
-        "forwarded_host": headers.get("x-forwarded-host"),
-        "host": headers.get("host"),
-        "authorization_is_upstream_key": headers.get("authorization") == f"Bearer {UPSTREAM_KEY}",
-        "authorization_present": "authorization" in headers,
-        "authorization_scheme": (headers.get("authorization") or " ").split(" ")[0],
-        "x_api_key_present": "x-api-key" in headers,
-        "token_cookie_present": "token" in cookies,
-        "other_cookie": cookies.get("app"),
-        "custom_hop_header": headers.get("x-hop"),
-        "connection": headers.get("connection"),
-        "method": request.method,
-        "path": request.url.path,
-        "query": request.url.query,
-        "body_length": len(await request.body()),
-    })
+    return JSONResponse(
+        {
+            "identity": {name: headers.get(name) for name in IDENTITY},
+            "forwarded_for": headers.get("x-forwarded-for"),
+            "forwarded_proto": headers.get("x-forwarded-proto"),
+            "forwarded_host": headers.get("x-forwarded-host"),
+            "host": headers.get("host"),
+            "authorization_is_upstream_key": headers.get("authorization") == f"Bearer {UPSTREAM_KEY}",
+            "authorization_present": "authorization" in headers,
+            "authorization_scheme": (headers.get("authorization") or " ").split(" ")[0],
+            "x_api_key_present": "x-api-key" in headers,
+            "token_cookie_present": "token" in cookies,
+            "other_cookie": cookies.get("app"),
+            "custom_hop_header": headers.get("x-hop"),
+            "connection": headers.get("connection"),
+            "method": request.method,
+            "path": request.url.path,
+            "query": request.url.query,
+            "body_length": len(await request.body()),
+        }
+    )
 
 
 async def state(_request: Request) -> JSONResponse:

@@ -23,8 +23,13 @@ ROOT = Path(__file__).parents[2]
 def upstream() -> Iterator[str]:
     """The fake OpenAI/Ollama/app server as its own process."""
     port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "tests.fakes.upstream", str(port)], cwd=ROOT,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tests.fakes.upstream", str(port)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 20
@@ -41,10 +46,18 @@ def upstream() -> Iterator[str]:
 
 def gateway_env(tmp_path: Path, upstream: str, **extra: str) -> dict[str, str]:
     """wardgate in front of the fake: /ollama, /openai (key injected) and the app."""
-    return {"DATA_DIR": str(tmp_path), "WEBUI_SECRET_KEY": SECRET, "SESSION_SYNC_INTERVAL": "0.2",
-            "OLLAMA_BASE_URL": upstream, "OPENAI_API_BASE_URL": f"{upstream}/v1", "OPENAI_API_KEY": UPSTREAM_KEY,
-            "UPSTREAM_URL": upstream, "DEFAULT_USER_ROLE": "user",
-            "FORWARDED_ALLOW_IPS": "10.255.255.1", **extra}  # the test client is an untrusted peer
+    return {
+        "DATA_DIR": str(tmp_path),
+        "WEBUI_SECRET_KEY": SECRET,
+        "SESSION_SYNC_INTERVAL": "0.2",
+        "OLLAMA_BASE_URL": upstream,
+        "OPENAI_API_BASE_URL": f"{upstream}/v1",
+        "OPENAI_API_KEY": UPSTREAM_KEY,
+        "UPSTREAM_URL": upstream,
+        "DEFAULT_USER_ROLE": "user",
+        "FORWARDED_ALLOW_IPS": "10.255.255.1",
+        **extra,
+    }  # the test client is an untrusted peer
 
 
 @pytest.fixture(scope="module")

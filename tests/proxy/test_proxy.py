@@ -34,8 +34,9 @@ def test_first_sse_chunk_arrives_before_the_upstream_finishes(gateway: str, user
     first = None
     events = []
     body = {"chunks": 5, "gap": 0.3, "model": "m", "messages": []}
-    with httpx.stream("POST", f"{gateway}/openai/chat/completions", json=body, headers=bearer(user),
-                      timeout=10) as response:
+    with httpx.stream(
+        "POST", f"{gateway}/openai/chat/completions", json=body, headers=bearer(user), timeout=10
+    ) as response:
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/event-stream")
         for line in response.iter_lines():
@@ -51,8 +52,13 @@ def test_first_sse_chunk_arrives_before_the_upstream_finishes(gateway: str, user
 def test_ollama_ndjson_streams_line_by_line(gateway: str, user: str) -> None:
     arrivals = []
     started = time.monotonic()
-    with httpx.stream("POST", f"{gateway}/ollama/api/chat", json={"chunks": 4, "gap": 0.25},
-                      headers=bearer(user), timeout=10) as response:
+    with httpx.stream(
+        "POST",
+        f"{gateway}/ollama/api/chat",
+        json={"chunks": 4, "gap": 0.25},
+        headers=bearer(user),
+        timeout=10,
+    ) as response:
         assert response.status_code == 200
         for line in response.iter_lines():
             if line:
@@ -62,21 +68,43 @@ def test_ollama_ndjson_streams_line_by_line(gateway: str, user: str) -> None:
 
 
 def test_spoofed_identity_headers_never_reach_the_upstream(gateway: str, user: str) -> None:
-    spoof = {"X-Forwarded-Email": "ceo@example.com", "X-Forwarded-Role": "admin",
-             "x-forwarded-groups": "admins", "X-Forwarded-Name": "CEO", "X-Forwarded-For": "1.2.3.4"}
+    spoof = {
+        "X-Forwarded-Email": "ceo@example.com",
+        "X-Forwarded-Role": "admin",
+        "x-forwarded-groups": "admins",
+        "X-Forwarded-Name": "CEO",
+        "X-Forwarded-For": "1.2.3.4",
+    }
     seen = httpx.get(f"{gateway}/app/facts", headers={**bearer(user), **spoof}).json()
-    assert seen["identity"] == {"x-forwarded-email": "bob@example.com", "x-forwarded-name": "Bob B%C3%A4cker",
-                                "x-forwarded-groups": "", "x-forwarded-role": "user"}
+    assert seen["identity"] == {
+        "x-forwarded-email": "bob@example.com",
+        "x-forwarded-name": "Bob B%C3%A4cker",
+        "x-forwarded-groups": "",
+        "x-forwarded-role": "user",
+    }
     assert seen["forwarded_for"] == "127.0.0.1"
     assert seen["forwarded_proto"] == "http"
 
 
 def test_wardgate_credentials_never_reach_the_upstream(gateway: str, user: str) -> None:
     for upstream in ("/openai/models", "/ollama/api/tags", "/app/x"):
-        seen = httpx.get(f"{gateway}{upstream}", headers=bearer(user), cookies={"token": user, "app": "1"}).json()
+        seen = httpx.get(
+            f"{gateway}{upstream}", headers=bearer(user), cookies={"token": user, "app": "1"}
+        ).json()
         assert seen["token_cookie_present"] is False, upstream
         assert seen["other_cookie"] == "1", upstream
         assert seen["authorization_scheme"] != "Bearer" or seen["authorization_is_upstream_key"], upstream
+
+
+def test_the_apps_own_authorization_passes_through_for_cookie_sessions(gateway: str, user: str) -> None:
+    app_token = {"Authorization": "Bearer the-apps-own-jwt"}
+    seen = httpx.get(f"{gateway}/app/x", headers=app_token, cookies={"token": user}).json()
+    assert seen["authorization_present"] is True and seen["token_cookie_present"] is False
+    # On a model API the Authorization header is the credential, so a foreign one is refused there.
+    ollama = httpx.get(f"{gateway}/ollama/api/tags", headers=app_token, cookies={"token": user})
+    assert ollama.status_code == 401
+    ours = httpx.get(f"{gateway}/app/x", headers=bearer(user), cookies={"token": user}).json()
+    assert ours["authorization_present"] is False  # wardgate's own token is never passed on
 
 
 def test_the_upstream_api_key_is_injected_and_never_shown(gateway: str, user: str) -> None:
@@ -153,13 +181,17 @@ def test_upstream_failures_are_502_and_504(tmp_path: Path, upstream: str) -> Non
         down = httpx.get(f"{base}/ollama/api/tags", headers=bearer(token))
         assert down.status_code == 502 and down.json() == {"detail": "The ollama service is unavailable."}
         slow = httpx.get(f"{base}/slow", headers=bearer(token), timeout=10)
-        assert slow.status_code == 504 and slow.json() == {"detail": "The app service did not answer in time."}
+        assert slow.status_code == 504 and slow.json() == {
+            "detail": "The app service did not answer in time."
+        }
 
 
 def test_client_disconnect_cancels_the_upstream_request(gateway: str, upstream: str, user: str) -> None:
     before = httpx.get(f"{upstream}/state").json()
     body = {"chunks": 50, "gap": 0.1, "model": "m", "messages": []}
-    with httpx.stream("POST", f"{gateway}/openai/chat/completions", json=body, headers=bearer(user)) as response:
+    with httpx.stream(
+        "POST", f"{gateway}/openai/chat/completions", json=body, headers=bearer(user)
+    ) as response:
         next(response.iter_lines())
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:

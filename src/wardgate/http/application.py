@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 
 import httpx
 from fastapi import FastAPI
@@ -24,6 +25,7 @@ from starlette.types import ASGIApp
 from wardgate import __version__
 from wardgate.gateway import Gateway
 from wardgate.http import (
+    apikey_routes,
     audit_routes,
     auth_routes,
     oauth_routes,
@@ -35,7 +37,7 @@ from wardgate.http import (
 from wardgate.http.audit_context import AuditContextMiddleware
 from wardgate.http.cors import CORSGuardMiddleware, origin_of, parse_cors_origins
 from wardgate.http.csrf import CSRFMiddleware
-from wardgate.http.deps import TOKEN_COOKIE
+from wardgate.http.deps import TOKEN_COOKIE, is_wardgate_credential
 from wardgate.http.errors import install_error_handlers
 from wardgate.http.limits import BodySizeLimitMiddleware
 from wardgate.http.proxy import IdentityHeaders, ReverseProxy
@@ -47,7 +49,6 @@ from wardgate.security_headers import build_header_policy
 __all__ = ["ASGIApp", "build_application"]
 
 # Sign-in and sign-up forms are checked for a foreign Origin even without a cookie (login CSRF).
-API_KEY_HEADER = "x-api-key"
 LOGIN_PATHS = ("/api/v1/auths/signin", "/api/v1/auths/signup", "/auth/signin", "/auth/signup")
 
 
@@ -70,7 +71,9 @@ def build_routes(gateway: Gateway) -> FastAPI:
                 s.webui_auth_trusted_groups_header,
                 s.webui_auth_trusted_role_header,
             )
-            app.state.proxy = ReverseProxy(client, identity, API_KEY_HEADER)
+            app.state.proxy = ReverseProxy(
+                client, identity, s.custom_api_key_header, partial(is_wardgate_credential, gateway)
+            )
             try:
                 yield
             finally:
@@ -88,7 +91,7 @@ def build_routes(gateway: Gateway) -> FastAPI:
     app.state.sso_providers = gateway.sign_on.display_names() if gateway.sign_on else {}
     install_error_handlers(app)
     prefix = s.route_prefix  # WARDGATE_PATH_PREFIX: keeps wardgate's routes clear of the app's
-    for module in (auth_routes, user_routes, audit_routes, public_routes, oauth_routes, pages):
+    for module in (auth_routes, apikey_routes, user_routes, audit_routes, public_routes, oauth_routes, pages):
         app.include_router(module.router, prefix=prefix)
     app.mount(f"{prefix}/static", StaticFiles(directory=STATIC), name="static")
 
@@ -110,7 +113,12 @@ def build_application(gateway: Gateway) -> ASGIApp:
     site = origin_of(s.webui_url) if s.webui_url else None
     login_paths = [f"{s.route_prefix}{path}" for path in LOGIN_PATHS]
     app = CSRFMiddleware(
-        app, site_origin=site, trusted_origins=origins, cookie_name=TOKEN_COOKIE, login_paths=login_paths
+        app,
+        site_origin=site,
+        trusted_origins=origins,
+        cookie_name=TOKEN_COOKIE,
+        login_paths=login_paths,
+        api_key_header=s.custom_api_key_header,  # the header deps.py reads API keys from
     )
     app = CORSGuardMiddleware(app, origins)
     policy = build_header_policy(s.security_headers)

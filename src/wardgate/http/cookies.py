@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 from fastapi import Request, Response
 
 from wardgate.config import Settings
@@ -16,7 +14,7 @@ def set_token_cookie(response: Response, request: Request, settings: Settings, t
     secure = settings.auth_cookie_secure
     if secure is None:
         secure = request.url.scheme == "https"
-    max_age = None if token.expires_at is None else max(0, token.expires_at - int(time.time()))
+    max_age = None if token.expires_at is None else token.expires_at - token.issued_at
     response.set_cookie(
         TOKEN_COOKIE,
         token.token,

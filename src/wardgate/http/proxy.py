@@ -10,7 +10,7 @@ from the client are always removed before wardgate adds its own.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from http.cookies import SimpleCookie
 from urllib.parse import quote
@@ -20,7 +20,7 @@ from starlette.background import BackgroundTask
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
-from wardgate.http.deps import TOKEN_COOKIE, Principal
+from wardgate.http.deps import TOKEN_COOKIE, Caller
 from wardgate.http.security_headers import PROXIED_STATE_KEY
 from wardgate.proxy.upstreams import FORWARDING, HOP_BY_HOP, Upstream
 
@@ -41,7 +41,7 @@ class IdentityHeaders:
         """The names, lower-cased, for stripping."""
         return frozenset(h.lower() for h in (self.email, self.name, self.groups, self.role) if h)
 
-    def values(self, principal: Principal) -> list[tuple[str, str]]:
+    def values(self, principal: Caller) -> list[tuple[str, str]]:
         """The headers for this user; the name is URL-encoded as Open WebUI expects (non-ASCII safe)."""
         user = principal.user
         pairs = [
@@ -70,16 +70,18 @@ def _without_wardgate_cookie(cookie_header: str) -> str:
 
 def upstream_request_headers(
     request: HTTPConnection,
-    principal: Principal,
+    principal: Caller,
     upstream: Upstream,
     identity: IdentityHeaders,
     api_key_header: str,
+    is_ours: Callable[[str], bool],
 ) -> list[tuple[str, str]]:
     """The client's headers minus hop-by-hop, forwarding, identity and wardgate's credentials; plus ours."""
     raw = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.scope["headers"]]
     dropped = HOP_BY_HOP | FORWARDING | identity.lowered | _connection_tokens(raw) | {"host", api_key_header}
-    if upstream.strips_authorization or principal.via != "cookie":
-        dropped = dropped | {"authorization"}  # it was wardgate's credential, or a model API's
+    authorization = request.headers.get("authorization", "")
+    if upstream.strips_authorization or principal.via != "cookie" or is_ours(authorization):
+        dropped = dropped | {"authorization"}  # wardgate's credential, or meant for a model API
     headers: list[tuple[str, str]] = []
     for name, value in raw:
         lowered = name.lower()
@@ -118,15 +120,24 @@ def _response_headers(upstream_response: httpx.Response) -> list[tuple[str, str]
 class ReverseProxy:
     """Forward one authenticated request to its upstream and stream the answer back."""
 
-    def __init__(self, client: httpx.AsyncClient, identity: IdentityHeaders, api_key_header: str) -> None:
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        identity: IdentityHeaders,
+        api_key_header: str,
+        is_ours: Callable[[str], bool],
+    ) -> None:
         self._client = client
         self.identity = identity
         self.api_key_header = api_key_header.lower()
+        self.is_ours = is_ours
 
-    async def forward(self, request: Request, principal: Principal, upstream: Upstream) -> Response:
+    async def forward(self, request: Request, principal: Caller, upstream: Upstream) -> Response:
         """Send the request upstream (body streamed) and stream the response back."""
         setattr(request.state, PROXIED_STATE_KEY, True)
-        headers = upstream_request_headers(request, principal, upstream, self.identity, self.api_key_header)
+        headers = upstream_request_headers(
+            request, principal, upstream, self.identity, self.api_key_header, self.is_ours
+        )
         url = upstream.target(request.url.path, request.url.query)
         has_body = request.method not in ("GET", "HEAD", "OPTIONS") or "content-length" in request.headers
         outgoing = self._client.build_request(

@@ -2,7 +2,7 @@
 
 Unauthenticated browser navigations are sent to the sign-in page with a `redirect` back; other
 requests get 401 JSON. Pending and disabled users reach nothing; each upstream lists the roles (and
-optionally groups) it admits; API keys can be narrowed further (`Principal.may_reach`).
+optionally groups) it admits; API keys can be narrowed further (`KeyPrincipal.may_reach`).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from fastapi import APIRouter, Request, WebSocket
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 
 from wardgate.errors import ApiError, AuthenticationError, PermissionDeniedError, StoreUnavailableError
-from wardgate.http.deps import Principal, authenticate, gateway
+from wardgate.http.deps import Caller, authenticate_caller, gateway, still_valid
 from wardgate.http.proxy import ReverseProxy
 from wardgate.http.ws_proxy import POLICY_VIOLATION, relay_websocket
 from wardgate.proxy.upstreams import Upstream
@@ -29,7 +29,7 @@ def _is_navigation(request: Request) -> bool:
     return mode == "navigate" if mode else "text/html" in request.headers.get("accept", "")
 
 
-def _admit(principal: Principal, upstream: Upstream, path: str) -> None:
+def _admit(principal: Caller, upstream: Upstream, path: str) -> None:
     user = principal.user
     if user.role == "pending":
         raise PermissionDeniedError(
@@ -51,7 +51,7 @@ async def proxy_http(request: Request, path: str) -> Response:
     if upstream is None:
         return JSONResponse({"detail": "Not Found"}, status_code=404)
     try:
-        principal = await authenticate(request)
+        principal = await authenticate_caller(request, prefer_cookie=not upstream.strips_authorization)
     except AuthenticationError:
         if _is_navigation(request):
             target = quote(
@@ -67,24 +67,17 @@ async def proxy_http(request: Request, path: str) -> Response:
 @router.websocket("/{path:path}")
 async def proxy_websocket(websocket: WebSocket, path: str) -> None:
     """Authenticate the upgrade, then relay frames; closed when the session is revoked."""
-    gw = gateway(websocket)  # type: ignore[arg-type]
+    gw = gateway(websocket)
     upstream = gw.upstreams.route(websocket.url.path)
     if upstream is None:
         await websocket.close(code=POLICY_VIOLATION)
         return
     try:
-        principal = await authenticate(websocket)  # type: ignore[arg-type]
+        principal = await authenticate_caller(websocket, prefer_cookie=not upstream.strips_authorization)
         _admit(principal, upstream, websocket.url.path)
     except (ApiError, StoreUnavailableError):
         await websocket.close(code=POLICY_VIOLATION)
         return
 
-    def still_valid() -> bool:
-        try:
-            gw.registry.check(principal.claims)
-        except AuthenticationError:
-            return False
-        return True
-
     proxy: ReverseProxy = websocket.app.state.proxy
-    await relay_websocket(websocket, principal, upstream, proxy.identity, proxy.api_key_header, still_valid)
+    await relay_websocket(websocket, principal, upstream, proxy, lambda: still_valid(gw, principal))

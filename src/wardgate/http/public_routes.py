@@ -28,7 +28,7 @@ async def public_config(gw: GatewayDep) -> dict[str, object]:
             "auth": True,
             "auth_trusted_header": False,
             "enable_ldap": False,
-            "enable_api_key": False,
+            "enable_api_key": s.enable_api_keys,
             "enable_signup": s.enable_signup and s.enable_login_form and s.enable_password_auth,
             "enable_login_form": s.enable_login_form,
             "enable_password_auth": s.enable_password_auth,
@@ -52,7 +52,7 @@ async def health(gw: GatewayDep, ready: bool = Query(False)) -> Health | JSONRes
         status=db_ok,
         database="ok" if db_ok else "unavailable",
         sessions="stale" if gw.registry.is_stale else "synchronised",
-        rate_limits=gw.limiter.backend,
+        rate_limits=await anyio.to_thread.run_sync(gw.limiter.probe),
         revocation_channel=channel,
     )
     if not db_ok:

@@ -16,8 +16,8 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
-from wardgate.http.deps import Principal
-from wardgate.http.proxy import IdentityHeaders, upstream_request_headers
+from wardgate.http.deps import Caller
+from wardgate.http.proxy import ReverseProxy, upstream_request_headers
 from wardgate.proxy.upstreams import Upstream
 
 log = logging.getLogger(__name__)
@@ -36,16 +36,17 @@ _HANDSHAKE = frozenset(
 
 async def relay_websocket(
     websocket: WebSocket,
-    principal: Principal,
+    principal: Caller,
     upstream: Upstream,
-    identity: IdentityHeaders,
-    api_key_header: str,
+    proxy: ReverseProxy,
     still_valid: Callable[[], bool],
 ) -> None:
     """Connect upstream with the user's identity, then pump frames both ways until one side ends."""
     headers = [
         (k, v)
-        for k, v in upstream_request_headers(websocket, principal, upstream, identity, api_key_header.lower())
+        for k, v in upstream_request_headers(
+            websocket, principal, upstream, proxy.identity, proxy.api_key_header, proxy.is_ours
+        )
         if k.lower() not in _HANDSHAKE
     ]
     url = upstream.target(websocket.url.path, websocket.url.query).replace("http", "ws", 1)

@@ -108,6 +108,12 @@ def sign_on_problems(settings: Settings) -> list[str]:
             f"OAUTH_CODE_CHALLENGE_METHOD={s.oauth_code_challenge_method[:20]!r}: only S256 is supported "
             "(PKCE with S256 is always used)"
         )
+    problems.extend(_sign_on_value_problems(s))
+    return problems
+
+
+def _sign_on_value_problems(s: Settings) -> list[str]:
+    problems: list[str] = []
     for scope_field in ("google_oauth_scope", "microsoft_oauth_scope", "oauth_scopes"):
         if "openid" not in getattr(s, scope_field).split():
             problems.append(f"{env_name(s, scope_field)}: must include the openid scope")
@@ -122,12 +128,6 @@ def sign_on_problems(settings: Settings) -> list[str]:
         problem = provider_url_problem(env_name(s, url_field), getattr(s, url_field))
         if problem:
             problems.append(problem)
-    problems.extend(_sign_on_value_problems(s))
-    return problems
-
-
-def _sign_on_value_problems(s: Settings) -> list[str]:
-    problems: list[str] = []
     for uri_field in (
         "google_redirect_uri",
         "microsoft_redirect_uri",

@@ -89,6 +89,8 @@ def check_callback(metadata: ServerMetadata, params: Mapping[str, str]) -> str:
         raise ProviderError(PROVIDER_DENIED.format(error=error), code="provider_denied")
     returned_iss = params.get("iss")
     expected = metadata.issuer if metadata.issuer and "{" not in metadata.issuer else None
+    if expected and returned_iss is None and metadata.iss_parameter:
+        raise ProviderError(ISSUER_MISMATCH, code="provider_issuer")  # RFC 9207 §2.4: required
     if (
         returned_iss is not None
         and expected
@@ -188,7 +190,9 @@ async def verify_id_token(
 async def fetch_json(client: AsyncOAuth2Client, url: str, provider: str) -> Any:
     """GET a JSON resource with the access token (RFC 6750 §2.1)."""
     try:
-        response = await client.get(url, headers={"Accept": "application/json"})
+        # The token was issued a moment ago: send it as is, without Authlib's refresh-if-near-expiry.
+        bearer = {"Authorization": f"Bearer {client.token['access_token']}", "Accept": "application/json"}
+        response = await client.request("GET", url, headers=bearer, withhold_token=True)
         response.raise_for_status()
         return response.json()
     except (OAuthError, httpx2.HTTPError, ValueError) as exc:

@@ -40,6 +40,7 @@ class ServerMetadata:
     end_session_endpoint: str | None = None
     signing_algs: tuple[str, ...] = ("RS256",)
     token_auth_methods: tuple[str, ...] = ("client_secret_basic",)
+    iss_parameter: bool = False  # RFC 9207 §3: then every authorization response must carry `iss`
 
 
 def static_metadata(provider: ProviderConfig) -> ServerMetadata:
@@ -65,9 +66,9 @@ def parse_discovery(provider: ProviderConfig, document: Any) -> ServerMetadata:
     issuer: str = document["issuer"]
     url = provider.discovery_url or ""
     path = urlsplit(url).path
-    if path.endswith(_WELL_KNOWN) and "{" not in issuer and provider.id != "microsoft":
+    if path.endswith(_WELL_KNOWN) and "{" not in issuer and provider.issuer_matches_discovery_url:
         # §4.3: the issuer must be exactly the URL discovery was fetched from, minus the suffix.
-        # (Microsoft names tenants by domain in the URL but by id in the issuer.)
+        # (Microsoft names a tenant by domain in the URL but by id in the issuer.)
         expected = url.split("?", 1)[0].removesuffix(_WELL_KNOWN)
         if issuer.rstrip("/") != expected.rstrip("/"):
             raise ValueError(f"issuer {issuer[:100]!r} does not match the discovery URL")
@@ -87,6 +88,7 @@ def parse_discovery(provider: ProviderConfig, document: Any) -> ServerMetadata:
         issuer=issuer,
         signing_algs=algs or ("RS256",),
         token_auth_methods=tuple(m for m in methods if isinstance(m, str)),
+        iss_parameter=document.get("authorization_response_iss_parameter_supported") is True,
         **endpoints,  # type: ignore[arg-type]  # checked above: str or None
     )
 

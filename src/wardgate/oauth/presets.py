@@ -42,6 +42,7 @@ class ProviderConfig:
     emails_url: str | None = None  # GitHub's verified-address list
     issuer: str | None = None  # the identity issuer when there is no ID token (GitHub)
     extra_issuers: tuple[str, ...] = ()
+    issuer_matches_discovery_url: bool = True  # OIDC Discovery §4.3; Microsoft names tenants two ways
     token_endpoint_auth_method: str | None = None  # None: chosen from the provider's metadata
     sub_claim: str = "sub"
     email_claim: str = "email"
@@ -99,6 +100,7 @@ def _microsoft(s: Settings, common: dict[str, Any]) -> ProviderConfig | None:
         discovery_url=(
             f"{base}/{tenant}/v2.0/.well-known/openid-configuration?appid={quote(s.microsoft_client_id)}"
         ),
+        issuer_matches_discovery_url=False,
         **common,
     )
 

@@ -19,12 +19,13 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
-from sqlalchemy import delete
+from sqlalchemy import delete, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from wardgate.models import OAuthToken
+from wardgate.models import AuthSession, OAuthToken
 
 log = logging.getLogger(__name__)
+MAX_SESSIONS_PER_USER = 10  # Open WebUI's OAUTH_MAX_SESSIONS_PER_USER default; the oldest go first
 REFRESH_MARGIN = 300  # refresh when the access token has less than five minutes left
 _DEFAULT_LIFETIME = 3600  # when the provider says nothing about expiry (RFC 6749 §5.1: RECOMMENDED)
 
@@ -87,10 +88,12 @@ class ProviderTokenStore:
         self._cipher = cipher
 
     def save(self, session_id: str, user_id: str, tokens: ProviderTokens) -> None:
-        """Store (or replace) the tokens of a session, encrypted with the newest key."""
+        """Store (or replace) the tokens of a session, encrypted with the newest key; the user's
+        tokens of ended sessions (signed out elsewhere, revoked, expired) are deleted meanwhile."""
         now = int(time.time())
         ciphertext = self._cipher.encrypt(json.dumps(asdict(tokens)).encode()).decode("ascii")
         with self._sessions() as db, db.begin():
+            _prune(db, user_id, now)
             row = db.get(OAuthToken, session_id)
             if row is None:
                 db.add(
@@ -138,3 +141,20 @@ class ProviderTokenStore:
                     tokens.expires_at,
                     int(time.time()),
                 )
+
+
+def _prune(db: Session, user_id: str, now: int) -> None:
+    """Before a new session's tokens are stored: drop those of the user's ended sessions (revoked,
+    expired) and all but the newest MAX_SESSIONS_PER_USER - 1 others, so tokens never pile up."""
+    ended = select(AuthSession.id).where(
+        AuthSession.user_id == user_id,
+        or_(AuthSession.revoked_at.is_not(None), AuthSession.expires_at < now),
+    )
+    db.execute(delete(OAuthToken).where(OAuthToken.user_id == user_id, OAuthToken.session_id.in_(ended)))
+    surplus = (
+        select(OAuthToken.session_id)
+        .where(OAuthToken.user_id == user_id)
+        .order_by(OAuthToken.created_at.desc(), OAuthToken.session_id)
+        .offset(MAX_SESSIONS_PER_USER - 1)
+    )
+    db.execute(delete(OAuthToken).where(OAuthToken.session_id.in_(surplus)))

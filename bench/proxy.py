@@ -1,0 +1,751 @@
+"""What the reverse proxy costs: the fake upstream directly vs through wardgate, side by side.
+
+One run starts the fake upstream (tests/fakes/upstream.py) and one `wardgate serve` (temporary
+DATA_DIR with SQLite; UPSTREAM_URL and OPENAI_API_BASE_URL point at the fake), signs up one user and
+measures every scenario both ways, interleaved so that the machine's noise hits both alike:
+
+(1) small JSON `GET /app/x`: requests/s, p50, p99 (wrk -t1 when installed, else asyncio + httpx),
+    and each server's CPU time per request; a "floor" row (`GET /api/v1/auths/` on wardgate: its
+    authentication and middleware without an upstream) is the ceiling any proxied GET could reach
+(2) one SSE stream of 1,000 chunks: time to first chunk and total time, p50 over 20 runs each
+(3) 1, 32 and 256 concurrent SSE streams (50 chunks, 20 ms apart): completed, errors, wall time
+(4) 1,000 SSE streams held open at once (20 chunks, 500 ms apart): completed, errors, and RSS per
+    open stream of the serving process (wardgate through it; the fake itself directly), from
+    /proc/PID/status VmRSS: (RSS while all are open - RSS before) / N
+
+then the goals: throughput through/direct >= 0.6; added TTFB p50 < 1 ms; every stream of (3) and
+(4) complete without error. Absolute numbers depend on the machine: compare rows of one run.
+
+Streams are read by a minimal HTTP/1.1 client on raw asyncio sockets (`Connection: close`, scanning
+for `data: [DONE]`), not httpx: with 1,000 streams a full client's per-chunk cost would compete for
+the cores with the servers under test. (4) runs first, direct before through, so that each measured
+process meets its first burst there and its RSS baseline is not lowered by memory that an earlier
+burst freed and the allocator kept. The file is longer than the ~300-line guidance because a
+benchmark is one standalone script, run by hand.
+
+    .venv/bin/python bench/proxy.py [--duration 5] [--rounds 2] [--held 1000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import math
+import os
+import re
+import resource
+import secrets
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Coroutine, Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+PROBE = "/app/x"  # the app upstream (UPSTREAM_URL): a small JSON answer
+FLOOR = "/api/v1/auths/"  # wardgate's own cheapest authenticated route: the most a proxied GET could reach
+CHAT_DIRECT = "/v1/chat/completions"
+CHAT_THROUGH = "/openai/chat/completions"  # OPENAI_API_BASE_URL is the fake's /v1
+SIGNUP = "/api/v1/auths/signup"
+DONE = b"data: [DONE]"
+GOAL_THROUGHPUT = 0.6  # through/direct requests/s, at least
+GOAL_ADDED_TTFB_MS = 1.0  # p50 time to first chunk added by wardgate, less than
+STARTUP_SECONDS = 30.0
+_CHUNK_FRAMING = re.compile(rb"\r\n[0-9a-fA-F]+\r\n")  # SSE bodies here never contain CRLF
+_TOKEN_FORM = re.compile(r"^[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]+$")
+_UNIT_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}
+
+
+# --- processes ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Service:
+    """A server process under test: where it listens and its PID (for /proc)."""
+
+    name: str
+    port: int
+    pid: int
+    host: str = "127.0.0.1"
+
+    @property
+    def url(self) -> str:
+        """Its base URL."""
+        return f"http://{self.host}:{self.port}"
+
+
+def free_port() -> int:
+    """A loopback TCP port nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@contextlib.contextmanager
+def running(name: str, argv: list[str], env: dict[str, str], port: int, workdir: Path) -> Iterator[Service]:
+    """Start a server process (output to `<workdir>/<name>.log`), wait until it answers, always stop it."""
+    log_path = workdir / f"{name}.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(argv, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        service = Service(name, port, process.pid)
+        wait_ready(service, process, log_path)
+        yield service
+    finally:
+        stop_process(process)
+
+
+def wait_ready(service: Service, process: subprocess.Popen[bytes], log_path: Path) -> None:
+    """Poll `GET /health` until 200; fail with the log's tail if the process exits or never answers."""
+    deadline = time.monotonic() + STARTUP_SECONDS
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            break
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(service.url + "/health", timeout=1).status_code == 200:
+                return
+        time.sleep(0.1)
+    tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-30:])
+    raise RuntimeError(f"{service.name} did not start (exit code {process.poll()}):\n{tail}")
+
+
+def stop_process(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM (graceful shutdown), then SIGKILL after 15 s."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=5)
+
+
+@contextlib.contextmanager
+def running_pair(workdir: Path) -> Iterator[tuple[Service, Service]]:
+    """The fake upstream and a wardgate in front of it (a fresh environment: nothing inherited)."""
+    upstream_port, wardgate_port = free_port(), free_port()
+    fake = [sys.executable, "-m", "tests.fakes.upstream", str(upstream_port)]
+    with running("upstream", fake, {}, upstream_port, workdir) as upstream:
+        data_dir = workdir / "data"
+        data_dir.mkdir()
+        env = {
+            "DATA_DIR": str(data_dir),
+            "HOST": "127.0.0.1",
+            "PORT": str(wardgate_port),
+            "WEBUI_SECRET_KEY": secrets.token_urlsafe(48),
+            "GLOBAL_LOG_LEVEL": "WARNING",
+            "UPSTREAM_URL": upstream.url,
+            "OPENAI_API_BASE_URL": f"{upstream.url}/v1",
+            "OPENAI_API_KEY": f"sk-bench-{secrets.token_hex(8)}",
+        }
+        argv = [sys.executable, "-m", "wardgate", "serve"]
+        with running("wardgate", argv, env, wardgate_port, workdir) as wardgate:
+            yield upstream, wardgate
+
+
+def sign_up(base_url: str) -> str:
+    """Create the (admin) benchmark account and return its session token."""
+    body = {"name": "Bench", "email": "bench@example.com", "password": secrets.token_urlsafe(18)}
+    response = httpx.post(base_url + SIGNUP, json=body, timeout=30)
+    if response.status_code != 200:
+        raise RuntimeError(f"sign-up failed: {response.status_code} {response.text[:200]}")
+    token: str = response.json()["token"]
+    if not _TOKEN_FORM.match(token):
+        raise RuntimeError("the session token is not a compact JWT")
+    return token
+
+
+def raise_fd_limit(wanted: int) -> int:
+    """Raise this process's soft descriptor limit (children inherit it) towards `wanted`."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        soft = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    return soft
+
+
+def rss_kib(pid: int) -> int:
+    """Resident set size of a process (VmRSS, KiB)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far (/proc/PID/stat fields 14 and 15)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+# --- the stream client --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where a stream request goes; `token` is sent as a Bearer when given."""
+
+    host: str
+    port: int
+    path: str
+    token: str | None
+
+    def request(self, chunks: int, gap: float) -> bytes:
+        """The whole HTTP/1.1 request asking the fake for `chunks` SSE events `gap` seconds apart."""
+        body = json.dumps({"chunks": chunks, "gap": gap}).encode()
+        lines = [
+            f"POST {self.path} HTTP/1.1",
+            f"Host: {self.host}:{self.port}",
+            "Content-Type: application/json",
+            "Accept: text/event-stream",
+            f"Content-Length: {len(body)}",
+            "Connection: close",
+        ]
+        if self.token:
+            lines.append(f"Authorization: Bearer {self.token}")
+        return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+@dataclass(frozen=True)
+class Stream:
+    """One stream's outcome; times in ms from before connecting (NaN when never reached)."""
+
+    ok: bool
+    ttfb_ms: float
+    total_ms: float
+    error: str = ""
+
+
+def _ms_since(started: float) -> float:
+    return (time.perf_counter() - started) * 1000
+
+
+async def stream_once(
+    target: Target, chunks: int, gap: float, on_first: Callable[[], None] | None = None
+) -> Stream:
+    """Request one stream and read it to `data: [DONE]`; errors are returned, never raised."""
+    started = time.perf_counter()
+    try:
+        async with asyncio.timeout(chunks * gap * 3 + 60):
+            return await _read_stream(target, chunks, gap, started, on_first)
+    except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:
+        return Stream(False, math.nan, _ms_since(started), type(exc).__name__)
+
+
+async def _read_stream(
+    target: Target, chunks: int, gap: float, started: float, on_first: Callable[[], None] | None
+) -> Stream:
+    reader, writer = await asyncio.open_connection(target.host, target.port)
+    try:
+        writer.write(target.request(chunks, gap))
+        head = await reader.readuntil(b"\r\n\r\n")
+        if not head.startswith(b"HTTP/1.1 200 "):
+            return Stream(False, math.nan, _ms_since(started), head.split(b"\r\n", 1)[0].decode())
+        ttfb, received = math.nan, bytearray()
+        while data := await reader.read(65536):
+            window = received[-len(DONE) :] + data  # a marker may straddle two reads
+            received += data
+            if math.isnan(ttfb) and b"data:" in window:
+                ttfb = _ms_since(started)
+                if on_first:
+                    on_first()
+            if DONE in window:
+                return Stream(True, ttfb, _ms_since(started))
+        # Rare: chunked framing split the marker (`data: [D` `\r\n5\r\n` `ONE]`); look again without it.
+        ok = DONE in _CHUNK_FRAMING.sub(b"", bytes(received))
+        return Stream(ok, ttfb, _ms_since(started), "" if ok else "closed before [DONE]")
+    finally:
+        writer.close()
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Streams run together: their outcomes, the wall time, each server's CPU seconds meanwhile."""
+
+    streams: list[Stream]
+    wall_s: float
+    cpu_s: dict[str, float]
+
+    @property
+    def completed(self) -> int:
+        """How many reached `data: [DONE]`."""
+        return sum(s.ok for s in self.streams)
+
+    @property
+    def errors(self) -> list[str]:
+        """What went wrong, one entry per failed stream."""
+        return [s.error for s in self.streams if not s.ok]
+
+
+async def run_batch(
+    target: Target, n: int, chunks: int, gap: float, servers: list[Service], probe: RssProbe | None = None
+) -> Batch:
+    """`n` concurrent streams; the probe (if any) is told of each first chunk and samples meanwhile."""
+    cpu_before = {s.name: cpu_seconds(s.pid) for s in servers}
+    started = time.perf_counter()
+    on_first = probe.opened if probe else None
+    tasks = [asyncio.create_task(stream_once(target, chunks, gap, on_first)) for _ in range(n)]
+    if probe is not None:
+        await probe.measure()
+    streams = list(await asyncio.gather(*tasks))
+    wall = time.perf_counter() - started
+    cpu = {s.name: cpu_seconds(s.pid) - cpu_before[s.name] for s in servers}
+    return Batch(streams, wall, cpu)
+
+
+def run_async(coroutine: Coroutine[Any, Any, Any]) -> Any:
+    """Run a coroutine on uvloop when installed (a cheaper client), else asyncio's loop."""
+    try:
+        import uvloop  # optional: without it, the standard loop
+    except ImportError:
+        return asyncio.run(coroutine)
+    return uvloop.run(coroutine)
+
+
+# --- (1) small GET requests ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Load:
+    """One load run: throughput, latency percentiles, counts."""
+
+    requests_per_s: float
+    p50_ms: float
+    p99_ms: float
+    requests: int
+    errors: int  # non-2xx responses plus socket errors and timeouts
+    cpu_ms: dict[str, float] = field(default_factory=dict)  # each server's CPU ms per request
+
+
+def wrk_load(url: str, script: Path, connections: int, duration: int) -> Load:
+    """`wrk -t1 --latency` with a Lua script that adds the Authorization header."""
+    command = ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency", "--timeout", "10s"]
+    done = subprocess.run(
+        [*command, "-s", str(script), url], capture_output=True, text=True, timeout=duration + 60, check=False
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"wrk failed ({done.returncode}): {done.stderr.strip()}")
+    text = done.stdout
+    errors = int(_find(r"Non-2xx or 3xx responses:\s*(\d+)", text, "0"))
+    sockets = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
+    errors += sum(int(n) for n in sockets.groups()) if sockets else 0
+    return Load(
+        float(_find(r"^Requests/sec:\s*([\d.]+)\s*$", text)),
+        _latency_ms(text, 50),
+        _latency_ms(text, 99),
+        int(_find(r"^\s*(\d+) requests in ", text)),
+        errors,
+    )
+
+
+def _find(pattern: str, text: str, default: str | None = None) -> str:
+    match = re.search(pattern, text, re.MULTILINE)
+    if match:
+        return match.group(1)
+    if default is None:
+        raise ValueError(f"wrk output has no match for {pattern!r}:\n{text}")
+    return default
+
+
+def _latency_ms(text: str, percent: int) -> float:
+    match = re.search(rf"^\s*{percent}(?:\.0+)?%\s+([\d.]+)(us|ms|s|m)\s*$", text, re.MULTILINE)
+    if match is None:
+        raise ValueError(f"wrk output has no {percent}% latency line:\n{text}")
+    return float(match.group(1)) * _UNIT_MS[match.group(2)]
+
+
+async def python_load(url: str, token: str, connections: int, duration: int) -> Load:
+    """The fallback: a closed-loop asyncio + httpx generator (slower than wrk: it measures itself too)."""
+    latencies: list[float] = []
+    errors = 0
+    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+    headers = {"Authorization": f"Bearer {token}"}
+    async with httpx.AsyncClient(headers=headers, limits=limits, timeout=10) as client:
+        deadline = time.perf_counter() + duration
+
+        async def worker() -> None:
+            nonlocal errors
+            while (started := time.perf_counter()) < deadline:
+                try:
+                    ok = (await client.get(url)).status_code == 200
+                except httpx.HTTPError:
+                    ok = False
+                latencies.append(_ms_since(started))
+                errors += not ok
+
+        begun = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(connections)))
+        elapsed = time.perf_counter() - begun
+    p50, p99 = percentiles(latencies)
+    return Load(len(latencies) / elapsed, p50, p99, len(latencies), errors)
+
+
+def percentiles(samples: list[float]) -> tuple[float, float]:
+    """p50 and p99 of at least two samples."""
+    cuts = statistics.quantiles(samples, n=100, method="inclusive")
+    return cuts[49], cuts[98]
+
+
+def load_generator(args: argparse.Namespace, workdir: Path, token: str) -> Callable[[str, int], Load]:
+    """wrk (its Lua script sends the same Authorization header on every path) or the Python fallback."""
+    if args.python_load or shutil.which("wrk") is None:
+        print("(1) uses the Python load generator (wrk not installed, or --python-load): slower, noisier")
+
+        def python(url: str, seconds: int) -> Load:
+            return run_async(python_load(url, token, args.connections, seconds))  # type: ignore[no-any-return]
+
+        return python
+    script = workdir / "bearer.lua"
+    script.write_text(f'wrk.headers["Authorization"] = "Bearer {token}"\n')
+    script.chmod(0o600)
+    return lambda url, seconds: wrk_load(url, script, args.connections, seconds)
+
+
+def get_scenario(
+    args: argparse.Namespace, load: Callable[[str, int], Load], urls: dict[str, str], servers: list[Service]
+) -> dict[str, Load]:
+    """(1): the paths alternately, `rounds` times; the median of each metric per path.
+
+    Each server's CPU time per request is measured too: unlike requests/s it barely moves when
+    neighbours take the cores, so it shows the proxy's own cost most reliably.
+    """
+    for url in urls.values():
+        load(url, 1)  # warm-up, not reported
+    runs: dict[str, list[Load]] = {name: [] for name in urls}
+    for _ in range(args.rounds):
+        for name, url in urls.items():
+            before = {s.name: cpu_seconds(s.pid) for s in servers}
+            result = load(url, args.duration)
+            spent = {s.name: (cpu_seconds(s.pid) - before[s.name]) * 1000 for s in servers}
+            per_request = {k: v / max(1, result.requests) for k, v in spent.items()}
+            runs[name].append(replace(result, cpu_ms=per_request))
+    return {name: _median_load(loads) for name, loads in runs.items()}
+
+
+def _median_load(loads: list[Load]) -> Load:
+    return Load(
+        statistics.median(x.requests_per_s for x in loads),
+        statistics.median(x.p50_ms for x in loads),
+        statistics.median(x.p99_ms for x in loads),
+        sum(x.requests for x in loads),
+        sum(x.errors for x in loads),
+        {k: statistics.median(x.cpu_ms[k] for x in loads) for k in loads[0].cpu_ms},
+    )
+
+
+# --- (2), (3), (4) streams ----------------------------------------------------------------------
+
+
+async def first_byte_scenario(
+    args: argparse.Namespace, targets: dict[str, Target], runs_each: int
+) -> dict[str, list[Stream]]:
+    """(2): one stream at a time, direct and through alternately (also the warm-up, unreported)."""
+    runs: dict[str, list[Stream]] = {name: [] for name in targets}
+    for _ in range(runs_each):
+        for name, target in targets.items():
+            runs[name].append(await stream_once(target, args.sse_chunks, args.sse_gap))
+    return runs
+
+
+async def concurrency_scenario(
+    args: argparse.Namespace, targets: dict[str, Target], servers: list[Service]
+) -> dict[tuple[int, str], Batch]:
+    """(3): each concurrency level, direct then through."""
+    results = {}
+    for n in args.levels:
+        for name, target in targets.items():
+            results[n, name] = await run_batch(target, n, args.conc_chunks, args.conc_gap, servers)
+    return results
+
+
+class RssProbe:
+    """Counts streams whose first chunk arrived; once all have (or time is up), samples VmRSS."""
+
+    def __init__(self, pid: int, n: int, wait_s: float) -> None:
+        self.pid, self.n, self.wait_s = pid, n, wait_s
+        self.open = 0
+        self.opened_at_sample = 0
+        self._all_open = asyncio.Event()
+        self.before_kib = rss_kib(pid)
+        self.held_kib = 0
+
+    def opened(self) -> None:
+        """Called by each stream at its first chunk."""
+        self.open += 1
+        if self.open >= self.n:
+            self._all_open.set()
+
+    async def measure(self) -> None:
+        """Wait until every stream is open, then take the median of three samples 0.2 s apart."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._all_open.wait(), self.wait_s)
+        self.opened_at_sample = self.open
+        samples = []
+        for _ in range(3):
+            samples.append(rss_kib(self.pid))
+            await asyncio.sleep(0.2)
+        self.held_kib = int(statistics.median(samples))
+
+    @property
+    def per_stream_kib(self) -> float:
+        """(RSS while held - RSS before) / streams open when sampled."""
+        return (self.held_kib - self.before_kib) / max(1, self.opened_at_sample)
+
+
+async def held_scenario(
+    args: argparse.Namespace, targets: dict[str, Target], measured: dict[str, Service], servers: list[Service]
+) -> dict[str, tuple[Batch, RssProbe]]:
+    """(4): `held` streams at once, direct then through (the direct run never touches wardgate)."""
+    results = {}
+    for name in ("direct", "through"):
+        probe = RssProbe(measured[name].pid, args.held, wait_s=args.held_chunks * args.held_gap)
+        batch = await run_batch(targets[name], args.held, args.held_chunks, args.held_gap, servers, probe)
+        results[name] = (batch, probe)
+        await asyncio.sleep(1.0)  # let both servers settle before the next run
+    return results
+
+
+# --- the report ---------------------------------------------------------------------------------
+
+
+def _p50(values: list[float]) -> float:
+    real = [v for v in values if not math.isnan(v)]
+    return statistics.median(real) if real else math.nan
+
+
+def _errors(errors: list[str]) -> str:
+    return f"{len(errors)} ({', '.join(sorted(set(errors))[:2])})" if errors else "0"
+
+
+def print_table(title: str, headers: list[str], rows: list[list[str]]) -> None:
+    """A titled table: the first column left-aligned, the others right-aligned."""
+    widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *rows, strict=True)]
+    print(f"\n{title}")
+    for row in [headers, *rows]:
+        cells = [f"{row[0]:<{widths[0]}}", *(f"{c:>{w}}" for c, w in zip(row[1:], widths[1:], strict=True))]
+        print("    " + "  ".join(cells))
+
+
+def gets_table(loads: dict[str, Load], args: argparse.Namespace, generator: str) -> None:
+    """Table (1)."""
+    title = f"(1) GET {PROBE}, small JSON: {generator}, {args.connections} connections, "
+    title += f"{args.duration} s x {args.rounds} rounds (medians)"
+    headers = ["path", "req/s", "p50 ms", "p99 ms", "requests", "errors", "CPU ms/req upstream", "wardgate"]
+    print_table(title, headers, [_load_row(name, x) for name, x in loads.items()])
+    print(
+        f"    floor: GET {FLOOR} on wardgate, authentication and middleware without an upstream (a ceiling)"
+    )
+
+
+def _load_row(name: str, x: Load) -> list[str]:
+    cpu = [f"{x.cpu_ms.get(server, 0.0):.3f}" for server in ("upstream", "wardgate")]
+    counts = [str(x.requests), str(x.errors)]
+    return [name, f"{x.requests_per_s:.0f}", f"{x.p50_ms:.2f}", f"{x.p99_ms:.2f}", *counts, *cpu]
+
+
+def first_bytes_table(runs: dict[str, list[Stream]], args: argparse.Namespace) -> None:
+    """Table (2)."""
+    title = f"(2) one SSE stream of {args.sse_chunks} chunks, gap {args.sse_gap * 1000:g} ms, "
+    title += f"{args.runs} runs per path (p50)"
+    rows = []
+    for name, streams in runs.items():
+        ttfbs = [s.ttfb_ms for s in streams if s.ok]
+        spread = f"{min(ttfbs):.2f}-{max(ttfbs):.2f}" if ttfbs else "-"
+        total = _p50([s.total_ms for s in streams if s.ok])
+        rows.append([name, f"{_p50(ttfbs):.2f}", spread, f"{total:.1f}", _errors(_failed(streams))])
+    print_table(title, ["path", "TTFB ms", "TTFB min-max", "total ms", "errors"], rows)
+
+
+def _failed(streams: list[Stream]) -> list[str]:
+    return [s.error for s in streams if not s.ok]
+
+
+def batches_table(results: dict[tuple[int, str], Batch], args: argparse.Namespace) -> None:
+    """Table (3)."""
+    title = f"(3) concurrent SSE streams, {args.conc_chunks} chunks x {args.conc_gap * 1000:g} ms each"
+    headers = [
+        "streams/path",
+        "completed",
+        "errors",
+        "wall s",
+        "TTFB p50 ms",
+        "CPU s upstream",
+        "CPU s wardgate",
+    ]
+    rows = [
+        [
+            f"{n} {name}",
+            f"{b.completed}/{n}",
+            _errors(b.errors),
+            f"{b.wall_s:.2f}",
+            f"{_p50([s.ttfb_ms for s in b.streams]):.2f}",
+            f"{b.cpu_s['upstream']:.2f}",
+            f"{b.cpu_s['wardgate']:.2f}",
+        ]
+        for (n, name), b in results.items()
+    ]
+    print_table(title, headers, rows)
+
+
+def held_table(results: dict[str, tuple[Batch, RssProbe]], args: argparse.Namespace) -> None:
+    """Table (4); the RSS is wardgate's through it and the fake upstream's directly."""
+    title = (
+        f"(4) {args.held} SSE streams held at once, {args.held_chunks} chunks x {args.held_gap * 1000:g} ms"
+    )
+    headers = ["path", "completed", "errors", "wall s", "RSS of", "before MiB", "held MiB", "KiB/stream"]
+    headers += ["CPU s upstream", "CPU s wardgate"]
+    rows = [
+        [
+            name,
+            f"{b.completed}/{args.held}",
+            _errors(b.errors),
+            f"{b.wall_s:.2f}",
+            "wardgate" if name == "through" else "upstream",
+            f"{p.before_kib / 1024:.1f}",
+            f"{p.held_kib / 1024:.1f}",
+            f"{p.per_stream_kib:.1f}",
+            f"{b.cpu_s['upstream']:.2f}",
+            f"{b.cpu_s['wardgate']:.2f}",
+        ]
+        for name, (b, p) in results.items()
+    ]
+    print_table(title, headers, rows)
+
+
+def _verdict(ok: bool) -> str:
+    return "PASS" if ok else "MISS"
+
+
+def goals_table(
+    loads: dict[str, Load],
+    first: dict[str, list[Stream]],
+    batches: dict[tuple[int, str], Batch],
+    held: dict[str, tuple[Batch, RssProbe]],
+) -> None:
+    """The ratios against the goals, with PASS/MISS."""
+    throughput = loads["through"].requests_per_s / loads["direct"].requests_per_s
+    ttfb = {name: _p50([s.ttfb_ms for s in streams]) for name, streams in first.items()}
+    total = {name: _p50([s.total_ms for s in streams]) for name, streams in first.items()}
+    conc_ok = all(not b.errors for b in batches.values())
+    levels = sorted({n for n, _path in batches})
+    walls = ", ".join(
+        f"{n}: {batches[n, 'through'].wall_s / batches[n, 'direct'].wall_s:.2f}" for n in levels
+    )
+    through, probe = held["through"]
+    floor = loads["floor"].requests_per_s / loads["direct"].requests_per_s
+    rows = [
+        ["(1) req/s floor/direct (ceiling)", f"{floor:.2f}", "-", "info"],
+        [
+            "(1) req/s through/direct",
+            f"{throughput:.2f}",
+            f">= {GOAL_THROUGHPUT}",
+            _verdict(throughput >= GOAL_THROUGHPUT),
+        ],
+        [
+            "(2) added TTFB p50",
+            f"{ttfb['through'] - ttfb['direct']:.2f} ms",
+            f"< {GOAL_ADDED_TTFB_MS} ms",
+            _verdict(ttfb["through"] - ttfb["direct"] < GOAL_ADDED_TTFB_MS),
+        ],
+        ["(2) total time through/direct", f"{total['through'] / total['direct']:.2f}", "-", "info"],
+        ["(3) all streams complete", "yes" if conc_ok else "NO", "no errors", _verdict(conc_ok)],
+        ["(3) wall through/direct", walls, "-", "info"],
+        [
+            f"(4) {len(through.streams)} held through wardgate",
+            f"{through.completed} done",
+            "no errors",
+            _verdict(not through.errors),
+        ],
+        ["(4) wardgate RSS per open stream", f"{probe.per_stream_kib:.1f} KiB", "-", "info"],
+    ]
+    print_table("goals", ["measure", "value", "goal", "verdict"], rows)
+
+
+# --- the run ------------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """Command-line options (defaults keep the whole run around a minute and a half)."""
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    add = parser.add_argument
+    add("--duration", type=int, default=5, help="(1) seconds per load run (default 5)")
+    add("--rounds", type=int, default=2, help="(1) direct/through rounds, medians reported (default 2)")
+    add("--connections", type=int, default=32, help="(1) concurrent connections (default 32)")
+    add("--python-load", action="store_true", help="(1) use the Python generator even if wrk exists")
+    add("--runs", type=int, default=20, help="(2) streams per path (default 20)")
+    add("--sse-chunks", type=int, default=1000, help="(2) chunks per stream (default 1000)")
+    add("--sse-gap", type=float, default=0.0, help="(2) seconds between chunks (default 0)")
+    add("--levels", type=int, nargs="+", default=[1, 32, 256], help="(3) concurrency levels")
+    add("--conc-chunks", type=int, default=50, help="(3) chunks per stream (default 50)")
+    add("--conc-gap", type=float, default=0.02, help="(3) seconds between chunks (default 0.02)")
+    add("--held", type=int, default=1000, help="(4) streams held at once (default 1000)")
+    add("--held-chunks", type=int, default=20, help="(4) chunks per stream (default 20)")
+    add("--held-gap", type=float, default=0.5, help="(4) seconds between chunks (default 0.5)")
+    args = parser.parse_args(argv)
+    if min(args.duration, args.rounds, args.connections, args.runs, args.held, *args.levels) < 1:
+        parser.error("counts and durations must be positive")
+    return args
+
+
+def check_paths(urls: dict[str, str], token: str) -> None:
+    """Both paths answer 200 before anything is measured (a 401 would make every number meaningless)."""
+    for name, url in urls.items():
+        status = httpx.get(url, headers={"Authorization": f"Bearer {token}"}, timeout=10).status_code
+        if status != 200:
+            raise RuntimeError(f"GET {url} ({name}) answered {status}, not 200")
+
+
+def measure(args: argparse.Namespace, workdir: Path, upstream: Service, wardgate: Service) -> None:
+    """Run (4), (1), (2), (3) against the running pair and print the tables and the goals."""
+    token = sign_up(wardgate.url)
+    urls = {"direct": upstream.url + PROBE, "through": wardgate.url + PROBE, "floor": wardgate.url + FLOOR}
+    check_paths(urls, token)
+    targets = {
+        "direct": Target(upstream.host, upstream.port, CHAT_DIRECT, token),  # same request bytes
+        "through": Target(wardgate.host, wardgate.port, CHAT_THROUGH, token),
+    }
+    servers = [upstream, wardgate]
+    measured = {"direct": upstream, "through": wardgate}
+    run_async(first_byte_scenario(args, targets, runs_each=3))  # warm-up, not reported
+    held = run_async(held_scenario(args, targets, measured, servers))
+    loads = get_scenario(args, load_generator(args, workdir, token), urls, servers)
+    first = run_async(first_byte_scenario(args, targets, args.runs))
+    batches = run_async(concurrency_scenario(args, targets, servers))
+    generator = "wrk -t1" if shutil.which("wrk") and not args.python_load else "asyncio+httpx"
+    print(f"wardgate pid {wardgate.pid}, upstream pid {upstream.pid}; {len(os.sched_getaffinity(0))} cores")
+    gets_table(loads, args, generator)
+    first_bytes_table(first, args)
+    batches_table(batches, args)
+    held_table(held, args)
+    goals_table(loads, first, batches, held)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Start the fake upstream and wardgate, measure, stop both, report."""
+    args = parse_args(argv)
+    limit = raise_fd_limit(4 * args.held + 1024)
+    if limit < 2 * args.held + 256:
+        print(f"WARNING: the descriptor limit is {limit}; {args.held} held streams may fail (ulimit -n)")
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="wardgate-bench-proxy-") as tmp, running_pair(Path(tmp)) as pair:
+        measure(args, Path(tmp), *pair)
+    print(f"\ntotal run time {time.monotonic() - started:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

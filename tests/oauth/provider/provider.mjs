@@ -1,0 +1,59 @@
+// A real OpenID Connect provider for wardgate's end-to-end tests (panva/oidc-provider).
+//
+// Started by tests/oauth/conftest.py as `node provider.mjs` with PORT, REDIRECT_URIS and
+// POST_LOGOUT_REDIRECT_URIS (comma-separated) in the environment; prints "ready <issuer>" once it
+// listens. devInteractions accepts any password: the login name picks one of the ACCOUNTS below.
+import Provider from "oidc-provider";
+
+const port = Number(process.env.PORT ?? 3000);
+const issuer = `http://127.0.0.1:${port}`;
+const list = (name) => (process.env[name] ?? "").split(",").filter(Boolean);
+
+// Test accounts: verified and unverified emails, roles and groups (flat, nested, delimited).
+const ACCOUNTS = {
+  alice: { email: "alice@example.test", email_verified: true, name: "Alice Admin",
+           groups: ["staff", "engineering"], realm_access: { roles: ["wardgate-admin", "offline"] } },
+  bob: { email: "bob@example.test", email_verified: false, name: "Bob Unverified", groups: ["staff"] },
+  carol: { email: "carol@elsewhere.test", email_verified: true, name: "Carol Elsewhere", groups: [] },
+  mallory: { email: "mallory@example.test", email_verified: true, name: "Mallory",
+             groups: ["staff", "contractors-blocked"] },
+  dave: { email: "dave@example.test", email_verified: true, name: "Dave", roles: "viewer,wardgate-user",
+          groups: "staff;engineering" },
+};
+
+const provider = new Provider(issuer, {
+  clients: [
+    {
+      client_id: "wardgate",
+      client_secret: "wardgate-test-secret",
+      redirect_uris: list("REDIRECT_URIS"),
+      post_logout_redirect_uris: list("POST_LOGOUT_REDIRECT_URIS"),
+      grant_types: ["authorization_code", "refresh_token"],
+      response_types: ["code"],
+      token_endpoint_auth_method: "client_secret_basic",
+    },
+  ],
+  pkce: { required: () => true },
+  features: { devInteractions: { enabled: true }, rpInitiatedLogout: { enabled: true } },
+  claims: {
+    openid: ["sub"],
+    email: ["email", "email_verified"],
+    profile: ["name"],
+    groups: ["groups"],
+    roles: ["roles", "realm_access"],
+  },
+  scopes: ["openid", "email", "profile", "groups", "roles", "offline_access"],
+  issueRefreshToken: async (ctx, client) => client.grantTypeAllowed("refresh_token"),
+  findAccount: async (ctx, id) => ({
+    accountId: id,
+    async claims() {
+      const known = ACCOUNTS[id] ?? { email: `${id}@example.test`, email_verified: true, name: id };
+      return { sub: id, ...known };
+    },
+  }),
+  cookies: { keys: ["wardgate-tests-only-cookie-key"] },
+});
+
+provider.listen(port, "127.0.0.1", () => {
+  console.log(`ready ${issuer}`);
+});

@@ -1,0 +1,138 @@
+"""Single-sign-on configuration: Open WebUI's names, every problem reported at once, secrets redacted."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from cryptography.fernet import Fernet
+
+from tests.conftest import SECRET
+from wardgate.config import load_settings, redacted_settings
+from wardgate.errors import ConfigError
+from wardgate.oauth.configuration import parse_blocked_groups, parse_fernet_keys
+from wardgate.oauth.presets import configured_providers, link_policy
+
+CLIENT_SECRET = "a-client-secret-that-must-never-be-printed"
+
+
+def problems(tmp_path: Path, **env: str) -> list[str]:
+    """The problems load_settings reports for these variables."""
+    with pytest.raises(ConfigError) as caught:
+        load_settings({"DATA_DIR": str(tmp_path), "WEBUI_SECRET_KEY": SECRET, **env})
+    assert CLIENT_SECRET not in str(caught.value)
+    return caught.value.problems
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({"GOOGLE_CLIENT_ID": "id"}, "GOOGLE_CLIENT_ID / GOOGLE_CLIENT_SECRET: set both"),
+        ({"GOOGLE_CLIENT_SECRET": CLIENT_SECRET}, "GOOGLE_CLIENT_ID / GOOGLE_CLIENT_SECRET: set both"),
+        ({"GITHUB_CLIENT_ID": "id"}, "GITHUB_CLIENT_ID / GITHUB_CLIENT_SECRET: set both"),
+        (
+            {"MICROSOFT_CLIENT_ID": "id", "MICROSOFT_CLIENT_SECRET": CLIENT_SECRET},
+            "MICROSOFT_CLIENT_TENANT_ID: required",
+        ),
+        (
+            {"OAUTH_CLIENT_ID": "id", "OAUTH_CLIENT_SECRET": CLIENT_SECRET},
+            "OAUTH_CLIENT_ID / OPENID_PROVIDER_URL",
+        ),
+        (
+            {
+                "OAUTH_CLIENT_ID": "id",
+                "OPENID_PROVIDER_URL": "https://idp.example/.well-known/openid-configuration",
+            },
+            "OAUTH_CLIENT_ID / OAUTH_CLIENT_SECRET: set both",
+        ),
+        ({"OPENID_PROVIDER_URL": "http://idp.example/.well-known/openid-configuration"}, "must use https"),
+        (
+            {"GITHUB_API_BASE_URL": "ftp://x"},
+            "GITHUB_API_BASE_URL='ftp://x': expected an absolute https:// URL",
+        ),
+        ({"OAUTH_SCOPES": "email profile"}, "OAUTH_SCOPES: must include the openid scope"),
+        ({"OAUTH_CODE_CHALLENGE_METHOD": "plain"}, "OAUTH_CODE_CHALLENGE_METHOD='plain': only S256"),
+        ({"OAUTH_BLOCKED_GROUPS": "[1, 2"}, "OAUTH_BLOCKED_GROUPS='[1, 2'"),
+        (
+            {"OPENID_REDIRECT_URI": "/oauth/oidc/callback"},
+            "OPENID_REDIRECT_URI='/oauth/oidc/callback': expected",
+        ),
+        (
+            {"OAUTH_SESSION_TOKEN_ENCRYPTION_KEY": "not-a-key"},
+            "OAUTH_SESSION_TOKEN_ENCRYPTION_KEY=(redacted): key 1",
+        ),
+        ({"ENABLE_OAUTH_SIGNUP": "yes"}, "ENABLE_OAUTH_SIGNUP='yes': expected true or false"),
+    ],
+)
+def test_misconfiguration_stops_start_up(tmp_path: Path, env: dict[str, str], expected: str) -> None:
+    assert any(expected in problem for problem in problems(tmp_path, **env)), problems(tmp_path, **env)
+
+
+def test_every_problem_is_listed_at_once(tmp_path: Path) -> None:
+    found = problems(
+        tmp_path, GOOGLE_CLIENT_ID="id", GITHUB_CLIENT_SECRET=CLIENT_SECRET, OAUTH_SCOPES="email"
+    )
+    assert len(found) == 3
+
+
+def test_a_bad_rotation_key_is_named_without_its_value(tmp_path: Path) -> None:
+    good = Fernet.generate_key().decode()
+    found = problems(tmp_path, OAUTH_SESSION_TOKEN_ENCRYPTION_KEY=f"{good},{CLIENT_SECRET}")
+    assert any("key 2 of 2 is not a Fernet key" in p for p in found)
+    assert not any(good in p for p in found)
+
+
+def test_providers_from_open_webui_variables(tmp_path: Path) -> None:
+    settings = load_settings(
+        {
+            "DATA_DIR": str(tmp_path),
+            "WEBUI_SECRET_KEY": SECRET,
+            "GOOGLE_CLIENT_ID": "g-id",
+            "GOOGLE_CLIENT_SECRET": CLIENT_SECRET,
+            "MICROSOFT_CLIENT_ID": "m-id",
+            "MICROSOFT_CLIENT_SECRET": CLIENT_SECRET,
+            "MICROSOFT_CLIENT_TENANT_ID": "contoso.onmicrosoft.com",
+            "GITHUB_CLIENT_ID": "gh-id",
+            "GITHUB_CLIENT_SECRET": CLIENT_SECRET,
+            "OAUTH_CLIENT_ID": "o-id",
+            "OAUTH_CODE_CHALLENGE_METHOD": "S256",  # a public client: PKCE, no secret
+            "OPENID_PROVIDER_URL": "https://sso.example.com/realms/x/.well-known/openid-configuration",
+            "OAUTH_PROVIDER_NAME": "Keycloak",
+            "OAUTH_GROUP_CLAIM": "roles_and_groups.groups",
+            "OAUTH_ALLOWED_DOMAINS": "Example.COM, example.org",
+            "OAUTH_BLOCKED_GROUPS": "contractors, temp-*",
+        }
+    )
+    providers = configured_providers(settings)
+    assert {p.id: p.name for p in providers.values()} == {
+        "google": "Google",
+        "microsoft": "Microsoft",
+        "github": "GitHub",
+        "oidc": "Keycloak",
+    }
+    assert providers["google"].discovery_url == "https://accounts.google.com/.well-known/openid-configuration"
+    assert providers["microsoft"].discovery_url == (
+        "https://login.microsoftonline.com/contoso.onmicrosoft.com/v2.0/.well-known/openid-configuration?appid=m-id"
+    )
+    assert providers["github"].authorize_url == "https://github.com/login/oauth/authorize"
+    assert providers["github"].emails_url == "https://api.github.com/user/emails"
+    assert providers["github"].sub_claim == "id" and providers["github"].scope == "user:email"
+    assert providers["oidc"].client_secret is None and providers["oidc"].token_endpoint_auth_method == "none"
+    policy = link_policy(settings)
+    assert policy.allowed_domains == frozenset({"example.com", "example.org"})
+    assert policy.groups_claim == "roles_and_groups.groups"  # the legacy alias still works
+    assert policy.blocked_groups == ("contractors", "temp-*")
+    assert not policy.signup and not policy.merge_by_email  # Open WebUI's defaults, both off
+    shown = redacted_settings(settings)
+    for name in ("GOOGLE_CLIENT_SECRET", "MICROSOFT_CLIENT_SECRET", "GITHUB_CLIENT_SECRET"):
+        assert shown[name] == "(set, redacted)"
+    assert CLIENT_SECRET not in repr(settings) and CLIENT_SECRET not in str(shown)
+
+
+def test_list_parsers() -> None:
+    assert parse_blocked_groups('["a", " b ", ""]') == ["a", "b"]
+    assert parse_blocked_groups("a, b,,") == ["a", "b"]
+    keys = [Fernet.generate_key().decode() for _ in range(2)]
+    assert parse_fernet_keys(f" {keys[0]} ; {keys[1]} ") == keys
+    with pytest.raises(ValueError, match="JSON array of strings"):
+        parse_blocked_groups('["a", 1]')

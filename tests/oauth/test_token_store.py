@@ -1,0 +1,145 @@
+"""Provider tokens at rest: encrypted (MultiFernet), rotatable, dropped when undecryptable, refreshed
+before they expire."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from cryptography.fernet import Fernet
+from sqlalchemy import select
+from starlette.testclient import TestClient
+
+from tests.conftest import SECRET
+from tests.fakes.idp import FakeIdP
+from tests.oauth.conftest import Browser, fake_env, gateway_of
+from wardgate.config import load_settings
+from wardgate.models import OAuthToken
+from wardgate.oauth.presets import TOKEN_KEY_INFO, derive_key, token_keys
+from wardgate.oauth.service import SignOn
+from wardgate.oauth.token_store import ProviderTokens
+
+MakeClient = Callable[..., TestClient]
+MakeBrowser = Callable[[TestClient], Browser]
+CLAIMS = {"sub": "t-1", "email": "t@example.test", "email_verified": True}
+K1, K2, K3 = (Fernet.generate_key().decode() for _ in range(3))
+
+
+def sign_on_of(app: TestClient) -> SignOn:
+    """The app's single-sign-on service."""
+    sign_on = gateway_of(app).sign_on
+    assert sign_on is not None
+    return sign_on
+
+
+def stored(app: TestClient) -> OAuthToken:
+    """The one stored token row."""
+    with gateway_of(app).sessions() as db:
+        return db.scalars(select(OAuthToken)).one()
+
+
+def signed_in_app(make_client: MakeClient, browser_for: MakeBrowser, idp: FakeIdP, **env: str) -> TestClient:
+    """A wardgate at the fake provider with one SSO session."""
+    idp.claims = dict(CLAIMS)
+    browser = browser_for(make_client(**fake_env(idp, ENABLE_OAUTH_SIGNUP="true", **env)))
+    assert browser.sign_in().headers["location"] == "/"
+    return browser.app
+
+
+def test_tokens_are_encrypted_at_rest(
+    make_client: MakeClient, browser_for: MakeBrowser, idp: FakeIdP
+) -> None:
+    app = signed_in_app(make_client, browser_for, idp, OAUTH_SESSION_TOKEN_ENCRYPTION_KEY=K1)
+    row = stored(app)
+    (access,) = idp.access  # the only access token the provider issued
+    assert access not in row.ciphertext and "access_token" not in row.ciphertext
+    assert access.encode() in Fernet(K1.encode()).decrypt(row.ciphertext.encode())
+    assert row.provider == "oidc" and row.expires_at is not None
+
+
+def test_key_rotation_keeps_old_rows_readable(
+    make_client: MakeClient, browser_for: MakeBrowser, idp: FakeIdP
+) -> None:
+    app = signed_in_app(make_client, browser_for, idp, OAUTH_SESSION_TOKEN_ENCRYPTION_KEY=K1)
+    session_id = stored(app).session_id
+    rotated = make_client(**fake_env(idp, OAUTH_SESSION_TOKEN_ENCRYPTION_KEY=f"{K2};{K1}"))  # newest first
+    tokens = sign_on_of(rotated).tokens.load(session_id)
+    assert tokens is not None
+    sign_on_of(rotated).tokens.replace(session_id, tokens)  # any write re-encrypts with the newest key
+    assert Fernet(K2.encode()).decrypt(stored(app).ciphertext.encode())
+    only_new = make_client(**fake_env(idp, OAUTH_SESSION_TOKEN_ENCRYPTION_KEY=K2))
+    assert sign_on_of(only_new).tokens.load(session_id) == tokens
+    lost = make_client(**fake_env(idp, OAUTH_SESSION_TOKEN_ENCRYPTION_KEY=K3))
+    assert sign_on_of(lost).tokens.load(session_id) is None  # undecryptable: dropped, never guessed
+    with gateway_of(lost).sessions() as db:
+        assert db.scalars(select(OAuthToken)).all() == []
+
+
+def test_the_default_key_is_derived_not_the_jwt_secret(tmp_path: object) -> None:
+    settings = load_settings({"DATA_DIR": str(tmp_path), "WEBUI_SECRET_KEY": SECRET})
+    (key,) = token_keys(settings)
+    assert key == derive_key(SECRET, TOKEN_KEY_INFO) and SECRET.encode() not in key
+    assert key != derive_key(SECRET + "x", TOKEN_KEY_INFO)
+    Fernet(key)  # a valid Fernet key
+
+
+def test_refresh_before_expiry(make_client: MakeClient, browser_for: MakeBrowser, idp: FakeIdP) -> None:
+    idp.token_lifetime = 60  # inside the five-minute refresh margin
+    app = signed_in_app(make_client, browser_for, idp)
+    session_id = stored(app).session_id
+    sign_on = sign_on_of(app)
+    before = sign_on.tokens.load(session_id)
+    assert before is not None and before.needs_refresh(before.expires_at or 0)
+    portal = app.portal  # type: ignore[attr-defined]
+    fresh: ProviderTokens | None = portal.call(sign_on.fresh_tokens, session_id)
+    assert fresh is not None and fresh.access_token != before.access_token
+    assert fresh.id_token == before.id_token  # kept: a refresh response need not repeat it
+    assert fresh.refresh_token and fresh.refresh_token != before.refresh_token  # rotated by the provider
+    assert idp.token_requests[-1]["grant_type"] == "refresh_token"
+    assert sign_on.tokens.load(session_id) == fresh
+    again: ProviderTokens | None = portal.call(sign_on.fresh_tokens, session_id)
+    assert again == fresh  # an hour left now: no second refresh
+    assert [r["grant_type"] for r in idp.token_requests].count("refresh_token") == 1
+
+
+def test_a_failed_refresh_drops_the_tokens(
+    make_client: MakeClient, browser_for: MakeBrowser, idp: FakeIdP
+) -> None:
+    idp.token_lifetime = 60
+    app = signed_in_app(make_client, browser_for, idp)
+    session_id = stored(app).session_id
+    idp.refresh.clear()  # the provider revoked the grant
+    portal = app.portal  # type: ignore[attr-defined]
+    assert portal.call(sign_on_of(app).fresh_tokens, session_id) is None
+    assert sign_on_of(app).tokens.load(session_id) is None
+
+
+def test_tokens_end_with_the_session(make_client: MakeClient, browser_for: MakeBrowser, idp: FakeIdP) -> None:
+    app = signed_in_app(make_client, browser_for, idp)
+    assert app.post("/api/v1/auths/signout").status_code == 200
+    with gateway_of(app).sessions() as db:
+        assert db.scalars(select(OAuthToken)).all() == []
+    assert idp.logouts == []  # the browser, not wardgate, visits the provider's end-session URL
+
+
+def test_tokens_of_ended_sessions_are_dropped_at_the_next_sign_in(
+    make_client: MakeClient, browser_for: MakeBrowser, idp: FakeIdP
+) -> None:
+    app = signed_in_app(make_client, browser_for, idp)
+    old = stored(app).session_id
+    assert app.delete(f"/api/v1/auths/sessions/{old}").status_code == 200  # signed out from elsewhere
+    browser = browser_for(app)
+    browser.sign_in()
+    with gateway_of(app).sessions() as db:
+        rows = db.scalars(select(OAuthToken.session_id)).all()
+    assert len(rows) == 1 and rows[0] != old
+
+
+def test_at_most_ten_sessions_keep_provider_tokens(
+    make_client: MakeClient, browser_for: MakeBrowser, idp: FakeIdP
+) -> None:
+    app = signed_in_app(make_client, browser_for, idp)
+    browser = browser_for(app)
+    for _ in range(11):
+        browser.sign_in()
+    with gateway_of(app).sessions() as db:
+        assert len(db.scalars(select(OAuthToken.session_id)).all()) == 10
