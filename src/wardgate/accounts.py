@@ -13,7 +13,7 @@ import secrets
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from email_validator import EmailNotValidError, validate_email
@@ -30,10 +30,10 @@ from wardgate.errors import (
     NotFoundError,
     PermissionDeniedError,
 )
-from wardgate.models import ApiKey, AppState, AuthSession, User
+from wardgate.models import ApiKey, AppState, AuthSession, User, UserGroup
 from wardgate.passwords import PasswordHasher, Verification, check_length
 from wardgate.ratelimit import Limit, RateLimiter, parse_rate
-from wardgate.sessions import SessionRegistry, UserState, log_session_revoked, log_user_change
+from wardgate.sessions import SessionRegistry, UserState, load_groups, log_session_revoked, log_user_change
 from wardgate.tokens import Claims, IssuedToken, TokenCodec
 
 ROLES = ("pending", "user", "admin")
@@ -493,7 +493,23 @@ class AccountService:
                     log_user_change(db, [user_id])
             except IntegrityError:
                 raise BadRequestError("This email is already registered.", code="email_taken") from None
-        state = UserState.from_row(row)
+        with self._sessions() as db:
+            groups = load_groups(db, [user_id]).get(user_id, ())
+        state = UserState.from_row(row, groups)
+        self._registry.user_changed(state)
+        return state
+
+    def set_groups(self, user_id: str, groups: Iterable[str]) -> UserState:
+        """Replace the user's groups (from an SSO claim); every instance learns it like any change."""
+        names = sorted({g[:255] for g in groups})
+        with self._sessions() as db, db.begin():
+            db.execute(delete(UserGroup).where(UserGroup.user_id == user_id))
+            db.add_all(UserGroup(user_id=user_id, name=name) for name in names)
+            row = db.get(User, user_id)
+            if row is None:
+                raise NotFoundError("User not found.")
+            log_user_change(db, [user_id])
+        state = UserState.from_row(row, tuple(names))
         self._registry.user_changed(state)
         return state
 

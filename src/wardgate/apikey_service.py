@@ -45,7 +45,13 @@ from wardgate.errors import (
 )
 from wardgate.models import ApiKey, User
 from wardgate.ratelimit import Limit, RateLimiter, parse_rate
-from wardgate.sessions import SessionRegistry, UserState, check_api_key_owner, log_api_key_change
+from wardgate.sessions import (
+    SessionRegistry,
+    UserState,
+    check_api_key_owner,
+    load_groups,
+    log_api_key_change,
+)
 
 PENDING = "Your account is pending approval by an administrator."
 SESSION_ENDED = "This session has ended. Please sign in again."
@@ -271,12 +277,17 @@ class ApiKeyService:
             with self._sessions() as db:
                 row = db.scalar(select(ApiKey).where(ApiKey.key_hash == digest))
                 owner = db.get(User, row.user_id) if row is not None else None
+                state = (
+                    UserState.from_row(owner, load_groups(db, [owner.id]).get(owner.id, ()))
+                    if owner
+                    else None
+                )
         except SQLAlchemyError as exc:
             raise StoreUnavailableError("database unavailable for the API key check") from exc
         if row is None:
             raise AuthenticationError(INVALID_KEY, code="unknown_api_key")
         key = ApiKeyState.from_row(row)
-        return key, check_api_key_owner(key, UserState.from_row(owner) if owner else None, now)
+        return key, check_api_key_owner(key, state, now)
 
     def record_refusal(self, code: str, key: ApiKeyState | None = None) -> None:
         """Audit a refused key (`api_key.refused`), at most once a minute per key (or IP) and reason."""

@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from wardgate.apikeys import EXPIRED_KEY, INVALID_KEY, ApiKeyState
 from wardgate.errors import AuthenticationError, StoreUnavailableError
-from wardgate.models import ApiKey, AuthChange, AuthSession, User
+from wardgate.models import ApiKey, AuthChange, AuthSession, User, UserGroup
 from wardgate.tokens import Claims
 
 log = logging.getLogger(__name__)
@@ -49,13 +49,32 @@ class UserState:
     active: bool
     session_stamp: str
     profile_image_url: str = "/user.png"
+    groups: tuple[str, ...] = ()
 
     @classmethod
-    def from_row(cls, row: User) -> UserState:
-        """Copy the fields of a `User` row."""
+    def from_row(cls, row: User, groups: tuple[str, ...] = ()) -> UserState:
+        """Copy the fields of a `User` row (and its groups, loaded with `load_groups`)."""
         return cls(
-            row.id, row.email, row.name, row.role, row.active, row.session_stamp, row.profile_image_url
+            row.id,
+            row.email,
+            row.name,
+            row.role,
+            row.active,
+            row.session_stamp,
+            row.profile_image_url,
+            groups,
         )
+
+
+def load_groups(db: Session, user_ids: Iterable[str] | None = None) -> dict[str, tuple[str, ...]]:
+    """Users' groups (from single sign-on claims), for all users or the given ones."""
+    query = select(UserGroup.user_id, UserGroup.name).order_by(UserGroup.user_id, UserGroup.name)
+    if user_ids is not None:
+        query = query.where(UserGroup.user_id.in_(list(user_ids)))
+    groups: dict[str, list[str]] = {}
+    for user_id, name in db.execute(query):
+        groups.setdefault(user_id, []).append(name)
+    return {user_id: tuple(names) for user_id, names in groups.items()}
 
 
 @dataclass(slots=True)
@@ -165,7 +184,10 @@ class SessionRegistry:
         now = int(time.time())
         with self._sessions() as db:
             cursor = db.scalar(select(func.max(AuthChange.id))) or 0
-            users = {row.id: UserState.from_row(row) for row in db.scalars(select(User))}
+            groups = load_groups(db)
+            users = {
+                row.id: UserState.from_row(row, groups.get(row.id, ())) for row in db.scalars(select(User))
+            }
             revoked_rows = db.execute(
                 select(AuthSession.id, AuthSession.expires_at).where(AuthSession.revoked_at.is_not(None))
             )
@@ -187,8 +209,14 @@ class SessionRegistry:
             )
             fresh = [c for c in changes if c.id not in self._seen_set]
             user_ids = {c.user_id for c in fresh if c.kind == "user"}
+            groups = load_groups(db, user_ids) if user_ids else {}
             rows = (
-                {r.id: r for r in db.scalars(select(User).where(User.id.in_(user_ids)))} if user_ids else {}
+                {
+                    r.id: UserState.from_row(r, groups.get(r.id, ()))
+                    for r in db.scalars(select(User).where(User.id.in_(user_ids)))
+                }
+                if user_ids
+                else {}
             )
             key_ids = {c.session_id for c in fresh if c.kind == "api_key" and c.session_id}
             keys = (
@@ -203,7 +231,7 @@ class SessionRegistry:
             self.view.synced_at = time.monotonic()
         return len(fresh)
 
-    def _apply(self, change: AuthChange, rows: dict[str, User], keys: dict[str, ApiKey]) -> None:
+    def _apply(self, change: AuthChange, rows: dict[str, UserState], keys: dict[str, ApiKey]) -> None:
         if change.kind == "session" and change.session_id:
             self.view.revoke(change.session_id, change.expires_at)
         elif change.kind == "api_key" and change.session_id:
@@ -217,7 +245,7 @@ class SessionRegistry:
             if row is None:
                 self.view.drop_user(change.user_id)
             else:
-                self.view.put_user(UserState.from_row(row))
+                self.view.put_user(row)
 
     def _remember(self, change_id: int) -> None:
         if len(self._seen) == self._seen.maxlen:
@@ -242,7 +270,11 @@ class SessionRegistry:
             with self._sessions() as db:
                 row = db.get(User, claims.user_id)
                 session = db.get(AuthSession, claims.session_id)
-                state = UserState.from_row(row) if row is not None else None
+                state = (
+                    UserState.from_row(row, load_groups(db, [row.id]).get(row.id, ()))
+                    if row is not None
+                    else None
+                )
                 revoked = session is None or session.revoked_at is not None
         except SQLAlchemyError as exc:
             raise StoreUnavailableError("database unavailable for the session check") from exc

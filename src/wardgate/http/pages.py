@@ -22,8 +22,10 @@ from wardgate.errors import ApiError, AuthenticationError, PermissionDeniedError
 from wardgate.gateway import Gateway
 from wardgate.http.cookies import clear_token_cookie, set_token_cookie
 from wardgate.http.deps import Principal, authenticate, client_info, gateway
+from wardgate.http.oauth_routes import signout_redirect_url
 from wardgate.http.proxy_routes import proxy_http
 from wardgate.http.rendering import render, safe_redirect_path
+from wardgate.oauth.linking import linked_identities
 from wardgate.review import production_findings
 
 router = APIRouter(include_in_schema=False)
@@ -176,12 +178,19 @@ async def signup_form(request: Request) -> Response:
 
 @router.post("/auth/signout")
 async def signout_form(request: Request) -> Response:
-    """Sign out this browser: the session is revoked, the cookie cleared."""
+    """Sign out this browser: the session is revoked, the cookie cleared, and for an SSO session the
+    provider's session is ended too (a page, not a redirect: CSP form-action covers redirects)."""
     gw = gateway(request)
     principal = await optional_principal(request)
+    provider_url = None
     if principal is not None:
+        provider_url = await signout_redirect_url(request, gw, principal.claims)
         await anyio.to_thread.run_sync(gw.accounts.signout, principal.claims)
-    response = RedirectResponse(_at(request, "/auth?notice=signed-out"), status_code=303)
+    response: Response
+    if provider_url:
+        response = render(request, "signed_out.html", provider_url=provider_url)
+    else:
+        response = RedirectResponse(_at(request, "/auth?notice=signed-out"), status_code=303)
     clear_token_cookie(response, request, gw.settings)
     return response
 
@@ -209,10 +218,20 @@ async def account_page(request: Request, notice: str = "", error: str = "") -> R
         sessions=rows,
         has_password=row.password_hash is not None,
         min_length=gw.settings.password_min_length,
-        identities=[],
+        identities=await _identities(request, principal),
         notice=_NOTICES.get(notice) or pending,
         error=error[:300] or None,
     )
+
+
+async def _identities(request: Request, principal: Principal) -> list[dict[str, str]]:
+    gw = gateway(request)
+    rows = await anyio.to_thread.run_sync(linked_identities, gw.sessions, principal.user.id)
+    names = getattr(request.app.state, "sso_providers", {})
+    return [
+        {"provider_label": names.get(r.provider, r.provider), "email": r.email or "", "subject": r.subject}
+        for r in rows
+    ]
 
 
 def _session_view(session: Any, principal: Principal) -> dict[str, Any]:

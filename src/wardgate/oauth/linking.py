@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -114,7 +114,7 @@ def link_identity(
     if role is not None and role != user.role:
         user = _apply_role(accounts, user, role)
     if policy.group_management and groups is not None:
-        _store_groups(sessions, user.id, groups)
+        user = accounts.set_groups(user.id, groups)
     return user
 
 
@@ -245,17 +245,18 @@ def _apply_role(accounts: AccountService, user: UserState, role: str) -> UserSta
         return user
 
 
-def _store_groups(sessions: sessionmaker[Session], user_id: str, groups: list[str]) -> None:
-    """Replace the user's groups with the claimed ones (the claim is authoritative when present)."""
-    names = sorted({g[:255] for g in groups})
-    with sessions() as db, db.begin():
-        db.execute(delete(UserGroup).where(UserGroup.user_id == user_id))
-        db.add_all(UserGroup(user_id=user_id, name=name) for name in names)
-
-
 def user_groups(sessions: sessionmaker[Session], user_id: str) -> list[str]:
     """The groups stored for a user, sorted."""
     with sessions() as db:
         return list(
             db.scalars(select(UserGroup.name).where(UserGroup.user_id == user_id).order_by(UserGroup.name))
         )
+
+
+def linked_identities(sessions: sessionmaker[Session], user_id: str) -> list[OAuthIdentity]:
+    """The provider identities linked to a user, oldest first (for the account page)."""
+    with sessions() as db:
+        query = (
+            select(OAuthIdentity).where(OAuthIdentity.user_id == user_id).order_by(OAuthIdentity.created_at)
+        )
+        return list(db.scalars(query))
