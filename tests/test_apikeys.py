@@ -20,7 +20,8 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from sqlalchemy import Engine
 
 from wardgate import db
-from wardgate.accounts import AccountService, PasswordPolicy, UserChanges
+from wardgate.account_types import PasswordPolicy, UserChanges
+from wardgate.accounts import AccountService
 from wardgate.apikey_service import ApiKeyPolicy, ApiKeyService
 from wardgate.apikeys import (
     KEY_PATTERN,

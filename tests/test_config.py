@@ -39,7 +39,7 @@ def test_minus_one_means_no_expiry(text: str) -> None:
 
 @pytest.mark.parametrize("text", ["30", "1y", "abc", "4weeks", "-5m", "1h junk", "", "500ms"])
 def test_invalid_durations_are_refused(text: str) -> None:
-    with pytest.raises(ValueError, match="duration|second"):
+    with pytest.raises(ValueError, match=r"duration|second"):
         parse_duration(text)
 
 

@@ -8,8 +8,8 @@ import pytest
 from dotenv import dotenv_values
 
 from wardgate.config import load_settings, variable_names
-from wardgate.security_headers import HEADER_ENV_NAMES
 from wardgate.review import production_findings
+from wardgate.security_headers import HEADER_ENV_NAMES
 
 EXAMPLES = sorted((Path(__file__).parents[1] / "docs" / "examples").glob("*.env"))
 

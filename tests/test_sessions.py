@@ -11,7 +11,8 @@ import pytest
 from sqlalchemy import Engine, func, select
 
 from wardgate import db
-from wardgate.accounts import AccountService, ClientInfo, PasswordPolicy, UserChanges
+from wardgate.account_types import ClientInfo, PasswordPolicy, UserChanges
+from wardgate.accounts import AccountService
 from wardgate.errors import AuthenticationError, StoreUnavailableError
 from wardgate.models import AuthChange
 from wardgate.passwords import PasswordHasher

@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 import uvicorn
 
 from wardgate import db
-from wardgate.accounts import ROLES, UserChanges
+from wardgate.account_types import ROLES, UserChanges
 from wardgate.app import create_app
 from wardgate.config import Settings, load_settings, redacted_settings
 from wardgate.errors import ApiError, ConfigError

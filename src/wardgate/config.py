@@ -3,6 +3,9 @@
 `load_settings()` is the only reader of the environment (and of a `.env` file in the working
 directory). It validates everything at once and raises `ConfigError` listing every bad variable,
 its value (secrets redacted) and the accepted form. Nothing else in wardgate reads the environment.
+
+This module is long on purpose: it is the table of every variable (one field each, with its Open
+WebUI name, default and parse rule), kept in one place so that each name appears exactly once.
 """
 
 from __future__ import annotations

@@ -18,7 +18,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from wardgate import db
-from wardgate.accounts import AccountService, AuthLimits, PasswordPolicy
+from wardgate.account_types import AuthLimits, PasswordPolicy
+from wardgate.accounts import AccountService
 from wardgate.apikey_service import ApiKeyService, api_keys_from_settings
 from wardgate.audit import AuditLog
 from wardgate.channel import RedisChangeChannel

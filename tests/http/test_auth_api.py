@@ -28,7 +28,7 @@ from starlette.testclient import TestClient
 from tests.conftest import ORIGIN, PASSWORD, SECRET, bearer, refused, signin, signup
 
 from wardgate import db
-from wardgate.accounts import ACCOUNT_DISABLED, INVALID_CREDENTIALS
+from wardgate.account_types import ACCOUNT_DISABLED, INVALID_CREDENTIALS
 from wardgate.app import create_app
 from wardgate.config import Settings, load_settings
 from wardgate.gateway import Gateway

@@ -12,7 +12,7 @@ from starlette.testclient import TestClient
 
 from tests.fakes.idp import FakeIdP
 from tests.oauth.conftest import Browser, error_of, fake_env, gateway_of
-from wardgate.accounts import ACCOUNT_DISABLED, UserChanges
+from wardgate.account_types import ACCOUNT_DISABLED, UserChanges
 from wardgate.models import OAuthIdentity
 from wardgate.oauth import flow, linking
 from wardgate.oauth.metadata import UNREACHABLE

@@ -8,11 +8,11 @@ from collections.abc import Callable
 import pytest
 from starlette.testclient import TestClient
 
+from tests.conftest import bearer, signup
 from wardgate import db
 from wardgate.config import Settings
 from wardgate.gateway import Gateway
 from wardgate.proxy.upstreams import Upstream, UpstreamTable
-from tests.conftest import bearer, signup
 
 pytestmark = pytest.mark.slow
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 from websockets.exceptions import ConnectionClosed
-from websockets.sync.client import connect
+from websockets.sync.client import ClientConnection, connect
 
 from tests.conftest import bearer
 from tests.fakes.upstream import UPSTREAM_KEY
@@ -203,6 +203,11 @@ def test_client_disconnect_cancels_the_upstream_request(gateway: str, upstream: 
     assert after["completed"] == before["completed"]
 
 
+def _receive_until_closed(socket: ClientConnection) -> None:
+    while True:
+        socket.recv(timeout=5)
+
+
 def test_a_revoked_sessions_websocket_is_closed(gateway: str) -> None:
     token = account(gateway, "ws@example.com")["token"]
     ws_url = gateway.replace("http://", "ws://") + "/ws/echo"
@@ -213,13 +218,12 @@ def test_a_revoked_sessions_websocket_is_closed(gateway: str) -> None:
         assert signout.status_code == 200
         started = time.monotonic()
         with pytest.raises(ConnectionClosed) as closed:
-            while True:
-                socket.recv(timeout=5)
+            _receive_until_closed(socket)
         assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
         assert time.monotonic() - started < 3
 
 
 def test_websocket_upgrade_without_a_session_is_refused(gateway: str) -> None:
     ws_url = gateway.replace("http://", "ws://") + "/ws/echo"
-    with pytest.raises(Exception, match="403|1008|rejected"), connect(ws_url, open_timeout=5) as socket:
+    with pytest.raises(Exception, match=r"403|1008|rejected"), connect(ws_url, open_timeout=5) as socket:
         socket.recv(timeout=2)

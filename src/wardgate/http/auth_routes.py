@@ -7,7 +7,7 @@ from functools import partial
 import anyio.to_thread
 from fastapi import APIRouter, Request, Response
 
-from wardgate.accounts import SignedIn
+from wardgate.account_types import SignedIn
 from wardgate.errors import AuthenticationError, PermissionDeniedError
 from wardgate.http.cookies import clear_token_cookie, set_token_cookie
 from wardgate.http.deps import AdminUser, ClientDep, CurrentUser, GatewayDep, read_credential

@@ -27,7 +27,7 @@ import anyio.to_thread
 from fastapi import Depends
 from starlette.requests import HTTPConnection
 
-from wardgate.accounts import ClientInfo
+from wardgate.account_types import ClientInfo
 from wardgate.apikey_service import Admitted
 from wardgate.apikeys import KEY_PREFIX, ApiKeyState, KeyScope
 from wardgate.errors import ApiError, AuthenticationError, PermissionDeniedError

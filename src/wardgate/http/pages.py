@@ -15,7 +15,7 @@ import anyio.to_thread
 from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 
-from wardgate.accounts import UserChanges
+from wardgate.account_types import UserChanges
 from wardgate.audit import AuditQuery
 from wardgate.config import redacted_settings
 from wardgate.errors import ApiError, AuthenticationError, PermissionDeniedError

@@ -8,7 +8,7 @@ from functools import partial
 import anyio.to_thread
 from fastapi import APIRouter, Query
 
-from wardgate.accounts import UserChanges
+from wardgate.account_types import UserChanges
 from wardgate.errors import NotFoundError
 from wardgate.http.deps import AdminUser, GatewayDep
 from wardgate.http.errors import ERROR_RESPONSES

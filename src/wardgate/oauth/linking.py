@@ -27,7 +27,8 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from wardgate.accounts import ACCOUNT_DISABLED, AccountService
+from wardgate.account_types import ACCOUNT_DISABLED
+from wardgate.accounts import AccountService
 from wardgate.errors import BadRequestError, PermissionDeniedError
 from wardgate.models import OAuthIdentity, UserGroup
 from wardgate.oauth.claims import claim_at, claim_values, email_domain, first_blocked, mapped_role

@@ -21,7 +21,8 @@ import httpx2
 from authlib.integrations.base_client import OAuthError
 from sqlalchemy.orm import Session, sessionmaker
 
-from wardgate.accounts import AccountService, ClientInfo, SignedIn
+from wardgate.account_types import ClientInfo, SignedIn
+from wardgate.accounts import AccountService
 from wardgate.audit import AuditLog
 from wardgate.config import Settings
 from wardgate.errors import ApiError, NotFoundError, ProviderError
