@@ -49,7 +49,7 @@ def scan(host: str, ca: Path) -> dict[str, object]:
 
 
 @pytest.mark.slow
-def test_default_configuration_gets_a_plus(tmp_path: Path, tls_files: dict[str, Path]) -> None:
+def test_default_configuration_gets_a_plus_on_the_sign_in_page(tmp_path: Path, tls_files: dict[str, Path]) -> None:
     env = {"DATA_DIR": str(tmp_path), "WEBUI_SECRET_KEY": SECRET}
     args = ("--ssl-certfile", str(tls_files["cert"]), "--ssl-keyfile", str(tls_files["key"]))
     with wardgate_process(
@@ -61,3 +61,5 @@ def test_default_configuration_gets_a_plus(tmp_path: Path, tls_files: dict[str, 
     failed = {name: test["result"] for name, test in report["tests"].items() if not test["pass"]}  # type: ignore[attr-defined]
     assert summary["grade"] == "A+", (summary, failed)
     assert failed == {}
+    # `/` redirects a signed-out visitor to the sign-in page: the graded page is /auth (HTML policy).
+    assert "script-src 'self'" in summary["responseHeaders"]["content-security-policy"]

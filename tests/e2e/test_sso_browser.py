@@ -1,0 +1,102 @@
+"""Single sign-on in a real browser: the button on /auth, the provider's pages, back signed in, and
+sign-out that ends the provider session too — against the local OpenID Connect provider."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from playwright.sync_api import Browser, expect, sync_playwright
+
+from tests.conftest import SECRET
+from tests.e2e.test_pages import CHROMIUM_ARGS, chromium_path, shoot
+from tests.oauth.conftest import OIDC_CLIENT_ID, OIDC_CLIENT_SECRET, PROVIDER_DIR
+from tests.servers import free_port, wardgate_process
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """wardgate and an OpenID provider that knows wardgate's callback."""
+    node = shutil.which("node")
+    assert node and (PROVIDER_DIR / "node_modules" / "oidc-provider").is_dir(), "run ./scripts/test"
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "PORT": str(free_port()),
+        "REDIRECT_URIS": f"{base}/oauth/oidc/callback",
+        "POST_LOGOUT_REDIRECT_URIS": f"{base}/auth",
+    }
+    provider = subprocess.Popen(
+        [node, "provider.mjs"],
+        cwd=PROVIDER_DIR,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert provider.stdout is not None
+        issuer = provider.stdout.readline().split()[1]
+        settings = {
+            "DATA_DIR": str(tmp_path_factory.mktemp("sso")),
+            "WEBUI_SECRET_KEY": SECRET,
+            "PORT": str(port),
+            "OAUTH_CLIENT_ID": OIDC_CLIENT_ID,
+            "OAUTH_CLIENT_SECRET": OIDC_CLIENT_SECRET,
+            "OPENID_PROVIDER_URL": f"{issuer}/.well-known/openid-configuration",
+            "OAUTH_PROVIDER_NAME": "Example SSO",
+            "ENABLE_OAUTH_SIGNUP": "true",
+            "DEFAULT_USER_ROLE": "user",
+        }
+        with wardgate_process(settings) as url:
+            assert url == base
+            admin = {"name": "Ada", "email": "ada@example.com", "password": "correct-horse-battery"}
+            assert httpx.post(f"{base}/api/v1/auths/signup", json=admin).status_code == 200
+            yield base
+    finally:
+        provider.terminate()
+        provider.wait(timeout=10)
+        if provider.stdout:
+            provider.stdout.close()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=chromium_path(), headless=True, args=CHROMIUM_ARGS
+        )
+        yield browser
+        browser.close()
+
+
+def test_sso_button_round_trip(site: str, browser: Browser, tmp_path: Path) -> None:
+    context = browser.new_context()
+    page = context.new_page()
+    ours: list[str] = []
+    page.on("console", lambda m: ours.append(m.text) if page.url.startswith(site) else None)
+    page.goto(f"{site}/auth")
+    shoot(page, "signin-sso-light")
+    page.get_by_role("link", name="Example SSO").click()
+    page.locator("input[name=login]").fill("alice")
+    page.locator("input[name=password]").fill("any")
+    page.locator("button[type=submit]").click()
+    page.locator("button[type=submit]").click()  # the provider's consent step
+    expect(page).to_have_url(f"{site}/account")
+    expect(page.get_by_text("alice@example.test", exact=True)).to_be_visible()
+    expect(page.get_by_text("Example SSO — alice@example.test")).to_be_visible()  # the linked identity
+    page.get_by_role("button", name="Sign out").first.click()
+    # wardgate's session is over; the provider's end-session page asks, then returns to /auth.
+    page.get_by_role("button", name="Yes, sign me out").click()
+    expect(page).to_have_url(f"{site}/auth")
+    page.goto(f"{site}/account")
+    expect(page).to_have_url(f"{site}/auth?redirect=/account")
+    assert [m for m in ours if "Content Security Policy" in m or "Refused to" in m] == []
+    context.close()
