@@ -49,7 +49,9 @@ def scan(host: str, ca: Path) -> dict[str, object]:
 
 
 @pytest.mark.slow
-def test_default_configuration_gets_a_plus_on_the_sign_in_page(tmp_path: Path, tls_files: dict[str, Path]) -> None:
+def test_default_configuration_gets_a_plus_on_the_sign_in_page(
+    tmp_path: Path, tls_files: dict[str, Path]
+) -> None:
     env = {"DATA_DIR": str(tmp_path), "WEBUI_SECRET_KEY": SECRET}
     args = ("--ssl-certfile", str(tls_files["cert"]), "--ssl-keyfile", str(tls_files["key"]))
     with wardgate_process(

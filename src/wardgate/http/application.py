@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
 
-import httpx
+import httpx2
 from fastapi import FastAPI
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
@@ -60,9 +60,9 @@ def build_routes(gateway: Gateway) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await gateway.start()
-        timeout = httpx.Timeout(connect=10, read=s.upstream_timeout, write=60, pool=10)
-        limits = httpx.Limits(max_connections=2000, max_keepalive_connections=200)
-        async with httpx.AsyncClient(
+        timeout = httpx2.Timeout(connect=10, read=s.upstream_timeout, write=60, pool=10)
+        limits = httpx2.Limits(max_connections=2000, max_keepalive_connections=200)
+        async with httpx2.AsyncClient(
             timeout=timeout, limits=limits, follow_redirects=False, trust_env=False
         ) as client:
             identity = IdentityHeaders(

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from http.cookies import SimpleCookie
 from urllib.parse import quote
 
-import httpx
+import httpx2
 from starlette.background import BackgroundTask
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
@@ -25,6 +25,7 @@ from wardgate.http.security_headers import PROXIED_STATE_KEY
 from wardgate.proxy.upstreams import FORWARDING, HOP_BY_HOP, Upstream
 
 log = logging.getLogger(__name__)
+SMALL_ANSWER = 64 * 1024  # bytes; larger or unsized answers are streamed
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,7 +104,7 @@ def upstream_request_headers(
     return headers
 
 
-def _response_headers(upstream_response: httpx.Response) -> list[tuple[str, str]]:
+def _response_headers(upstream_response: httpx2.Response) -> list[tuple[str, str]]:
     raw = upstream_response.headers.multi_items()
     dropped = HOP_BY_HOP | _connection_tokens(raw)
     kept = []
@@ -122,7 +123,7 @@ class ReverseProxy:
 
     def __init__(
         self,
-        client: httpx.AsyncClient,
+        client: httpx2.AsyncClient,
         identity: IdentityHeaders,
         api_key_header: str,
         is_ours: Callable[[str], bool],
@@ -145,16 +146,40 @@ class ReverseProxy:
         )
         try:
             answer = await self._client.send(outgoing, stream=True, follow_redirects=False)
-        except httpx.TimeoutException:
+        except httpx2.TimeoutException:
             log.warning("upstream %s timed out", upstream.name)
             return JSONResponse({"detail": f"The {upstream.name} service did not answer in time."}, 504)
-        except httpx.HTTPError as exc:
+        except httpx2.HTTPError as exc:
             log.warning("upstream %s unavailable (%s)", upstream.name, type(exc).__name__)
             return JSONResponse({"detail": f"The {upstream.name} service is unavailable."}, 502)
+        if _is_small(answer):
+            return await _buffered(answer)
         return _streaming(answer)
 
 
-def _streaming(answer: httpx.Response) -> StreamingResponse:
+def _is_small(answer: httpx2.Response) -> bool:
+    """A sized answer of at most 64 KiB that is not an event stream: cheaper sent whole than relayed."""
+    length = answer.headers.get("content-length", "")
+    content_type = answer.headers.get("content-type", "")
+    return length.isdigit() and int(length) <= SMALL_ANSWER and "text/event-stream" not in content_type
+
+
+async def _buffered(answer: httpx2.Response) -> Response:
+    try:
+        body = b"".join([chunk async for chunk in answer.aiter_raw()])  # as sent: still encoded
+    except httpx2.HTTPError as exc:
+        log.warning("upstream answer broke off (%s)", type(exc).__name__)
+        return JSONResponse({"detail": "The upstream answer broke off."}, 502)
+    finally:
+        await answer.aclose()
+    response = Response(body, status_code=answer.status_code)
+    response.raw_headers = [
+        (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in _response_headers(answer)
+    ]
+    return response
+
+
+def _streaming(answer: httpx2.Response) -> StreamingResponse:
     response = StreamingResponse(
         _relay(answer), status_code=answer.status_code, background=BackgroundTask(answer.aclose)
     )
@@ -164,12 +189,12 @@ def _streaming(answer: httpx.Response) -> StreamingResponse:
     return response
 
 
-async def _relay(answer: httpx.Response) -> AsyncIterator[bytes]:
+async def _relay(answer: httpx2.Response) -> AsyncIterator[bytes]:
     """Chunks as the upstream sends them; closing (on client disconnect) cancels the upstream request."""
     try:
         async for chunk in answer.aiter_raw():
             yield chunk
-    except httpx.HTTPError as exc:
+    except httpx2.HTTPError as exc:
         log.warning("upstream stream broke off (%s)", type(exc).__name__)
     finally:
         await answer.aclose()
