@@ -1,0 +1,147 @@
+"""The pages in-process: forms, redirects, refusals and the admin actions (the browser tests drive the
+same pages in Chromium; these check every branch quickly)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from starlette.testclient import TestClient
+from tests.conftest import PASSWORD, bearer, signup
+
+FORM = {"content-type": "application/x-www-form-urlencoded"}
+
+
+def sign_in_form(client: TestClient, email: str, password: str = PASSWORD, redirect: str = "") -> object:
+    return client.post(
+        "/auth/signin",
+        data={"email": email, "password": password, "redirect": redirect},
+        follow_redirects=False,
+    )
+
+
+def test_home_and_auth_redirects(client: TestClient) -> None:
+    assert client.get("/", follow_redirects=False).headers["location"] == "/auth"
+    page = client.get("/auth")
+    assert page.status_code == 200 and "Create the admin account" in page.text
+    assert "script-src 'self'" in page.headers["content-security-policy"]
+    assert "unsafe-inline" not in page.headers["content-security-policy"]
+    signup(client, "ada@example.com")
+    assert "Sign in to wardgate" in client.get("/auth").text
+
+
+def test_sign_in_form_sets_the_cookie_and_honours_same_origin_redirects_only(client: TestClient) -> None:
+    signup(client, "ada@example.com")
+    ok = sign_in_form(client, "ada@example.com", redirect="/admin")
+    assert ok.status_code == 303 and ok.headers["location"] == "/admin"
+    assert "httponly" in ok.headers["set-cookie"].lower()
+    client.cookies.clear()
+    for evil in ("https://evil.example/", "//evil.example", "/\\evil.example", "javascript:alert(1)"):
+        response = sign_in_form(client, "ada@example.com", redirect=evil)
+        assert response.headers["location"] == "/account", evil
+        client.cookies.clear()
+
+
+def test_wrong_password_is_shown_with_its_status(client: TestClient) -> None:
+    signup(client, "ada@example.com")
+    page = sign_in_form(client, "ada@example.com", "wrong-password")
+    assert page.status_code == 400  # type: ignore[attr-defined]
+    assert "The email or password provided is incorrect" in page.text  # type: ignore[attr-defined]
+    assert 'value="ada@example.com"' in page.text  # type: ignore[attr-defined]
+
+
+def test_rate_limited_sign_in_shows_the_wait(make_client: Callable[..., TestClient]) -> None:
+    client = make_client(SIGNIN_RATE_LIMIT="1/1h")
+    signup(client, "ada@example.com")
+    sign_in_form(client, "ada@example.com", "wrong-password")
+    page = sign_in_form(client, "ada@example.com", "wrong-password")
+    assert page.status_code == 429  # type: ignore[attr-defined]
+    assert "Try again in" in page.text  # type: ignore[attr-defined]
+
+
+def test_pages_need_a_session_and_admin_needs_an_admin(client: TestClient) -> None:
+    redirect = client.get("/account", follow_redirects=False)
+    assert redirect.status_code == 303 and redirect.headers["location"] == "/auth?redirect=/account"
+    signup(client, "ada@example.com")
+    bob = signup(client, "bob@example.com")
+    client.cookies.set("token", bob["token"])
+    account = client.get("/account")
+    assert "waiting for approval" in account.text
+    admin = client.get("/admin")
+    assert admin.status_code == 403 and "Administrator access is required" in admin.text
+    refused = client.post(f"/admin/users/{bob['id']}/role", data={"role": "admin"}, follow_redirects=False)
+    assert refused.headers["location"].startswith("/admin?error=")
+
+
+def test_account_actions(client: TestClient) -> None:
+    signup(client, "ada@example.com")
+    first = sign_in_form(client, "ada@example.com")
+    assert first.status_code == 303  # type: ignore[attr-defined]
+    other = client.post(
+        "/api/v1/auths/signin", json={"email": "ada@example.com", "password": PASSWORD}
+    ).json()
+    page = client.get("/account")
+    assert page.text.count("Sign out the session") == 3  # sign-up, the form and the API
+    revoked = client.post("/account/sessions/not-a-session/revoke", follow_redirects=False)
+    assert revoked.headers["location"].startswith("/account?error=")
+    wrong = client.post(
+        "/account/password", data={"password": "nope", "new_password": "x" * 12}, follow_redirects=False
+    )
+    assert wrong.headers["location"].startswith("/account?error=")
+    changed = client.post(
+        "/account/password", data={"password": PASSWORD, "new_password": "n" * 12}, follow_redirects=False
+    )
+    assert changed.headers["location"] == "/auth?notice=password"
+    assert client.get("/api/v1/auths/", headers=bearer(other["token"])).status_code == 401
+
+
+def test_admin_actions(client: TestClient) -> None:
+    admin = signup(client, "ada@example.com")
+    bob = signup(client, "bob@example.com")
+    client.cookies.set("token", admin["token"])
+    page = client.get("/admin?q=bob")
+    assert page.status_code == 200 and "bob@example.com" in page.text and "Pending approval" in page.text
+    for action, data in (("role", {"role": "user"}), ("disable", {}), ("enable", {}), ("revoke", {})):
+        done = client.post(f"/admin/users/{bob['id']}/{action}", data=data, follow_redirects=False)
+        assert done.headers["location"] == f"/admin?notice=user#user-{bob['id']}", action
+    bad = client.post(f"/admin/users/{bob['id']}/role", data={"role": "root"}, follow_redirects=False)
+    assert bad.headers["location"].startswith("/admin?error=")
+    unknown = client.post("/admin/users/not-a-uuid/delete", follow_redirects=False)
+    assert unknown.headers["location"] == "/admin?error=User%20not%20found."
+    last = client.post(f"/admin/users/{admin['id']}/disable", follow_redirects=False)
+    assert "last%20administrator" in last.headers["location"]
+    gone = client.post(f"/admin/users/{bob['id']}/delete", follow_redirects=False)
+    assert gone.headers["location"].startswith("/admin?notice=user")
+    events = client.get("/admin").text
+    assert "user.deleted" in events and "user.role_changed" in events
+
+
+def test_page_forms_are_csrf_protected(client: TestClient) -> None:
+    admin = signup(client, "ada@example.com")
+    bob = signup(client, "bob@example.com")
+    client.cookies.set("token", admin["token"])
+    forged = client.post(
+        f"/admin/users/{bob['id']}/delete", headers={"origin": "https://evil.example"}, follow_redirects=False
+    )
+    assert forged.status_code == 403 and forged.json()["detail"].startswith("Cross-site request refused")
+    login_csrf = client.post(
+        "/auth/signin",
+        data={"email": "a@example.com", "password": "x"},
+        headers={"origin": "https://evil.example"},
+    )
+    assert login_csrf.status_code == 403
+
+
+def test_sign_out_form(client: TestClient) -> None:
+    signup(client, "ada@example.com")
+    sign_in_form(client, "ada@example.com")
+    token = client.cookies.get("token")
+    out = client.post("/auth/signout", follow_redirects=False)
+    assert out.headers["location"] == "/auth?notice=signed-out"
+    assert client.get("/api/v1/auths/", headers=bearer(str(token))).status_code == 401
+    assert "You are signed out." in client.get("/auth?notice=signed-out").text
+
+
+def test_static_files_and_robots(client: TestClient) -> None:
+    css = client.get("/static/wardgate.css")
+    assert css.status_code == 200 and "prefers-color-scheme: dark" in css.text
+    assert client.get("/robots.txt").text.startswith("User-agent: *")
