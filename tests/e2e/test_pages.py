@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, BrowserContext, ConsoleMessage, Page, expect, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, ConsoleMessage, Page, expect
 
 from tests.conftest import SECRET
 from tests.servers import wardgate_process
@@ -17,32 +16,7 @@ PASSWORD = "correct-horse-battery"
 ARTIFACTS = Path(
     os.environ.get("WARDGATE_SCREENSHOT_DIR", Path(__file__).parents[1] / ".artifacts" / "screenshots")
 )
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--headless=new",
-    "--disable-gpu",
-    "--disable-dev-shm-usage",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-default-apps",
-    "--disable-extensions",
-    "--metrics-recording-only",
-    "--no-pings",
-    "--disable-domain-reliability",
-]
-
 pytestmark = pytest.mark.slow
-
-
-def chromium_path() -> str:
-    """Debian's Chromium (installed by ./scripts/test); never a downloaded browser."""
-    for candidate in ("/usr/lib/chromium/chromium", shutil.which("chromium") or ""):
-        if candidate and Path(candidate).exists():
-            return candidate
-    pytest.fail("Chromium is not installed: run ./scripts/test (it installs Debian's chromium)")
 
 
 @pytest.fixture(scope="module")
@@ -57,16 +31,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     }
     with wardgate_process(env) as base:
         yield base
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=chromium_path(), headless=True, args=CHROMIUM_ARGS
-        )
-        yield browser
-        browser.close()
 
 
 class Console:

@@ -3,18 +3,16 @@ sign-out that ends the provider session too — against the local OpenID Connect
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, expect, sync_playwright
+from playwright.sync_api import Browser, expect
 
 from tests.conftest import SECRET
-from tests.e2e.test_pages import CHROMIUM_ARGS, chromium_path, shoot
-from tests.oauth.conftest import OIDC_CLIENT_ID, OIDC_CLIENT_SECRET, PROVIDER_DIR
+from tests.e2e.test_pages import shoot
+from tests.oauth.conftest import oidc_env, running_oidc_provider
 from tests.servers import free_port, wardgate_process
 
 pytestmark = pytest.mark.slow
@@ -22,36 +20,15 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """wardgate and an OpenID provider that knows wardgate's callback."""
-    node = shutil.which("node")
-    assert node and (PROVIDER_DIR / "node_modules" / "oidc-provider").is_dir(), "run ./scripts/test"
+    """wardgate, with an admin already, and an OpenID provider that knows wardgate's callback."""
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    env = {
-        "PATH": "/usr/bin:/bin",
-        "PORT": str(free_port()),
-        "REDIRECT_URIS": f"{base}/oauth/oidc/callback",
-        "POST_LOGOUT_REDIRECT_URIS": f"{base}/auth",
-    }
-    provider = subprocess.Popen(
-        [node, "provider.mjs"],
-        cwd=PROVIDER_DIR,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    try:
-        assert provider.stdout is not None
-        issuer = provider.stdout.readline().split()[1]
+    with running_oidc_provider(base) as issuer:
         settings = {
             "DATA_DIR": str(tmp_path_factory.mktemp("sso")),
             "WEBUI_SECRET_KEY": SECRET,
             "PORT": str(port),
-            "OAUTH_CLIENT_ID": OIDC_CLIENT_ID,
-            "OAUTH_CLIENT_SECRET": OIDC_CLIENT_SECRET,
-            "OPENID_PROVIDER_URL": f"{issuer}/.well-known/openid-configuration",
-            "OAUTH_PROVIDER_NAME": "Example SSO",
+            **oidc_env(issuer, OAUTH_PROVIDER_NAME="Example SSO", OAUTH_SCOPES="openid email profile"),
             "ENABLE_OAUTH_SIGNUP": "true",
             "DEFAULT_USER_ROLE": "user",
         }
@@ -60,21 +37,6 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             admin = {"name": "Ada", "email": "ada@example.com", "password": "correct-horse-battery"}
             assert httpx.post(f"{base}/api/v1/auths/signup", json=admin).status_code == 200
             yield base
-    finally:
-        provider.terminate()
-        provider.wait(timeout=10)
-        if provider.stdout:
-            provider.stdout.close()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=chromium_path(), headless=True, args=CHROMIUM_ARGS
-        )
-        yield browser
-        browser.close()
 
 
 def test_sso_button_round_trip(site: str, browser: Browser, tmp_path: Path) -> None:

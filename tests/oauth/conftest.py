@@ -7,6 +7,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urljoin, urlsplit
@@ -25,20 +26,20 @@ OIDC_CLIENT_SECRET = "wardgate-test-secret"
 APP = "http://testserver"
 
 
-@pytest.fixture(scope="session")
-def oidc_issuer() -> Iterator[str]:
-    """A real OpenID Connect provider on a free loopback port (stopped by its process handle)."""
+@contextmanager
+def running_oidc_provider(app: str) -> Iterator[str]:
+    """Run the real OpenID Connect provider on a free loopback port, knowing `app`'s callbacks and
+    post-logout page; yield its issuer URL and stop it afterwards."""
     if not (PROVIDER_DIR / "node_modules" / "oidc-provider").is_dir():
         pytest.fail("oidc-provider is not installed: run ./scripts/test (npm ci in tests/oauth/provider)")
     node = shutil.which("node")
     assert node, "node is required (Debian package nodejs)"
-    port = free_port()
-    callbacks = [f"{APP}/oauth/oidc/callback", f"{APP}/oauth/oidc/login/callback"]
+    callbacks = [f"{app}/oauth/oidc/callback", f"{app}/oauth/oidc/login/callback"]
     env = {
         "PATH": "/usr/bin:/bin",
-        "PORT": str(port),
+        "PORT": str(free_port()),
         "REDIRECT_URIS": ",".join(callbacks),
-        "POST_LOGOUT_REDIRECT_URIS": f"{APP}/auth",
+        "POST_LOGOUT_REDIRECT_URIS": f"{app}/auth",
     }
     process = subprocess.Popen(
         [node, "provider.mjs"],
@@ -58,6 +59,13 @@ def oidc_issuer() -> Iterator[str]:
         process.wait(timeout=10)
         if process.stdout:
             process.stdout.close()
+
+
+@pytest.fixture(scope="session")
+def oidc_issuer() -> Iterator[str]:
+    """The real OpenID Connect provider, for the in-process wardgate at http://testserver."""
+    with running_oidc_provider(APP) as issuer:
+        yield issuer
 
 
 @pytest.fixture(scope="session")
