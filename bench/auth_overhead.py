@@ -13,8 +13,12 @@ throughput b/a >= 0.6 and p99(c) <= 3 x p99(b).
 The load comes from `wrk -t1` (one core left for the server) when installed (`apt-get install wrk`),
 otherwise from a slower asyncio + httpx generator in this process. Absolute numbers depend on the
 machine and its neighbours: compare the rows of one run with each other, not with another machine.
+The server runs with default settings except the sign-in/sign-up rate limits (BENCH_RATE_LIMITS).
 
-    .venv/bin/python bench/auth_overhead.py [--duration 10] [--connections 32]
+    .venv/bin/python bench/auth_overhead.py [--duration 10] [--connections 32] [--rounds 3]
+
+One file on purpose (longer than the ~300-line guidance): a hand-run benchmark is easier to read,
+copy and trust whole. See bench/README.md.
 """
 
 from __future__ import annotations

@@ -91,3 +91,21 @@ def test_tampered_payload_is_refused() -> None:
 def test_empty_key_ring_is_refused() -> None:
     with pytest.raises(ValueError, match="key"):
         TokenCodec([], None)
+
+
+def test_a_cached_token_is_still_refused_once_it_expires() -> None:
+    codec = TokenCodec([KEY], timedelta(seconds=2))
+    issued = codec.issue("u", "s", now=time.time() - 1)
+    assert codec.verify(issued.token).user_id == "u"  # verified once: now in the cache
+    time.sleep(1.2)
+    with pytest.raises(AuthenticationError):
+        codec.verify(issued.token)
+
+
+def test_failures_are_not_cached() -> None:
+    codec = TokenCodec([KEY], timedelta(hours=1))
+    token = codec.issue("u", "s").token
+    for _ in range(2):
+        with pytest.raises(AuthenticationError):
+            codec.verify(token + "x")
+    assert codec.verify(token).user_id == "u"

@@ -11,6 +11,7 @@ so a key can be rotated without signing everyone out.
 
 from __future__ import annotations
 
+import functools
 import time
 import uuid
 from collections.abc import Sequence
@@ -23,7 +24,8 @@ from wardgate.errors import AuthenticationError
 
 ALGORITHM = "HS256"
 SESSION_TYPE = "session"
-MAX_TOKEN_LENGTH = 4096  # a session token is ~300 bytes; refuse giant inputs before parsing them
+MAX_TOKEN_LENGTH = 4096
+VERIFIED_CACHE_SIZE = 4096  # a session token is ~300 bytes; refuse giant inputs before parsing them
 _REQUIRED = ("id", "jti", "iat", "typ", "session_stamp")
 
 
@@ -56,6 +58,10 @@ class TokenCodec:
             raise ValueError("at least one non-empty signing key is required")
         self._keys = list(keys)
         self.lifetime = lifetime
+        # Verified tokens, by their exact text: a repeat costs a dict lookup instead of an HMAC and
+        # base64 work. Only successes are cached (lru_cache never stores an exception), expiry is
+        # re-checked on every hit, and revocation is the view's job on every request anyway.
+        self._verified = functools.lru_cache(maxsize=VERIFIED_CACHE_SIZE)(self._verify_uncached)
 
     def issue(self, user_id: str, session_stamp: str, *, now: float | None = None) -> IssuedToken:
         """Sign a new session token for `user_id`."""
@@ -78,6 +84,12 @@ class TokenCodec:
         """Return the claims of a valid token or raise AuthenticationError (never anything else)."""
         if not token or len(token) > MAX_TOKEN_LENGTH:
             raise AuthenticationError("Invalid or expired session token.", code="invalid_token")
+        claims = self._verified(token)
+        if claims.expires_at is not None and claims.expires_at <= time.time():  # as PyJWT: exp <= now
+            raise AuthenticationError("Invalid or expired session token.", code="invalid_token")
+        return claims
+
+    def _verify_uncached(self, token: str) -> Claims:
         payload = self._decode(token)
         try:
             if payload["typ"] != SESSION_TYPE:

@@ -29,7 +29,7 @@ SHOWN_ONCE = (
 )
 
 
-def _no_store(response: Response) -> None:
+async def _no_store(response: Response) -> None:
     response.headers["Cache-Control"] = "no-store"
 
 

@@ -209,7 +209,7 @@ def still_valid(gw: Gateway, caller: Caller) -> bool:
     return True
 
 
-def require_verified(principal: Annotated[Principal, Depends(authenticate)]) -> Principal:
+async def require_verified(principal: Annotated[Principal, Depends(authenticate)]) -> Principal:
     """A user or admin; pending accounts reach nothing but their own session."""
     if principal.user.role not in ("user", "admin"):
         raise PermissionDeniedError(
@@ -218,7 +218,7 @@ def require_verified(principal: Annotated[Principal, Depends(authenticate)]) -> 
     return principal
 
 
-def require_admin(principal: Annotated[Principal, Depends(authenticate)]) -> Principal:
+async def require_admin(principal: Annotated[Principal, Depends(authenticate)]) -> Principal:
     """An admin."""
     if principal.user.role != "admin":
         raise PermissionDeniedError("Administrator access is required.", code="admin_required")
@@ -229,5 +229,17 @@ CurrentUser = Annotated[Principal, Depends(authenticate)]
 VerifiedUser = Annotated[Principal, Depends(require_verified)]
 AdminUser = Annotated[Principal, Depends(require_admin)]
 CallerDep = Annotated[Caller, Depends(authenticate_caller)]
-GatewayDep = Annotated[Gateway, Depends(gateway)]
-ClientDep = Annotated[ClientInfo, Depends(client_info)]
+
+
+async def _gateway_dependency(conn: HTTPConnection) -> Gateway:
+    return gateway(conn)
+
+
+async def _client_dependency(conn: HTTPConnection) -> ClientInfo:
+    return client_info(conn)
+
+
+# Dependencies are coroutines: FastAPI runs a plain `def` dependency in its thread pool, a hop per
+# request that cost /health half its throughput (bench/auth_overhead.py).
+GatewayDep = Annotated[Gateway, Depends(_gateway_dependency)]
+ClientDep = Annotated[ClientInfo, Depends(_client_dependency)]
