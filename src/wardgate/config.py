@@ -203,6 +203,7 @@ class Settings(BaseSettings):
         "", validation_alias=_env("CORS_ALLOW_ORIGIN")
     )
     forwarded_allow_ips: Text = Field("127.0.0.1", validation_alias=_env("FORWARDED_ALLOW_IPS"))
+    max_header_size: int = Field(32 * 1024, ge=4096, le=1024**2, validation_alias=_env("MAX_HEADER_SIZE"))
     max_body_size: int = Field(4 * 1024 * 1024, ge=1024, le=1024**3, validation_alias=_env("MAX_BODY_SIZE"))
     ssl_certfile: Path | None = Field(None, validation_alias=_env("SSL_CERTFILE"))
     ssl_keyfile: Path | None = Field(None, validation_alias=_env("SSL_KEYFILE"))

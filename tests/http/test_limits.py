@@ -11,11 +11,12 @@ from fastapi import FastAPI
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
+from starlette.testclient import TestClient
 from starlette.types import Message, Receive, Scope, Send
 
-from wardgate.http.limits import BodySizeLimitMiddleware
+from wardgate.http.limits import BodySizeLimitMiddleware, HeaderSizeLimitMiddleware
 
 LIMIT = 100
 CALLS: list[str] = []
@@ -175,3 +176,16 @@ async def _never_send(message: Message) -> None:
 def test_bad_limit_is_refused(limit: Any) -> None:
     with pytest.raises(ValueError, match="max_body_bytes"):
         BodySizeLimitMiddleware(_read_all, limit)
+
+
+def test_oversized_or_too_many_headers_get_431() -> None:
+    async def ok(scope: Scope, receive: Receive, send: Send) -> None:
+        await PlainTextResponse("ok")(scope, receive, send)
+
+    client = TestClient(HeaderSizeLimitMiddleware(ok, 4096, max_header_count=20))  # no lifespan
+    assert client.get("/", headers={"x-small": "a" * 100}).status_code == 200
+    big = client.get("/", headers={"x-big": "a" * 5000})
+    assert big.status_code == 431
+    assert big.json() == {"detail": "Request headers too large (limit 4096 bytes, 20 fields)"}
+    many = client.get("/", headers={f"x-h{i}": "v" for i in range(30)})
+    assert many.status_code == 431

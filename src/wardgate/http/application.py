@@ -3,11 +3,13 @@
 Outside in (see ARCHITECTURE.md):
 
 1. TrustedProxyMiddleware   client IP, scheme and host from FORWARDED_ALLOW_IPS peers only
-2. SecurityHeadersMiddleware precomputed headers on every response, errors included
-3. CORSGuardMiddleware      exact-origin allow-list (Starlette's CORS inside)
-4. CSRFMiddleware           Origin/Referer check for cookie-authenticated unsafe requests
-5. BodySizeLimitMiddleware  413 beyond MAX_BODY_SIZE (inside CORS, so listed origins can read it)
-6. FastAPI                  error handlers, authentication dependencies, routes
+2. AuditContextMiddleware   tells the audit log where the request comes from
+3. SecurityHeadersMiddleware precomputed headers on every response, errors included
+4. HeaderSizeLimitMiddleware 431 beyond MAX_HEADER_SIZE or 100 header fields
+5. CORSGuardMiddleware      exact-origin allow-list (Starlette's CORS inside)
+6. CSRFMiddleware           Origin/Referer check for cookie-authenticated unsafe requests
+7. BodySizeLimitMiddleware  413 beyond MAX_BODY_SIZE (inside CORS, so listed origins can read it)
+8. FastAPI                  error handlers, authentication dependencies, routes
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ from wardgate.http.cors import CORSGuardMiddleware, origin_of, parse_cors_origin
 from wardgate.http.csrf import CSRFMiddleware
 from wardgate.http.deps import TOKEN_COOKIE, is_wardgate_credential
 from wardgate.http.errors import install_error_handlers
-from wardgate.http.limits import BodySizeLimitMiddleware
+from wardgate.http.limits import BodySizeLimitMiddleware, HeaderSizeLimitMiddleware
 from wardgate.http.proxy import IdentityHeaders, ReverseProxy
 from wardgate.http.proxy_headers import TrustedProxyMiddleware, parse_trusted_proxies
 from wardgate.http.rendering import STATIC
@@ -121,6 +123,7 @@ def build_application(gateway: Gateway) -> ASGIApp:
         api_key_header=s.custom_api_key_header,  # the header deps.py reads API keys from
     )
     app = CORSGuardMiddleware(app, origins)
+    app = HeaderSizeLimitMiddleware(app, s.max_header_size)
     policy = build_header_policy(s.security_headers)
     app = SecurityHeadersMiddleware(app, policy, enforce_on_proxied=s.proxy_enforce_security_headers)
     app = AuditContextMiddleware(app)

@@ -52,3 +52,31 @@ class BodySizeLimitMiddleware:
             await response(scope, receive, send)
             return
         await self.streaming(scope, receive, send)
+
+
+class HeaderSizeLimitMiddleware:
+    """Refuse requests whose headers are too large or too many: 431 (RFC 6585 §5).
+
+    uvicorn's httptools parser sets no limit of its own, so an attacker could make every request
+    carry megabytes of headers through authentication, logging and the proxy.
+    """
+
+    def __init__(self, app: ASGIApp, max_header_bytes: int, max_header_count: int = 100) -> None:
+        self.app = app
+        self.max_header_bytes = max_header_bytes
+        self.max_header_count = max_header_count
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Check the size and number of headers, then run the app."""
+        if scope["type"] in ("http", "websocket"):
+            headers = scope["headers"]
+            size = sum(len(name) + len(value) + 4 for name, value in headers)
+            if size > self.max_header_bytes or len(headers) > self.max_header_count:
+                if scope["type"] == "websocket":
+                    await send({"type": "websocket.close", "code": 1009})
+                    return
+                limit = f"{self.max_header_bytes} bytes, {self.max_header_count} fields"
+                detail = f"Request headers too large (limit {limit})"
+                await JSONResponse({"detail": detail}, status_code=431)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
