@@ -30,7 +30,6 @@ import os
 import re
 import secrets
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
@@ -43,6 +42,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import harness
 import httpx
 
 HEALTH = "/health"
@@ -62,7 +62,6 @@ BENCH_RATE_LIMITS = {
     "SIGNUP_RATE_LIMIT": "1000/1m",
 }
 _TOKEN_FORM = re.compile(r"^[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]+$")
-_UNIT_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0, "h": 3_600_000.0}
 
 
 @dataclass(frozen=True)
@@ -143,7 +142,7 @@ def running_server(workdir: Path, extra_env: list[str]) -> Iterator[Server]:
         wait_until_healthy(server, process)
         yield server
     finally:
-        stop_process(process)
+        harness.stop_process(process)
 
 
 def wait_until_healthy(server: Server, process: subprocess.Popen[bytes]) -> None:
@@ -157,17 +156,6 @@ def wait_until_healthy(server: Server, process: subprocess.Popen[bytes]) -> None
                 return
         time.sleep(0.1)
     raise RuntimeError(f"wardgate did not answer within {STARTUP_SECONDS:.0f} s:\n{log_tail(server)}")
-
-
-def stop_process(process: subprocess.Popen[bytes]) -> None:
-    """SIGTERM (graceful shutdown), then SIGKILL after 15 s."""
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
 
 
 def log_tail(server: Server, lines: int = 30) -> str:
@@ -297,33 +285,8 @@ def header_script(workdir: Path, token: str) -> Path:
 
 def parse_wrk(text: str) -> Result:
     """Parse `wrk --latency` output; raise ValueError naming what is missing."""
-    errors = int(_find(r"Non-2xx or 3xx responses:\s*(\d+)", text, "0"))
-    sockets = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
-    if sockets:
-        errors += sum(int(n) for n in sockets.groups())
-    return Result(
-        requests_per_s=float(_find(r"^Requests/sec:\s*([\d.]+)\s*$", text)),
-        p50_ms=_latency_ms(text, 50),
-        p99_ms=_latency_ms(text, 99),
-        requests=int(_find(r"^\s*(\d+) requests in ", text)),
-        errors=errors,
-    )
-
-
-def _find(pattern: str, text: str, default: str | None = None) -> str:
-    match = re.search(pattern, text, re.MULTILINE)
-    if match:
-        return match.group(1)
-    if default is None:
-        raise ValueError(f"wrk output has no match for {pattern!r}:\n{text}")
-    return default
-
-
-def _latency_ms(text: str, percent: int) -> float:
-    match = re.search(rf"^\s*{percent}(?:\.0+)?%\s+([\d.]+)(us|ms|s|m|h)\s*$", text, re.MULTILINE)
-    if match is None:
-        raise ValueError(f"wrk output has no {percent}% latency line (was --latency given?):\n{text}")
-    return float(match.group(1)) * _UNIT_MS[match.group(2)]
+    r = harness.parse_wrk(text)
+    return Result(r.requests_per_s, r.p50_ms, r.p99_ms, r.requests, r.errors)
 
 
 def python_generator(connections: int) -> LoadGenerator:

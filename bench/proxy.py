@@ -38,7 +38,6 @@ import re
 import resource
 import secrets
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
@@ -50,6 +49,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import harness
 import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -64,7 +64,6 @@ GOAL_ADDED_TTFB_MS = 1.0  # p50 time to first chunk added by wardgate, less than
 STARTUP_SECONDS = 30.0
 _CHUNK_FRAMING = re.compile(rb"\r\n[0-9a-fA-F]+\r\n")  # SSE bodies here never contain CRLF
 _TOKEN_FORM = re.compile(r"^[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]+$")
-_UNIT_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}
 
 
 # --- processes ----------------------------------------------------------------------------------
@@ -104,7 +103,7 @@ def running(name: str, argv: list[str], env: dict[str, str], port: int, workdir:
         wait_ready(service, process, log_path)
         yield service
     finally:
-        stop_process(process)
+        harness.stop_process(process)
 
 
 def wait_ready(service: Service, process: subprocess.Popen[bytes], log_path: Path) -> None:
@@ -119,17 +118,6 @@ def wait_ready(service: Service, process: subprocess.Popen[bytes], log_path: Pat
         time.sleep(0.1)
     tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-30:])
     raise RuntimeError(f"{service.name} did not start (exit code {process.poll()}):\n{tail}")
-
-
-def stop_process(process: subprocess.Popen[bytes]) -> None:
-    """SIGTERM (graceful shutdown), then SIGKILL after 15 s."""
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
 
 
 @contextlib.contextmanager
@@ -337,33 +325,8 @@ def wrk_load(url: str, script: Path, connections: int, duration: int) -> Load:
     )
     if done.returncode != 0:
         raise RuntimeError(f"wrk failed ({done.returncode}): {done.stderr.strip()}")
-    text = done.stdout
-    errors = int(_find(r"Non-2xx or 3xx responses:\s*(\d+)", text, "0"))
-    sockets = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
-    errors += sum(int(n) for n in sockets.groups()) if sockets else 0
-    return Load(
-        float(_find(r"^Requests/sec:\s*([\d.]+)\s*$", text)),
-        _latency_ms(text, 50),
-        _latency_ms(text, 99),
-        int(_find(r"^\s*(\d+) requests in ", text)),
-        errors,
-    )
-
-
-def _find(pattern: str, text: str, default: str | None = None) -> str:
-    match = re.search(pattern, text, re.MULTILINE)
-    if match:
-        return match.group(1)
-    if default is None:
-        raise ValueError(f"wrk output has no match for {pattern!r}:\n{text}")
-    return default
-
-
-def _latency_ms(text: str, percent: int) -> float:
-    match = re.search(rf"^\s*{percent}(?:\.0+)?%\s+([\d.]+)(us|ms|s|m)\s*$", text, re.MULTILINE)
-    if match is None:
-        raise ValueError(f"wrk output has no {percent}% latency line:\n{text}")
-    return float(match.group(1)) * _UNIT_MS[match.group(2)]
+    r = harness.parse_wrk(done.stdout)
+    return Load(r.requests_per_s, r.p50_ms, r.p99_ms, r.requests, r.errors)
 
 
 async def python_load(url: str, token: str, connections: int, duration: int) -> Load:

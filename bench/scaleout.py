@@ -32,7 +32,6 @@ import os
 import re
 import secrets
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
@@ -47,6 +46,7 @@ from dataclasses import dataclass
 from http.cookiejar import CookieJar, DefaultCookiePolicy
 from pathlib import Path
 
+import harness
 import httpx
 from sqlalchemy import create_engine, text
 from sqlalchemy.exc import SQLAlchemyError
@@ -56,7 +56,6 @@ SERVICES_POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:55432/postgres"
 STARTUP_SECONDS = 60.0
 POLL_SECONDS = 0.001
 GIVE_UP_SECONDS = 5.0
-_UNIT_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}
 _TOKEN_FORM = re.compile(r"^[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]+$")
 
 
@@ -102,7 +101,7 @@ def private_redis(workdir: Path) -> Iterator[str]:
             time.sleep(0.02)
         yield f"redis://127.0.0.1:{port}/0"
     finally:
-        stop(process)
+        harness.stop_process(process)
 
 
 @contextlib.contextmanager
@@ -153,7 +152,7 @@ def instances(workdir: Path, env: dict[str, str], count: int) -> Iterator[list[s
         yield urls
     finally:
         for process in processes:
-            stop(process)
+            harness.stop_process(process)
 
 
 def wait_ready(url: str, process: subprocess.Popen[bytes], deadline: float) -> None:
@@ -167,17 +166,6 @@ def wait_ready(url: str, process: subprocess.Popen[bytes], deadline: float) -> N
                 return
         time.sleep(0.1)
     raise RuntimeError(f"wardgate at {url} was not ready within {STARTUP_SECONDS:.0f} s")
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    """SIGTERM, then SIGKILL after 15 s."""
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
 
 
 # --- accounts -------------------------------------------------------------------------------------
@@ -255,20 +243,8 @@ def wrk_load(targets: list[str], token: str, connections: int, duration: int, wo
 
 def parse_wrk(output: str) -> Load:
     """Requests/s, p50, p99 and errors from `wrk --latency` output."""
-
-    def latency(percent: int) -> float:
-        match = re.search(rf"^\s*{percent}(?:\.0+)?%\s+([\d.]+)(us|ms|s|m)\s*$", output, re.MULTILINE)
-        if match is None:
-            raise ValueError(f"no {percent}% line in wrk output:\n{output}")
-        return float(match.group(1)) * _UNIT_MS[match.group(2)]
-
-    rate = re.search(r"^Requests/sec:\s*([\d.]+)", output, re.MULTILINE)
-    if rate is None:
-        raise ValueError(f"no Requests/sec in wrk output:\n{output}")
-    errors = re.search(r"Non-2xx or 3xx responses:\s*(\d+)", output)
-    sockets = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output)
-    total = (int(errors.group(1)) if errors else 0) + (sum(map(int, sockets.groups())) if sockets else 0)
-    return Load(float(rate.group(1)), latency(50), latency(99), total)
+    r = harness.parse_wrk(output)
+    return Load(r.requests_per_s, r.p50_ms, r.p99_ms, r.errors)
 
 
 def python_load(targets: list[str], token: str, connections: int, duration: int) -> Load:
