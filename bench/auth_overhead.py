@@ -246,7 +246,7 @@ class SigninLoad:
         failures = f"{failed} failed" + (f" {dict(self.failures)}" if failed else "")
         if n < 2:
             return f"sign-ins during (c): {n} (too few to summarise), {failures}"
-        p50, p99 = percentiles(self.latencies_ms)
+        p50, p99 = harness.percentiles(self.latencies_ms)
         return (
             f"sign-ins during (c): {n} ({n / self.elapsed:.1f}/s from {len(self._accounts)} clients), "
             f"p50 {p50:.1f} ms, p99 {p99:.1f} ms, {failures}"
@@ -300,33 +300,8 @@ def python_generator(connections: int) -> LoadGenerator:
 
 
 async def _python_load(url: str, headers: dict[str, str], duration: int, connections: int) -> Result:
-    latencies: list[float] = []
-    errors = 0
-    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
-    async with httpx.AsyncClient(headers=headers, limits=limits, timeout=10) as client:
-        deadline = time.perf_counter() + duration
-
-        async def worker() -> None:
-            nonlocal errors
-            while (started := time.perf_counter()) < deadline:
-                try:
-                    ok = (await client.get(url)).status_code == 200
-                except httpx.HTTPError:
-                    ok = False
-                latencies.append((time.perf_counter() - started) * 1000)
-                errors += not ok
-
-        begun = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(connections)))
-        elapsed = time.perf_counter() - begun
-    p50, p99 = percentiles(latencies)
-    return Result(len(latencies) / elapsed, p50, p99, len(latencies), errors)
-
-
-def percentiles(samples_ms: list[float]) -> tuple[float, float]:
-    """p50 and p99 of at least two samples."""
-    cuts = statistics.quantiles(samples_ms, n=100, method="inclusive")
-    return cuts[49], cuts[98]
+    r = await harness.python_load(url, headers, duration, connections)
+    return Result(r.requests_per_s, r.p50_ms, r.p99_ms, r.requests, r.errors)
 
 
 # --- the run ------------------------------------------------------------------------------------

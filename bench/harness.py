@@ -1,11 +1,16 @@
-"""What the benchmarks share: reading `wrk --latency` output and stopping a server process."""
+"""What the benchmarks share: `wrk --latency` output, the Python fallback load, stopping a server."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 import signal
+import statistics
 import subprocess
+import time
 from dataclasses import dataclass
+
+import httpx
 
 _UNIT_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0, "h": 3_600_000.0}
 
@@ -61,3 +66,34 @@ def stop_process(process: subprocess.Popen[bytes]) -> None:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(timeout=5)
+
+
+async def python_load(url: str, headers: dict[str, str], duration: float, connections: int) -> WrkResult:
+    """The fallback without wrk: a closed-loop asyncio + httpx generator (slower: it measures itself too)."""
+    latencies: list[float] = []
+    errors = 0
+    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+    async with httpx.AsyncClient(headers=headers, limits=limits, timeout=10) as client:
+        deadline = time.perf_counter() + duration
+
+        async def worker() -> None:
+            nonlocal errors
+            while (started := time.perf_counter()) < deadline:
+                try:
+                    ok = (await client.get(url)).status_code == 200
+                except httpx.HTTPError:
+                    ok = False
+                latencies.append((time.perf_counter() - started) * 1000)
+                errors += not ok
+
+        begun = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(connections)))
+        elapsed = time.perf_counter() - begun
+    p50, p99 = percentiles(latencies)
+    return WrkResult(len(latencies) / elapsed, p50, p99, len(latencies), errors)
+
+
+def percentiles(samples_ms: list[float]) -> tuple[float, float]:
+    """p50 and p99 of at least two samples."""
+    cuts = statistics.quantiles(samples_ms, n=100, method="inclusive")
+    return cuts[49], cuts[98]

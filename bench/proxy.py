@@ -330,35 +330,9 @@ def wrk_load(url: str, script: Path, connections: int, duration: int) -> Load:
 
 
 async def python_load(url: str, token: str, connections: int, duration: int) -> Load:
-    """The fallback: a closed-loop asyncio + httpx generator (slower than wrk: it measures itself too)."""
-    latencies: list[float] = []
-    errors = 0
-    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
-    headers = {"Authorization": f"Bearer {token}"}
-    async with httpx.AsyncClient(headers=headers, limits=limits, timeout=10) as client:
-        deadline = time.perf_counter() + duration
-
-        async def worker() -> None:
-            nonlocal errors
-            while (started := time.perf_counter()) < deadline:
-                try:
-                    ok = (await client.get(url)).status_code == 200
-                except httpx.HTTPError:
-                    ok = False
-                latencies.append(_ms_since(started))
-                errors += not ok
-
-        begun = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(connections)))
-        elapsed = time.perf_counter() - begun
-    p50, p99 = percentiles(latencies)
-    return Load(len(latencies) / elapsed, p50, p99, len(latencies), errors)
-
-
-def percentiles(samples: list[float]) -> tuple[float, float]:
-    """p50 and p99 of at least two samples."""
-    cuts = statistics.quantiles(samples, n=100, method="inclusive")
-    return cuts[49], cuts[98]
+    """The fallback without wrk (see harness.python_load)."""
+    r = await harness.python_load(url, {"Authorization": f"Bearer {token}"}, duration, connections)
+    return Load(r.requests_per_s, r.p50_ms, r.p99_ms, r.requests, r.errors)
 
 
 def load_generator(args: argparse.Namespace, workdir: Path, token: str) -> Callable[[str, int], Load]:
