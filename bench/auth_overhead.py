@@ -30,7 +30,6 @@ import os
 import re
 import secrets
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -100,14 +99,6 @@ LoadGenerator = Callable[[str, "str | None", int], Result]
 # --- the server ---------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    """A loopback TCP port nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def server_env(data_dir: Path, port: int, extra: list[str]) -> dict[str, str]:
     """A fresh environment (nothing inherited, so the shell's DATABASE_URL/REDIS_URL cannot leak in)."""
     env = {
@@ -127,7 +118,7 @@ def server_env(data_dir: Path, port: int, extra: list[str]) -> dict[str, str]:
 @contextlib.contextmanager
 def running_server(workdir: Path, extra_env: list[str]) -> Iterator[Server]:
     """Start `python -m wardgate serve`, wait until /health answers, always stop it."""
-    port = free_port()
+    port = harness.free_port()
     log_path = workdir / "server.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(

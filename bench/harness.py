@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import re
 import signal
+import socket
 import statistics
 import subprocess
 import time
@@ -24,6 +25,14 @@ class WrkResult:
     p99_ms: float
     requests: int
     errors: int  # non-2xx responses plus socket errors and timeouts
+
+
+def free_port() -> int:
+    """A loopback TCP port nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
 
 
 def parse_wrk(text: str) -> WrkResult:

@@ -38,7 +38,6 @@ import re
 import resource
 import secrets
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -84,14 +83,6 @@ class Service:
         return f"http://{self.host}:{self.port}"
 
 
-def free_port() -> int:
-    """A loopback TCP port nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @contextlib.contextmanager
 def running(name: str, argv: list[str], env: dict[str, str], port: int, workdir: Path) -> Iterator[Service]:
     """Start a server process (output to `<workdir>/<name>.log`), wait until it answers, always stop it."""
@@ -123,7 +114,7 @@ def wait_ready(service: Service, process: subprocess.Popen[bytes], log_path: Pat
 @contextlib.contextmanager
 def running_pair(workdir: Path) -> Iterator[tuple[Service, Service]]:
     """The fake upstream and a wardgate in front of it (a fresh environment: nothing inherited)."""
-    upstream_port, wardgate_port = free_port(), free_port()
+    upstream_port, wardgate_port = harness.free_port(), harness.free_port()
     fake = [sys.executable, "-m", "tests.fakes.upstream", str(upstream_port)]
     with running("upstream", fake, {}, upstream_port, workdir) as upstream:
         data_dir = workdir / "data"

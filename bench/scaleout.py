@@ -72,21 +72,13 @@ class Load:
 # --- the services ---------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    """A loopback TCP port nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @contextlib.contextmanager
 def private_redis(workdir: Path) -> Iterator[str]:
     """A throwaway redis-server on a free loopback port (no persistence); yield its URL."""
     binary = shutil.which("redis-server")
     if binary is None:
         raise SystemExit("redis-server is not installed (./scripts/setup-system installs it)")
-    port = free_port()
+    port = harness.free_port()
     command = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
     process = subprocess.Popen(
         [*command, "--dir", str(workdir)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
@@ -132,7 +124,7 @@ def instances(workdir: Path, env: dict[str, str], count: int) -> Iterator[list[s
     urls: list[str] = []
     try:
         for index in range(count):
-            port, data_dir = free_port(), workdir / f"instance-{index}"
+            port, data_dir = harness.free_port(), workdir / f"instance-{index}"
             data_dir.mkdir()
             full = {**env, "DATA_DIR": str(data_dir), "PORT": str(port), "HOST": "127.0.0.1"}
             with (data_dir / "wardgate.log").open("wb") as log:

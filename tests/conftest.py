@@ -13,6 +13,7 @@ from httpx import Response
 from sqlalchemy import create_engine, text
 from starlette.testclient import TestClient
 
+from tests.scaleout.harness import PrivateRedis
 from wardgate.app import create_app
 from wardgate.config import Settings, load_settings
 
@@ -123,3 +124,14 @@ def refused(response: Response, status: int) -> str:
     detail = body["detail"]
     assert isinstance(detail, str) and detail.strip(), body
     return detail
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
+    """A redis-server of this test's own (the shared one must never be stopped)."""
+    server = PrivateRedis(tmp_path)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -6,7 +6,6 @@ import io
 import os
 import re
 import signal
-import socket
 import stat
 import subprocess
 import sys
@@ -19,6 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.servers import free_port
 from wardgate import cli
 from wardgate.config import load_settings
 
@@ -56,14 +56,6 @@ def wardgate(env: dict[str, str], *args: str, stdin: str | None = None) -> subpr
         timeout=30,
         check=False,
     )
-
-
-def free_port() -> int:
-    """A loopback TCP port nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class Server:

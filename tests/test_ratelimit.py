@@ -281,17 +281,6 @@ def test_redis_keys_live_under_redis_key_prefix(prefix: str) -> None:
 # --- Redis failing: per-instance limits, never none ---------------------------------------------
 
 
-@pytest.fixture
-def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
-    """A redis-server of this test's own (the shared one must never be stopped)."""
-    server = PrivateRedis(tmp_path)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
 def test_unreachable_redis_falls_back_to_memory_and_still_limits(caplog: pytest.LogCaptureFixture) -> None:
     limiter = RateLimiter(f"redis://127.0.0.1:{free_port()}/0", key_prefix="wgtest")
     with caplog.at_level(logging.ERROR, logger="wardgate.ratelimit"):

@@ -14,7 +14,6 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -399,17 +398,6 @@ def test_health_reports_an_unreachable_redis_before_any_limited_request(
     # because no sign-in has happened since start.
     site = make_site(REDIS_URL=f"redis://127.0.0.1:{free_port()}/0")
     assert site.ready()["rate_limits"] == DEGRADED
-
-
-@pytest.fixture
-def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
-    """A redis-server of this test's own (the shared one must never be stopped)."""
-    server = PrivateRedis(tmp_path)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def test_health_shows_rate_limits_back_on_redis_without_waiting_for_a_signin(

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,15 +20,9 @@ from typing import IO, Any
 import httpx
 import redis
 
+from tests.servers import free_port
+
 STARTUP_SECONDS = 30.0
-
-
-def free_port() -> int:
-    """A loopback TCP port nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def wait_for(condition: Callable[[], bool], *, timeout: float, interval: float = 0.02, what: str) -> float:
