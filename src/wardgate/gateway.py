@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import anyio.to_thread
@@ -53,6 +54,7 @@ class Gateway:
     sign_on: SignOn | None = None  # single sign-on, when a provider is configured
     api_keys: ApiKeyService = field(init=False)  # set by build()
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    _in_threads: set[asyncio.Future[None]] = field(default_factory=set)
 
     @classmethod
     def build(cls, settings: Settings) -> Gateway:
@@ -121,9 +123,20 @@ class Gateway:
             listen = self.channel.listen(self._on_channel_notice, self._on_channel_state)
             self._tasks.append(asyncio.create_task(listen, name="wardgate-revocation-channel"))
 
+    async def _in_thread(self, work: Callable[[], None]) -> None:
+        """Run background database work in a thread that `stop` waits for.
+
+        Cancelling a task does not stop the thread it waits on (anyio abandons it); without this, `stop`
+        could dispose of the engine while a sync still holds a connection, leaking it.
+        """
+        future = asyncio.ensure_future(anyio.to_thread.run_sync(work))
+        self._in_threads.add(future)
+        future.add_done_callback(self._in_threads.discard)
+        await asyncio.shield(future)
+
     async def _on_channel_notice(self) -> None:
         try:
-            await anyio.to_thread.run_sync(self.registry.sync)
+            await self._in_thread(self.registry.sync)
         except SQLAlchemyError as exc:  # the poll retries; the view ages into the database fallback
             log.warning("session sync on notice failed (%s)", type(exc).__name__)
 
@@ -133,7 +146,7 @@ class Gateway:
             return
         try:
             # Catch up on whatever was missed while disconnected, then trust the view again.
-            await anyio.to_thread.run_sync(self.registry.sync)
+            await self._in_thread(self.registry.sync)
         except SQLAlchemyError as exc:
             log.warning(
                 "session sync after reconnecting failed (%s); view stays untrusted", type(exc).__name__
@@ -163,6 +176,7 @@ class Gateway:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks.clear()
+        await asyncio.gather(*self._in_threads, return_exceptions=True)
         with contextlib.suppress(SQLAlchemyError):
             await anyio.to_thread.run_sync(self.registry.flush_touches)
         self.engine.dispose()
@@ -176,10 +190,10 @@ class Gateway:
         while True:
             await asyncio.sleep(interval)
             try:
-                await anyio.to_thread.run_sync(self.registry.sync)
+                await self._in_thread(self.registry.sync)
                 if self.channel is not None and self.channel.connected:
                     self.registry.trusted = True  # subscribed and caught up
-                await anyio.to_thread.run_sync(self.registry.flush_touches)
+                await self._in_thread(self.registry.flush_touches)
             except SQLAlchemyError as exc:
                 # Fail closed: the view's age grows and requests fall back to the database.
                 log.warning("session sync failed (%s); checks fall back to the database", type(exc).__name__)
