@@ -54,7 +54,7 @@ class Gateway:
     sign_on: SignOn | None = None  # single sign-on, when a provider is configured
     api_keys: ApiKeyService = field(init=False)  # set by build()
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
-    _in_threads: set[asyncio.Future[None]] = field(default_factory=set)
+    _in_threads: set[asyncio.Future[object]] = field(default_factory=set)
 
     @classmethod
     def build(cls, settings: Settings) -> Gateway:
@@ -123,7 +123,7 @@ class Gateway:
             listen = self.channel.listen(self._on_channel_notice, self._on_channel_state)
             self._tasks.append(asyncio.create_task(listen, name="wardgate-revocation-channel"))
 
-    async def _in_thread(self, work: Callable[[], None]) -> None:
+    async def _in_thread(self, work: Callable[[], object]) -> None:
         """Run background database work in a thread that `stop` waits for.
 
         Cancelling a task does not stop the thread it waits on (anyio abandons it); without this, `stop`
