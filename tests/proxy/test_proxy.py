@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import time
 from pathlib import Path
 
@@ -227,3 +228,48 @@ def test_websocket_upgrade_without_a_session_is_refused(gateway: str) -> None:
     ws_url = gateway.replace("http://", "ws://") + "/ws/echo"
     with pytest.raises(Exception, match=r"403|1008|rejected"), connect(ws_url, open_timeout=5) as socket:
         socket.recv(timeout=2)
+
+
+def _raw_get(base: str, target: str, token: str) -> tuple[int, bytes]:
+    """One GET with its request target sent byte for byte (HTTP clients remove dot segments first)."""
+    host, port = base.removeprefix("http://").split(":")
+    request = (
+        f"GET {target} HTTP/1.1\r\nHost: {host}:{port}\r\n"
+        f"Authorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+    )
+    with socket.create_connection((host, int(port)), timeout=5) as connection:
+        connection.sendall(request.encode())
+        answer = b""
+        while chunk := connection.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    return int(head.split()[1]), body
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "/ollama/api/chat/../pull",  # past an API key's path scope, within the upstream
+        "/ollama/api/chat/%2e%2e/pull",
+        "/openai/../../admin",  # out of the upstream's base path
+        "/openai/./models",
+        "/app/x/..",
+    ],
+)
+def test_dot_segments_are_refused_not_resolved_by_the_upstream(gateway: str, user: str, target: str) -> None:
+    status, body = _raw_get(gateway, target, user)
+    assert status == 400
+    assert json.loads(body) == {"detail": "Paths with '.' or '..' segments are refused."}
+
+
+def test_upstream_cookies_never_carry_over_to_another_request(gateway: str, user: str, admin: str) -> None:
+    """The upstream client keeps no cookie jar: one user's upstream cookie never reaches another."""
+    assert httpx.get(f"{gateway}/set-cookie", headers=bearer(user)).status_code == 200
+    seen = httpx.get(f"{gateway}/app/facts", headers=bearer(admin)).json()
+    assert seen["other_cookie"] is None and seen["token_cookie_present"] is False
+
+
+@pytest.mark.parametrize("method", ["TRACE", "CONNECT", "PROPFIND"])
+def test_methods_outside_http_apis_are_refused(gateway: str, user: str, method: str) -> None:
+    response = httpx.request(method, f"{gateway}/app/x", headers=bearer(user))
+    assert response.status_code == 405 and response.json() == {"detail": "Method Not Allowed"}

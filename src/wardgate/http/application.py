@@ -18,10 +18,10 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
 
-import httpx2
 from fastapi import FastAPI
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.routing import Route
 from starlette.types import ASGIApp
 
 from wardgate import __version__
@@ -42,8 +42,9 @@ from wardgate.http.csrf import CSRFMiddleware
 from wardgate.http.deps import TOKEN_COOKIE, is_wardgate_credential
 from wardgate.http.errors import install_error_handlers
 from wardgate.http.limits import BodySizeLimitMiddleware, HeaderSizeLimitMiddleware
-from wardgate.http.proxy import IdentityHeaders, ReverseProxy
+from wardgate.http.proxy import IdentityHeaders, ReverseProxy, upstream_session
 from wardgate.http.proxy_headers import TrustedProxyMiddleware, parse_trusted_proxies
+from wardgate.http.proxy_routes import UpstreamDispatch
 from wardgate.http.rendering import STATIC
 from wardgate.http.security_headers import SecurityHeadersMiddleware
 from wardgate.security_headers import build_header_policy
@@ -62,11 +63,7 @@ def build_routes(gateway: Gateway) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await gateway.start()
-        timeout = httpx2.Timeout(connect=10, read=s.upstream_timeout, write=60, pool=10)
-        limits = httpx2.Limits(max_connections=2000, max_keepalive_connections=200)
-        async with httpx2.AsyncClient(
-            timeout=timeout, limits=limits, follow_redirects=False, trust_env=False
-        ) as client:
+        async with upstream_session(s.upstream_timeout) as session:
             identity = IdentityHeaders(
                 s.webui_auth_trusted_email_header,
                 s.webui_auth_trusted_name_header,
@@ -74,7 +71,7 @@ def build_routes(gateway: Gateway) -> FastAPI:
                 s.webui_auth_trusted_role_header,
             )
             app.state.proxy = ReverseProxy(
-                client, identity, s.custom_api_key_header, partial(is_wardgate_credential, gateway)
+                session, identity, s.custom_api_key_header, partial(is_wardgate_credential, gateway)
             )
             try:
                 yield
@@ -93,15 +90,19 @@ def build_routes(gateway: Gateway) -> FastAPI:
     app.state.sso_providers = gateway.sign_on.display_names() if gateway.sign_on else {}
     install_error_handlers(app)
     prefix = s.route_prefix  # WARDGATE_PATH_PREFIX: keeps wardgate's routes clear of the app's
+    owned = [app.openapi_url] if app.openapi_url else []  # path templates UpstreamDispatch leaves to FastAPI
     for module in (auth_routes, apikey_routes, user_routes, audit_routes, public_routes, oauth_routes, pages):
         app.include_router(module.router, prefix=prefix)
+        owned += [prefix + route.path for route in module.router.routes if isinstance(route, Route)]
     app.mount(f"{prefix}/static", StaticFiles(directory=STATIC), name="static")
+    owned += [f"{prefix}/static/{{path:path}}", f"{prefix}/robots.txt"]
+    app.state.owned_paths = tuple(owned)
 
     @app.get(f"{prefix}/robots.txt", include_in_schema=False)
     async def robots() -> FileResponse:
         return FileResponse(STATIC / "robots.txt", media_type="text/plain")
 
-    app.include_router(proxy_routes.router)  # last: every path not matched above
+    app.include_router(proxy_routes.router)  # last: WebSocket upgrades for every path not matched above
 
     return app
 
@@ -110,7 +111,7 @@ def build_application(gateway: Gateway) -> ASGIApp:
     """Wrap the routes in the middleware stack, innermost first."""
     s = gateway.settings
     origins = parse_cors_origins(s.cors_allow_origin)
-    app: ASGIApp = build_routes(gateway)
+    app: ASGIApp = UpstreamDispatch(build_routes(gateway))  # HTTP to upstreams bypasses FastAPI's router
     app = BodySizeLimitMiddleware(app, s.max_body_size)
     site = origin_of(s.webui_url) if s.webui_url else None
     login_paths = [f"{s.route_prefix}{path}" for path in LOGIN_PATHS]

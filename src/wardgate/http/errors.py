@@ -30,10 +30,28 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _api_error(_request: Request, exc: Exception) -> JSONResponse:
-    if not isinstance(exc, ApiError):
-        raise exc
+def error_response(exc: ApiError | StoreUnavailableError) -> JSONResponse:
+    """The JSON refusal for a domain error (also used where FastAPI's handlers do not run)."""
+    if isinstance(exc, StoreUnavailableError):
+        log.warning("store unavailable: %s", exc)
+        return JSONResponse(
+            {"detail": "Authentication is temporarily unavailable. Please try again shortly."},
+            status_code=503,
+            headers={"Retry-After": "5"},
+        )
     return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+
+
+def unexpected_error_response(exc: Exception) -> JSONResponse:
+    """A 500 that says nothing about the cause; the cause goes to the log."""
+    log.error("unhandled error", exc_info=exc)
+    return JSONResponse({"detail": "Internal server error."}, status_code=500)
+
+
+def _api_error(_request: Request, exc: Exception) -> JSONResponse:
+    if not isinstance(exc, ApiError | StoreUnavailableError):
+        raise exc
+    return error_response(exc)
 
 
 def _http_error(_request: Request, exc: Exception) -> JSONResponse:
@@ -53,18 +71,8 @@ def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": problems}, status_code=422)
 
 
-def _store_unavailable(_request: Request, exc: Exception) -> JSONResponse:
-    log.warning("store unavailable: %s", exc)
-    return JSONResponse(
-        {"detail": "Authentication is temporarily unavailable. Please try again shortly."},
-        status_code=503,
-        headers={"Retry-After": "5"},
-    )
-
-
 def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
-    log.error("unhandled error", exc_info=exc)
-    return JSONResponse({"detail": "Internal server error."}, status_code=500)
+    return unexpected_error_response(exc)
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -72,5 +80,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
-    app.add_exception_handler(StoreUnavailableError, _store_unavailable)
+    app.add_exception_handler(StoreUnavailableError, _api_error)
     app.add_exception_handler(Exception, _unexpected)

@@ -23,7 +23,6 @@ from wardgate.gateway import Gateway
 from wardgate.http.cookies import clear_token_cookie, set_token_cookie
 from wardgate.http.deps import Principal, authenticate, client_info, gateway
 from wardgate.http.oauth_routes import signout_redirect_url
-from wardgate.http.proxy_routes import proxy_http
 from wardgate.http.rendering import render, safe_redirect_path
 from wardgate.oauth.linking import linked_identities
 from wardgate.review import production_findings
@@ -69,10 +68,10 @@ def _home_for(request: Request) -> str:
 
 @router.get("/")
 async def home(request: Request) -> Response:
-    """Signed-out visitors go to /auth, signed-in ones to their account (or the protected app)."""
-    gw = gateway(request)
-    if gw.upstreams.has_app and not gw.settings.route_prefix:
-        return await proxy_http(request, "")  # "/" belongs to the app
+    """Signed-out visitors go to /auth, signed-in ones to their account (or the protected app).
+
+    With an app upstream and no WARDGATE_PATH_PREFIX, "/" is the app's: `UpstreamDispatch` sends it there.
+    """
     principal = await optional_principal(request)
     return RedirectResponse(_home_for(request) if principal else _at(request, "/auth"), status_code=303)
 

@@ -1,25 +1,39 @@
 """Every path wardgate does not own: authenticate, apply the upstream's access rule, then proxy.
 
+`UpstreamDispatch` sits where the FastAPI application would: requests for paths one of wardgate's
+own routes matches go to FastAPI; the rest go straight to the proxy, without the cost of FastAPI's
+router and endpoint machinery on every proxied request. WebSocket upgrades go through FastAPI's
+catch-all route below.
+
 Unauthenticated browser navigations are sent to the sign-in page with a `redirect` back; other
 requests get 401 JSON. Pending and disabled users reach nothing; each upstream lists the roles (and
-optionally groups) it admits; API keys can be narrowed further (`KeyPrincipal.may_reach`).
+optionally groups) it admits; API keys can be narrowed further (`KeyPrincipal.may_reach`). A path with
+`.` or `..` segments is refused rather than passed on: the upstream would resolve it to a path other
+than the one the access rules were checked against.
 """
 
 from __future__ import annotations
 
+import logging
+import re
 from urllib.parse import quote
 
-from fastapi import APIRouter, Request, WebSocket
-from fastapi.responses import JSONResponse, RedirectResponse, Response
+from fastapi import APIRouter, FastAPI, WebSocket
+from starlette.requests import Request
+from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.routing import compile_path
+from starlette.types import Message, Receive, Scope, Send
 
 from wardgate.errors import ApiError, AuthenticationError, PermissionDeniedError, StoreUnavailableError
 from wardgate.http.deps import Caller, authenticate_caller, gateway, still_valid
+from wardgate.http.errors import error_response, unexpected_error_response
 from wardgate.http.proxy import ReverseProxy
 from wardgate.http.ws_proxy import POLICY_VIOLATION, relay_websocket
 from wardgate.proxy.upstreams import Upstream
 
+log = logging.getLogger(__name__)
 router = APIRouter(include_in_schema=False)
-METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
 def _is_navigation(request: Request) -> bool:
@@ -27,6 +41,11 @@ def _is_navigation(request: Request) -> bool:
         return False
     mode = request.headers.get("sec-fetch-mode")
     return mode == "navigate" if mode else "text/html" in request.headers.get("accept", "")
+
+
+def has_dot_segment(path: str) -> bool:
+    """Whether a (decoded) path has a `.` or `..` segment, which an upstream would resolve away."""
+    return any(segment in (".", "..") for segment in path.split("/"))
 
 
 def _admit(principal: Caller, upstream: Upstream, path: str) -> None:
@@ -43,13 +62,62 @@ def _admit(principal: Caller, upstream: Upstream, path: str) -> None:
         raise PermissionDeniedError("This API key may not be used for this path.", code="api_key_scope")
 
 
-@router.api_route("/{path:path}", methods=METHODS)
-async def proxy_http(request: Request, path: str) -> Response:
-    """Proxy to the upstream that serves this path, or 404 when none does."""
-    gw = gateway(request)
-    upstream = gw.upstreams.route(request.url.path)
-    if upstream is None:
-        return JSONResponse({"detail": "Not Found"}, status_code=404)
+class UpstreamDispatch:
+    """HTTP requests for paths no wardgate route owns go to the proxy; everything else to FastAPI.
+
+    Owned paths are the templates `build_routes` records in `app.state.owned_paths`.
+    """
+
+    def __init__(self, app: FastAPI) -> None:
+        self.app = app
+        gw = app.state.gateway
+        app_takes_root = gw.upstreams.has_app and not gw.settings.route_prefix  # "/" is then the app's
+        self._owned: tuple[re.Pattern[str], ...] = tuple(
+            compile_path(path)[0] for path in app.state.owned_paths if not (app_takes_root and path == "/")
+        )
+
+    def owns(self, path: str) -> bool:
+        """Whether one of wardgate's own routes (pages, API, static files) matches `path`."""
+        return any(pattern.match(path) for pattern in self._owned)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or self.owns(scope["path"]):
+            await self.app(scope, receive, send)
+            return
+        upstream = self.app.state.gateway.upstreams.route(scope["path"])
+        if upstream is None:
+            await self.app(scope, receive, send)  # FastAPI's 404
+            return
+        scope["app"] = self.app  # as Starlette sets it: the routes' helpers read app.state
+        started = False
+
+        async def tracked(message: Message) -> None:
+            nonlocal started
+            started = True
+            await send(message)
+
+        request = Request(scope, receive)
+        try:
+            response = await _proxy(request, upstream, tracked)
+        except (ApiError, StoreUnavailableError) as exc:
+            response = error_response(exc)
+        except Exception as exc:
+            if started:
+                raise
+            response = unexpected_error_response(exc)
+        if response is not None:
+            await response(scope, receive, send)
+
+
+async def _proxy(request: Request, upstream: Upstream, send: Send) -> Response | None:
+    """A refusal to send, or None once the proxy has written the upstream's answer itself."""
+    if request.method not in METHODS:
+        return JSONResponse(
+            {"detail": "Method Not Allowed"}, status_code=405, headers={"Allow": ", ".join(sorted(METHODS))}
+        )
+    if has_dot_segment(request.url.path):
+        detail = "Paths with '.' or '..' segments are refused."
+        return JSONResponse({"detail": detail}, status_code=400)
     try:
         principal = await authenticate_caller(request, prefer_cookie=not upstream.strips_authorization)
     except AuthenticationError:
@@ -57,11 +125,13 @@ async def proxy_http(request: Request, path: str) -> Response:
             target = quote(
                 request.url.path + (f"?{request.url.query}" if request.url.query else ""), safe="/"
             )
-            return RedirectResponse(f"{gw.settings.route_prefix}/auth?redirect={target}", status_code=303)
+            prefix = gateway(request).settings.route_prefix
+            return RedirectResponse(f"{prefix}/auth?redirect={target}", status_code=303)
         raise
     _admit(principal, upstream, request.url.path)
     proxy: ReverseProxy = request.app.state.proxy
-    return await proxy.forward(request, principal, upstream)
+    await proxy.forward(request, principal, upstream, send)
+    return None
 
 
 @router.websocket("/{path:path}")
@@ -69,7 +139,7 @@ async def proxy_websocket(websocket: WebSocket, path: str) -> None:
     """Authenticate the upgrade, then relay frames; closed when the session is revoked."""
     gw = gateway(websocket)
     upstream = gw.upstreams.route(websocket.url.path)
-    if upstream is None:
+    if upstream is None or has_dot_segment(websocket.url.path):
         await websocket.close(code=POLICY_VIOLATION)
         return
     try:

@@ -1,0 +1,74 @@
+"""Which paths are wardgate's and which go to the upstream, with an app upstream taking everything else."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+import pytest
+from starlette.testclient import TestClient
+
+from tests.conftest import PASSWORD, bearer, signup
+from wardgate.config import Settings
+from wardgate.gateway import Gateway
+from wardgate.http.application import build_routes
+from wardgate.http.proxy_routes import UpstreamDispatch, has_dot_segment
+
+pytestmark = pytest.mark.slow
+MakeClient = Callable[..., TestClient]
+
+
+def test_every_documented_route_is_owned_by_wardgate(make_settings: Callable[..., Settings]) -> None:
+    """A route added to the API is never shadowed by the app upstream (or handed to it)."""
+    app = build_routes(Gateway.build(make_settings(UPSTREAM_URL="http://127.0.0.1:9")))
+    dispatch = UpstreamDispatch(app)
+    paths = [re.sub(r"\{[^}]+\}", "some-id", path) for path in app.openapi()["paths"]]
+    assert len(paths) > 20
+    assert [path for path in paths if not dispatch.owns(path)] == []
+    for page in ("/auth", "/account", "/admin", "/static/wardgate.css", "/robots.txt", "/openapi.json"):
+        assert dispatch.owns(page), page
+    for other in ("/", "/authx", "/api/v1/auths/signupx", "/static", "/api/chat", "/ws/socket.io"):
+        assert not dispatch.owns(other), other
+
+
+@pytest.mark.parametrize(
+    ("path", "answered_by_wardgate"),
+    [
+        ("/api/config", True),
+        ("/health", True),
+        ("/static/wardgate.css", True),
+        ("/auth", True),
+        ("/", False),
+        ("/authx", False),
+        ("/api/v1/chats/", False),
+    ],
+)
+def test_wardgate_answers_its_own_paths_and_the_app_gets_the_rest(
+    make_client: MakeClient, upstream: str, path: str, answered_by_wardgate: bool
+) -> None:
+    client = make_client(UPSTREAM_URL=upstream)
+    anonymous = client.get(path)
+    if answered_by_wardgate:
+        assert anonymous.status_code == 200
+    else:  # the app's: only for signed-in callers, and then the upstream answers
+        assert anonymous.status_code == 401 and anonymous.json() == {"detail": "Not authenticated."}
+        token = signup(client, "admin@example.com")["token"]
+        seen = client.get(path, headers=bearer(token)).json()
+        assert seen["path"] == path
+
+
+def test_with_a_path_prefix_the_root_is_the_apps_and_wardgate_moves_aside(
+    make_client: MakeClient, upstream: str
+) -> None:
+    client = make_client(UPSTREAM_URL=upstream, WARDGATE_PATH_PREFIX="/wardgate")
+    form = {"name": "Ada", "email": "admin@example.com", "password": PASSWORD}
+    token = client.post("/wardgate/api/v1/auths/signup", json=form).json()["token"]
+    client.cookies.clear()
+    assert client.get("/wardgate/api/config").status_code == 200
+    assert client.get("/api/config", headers=bearer(token)).json()["path"] == "/api/config"  # the app's
+    assert client.get("/", headers=bearer(token)).json()["path"] == "/"
+
+
+def test_dot_segments_are_found_in_any_position() -> None:
+    assert has_dot_segment("/a/../b") and has_dot_segment("/a/.") and has_dot_segment("/./a")
+    assert not has_dot_segment("/a/...b/.well-known/x..y/")
