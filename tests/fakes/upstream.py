@@ -78,6 +78,8 @@ async def facts(request: Request) -> JSONResponse:
             "token_cookie_present": "token" in cookies,
             "other_cookie": cookies.get("app"),
             "custom_hop_header": headers.get("x-hop"),
+            "content_type": headers.get("content-type"),
+            "user_agent": headers.get("user-agent"),
             "connection": headers.get("connection"),
             "method": request.method,
             "path": request.url.path,

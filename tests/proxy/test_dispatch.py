@@ -12,6 +12,7 @@ from tests.conftest import PASSWORD, bearer, signup
 from wardgate.config import Settings
 from wardgate.gateway import Gateway
 from wardgate.http.application import build_routes
+from wardgate.http.proxy import response_headers
 from wardgate.http.proxy_routes import UpstreamDispatch, has_dot_segment
 
 pytestmark = pytest.mark.slow
@@ -72,3 +73,24 @@ def test_with_a_path_prefix_the_root_is_the_apps_and_wardgate_moves_aside(
 def test_dot_segments_are_found_in_any_position() -> None:
     assert has_dot_segment("/a/../b") and has_dot_segment("/a/.") and has_dot_segment("/./a")
     assert not has_dot_segment("/a/...b/.well-known/x..y/")
+
+
+def test_the_upstream_cannot_set_the_session_cookie_with_a_spaced_name() -> None:
+    raw = [(b"Set-Cookie", b"token =evil; Path=/"), (b"set-cookie", b" token=x"), (b"Set-Cookie", b"app=1")]
+    assert response_headers(raw) == [(b"set-cookie", b"app=1")]
+
+
+def test_a_chunked_upload_over_the_body_limit_is_413_not_502(make_client: MakeClient, upstream: str) -> None:
+    client = make_client(UPSTREAM_URL=upstream, MAX_BODY_SIZE="1024")
+    token = signup(client, "admin@example.com")["token"]
+    answer = client.post("/app/upload", content=iter([b"x" * 800] * 4), headers=bearer(token))
+    assert answer.status_code == 413 and set(answer.json()) == {"detail"}
+
+
+def test_headers_reach_the_upstream_unaltered_and_unadded(make_client: MakeClient, upstream: str) -> None:
+    client = make_client(UPSTREAM_URL=upstream)
+    token = signup(client, "admin@example.com")["token"]
+    headers = {**bearer(token), "X-Hop": "Bäcker".encode()}
+    seen = client.post("/app/raw", content=b"abc", headers=headers).json()
+    assert seen["custom_hop_header"] == "Bäcker".encode().decode("latin-1")  # the same bytes arrive
+    assert seen["content_type"] is None and seen["user_agent"] == "testclient"

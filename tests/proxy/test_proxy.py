@@ -230,15 +230,15 @@ def test_websocket_upgrade_without_a_session_is_refused(gateway: str) -> None:
         socket.recv(timeout=2)
 
 
-def _raw_get(base: str, target: str, token: str) -> tuple[int, bytes]:
-    """One GET with its request target sent byte for byte (HTTP clients remove dot segments first)."""
+def _raw_get(base: str, target: str, token: str, extra: bytes = b"") -> tuple[int, bytes]:
+    """One GET sent byte for byte (HTTP clients remove dot segments and check header bytes first)."""
     host, port = base.removeprefix("http://").split(":")
     request = (
         f"GET {target} HTTP/1.1\r\nHost: {host}:{port}\r\n"
-        f"Authorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+        f"Authorization: Bearer {token}\r\nConnection: close\r\n"
     )
     with socket.create_connection((host, int(port)), timeout=5) as connection:
-        connection.sendall(request.encode())
+        connection.sendall(request.encode() + extra + b"\r\n")
         answer = b""
         while chunk := connection.recv(65536):
             answer += chunk
@@ -273,3 +273,24 @@ def test_upstream_cookies_never_carry_over_to_another_request(gateway: str, user
 def test_methods_outside_http_apis_are_refused(gateway: str, user: str, method: str) -> None:
     response = httpx.request(method, f"{gateway}/app/x", headers=bearer(user))
     assert response.status_code == 405 and response.json() == {"detail": "Method Not Allowed"}
+
+
+@pytest.mark.parametrize(
+    ("sent", "received"),
+    [
+        ("/openai/%252e%252e/admin", "/v1/%2e%2e/admin"),  # decoded once by the upstream, never to ".."
+        ("/%2561pi/v1/auths/", "/%61pi/v1/auths/"),  # never decoded twice into /api (wardgate's)
+        ("/app/a%3Fb", "/app/a%3Fb"),  # a decoded "?" stays part of the path (Starlette re-escapes it)
+    ],
+)
+def test_the_upstream_decodes_to_the_path_the_access_rules_saw(
+    gateway: str, user: str, sent: str, received: str
+) -> None:
+    """Over TCP: Starlette's TestClient decodes the path twice itself, which would hide the bug."""
+    status, body = _raw_get(gateway, sent, user)
+    assert status == 200 and json.loads(body)["path"] == received
+
+
+def test_header_bytes_that_are_not_utf8_are_refused_not_altered(gateway: str, user: str) -> None:
+    status, body = _raw_get(gateway, "/app/x", user, extra=b"X-Hop: \xff\xfe\r\n")
+    assert status == 400 and json.loads(body) == {"detail": "Header values must be ASCII or UTF-8."}

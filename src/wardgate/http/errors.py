@@ -30,8 +30,10 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-def error_response(exc: ApiError | StoreUnavailableError) -> JSONResponse:
-    """The JSON refusal for a domain error (also used where FastAPI's handlers do not run)."""
+def error_response(exc: ApiError | StoreUnavailableError | StarletteHTTPException) -> JSONResponse:
+    """The JSON refusal for an error (also used where FastAPI's handlers do not run)."""
+    if isinstance(exc, StarletteHTTPException):
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
     if isinstance(exc, StoreUnavailableError):
         log.warning("store unavailable: %s", exc)
         return JSONResponse(
@@ -57,7 +59,7 @@ def _api_error(_request: Request, exc: Exception) -> JSONResponse:
 def _http_error(_request: Request, exc: Exception) -> JSONResponse:
     if not isinstance(exc, StarletteHTTPException):
         raise exc
-    return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+    return error_response(exc)
 
 
 def _validation_error(_request: Request, exc: Exception) -> JSONResponse:

@@ -25,11 +25,13 @@ from urllib.parse import quote
 
 import aiohttp
 from multidict import CIMultiDict
+from starlette.exceptions import HTTPException
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import Message, Receive, Send
 from yarl import URL
 
+from wardgate.errors import BadRequestError
 from wardgate.http.deps import TOKEN_COOKIE, Caller
 from wardgate.http.security_headers import PROXIED_STATE_KEY
 from wardgate.proxy.upstreams import FORWARDING, HOP_BY_HOP, Upstream
@@ -37,7 +39,7 @@ from wardgate.proxy.upstreams import FORWARDING, HOP_BY_HOP, Upstream
 log = logging.getLogger(__name__)
 SMALL_ANSWER = 64 * 1024  # bytes; larger or unsized answers are streamed
 _HOP_BY_HOP_BYTES = frozenset(name.encode() for name in HOP_BY_HOP)
-_TOKEN_COOKIE_PREFIX = TOKEN_COOKIE.encode() + b"="
+_TOKEN_COOKIE = TOKEN_COOKIE.encode()
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,9 +92,14 @@ def upstream_request_headers(
     is_ours: Callable[[str], bool],
 ) -> list[tuple[str, str]]:
     """The client's headers minus hop-by-hop, forwarding, identity and wardgate's credentials; plus ours."""
-    raw = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.scope["headers"]]
+    try:
+        raw = [(k.decode("latin-1"), v.decode("utf-8")) for k, v in request.scope["headers"]]
+    except UnicodeDecodeError:  # the upstream clients send UTF-8; other bytes would arrive altered
+        raise BadRequestError("Header values must be ASCII or UTF-8.", code="header_encoding") from None
     dropped = HOP_BY_HOP | FORWARDING | identity.lowered | _connection_tokens(raw)
     dropped |= {"host", "expect", api_key_header}  # `Expect: 100-continue` was answered to the client
+    if any(name.lower() == "transfer-encoding" for name, _ in raw):
+        dropped |= {"content-length"}  # the body is framed by its chunks; a stale length would desync
     authorization = request.headers.get("authorization", "")
     if upstream.strips_authorization or principal.via != "cookie" or is_ours(authorization):
         dropped = dropped | {"authorization"}  # wardgate's credential, or meant for a model API
@@ -127,9 +134,12 @@ def response_headers(raw: Sequence[tuple[bytes, bytes]]) -> list[tuple[bytes, by
     return [
         (name, value)
         for name, value in lowered
-        if name not in dropped
-        and not (name == b"set-cookie" and value.lstrip().startswith(_TOKEN_COOKIE_PREFIX))
+        if name not in dropped and not (name == b"set-cookie" and _cookie_name(value) == _TOKEN_COOKIE)
     ]
+
+
+def _cookie_name(set_cookie: bytes) -> bytes:
+    return set_cookie.split(b"=", 1)[0].strip()  # browsers trim the name: `token =x` sets `token`
 
 
 def upstream_session(read_timeout: float) -> aiohttp.ClientSession:
@@ -139,7 +149,7 @@ def upstream_session(read_timeout: float) -> aiohttp.ClientSession:
         cookie_jar=aiohttp.DummyCookieJar(),
         timeout=aiohttp.ClientTimeout(total=None, connect=10, sock_read=read_timeout),
         auto_decompress=False,  # bodies pass through as encoded; Content-Encoding goes with them
-        skip_auto_headers=("Accept", "Accept-Encoding", "User-Agent"),
+        skip_auto_headers=("Accept", "Accept-Encoding", "Content-Type", "User-Agent"),
         trust_env=False,
     )
 
@@ -196,9 +206,8 @@ class ReverseProxy:
         headers = upstream_request_headers(
             request, principal, upstream, self.identity, self.api_key_header, self.is_ours
         )
-        url = URL(
-            upstream.target(request.url.path, request.scope["query_string"].decode("latin-1")), encoded=True
-        )
+        target = upstream.target(request.scope["path"], request.scope["query_string"].decode("latin-1"))
+        url = URL(target, encoded=True)
         method = request.method
         has_body = method not in ("GET", "HEAD", "OPTIONS") or "content-length" in request.headers
         inbound = _Inbound(request.receive, has_body=has_body)
@@ -210,13 +219,15 @@ class ReverseProxy:
                 data=inbound.body() if has_body else None,
                 allow_redirects=False,
             )
-        except _ClientGone:
-            return
         except TimeoutError:
             log.warning("upstream %s timed out", upstream.name)
             await _refuse(request, send, 504, f"The {upstream.name} service did not answer in time.")
             return
         except aiohttp.ClientError as exc:
+            if isinstance(exc.__cause__, _ClientGone):
+                return  # aiohttp wraps what the body stream raised
+            if isinstance(exc.__cause__, HTTPException):
+                raise exc.__cause__ from None  # e.g. the body limit's 413
             log.warning("upstream %s unavailable (%s)", upstream.name, type(exc).__name__)
             await _refuse(request, send, 502, f"The {upstream.name} service is unavailable.")
             return

@@ -19,6 +19,7 @@ import re
 from urllib.parse import quote
 
 from fastapi import APIRouter, FastAPI, WebSocket
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import compile_path
@@ -99,7 +100,7 @@ class UpstreamDispatch:
         request = Request(scope, receive)
         try:
             response = await _proxy(request, upstream, tracked)
-        except (ApiError, StoreUnavailableError) as exc:
+        except (ApiError, StoreUnavailableError, HTTPException) as exc:
             response = error_response(exc)
         except Exception as exc:
             if started:
@@ -115,20 +116,19 @@ async def _proxy(request: Request, upstream: Upstream, send: Send) -> Response |
         return JSONResponse(
             {"detail": "Method Not Allowed"}, status_code=405, headers={"Allow": ", ".join(sorted(METHODS))}
         )
-    if has_dot_segment(request.url.path):
+    path: str = request.scope["path"]  # decoded once; request.url.path would re-parse a decoded "?"
+    if has_dot_segment(path):
         detail = "Paths with '.' or '..' segments are refused."
         return JSONResponse({"detail": detail}, status_code=400)
     try:
         principal = await authenticate_caller(request, prefer_cookie=not upstream.strips_authorization)
     except AuthenticationError:
         if _is_navigation(request):
-            target = quote(
-                request.url.path + (f"?{request.url.query}" if request.url.query else ""), safe="/"
-            )
+            target = quote(path + (f"?{request.url.query}" if request.url.query else ""), safe="/")
             prefix = gateway(request).settings.route_prefix
             return RedirectResponse(f"{prefix}/auth?redirect={target}", status_code=303)
         raise
-    _admit(principal, upstream, request.url.path)
+    _admit(principal, upstream, path)
     proxy: ReverseProxy = request.app.state.proxy
     await proxy.forward(request, principal, upstream, send)
     return None
@@ -138,13 +138,14 @@ async def _proxy(request: Request, upstream: Upstream, send: Send) -> Response |
 async def proxy_websocket(websocket: WebSocket, path: str) -> None:
     """Authenticate the upgrade, then relay frames; closed when the session is revoked."""
     gw = gateway(websocket)
-    upstream = gw.upstreams.route(websocket.url.path)
-    if upstream is None or has_dot_segment(websocket.url.path):
+    path = websocket.scope["path"]  # the whole decoded path (the parameter lacks the leading "/")
+    upstream = gw.upstreams.route(path)
+    if upstream is None or has_dot_segment(path):
         await websocket.close(code=POLICY_VIOLATION)
         return
     try:
         principal = await authenticate_caller(websocket, prefer_cookie=not upstream.strips_authorization)
-        _admit(principal, upstream, websocket.url.path)
+        _admit(principal, upstream, path)
     except (ApiError, StoreUnavailableError):
         await websocket.close(code=POLICY_VIOLATION)
         return

@@ -49,7 +49,8 @@ async def relay_websocket(
         )
         if k.lower() not in _HANDSHAKE
     ]
-    url = upstream.target(websocket.url.path, websocket.url.query).replace("http", "ws", 1)
+    query = websocket.scope["query_string"].decode("latin-1")
+    url = upstream.target(websocket.scope["path"], query).replace("http", "ws", 1)
     protocols = [
         p.strip() for p in websocket.headers.get("sec-websocket-protocol", "").split(",") if p.strip()
     ]

@@ -41,9 +41,13 @@ class Upstream:
     strips_authorization: bool = True  # model APIs never see the client's Authorization
 
     def target(self, path: str, query: str) -> str:
-        """The upstream URL for a request path (already known to belong to this upstream)."""
+        """The upstream URL for a decoded request path (already known to belong to this upstream).
+
+        Every `%` is escaped again: the path was decoded once by the server, and the upstream decodes
+        once more, so it sees the very path the access rules saw (`%252e` stays `%2e`, never `.`).
+        """
         rest = path[len(self.mount) :] if self.mount else path
-        url = self.base_url.rstrip("/") + "/" + quote(rest.lstrip("/"), safe="/:@!$&'()*+,;=-._~%")
+        url = self.base_url.rstrip("/") + "/" + quote(rest.lstrip("/"), safe="/:@!$&'()*+,;=-._~")
         return f"{url}?{query}" if query else url
 
     def admits(self, role: str, groups: Collection[str]) -> bool:
