@@ -196,11 +196,12 @@ def test_open_webui_routes_keep_one_default_key(probe: TestClient) -> None:
 
 def test_expiry_by_date_and_by_days(probe: TestClient) -> None:
     admin, _ = people(probe)
-    soon = create(probe, admin["token"], expires_at=int(time.time()) + 1)
+    expiry = int(time.time()) + 2  # whole seconds: 1 could already be past when a slow machine checks it
+    soon = create(probe, admin["token"], expires_at=expiry)
     later = create(probe, admin["token"], expires_in_days=30)
     assert abs(later["expires_at"] - (time.time() + 30 * 86400)) < 5
     assert use(probe, soon["api_key"]).status_code == 200
-    time.sleep(1.1)
+    time.sleep(max(0.0, expiry + 0.1 - time.time()))
     assert refused(use(probe, soon["api_key"]), 401) == EXPIRED
     assert use(probe, later["api_key"]).status_code == 200
 
