@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from types import SimpleNamespace
 
 import pytest
+from starlette.requests import Request
 from starlette.testclient import TestClient
 
 from tests.conftest import PASSWORD, bearer, signup
 from wardgate.config import Settings
 from wardgate.gateway import Gateway
 from wardgate.http.application import build_routes
-from wardgate.http.proxy import response_headers
+from wardgate.http.proxy import IdentityHeaders, response_headers, upstream_request_headers
 from wardgate.http.proxy_routes import UpstreamDispatch, has_dot_segment
+from wardgate.proxy.upstreams import Upstream
 
 pytestmark = pytest.mark.slow
 MakeClient = Callable[..., TestClient]
@@ -94,3 +97,27 @@ def test_headers_reach_the_upstream_unaltered_and_unadded(make_client: MakeClien
     seen = client.post("/app/raw", content=b"abc", headers=headers).json()
     assert seen["custom_hop_header"] == "Bäcker".encode().decode("latin-1")  # the same bytes arrive
     assert seen["content_type"] is None and seen["user_agent"] == "testclient"
+
+
+def test_a_client_length_never_travels_with_chunked_framing() -> None:
+    """Both headers at once (h11 accepts them) must not leave a stale length on a pooled connection."""
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/app/x",
+        "query_string": b"",
+        "scheme": "http",
+        "server": ("testserver", 80),
+        "client": ("10.0.0.1", 1234),
+        "headers": [(b"host", b"testserver"), (b"transfer-encoding", b"chunked"), (b"content-length", b"3")],
+    }
+    user = SimpleNamespace(email="a@example.com", name="A", role="user", groups=())
+    caller = SimpleNamespace(user=user, via="header")
+    identity = IdentityHeaders("X-Forwarded-Email", "X-Forwarded-Name", "X-Forwarded-Groups", "")
+    upstream = Upstream("app", "http://127.0.0.1:9", "")
+    sent = upstream_request_headers(Request(scope), caller, upstream, identity, "x-api-key", lambda _: False)  # type: ignore[arg-type]
+    names = {name.lower() for name, _ in sent}
+    assert "content-length" not in names and "transfer-encoding" not in names
+    scope["headers"] = [(b"host", b"testserver"), (b"content-length", b"3")]
+    kept = upstream_request_headers(Request(scope), caller, upstream, identity, "x-api-key", lambda _: False)  # type: ignore[arg-type]
+    assert ("content-length", "3") in kept

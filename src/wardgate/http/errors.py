@@ -32,8 +32,6 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 def error_response(exc: ApiError | StoreUnavailableError | StarletteHTTPException) -> JSONResponse:
     """The JSON refusal for an error (also used where FastAPI's handlers do not run)."""
-    if isinstance(exc, StarletteHTTPException):
-        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
     if isinstance(exc, StoreUnavailableError):
         log.warning("store unavailable: %s", exc)
         return JSONResponse(

@@ -14,7 +14,6 @@ than the one the access rules were checked against.
 
 from __future__ import annotations
 
-import logging
 import re
 from urllib.parse import quote
 
@@ -32,7 +31,6 @@ from wardgate.http.proxy import ReverseProxy
 from wardgate.http.ws_proxy import POLICY_VIOLATION, relay_websocket
 from wardgate.proxy.upstreams import Upstream
 
-log = logging.getLogger(__name__)
 router = APIRouter(include_in_schema=False)
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
