@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
@@ -95,3 +96,45 @@ def test_concurrent_signups_with_one_email_create_one_account(instance: tuple[Te
             assert refused(response, 400) == "This email is already registered."
     listing = client.get(USERS, params={"query": "dup@"}, headers=bearer(admin["token"])).json()
     assert listing["total"] == 1
+
+
+def test_batched_last_seen_writes_never_deadlock_with_an_admin_edit(
+    database_url: str, make_settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The flush and an edit lock the same user's rows; in opposite orders PostgreSQL kills one of them."""
+    settings = make_settings(
+        DATABASE_URL=database_url, SIGNUP_RATE_LIMIT="100/1h", SESSION_SYNC_INTERVAL="60"
+    )  # no background flush: this test runs it
+    gateway = Gateway.build(settings)
+    with TestClient(build_application(gateway), headers={"origin": ORIGIN}) as client:
+        ann, bob = signup(client, "ann@example.com"), signup(client, "bob@example.com")
+        promoted = client.post(
+            f"{USERS}{bob['id']}/update", json={"role": "admin"}, headers=bearer(ann["token"])
+        )
+        assert promoted.status_code == 200
+        assert (
+            client.get("/api/v1/auths/", headers=bearer(bob["token"])).status_code == 200
+        )  # a touch to write
+
+        # Hold the edit after it has locked bob's row, let the flush run into it, then let the edit go on.
+        holding, release = threading.Event(), threading.Event()
+        check = gateway.accounts._require_other_admin
+
+        def held_check(db: Session, user_id: str) -> None:
+            check(db, user_id)
+            holding.set()
+            release.wait(5)
+
+        monkeypatch.setattr(gateway.accounts, "_require_other_admin", held_check)
+        with ThreadPoolExecutor(2) as pool:
+            disable = {"active": False}
+            edit = pool.submit(
+                client.post, f"{USERS}{bob['id']}/update", json=disable, headers=bearer(ann["token"])
+            )
+            assert holding.wait(5)
+            flush = pool.submit(gateway.registry.flush_touches)
+            time.sleep(0.5)  # the flush takes the locks it can get, then waits for the edit's
+            release.set()
+            assert edit.result(timeout=30).status_code == 200
+            flush.result(timeout=30)
+        assert refused(client.get("/api/v1/auths/", headers=bearer(bob["token"])), 401)

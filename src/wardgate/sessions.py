@@ -332,17 +332,19 @@ class SessionRegistry:
         touches, self._touches = self._touches, {}
         key_touches, self._key_touches = self._key_touches, {}
         now = int(time.time())
+        # Rows are locked in the order every other writer uses: the user first, then its API keys and
+        # sessions (each sorted, for flushes on other instances). Opposite orders deadlock on PostgreSQL.
         with self._sessions() as db, db.begin():
-            for key_id, at in key_touches.items():
+            for user_id, at in sorted({t.user_id: t.at for t in touches.values()}.items()):
+                db.execute(update(User).where(User.id == user_id).values(last_active_at=at))
+            for key_id, at in sorted(key_touches.items()):
                 db.execute(update(ApiKey).where(ApiKey.id == key_id).values(last_used_at=at))
-            for session_id, touch in touches.items():
+            for session_id, touch in sorted(touches.items()):
                 db.execute(
                     update(AuthSession)
                     .where(AuthSession.id == session_id)
                     .values(last_seen_at=touch.at, ip=touch.ip)
                 )
-            for user_id, at in {t.user_id: t.at for t in touches.values()}.items():
-                db.execute(update(User).where(User.id == user_id).values(last_active_at=at))
             db.execute(delete(AuthChange).where(AuthChange.at < now - _CHANGE_LOG_RETENTION))
         with self._lock:
             self.view.prune(now)
