@@ -106,6 +106,14 @@ async def test_requests_without_origin_get_no_cors_headers(config: str) -> None:
     assert _cors_headers(response) == []
 
 
+@pytest.mark.parametrize(("config", "varies"), [("none", False), ("list", True), ("star", True)])
+@pytest.mark.anyio
+async def test_answers_vary_by_origin_only_when_cors_is_configured(config: str, varies: bool) -> None:
+    """A shared cache must not hand a listed origin's answer to another origin, or the reverse."""
+    response = await _request(CONFIGS[config], "GET", {})
+    assert ("origin" in response.headers.get("vary", "").lower()) is varies
+
+
 @pytest.mark.anyio
 async def test_options_without_preflight_headers_reaches_the_app() -> None:
     response = await _request([], "OPTIONS", {"Origin": FOREIGN})

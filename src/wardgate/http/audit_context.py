@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from wardgate.audit import request_origin
+from wardgate.http.scope import text_header
 
 
 class AuditContextMiddleware:
@@ -20,7 +20,7 @@ class AuditContextMiddleware:
             await self.app(scope, receive, send)
             return
         client = scope.get("client")
-        agent = Headers(scope=scope).get("user-agent")
+        agent = text_header(scope, b"user-agent")
         token = request_origin.set((client[0] if client else None, agent))
         try:
             await self.app(scope, receive, send)

@@ -21,10 +21,11 @@ import re
 from collections.abc import Sequence
 from urllib.parse import urlsplit
 
-from starlette.datastructures import Headers
 from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
+
+from wardgate.http.scope import header, text_header
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
@@ -113,12 +114,13 @@ class CORSGuardMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        headers = Headers(scope=scope)
-        origin = headers.get("origin")
+        origin = text_header(scope, b"origin")
+        if origin is None and not self.origins:
+            await self.app(scope, receive, send)  # no CORS configured: no answer varies by Origin
         # The exact string comparison Starlette makes, so the two can never disagree.
-        if origin is None or self.allow_all or origin in self.origins:
+        elif origin is None or self.allow_all or origin in self.origins:
             await self.cors(scope, receive, send)
-        elif scope["method"] == "OPTIONS" and "access-control-request-method" in headers:
+        elif scope["method"] == "OPTIONS" and header(scope, b"access-control-request-method") is not None:
             await JSONResponse({"detail": REFUSED_PREFLIGHT}, status_code=403)(scope, receive, send)
         else:
             await self.app(scope, receive, send)

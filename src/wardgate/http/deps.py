@@ -117,13 +117,14 @@ def is_wardgate_credential(gw: Gateway, authorization: str) -> bool:
 
 
 async def _caller(conn: HTTPConnection, *, keys_allowed: bool, prefer_cookie: bool = False) -> Caller:
-    cookie = conn.cookies.get(TOKEN_COOKIE) if prefer_cookie else None
+    cookie = conn.cookies.get(TOKEN_COOKIE) if prefer_cookie and "cookie" in conn.headers else None
     credential: tuple[str, Via] | None = (cookie, "cookie") if cookie else read_credential(conn)
     if credential is None:
         raise AuthenticationError(_NOT_AUTHENTICATED)
     value, via = credential
     gw = gateway(conn)
-    ip = client_info(conn).ip
+    peer = conn.scope.get("client")
+    ip = peer[0] if peer else None  # as client_info(): already resolved by the trusted-proxy middleware
     caller: Caller
     try:
         if via == "api-key-header" or (via == "header" and value.startswith(KEY_PREFIX)):

@@ -33,6 +33,7 @@ from yarl import URL
 
 from wardgate.errors import BadRequestError
 from wardgate.http.deps import TOKEN_COOKIE, Caller
+from wardgate.http.scope import header
 from wardgate.http.security_headers import PROXIED_STATE_KEY
 from wardgate.proxy.upstreams import FORWARDING, HOP_BY_HOP, Upstream
 
@@ -92,32 +93,38 @@ def upstream_request_headers(
     is_ours: Callable[[str], bool],
 ) -> list[tuple[str, str]]:
     """The client's headers minus hop-by-hop, forwarding, identity and wardgate's credentials; plus ours."""
+    scope = request.scope
     try:
-        raw = [(k.decode("latin-1"), v.decode("utf-8")) for k, v in request.scope["headers"]]
+        raw = [(k.decode("latin-1").lower(), v.decode("utf-8")) for k, v in scope["headers"]]
     except UnicodeDecodeError:  # the upstream clients send UTF-8; other bytes would arrive altered
         raise BadRequestError("Header values must be ASCII or UTF-8.", code="header_encoding") from None
-    dropped = HOP_BY_HOP | FORWARDING | identity.lowered | _connection_tokens(raw)
+    # The first value counts, as with Starlette's Headers.get().
+    first: dict[str, str] = {}
+    for name, value in raw:
+        first.setdefault(name, value)
+    dropped = HOP_BY_HOP | FORWARDING | identity.lowered
+    if "connection" in first:
+        dropped |= _connection_tokens(raw)
     dropped |= {"host", "expect", api_key_header}  # `Expect: 100-continue` was answered to the client
-    if any(name.lower() == "transfer-encoding" for name, _ in raw):
+    if "transfer-encoding" in first:
         dropped |= {"content-length"}  # the body is framed by its chunks; a stale length would desync
-    authorization = request.headers.get("authorization", "")
+    authorization = first.get("authorization", "")
     if upstream.strips_authorization or principal.via != "cookie" or is_ours(authorization):
         dropped = dropped | {"authorization"}  # wardgate's credential, or meant for a model API
     headers: list[tuple[str, str]] = []
     for name, value in raw:
-        lowered = name.lower()
-        if lowered in dropped:
+        if name in dropped:
             continue
-        if lowered == "cookie":
+        if name == "cookie":
             value = _without_wardgate_cookie(value)
             if not value:
                 continue
         headers.append((name, value))
-    client = request.client.host if request.client else ""
+    client = scope.get("client")
     headers += [
-        ("X-Forwarded-For", client),
-        ("X-Forwarded-Proto", request.url.scheme),
-        ("X-Forwarded-Host", request.headers.get("host", "")),
+        ("X-Forwarded-For", client[0] if client else ""),
+        ("X-Forwarded-Proto", scope.get("scheme", "http")),
+        ("X-Forwarded-Host", first.get("host", "")),
     ]
     headers += identity.values(principal)
     headers += list(upstream.inject_headers)
@@ -206,10 +213,13 @@ class ReverseProxy:
         headers = upstream_request_headers(
             request, principal, upstream, self.identity, self.api_key_header, self.is_ours
         )
-        target = upstream.target(request.scope["path"], request.scope["query_string"].decode("latin-1"))
+        scope = request.scope
+        target = upstream.target(scope["path"], scope["query_string"].decode("latin-1"))
         url = URL(target, encoded=True)
-        method = request.method
-        has_body = method not in ("GET", "HEAD", "OPTIONS") or "content-length" in request.headers
+        method: str = scope["method"]
+        has_body = method not in ("GET", "HEAD", "OPTIONS") or any(
+            header(scope, name) is not None for name in (b"content-length", b"transfer-encoding")
+        )
         inbound = _Inbound(request.receive, has_body=has_body)
         try:
             answer = await self._session.request(

@@ -139,6 +139,8 @@ class TrustedProxyMiddleware:
             (forwarded if name.lower() in _FORWARDING else kept).append((name.lower(), value))
         # A shallow copy: scope["state"] stays the same dict for every layer.
         resolved = {**scope, "headers": kept}
+        if not forwarded:
+            return resolved  # nothing to believe or drop: no need to ask whether the peer is trusted
         peer = scope.get("client")
         if not self.trusted.trusts(peer[0] if peer else None):
             return resolved

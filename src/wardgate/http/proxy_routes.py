@@ -15,6 +15,7 @@ than the one the access rules were checked against.
 from __future__ import annotations
 
 import re
+from functools import partial
 from urllib.parse import quote
 
 from fastapi import APIRouter, FastAPI, WebSocket
@@ -33,6 +34,7 @@ from wardgate.proxy.upstreams import Upstream
 
 router = APIRouter(include_in_schema=False)
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+_UNNAMED = partial(re.compile(r"\(\?P<\w+>").sub, "(?:")
 
 
 def _is_navigation(request: Request) -> bool:
@@ -71,13 +73,18 @@ class UpstreamDispatch:
         self.app = app
         gw = app.state.gateway
         app_takes_root = gw.upstreams.has_app and not gw.settings.route_prefix  # "/" is then the app's
-        self._owned: tuple[re.Pattern[str], ...] = tuple(
-            compile_path(path)[0] for path in app.state.owned_paths if not (app_takes_root and path == "/")
-        )
+        # One alternation of Starlette's own route patterns (anchored; group names dropped, as they
+        # repeat): one match per request instead of one per route.
+        patterns = [
+            _UNNAMED(compile_path(path)[0].pattern)
+            for path in app.state.owned_paths
+            if not (app_takes_root and path == "/")
+        ]
+        self._owned = re.compile("|".join(f"(?:{pattern})" for pattern in patterns) or r"(?!)")
 
     def owns(self, path: str) -> bool:
         """Whether one of wardgate's own routes (pages, API, static files) matches `path`."""
-        return any(pattern.match(path) for pattern in self._owned)
+        return self._owned.match(path) is not None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or self.owns(scope["path"]):
