@@ -5,6 +5,8 @@ WardgateError
 ├── ConfigError                 invalid configuration; start-up stops
 ├── StoreError                  a database or cache could not be reached or answered wrongly
 │   └── StoreUnavailableError   the store is down; callers decide fail-open or fail-closed
+├── UpstreamError               a proxied service refused, reset or garbled the exchange (502)
+│   └── UpstreamTimeoutError    it did not connect or answer in time (504)
 └── ApiError                    refused request; carries an HTTP status and a stable code
     ├── AuthenticationError     401: no, bad, expired or revoked credential
     ├── PermissionDeniedError   403: authenticated but not allowed
@@ -41,6 +43,14 @@ class StoreError(WardgateError):
 
 class StoreUnavailableError(StoreError):
     """A backing store cannot be reached."""
+
+
+class UpstreamError(WardgateError):
+    """A service behind wardgate could not be reached, or broke the exchange off."""
+
+
+class UpstreamTimeoutError(UpstreamError):
+    """A service behind wardgate did not connect or answer in time."""
 
 
 class ApiError(WardgateError):

@@ -42,11 +42,12 @@ from wardgate.http.csrf import CSRFMiddleware
 from wardgate.http.deps import TOKEN_COOKIE, is_wardgate_credential
 from wardgate.http.errors import install_error_handlers
 from wardgate.http.limits import BodySizeLimitMiddleware, HeaderSizeLimitMiddleware
-from wardgate.http.proxy import IdentityHeaders, ReverseProxy, upstream_session
+from wardgate.http.proxy import IdentityHeaders, ReverseProxy
 from wardgate.http.proxy_headers import TrustedProxyMiddleware, parse_trusted_proxies
 from wardgate.http.proxy_routes import UpstreamDispatch
 from wardgate.http.rendering import STATIC
 from wardgate.http.security_headers import SecurityHeadersMiddleware
+from wardgate.proxy.client import UpstreamClient
 from wardgate.security_headers import build_header_policy
 
 __all__ = ["ASGIApp", "build_application"]
@@ -63,20 +64,21 @@ def build_routes(gateway: Gateway) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await gateway.start()
-        async with upstream_session(s.upstream_timeout) as session:
-            identity = IdentityHeaders(
-                s.webui_auth_trusted_email_header,
-                s.webui_auth_trusted_name_header,
-                s.webui_auth_trusted_groups_header,
-                s.webui_auth_trusted_role_header,
-            )
-            app.state.proxy = ReverseProxy(
-                session, identity, s.custom_api_key_header, partial(is_wardgate_credential, gateway)
-            )
-            try:
-                yield
-            finally:
-                await gateway.stop()
+        client = UpstreamClient(read_timeout=s.upstream_timeout)
+        identity = IdentityHeaders(
+            s.webui_auth_trusted_email_header,
+            s.webui_auth_trusted_name_header,
+            s.webui_auth_trusted_groups_header,
+            s.webui_auth_trusted_role_header,
+        )
+        app.state.proxy = ReverseProxy(
+            client, identity, s.custom_api_key_header, partial(is_wardgate_credential, gateway)
+        )
+        try:
+            yield
+        finally:
+            await client.aclose()
+            await gateway.stop()
 
     app = FastAPI(
         title="wardgate",

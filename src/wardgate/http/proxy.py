@@ -6,12 +6,12 @@ followed. Wardgate's own credentials never reach an upstream: the `token` cookie
 the client's Authorization header whenever it was wardgate's credential. Identity headers arriving
 from the client are always removed before wardgate adds its own.
 
-The upstream client is aiohttp's, not httpx's (which the OAuth client uses): per proxied request it
-costs about a sixth of the CPU (bench/proxy.py). It keeps no cookie jar, so one user's upstream cookie
-never rides along on another user's request, sends the path exactly as authorised (no re-encoding, no
-dot-segment resolution) and adds no headers the client did not send. Answers are written as ASGI
-messages directly: small sized ones whole, the rest relayed chunk by chunk while a watcher listens for
-the client's disconnect.
+The upstream client is wardgate's own (`proxy/client.py`: llhttp parsing through httptools, pooled
+connections): per proxied request it costs well under half of aiohttp's CPU (bench/proxy.py). It
+keeps no cookie jar, so one user's upstream cookie never rides along on another user's request, sends
+the path exactly as authorised (no re-encoding, no dot-segment resolution) and adds no headers the
+client did not send. Answers are written as ASGI messages directly: small sized ones whole, the rest
+relayed chunk by chunk while a watcher listens for the client's disconnect.
 """
 
 from __future__ import annotations
@@ -23,18 +23,15 @@ from dataclasses import dataclass
 from http.cookies import SimpleCookie
 from urllib.parse import quote
 
-import aiohttp
-from multidict import CIMultiDict
-from starlette.exceptions import HTTPException
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import Message, Receive, Send
-from yarl import URL
 
-from wardgate.errors import BadRequestError
+from wardgate.errors import BadRequestError, UpstreamError, UpstreamTimeoutError
 from wardgate.http.deps import TOKEN_COOKIE, Caller
 from wardgate.http.scope import header
 from wardgate.http.security_headers import PROXIED_STATE_KEY
+from wardgate.proxy.client import UpstreamClient, UpstreamResponse
 from wardgate.proxy.upstreams import FORWARDING, HOP_BY_HOP, Upstream
 
 log = logging.getLogger(__name__)
@@ -149,18 +146,6 @@ def _cookie_name(set_cookie: bytes) -> bytes:
     return set_cookie.split(b"=", 1)[0].strip()  # browsers trim the name: `token =x` sets `token`
 
 
-def upstream_session(read_timeout: float) -> aiohttp.ClientSession:
-    """The process's upstream client: pooled connections, no cookie jar, no decompression, no env proxies."""
-    return aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(limit=2000, limit_per_host=0, keepalive_timeout=30),
-        cookie_jar=aiohttp.DummyCookieJar(),
-        timeout=aiohttp.ClientTimeout(total=None, connect=10, sock_read=read_timeout),
-        auto_decompress=False,  # bodies pass through as encoded; Content-Encoding goes with them
-        skip_auto_headers=("Accept", "Accept-Encoding", "Content-Type", "User-Agent"),
-        trust_env=False,
-    )
-
-
 class _ClientGone(Exception):
     """The client disconnected while its request body was being read."""
 
@@ -197,48 +182,40 @@ class ReverseProxy:
 
     def __init__(
         self,
-        session: aiohttp.ClientSession,
+        client: UpstreamClient,
         identity: IdentityHeaders,
         api_key_header: str,
         is_ours: Callable[[str], bool],
     ) -> None:
-        self._session = session
+        self._client = client
         self.identity = identity
         self.api_key_header = api_key_header.lower()
         self.is_ours = is_ours
 
     async def forward(self, request: Request, principal: Caller, upstream: Upstream, send: Send) -> None:
         """Send the request upstream (body streamed) and write the answer, or a 502/504, to `send`."""
-        request.scope.setdefault("state", {})[PROXIED_STATE_KEY] = True
+        scope = request.scope
+        scope.setdefault("state", {})[PROXIED_STATE_KEY] = True
         headers = upstream_request_headers(
             request, principal, upstream, self.identity, self.api_key_header, self.is_ours
         )
-        scope = request.scope
-        target = upstream.target(scope["path"], scope["query_string"].decode("latin-1"))
-        url = URL(target, encoded=True)
+        url = upstream.target(scope["path"], scope["query_string"].decode("latin-1"))
         method: str = scope["method"]
-        has_body = method not in ("GET", "HEAD", "OPTIONS") or any(
-            header(scope, name) is not None for name in (b"content-length", b"transfer-encoding")
-        )
-        inbound = _Inbound(request.receive, has_body=has_body)
+        declared = header(scope, b"content-length") is not None
+        chunked = not declared and header(scope, b"transfer-encoding") is not None
+        inbound = _Inbound(request.receive, has_body=declared or chunked)
         try:
-            answer = await self._session.request(
-                method,
-                url,
-                headers=CIMultiDict(headers),
-                data=inbound.body() if has_body else None,
-                allow_redirects=False,
+            answer = await self._client.request(
+                method, url, headers, inbound.body() if declared or chunked else None, chunked=chunked
             )
-        except TimeoutError:
+        except _ClientGone:
+            return
+        except UpstreamTimeoutError:
             log.warning("upstream %s timed out", upstream.name)
             await _refuse(request, send, 504, f"The {upstream.name} service did not answer in time.")
             return
-        except aiohttp.ClientError as exc:
-            if isinstance(exc.__cause__, _ClientGone):
-                return  # aiohttp wraps what the body stream raised
-            if isinstance(exc.__cause__, HTTPException):
-                raise exc.__cause__ from None  # e.g. the body limit's 413
-            log.warning("upstream %s unavailable (%s)", upstream.name, type(exc).__name__)
+        except UpstreamError as exc:
+            log.warning("upstream %s unavailable (%s)", upstream.name, exc)
             await _refuse(request, send, 502, f"The {upstream.name} service is unavailable.")
             return
         try:
@@ -247,7 +224,7 @@ class ReverseProxy:
             else:
                 await _relay(answer, inbound, send)
         finally:
-            answer.close()  # a no-op after a complete read (the connection is back in the pool)
+            answer.close()  # pooled again after a complete exchange, dropped otherwise
 
 
 async def _refuse(request: Request, send: Send, status: int, detail: str) -> None:
@@ -255,33 +232,30 @@ async def _refuse(request: Request, send: Send, status: int, detail: str) -> Non
     await response(request.scope, request.receive, send)
 
 
-def _is_small(answer: aiohttp.ClientResponse) -> bool:
+def _is_small(answer: UpstreamResponse) -> bool:
     """A sized answer of at most 64 KiB that is not an event stream: cheaper sent whole than relayed."""
-    length = answer.headers.get("Content-Length", "")
-    content_type = answer.headers.get("Content-Type", "")
-    return length.isdigit() and int(length) <= SMALL_ANSWER and "text/event-stream" not in content_type
+    length = answer.header(b"content-length") or b""
+    content_type = answer.header(b"content-type") or b""
+    return length.isdigit() and int(length) <= SMALL_ANSWER and b"text/event-stream" not in content_type
 
 
-def _start(answer: aiohttp.ClientResponse) -> Message:
-    return {
-        "type": "http.response.start",
-        "status": answer.status,
-        "headers": response_headers(answer.raw_headers),
-    }
+def _start(answer: UpstreamResponse) -> Message:
+    headers = response_headers(answer.headers)
+    return {"type": "http.response.start", "status": answer.status, "headers": headers}
 
 
-async def _send_whole(answer: aiohttp.ClientResponse, request: Request, send: Send) -> None:
+async def _send_whole(answer: UpstreamResponse, request: Request, send: Send) -> None:
     try:
         body = await answer.read()  # as sent: still encoded
-    except (aiohttp.ClientError, TimeoutError) as exc:
-        log.warning("upstream answer broke off (%s)", type(exc).__name__)
+    except UpstreamError as exc:
+        log.warning("upstream answer broke off (%s)", exc)
         await _refuse(request, send, 502, "The upstream answer broke off.")
         return
     await send(_start(answer))
     await send({"type": "http.response.body", "body": body})
 
 
-async def _relay(answer: aiohttp.ClientResponse, inbound: _Inbound, send: Send) -> None:
+async def _relay(answer: UpstreamResponse, inbound: _Inbound, send: Send) -> None:
     """Chunks as the upstream sends them, until it ends or the client disconnects (which cancels it)."""
     await send(_start(answer))
     pump = asyncio.ensure_future(_pump(answer, send))
@@ -296,10 +270,10 @@ async def _relay(answer: aiohttp.ClientResponse, inbound: _Inbound, send: Send) 
         await send({"type": "http.response.body", "body": b""})
 
 
-async def _pump(answer: aiohttp.ClientResponse, send: Send) -> None:
+async def _pump(answer: UpstreamResponse, send: Send) -> None:
     try:
-        async for chunk in answer.content.iter_any():
+        async for chunk in answer.chunks():
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
-    except (aiohttp.ClientError, TimeoutError) as exc:
-        log.warning("upstream stream broke off (%s)", type(exc).__name__)
+    except UpstreamError as exc:
+        log.warning("upstream stream broke off (%s)", exc)
         raise
