@@ -6,6 +6,7 @@ import re
 from collections.abc import Callable
 from types import SimpleNamespace
 
+import anyio
 import pytest
 from starlette.requests import Request
 from starlette.testclient import TestClient
@@ -14,7 +15,13 @@ from tests.conftest import PASSWORD, bearer, signup
 from wardgate.config import Settings
 from wardgate.gateway import Gateway
 from wardgate.http.application import build_routes
-from wardgate.http.proxy import IdentityHeaders, response_headers, upstream_request_headers
+from wardgate.http.proxy import (
+    IdentityHeaders,
+    _ClientGone,
+    _Inbound,
+    response_headers,
+    upstream_request_headers,
+)
 from wardgate.http.proxy_routes import UpstreamDispatch, has_dot_segment
 from wardgate.proxy.upstreams import Upstream
 
@@ -121,3 +128,25 @@ def test_a_client_length_never_travels_with_chunked_framing() -> None:
     scope["headers"] = [(b"host", b"testserver"), (b"content-length", b"3")]
     kept = upstream_request_headers(Request(scope), caller, upstream, identity, "x-api-key", lambda _: False)  # type: ignore[arg-type]
     assert ("content-length", "3") in kept
+
+
+@pytest.mark.anyio
+async def test_a_client_that_leaves_mid_upload_is_seen_as_gone_at_once() -> None:
+    """The relay's watcher must not wait for the rest of a body that will never come."""
+    messages = [{"type": "http.request", "body": b"part", "more_body": True}, {"type": "http.disconnect"}]
+
+    async def receive() -> dict[str, object]:
+        return messages.pop(0)
+
+    inbound = _Inbound(receive, has_body=True)  # type: ignore[arg-type]
+    received: list[bytes] = []
+
+    async def upload() -> None:
+        async for chunk in inbound.body():
+            received.append(chunk)
+
+    with pytest.raises(_ClientGone):
+        await upload()
+    assert received == [b"part"]
+    with anyio.fail_after(1):
+        await inbound.disconnected()

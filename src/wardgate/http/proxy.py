@@ -155,6 +155,7 @@ class _Inbound:
 
     def __init__(self, receive: Receive, *, has_body: bool) -> None:
         self._receive = receive
+        self.left = False
         self.body_read = asyncio.Event()
         if not has_body:
             self.body_read.set()
@@ -163,6 +164,8 @@ class _Inbound:
         while True:
             message = await self._receive()
             if message["type"] == "http.disconnect":
+                self.left = True
+                self.body_read.set()
                 raise _ClientGone
             chunk: bytes = message.get("body", b"")
             if chunk:
@@ -173,6 +176,8 @@ class _Inbound:
 
     async def disconnected(self) -> None:
         await self.body_read.wait()  # never read `receive` while the body is still being sent upstream
+        if self.left:
+            return  # it left during the upload (the answer had already begun)
         while (await self._receive())["type"] != "http.disconnect":
             pass
 
@@ -201,8 +206,8 @@ class ReverseProxy:
         )
         url = upstream.target(scope["path"], scope["query_string"].decode("latin-1"))
         method: str = scope["method"]
-        declared = header(scope, b"content-length") is not None
-        chunked = not declared and header(scope, b"transfer-encoding") is not None
+        chunked = header(scope, b"transfer-encoding") is not None  # wins over a length (RFC 9112 §6.3)
+        declared = not chunked and header(scope, b"content-length") is not None
         inbound = _Inbound(request.receive, has_body=declared or chunked)
         try:
             answer = await self._client.request(
@@ -258,6 +263,8 @@ async def _send_whole(answer: UpstreamResponse, request: Request, send: Send) ->
 async def _relay(answer: UpstreamResponse, inbound: _Inbound, send: Send) -> None:
     """Chunks as the upstream sends them, until it ends or the client disconnects (which cancels it)."""
     await send(_start(answer))
+    if ready := answer.buffered():  # the first chunk often came with the head: no task hop for it
+        await send({"type": "http.response.body", "body": ready, "more_body": True})
     pump = asyncio.ensure_future(_pump(answer, send))
     gone = asyncio.ensure_future(inbound.disconnected())
     try:

@@ -68,14 +68,15 @@ def split_url(url: str) -> tuple[Origin, str]:
 
 def request_head(method: str, target: str, origin: Origin, headers: list[tuple[str, str]]) -> bytes:
     """The request line and headers, refused (ValueError) if any part could split the request."""
-    lines = [f"{method} {target} HTTP/1.1", f"host: {origin.host_header}"]
-    lines += [f"{name}: {value}" for name, value in headers]
-    head = "\r\n".join(lines) + "\r\n\r\n"
+    start = f"{method} {target} HTTP/1.1\r\n"  # the target's bytes as received: Latin-1 round-trips them
+    lines = [f"host: {origin.host_header}"] + [f"{name}: {value}" for name, value in headers]
+    fields = "\r\n".join(lines) + "\r\n\r\n"  # values as received too: UTF-8
     # Exactly one CR LF per line plus the blank one: any CR or LF inside a part shows in the counts.
-    separators = len(lines) + 1
+    separators = len(lines) + 2
+    head = start + fields
     if head.count("\r") != separators or head.count("\n") != separators or "\0" in head:
         raise ValueError("a request header contains CR, LF or NUL")
-    return head.encode("utf-8")
+    return start.encode("latin-1") + fields.encode("utf-8")
 
 
 class _Connection(asyncio.Protocol):
@@ -194,9 +195,8 @@ class _Connection(asyncio.Protocol):
         async for chunk in body:
             if self.closed or self.complete:
                 return  # the upstream answered or left; the rest of the body is not wanted
-            if not chunk:
-                continue  # an empty chunk would end a chunked body
-            transport.write(b"%x\r\n%b\r\n" % (len(chunk), chunk) if chunked else chunk)
+            if chunk:
+                transport.write(_framed(chunk, chunked=chunked))
             if self._write_ready is not None:
                 await self._write_ready
         if chunked and not self.closed:
@@ -215,6 +215,12 @@ class _Connection(asyncio.Protocol):
                 return None
             self._waiter = self._loop.create_future()
             await self._wait(self._waiter)
+        return self.take_buffered()
+
+    def take_buffered(self) -> bytes:
+        """The body bytes received and not yet taken, without waiting (b"" when none)."""
+        if not self._chunks:
+            return b""
         data = self._chunks[0] if len(self._chunks) == 1 else b"".join(self._chunks)
         self._chunks.clear()
         self._buffered = 0
@@ -285,6 +291,10 @@ class UpstreamResponse:
                 return value
         return None
 
+    def buffered(self) -> bytes:
+        """Body bytes that have already arrived, without waiting (b"" when none)."""
+        return self._connection.take_buffered()
+
     async def chunks(self) -> AsyncIterator[bytes]:
         """The body, chunk by chunk as received (several small ones may come joined)."""
         while (chunk := await self._connection.next_chunk()) is not None:
@@ -347,6 +357,10 @@ class UpstreamClient:
             head = request_head(method, target, origin, headers)
         except ValueError as exc:
             raise UpstreamError(str(exc)) from None
+        if body is not None:
+            # The first bytes usually came with the client's head: they leave in one write with
+            # ours, so the upstream does not wake once for the head and again for the body.
+            head += _framed(await anext(body, b""), chunked=chunked)
         connection, reused = await self._acquire(origin)
         try:
             return await self._exchange(connection, head, method, body, chunked=chunked)
@@ -441,6 +455,13 @@ class UpstreamClient:
             idle.clear()
 
 
+def _framed(chunk: bytes, *, chunked: bool) -> bytes:
+    """A piece of request body as written: in chunked framing, as its chunk (none if empty: that ends it)."""
+    if not chunked or not chunk:
+        return chunk
+    return b"%x\r\n%b\r\n" % (len(chunk), chunk)
+
+
 async def _head_or_body_failure(connection: _Connection, writer: asyncio.Task[None]) -> None:
     """Wait for the answer's head while the body streams; a failure reading the body wins."""
     head = asyncio.ensure_future(connection.wait_head())
@@ -452,4 +473,7 @@ async def _head_or_body_failure(connection: _Connection, writer: asyncio.Task[No
     if writer.done() and not writer.cancelled() and writer.exception() is not None:
         head.cancel()
         raise writer.exception()  # type: ignore[misc]  # e.g. the client left, or the body limit's 413
-    await head
+    try:
+        await head
+    finally:
+        head.cancel()  # when we are cancelled: its outcome is never wanted
