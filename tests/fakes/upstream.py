@@ -21,7 +21,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 UPSTREAM_KEY = "sk-upstream-secret-never-shown-to-clients"
 IDENTITY = ("x-forwarded-email", "x-forwarded-name", "x-forwarded-groups", "x-forwarded-role")
-STATE: dict[str, object] = {"cancelled": 0, "completed": 0}
+STATE: dict[str, object] = {"cancelled": 0, "completed": 0, "abandoned": 0}
 
 
 async def chat_completions(request: Request) -> StreamingResponse | JSONResponse:
@@ -98,6 +98,16 @@ async def slow(_request: Request) -> PlainTextResponse:
     return PlainTextResponse("late")
 
 
+async def think(request: Request) -> JSONResponse:
+    """A non-streamed answer that takes seconds (a model thinking); counts requests abandoned meanwhile."""
+    for _ in range(int(float(request.query_params.get("seconds", "3")) / 0.05)):
+        if await request.is_disconnected():
+            STATE["abandoned"] = int(STATE["abandoned"]) + 1  # type: ignore[call-overload]
+            return JSONResponse({"abandoned": True})
+        await asyncio.sleep(0.05)
+    return JSONResponse({"answer": 42})
+
+
 async def redirect(_request: Request) -> RedirectResponse:
     return RedirectResponse("/elsewhere", status_code=302)
 
@@ -125,6 +135,7 @@ ROUTES = [
     Route("/api/chat", ollama_chat, methods=["POST"]),
     Route("/state", state),
     Route("/slow", slow),
+    Route("/think", think),
     Route("/redirect", redirect),
     Route("/set-cookie", set_cookie),
     WebSocketRoute("/ws/echo", echo),

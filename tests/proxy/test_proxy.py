@@ -204,6 +204,22 @@ def test_client_disconnect_cancels_the_upstream_request(gateway: str, upstream: 
     assert after["completed"] == before["completed"]
 
 
+def test_client_disconnect_before_the_answer_cancels_the_upstream_request(
+    gateway: str, upstream: str, user: str
+) -> None:
+    """A model still thinking (no byte answered yet) must not keep working for a client that left."""
+    before = httpx.get(f"{upstream}/state").json()
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.get(f"{gateway}/think?seconds=5", headers=bearer(user), timeout=0.5)
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline:
+        after = httpx.get(f"{upstream}/state").json()
+        if after["abandoned"] > before["abandoned"]:
+            break
+        time.sleep(0.1)
+    assert after["abandoned"] == before["abandoned"] + 1
+
+
 def _receive_until_closed(socket: ClientConnection) -> None:
     while True:
         socket.recv(timeout=5)

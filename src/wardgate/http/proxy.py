@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from http.cookies import SimpleCookie
 from urllib.parse import quote
@@ -31,11 +31,12 @@ from wardgate.errors import BadRequestError, UpstreamError, UpstreamTimeoutError
 from wardgate.http.deps import TOKEN_COOKIE, Caller
 from wardgate.http.scope import header
 from wardgate.http.security_headers import PROXIED_STATE_KEY
-from wardgate.proxy.client import UpstreamClient, UpstreamResponse
+from wardgate.proxy.client import Cancellation, UpstreamClient, UpstreamResponse
 from wardgate.proxy.upstreams import FORWARDING, HOP_BY_HOP, Upstream
 
 log = logging.getLogger(__name__)
 SMALL_ANSWER = 64 * 1024  # bytes; larger or unsized answers are streamed
+WATCH_AFTER = 0.05  # seconds into an exchange before a client's disconnect is watched for
 _HOP_BY_HOP_BYTES = frozenset(name.encode() for name in HOP_BY_HOP)
 _TOKEN_COOKIE = TOKEN_COOKIE.encode()
 
@@ -209,27 +210,75 @@ class ReverseProxy:
         chunked = header(scope, b"transfer-encoding") is not None  # wins over a length (RFC 9112 §6.3)
         declared = not chunked and header(scope, b"content-length") is not None
         inbound = _Inbound(request.receive, has_body=declared or chunked)
+        body = inbound.body() if declared or chunked else None
+        cancellation = Cancellation()
+        watch = _DisconnectWatch(inbound, cancellation)
         try:
-            answer = await self._client.request(
-                method, url, headers, inbound.body() if declared or chunked else None, chunked=chunked
+            pending = self._client.request(
+                method, url, headers, body, chunked=chunked, cancellation=cancellation
             )
-        except _ClientGone:
-            return
-        except UpstreamTimeoutError:
-            log.warning("upstream %s timed out", upstream.name)
-            await _refuse(request, send, 504, f"The {upstream.name} service did not answer in time.")
-            return
-        except UpstreamError as exc:
-            log.warning("upstream %s unavailable (%s)", upstream.name, exc)
-            await _refuse(request, send, 502, f"The {upstream.name} service is unavailable.")
-            return
-        try:
-            if _is_small(answer):
-                await _send_whole(answer, request, send)
-            else:
-                await _relay(answer, inbound, send)
+            await _answer(request, upstream, pending, cancellation, send)
         finally:
-            answer.close()  # pooled again after a complete exchange, dropped otherwise
+            watch.stop()
+
+
+class _DisconnectWatch:
+    """Cancels the upstream exchange when the client leaves, so the upstream stops working for nobody.
+
+    It starts after `WATCH_AFTER` seconds: a task waiting on `receive` costs about a sixth of a
+    quick proxied request, which is over before then; a long answer (a model thinking for minutes,
+    a stream) is watched, and a client that left earlier is found at once when the watch starts.
+    """
+
+    def __init__(self, inbound: _Inbound, cancellation: Cancellation) -> None:
+        self._inbound = inbound
+        self._cancellation = cancellation
+        self._task: asyncio.Task[None] | None = None
+        self._timer = asyncio.get_running_loop().call_later(WATCH_AFTER, self._start)
+
+    def _start(self) -> None:
+        self._task = asyncio.ensure_future(self._watch())
+
+    async def _watch(self) -> None:
+        await self._inbound.disconnected()
+        self._cancellation.cancel()
+
+    def stop(self) -> None:
+        """The exchange is over: stop watching."""
+        self._timer.cancel()
+        if self._task is not None:
+            self._task.cancel()
+
+
+async def _answer(
+    request: Request,
+    upstream: Upstream,
+    pending: Awaitable[UpstreamResponse],
+    cancellation: Cancellation,
+    send: Send,
+) -> None:
+    """Await the upstream's answer and write it, or the 502/504 that replaces it, to `send`."""
+    try:
+        answer = await pending
+    except _ClientGone:
+        return
+    except UpstreamTimeoutError:
+        log.warning("upstream %s timed out", upstream.name)
+        await _refuse(request, send, 504, f"The {upstream.name} service did not answer in time.")
+        return
+    except UpstreamError as exc:
+        if cancellation.cancelled:
+            return  # the client left: nobody to answer
+        log.warning("upstream %s unavailable (%s)", upstream.name, exc)
+        await _refuse(request, send, 502, f"The {upstream.name} service is unavailable.")
+        return
+    try:
+        if _is_small(answer):
+            await _send_whole(answer, request, cancellation, send)
+        else:
+            await _relay(answer, cancellation, send)
+    finally:
+        answer.close()  # pooled again after a complete exchange, dropped (the upstream sees it) otherwise
 
 
 async def _refuse(request: Request, send: Send, status: int, detail: str) -> None:
@@ -249,10 +298,14 @@ def _start(answer: UpstreamResponse) -> Message:
     return {"type": "http.response.start", "status": answer.status, "headers": headers}
 
 
-async def _send_whole(answer: UpstreamResponse, request: Request, send: Send) -> None:
+async def _send_whole(
+    answer: UpstreamResponse, request: Request, cancellation: Cancellation, send: Send
+) -> None:
     try:
         body = await answer.read()  # as sent: still encoded
     except UpstreamError as exc:
+        if cancellation.cancelled:
+            return
         log.warning("upstream answer broke off (%s)", exc)
         await _refuse(request, send, 502, "The upstream answer broke off.")
         return
@@ -260,27 +313,15 @@ async def _send_whole(answer: UpstreamResponse, request: Request, send: Send) ->
     await send({"type": "http.response.body", "body": body})
 
 
-async def _relay(answer: UpstreamResponse, inbound: _Inbound, send: Send) -> None:
-    """Chunks as the upstream sends them, until it ends or the client disconnects (which cancels it)."""
+async def _relay(answer: UpstreamResponse, cancellation: Cancellation, send: Send) -> None:
+    """Chunks as the upstream sends them, until it ends or the client leaves (which cancels it)."""
     await send(_start(answer))
-    if ready := answer.buffered():  # the first chunk often came with the head: no task hop for it
-        await send({"type": "http.response.body", "body": ready, "more_body": True})
-    pump = asyncio.ensure_future(_pump(answer, send))
-    gone = asyncio.ensure_future(inbound.disconnected())
-    try:
-        await asyncio.wait((pump, gone), return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in (pump, gone):
-            task.cancel()
-        await asyncio.gather(pump, gone, return_exceptions=True)
-    if pump.done() and not pump.cancelled() and pump.exception() is None:
-        await send({"type": "http.response.body", "body": b""})
-
-
-async def _pump(answer: UpstreamResponse, send: Send) -> None:
     try:
         async for chunk in answer.chunks():
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
     except UpstreamError as exc:
+        if cancellation.cancelled:
+            return
         log.warning("upstream stream broke off (%s)", exc)
         raise
+    await send({"type": "http.response.body", "body": b""})

@@ -272,6 +272,29 @@ class _Connection(asyncio.Protocol):
             self._transport.abort()
 
 
+class Cancellation:
+    """A handle to abandon one exchange: its connection is dropped at once and nothing is retried."""
+
+    __slots__ = ("_connection", "cancelled")
+
+    def __init__(self) -> None:
+        self.cancelled = False
+        self._connection: _Connection | None = None
+
+    def cancel(self) -> None:
+        """Drop the exchange's connection (the upstream sees the request cancelled)."""
+        self.cancelled = True
+        if self._connection is not None:
+            self._connection.abort()
+
+    def attach(self, connection: _Connection) -> None:
+        """The connection the exchange now uses; dropped at once if the exchange was already abandoned."""
+        self._connection = connection
+        if self.cancelled:
+            connection.abort()
+            raise UpstreamError("the exchange was cancelled")
+
+
 class UpstreamResponse:
     """An upstream's answer: status and raw headers at once, the body as it arrives."""
 
@@ -342,12 +365,15 @@ class UpstreamClient:
         body: AsyncIterator[bytes] | None = None,
         *,
         chunked: bool = False,
+        cancellation: Cancellation | None = None,
     ) -> UpstreamResponse:
         """Send one request and return once the answer's headers arrived.
 
         `headers` are sent as given (plus Host); with a `body`, they carry its Content-Length, or
         `chunked` asks for chunked framing. A bodiless POST, PUT or PATCH is sent with Content-Length: 0.
+        `cancellation.cancel()` abandons the exchange at any point (UpstreamError where it waits).
         """
+        cancellation = cancellation or Cancellation()
         origin, target = split_url(url)
         if chunked:
             headers = [*headers, ("transfer-encoding", "chunked")]
@@ -363,13 +389,16 @@ class UpstreamClient:
             head += _framed(await anext(body, b""), chunked=chunked)
         connection, reused = await self._acquire(origin)
         try:
+            cancellation.attach(connection)
             return await self._exchange(connection, head, method, body, chunked=chunked)
         except UpstreamTimeoutError:
             raise
         except UpstreamError:
-            if not (reused and body is None and method in _IDEMPOTENT and not connection.received):
+            retry = reused and body is None and method in _IDEMPOTENT and not connection.received
+            if cancellation.cancelled or not retry:
                 raise
         connection, _ = await self._acquire(origin, fresh=True)  # the pooled one was closed under us
+        cancellation.attach(connection)
         return await self._exchange(connection, head, method, body, chunked=chunked)
 
     async def _exchange(
