@@ -40,6 +40,7 @@ import httptools
 from wardgate.errors import UpstreamError, UpstreamTimeoutError
 
 HIGH_WATER = 64 * 1024  # bytes buffered from the upstream before reading pauses
+MAX_HEAD = 64 * 1024  # bytes of status line and headers accepted from an upstream
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})  # sent with Content-Length: 0 when bodiless
 _IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})  # RFC 9110 §9.2.2: safe to retry
 
@@ -90,14 +91,19 @@ class _Connection(asyncio.Protocol):
         self.closed = False
         self.idle_since = 0.0
         self._write_ready: asyncio.Future[None] | None = None  # set while the socket buffer is full
+        self._paused = False
         self._reset(is_head=False)
         self.active = False
 
     def _reset(self, *, is_head: bool) -> None:
+        if self._paused and self._transport is not None:
+            self._transport.resume_reading()  # a previous answer ended while reading was paused
         self._parser = httptools.HttpResponseParser(self)
         self._is_head = is_head
         self.active = True
         self.received = False  # any byte of an answer yet
+        self.body_sent = False  # the whole request body (if any) was written
+        self._head_bytes = 0
         self.status = 0
         self.headers: list[tuple[bytes, bytes]] = []
         self._interim = False
@@ -120,10 +126,19 @@ class _Connection(asyncio.Protocol):
             self.abort()  # nothing was asked: an upstream that talks out of turn is not reused
             return
         self.received = True
+        reading_head = not self._head.done()
         try:
             self._parser.feed_data(data)
         except (httptools.HttpParserError, httptools.HttpParserUpgrade):
-            self._fail(UpstreamError("the upstream answer is not valid HTTP/1.1, or switched protocols"))
+            if self.complete:  # bytes after the answer (a second one?): the answer stands, the connection not
+                self.abort()
+            else:
+                self._fail(UpstreamError("the upstream answer is not valid HTTP/1.1, or switched protocols"))
+            return
+        if reading_head and not self._head.done():
+            self._head_bytes += len(data)
+            if self._head_bytes > MAX_HEAD:  # llhttp would keep buffering an endless head
+                self._fail(UpstreamError(f"the upstream answer's head is over {MAX_HEAD} bytes"))
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -147,12 +162,18 @@ class _Connection(asyncio.Protocol):
 
     # --- httptools callbacks -------------------------------------------------------------------
 
+    def on_message_begin(self) -> None:
+        if self.complete:
+            raise UpstreamError("the upstream sent a second answer")  # never mixed into the first
+
     def on_header(self, name: bytes, value: bytes) -> None:
         self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
         status = self._parser.get_status_code()
-        if 100 <= status < 200:
+        if not 100 <= status <= 599:
+            raise UpstreamError(f"the upstream answered with the invalid status {status}")
+        if status < 200:
             if status == 101:
                 raise UpstreamError("the upstream switched protocols unasked")
             self._interim = True  # 103 Early Hints and the like: the final answer follows
@@ -194,17 +215,27 @@ class _Connection(asyncio.Protocol):
         assert transport is not None  # noqa: S101 - connected before use
         async for chunk in body:
             if self.closed or self.complete:
-                return  # the upstream answered or left; the rest of the body is not wanted
+                return  # the upstream answered or left: the body stays unfinished (not reusable)
             if chunk:
                 transport.write(_framed(chunk, chunked=chunked))
             if self._write_ready is not None:
-                await self._write_ready
-        if chunked and not self.closed:
+                await self._wait(self._write_ready, "take the request body")
+        if self.closed:
+            return
+        if chunked:
             transport.write(b"0\r\n\r\n")
+        self.body_sent = True
 
     async def wait_head(self) -> None:
         """Until the status and headers of the final answer have arrived."""
-        await self._wait(self._head)
+        await self._wait(self._head, "answer")
+
+    async def head_or_writer(self, writer: asyncio.Task[None]) -> None:
+        """While the body is written, until the head arrives or the writer fails; no timeout meanwhile.
+
+        An upload can take longer than `read_timeout`; the upstream's silence counts only after it.
+        """
+        await asyncio.wait((self._head, writer), return_when=asyncio.FIRST_COMPLETED)
 
     async def next_chunk(self) -> bytes | None:
         """The body bytes received so far (waiting for some), or None at the end of the body."""
@@ -214,7 +245,7 @@ class _Connection(asyncio.Protocol):
             if self.complete:
                 return None
             self._waiter = self._loop.create_future()
-            await self._wait(self._waiter)
+            await self._wait(self._waiter, "answer")
         return self.take_buffered()
 
     def take_buffered(self) -> bytes:
@@ -229,18 +260,18 @@ class _Connection(asyncio.Protocol):
             self._transport.resume_reading()
         return data
 
-    async def _wait(self, future: asyncio.Future[None]) -> None:
+    async def _wait(self, future: asyncio.Future[None], what: str) -> None:
         if not future.done():
-            timer = self._loop.call_later(self._client.read_timeout, self._time_out, future)
+            timer = self._loop.call_later(self._client.read_timeout, self._time_out, future, what)
             try:
                 await future
             finally:
                 timer.cancel()
         future.result()
 
-    def _time_out(self, future: asyncio.Future[None]) -> None:
+    def _time_out(self, future: asyncio.Future[None], what: str) -> None:
         if not future.done():
-            future.set_exception(UpstreamTimeoutError("the upstream did not answer in time"))
+            future.set_exception(UpstreamTimeoutError(f"the upstream did not {what} in time"))
         self.abort()
 
     def _ends_with_connection(self) -> bool:
@@ -258,6 +289,7 @@ class _Connection(asyncio.Protocol):
             self._error = error
         if not self._head.done():
             self._head.set_exception(error)
+            self._head.exception()  # whoever waits still gets it; nobody waiting is no lost error
         self._wake()
         self.abort()
 
@@ -306,6 +338,7 @@ class UpstreamResponse:
         self._writer = writer
         self.status = connection.status
         self.headers = connection.headers
+        self._closed = False
 
     def header(self, name: bytes) -> bytes | None:
         """The first value of a header (name in lower case), or None."""
@@ -329,13 +362,17 @@ class UpstreamResponse:
 
     def close(self) -> None:
         """Pool the connection after a complete exchange, drop it otherwise; idempotent."""
+        if self._closed:
+            return  # the connection may already carry another exchange
+        self._closed = True
         connection, writer = self._connection, self._writer
         reusable = connection.complete and connection.keep_alive and not connection.closed
-        if writer is not None and not writer.done():
-            writer.cancel()
-            reusable = False  # part of the request body is still unsent
-        elif writer is not None and (writer.cancelled() or writer.exception() is not None):
-            reusable = False
+        if writer is not None:
+            if not writer.done():
+                writer.cancel()
+            elif not writer.cancelled():
+                writer.exception()  # retrieved, so asyncio does not report it as lost
+            reusable = reusable and connection.body_sent  # a half-sent body would prefix the next request
         self._client.release(connection, reusable=reusable)
 
 
@@ -374,7 +411,10 @@ class UpstreamClient:
         `cancellation.cancel()` abandons the exchange at any point (UpstreamError where it waits).
         """
         cancellation = cancellation or Cancellation()
-        origin, target = split_url(url)
+        try:
+            origin, target = split_url(url)
+        except ValueError as exc:
+            raise UpstreamError(f"bad upstream URL ({exc})") from None
         if chunked:
             headers = [*headers, ("transfer-encoding", "chunked")]
         elif body is None and method in _BODY_METHODS:
@@ -493,16 +533,7 @@ def _framed(chunk: bytes, *, chunked: bool) -> bytes:
 
 async def _head_or_body_failure(connection: _Connection, writer: asyncio.Task[None]) -> None:
     """Wait for the answer's head while the body streams; a failure reading the body wins."""
-    head = asyncio.ensure_future(connection.wait_head())
-    try:
-        await asyncio.wait((head, writer), return_when=asyncio.FIRST_COMPLETED)
-    except BaseException:
-        head.cancel()
-        raise
+    await connection.head_or_writer(writer)
     if writer.done() and not writer.cancelled() and writer.exception() is not None:
-        head.cancel()
         raise writer.exception()  # type: ignore[misc]  # e.g. the client left, or the body limit's 413
-    try:
-        await head
-    finally:
-        head.cancel()  # when we are cancelled: its outcome is never wanted
+    await connection.wait_head()  # at once if it came; else the upstream's silence is timed from now
