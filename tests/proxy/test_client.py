@@ -768,6 +768,41 @@ async def test_a_body_of_declared_length_is_sent_byte_exact() -> None:
 
 
 @pytest.mark.anyio
+async def test_a_whole_body_is_sent_byte_exact_and_its_connection_reused() -> None:
+    payload = b'{"model": "m", "messages": []}\r\n\r\nGET /smuggled HTTP/1.1\r\n\r\n'
+    async with scene(serving()) as (upstream, client):
+        headers = [("content-length", str(len(payload)))]
+        answer = await client.request("POST", upstream.url("/v1/chat"), headers, payload)
+        assert await answer.read() == b"ok"
+        answer.close()
+        assert await get(client, upstream.url()) == (200, b"ok")
+    assert upstream.requests[0] == (
+        f"POST /v1/chat HTTP/1.1\r\nhost: 127.0.0.1:{upstream.port}\r\n"
+        f"content-length: {len(payload)}\r\n\r\n".encode()
+        + payload
+    )
+    assert upstream.accepts == 1
+
+
+@pytest.mark.anyio
+async def test_a_request_with_a_whole_body_is_not_retried() -> None:
+    """Even for PUT: the upstream may have acted on the body before the connection broke."""
+
+    async def script(conn: Conn) -> None:
+        await conn.request()
+        await conn.send(reply())
+        await conn.request()
+        conn.writer.close()
+
+    async with scene(script) as (upstream, client):
+        assert await get(client, upstream.url()) == (200, b"ok")
+        with pytest.raises(UpstreamError):
+            await client.request("PUT", upstream.url(), [("content-length", "7")], b"payload")
+        await asyncio.sleep(0.05)
+        assert upstream.accepts == 1
+
+
+@pytest.mark.anyio
 async def test_a_chunked_body_is_framed_and_its_empty_chunks_skipped() -> None:
     async with scene(serving()) as (upstream, client):
         body = parts(b"", b"ab", b"", b"z" * 26, b"", b"!")

@@ -1,7 +1,8 @@
 """The reverse proxy: authenticated requests stream to their upstream and back, unbuffered.
 
-Request bodies stream upstream as they arrive and responses stream back chunk by chunk (SSE, Ollama's
-NDJSON); a client that disconnects cancels the upstream request. Redirects are passed back, never
+Request bodies stream upstream as they arrive (a small one, up to 64 KiB declared, is read first and
+leaves in one write with the head) and responses stream back chunk by chunk (SSE, Ollama's NDJSON); a
+client that disconnects cancels the upstream request, before or during the answer. Redirects are passed back, never
 followed. Wardgate's own credentials never reach an upstream: the `token` cookie is removed, and so is
 the client's Authorization header whenever it was wardgate's credential. Identity headers arriving
 from the client are always removed before wardgate adds its own.
@@ -36,6 +37,7 @@ from wardgate.proxy.upstreams import FORWARDING, HOP_BY_HOP, Upstream
 
 log = logging.getLogger(__name__)
 SMALL_ANSWER = 64 * 1024  # bytes; larger or unsized answers are streamed
+SMALL_BODY = 64 * 1024  # bytes; request bodies declared larger are streamed upstream as they arrive
 WATCH_AFTER = 0.05  # seconds into an exchange before a client's disconnect is watched for
 _HOP_BY_HOP_BYTES = frozenset(name.encode() for name in HOP_BY_HOP)
 _TOKEN_COOKIE = TOKEN_COOKIE.encode()
@@ -175,6 +177,10 @@ class _Inbound:
                 self.body_read.set()
                 return
 
+    async def read(self) -> bytes:
+        """The whole body."""
+        return b"".join([chunk async for chunk in self.body()])
+
     async def disconnected(self) -> None:
         await self.body_read.wait()  # never read `receive` while the body is still being sent upstream
         if self.left:
@@ -208,9 +214,16 @@ class ReverseProxy:
         url = upstream.target(scope["path"], scope["query_string"].decode("latin-1"))
         method: str = scope["method"]
         chunked = header(scope, b"transfer-encoding") is not None  # wins over a length (RFC 9112 §6.3)
-        declared = not chunked and header(scope, b"content-length") is not None
-        inbound = _Inbound(request.receive, has_body=declared or chunked)
-        body = inbound.body() if declared or chunked else None
+        length = None if chunked else header(scope, b"content-length")
+        inbound = _Inbound(request.receive, has_body=chunked or length is not None)
+        body: bytes | AsyncIterator[bytes] | None = None
+        if length is not None and length.isdigit() and int(length) <= SMALL_BODY:
+            try:
+                body = await inbound.read()  # a chat request, say: it leaves in one write with the head
+            except _ClientGone:
+                return
+        elif chunked or length is not None:
+            body = inbound.body()  # an upload: streamed as it arrives
         cancellation = Cancellation()
         watch = _DisconnectWatch(inbound, cancellation)
         try:

@@ -399,15 +399,16 @@ class UpstreamClient:
         method: str,
         url: str,
         headers: list[tuple[str, str]],
-        body: AsyncIterator[bytes] | None = None,
+        body: bytes | AsyncIterator[bytes] | None = None,
         *,
         chunked: bool = False,
         cancellation: Cancellation | None = None,
     ) -> UpstreamResponse:
         """Send one request and return once the answer's headers arrived.
 
-        `headers` are sent as given (plus Host); with a `body`, they carry its Content-Length, or
-        `chunked` asks for chunked framing. A bodiless POST, PUT or PATCH is sent with Content-Length: 0.
+        `headers` are sent as given (plus Host); with a `body` (whole bytes, or streamed), they carry
+        its Content-Length, or `chunked` asks for chunked framing of a streamed one. A bodiless POST,
+        PUT or PATCH is sent with Content-Length: 0.
         `cancellation.cancel()` abandons the exchange at any point (UpstreamError where it waits).
         """
         cancellation = cancellation or Cancellation()
@@ -423,14 +424,18 @@ class UpstreamClient:
             head = request_head(method, target, origin, headers)
         except ValueError as exc:
             raise UpstreamError(str(exc)) from None
-        if body is not None:
+        streamed: AsyncIterator[bytes] | None = None
+        if isinstance(body, bytes):
+            head += body  # one write: the upstream wakes once for the whole request
+        elif body is not None:
             # The first bytes usually came with the client's head: they leave in one write with
             # ours, so the upstream does not wake once for the head and again for the body.
             head += _framed(await anext(body, b""), chunked=chunked)
+            streamed = body
         connection, reused = await self._acquire(origin)
         try:
             cancellation.attach(connection)
-            return await self._exchange(connection, head, method, body, chunked=chunked)
+            return await self._exchange(connection, head, method, streamed, chunked=chunked)
         except UpstreamTimeoutError:
             raise
         except UpstreamError:
@@ -439,7 +444,7 @@ class UpstreamClient:
                 raise
         connection, _ = await self._acquire(origin, fresh=True)  # the pooled one was closed under us
         cancellation.attach(connection)
-        return await self._exchange(connection, head, method, body, chunked=chunked)
+        return await self._exchange(connection, head, method, streamed, chunked=chunked)
 
     async def _exchange(
         self,
