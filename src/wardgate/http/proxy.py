@@ -1,11 +1,11 @@
 """The reverse proxy: authenticated requests stream to their upstream and back, unbuffered.
 
 Request bodies stream upstream as they arrive (a small one, up to 64 KiB declared, is read first and
-leaves in one write with the head) and responses stream back chunk by chunk (SSE, Ollama's NDJSON); a
-client that disconnects cancels the upstream request, before or during the answer. Redirects are passed back, never
-followed. Wardgate's own credentials never reach an upstream: the `token` cookie is removed, and so is
-the client's Authorization header whenever it was wardgate's credential. Identity headers arriving
-from the client are always removed before wardgate adds its own.
+leaves in one write with the head) and responses stream back chunk by chunk (SSE, Ollama's NDJSON).
+A client that disconnects cancels the upstream request, before or during the answer. Redirects are
+passed back, never followed. Wardgate's own credentials never reach an upstream: the `token` cookie is
+removed, and so is the client's Authorization header whenever it was wardgate's credential. Identity
+headers arriving from the client are always removed before wardgate adds its own.
 
 The upstream client is wardgate's own (`proxy/client.py`: llhttp parsing through httptools, pooled
 connections): per proxied request it costs well under half of aiohttp's CPU (bench/proxy.py). It
