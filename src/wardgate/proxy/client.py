@@ -358,7 +358,10 @@ class UpstreamResponse:
 
     async def read(self) -> bytes:
         """The whole body."""
-        return b"".join([chunk async for chunk in self.chunks()])
+        parts = []
+        while (chunk := await self._connection.next_chunk()) is not None:
+            parts.append(chunk)
+        return parts[0] if len(parts) == 1 else b"".join(parts)
 
     def close(self) -> None:
         """Pool the connection after a complete exchange, drop it otherwise; idempotent."""
