@@ -17,6 +17,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager, suppress
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -1202,6 +1203,42 @@ async def test_an_https_upstream_with_an_untrusted_certificate_is_refused() -> N
     assert not isinstance(raised.value, UpstreamTimeoutError)
     assert "SSL" in str(raised.value) or "Certificate" in str(raised.value)
     assert handshakes == 0  # the server's handshake never completed: nothing was sent in clear
+
+
+@pytest.mark.anyio
+async def test_an_https_upstream_trusted_through_ssl_cert_file_is_reached_and_its_name_checked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A private CA goes in SSL_CERT_FILE (OpenSSL's default paths); the host name is still verified."""
+    authority = trustme.CA()
+    bundle = tmp_path / "ca.pem"
+    authority.cert_pem.write_to_path(str(bundle))
+    monkeypatch.setenv("SSL_CERT_FILE", str(bundle))
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    authority.issue_cert("localhost").configure_cert(server_context)  # not 127.0.0.1
+
+    async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with suppress(ConnectionError, asyncio.IncompleteReadError):
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(reply(b"secret"))
+            await writer.drain()
+        writer.close()
+
+    async with asyncio.timeout(DEADLINE):
+        server = await asyncio.start_server(accept, "127.0.0.1", 0, ssl=server_context)
+        port = server.sockets[0].getsockname()[1]
+        client = UpstreamClient(read_timeout=2, connect_timeout=2)
+        try:
+            answer = await client.request("GET", f"https://localhost:{port}/", [])
+            assert (answer.status, await answer.read()) == (200, b"secret")
+            answer.close()
+            with pytest.raises(UpstreamError):  # the certificate names localhost, not 127.0.0.1
+                await client.request("GET", f"https://127.0.0.1:{port}/", [])
+        finally:
+            await client.aclose()
+            server.close()
+            await server.wait_closed()
+            await asyncio.sleep(0.01)
 
 
 @pytest.mark.anyio
