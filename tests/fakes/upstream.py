@@ -15,13 +15,13 @@ from collections.abc import AsyncIterator
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, StreamingResponse
+from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response, StreamingResponse
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 UPSTREAM_KEY = "sk-upstream-secret-never-shown-to-clients"
 IDENTITY = ("x-forwarded-email", "x-forwarded-name", "x-forwarded-groups", "x-forwarded-role")
-STATE: dict[str, object] = {"cancelled": 0, "completed": 0, "abandoned": 0}
+STATE: dict[str, object] = {"cancelled": 0, "completed": 0, "abandoned": 0, "smuggled": 0}
 
 
 async def chat_completions(request: Request) -> StreamingResponse | JSONResponse:
@@ -108,6 +108,30 @@ async def think(request: Request) -> JSONResponse:
     return JSONResponse({"answer": 42})
 
 
+async def broken_stream(_request: Request) -> StreamingResponse:
+    """Two chunks, then the upstream dies mid-answer (its server drops the connection)."""
+
+    async def lines() -> AsyncIterator[bytes]:
+        yield b"data: one\n\n"
+        await asyncio.sleep(0.05)
+        yield b"data: two\n\n"
+        await asyncio.sleep(0.05)
+        raise RuntimeError("the model crashed")
+
+    return StreamingResponse(lines(), media_type="text/event-stream")
+
+
+async def smuggled(_request: Request) -> PlainTextResponse:
+    """Reached only by a request hidden in another's body: counts them."""
+    STATE["smuggled"] = int(STATE["smuggled"]) + 1  # type: ignore[call-overload]
+    return PlainTextResponse("smuggled")
+
+
+async def not_modified(_request: Request) -> Response:
+    """A 304 announcing the length of the representation it does not send (RFC 9110 §8.6)."""
+    return Response(status_code=304, headers={"Content-Length": "1234", "ETag": '"v1"'})
+
+
 async def redirect(_request: Request) -> RedirectResponse:
     return RedirectResponse("/elsewhere", status_code=302)
 
@@ -136,6 +160,9 @@ ROUTES = [
     Route("/state", state),
     Route("/slow", slow),
     Route("/think", think),
+    Route("/smuggled", smuggled),
+    Route("/broken-stream", broken_stream),
+    Route("/not-modified", not_modified),
     Route("/redirect", redirect),
     Route("/set-cookie", set_cookie),
     WebSocketRoute("/ws/echo", echo),

@@ -596,19 +596,19 @@ async def test_a_request_on_a_fresh_connection_that_breaks_unanswered_is_not_ret
 
 
 @pytest.mark.parametrize(
-    ("method", "body", "headers"),
+    ("method", "body", "length"),
     [
-        ("POST", [b"payload"], [("content-length", "7")]),
-        ("POST", None, []),
-        ("PATCH", None, []),
-        ("PUT", [b"payload"], [("content-length", "7")]),
-        ("DELETE", [b"payload"], [("content-length", "7")]),
+        ("POST", [b"payload"], 7),
+        ("POST", None, None),
+        ("PATCH", None, None),
+        ("PUT", [b"payload"], 7),
+        ("DELETE", [b"payload"], 7),
     ],
     ids=["post-with-body", "post-without-body", "patch-without-body", "put-with-body", "delete-with-body"],
 )
 @pytest.mark.anyio
 async def test_a_request_not_safe_to_repeat_is_not_retried(
-    method: str, body: list[bytes] | None, headers: list[tuple[str, str]]
+    method: str, body: list[bytes] | None, length: int | None
 ) -> None:
     async def script(conn: Conn) -> None:
         await conn.request()
@@ -619,7 +619,9 @@ async def test_a_request_not_safe_to_repeat_is_not_retried(
     async with scene(script) as (upstream, client):
         assert await get(client, upstream.url()) == (200, b"ok")
         with pytest.raises(UpstreamError):
-            await client.request(method, upstream.url(), headers, None if body is None else parts(*body))
+            await client.request(
+                method, upstream.url(), [], None if body is None else parts(*body), length=length
+            )
         await asyncio.sleep(0.05)
         assert upstream.accepts == 1
         assert len(upstream.requests) == 2
@@ -755,14 +757,16 @@ async def test_a_body_of_declared_length_is_sent_byte_exact() -> None:
     payload = bytes(range(256)) * 4 + b"\r\n\r\n0\r\n\r\n"
     pieces = [payload[:1], payload[1:500], payload[500:]]
     async with scene(serving()) as (upstream, client):
-        headers = [("Content-Type", "application/octet-stream"), ("Content-Length", str(len(payload)))]
-        answer = await client.request("PUT", upstream.url("/up"), headers, parts(*pieces, gap=0.01))
+        headers = [("Content-Type", "application/octet-stream")]
+        answer = await client.request(
+            "PUT", upstream.url("/up"), headers, parts(*pieces, gap=0.01), length=len(payload)
+        )
         assert await answer.read() == b"ok"
         answer.close()
         assert await get(client, upstream.url()) == (200, b"ok")
     assert upstream.requests[0] == (
         f"PUT /up HTTP/1.1\r\nhost: 127.0.0.1:{upstream.port}\r\n"
-        f"Content-Type: application/octet-stream\r\nContent-Length: {len(payload)}\r\n\r\n".encode()
+        f"Content-Type: application/octet-stream\r\ncontent-length: {len(payload)}\r\n\r\n".encode()
         + payload
     )
     assert upstream.accepts == 1  # a fully sent body leaves the connection reusable
@@ -772,8 +776,7 @@ async def test_a_body_of_declared_length_is_sent_byte_exact() -> None:
 async def test_a_whole_body_is_sent_byte_exact_and_its_connection_reused() -> None:
     payload = b'{"model": "m", "messages": []}\r\n\r\nGET /smuggled HTTP/1.1\r\n\r\n'
     async with scene(serving()) as (upstream, client):
-        headers = [("content-length", str(len(payload)))]
-        answer = await client.request("POST", upstream.url("/v1/chat"), headers, payload)
+        answer = await client.request("POST", upstream.url("/v1/chat"), [], payload)
         assert await answer.read() == b"ok"
         answer.close()
         assert await get(client, upstream.url()) == (200, b"ok")
@@ -798,16 +801,64 @@ async def test_a_request_with_a_whole_body_is_not_retried() -> None:
     async with scene(script) as (upstream, client):
         assert await get(client, upstream.url()) == (200, b"ok")
         with pytest.raises(UpstreamError):
-            await client.request("PUT", upstream.url(), [("content-length", "7")], b"payload")
+            await client.request("PUT", upstream.url(), [], b"payload")
         await asyncio.sleep(0.05)
         assert upstream.accepts == 1
+
+
+@pytest.mark.parametrize("name", ["Content-Length", "transfer-encoding"])
+@pytest.mark.anyio
+async def test_framing_headers_from_the_caller_are_refused_before_anything_is_sent(name: str) -> None:
+    """Framing is the client's alone: a length passed in could disagree with the body it sends."""
+    async with scene(serving()) as (upstream, client):
+        with pytest.raises(UpstreamError):
+            await client.request("POST", upstream.url(), [(name, "5")], b"x" * 50)
+    assert upstream.accepts == 0
+
+
+@pytest.mark.parametrize(
+    ("pieces", "length"),
+    [([b"12345", b"67890"], 7), ([b"1234"], 7), ([b"12", b"34"], 7), ([b"123456789"], 7)],
+)
+@pytest.mark.anyio
+async def test_a_streamed_body_is_held_to_its_declared_length(pieces: list[bytes], length: int) -> None:
+    """Bytes past the length would be read upstream as the next request; too few leave it waiting."""
+    received: list[bytes] = []
+
+    async def script(conn: Conn) -> None:
+        await conn.reader.readuntil(b"\r\n\r\n")
+        received.append(await conn.wait_for_eof())  # the client drops the connection
+
+    async with scene(script) as (upstream, client):
+        with pytest.raises(UpstreamError, match="declared length"):
+            await client.request("POST", upstream.url(), [], parts(*pieces), length=length)
+        await asyncio.sleep(0.05)
+    assert all(len(body) <= length for body in received)
+    assert upstream.accepts == len(received)  # every connection that took part of it was closed
+
+
+@pytest.mark.anyio
+async def test_a_response_head_over_the_limit_in_one_read_is_refused() -> None:
+    head = b"HTTP/1.1 200 OK\r\n" + b"".join(b"X-Big-%d: %s\r\n" % (i, b"v" * 1000) for i in range(80))
+    answer = head + b"Content-Length: 2\r\n\r\nok"
+    assert len(answer) < READ_MAX  # one read can carry all of it
+
+    async def script(conn: Conn) -> None:
+        await conn.request()
+        conn.writer.write(answer)
+        await conn.writer.drain()
+        await conn.wait_for_eof()
+
+    async with scene(script) as (upstream, client):
+        with pytest.raises(UpstreamError, match="head"):
+            await get(client, upstream.url())
 
 
 @pytest.mark.anyio
 async def test_a_chunked_body_is_framed_and_its_empty_chunks_skipped() -> None:
     async with scene(serving()) as (upstream, client):
         body = parts(b"", b"ab", b"", b"z" * 26, b"", b"!")
-        answer = await client.request("POST", upstream.url("/c"), [("X-A", "1")], body, chunked=True)
+        answer = await client.request("POST", upstream.url("/c"), [("X-A", "1")], body)
         assert await answer.read() == b"ok"
         answer.close()
         assert await get(client, upstream.url()) == (200, b"ok")
@@ -823,7 +874,7 @@ async def test_a_chunked_body_is_framed_and_its_empty_chunks_skipped() -> None:
 @pytest.mark.anyio
 async def test_an_empty_chunked_body_is_just_the_last_chunk() -> None:
     async with scene(serving()) as (upstream, client):
-        answer = await client.request("POST", upstream.url(), [], parts(b"", b""), chunked=True)
+        answer = await client.request("POST", upstream.url(), [], parts(b"", b""))
         assert await answer.read() == b"ok"
         answer.close()
         assert await get(client, upstream.url()) == (200, b"ok")
@@ -870,7 +921,7 @@ async def test_an_early_answer_comes_back_while_the_body_is_still_streaming() ->
             await asyncio.sleep(0.01)
 
     async with scene(script) as (upstream, client):
-        answer = await client.request("POST", upstream.url(), [("content-length", "100000000")], endless())
+        answer = await client.request("POST", upstream.url(), [], endless(), length=100000000)
         assert (answer.status, await answer.read()) == (413, b"too big")
         answer.close()
         assert await get(client, upstream.url()) == (413, b"too big")
@@ -898,9 +949,7 @@ async def test_a_large_request_body_waits_for_a_slow_upstream() -> None:
         await conn.send(reply(str(received).encode()))
 
     async with scene(script, read_timeout=5) as (upstream, client):
-        sending = asyncio.ensure_future(
-            client.request("POST", upstream.url(), [("content-length", str(total))], body())
-        )
+        sending = asyncio.ensure_future(client.request("POST", upstream.url(), [], body(), length=total))
         await asyncio.sleep(0.3)
         stalled_at = produced
         upstream_ready.set()
@@ -925,7 +974,7 @@ async def test_an_exception_from_the_request_body_propagates_unchanged(after: in
     async with scene(serving()) as (upstream, client):
         assert await get(client, upstream.url()) == (200, b"ok")
         with pytest.raises(ClientLeftError, match="gone"):
-            await client.request("POST", upstream.url(), [("content-length", "10")], body())
+            await client.request("POST", upstream.url(), [], body(), length=10)
         assert await get(client, upstream.url()) == (200, b"ok")
     # Had the half-sent POST's connection been reused, the GET would have been read as its body.
     get_bytes = f"GET / HTTP/1.1\r\nhost: 127.0.0.1:{upstream.port}\r\n\r\n".encode()
@@ -997,7 +1046,7 @@ async def test_a_connection_whose_request_body_failed_after_the_answer_is_not_po
         await conn.wait_for_eof()
 
     async with scene(script, read_timeout=0.5) as (upstream, client):
-        answer = await client.request("POST", upstream.url(), [("content-length", "30")], body())
+        answer = await client.request("POST", upstream.url(), [], body(), length=30)
         assert await answer.read() == b"early"
         await asyncio.sleep(0.3)
         answer.close()
@@ -1268,7 +1317,7 @@ async def test_a_connection_is_not_pooled_when_the_answer_came_before_the_whole_
 
     async with scene(script, read_timeout=0.5) as (upstream, client):
         body = parts(b"a" * 10, b"b" * 10, b"c" * 10, gap=0.1)
-        answer = await client.request("POST", upstream.url(), [("content-length", "30")], body)
+        answer = await client.request("POST", upstream.url(), [], body, length=30)
         assert await answer.read() == b"early"
         await asyncio.sleep(0.4)  # the body's next chunk came after the answer: the rest is not sent
         answer.close()
@@ -1323,7 +1372,7 @@ async def test_closing_an_answer_twice_does_not_disturb_the_next_exchange_on_its
 async def test_a_slow_request_body_does_not_count_against_the_read_timeout() -> None:
     async with scene(serving(), read_timeout=0.3) as (upstream, client):
         body = parts(*[b"x" * 10] * 6, gap=0.1)  # 0.6 s of upload, each gap well under the timeout
-        answer = await client.request("POST", upstream.url(), [("content-length", "60")], body)
+        answer = await client.request("POST", upstream.url(), [], body, length=60)
         assert await answer.read() == b"ok"
         answer.close()
 

@@ -131,6 +131,66 @@ def test_request_bodies_reach_the_upstream(gateway: str, user: str) -> None:
     assert seen["body_length"] == len(payload) and seen["method"] == "POST"
 
 
+@pytest.mark.parametrize("size", [200, 100_000], ids=["whole-body", "streamed-body"])
+def test_a_connection_header_cannot_strip_the_body_length_to_smuggle_a_request(
+    gateway: str, upstream: str, user: str, size: int
+) -> None:
+    """`Connection: content-length` once sent the body unframed: the upstream read it as a request."""
+    smuggled = b"GET /smuggled HTTP/1.1\r\nHost: x\r\nX-Forwarded-Email: admin@example.com\r\n\r\n"
+    body = smuggled + b"x" * (size - len(smuggled))
+    before = httpx.get(f"{upstream}/state").json()["smuggled"]
+    host, port = gateway.removeprefix("http://").split(":")
+    head = (
+        f"POST /app/innocent HTTP/1.1\r\nHost: {host}:{port}\r\nAuthorization: Bearer {user}\r\n"
+        f"Connection: close, content-length\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    with socket.create_connection((host, int(port)), timeout=5) as connection:
+        connection.sendall(head.encode() + body)
+        answer = b""
+        while chunk := connection.recv(65536):
+            answer += chunk
+    seen = json.loads(answer.partition(b"\r\n\r\n")[2])
+    assert seen["body_length"] == len(body) and seen["path"] == "/app/innocent"
+    for _ in range(3):  # whatever was left on the pooled connection would surface now
+        assert httpx.get(f"{gateway}/app/next", headers=bearer(user)).json()["path"] == "/app/next"
+    assert httpx.get(f"{upstream}/state").json()["smuggled"] == before
+
+
+def test_a_304_announcing_a_length_arrives_without_a_body_and_keeps_the_connection(
+    gateway: str, user: str
+) -> None:
+    """The length a 304 announces is the representation's; relayed as is, the server waited for it."""
+    host, port = gateway.removeprefix("http://").split(":")
+    first = f"GET /not-modified HTTP/1.1\r\nHost: {host}:{port}\r\nAuthorization: Bearer {user}\r\n\r\n"
+    second = first.replace("/not-modified", "/app/next").replace("\r\n\r\n", "\r\nConnection: close\r\n\r\n")
+    with socket.create_connection((host, int(port)), timeout=5) as connection:
+        connection.sendall(first.encode())
+        answer = connection.recv(65536)
+        assert answer.startswith(b"HTTP/1.1 304 ") and answer.endswith(b"\r\n\r\n")
+        assert b"content-length" not in answer.lower() and b'etag: "v1"' in answer.lower()
+        connection.sendall(second.encode())  # the same connection still serves
+        rest = b""
+        while chunk := connection.recv(65536):
+            rest += chunk
+    assert rest.startswith(b"HTTP/1.1 200 ") and b'"path":"/app/next"' in rest
+
+
+def test_an_upstream_stream_that_breaks_off_reaches_the_client_cut_short_not_complete(
+    gateway: str, user: str
+) -> None:
+    """A stream that ended cleanly would pass a crashed model's half answer off as whole."""
+    received: list[str] = []
+
+    def read_all() -> None:
+        with httpx.stream("GET", f"{gateway}/broken-stream", headers=bearer(user), timeout=5) as response:
+            assert response.status_code == 200
+            received.extend(response.iter_lines())
+
+    with pytest.raises(httpx.RemoteProtocolError):  # no last chunk: the connection just ends
+        read_all()
+    assert "data: one" in received
+
+
 def test_redirects_are_passed_back_not_followed(gateway: str, user: str) -> None:
     response = httpx.get(f"{gateway}/redirect", headers=bearer(user), follow_redirects=False)
     assert response.status_code == 302 and response.headers["location"] == "/elsewhere"

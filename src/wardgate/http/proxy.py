@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 SMALL_ANSWER = 64 * 1024  # bytes; larger or unsized answers are streamed
 SMALL_BODY = 64 * 1024  # bytes; request bodies declared larger are streamed upstream as they arrive
 WATCH_AFTER = 0.05  # seconds into an exchange before a client's disconnect is watched for
+_FRAMING = frozenset({"content-length", "transfer-encoding"})
 _HOP_BY_HOP_BYTES = frozenset(name.encode() for name in HOP_BY_HOP)
 _TOKEN_COOKIE = TOKEN_COOKIE.encode()
 
@@ -106,8 +107,7 @@ def upstream_request_headers(
     if "connection" in first:
         dropped |= _connection_tokens(raw)
     dropped |= {"host", "expect", api_key_header}  # `Expect: 100-continue` was answered to the client
-    if "transfer-encoding" in first:
-        dropped |= {"content-length"}  # the body is framed by its chunks; a stale length would desync
+    dropped |= _FRAMING  # set again by the upstream client from the body it sends, never passed on
     authorization = first.get("authorization", "")
     if upstream.strips_authorization or principal.via != "cookie" or is_ours(authorization):
         dropped = dropped | {"authorization"}  # wardgate's credential, or meant for a model API
@@ -213,22 +213,25 @@ class ReverseProxy:
         )
         url = upstream.target(scope["path"], scope["query_string"].decode("latin-1"))
         method: str = scope["method"]
+        # The upstream request's framing comes from how the body arrived, never from headers passed
+        # on (those are dropped): the upstream client sets the length, or chunks a stream.
         chunked = header(scope, b"transfer-encoding") is not None  # wins over a length (RFC 9112 §6.3)
-        length = None if chunked else header(scope, b"content-length")
-        inbound = _Inbound(request.receive, has_body=chunked or length is not None)
+        declared = None if chunked else header(scope, b"content-length")
+        length = int(declared) if declared is not None and declared.isdigit() else None
+        inbound = _Inbound(request.receive, has_body=chunked or declared is not None)
         body: bytes | AsyncIterator[bytes] | None = None
-        if length is not None and length.isdigit() and int(length) <= SMALL_BODY:
+        if length is not None and length <= SMALL_BODY:
             try:
                 body = await inbound.read()  # a chat request, say: it leaves in one write with the head
             except _ClientGone:
                 return
-        elif chunked or length is not None:
-            body = inbound.body()  # an upload: streamed as it arrives
+        elif chunked or declared is not None:
+            body = inbound.body()  # an upload: streamed as it arrives, held to its declared length
         cancellation = Cancellation()
         watch = _DisconnectWatch(inbound, cancellation)
         try:
             pending = self._client.request(
-                method, url, headers, body, chunked=chunked, cancellation=cancellation
+                method, url, headers, body, length=length, cancellation=cancellation
             )
             await _answer(request, upstream, pending, cancellation, send)
         finally:
@@ -308,6 +311,8 @@ def _is_small(answer: UpstreamResponse) -> bool:
 
 def _start(answer: UpstreamResponse) -> Message:
     headers = response_headers(answer.headers)
+    if answer.status in (204, 304):  # no body follows, whatever length a 304 announces (RFC 9110 §8.6)
+        headers = [(name, value) for name, value in headers if name != b"content-length"]
     return {"type": "http.response.start", "status": answer.status, "headers": headers}
 
 
@@ -327,14 +332,17 @@ async def _send_whole(
 
 
 async def _relay(answer: UpstreamResponse, cancellation: Cancellation, send: Send) -> None:
-    """Chunks as the upstream sends them, until it ends or the client leaves (which cancels it)."""
+    """Chunks as the upstream sends them, until it ends or the client leaves (which cancels it).
+
+    An upstream that breaks off leaves the response unfinished: the server then closes the
+    connection, so the client sees the stream cut short rather than ended.
+    """
     await send(_start(answer))
     try:
         async for chunk in answer.chunks():
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
     except UpstreamError as exc:
-        if cancellation.cancelled:
-            return
-        log.warning("upstream stream broke off (%s)", exc)
-        raise
+        if not cancellation.cancelled:
+            log.warning("upstream stream broke off (%s)", exc)
+        return
     await send({"type": "http.response.body", "body": b""})

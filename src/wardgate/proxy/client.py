@@ -42,6 +42,7 @@ from wardgate.errors import UpstreamError, UpstreamTimeoutError
 HIGH_WATER = 64 * 1024  # bytes buffered from the upstream before reading pauses
 MAX_HEAD = 64 * 1024  # bytes of status line and headers accepted from an upstream
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})  # sent with Content-Length: 0 when bodiless
+_FRAMING = frozenset({"content-length", "transfer-encoding"})
 _IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})  # RFC 9110 §9.2.2: safe to retry
 
 
@@ -103,7 +104,8 @@ class _Connection(asyncio.Protocol):
         self.active = True
         self.received = False  # any byte of an answer yet
         self.body_sent = False  # the whole request body (if any) was written
-        self._head_bytes = 0
+        self._head_bytes = 0  # the headers' sizes
+        self._head_read = 0  # bytes read while the head was incomplete
         self.status = 0
         self.headers: list[tuple[bytes, bytes]] = []
         self._interim = False
@@ -129,15 +131,17 @@ class _Connection(asyncio.Protocol):
         reading_head = not self._head.done()
         try:
             self._parser.feed_data(data)
-        except (httptools.HttpParserError, httptools.HttpParserUpgrade):
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
             if self.complete:  # bytes after the answer (a second one?): the answer stands, the connection not
                 self.abort()
+            elif isinstance(exc.__context__, UpstreamError):
+                self._fail(exc.__context__)  # one of our callbacks refused it, and says why
             else:
                 self._fail(UpstreamError("the upstream answer is not valid HTTP/1.1, or switched protocols"))
             return
         if reading_head and not self._head.done():
-            self._head_bytes += len(data)
-            if self._head_bytes > MAX_HEAD:  # llhttp would keep buffering an endless head
+            self._head_read += len(data)
+            if self._head_read > MAX_HEAD:  # llhttp would keep buffering an endless head
                 self._fail(UpstreamError(f"the upstream answer's head is over {MAX_HEAD} bytes"))
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -167,6 +171,9 @@ class _Connection(asyncio.Protocol):
             raise UpstreamError("the upstream sent a second answer")  # never mixed into the first
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        self._head_bytes += len(name) + len(value) + 4
+        if self._head_bytes > MAX_HEAD:  # a head that came in one read is counted here
+            raise UpstreamError(f"the upstream answer's head is over {MAX_HEAD} bytes")
         self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
@@ -209,21 +216,27 @@ class _Connection(asyncio.Protocol):
         assert self._transport is not None  # noqa: S101 - connected before use
         self._transport.write(head)
 
-    async def send_body(self, body: AsyncIterator[bytes], *, chunked: bool) -> None:
-        """Stream the request body, chunk-framed when its length was not declared."""
+    async def send_body(self, body: AsyncIterator[bytes], remaining: int | None) -> None:
+        """Stream the rest of the request body: exactly `remaining` bytes, or chunk-framed if None."""
         transport = self._transport
         assert transport is not None  # noqa: S101 - connected before use
         async for chunk in body:
             if self.closed or self.complete:
                 return  # the upstream answered or left: the body stays unfinished (not reusable)
+            if remaining is not None:
+                if len(chunk) > remaining:  # the rest would be read upstream as another request
+                    raise UpstreamError("the request body is longer than its declared length")
+                remaining -= len(chunk)
             if chunk:
-                transport.write(_framed(chunk, chunked=chunked))
+                transport.write(chunk if remaining is not None else _framed(chunk, chunked=True))
             if self._write_ready is not None:
                 await self._wait(self._write_ready, "take the request body")
         if self.closed:
             return
-        if chunked:
+        if remaining is None:
             transport.write(b"0\r\n\r\n")
+        elif remaining:
+            raise UpstreamError("the request body is shorter than its declared length")
         self.body_sent = True
 
     async def wait_head(self) -> None:
@@ -404,14 +417,15 @@ class UpstreamClient:
         headers: list[tuple[str, str]],
         body: bytes | AsyncIterator[bytes] | None = None,
         *,
-        chunked: bool = False,
+        length: int | None = None,
         cancellation: Cancellation | None = None,
     ) -> UpstreamResponse:
         """Send one request and return once the answer's headers arrived.
 
-        `headers` are sent as given (plus Host); with a `body` (whole bytes, or streamed), they carry
-        its Content-Length, or `chunked` asks for chunked framing of a streamed one. A bodiless POST,
-        PUT or PATCH is sent with Content-Length: 0.
+        `headers` are sent as given, plus Host and the body's framing, which is this client's alone
+        (a framing header in `headers` is refused): whole `bytes` get their Content-Length; a streamed
+        body gets `length` as its Content-Length, held to it exactly, or chunked framing without one;
+        a bodiless POST, PUT or PATCH gets Content-Length: 0.
         `cancellation.cancel()` abandons the exchange at any point (UpstreamError where it waits).
         """
         cancellation = cancellation or Cancellation()
@@ -419,26 +433,18 @@ class UpstreamClient:
             origin, target = split_url(url)
         except ValueError as exc:
             raise UpstreamError(f"bad upstream URL ({exc})") from None
-        if chunked:
-            headers = [*headers, ("transfer-encoding", "chunked")]
-        elif body is None and method in _BODY_METHODS:
-            headers = [*headers, ("content-length", "0")]
+        if any(name.lower() in _FRAMING for name, _ in headers):
+            raise UpstreamError("request framing headers are set by the client, not passed in")
+        framing, streamed, first = await _framing(method, body, length)
         try:
-            head = request_head(method, target, origin, headers)
+            head = request_head(method, target, origin, headers + framing) + first
         except ValueError as exc:
             raise UpstreamError(str(exc)) from None
-        streamed: AsyncIterator[bytes] | None = None
-        if isinstance(body, bytes):
-            head += body  # one write: the upstream wakes once for the whole request
-        elif body is not None:
-            # The first bytes usually came with the client's head: they leave in one write with
-            # ours, so the upstream does not wake once for the head and again for the body.
-            head += _framed(await anext(body, b""), chunked=chunked)
-            streamed = body
+        remaining = None if length is None else length - len(first)
         connection, reused = await self._acquire(origin)
         try:
             cancellation.attach(connection)
-            return await self._exchange(connection, head, method, streamed, chunked=chunked)
+            return await self._exchange(connection, head, method, streamed, remaining)
         except UpstreamTimeoutError:
             raise
         except UpstreamError:
@@ -447,7 +453,7 @@ class UpstreamClient:
                 raise
         connection, _ = await self._acquire(origin, fresh=True)  # the pooled one was closed under us
         cancellation.attach(connection)
-        return await self._exchange(connection, head, method, streamed, chunked=chunked)
+        return await self._exchange(connection, head, method, streamed, remaining)
 
     async def _exchange(
         self,
@@ -455,8 +461,7 @@ class UpstreamClient:
         head: bytes,
         method: str,
         body: AsyncIterator[bytes] | None,
-        *,
-        chunked: bool,
+        remaining: int | None,
     ) -> UpstreamResponse:
         connection.begin(head, is_head=method == "HEAD")
         writer = None
@@ -464,7 +469,7 @@ class UpstreamClient:
             if body is None:
                 await connection.wait_head()
             else:
-                writer = asyncio.ensure_future(connection.send_body(body, chunked=chunked))
+                writer = asyncio.ensure_future(connection.send_body(body, remaining))
                 await _head_or_body_failure(connection, writer)
         except BaseException:
             if writer is not None:
@@ -530,6 +535,28 @@ class UpstreamClient:
             for connection in idle:
                 connection.abort()
             idle.clear()
+
+
+async def _framing(
+    method: str, body: bytes | AsyncIterator[bytes] | None, length: int | None
+) -> tuple[list[tuple[str, str]], AsyncIterator[bytes] | None, bytes]:
+    """The framing headers, the body left to stream (if any) and the body bytes that go with the head.
+
+    The first streamed bytes usually came with the client's head: they leave in one write with ours,
+    so the upstream does not wake once for the head and again for the body.
+    """
+    if isinstance(body, bytes):
+        return [("content-length", str(len(body)))], None, body
+    if body is None:
+        return ([("content-length", "0")] if method in _BODY_METHODS else []), None, b""
+    if length is None:
+        return [("transfer-encoding", "chunked")], body, _framed(await anext(body, b""), chunked=True)
+    if length < 0:
+        raise UpstreamError("a request body length cannot be negative")
+    first = await anext(body, b"")
+    if len(first) > length:
+        raise UpstreamError("the request body is longer than its declared length")
+    return [("content-length", str(length))], body, first
 
 
 def _framed(chunk: bytes, *, chunked: bool) -> bytes:
