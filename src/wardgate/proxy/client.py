@@ -23,6 +23,10 @@ its strict mode. What is written here is the connection handling around it:
 
 Nothing here follows redirects, keeps cookies, decompresses or reads proxy settings from the
 environment. Errors are `UpstreamError` (refused, reset, malformed) and `UpstreamTimeoutError`.
+
+One module, past the ~300-line guidance: the connection, the pool and the request framing share the
+one invariant that matters (a connection is reused only after a complete, fully framed exchange),
+which is easier to check when it is all in one place.
 """
 
 from __future__ import annotations
