@@ -854,6 +854,44 @@ async def test_a_response_head_over_the_limit_in_one_read_is_refused() -> None:
             await get(client, upstream.url())
 
 
+@pytest.mark.parametrize(
+    "announced", ["Content-Length: 6", "Transfer-Encoding: chunked"], ids=["length", "chunked"]
+)
+@pytest.mark.anyio
+async def test_a_204_announcing_a_body_does_not_leave_its_connection_to_the_next_request(
+    announced: str,
+) -> None:
+    """A body a 204 must not have may still come, and would be read as the next user's answer."""
+
+    async def script(conn: Conn) -> None:
+        await conn.request()
+        await conn.send(reply(b"", announced, status="204 No Content"))
+        await asyncio.sleep(0.1)
+        with suppress(ConnectionError):
+            await conn.send(reply(b"STALE!"))  # late: after the exchange, on a connection kept or not
+        await conn.request()
+        await conn.send(reply(b"STALE!"))
+
+    async with scene(script) as (upstream, client):
+        assert await get(client, upstream.url()) == (204, b"")
+        await asyncio.sleep(0.05)
+        with suppress(UpstreamError):
+            assert (await get(client, upstream.url()))[1] != b"STALE!"
+    assert upstream.accepts == 2
+
+
+@pytest.mark.parametrize("coding", ["gzip", "chunked, gzip", "identity"])
+@pytest.mark.anyio
+async def test_an_answer_with_a_transfer_coding_other_than_chunked_is_refused(coding: str) -> None:
+    """Its coding would be lost with the hop-by-hop header: the client would get undecodable bytes."""
+    async with scene(serving(reply(b"x" * 10, f"Transfer-Encoding: {coding}", version="1.1"))) as (
+        upstream,
+        client,
+    ):
+        with takes(0, 0.5), pytest.raises(UpstreamError, match="transfer coding"):
+            await get(client, upstream.url())  # at once, not after waiting for a body end never coming
+
+
 @pytest.mark.anyio
 async def test_a_chunked_body_is_framed_and_its_empty_chunks_skipped() -> None:
     async with scene(serving()) as (upstream, client):

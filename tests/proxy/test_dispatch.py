@@ -90,6 +90,54 @@ def test_the_upstream_cannot_set_the_session_cookie_with_a_spaced_name() -> None
     assert response_headers(raw) == [(b"set-cookie", b"app=1")]
 
 
+def test_the_upstream_cannot_set_a_nameless_cookie_that_browsers_send_back_as_token() -> None:
+    """RFC 6265bis: `=token=x` is stored with an empty name and sent back as `token=x`."""
+    raw = [
+        (b"Set-Cookie", b"=token=evil; Path=/"),
+        (b"Set-Cookie", b"token; Path=/"),
+        (b"Set-Cookie", b"a=b=c"),
+    ]
+    assert response_headers(raw) == [(b"set-cookie", b"a=b=c")]
+
+
+def test_the_upstreams_date_gives_way_to_the_servers_own() -> None:
+    """The server adds a Date to every answer; a second one would make the response invalid."""
+    assert response_headers([(b"Date", b"Mon, 01 Jan 2024 00:00:00 GMT"), (b"ETag", b'"1"')]) == [
+        (b"etag", b'"1"')
+    ]
+
+
+@pytest.mark.parametrize(
+    ("header", "forwarded"),
+    [
+        ("app=1; token=abc", "app=1"),
+        ('a="x; token=abc; b=y"', 'a="x; b=y"'),  # split as authentication splits it: on ";"
+        ("token=abc; a@b=1; app=1", "a@b=1; app=1"),  # names the stdlib refuses pass as they came
+        ("x=a b; app=1; token =abc", "x=a b; app=1"),
+        ("token=abc", None),
+    ],
+)
+def test_only_the_session_cookie_is_taken_out_of_the_cookie_header(
+    header: str, forwarded: str | None
+) -> None:
+    scope = {
+        "type": "http",
+        "method": "GET",
+        "path": "/app/x",
+        "query_string": b"",
+        "scheme": "http",
+        "server": ("testserver", 80),
+        "client": ("10.0.0.1", 1234),
+        "headers": [(b"host", b"testserver"), (b"cookie", header.encode())],
+    }
+    user = SimpleNamespace(email="a@example.com", name="A", role="user", groups=())
+    caller = SimpleNamespace(user=user, via="cookie")
+    identity = IdentityHeaders("X-Forwarded-Email", "X-Forwarded-Name", "X-Forwarded-Groups", "")
+    upstream = Upstream("app", "http://127.0.0.1:9", "")
+    sent = upstream_request_headers(Request(scope), caller, upstream, identity, "x-api-key", lambda _: False)  # type: ignore[arg-type]
+    assert dict(sent).get("cookie") == forwarded
+
+
 def test_a_chunked_upload_over_the_body_limit_is_413_not_502(make_client: MakeClient, upstream: str) -> None:
     client = make_client(UPSTREAM_URL=upstream, MAX_BODY_SIZE="1024")
     token = signup(client, "admin@example.com")["token"]

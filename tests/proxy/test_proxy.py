@@ -97,6 +97,23 @@ def test_wardgate_credentials_never_reach_the_upstream(gateway: str, user: str) 
         assert seen["authorization_scheme"] != "Bearer" or seen["authorization_is_upstream_key"], upstream
 
 
+def test_a_cookie_the_stdlib_cannot_parse_neither_breaks_nor_leaks(gateway: str, user: str) -> None:
+    """`a@b=1` once raised CookieError (a 500 on every proxied path: a lockout any site could set)."""
+    cookie = f'token={user}; a@b=1; app=1; q="x; token={user}; z=y"'
+    response = httpx.get(f"{gateway}/app/x", headers={"Cookie": cookie})
+    assert response.status_code == 200
+    assert response.json()["token_cookie_present"] is False and response.json()["other_cookie"] == "1"
+
+
+def test_two_different_session_cookies_are_refused_not_resolved(gateway: str, user: str, admin: str) -> None:
+    """A cookie tossed in beside wardgate's (another Domain or Path) must not choose the account."""
+    for path in ("/app/x", "/api/v1/auths/"):
+        both = httpx.get(f"{gateway}{path}", headers={"Cookie": f"token={user}; token={admin}"})
+        assert both.status_code == 401, path
+    same = httpx.get(f"{gateway}/app/x", headers={"Cookie": f"token={user}; token={user}"})
+    assert same.status_code == 200
+
+
 def test_the_apps_own_authorization_passes_through_for_cookie_sessions(gateway: str, user: str) -> None:
     app_token = {"Authorization": "Bearer the-apps-own-jwt"}
     seen = httpx.get(f"{gateway}/app/x", headers=app_token, cookies={"token": user}).json()

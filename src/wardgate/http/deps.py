@@ -99,8 +99,29 @@ def read_credential(conn: HTTPConnection) -> tuple[str, Via] | None:
     api_key = conn.headers.get(gateway(conn).settings.custom_api_key_header)
     if api_key:
         return api_key.strip(), "api-key-header"
-    cookie = conn.cookies.get(TOKEN_COOKIE)
+    cookie = session_cookie(conn)
     return (cookie, "cookie") if cookie else None
+
+
+def session_cookie(conn: HTTPConnection) -> str | None:
+    """The `token` cookie, or None. Two different ones are refused (401), not resolved.
+
+    A browser sends two when a second was set beside wardgate's with another Domain or Path (cookie
+    tossing from a sibling subdomain, RFC 6265bis §8.6): taking either could sign the user in to an
+    account the attacker chose.
+    """
+    header = conn.headers.get("cookie")
+    if not header or TOKEN_COOKIE not in header:
+        return None
+    # Split as Starlette's cookie_parser splits (on ";", names trimmed), so the count matches its view.
+    values = {
+        value.strip()
+        for name, _, value in (pair.partition("=") for pair in header.split(";"))
+        if name.strip() == TOKEN_COOKIE
+    }
+    if len(values) > 1:
+        raise AuthenticationError("Conflicting session cookies were sent; sign in again.")
+    return conn.cookies.get(TOKEN_COOKIE)
 
 
 def is_wardgate_credential(gw: Gateway, authorization: str) -> bool:
@@ -117,7 +138,7 @@ def is_wardgate_credential(gw: Gateway, authorization: str) -> bool:
 
 
 async def _caller(conn: HTTPConnection, *, keys_allowed: bool, prefer_cookie: bool = False) -> Caller:
-    cookie = conn.cookies.get(TOKEN_COOKIE) if prefer_cookie and "cookie" in conn.headers else None
+    cookie = session_cookie(conn) if prefer_cookie else None
     credential: tuple[str, Via] | None = (cookie, "cookie") if cookie else read_credential(conn)
     if credential is None:
         raise AuthenticationError(_NOT_AUTHENTICATED)

@@ -21,7 +21,6 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
-from http.cookies import SimpleCookie
 from urllib.parse import quote
 
 from starlette.requests import HTTPConnection, Request
@@ -41,7 +40,9 @@ SMALL_BODY = 64 * 1024  # bytes; request bodies declared larger are streamed ups
 WATCH_AFTER = 0.05  # seconds into an exchange before a client's disconnect is watched for
 _FRAMING = frozenset({"content-length", "transfer-encoding"})
 _HOP_BY_HOP_BYTES = frozenset(name.encode() for name in HOP_BY_HOP)
-_TOKEN_COOKIE = TOKEN_COOKIE.encode()
+# `token`, and the nameless cookie a browser sends back as a bare value: `=token=x` would come back
+# as `token=x`, a second session cookie next to wardgate's own.
+_NOT_SETTABLE = frozenset({TOKEN_COOKIE.encode(), b""})
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,10 +80,10 @@ def _connection_tokens(headers: Iterable[tuple[str, str]]) -> set[str]:
 
 
 def _without_wardgate_cookie(cookie_header: str) -> str:
-    cookies = SimpleCookie()
-    cookies.load(cookie_header)
-    kept = [f"{key}={morsel.coded_value}" for key, morsel in cookies.items() if key != TOKEN_COOKIE]
-    return "; ".join(kept)
+    """The header minus every `token` pair, split as authentication splits it (Starlette's
+    `cookie_parser`: on `;`, names trimmed); the app's own pairs pass byte for byte."""
+    kept = [pair for pair in cookie_header.split(";") if pair.partition("=")[0].strip() != TOKEN_COOKIE]
+    return ";".join(kept).strip(" ;")
 
 
 def upstream_request_headers(
@@ -134,19 +135,21 @@ def upstream_request_headers(
 def response_headers(raw: Sequence[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
     """The upstream's headers minus hop-by-hop ones and any attempt to set wardgate's session cookie."""
     lowered = [(name.lower(), value) for name, value in raw]
-    dropped = set(_HOP_BY_HOP_BYTES)
+    dropped = set(_HOP_BY_HOP_BYTES) | {b"date"}  # the server adds its own Date; two are invalid
     for name, value in lowered:
         if name == b"connection":
             dropped.update(token.strip().lower() for token in value.split(b","))
     return [
         (name, value)
         for name, value in lowered
-        if name not in dropped and not (name == b"set-cookie" and _cookie_name(value) == _TOKEN_COOKIE)
+        if name not in dropped and not (name == b"set-cookie" and _cookie_name(value) in _NOT_SETTABLE)
     ]
 
 
 def _cookie_name(set_cookie: bytes) -> bytes:
-    return set_cookie.split(b"=", 1)[0].strip()  # browsers trim the name: `token =x` sets `token`
+    """The name a browser gives the cookie (RFC 6265bis §5.6): trimmed, and empty without `=`."""
+    pair = set_cookie.split(b";", 1)[0]
+    return pair.split(b"=", 1)[0].strip() if b"=" in pair else b""
 
 
 class _ClientGone(Exception):

@@ -87,7 +87,7 @@ async def _pump(client: WebSocket, upstream: ClientConnection, still_valid: Call
         with contextlib.suppress(asyncio.CancelledError, ConnectionClosed, WebSocketDisconnect, RuntimeError):
             await task
     revoked = any(t.result() == "revoked" for t in done if not t.cancelled() and t.exception() is None)
-    with contextlib.suppress(RuntimeError, ConnectionClosed):
+    with contextlib.suppress(RuntimeError, ConnectionClosed, WebSocketDisconnect):  # it may be gone
         await client.close(code=POLICY_VIOLATION if revoked else 1000)
     await upstream.close()
 

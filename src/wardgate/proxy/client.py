@@ -113,6 +113,7 @@ class _Connection(asyncio.Protocol):
         self.status = 0
         self.headers: list[tuple[bytes, bytes]] = []
         self._interim = False
+        self._doubtful = False
         self._head: asyncio.Future[None] = self._loop.create_future()
         self._chunks: list[bytes] = []
         self._buffered = 0
@@ -189,10 +190,16 @@ class _Connection(asyncio.Protocol):
                 raise UpstreamError("the upstream switched protocols unasked")
             self._interim = True  # 103 Early Hints and the like: the final answer follows
             return
+        codings = [value for name, value in self.headers if name.lower() == b"transfer-encoding"]
+        if codings and b",".join(codings).rsplit(b",", 1)[-1].strip().lower() != b"chunked":
+            # gzip and the like: the coding would be lost with this hop-by-hop header (RFC 9112 §6.1)
+            raise UpstreamError("the upstream used a transfer coding other than chunked")
         self.status = status
         self._head.set_result(None)
         if self._is_head:
             self._finish(keep_alive=False)  # no body follows; llhttp would wait for one
+        elif status in (204, 304) and (codings or (status == 204 and self._announces_body())):
+            self._doubtful = True  # a body it must not have may still follow: the connection is not reused
 
     def on_body(self, body: bytes) -> None:
         if self.complete:
@@ -210,7 +217,7 @@ class _Connection(asyncio.Protocol):
             self.headers = []
             return
         if not self.complete:
-            self._finish(keep_alive=self._parser.should_keep_alive())
+            self._finish(keep_alive=self._parser.should_keep_alive() and not self._doubtful)
 
     # --- the exchange --------------------------------------------------------------------------
 
@@ -290,6 +297,11 @@ class _Connection(asyncio.Protocol):
         if not future.done():
             future.set_exception(UpstreamTimeoutError(f"the upstream did not {what} in time"))
         self.abort()
+
+    def _announces_body(self) -> bool:
+        return any(
+            name.lower() == b"content-length" and value.strip() != b"0" for name, value in self.headers
+        )
 
     def _ends_with_connection(self) -> bool:
         """Whether the answer is framed by the end of the connection (neither length nor chunks)."""
