@@ -120,7 +120,10 @@ def session_cookie(conn: HTTPConnection) -> str | None:
         if name.strip() == TOKEN_COOKIE
     }
     if len(values) > 1:
-        raise AuthenticationError("Conflicting session cookies were sent; sign in again.")
+        raise AuthenticationError(
+            "Two different session cookies were sent (one may come from another site on this domain); "
+            "clear this site's cookies and sign in again."
+        )
     return conn.cookies.get(TOKEN_COOKIE)
 
 
