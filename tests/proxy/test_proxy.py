@@ -156,16 +156,11 @@ def test_a_connection_header_cannot_strip_the_body_length_to_smuggle_a_request(
     smuggled = b"GET /smuggled HTTP/1.1\r\nHost: x\r\nX-Forwarded-Email: admin@example.com\r\n\r\n"
     body = smuggled + b"x" * (size - len(smuggled))
     before = httpx.get(f"{upstream}/state").json()["smuggled"]
-    host, port = gateway.removeprefix("http://").split(":")
     head = (
-        f"POST /app/innocent HTTP/1.1\r\nHost: {host}:{port}\r\nAuthorization: Bearer {user}\r\n"
+        f"POST /app/innocent HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {user}\r\n"
         f"Connection: close, content-length\r\nContent-Length: {len(body)}\r\n\r\n"
     )
-    with socket.create_connection((host, int(port)), timeout=5) as connection:
-        connection.sendall(head.encode() + body)
-        answer = b""
-        while chunk := connection.recv(65536):
-            answer += chunk
+    answer = _raw_exchange(gateway, head.encode() + body)
     seen = json.loads(answer.partition(b"\r\n\r\n")[2])
     assert seen["body_length"] == len(body) and seen["path"] == "/app/innocent"
     for _ in range(3):  # whatever was left on the pooled connection would surface now
@@ -177,18 +172,15 @@ def test_a_304_announcing_a_length_arrives_without_a_body_and_keeps_the_connecti
     gateway: str, user: str
 ) -> None:
     """The length a 304 announces is the representation's; relayed as is, the server waited for it."""
-    host, port = gateway.removeprefix("http://").split(":")
-    first = f"GET /not-modified HTTP/1.1\r\nHost: {host}:{port}\r\nAuthorization: Bearer {user}\r\n\r\n"
+    first = f"GET /not-modified HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {user}\r\n\r\n"
     second = first.replace("/not-modified", "/app/next").replace("\r\n\r\n", "\r\nConnection: close\r\n\r\n")
-    with socket.create_connection((host, int(port)), timeout=5) as connection:
+    with socket.create_connection(_address(gateway), timeout=5) as connection:
         connection.sendall(first.encode())
         answer = connection.recv(65536)
         assert answer.startswith(b"HTTP/1.1 304 ") and answer.endswith(b"\r\n\r\n")
         assert b"content-length" not in answer.lower() and b'etag: "v1"' in answer.lower()
         connection.sendall(second.encode())  # the same connection still serves
-        rest = b""
-        while chunk := connection.recv(65536):
-            rest += chunk
+        rest = _read_to_close(connection)
     assert rest.startswith(b"HTTP/1.1 200 ") and b'"path":"/app/next"' in rest
 
 
@@ -271,14 +263,8 @@ def test_client_disconnect_cancels_the_upstream_request(gateway: str, upstream: 
         "POST", f"{gateway}/openai/chat/completions", json=body, headers=bearer(user)
     ) as response:
         next(response.iter_lines())
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        after = httpx.get(f"{upstream}/state").json()
-        if after["cancelled"] > before["cancelled"]:
-            break
-        time.sleep(0.1)
-    assert after["cancelled"] == before["cancelled"] + 1
-    assert after["completed"] == before["completed"]
+    assert _count_reaches(upstream, "cancelled", before["cancelled"], 5) == before["cancelled"] + 1
+    assert httpx.get(f"{upstream}/state").json()["completed"] == before["completed"]
 
 
 def test_client_disconnect_before_the_answer_cancels_the_upstream_request(
@@ -288,13 +274,7 @@ def test_client_disconnect_before_the_answer_cancels_the_upstream_request(
     before = httpx.get(f"{upstream}/state").json()
     with pytest.raises(httpx.ReadTimeout):
         httpx.get(f"{gateway}/think?seconds=5", headers=bearer(user), timeout=0.5)
-    deadline = time.monotonic() + 3
-    while time.monotonic() < deadline:
-        after = httpx.get(f"{upstream}/state").json()
-        if after["abandoned"] > before["abandoned"]:
-            break
-        time.sleep(0.1)
-    assert after["abandoned"] == before["abandoned"] + 1
+    assert _count_reaches(upstream, "abandoned", before["abandoned"], 3) == before["abandoned"] + 1
 
 
 def _receive_until_closed(socket: ClientConnection) -> None:
@@ -325,18 +305,42 @@ def test_websocket_upgrade_without_a_session_is_refused(gateway: str) -> None:
 
 def _raw_get(base: str, target: str, token: str, extra: bytes = b"") -> tuple[int, bytes]:
     """One GET sent byte for byte (HTTP clients remove dot segments and check header bytes first)."""
-    host, port = base.removeprefix("http://").split(":")
+    host, port = _address(base)
     request = (
         f"GET {target} HTTP/1.1\r\nHost: {host}:{port}\r\n"
         f"Authorization: Bearer {token}\r\nConnection: close\r\n"
     )
-    with socket.create_connection((host, int(port)), timeout=5) as connection:
-        connection.sendall(request.encode() + extra + b"\r\n")
-        answer = b""
-        while chunk := connection.recv(65536):
-            answer += chunk
-    head, _, body = answer.partition(b"\r\n\r\n")
+    head, _, body = _raw_exchange(base, request.encode() + extra + b"\r\n").partition(b"\r\n\r\n")
     return int(head.split()[1]), body
+
+
+def _address(base: str) -> tuple[str, int]:
+    host, port = base.removeprefix("http://").split(":")
+    return host, int(port)
+
+
+def _raw_exchange(base: str, data: bytes) -> bytes:
+    """Bytes sent as they are on a new connection; everything answered until the server closes it."""
+    with socket.create_connection(_address(base), timeout=5) as connection:
+        connection.sendall(data)
+        return _read_to_close(connection)
+
+
+def _read_to_close(connection: socket.socket) -> bytes:
+    answer = b""
+    while chunk := connection.recv(65536):
+        answer += chunk
+    return answer
+
+
+def _count_reaches(upstream: str, counter: str, before: int, seconds: float) -> int:
+    """The fake upstream's `counter` once it passed `before`, or as it stands after `seconds`."""
+    deadline = time.monotonic() + seconds
+    while True:
+        now = int(httpx.get(f"{upstream}/state").json()[counter])
+        if now > before or time.monotonic() >= deadline:
+            return now
+        time.sleep(0.1)
 
 
 @pytest.mark.parametrize(
