@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import quote
 
 from starlette.requests import HTTPConnection, Request
@@ -53,11 +53,11 @@ class IdentityHeaders:
     name: str
     groups: str
     role: str
+    lowered: frozenset[str] = field(init=False, repr=False)  # the names, lower-cased, for stripping
 
-    @property
-    def lowered(self) -> frozenset[str]:
-        """The names, lower-cased, for stripping."""
-        return frozenset(h.lower() for h in (self.email, self.name, self.groups, self.role) if h)
+    def __post_init__(self) -> None:
+        names = frozenset(h.lower() for h in (self.email, self.name, self.groups, self.role) if h)
+        object.__setattr__(self, "lowered", names)  # once, not on every proxied request
 
     def values(self, principal: Caller) -> list[tuple[str, str]]:
         """The headers for this user; the name is URL-encoded as Open WebUI expects (non-ASCII safe)."""
