@@ -15,7 +15,7 @@ from starlette.testclient import TestClient
 
 from tests.scaleout.harness import PrivateRedis
 from wardgate.app import create_app
-from wardgate.config import Settings, load_settings
+from wardgate.config.settings import Settings, load_settings
 
 SECRET = "test-secret-key-that-is-long-enough-for-hs256-0123456789"
 PASSWORD = "correct-horse-battery"
@@ -46,7 +46,7 @@ def postgres_database() -> Iterator[str]:
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """The URL of an empty database: SQLite in tmp_path, and a real PostgreSQL one."""
     if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'wardgate.db'}"
+        yield f"sqlite:///{tmp_path / 'wardgate.storage.db'}"
     else:
         yield from postgres_database()
 

@@ -19,11 +19,20 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from sqlalchemy import Engine
 
-from wardgate import db
-from wardgate.account_types import PasswordPolicy, UserChanges
-from wardgate.accounts import AccountService
-from wardgate.apikey_service import ApiKeyPolicy, ApiKeyService
-from wardgate.apikeys import (
+from wardgate.audit.log import AuditLog
+from wardgate.config.settings import load_settings
+from wardgate.errors import (
+    AuthenticationError,
+    BadRequestError,
+    ConfigError,
+    NotFoundError,
+    PermissionDeniedError,
+    RateLimitedError,
+    StoreUnavailableError,
+)
+from wardgate.identity.accounts import AccountService
+from wardgate.identity.api_keys import ApiKeyPolicy, ApiKeyService
+from wardgate.identity.key_material import (
     KEY_PATTERN,
     ApiKeyHasher,
     KeyScope,
@@ -34,22 +43,13 @@ from wardgate.apikeys import (
     is_plain_path,
     path_within,
 )
-from wardgate.audit import AuditLog
-from wardgate.config import load_settings
-from wardgate.errors import (
-    AuthenticationError,
-    BadRequestError,
-    ConfigError,
-    NotFoundError,
-    PermissionDeniedError,
-    RateLimitedError,
-    StoreUnavailableError,
-)
-from wardgate.models import ApiKey
-from wardgate.passwords import PasswordHasher
-from wardgate.ratelimit import Limit, parse_rate
-from wardgate.sessions import SessionRegistry, UserState
-from wardgate.tokens import TokenCodec
+from wardgate.identity.records import PasswordPolicy, UserChanges
+from wardgate.security.passwords import PasswordHasher
+from wardgate.security.ratelimit import Limit, parse_rate
+from wardgate.security.tokens import TokenCodec
+from wardgate.sessions.registry import SessionRegistry, UserState
+from wardgate.storage import db
+from wardgate.storage.models import ApiKey
 
 SITE_SECRET = "k" * 48
 PASSWORD = "correct-horse-battery"

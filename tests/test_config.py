@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from wardgate.config import load_settings, parse_duration, read_environment, redacted_settings
+from wardgate.config.review import production_findings
+from wardgate.config.settings import load_settings, parse_duration, read_environment, redacted_settings
 from wardgate.errors import ConfigError
-from wardgate.review import production_findings
 
 SECRET = "a-very-secret-value-that-must-never-be-printed-0123456789"
 
@@ -50,7 +50,7 @@ def test_defaults(tmp_path: Path) -> None:
     assert s.enable_signup and s.enable_password_auth and s.enable_login_form
     assert s.webui_session_cookie_same_site == "lax" and s.auth_cookie_same_site == "lax"
     assert s.auth_cookie_secure is None  # Secure follows the request scheme
-    assert s.effective_database_url == f"sqlite:///{(tmp_path / 'wardgate.db').resolve()}"
+    assert s.effective_database_url == f"sqlite:///{(tmp_path / 'wardgate.storage.db').resolve()}"
     assert (s.host, s.port) == ("127.0.0.1", 8080)
 
 

@@ -11,30 +11,31 @@ from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute, APIWebSocketRoute
 
 import wardgate
-from wardgate.config import Settings
+from wardgate.config.settings import Settings
 from wardgate.gateway import Gateway
 from wardgate.http.application import build_routes
 
 CORE = [
-    "config",
+    "config.settings",
+    "config.review",
+    "config.headers",
+    "config.sign_on",
     "errors",
-    "tokens",
-    "passwords",
-    "sessions",
-    "accounts",
-    "account_types",
-    "audit",
-    "ratelimit",
-    "channel",
+    "security.tokens",
+    "security.passwords",
+    "security.ratelimit",
+    "storage.db",
+    "storage.models",
+    "audit.log",
+    "sessions.registry",
+    "sessions.channel",
+    "identity.accounts",
+    "identity.records",
+    "identity.key_material",
+    "identity.api_keys",
     "proxy.upstreams",
     "oauth.service",
     "oauth.linking",
-    "apikeys",
-    "apikey_service",
-    "models",
-    "db",
-    "review",
-    "security_headers",
     "gateway",
 ]
 

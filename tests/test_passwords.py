@@ -9,7 +9,7 @@ import bcrypt
 import pytest
 
 from wardgate.errors import BadRequestError, BusyError
-from wardgate.passwords import MAX_PASSWORD_BYTES, PasswordHasher
+from wardgate.security.passwords import MAX_PASSWORD_BYTES, PasswordHasher
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ import pytest
 
 from tests.servers import free_port
 from wardgate import cli
-from wardgate.config import load_settings
+from wardgate.config.settings import load_settings
 
 pytestmark = pytest.mark.slow
 
@@ -221,7 +221,7 @@ def test_invalid_configuration_stops_serve_and_names_every_bad_variable(tmp_path
         assert variable in result.stderr and value in result.stderr, result.stderr
     for secret in (SECRET, admin_password):
         assert secret not in result.stderr + result.stdout
-    assert not (tmp_path / "wardgate.db").exists()  # refused before touching anything
+    assert not (tmp_path / "wardgate.storage.db").exists()  # refused before touching anything
 
     check = wardgate(env, "check")
     assert check.returncode == 1
@@ -327,7 +327,7 @@ def test_db_upgrade(tmp_path: Path, command: Callable[..., Outcome]) -> None:
         result = command(env, "db", "upgrade")
         assert result.code == 0, result.err
         assert "database is up to date" in result.out
-    assert (tmp_path / "wardgate.db").is_file()
+    assert (tmp_path / "wardgate.storage.db").is_file()
 
 
 # --- the user CLI beside a running server -----------------------------------------------------------

@@ -15,9 +15,9 @@ import redis
 
 from tests.conftest import REDIS_URL, SECRET
 from tests.scaleout.harness import PrivateRedis, free_port, wait_for
-from wardgate.config import load_settings
+from wardgate.config.settings import load_settings
 from wardgate.errors import ConfigError, RateLimitedError
-from wardgate.ratelimit import RATE_FORM, Limit, RateLimiter, parse_rate
+from wardgate.security.ratelimit import RATE_FORM, Limit, RateLimiter, parse_rate
 
 DEGRADED = "memory (redis unavailable)"
 
@@ -130,7 +130,7 @@ def test_serve_refuses_to_start_with_an_invalid_signin_rate_limit(tmp_path: Path
     assert done.stderr == (
         f"wardgate: Invalid configuration:\n  - SIGNIN_RATE_LIMIT='5 per fortnight': expected {RATE_FORM}\n"
     )
-    assert not (tmp_path / "wardgate.db").exists()  # refused before touching any store
+    assert not (tmp_path / "wardgate.storage.db").exists()  # refused before touching any store
 
 
 # --- one contract, every storage ----------------------------------------------------------------
@@ -283,7 +283,7 @@ def test_redis_keys_live_under_redis_key_prefix(prefix: str) -> None:
 
 def test_unreachable_redis_falls_back_to_memory_and_still_limits(caplog: pytest.LogCaptureFixture) -> None:
     limiter = RateLimiter(f"redis://127.0.0.1:{free_port()}/0", key_prefix="wgtest")
-    with caplog.at_level(logging.ERROR, logger="wardgate.ratelimit"):
+    with caplog.at_level(logging.ERROR, logger="wardgate.security.ratelimit"):
         for _ in range(3):
             limiter.hit(THREE_PER_MINUTE, "k")
         assert limiter.backend == DEGRADED
@@ -333,7 +333,7 @@ def test_a_hung_redis_is_retried_once_per_interval_not_on_every_call(
 ) -> None:
     # A frozen Redis accepts connections and never answers, so every call to it costs the 0.5 s
     # socket timeout. Degraded mode must not pay that on every call after the retry interval.
-    monkeypatch.setattr("wardgate.ratelimit._RETRY_REDIS_SECONDS", 1.0)  # the real 5 s, shortened
+    monkeypatch.setattr("wardgate.security.ratelimit._RETRY_REDIS_SECONDS", 1.0)  # the real 5 s, shortened
     limiter = RateLimiter(private_redis.url, key_prefix="wgtest")
     limit = Limit("test", parse_rate("100/1m"))
     private_redis.pause()

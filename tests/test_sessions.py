@@ -10,14 +10,14 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import Engine, func, select
 
-from wardgate import db
-from wardgate.account_types import ClientInfo, PasswordPolicy, UserChanges
-from wardgate.accounts import AccountService
 from wardgate.errors import AuthenticationError, StoreUnavailableError
-from wardgate.models import AuthChange
-from wardgate.passwords import PasswordHasher
-from wardgate.sessions import SessionRegistry
-from wardgate.tokens import TokenCodec
+from wardgate.identity.accounts import AccountService
+from wardgate.identity.records import ClientInfo, PasswordPolicy, UserChanges
+from wardgate.security.passwords import PasswordHasher
+from wardgate.security.tokens import TokenCodec
+from wardgate.sessions.registry import SessionRegistry
+from wardgate.storage import db
+from wardgate.storage.models import AuthChange
 
 PASSWORD = "correct-horse-battery"
 HASHER = PasswordHasher()

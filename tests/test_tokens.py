@@ -10,7 +10,7 @@ import jwt
 import pytest
 
 from wardgate.errors import AuthenticationError
-from wardgate.tokens import TokenCodec
+from wardgate.security.tokens import TokenCodec
 
 KEY = "k" * 48
 CLAIMS = {"id": "u1", "jti": "s1", "iat": int(time.time()), "typ": "session", "session_stamp": "st"}

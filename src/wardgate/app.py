@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from wardgate.config import Settings
+from wardgate.config.settings import Settings
 from wardgate.gateway import Gateway
 from wardgate.http.application import ASGIApp, build_application
 

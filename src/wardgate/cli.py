@@ -11,14 +11,14 @@ from collections.abc import Callable, Sequence
 
 import uvicorn
 
-from wardgate import db
-from wardgate.account_types import ROLES, UserChanges
 from wardgate.app import create_app
-from wardgate.config import Settings, load_settings, redacted_settings
+from wardgate.config.review import production_findings
+from wardgate.config.settings import Settings, load_settings, redacted_settings
 from wardgate.errors import ApiError, ConfigError
 from wardgate.gateway import Gateway
-from wardgate.review import production_findings
-from wardgate.sessions import UserState
+from wardgate.identity.records import ROLES, UserChanges
+from wardgate.sessions.registry import UserState
+from wardgate.storage import db
 
 log = logging.getLogger("wardgate")
 

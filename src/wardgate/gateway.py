@@ -18,20 +18,20 @@ from sqlalchemy import Engine, text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from wardgate import db
-from wardgate.account_types import AuthLimits, PasswordPolicy
-from wardgate.accounts import AccountService
-from wardgate.apikey_service import ApiKeyService, api_keys_from_settings
-from wardgate.audit import AuditLog
-from wardgate.channel import RedisChangeChannel
-from wardgate.config import Settings
+from wardgate.audit.log import AuditLog
+from wardgate.config.review import production_findings
+from wardgate.config.settings import Settings
+from wardgate.identity.accounts import AccountService
+from wardgate.identity.api_keys import ApiKeyService, api_keys_from_settings
+from wardgate.identity.records import AuthLimits, PasswordPolicy
 from wardgate.oauth.service import SignOn, sign_on_from_settings
-from wardgate.passwords import PasswordHasher
 from wardgate.proxy.upstreams import Upstream, UpstreamTable, parse_list
-from wardgate.ratelimit import Limit, RateLimiter, parse_rate
-from wardgate.review import production_findings
-from wardgate.sessions import SessionRegistry
-from wardgate.tokens import TokenCodec
+from wardgate.security.passwords import PasswordHasher
+from wardgate.security.ratelimit import Limit, RateLimiter, parse_rate
+from wardgate.security.tokens import TokenCodec
+from wardgate.sessions.channel import RedisChangeChannel
+from wardgate.sessions.registry import SessionRegistry
+from wardgate.storage import db
 
 log = logging.getLogger(__name__)
 

@@ -23,14 +23,14 @@ from starlette.testclient import TestClient
 from tests.conftest import ORIGIN, PASSWORD, REDIS_URL, SECRET, bearer, refused, signup
 from tests.servers import free_port, stop
 
-from wardgate.apikeys import ApiKeyHasher
-from wardgate.config import Settings
+from wardgate.config.settings import Settings
 from wardgate.errors import PermissionDeniedError
 from wardgate.gateway import Gateway
 from wardgate.http.application import build_routes
-from wardgate.http.csrf import REFUSAL
 from wardgate.http.deps import KEYS_NOT_HERE, CallerDep, KeyPrincipal, still_valid
-from wardgate.models import ApiKey, Base
+from wardgate.http.middleware.csrf import REFUSAL
+from wardgate.identity.key_material import ApiKeyHasher
+from wardgate.storage.models import ApiKey, Base
 
 KEYS = "/api/v1/auths/api_keys"
 OWUI_KEY = "/api/v1/auths/api_key"
@@ -168,7 +168,7 @@ def test_the_key_is_shown_once_and_only_its_hash_is_stored(
     assert listed.json() == [{k: v for k, v in created.items() if k != "api_key"}]
     assert refused(probe.get(OWUI_KEY, headers=bearer(admin["token"])), 404) == SHOWN_ONCE
     assert use(probe, key).status_code == 200
-    engine = create_engine(f"sqlite:///{tmp_path / 'wardgate.db'}")
+    engine = create_engine(f"sqlite:///{tmp_path / 'wardgate.storage.db'}")
     with engine.connect() as connection:
         (row,) = connection.execute(select(ApiKey)).all()
         assert row.key_hash == ApiKeyHasher(SECRET).digest(key)

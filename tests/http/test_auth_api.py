@@ -27,14 +27,14 @@ from sqlalchemy.orm import Session
 from starlette.testclient import TestClient
 from tests.conftest import ORIGIN, PASSWORD, SECRET, bearer, refused, signin, signup
 
-from wardgate import db
-from wardgate.account_types import ACCOUNT_DISABLED, INVALID_CREDENTIALS
 from wardgate.app import create_app
-from wardgate.config import Settings, load_settings
+from wardgate.config.settings import Settings, load_settings
 from wardgate.gateway import Gateway
 from wardgate.http.application import build_routes
 from wardgate.http.deps import VerifiedUser
-from wardgate.models import User
+from wardgate.identity.records import ACCOUNT_DISABLED, INVALID_CREDENTIALS
+from wardgate.storage import db
+from wardgate.storage.models import User
 
 ME = "/api/v1/auths/"
 SIGNUP = "/api/v1/auths/signup"

@@ -10,7 +10,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Message, Receive, Scope, Send
 
-from wardgate.http.cors import CORSGuardMiddleware, origin_of, parse_cors_origins
+from wardgate.http.middleware.cors import CORSGuardMiddleware, origin_of, parse_cors_origins
 
 LISTED = "https://chat.example.com"
 FOREIGN = "https://evil.example"

@@ -8,10 +8,10 @@ import httpx
 import pytest
 from starlette.types import Message, Receive, Scope, Send
 
-from wardgate.http.csrf import REFUSAL, CSRFMiddleware
-from wardgate.http.proxy_headers import TrustedProxyMiddleware
-from wardgate.http.security_headers import SecurityHeadersMiddleware
-from wardgate.security_headers import build_header_policy
+from wardgate.config.headers import build_header_policy
+from wardgate.http.middleware.csrf import REFUSAL, CSRFMiddleware
+from wardgate.http.middleware.security_headers import SecurityHeadersMiddleware
+from wardgate.http.middleware.trusted_proxy import TrustedProxyMiddleware
 
 SITE = "https://chat.example.com"
 TRUSTED = "https://app.example.org"

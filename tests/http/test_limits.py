@@ -16,7 +16,7 @@ from starlette.routing import Route
 from starlette.testclient import TestClient
 from starlette.types import Message, Receive, Scope, Send
 
-from wardgate.http.limits import BodySizeLimitMiddleware, HeaderSizeLimitMiddleware
+from wardgate.http.middleware.size_limits import BodySizeLimitMiddleware, HeaderSizeLimitMiddleware
 
 LIMIT = 100
 CALLS: list[str] = []

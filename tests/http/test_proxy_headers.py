@@ -8,7 +8,7 @@ import httpx
 import pytest
 from starlette.types import Message, Receive, Scope, Send
 
-from wardgate.http.proxy_headers import TrustedProxyMiddleware, parse_trusted_proxies
+from wardgate.http.middleware.trusted_proxy import TrustedProxyMiddleware, parse_trusted_proxies
 
 SEEN: list[Scope] = []
 

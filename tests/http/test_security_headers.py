@@ -13,9 +13,7 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.types import ASGIApp, Message
 from starlette.websockets import WebSocket
 
-from wardgate.errors import ConfigError
-from wardgate.http.security_headers import PROXIED_STATE_KEY, SecurityHeadersMiddleware
-from wardgate.security_headers import (
+from wardgate.config.headers import (
     DEFAULT_HTML_CSP,
     DEFAULT_OTHER_CSP,
     HEADER_ENV_NAMES,
@@ -24,6 +22,8 @@ from wardgate.security_headers import (
     build_header_policy,
     header_problems,
 )
+from wardgate.errors import ConfigError
+from wardgate.http.middleware.security_headers import PROXIED_STATE_KEY, SecurityHeadersMiddleware
 
 HEADER_OF = {variable.env_name: variable.header.lower() for variable in HEADER_VARIABLES}
 

@@ -13,10 +13,10 @@ from starlette.testclient import TestClient
 
 from tests.conftest import PASSWORD, signup
 from tests.oauth.conftest import APP, Browser, error_of, gateway_of, oidc_env
-from wardgate.models import OAuthIdentity, OAuthToken, UserGroup
 from wardgate.oauth import linking
 from wardgate.oauth.flow import CODE_REFUSED
 from wardgate.oauth.state import STATE_MISMATCH, STATE_MISSING, STATE_USED
+from wardgate.storage.models import OAuthIdentity, OAuthToken, UserGroup
 
 MakeClient = Callable[..., TestClient]
 MakeBrowser = Callable[[TestClient], Browser]

@@ -12,8 +12,8 @@ from starlette.testclient import TestClient
 from tests.conftest import signup
 from tests.fakes.idp import TENANT_ID, FakeIdP
 from tests.oauth.conftest import Browser, error_of, fake_env, gateway_of
-from wardgate.models import OAuthIdentity
 from wardgate.oauth import linking
+from wardgate.storage.models import OAuthIdentity
 
 MakeClient = Callable[..., TestClient]
 MakeBrowser = Callable[[TestClient], Browser]

@@ -12,12 +12,12 @@ from starlette.testclient import TestClient
 
 from tests.fakes.idp import FakeIdP
 from tests.oauth.conftest import Browser, error_of, fake_env, gateway_of
-from wardgate.account_types import ACCOUNT_DISABLED, UserChanges
-from wardgate.models import OAuthIdentity
+from wardgate.identity.records import ACCOUNT_DISABLED, UserChanges
 from wardgate.oauth import flow, linking
 from wardgate.oauth.metadata import UNREACHABLE
 from wardgate.oauth.state import STATE_USED
-from wardgate.sessions import UserState
+from wardgate.sessions.registry import UserState
+from wardgate.storage.models import OAuthIdentity
 
 MakeClient = Callable[..., TestClient]
 MakeBrowser = Callable[[TestClient], Browser]

@@ -8,9 +8,9 @@ import pytest
 from cryptography.fernet import Fernet
 
 from tests.conftest import SECRET
-from wardgate.config import load_settings, redacted_settings
+from wardgate.config.settings import load_settings, redacted_settings
+from wardgate.config.sign_on import parse_blocked_groups, parse_fernet_keys
 from wardgate.errors import ConfigError
-from wardgate.oauth.configuration import parse_blocked_groups, parse_fernet_keys
 from wardgate.oauth.presets import configured_providers, link_policy
 
 CLIENT_SECRET = "a-client-secret-that-must-never-be-printed"

@@ -12,11 +12,11 @@ from starlette.testclient import TestClient
 from tests.conftest import SECRET
 from tests.fakes.idp import FakeIdP
 from tests.oauth.conftest import Browser, fake_env, gateway_of
-from wardgate.config import load_settings
-from wardgate.models import OAuthToken
+from wardgate.config.settings import load_settings
 from wardgate.oauth.presets import TOKEN_KEY_INFO, derive_key, token_keys
 from wardgate.oauth.service import SignOn
 from wardgate.oauth.token_store import ProviderTokens
+from wardgate.storage.models import OAuthToken
 
 MakeClient = Callable[..., TestClient]
 MakeBrowser = Callable[[TestClient], Browser]

@@ -12,17 +12,17 @@ from starlette.requests import Request
 from starlette.testclient import TestClient
 
 from tests.conftest import PASSWORD, bearer, signup
-from wardgate.config import Settings
+from wardgate.config.settings import Settings
 from wardgate.gateway import Gateway
 from wardgate.http.application import build_routes
-from wardgate.http.proxy import (
+from wardgate.http.relay.dispatch import UpstreamDispatch, has_dot_segment
+from wardgate.http.relay.streaming import (
     IdentityHeaders,
     _ClientGone,
     _Inbound,
     response_headers,
     upstream_request_headers,
 )
-from wardgate.http.proxy_routes import UpstreamDispatch, has_dot_segment
 from wardgate.proxy.upstreams import Upstream
 
 pytestmark = pytest.mark.slow

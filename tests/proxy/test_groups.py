@@ -9,10 +9,10 @@ import pytest
 from starlette.testclient import TestClient
 
 from tests.conftest import bearer, signup
-from wardgate import db
-from wardgate.config import Settings
+from wardgate.config.settings import Settings
 from wardgate.gateway import Gateway
 from wardgate.proxy.upstreams import Upstream, UpstreamTable
+from wardgate.storage import db
 
 pytestmark = pytest.mark.slow
 

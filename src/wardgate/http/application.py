@@ -25,30 +25,22 @@ from starlette.routing import Route
 from starlette.types import ASGIApp
 
 from wardgate import __version__
+from wardgate.config.headers import build_header_policy
 from wardgate.gateway import Gateway
-from wardgate.http import (
-    apikey_routes,
-    audit_routes,
-    auth_routes,
-    oauth_routes,
-    pages,
-    proxy_routes,
-    public_routes,
-    user_routes,
-)
-from wardgate.http.audit_context import AuditContextMiddleware
-from wardgate.http.cors import CORSGuardMiddleware, origin_of, parse_cors_origins
-from wardgate.http.csrf import CSRFMiddleware
 from wardgate.http.deps import TOKEN_COOKIE, is_wardgate_credential
 from wardgate.http.errors import install_error_handlers
-from wardgate.http.limits import BodySizeLimitMiddleware, HeaderSizeLimitMiddleware
-from wardgate.http.proxy import IdentityHeaders, ReverseProxy
-from wardgate.http.proxy_headers import TrustedProxyMiddleware, parse_trusted_proxies
-from wardgate.http.proxy_routes import UpstreamDispatch
+from wardgate.http.middleware.audit_context import AuditContextMiddleware
+from wardgate.http.middleware.cors import CORSGuardMiddleware, origin_of, parse_cors_origins
+from wardgate.http.middleware.csrf import CSRFMiddleware
+from wardgate.http.middleware.security_headers import SecurityHeadersMiddleware
+from wardgate.http.middleware.size_limits import BodySizeLimitMiddleware, HeaderSizeLimitMiddleware
+from wardgate.http.middleware.trusted_proxy import TrustedProxyMiddleware, parse_trusted_proxies
+from wardgate.http.relay import dispatch
+from wardgate.http.relay.dispatch import UpstreamDispatch
+from wardgate.http.relay.streaming import IdentityHeaders, ReverseProxy
 from wardgate.http.rendering import STATIC
-from wardgate.http.security_headers import SecurityHeadersMiddleware
+from wardgate.http.routes import api_keys, audit, auth, oauth, pages, public, users
 from wardgate.proxy.client import UpstreamClient
-from wardgate.security_headers import build_header_policy
 
 __all__ = ["ASGIApp", "build_application"]
 
@@ -93,7 +85,7 @@ def build_routes(gateway: Gateway) -> FastAPI:
     install_error_handlers(app)
     prefix = s.route_prefix  # WARDGATE_PATH_PREFIX: keeps wardgate's routes clear of the app's
     owned = [app.openapi_url] if app.openapi_url else []  # path templates UpstreamDispatch leaves to FastAPI
-    for module in (auth_routes, apikey_routes, user_routes, audit_routes, public_routes, oauth_routes, pages):
+    for module in (auth, api_keys, users, audit, public, oauth, pages):
         app.include_router(module.router, prefix=prefix)
         owned += [prefix + route.path for route in module.router.routes if isinstance(route, Route)]
     app.mount(f"{prefix}/static", StaticFiles(directory=STATIC), name="static")
@@ -104,7 +96,7 @@ def build_routes(gateway: Gateway) -> FastAPI:
     async def robots() -> FileResponse:
         return FileResponse(STATIC / "robots.txt", media_type="text/plain")
 
-    app.include_router(proxy_routes.router)  # last: WebSocket upgrades for every path not matched above
+    app.include_router(dispatch.router)  # last: WebSocket upgrades for every path not matched above
 
     return app
 

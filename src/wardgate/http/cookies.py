@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from fastapi import Request, Response
 
-from wardgate.config import Settings
+from wardgate.config.settings import Settings
 from wardgate.http.deps import TOKEN_COOKIE
-from wardgate.tokens import IssuedToken
+from wardgate.security.tokens import IssuedToken
 
 
 def set_token_cookie(response: Response, request: Request, settings: Settings, token: IssuedToken) -> None:

@@ -27,13 +27,13 @@ import anyio.to_thread
 from fastapi import Depends
 from starlette.requests import HTTPConnection
 
-from wardgate.account_types import ClientInfo
-from wardgate.apikey_service import Admitted
-from wardgate.apikeys import KEY_PREFIX, ApiKeyState, KeyScope
 from wardgate.errors import ApiError, AuthenticationError, PermissionDeniedError
 from wardgate.gateway import Gateway
-from wardgate.sessions import UserState
-from wardgate.tokens import Claims
+from wardgate.identity.api_keys import Admitted
+from wardgate.identity.key_material import KEY_PREFIX, ApiKeyState, KeyScope
+from wardgate.identity.records import ClientInfo
+from wardgate.security.tokens import Claims
+from wardgate.sessions.registry import UserState
 
 TOKEN_COOKIE = "token"  # noqa: S105 - the cookie name
 KEYS_NOT_HERE = "API keys cannot be used for wardgate's own account and admin API; sign in instead."

@@ -27,12 +27,12 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from wardgate.account_types import ACCOUNT_DISABLED
-from wardgate.accounts import AccountService
 from wardgate.errors import BadRequestError, PermissionDeniedError
-from wardgate.models import OAuthIdentity, UserGroup
+from wardgate.identity.accounts import AccountService
+from wardgate.identity.records import ACCOUNT_DISABLED
 from wardgate.oauth.claims import claim_at, claim_values, email_domain, first_blocked, mapped_role
-from wardgate.sessions import UserState
+from wardgate.sessions.registry import UserState
+from wardgate.storage.models import OAuthIdentity, UserGroup
 
 log = logging.getLogger(__name__)
 

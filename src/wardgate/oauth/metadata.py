@@ -17,8 +17,8 @@ import httpx2
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 
+from wardgate.config.sign_on import provider_url_problem
 from wardgate.errors import ProviderError
-from wardgate.oauth.configuration import provider_url_problem
 from wardgate.oauth.presets import ProviderConfig
 
 log = logging.getLogger(__name__)

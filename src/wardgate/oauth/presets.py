@@ -2,7 +2,7 @@
 
 This is the one place that turns `Settings` into plain values for single sign-on (the rest of
 `wardgate.oauth` never sees the settings). A provider is on when its client id and secret are set;
-`wardgate.oauth.configuration.sign_on_problems` has already refused half-configured ones.
+`wardgate.config.sign_on.sign_on_problems` has already refused half-configured ones.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from urllib.parse import quote
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from wardgate.config import Settings
-from wardgate.oauth.configuration import parse_blocked_groups, parse_fernet_keys, split_list
+from wardgate.config.settings import Settings
+from wardgate.config.sign_on import parse_blocked_groups, parse_fernet_keys, split_list
 from wardgate.oauth.linking import LinkPolicy
 
 # Google's ID tokens carry either form of its issuer (Google Identity, "Validate an ID token").

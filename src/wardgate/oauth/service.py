@@ -1,6 +1,6 @@
 """`SignOn`: single sign-on from the first redirect to the wardgate session, and back out.
 
-The HTTP layer (`wardgate.http.oauth_routes`) only moves cookies and redirects; every decision is
+The HTTP layer (`wardgate.http.routes.oauth`) only moves cookies and redirects; every decision is
 made here or in the modules this one composes: `flow` (the protocol, Authlib), `metadata` (discovery
 and keys), `state` (the browser-bound pending sign-in), `linking` (which account) and `token_store`
 (encrypted provider tokens). Database work runs in worker threads, network calls on the event loop.
@@ -21,11 +21,11 @@ import httpx2
 from authlib.integrations.base_client import OAuthError
 from sqlalchemy.orm import Session, sessionmaker
 
-from wardgate.account_types import ClientInfo, SignedIn
-from wardgate.accounts import AccountService
-from wardgate.audit import AuditLog
-from wardgate.config import Settings
+from wardgate.audit.log import AuditLog
+from wardgate.config.settings import Settings
 from wardgate.errors import ApiError, NotFoundError, ProviderError
+from wardgate.identity.accounts import AccountService
+from wardgate.identity.records import ClientInfo, SignedIn
 from wardgate.oauth import flow
 from wardgate.oauth.linking import LinkPolicy, ProviderIdentity, link_identity
 from wardgate.oauth.metadata import ProviderDirectory, ServerMetadata

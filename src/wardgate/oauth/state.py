@@ -24,7 +24,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from wardgate.errors import BadRequestError
-from wardgate.models import OAuthStateUse
+from wardgate.storage.models import OAuthStateUse
 
 STATE_LIFETIME = 600  # seconds between "sign in with ..." and the callback
 STATE_MISSING = (

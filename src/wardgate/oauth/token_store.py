@@ -22,7 +22,7 @@ from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from sqlalchemy import delete, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from wardgate.models import AuthSession, OAuthToken
+from wardgate.storage.models import AuthSession, OAuthToken
 
 log = logging.getLogger(__name__)
 MAX_SESSIONS_PER_USER = 10  # Open WebUI's OAUTH_MAX_SESSIONS_PER_USER default; the oldest go first

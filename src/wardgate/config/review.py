@@ -1,0 +1,86 @@
+"""`wardgate check --production`: a local security review of the configuration.
+
+Each finding names the variable, why it matters and the fix. They are warnings at start-up and
+errors under `check --production`; invalid values never get this far (they stop start-up).
+"""
+
+from __future__ import annotations
+
+from wardgate.config.settings import MIN_SECRET_BYTES, Settings
+
+
+def production_findings(settings: Settings) -> list[str]:
+    """Every production concern with these settings (empty when none)."""
+    s = settings
+    findings: list[str] = []
+
+    def add(variable: str, why: str, fix: str) -> None:
+        findings.append(f"{variable}: {why} Fix: {fix}")
+
+    if s.webui_secret_key is None or s.secret_key_source == "file":  # noqa: S105
+        add(
+            "WEBUI_SECRET_KEY",
+            "not set; a generated key in DATA_DIR is used, so it is lost with that "
+            "directory and differs between instances.",
+            "set it to the output of `wardgate gen-secret`.",
+        )
+    elif len(s.secret_key.encode()) < MIN_SECRET_BYTES:
+        add(
+            "WEBUI_SECRET_KEY",
+            f"shorter than {MIN_SECRET_BYTES} bytes; an HS256 key this short can be "
+            "brute-forced from one token (RFC 7518 §3.2).",
+            "use `wardgate gen-secret`.",
+        )
+    if s.auth_cookie_secure is not True:
+        add(
+            "WEBUI_SESSION_COOKIE_SECURE",
+            "the session cookie is not forced Secure, so it can travel over plain HTTP.",
+            "set WEBUI_SESSION_COOKIE_SECURE=true (and WEBUI_AUTH_COOKIE_SECURE) behind HTTPS.",
+        )
+    if s.cors_allow_origin == "*":
+        add(
+            "CORS_ALLOW_ORIGIN",
+            "'*' lets any site read anonymous responses (never with credentials).",
+            "list the exact origins that need access, separated by ';'.",
+        )
+    if s.jwt_expires_in is None:
+        add(
+            "JWT_EXPIRES_IN",
+            "tokens never expire; a stolen token works until revoked.",
+            "use e.g. 24h or 7d.",
+        )
+    hsts = s.security_headers.get("HSTS")
+    if hsts == "" or (hsts is not None and hsts.lower().startswith("max-age=0")):
+        add(
+            "HSTS",
+            "Strict-Transport-Security is off, so browsers can be downgraded to HTTP.",
+            "unset HSTS (default max-age=31536000; includeSubDomains).",
+        )
+    if s.forwarded_allow_ips.strip() == "*":
+        add(
+            "FORWARDED_ALLOW_IPS",
+            "'*' believes X-Forwarded-For/Proto from anyone: client IPs (rate limits, "
+            "audit) and the scheme can be spoofed.",
+            "list only your reverse proxy's addresses.",
+        )
+    if s.enable_signup and s.default_user_role in ("user", "admin"):
+        add(
+            "ENABLE_SIGNUP/DEFAULT_USER_ROLE",
+            f"anyone can sign up and is immediately '{s.default_user_role}'.",
+            "set DEFAULT_USER_ROLE=pending (approve users) or ENABLE_SIGNUP=false.",
+        )
+    if not s.webui_url:
+        add(
+            "WEBUI_URL",
+            "not set; the site origin for CSRF checks and redirects comes from the Host header.",
+            "set it to the public URL, e.g. https://chat.example.com.",
+        )
+    elif s.webui_url.startswith("http://"):
+        add("WEBUI_URL", "uses http://; sessions and passwords travel unencrypted.", "serve over https://.")
+    if s.auth_cookie_same_site == "none":
+        add(
+            "WEBUI_AUTH_COOKIE_SAME_SITE",
+            "SameSite=None sends the session cookie on cross-site requests.",
+            "use lax or strict unless wardgate is embedded cross-site.",
+        )
+    return findings

@@ -1,0 +1,159 @@
+"""Every path wardgate does not own: authenticate, apply the upstream's access rule, then proxy.
+
+`UpstreamDispatch` sits where the FastAPI application would: requests for paths one of wardgate's
+own routes matches go to FastAPI; the rest go straight to the proxy, without the cost of FastAPI's
+router and endpoint machinery on every proxied request. WebSocket upgrades go through FastAPI's
+catch-all route below.
+
+Unauthenticated browser navigations are sent to the sign-in page with a `redirect` back; other
+requests get 401 JSON. Pending and disabled users reach nothing; each upstream lists the roles (and
+optionally groups) it admits; API keys can be narrowed further (`KeyPrincipal.may_reach`). A path with
+`.` or `..` segments is refused rather than passed on: the upstream would resolve it to a path other
+than the one the access rules were checked against.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import partial
+from urllib.parse import quote
+
+from fastapi import APIRouter, FastAPI, WebSocket
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.routing import compile_path
+from starlette.types import Message, Receive, Scope, Send
+
+from wardgate.errors import ApiError, AuthenticationError, PermissionDeniedError, StoreUnavailableError
+from wardgate.http.deps import Caller, authenticate_caller, gateway, still_valid
+from wardgate.http.errors import error_response, unexpected_error_response
+from wardgate.http.relay.streaming import ReverseProxy
+from wardgate.http.relay.websocket import POLICY_VIOLATION, relay_websocket
+from wardgate.proxy.upstreams import Upstream
+
+router = APIRouter(include_in_schema=False)
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+_UNNAMED = partial(re.compile(r"\(\?P<\w+>").sub, "(?:")
+
+
+def _is_navigation(request: Request) -> bool:
+    if request.method not in ("GET", "HEAD"):
+        return False
+    mode = request.headers.get("sec-fetch-mode")
+    return mode == "navigate" if mode else "text/html" in request.headers.get("accept", "")
+
+
+def has_dot_segment(path: str) -> bool:
+    """Whether a (decoded) path has a `.` or `..` segment, which an upstream would resolve away."""
+    return any(segment in (".", "..") for segment in path.split("/"))
+
+
+def _admit(principal: Caller, upstream: Upstream, path: str) -> None:
+    user = principal.user
+    if user.role == "pending":
+        raise PermissionDeniedError(
+            "Your account is pending approval by an administrator.", code="pending_approval"
+        )
+    if not upstream.admits(user.role, getattr(user, "groups", ())):
+        raise PermissionDeniedError(
+            f"Your account may not use the {upstream.name} service.", code="upstream_denied"
+        )
+    if not principal.may_reach(upstream.name, path):
+        raise PermissionDeniedError("This API key may not be used for this path.", code="api_key_scope")
+
+
+class UpstreamDispatch:
+    """HTTP requests for paths no wardgate route owns go to the proxy; everything else to FastAPI.
+
+    Owned paths are the templates `build_routes` records in `app.state.owned_paths`.
+    """
+
+    def __init__(self, app: FastAPI) -> None:
+        self.app = app
+        gw = app.state.gateway
+        app_takes_root = gw.upstreams.has_app and not gw.settings.route_prefix  # "/" is then the app's
+        # One alternation of Starlette's own route patterns (anchored; group names dropped, as they
+        # repeat): one match per request instead of one per route.
+        patterns = [
+            _UNNAMED(compile_path(path)[0].pattern)
+            for path in app.state.owned_paths
+            if not (app_takes_root and path == "/")
+        ]
+        self._owned = re.compile("|".join(f"(?:{pattern})" for pattern in patterns) or r"(?!)")
+
+    def owns(self, path: str) -> bool:
+        """Whether one of wardgate's own routes (pages, API, static files) matches `path`."""
+        return self._owned.match(path) is not None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or self.owns(scope["path"]):
+            await self.app(scope, receive, send)
+            return
+        upstream = self.app.state.gateway.upstreams.route(scope["path"])
+        if upstream is None:
+            await self.app(scope, receive, send)  # FastAPI's 404
+            return
+        scope["app"] = self.app  # as Starlette sets it: the routes' helpers read app.state
+        started = False
+
+        async def tracked(message: Message) -> None:
+            nonlocal started
+            started = True
+            await send(message)
+
+        request = Request(scope, receive)
+        try:
+            response = await _proxy(request, upstream, tracked)
+        except (ApiError, StoreUnavailableError, HTTPException) as exc:
+            response = error_response(exc)
+        except Exception as exc:
+            if started:
+                raise
+            response = unexpected_error_response(exc)
+        if response is not None:
+            await response(scope, receive, send)
+
+
+async def _proxy(request: Request, upstream: Upstream, send: Send) -> Response | None:
+    """A refusal to send, or None once the proxy has written the upstream's answer itself."""
+    if request.method not in METHODS:
+        return JSONResponse(
+            {"detail": "Method Not Allowed"}, status_code=405, headers={"Allow": ", ".join(sorted(METHODS))}
+        )
+    path: str = request.scope["path"]  # decoded once; request.url.path would re-parse a decoded "?"
+    if has_dot_segment(path):
+        detail = "Paths with '.' or '..' segments are refused."
+        return JSONResponse({"detail": detail}, status_code=400)
+    try:
+        principal = await authenticate_caller(request, prefer_cookie=not upstream.strips_authorization)
+    except AuthenticationError:
+        if _is_navigation(request):
+            target = quote(path + (f"?{request.url.query}" if request.url.query else ""), safe="/")
+            prefix = gateway(request).settings.route_prefix
+            return RedirectResponse(f"{prefix}/auth?redirect={target}", status_code=303)
+        raise
+    _admit(principal, upstream, path)
+    proxy: ReverseProxy = request.app.state.proxy
+    await proxy.forward(request, principal, upstream, send)
+    return None
+
+
+@router.websocket("/{path:path}")
+async def proxy_websocket(websocket: WebSocket, path: str) -> None:
+    """Authenticate the upgrade, then relay frames; closed when the session is revoked."""
+    gw = gateway(websocket)
+    path = websocket.scope["path"]  # the whole decoded path (the parameter lacks the leading "/")
+    upstream = gw.upstreams.route(path)
+    if upstream is None or has_dot_segment(path):
+        await websocket.close(code=POLICY_VIOLATION)
+        return
+    try:
+        principal = await authenticate_caller(websocket, prefer_cookie=not upstream.strips_authorization)
+        _admit(principal, upstream, path)
+    except (ApiError, StoreUnavailableError):
+        await websocket.close(code=POLICY_VIOLATION)
+        return
+
+    proxy: ReverseProxy = websocket.app.state.proxy
+    await relay_websocket(websocket, principal, upstream, proxy, lambda: still_valid(gw, principal))

@@ -1,0 +1,122 @@
+"""WebSocket proxying: authenticated at the upgrade, closed when the session ends.
+
+Open WebUI's `/ws/socket.io` kept sockets of revoked users alive (CVE-2026-44553). Here every relayed
+socket re-checks its credential against the in-memory revocation view once a second (no I/O) and is
+closed with 1008 (policy violation) as soon as the session is revoked or the user disabled or deleted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+
+from starlette.websockets import WebSocket, WebSocketDisconnect
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+
+from wardgate.http.deps import Caller
+from wardgate.http.relay.streaming import ReverseProxy, upstream_request_headers
+from wardgate.proxy.upstreams import Upstream
+
+log = logging.getLogger(__name__)
+POLICY_VIOLATION = 1008
+RECHECK_SECONDS = 1.0
+_HANDSHAKE = frozenset(
+    {
+        "sec-websocket-key",
+        "sec-websocket-version",
+        "sec-websocket-extensions",
+        "sec-websocket-protocol",
+        "origin",
+    }
+)
+
+
+async def relay_websocket(
+    websocket: WebSocket,
+    principal: Caller,
+    upstream: Upstream,
+    proxy: ReverseProxy,
+    still_valid: Callable[[], bool],
+) -> None:
+    """Connect upstream with the user's identity, then pump frames both ways until one side ends."""
+    headers = [
+        (k, v)
+        for k, v in upstream_request_headers(
+            websocket, principal, upstream, proxy.identity, proxy.api_key_header, proxy.is_ours
+        )
+        if k.lower() not in _HANDSHAKE
+    ]
+    query = websocket.scope["query_string"].decode("latin-1")
+    url = upstream.target(websocket.scope["path"], query).replace("http", "ws", 1)
+    protocols = [
+        p.strip() for p in websocket.headers.get("sec-websocket-protocol", "").split(",") if p.strip()
+    ]
+    try:
+        upstream_socket = await connect(
+            url,
+            additional_headers=headers,
+            subprotocols=protocols or None,  # type: ignore[arg-type]
+            open_timeout=10,
+            max_size=16 * 1024 * 1024,
+        )
+    except (OSError, InvalidHandshake, InvalidURI, TimeoutError) as exc:
+        log.warning("websocket upstream %s unavailable (%s)", upstream.name, type(exc).__name__)
+        await websocket.close(code=1011)
+        return
+    async with upstream_socket:
+        await websocket.accept(subprotocol=upstream_socket.subprotocol)
+        await _pump(websocket, upstream_socket, still_valid)
+
+
+async def _pump(client: WebSocket, upstream: ClientConnection, still_valid: Callable[[], bool]) -> None:
+    tasks = [
+        asyncio.create_task(coro)
+        for coro in (
+            _client_to_upstream(client, upstream),
+            _upstream_to_client(upstream, client),
+            _watch(still_valid),
+        )
+    ]
+    done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    for task in pending:
+        task.cancel()
+    for task in pending:
+        with contextlib.suppress(asyncio.CancelledError, ConnectionClosed, WebSocketDisconnect, RuntimeError):
+            await task
+    revoked = any(t.result() == "revoked" for t in done if not t.cancelled() and t.exception() is None)
+    with contextlib.suppress(RuntimeError, ConnectionClosed, WebSocketDisconnect):  # it may be gone
+        await client.close(code=POLICY_VIOLATION if revoked else 1000)
+    await upstream.close()
+
+
+async def _client_to_upstream(client: WebSocket, upstream: ClientConnection) -> str:
+    with contextlib.suppress(WebSocketDisconnect, ConnectionClosed):
+        while True:
+            message = await client.receive()
+            if message["type"] == "websocket.disconnect":
+                break
+            data = message.get("bytes") if message.get("bytes") is not None else message.get("text")
+            if data is not None:
+                await upstream.send(data)
+    return "client closed"
+
+
+async def _upstream_to_client(upstream: ClientConnection, client: WebSocket) -> str:
+    with contextlib.suppress(ConnectionClosed, WebSocketDisconnect):
+        async for data in upstream:
+            if isinstance(data, bytes):
+                await client.send_bytes(data)
+            else:
+                await client.send_text(data)
+    return "upstream closed"
+
+
+async def _watch(still_valid: Callable[[], bool]) -> str:
+    # A poll of the in-memory view (no I/O): revocations from other instances land in it within the
+    # sync interval, and a once-a-second check bounds how long a revoked socket stays open.
+    while still_valid():  # noqa: ASYNC110
+        await asyncio.sleep(RECHECK_SECONDS)
+    return "revoked"

@@ -1,0 +1,60 @@
+"""GET /api/v1/audit: the security events, for administrators, with filters and paging."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import anyio.to_thread
+from fastapi import APIRouter, Query
+from pydantic import BaseModel
+
+from wardgate.audit.log import AuditQuery
+from wardgate.http.deps import AdminUser, GatewayDep
+from wardgate.http.errors import ERROR_RESPONSES
+
+router = APIRouter(prefix="/api/v1/audit", tags=["audit"], responses=ERROR_RESPONSES)
+
+
+class AuditEventModel(BaseModel):
+    """One security event."""
+
+    at: int
+    event: str
+    outcome: str
+    actor: str | None
+    subject: str | None
+    ip: str | None
+    user_agent: str | None
+    detail: str | None
+
+
+class AuditPage(BaseModel):
+    """A page of events, newest first."""
+
+    events: list[AuditEventModel]
+    total: int
+    page: int
+    limit: int
+
+
+@router.get("", response_model=AuditPage, summary="Security events (admin)")
+@router.get("/", response_model=AuditPage, include_in_schema=False)
+async def list_events(
+    _admin: AdminUser,
+    gw: GatewayDep,
+    event: str | None = Query(None, max_length=64, description="exact event name, e.g. auth.signin"),
+    outcome: Literal["success", "failure", "refused"] | None = None,
+    actor: str | None = Query(None, max_length=320),
+    subject: str | None = Query(None, max_length=320),
+    since: int | None = Query(None, ge=0, description="Unix time, inclusive"),
+    until: int | None = Query(None, ge=0, description="Unix time, inclusive"),
+    page: int = Query(1, ge=1, le=100000),
+    limit: int = Query(50, ge=1, le=500),
+) -> AuditPage:
+    """Events matching every given filter, newest first."""
+    filters = AuditQuery(event=event, outcome=outcome, actor=actor, subject=subject, since=since, until=until)
+    records, total = await anyio.to_thread.run_sync(
+        lambda: gw.audit.query(filters, offset=(page - 1) * limit, limit=limit)
+    )
+    events = [AuditEventModel(**{f: getattr(r, f) for f in AuditEventModel.model_fields}) for r in records]
+    return AuditPage(events=events, total=total, page=page, limit=limit)

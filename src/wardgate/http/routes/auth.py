@@ -1,0 +1,166 @@
+"""Open WebUI's auth API under /api/v1/auths: sign-up, sign-in, sign-out, password, sessions."""
+
+from __future__ import annotations
+
+from functools import partial
+
+import anyio.to_thread
+from fastapi import APIRouter, Request, Response
+
+from wardgate.errors import AuthenticationError, PermissionDeniedError
+from wardgate.http.cookies import clear_token_cookie, set_token_cookie
+from wardgate.http.deps import AdminUser, ClientDep, CurrentUser, GatewayDep, read_credential
+from wardgate.http.errors import ERROR_RESPONSES
+from wardgate.http.routes.oauth import signout_redirect_url
+from wardgate.http.schemas import (
+    AddedUser,
+    AddUserForm,
+    SessionInfo,
+    SessionUser,
+    SigninForm,
+    SignoutResult,
+    SignupForm,
+    UpdatePasswordForm,
+)
+from wardgate.identity.records import SignedIn
+from wardgate.sessions.registry import UserState
+
+router = APIRouter(prefix="/api/v1/auths", tags=["auths"], responses=ERROR_RESPONSES)
+
+
+def session_user(user: UserState, token: str, expires_at: int | None) -> SessionUser:
+    """The Open WebUI `SessionUserInfo` / `SigninResult` shape."""
+    return SessionUser(
+        token=token,
+        expires_at=expires_at,
+        id=user.id,
+        email=user.email,
+        name=user.name,
+        role=user.role,
+        profile_image_url=user.profile_image_url,
+    )
+
+
+def _signed_in(result: SignedIn, request: Request, response: Response, gw: GatewayDep) -> SessionUser:
+    set_token_cookie(response, request, gw.settings, result.token)
+    response.headers["Cache-Control"] = "no-store"
+    return session_user(result.user, result.token.token, result.token.expires_at)
+
+
+@router.get("/", response_model=SessionUser, summary="The signed-in user")
+async def get_session_user(principal: CurrentUser, response: Response) -> SessionUser:
+    """The session user. The token is echoed only to callers that sent it in a header."""
+    response.headers["Cache-Control"] = "no-store"
+    token = principal.token if principal.via == "header" else ""
+    return session_user(principal.user, token, principal.claims.expires_at)
+
+
+@router.post("/signin", response_model=SessionUser, summary="Sign in with email and password")
+async def signin(
+    form: SigninForm, request: Request, response: Response, gw: GatewayDep, client: ClientDep
+) -> SessionUser:
+    """Check the password and start a session (token in the body and in an HttpOnly cookie)."""
+    if not gw.settings.enable_password_auth:
+        raise PermissionDeniedError(
+            "Password sign-in is disabled on this site.", code="password_auth_disabled"
+        )
+    result = await anyio.to_thread.run_sync(gw.accounts.signin, form.email, form.password, client)
+    return _signed_in(result, request, response, gw)
+
+
+@router.post("/signup", response_model=SessionUser, summary="Create an account")
+async def signup(
+    form: SignupForm, request: Request, response: Response, gw: GatewayDep, client: ClientDep
+) -> SessionUser:
+    """Create an account and sign it in; the first account ever becomes the admin."""
+    result = await anyio.to_thread.run_sync(gw.accounts.signup, form.name, form.email, form.password, client)
+    return _signed_in(result, request, response, gw)
+
+
+async def _signout(request: Request, response: Response, gw: GatewayDep) -> SignoutResult:
+    try:
+        credential = read_credential(request)
+        claims = gw.codec.verify(credential[0]) if credential else None
+    except AuthenticationError:
+        claims = None  # nothing valid to revoke; still clear the cookie
+    # Single sign-on sessions also end at the provider (RP-Initiated Logout): its end-session URL.
+    redirect_url = await signout_redirect_url(request, gw, claims)
+    if claims is not None:
+        await anyio.to_thread.run_sync(gw.accounts.signout, claims)
+    clear_token_cookie(response, request, gw.settings)
+    response.headers["Cache-Control"] = "no-store"
+    return SignoutResult(redirect_url=redirect_url)
+
+
+@router.post("/signout", response_model=SignoutResult, summary="Sign out (revokes this session)")
+async def signout_post(request: Request, response: Response, gw: GatewayDep) -> SignoutResult:
+    """Revoke the presented session everywhere and clear the cookie."""
+    return await _signout(request, response, gw)
+
+
+@router.get("/signout", response_model=SignoutResult, summary="Sign out (Open WebUI's GET form)")
+async def signout_get(request: Request, response: Response, gw: GatewayDep) -> SignoutResult:
+    """As POST; a cross-site GET (a forced sign-out) is refused."""
+    if request.headers.get("sec-fetch-site") == "cross-site":
+        raise PermissionDeniedError("Cross-site sign-out refused.", code="csrf")
+    return await _signout(request, response, gw)
+
+
+@router.post("/update/password", response_model=bool, summary="Change your password")
+async def update_password(
+    form: UpdatePasswordForm, principal: CurrentUser, request: Request, response: Response, gw: GatewayDep
+) -> bool:
+    """Change the password; every session of the account ends, this one included."""
+    await anyio.to_thread.run_sync(
+        gw.accounts.change_password, principal.user.id, form.password, form.new_password
+    )
+    clear_token_cookie(response, request, gw.settings)
+    return True
+
+
+@router.post("/add", response_model=AddedUser, summary="Create an account (admin)")
+async def add_user(form: AddUserForm, _admin: AdminUser, gw: GatewayDep) -> AddedUser:
+    """Create an account with a role; unlike Open WebUI no session token for it is handed out."""
+    create = partial(gw.accounts.create_user, form.name, form.email, form.password, role=form.role)
+    user = await anyio.to_thread.run_sync(create)
+    return AddedUser(
+        id=user.id,
+        email=user.email,
+        name=user.name,
+        role=user.role,
+        profile_image_url=user.profile_image_url,
+    )
+
+
+@router.get("/sessions", response_model=list[SessionInfo], summary="Your signed-in sessions")
+async def list_sessions(principal: CurrentUser, gw: GatewayDep) -> list[SessionInfo]:
+    """Every live session of the caller, newest first."""
+    rows = await anyio.to_thread.run_sync(gw.accounts.list_sessions, principal.user.id)
+    return [
+        SessionInfo(
+            id=r.id,
+            current=r.id == principal.claims.session_id,
+            auth_method=r.auth_method,
+            created_at=r.created_at,
+            expires_at=r.expires_at,
+            last_seen_at=r.last_seen_at,
+            ip=r.ip,
+            user_agent=r.user_agent,
+        )
+        for r in rows
+    ]
+
+
+@router.delete("/sessions/{session_id}", response_model=bool, summary="Sign out one of your sessions")
+async def revoke_session(session_id: str, principal: CurrentUser, gw: GatewayDep) -> bool:
+    """Revoke one of the caller's own sessions (404 for anyone else's)."""
+    await anyio.to_thread.run_sync(gw.accounts.revoke_session, principal.user.id, session_id)
+    return True
+
+
+@router.post("/sessions/revoke", response_model=bool, summary="Sign out everywhere")
+async def revoke_all(principal: CurrentUser, request: Request, response: Response, gw: GatewayDep) -> bool:
+    """End every session of the caller, this one included."""
+    await anyio.to_thread.run_sync(gw.accounts.revoke_all_sessions, principal.user.id)
+    clear_token_cookie(response, request, gw.settings)
+    return True

@@ -1,0 +1,125 @@
+"""Single sign-on routes: `/oauth/{provider}/login` and its callback (Open WebUI's paths).
+
+Both are GET navigations (the default CSP's `form-action 'self'` would stop a form posting to a
+provider). Every refusal ends as a redirect to `/auth?error=<readable message>`, never as a JSON
+error page or a stack trace; only an unknown provider answers 404.
+
+The pending sign-in travels in the `wardgate_oauth` cookie: HttpOnly, `SameSite=Lax` (it must come
+back on the provider's top-level redirect to the callback), Secure on HTTPS, `Path=/oauth` (under
+`WARDGATE_PATH_PREFIX`, like every wardgate route), ten minutes, sealed and single-use (see
+`wardgate.oauth.state`).
+"""
+
+from __future__ import annotations
+
+from urllib.parse import quote
+
+from fastapi import APIRouter, Request
+from fastapi.responses import RedirectResponse, Response
+
+from wardgate.errors import ApiError, NotFoundError
+from wardgate.gateway import Gateway
+from wardgate.http.cookies import set_token_cookie
+from wardgate.http.deps import ClientDep, GatewayDep
+from wardgate.oauth.service import SignOn
+from wardgate.oauth.state import STATE_LIFETIME, safe_redirect_path
+from wardgate.security.tokens import Claims
+
+router = APIRouter(tags=["oauth"], include_in_schema=True)
+STATE_COOKIE = "wardgate_oauth"
+
+
+def _sign_on(gw: Gateway) -> SignOn:
+    if gw.sign_on is None:
+        raise NotFoundError("Single sign-on is not configured on this site.", code="unknown_provider")
+    return gw.sign_on
+
+
+def _site_origin(request: Request, gw: Gateway) -> str:
+    """WEBUI_URL, else the request's scheme and host as the trusted-proxy layer resolved them."""
+    return gw.settings.webui_url or f"{request.url.scheme}://{request.url.netloc}"
+
+
+def _cookie_path(gw: Gateway) -> str:
+    return f"{gw.settings.route_prefix}/oauth"
+
+
+def _secure(request: Request, gw: Gateway) -> bool:
+    configured = gw.settings.webui_session_cookie_secure
+    return configured if configured is not None else request.url.scheme == "https"
+
+
+def _refusal(request: Request, gw: Gateway, message: str) -> Response:
+    """302 to the sign-in page with a readable message; the pending sign-in is forgotten."""
+    location = f"{gw.settings.route_prefix}/auth?error={quote(message, safe='')}"
+    response = RedirectResponse(location, status_code=302)
+    response.delete_cookie(STATE_COOKIE, path=_cookie_path(gw), secure=_secure(request, gw), httponly=True)
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@router.get("/oauth/{provider}/login", summary="Sign in with a provider (redirects to it)")
+async def oauth_login(provider: str, request: Request, gw: GatewayDep, redirect: str = "/") -> Response:
+    """Start the authorization-code flow; `redirect` is where to go afterwards (same-site paths only)."""
+    sign_on = _sign_on(gw)
+    config = sign_on.provider(provider)  # 404 for an unknown provider
+    callback = f"{gw.settings.route_prefix}/oauth/{provider}/callback"
+    redirect_uri = config.redirect_uri or f"{_site_origin(request, gw)}{callback}"
+    try:
+        url, sealed = await sign_on.begin(provider, redirect_uri, safe_redirect_path(redirect))
+    except ApiError as exc:
+        return _refusal(request, gw, exc.detail)
+    response = RedirectResponse(url, status_code=302)
+    response.set_cookie(
+        STATE_COOKIE,
+        sealed,
+        max_age=STATE_LIFETIME,
+        path=_cookie_path(gw),
+        httponly=True,
+        secure=_secure(request, gw),
+        samesite="lax",
+    )
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+async def _callback(provider: str, request: Request, gw: Gateway, client: ClientDep) -> Response:
+    sign_on = _sign_on(gw)
+    sign_on.provider(provider)  # 404 for an unknown provider
+    params = dict(request.query_params)
+    try:
+        signed, next_path = await sign_on.complete(
+            provider, request.cookies.get(STATE_COOKIE), params, client
+        )
+    except ApiError as exc:
+        return _refusal(request, gw, exc.detail)
+    response = RedirectResponse(safe_redirect_path(next_path), status_code=302)
+    response.delete_cookie(STATE_COOKIE, path=_cookie_path(gw), secure=_secure(request, gw), httponly=True)
+    set_token_cookie(response, request, gw.settings, signed.token)
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@router.get("/oauth/{provider}/callback", summary="The provider's redirect back (register this URI)")
+async def oauth_callback(provider: str, request: Request, gw: GatewayDep, client: ClientDep) -> Response:
+    """Finish the sign-in: verify, link the account, set the session cookie, go to `redirect`."""
+    return await _callback(provider, request, gw, client)
+
+
+@router.get("/oauth/{provider}/login/callback", summary="Open WebUI's other callback path")
+async def oauth_login_callback(
+    provider: str, request: Request, gw: GatewayDep, client: ClientDep
+) -> Response:
+    """Same as `/oauth/{provider}/callback`."""
+    return await _callback(provider, request, gw, client)
+
+
+async def signout_redirect_url(request: Request, gw: Gateway, claims: Claims | None) -> str | None:
+    """Where the browser goes after sign-out: the provider's end-session URL for an SSO session,
+    else `WEBUI_AUTH_SIGNOUT_REDIRECT_URL` (None when unset)."""
+    configured = gw.settings.webui_auth_signout_redirect_url
+    if claims is None or gw.sign_on is None:
+        return configured
+    post_logout = configured or f"{_site_origin(request, gw)}{gw.settings.route_prefix}/auth"
+    provider_url = await gw.sign_on.end_session_url(claims.session_id, post_logout)
+    return provider_url or configured

@@ -1,0 +1,383 @@
+"""The pages people see: sign-in (/auth), their account (/account) and administration (/admin).
+
+Forms post to same-origin handlers (no inline script; the strict CSP holds) and every state change
+passes the CSRF middleware's Origin check like the JSON API does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import quote
+from uuid import UUID
+
+import anyio.to_thread
+from fastapi import APIRouter, Request
+from fastapi.responses import RedirectResponse, Response
+
+from wardgate.audit.log import AuditQuery
+from wardgate.config.review import production_findings
+from wardgate.config.settings import redacted_settings
+from wardgate.errors import ApiError, AuthenticationError, PermissionDeniedError
+from wardgate.gateway import Gateway
+from wardgate.http.cookies import clear_token_cookie, set_token_cookie
+from wardgate.http.deps import Principal, authenticate, client_info, gateway
+from wardgate.http.rendering import render, safe_redirect_path
+from wardgate.http.routes.oauth import signout_redirect_url
+from wardgate.identity.records import UserChanges
+from wardgate.oauth.linking import linked_identities
+
+router = APIRouter(include_in_schema=False)
+_NOTICES = {
+    "password": "Password changed. Please sign in again with the new password.",
+    "signed-out": "You are signed out.",
+    "session": "That session is signed out.",
+    "user": "Saved.",
+}
+
+
+async def optional_principal(request: Request) -> Principal | None:
+    """The signed-in person, or None (pages redirect instead of answering 401)."""
+    try:
+        return await authenticate(request)
+    except AuthenticationError:
+        return None
+
+
+def _at(request: Request, path: str) -> str:
+    """A path of wardgate's own pages (they live under WARDGATE_PATH_PREFIX)."""
+    return gateway(request).settings.route_prefix + path
+
+
+def _to_auth(request: Request) -> RedirectResponse:
+    target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    response = RedirectResponse(_at(request, f"/auth?redirect={_quote(target)}"), status_code=303)
+    if request.cookies.get("token"):
+        clear_token_cookie(response, request, gateway(request).settings)
+    return response
+
+
+def _quote(text: str) -> str:
+    return quote(text, safe="/")
+
+
+def _home_for(request: Request) -> str:
+    """Where a signed-in person goes by default: the protected app if there is one, else the account."""
+    return "/" if gateway(request).upstreams.has_app else _at(request, "/account")
+
+
+@router.get("/")
+async def home(request: Request) -> Response:
+    """Signed-out visitors go to /auth, signed-in ones to their account (or the protected app).
+
+    With an app upstream and no WARDGATE_PATH_PREFIX, "/" is the app's: `UpstreamDispatch` sends it there.
+    """
+    principal = await optional_principal(request)
+    return RedirectResponse(_home_for(request) if principal else _at(request, "/auth"), status_code=303)
+
+
+@router.get("/auth")
+async def auth_page(
+    request: Request, redirect: str = "", mode: str = "signin", error: str = "", notice: str = ""
+) -> Response:
+    """Sign in, sign up when enabled, or create the first admin on a fresh install."""
+    principal = await optional_principal(request)
+    if principal is not None and not error:
+        return RedirectResponse(safe_redirect_path(redirect, _home_for(request)), status_code=303)
+    return await _auth_form(
+        request, redirect=redirect, mode=mode, error=error[:300] or None, notice=_NOTICES.get(notice)
+    )
+
+
+async def _auth_form(request: Request, *, status_code: int = 200, **context: Any) -> Response:
+    gw = gateway(request)
+    s = gw.settings
+    onboarding = not await anyio.to_thread.run_sync(gw.accounts.has_users)
+    signup_enabled = s.enable_signup and s.enable_login_form and s.enable_password_auth
+    mode = "signup" if context.pop("mode", "signin") == "signup" and signup_enabled else "signin"
+    values = {
+        "email": "",
+        "name": "",
+        "redirect": safe_redirect_path(context.pop("redirect", ""), _home_for(request)),
+        "providers": getattr(request.app.state, "sso_providers", {}),
+        "onboarding": onboarding,
+        "mode": mode,
+        "signup_enabled": signup_enabled,
+        "password_auth": s.enable_password_auth,
+        "min_length": s.password_min_length,
+        **context,
+    }
+    return render(request, "auth.html", status_code=status_code, **values)
+
+
+async def _form(request: Request) -> dict[str, str]:
+    form = await request.form()
+    return {key: value for key, value in form.items() if isinstance(value, str)}
+
+
+@router.post("/auth/signin")
+async def signin_form(request: Request) -> Response:
+    """The sign-in form: on success set the cookie and go to the requested page."""
+    form = await _form(request)
+    gw = gateway(request)
+    target = safe_redirect_path(form.get("redirect"), _home_for(request))
+    if not gw.settings.enable_password_auth:
+        return await _auth_form(
+            request, status_code=403, redirect=target, error="Password sign-in is disabled on this site."
+        )
+    try:
+        result = await anyio.to_thread.run_sync(
+            gw.accounts.signin, form.get("email", ""), form.get("password", ""), client_info(request)
+        )
+    except ApiError as exc:
+        return await _auth_form(
+            request,
+            status_code=exc.status_code,
+            redirect=target,
+            error=exc.detail,
+            email=form.get("email", "")[:320],
+        )
+    if result.user.role == "pending":
+        target = _at(request, "/account")
+    response = RedirectResponse(target, status_code=303)
+    set_token_cookie(response, request, gw.settings, result.token)
+    return response
+
+
+@router.post("/auth/signup")
+async def signup_form(request: Request) -> Response:
+    """The sign-up (and first-admin) form."""
+    form = await _form(request)
+    gw = gateway(request)
+    target = safe_redirect_path(form.get("redirect"), _home_for(request))
+    try:
+        result = await anyio.to_thread.run_sync(
+            gw.accounts.signup,
+            form.get("name", ""),
+            form.get("email", ""),
+            form.get("password", ""),
+            client_info(request),
+        )
+    except ApiError as exc:
+        return await _auth_form(
+            request,
+            status_code=exc.status_code,
+            redirect=target,
+            mode="signup",
+            error=exc.detail,
+            email=form.get("email", "")[:320],
+            name=form.get("name", "")[:255],
+        )
+    response = RedirectResponse(
+        _at(request, "/account") if result.user.role == "pending" else target, status_code=303
+    )
+    set_token_cookie(response, request, gw.settings, result.token)
+    return response
+
+
+@router.post("/auth/signout")
+async def signout_form(request: Request) -> Response:
+    """Sign out this browser: the session is revoked, the cookie cleared, and for an SSO session the
+    provider's session is ended too (a page, not a redirect: CSP form-action covers redirects)."""
+    gw = gateway(request)
+    principal = await optional_principal(request)
+    provider_url = None
+    if principal is not None:
+        provider_url = await signout_redirect_url(request, gw, principal.claims)
+        await anyio.to_thread.run_sync(gw.accounts.signout, principal.claims)
+    response: Response
+    if provider_url:
+        response = render(request, "signed_out.html", provider_url=provider_url)
+    else:
+        response = RedirectResponse(_at(request, "/auth?notice=signed-out"), status_code=303)
+    clear_token_cookie(response, request, gw.settings)
+    return response
+
+
+@router.get("/account")
+async def account_page(request: Request, notice: str = "", error: str = "") -> Response:
+    """Profile, password change and the person's own sessions."""
+    principal = await optional_principal(request)
+    if principal is None:
+        return _to_auth(request)
+    gw = gateway(request)
+    sessions = await anyio.to_thread.run_sync(gw.accounts.list_sessions, principal.user.id)
+    row = await anyio.to_thread.run_sync(gw.accounts.get_user, principal.user.id)
+    rows = [_session_view(s, principal) for s in sessions]
+    pending = (
+        "Your account is waiting for approval by an administrator."
+        if principal.user.role == "pending"
+        else None
+    )
+    return render(
+        request,
+        "account.html",
+        principal=principal,
+        active="account",
+        sessions=rows,
+        has_password=row.password_hash is not None,
+        min_length=gw.settings.password_min_length,
+        identities=await _identities(request, principal),
+        notice=_NOTICES.get(notice) or pending,
+        error=error[:300] or None,
+    )
+
+
+async def _identities(request: Request, principal: Principal) -> list[dict[str, str]]:
+    gw = gateway(request)
+    rows = await anyio.to_thread.run_sync(linked_identities, gw.sessions, principal.user.id)
+    names = getattr(request.app.state, "sso_providers", {})
+    return [
+        {"provider_label": names.get(r.provider, r.provider), "email": r.email or "", "subject": r.subject}
+        for r in rows
+    ]
+
+
+def _session_view(session: Any, principal: Principal) -> dict[str, Any]:
+    return {
+        "id": session.id,
+        "current": session.id == principal.claims.session_id,
+        "ip": session.ip,
+        "user_agent": session.user_agent,
+        "created_at": session.created_at,
+        "last_seen_at": session.last_seen_at,
+    }
+
+
+async def _account_action(
+    request: Request, action: Callable[[Gateway, Principal], Awaitable[str]]
+) -> Response:
+    principal = await optional_principal(request)
+    if principal is None:
+        return _to_auth(request)
+    gw = gateway(request)
+    try:
+        location = await action(gw, principal)
+    except ApiError as exc:
+        return RedirectResponse(_at(request, f"/account?error={_quote(exc.detail)}"), status_code=303)
+    response = RedirectResponse(_at(request, location), status_code=303)
+    if location.startswith("/auth"):
+        clear_token_cookie(response, request, gw.settings)
+    return response
+
+
+@router.post("/account/password")
+async def change_password_form(request: Request) -> Response:
+    """Change the password; every session ends, so the person signs in again."""
+    form = await _form(request)
+
+    async def act(gw: Gateway, principal: Principal) -> str:
+        await anyio.to_thread.run_sync(
+            gw.accounts.change_password,
+            principal.user.id,
+            form.get("password", ""),
+            form.get("new_password", ""),
+        )
+        return "/auth?notice=password"
+
+    return await _account_action(request, act)
+
+
+@router.post("/account/sessions/{session_id}/revoke")
+async def revoke_session_form(request: Request, session_id: str) -> Response:
+    """Sign out one of the person's sessions."""
+
+    async def act(gw: Gateway, principal: Principal) -> str:
+        await anyio.to_thread.run_sync(gw.accounts.revoke_session, principal.user.id, session_id)
+        return (
+            "/auth?notice=signed-out"
+            if session_id == principal.claims.session_id
+            else "/account?notice=session"
+        )
+
+    return await _account_action(request, act)
+
+
+@router.post("/account/sessions/revoke-all")
+async def revoke_all_form(request: Request) -> Response:
+    """Sign out everywhere, this browser included."""
+
+    async def act(gw: Gateway, principal: Principal) -> str:
+        await anyio.to_thread.run_sync(gw.accounts.revoke_all_sessions, principal.user.id)
+        return "/auth?notice=signed-out"
+
+    return await _account_action(request, act)
+
+
+@router.get("/admin")
+async def admin_page(request: Request, q: str = "", notice: str = "", error: str = "") -> Response:
+    """Users, pending approvals, the effective configuration and recent security events."""
+    principal = await optional_principal(request)
+    if principal is None:
+        return _to_auth(request)
+    if principal.user.role != "admin":
+        return render(
+            request,
+            "error.html",
+            principal=principal,
+            status_code=403,
+            heading="Not allowed",
+            message="Administrator access is required for this page.",
+        )
+    gw = gateway(request)
+    users, total = await anyio.to_thread.run_sync(lambda: gw.accounts.list_users(query=q[:320], limit=200))
+    everyone, _ = await anyio.to_thread.run_sync(lambda: gw.accounts.list_users(limit=10000))
+    events, _ = await anyio.to_thread.run_sync(lambda: gw.audit.query(AuditQuery(), limit=50))
+    return render(
+        request,
+        "admin.html",
+        principal=principal,
+        active="admin",
+        users=users,
+        total=total,
+        query=q[:320],
+        pending=[u for u in everyone if u.role == "pending"],
+        settings=redacted_settings(gw.settings),
+        findings=production_findings(gw.settings),
+        events=events,
+        notice=_NOTICES.get(notice),
+        error=error[:300] or None,
+    )
+
+
+async def _admin_action(
+    request: Request, user_id: str, change: Callable[[Gateway, Principal], None]
+) -> Response:
+    principal = await optional_principal(request)
+    if principal is None:
+        return _to_auth(request)
+    gw = gateway(request)
+    try:
+        if principal.user.role != "admin":
+            raise PermissionDeniedError("Administrator access is required.")
+        await anyio.to_thread.run_sync(change, gw, principal)
+    except ApiError as exc:
+        return RedirectResponse(_at(request, f"/admin?error={_quote(exc.detail)}"), status_code=303)
+    return RedirectResponse(_at(request, f"/admin?notice=user#user-{user_id}"), status_code=303)
+
+
+@router.post("/admin/users/{user_id}/{action}")
+async def admin_user_form(request: Request, user_id: str, action: str) -> Response:
+    """Role change, enable, disable, revoke sessions or delete, from the admin page."""
+    form = await _form(request)
+    try:
+        user_id = str(UUID(user_id))
+    except ValueError:
+        return RedirectResponse(_at(request, "/admin?error=User%20not%20found."), status_code=303)
+    changes = {
+        "role": UserChanges(role=form.get("role", "")),
+        "disable": UserChanges(active=False),
+        "enable": UserChanges(active=True),
+    }
+
+    def change(gw: Gateway, principal: Principal) -> None:
+        if action in changes:
+            gw.accounts.update_user(principal.user, user_id, changes[action])
+        elif action == "revoke":
+            gw.accounts.revoke_all_sessions(user_id, actor=principal.user.email)
+        elif action == "delete":
+            gw.accounts.delete_user(principal.user, user_id)
+        else:
+            raise PermissionDeniedError("Unknown action.")
+
+    return await _admin_action(request, user_id, change)

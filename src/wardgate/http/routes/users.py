@@ -1,0 +1,86 @@
+"""Open WebUI's user administration under /api/v1/users (admins only)."""
+
+from __future__ import annotations
+
+import uuid
+from functools import partial
+
+import anyio.to_thread
+from fastapi import APIRouter, Query
+
+from wardgate.errors import NotFoundError
+from wardgate.http.deps import AdminUser, GatewayDep
+from wardgate.http.errors import ERROR_RESPONSES
+from wardgate.http.schemas import UserList, UserModel, UserUpdateForm
+from wardgate.identity.records import UserChanges
+from wardgate.storage.models import User
+
+router = APIRouter(prefix="/api/v1/users", tags=["users"], responses=ERROR_RESPONSES)
+
+
+def user_model(row: User) -> UserModel:
+    """The API view of an account row."""
+    return UserModel(
+        id=row.id,
+        email=row.email,
+        name=row.name,
+        role=row.role,
+        active=row.active,
+        profile_image_url=row.profile_image_url,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        last_active_at=row.last_active_at,
+    )
+
+
+def _user_id(user_id: str) -> str:
+    try:
+        return str(uuid.UUID(user_id))
+    except ValueError:
+        raise NotFoundError("User not found.") from None
+
+
+@router.get("/", response_model=UserList, summary="List accounts")
+async def list_users(
+    _admin: AdminUser,
+    gw: GatewayDep,
+    query: str = Query("", max_length=320),
+    page: int = Query(1, ge=1, le=100000),
+    limit: int = Query(50, ge=1, le=500),
+) -> UserList:
+    """A page of accounts, optionally filtered by name or email."""
+    fetch = partial(gw.accounts.list_users, query=query, offset=(page - 1) * limit, limit=limit)
+    rows, total = await anyio.to_thread.run_sync(fetch)
+    return UserList(users=[user_model(r) for r in rows], total=total)
+
+
+@router.get("/{user_id}", response_model=UserModel, summary="One account")
+async def get_user(user_id: str, _admin: AdminUser, gw: GatewayDep) -> UserModel:
+    """One account by id."""
+    row = await anyio.to_thread.run_sync(gw.accounts.get_user, _user_id(user_id))
+    return user_model(row)
+
+
+@router.post("/{user_id}/update", response_model=UserModel, summary="Edit an account")
+async def update_user(user_id: str, form: UserUpdateForm, admin: AdminUser, gw: GatewayDep) -> UserModel:
+    """Change role, name, email, password or enabled state; a password change or disabling ends sessions."""
+    changes = UserChanges(
+        role=form.role, name=form.name, email=form.email, password=form.password, active=form.active
+    )
+    await anyio.to_thread.run_sync(gw.accounts.update_user, admin.user, _user_id(user_id), changes)
+    row = await anyio.to_thread.run_sync(gw.accounts.get_user, _user_id(user_id))
+    return user_model(row)
+
+
+@router.delete("/{user_id}", response_model=bool, summary="Delete an account")
+async def delete_user(user_id: str, admin: AdminUser, gw: GatewayDep) -> bool:
+    """Delete an account and end its sessions; never yourself, never the last admin."""
+    await anyio.to_thread.run_sync(gw.accounts.delete_user, admin.user, _user_id(user_id))
+    return True
+
+
+@router.post("/{user_id}/sessions/revoke", response_model=bool, summary="End every session of an account")
+async def revoke_sessions(user_id: str, _admin: AdminUser, gw: GatewayDep) -> bool:
+    """Sign the account out everywhere."""
+    await anyio.to_thread.run_sync(gw.accounts.revoke_all_sessions, _user_id(user_id))
+    return True

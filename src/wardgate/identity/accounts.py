@@ -1,0 +1,487 @@
+"""Accounts and sessions: sign-up, sign-in, sign-out, password change and the admin operations.
+
+Every write that can end a session happens in one transaction together with its entry in the change
+log (`wardgate.sessions.registry.log_*`), then updates this process's view. The methods are synchronous: the
+HTTP layer runs them in worker threads, so neither hashing nor database I/O blocks the event loop.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable
+
+from sqlalchemy import delete, func, or_, select, true, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from wardgate.audit.log import AuditLog
+from wardgate.errors import (
+    AuthenticationError,
+    BadRequestError,
+    BusyError,
+    ConflictError,
+    NotFoundError,
+    PermissionDeniedError,
+)
+from wardgate.identity.records import (
+    ACCOUNT_DISABLED,
+    INVALID_CREDENTIALS,
+    ROLES,
+    AuthLimits,
+    ClientInfo,
+    PasswordPolicy,
+    SignedIn,
+    UserChanges,
+    clean_name,
+    normalise_email,
+)
+from wardgate.security.passwords import PasswordHasher, Verification
+from wardgate.security.ratelimit import RateLimiter
+from wardgate.security.tokens import Claims, TokenCodec
+from wardgate.sessions.registry import (
+    SessionRegistry,
+    UserState,
+    load_groups,
+    log_session_revoked,
+    log_user_change,
+)
+from wardgate.storage.models import ApiKey, AppState, AuthSession, User, UserGroup
+
+_FIRST_ADMIN_KEY = "first_admin"
+_ADMIN_LOCK_KEY = "admin_lock"
+_IP_LOCK_WAIT_SECONDS = 5.0
+
+
+def _now() -> int:
+    return int(time.time())
+
+
+class AccountService:
+    """Account and session operations over the database, keeping the revocation view coherent."""
+
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        registry: SessionRegistry,
+        hasher: PasswordHasher,
+        codec: TokenCodec,
+        policy: PasswordPolicy,
+        *,
+        default_role: str = "pending",
+        signup_enabled: Callable[[], bool] = lambda: True,
+        limiter: RateLimiter | None = None,
+        limits: AuthLimits | None = None,
+        audit: AuditLog | None = None,
+    ) -> None:
+        self._sessions = sessions
+        self._registry = registry
+        self._hasher = hasher
+        self._codec = codec
+        self._policy = policy
+        self._default_role = default_role
+        self._signup_enabled = signup_enabled
+        self._limiter = limiter or RateLimiter()
+        self._limits = limits or AuthLimits.parse("5/3m", "20/3m", "10/1h", "5/15m")
+        self._audit = audit or AuditLog(sessions)
+        self._ip_locks = [threading.Lock() for _ in range(64)]  # striped: one per client IP, bounded
+
+    # --- creating accounts --------------------------------------------------------------------
+
+    def has_users(self) -> bool:
+        """True once any account exists."""
+        with self._sessions() as db:
+            return db.scalar(select(User.id).limit(1)) is not None
+
+    def signup(self, name: str, email: str, password: str, client: ClientInfo) -> SignedIn:
+        """Self-service sign-up; the very first account becomes admin, atomically."""
+        with self._audit.attempt("auth.signup", subject=email.strip().lower()[:320]):
+            self._limiter.hit(self._limits.signup, f"signup:{client.ip}")
+            user = self.create_user(name, email, password, role=None, open_signup_required=True)
+            return self._start_session(user, client, "password")
+
+    def create_user(
+        self,
+        name: str,
+        email: str,
+        password: str | None,
+        *,
+        role: str | None,
+        open_signup_required: bool = False,
+        check_policy: bool = True,
+    ) -> UserState:
+        """Create an account. role=None means "admin if first, else the default role"."""
+        name, email = clean_name(name), normalise_email(email)
+        if role is not None and role not in ROLES:
+            raise BadRequestError("Role must be one of pending, user, admin.", code="invalid_role")
+        if password is not None and check_policy:
+            self._policy.check(password)
+        password_hash = self._hasher.hash(password) if password is not None else None
+        for _attempt in range(3):
+            try:
+                return self._insert_user(name, email, password_hash, role, open_signup_required)
+            except _FirstAdminRace:
+                continue  # someone else became the first admin meanwhile: re-decide our role
+        raise ConflictError("Could not create the account; please try again.")
+
+    def _insert_user(
+        self, name: str, email: str, password_hash: str | None, role: str | None, open_signup_required: bool
+    ) -> UserState:
+        now = _now()
+        with self._sessions() as db:
+            try:
+                with db.begin():
+                    first = db.scalar(select(User.id).limit(1)) is None
+                    if first:
+                        # Exactly one transaction can insert this row; the losers retry as non-first.
+                        db.add(AppState(key=_FIRST_ADMIN_KEY, value=email))
+                        db.flush()
+                    elif open_signup_required and not self._signup_enabled():
+                        raise PermissionDeniedError(
+                            "Sign-up is disabled on this site.", code="signup_disabled"
+                        )
+                    if db.scalar(select(User.id).where(User.email == email)) is not None:
+                        raise BadRequestError("This email is already registered.", code="email_taken")
+                    row = User(
+                        id=str(uuid.uuid4()),
+                        email=email,
+                        name=name,
+                        role="admin" if first else (role or self._default_role),
+                        active=True,
+                        password_hash=password_hash,
+                        session_stamp=secrets.token_urlsafe(16),
+                        created_at=now,
+                        updated_at=now,
+                    )
+                    db.add(row)
+                    db.flush()
+                    log_user_change(db, [row.id])
+            except IntegrityError as exc:
+                if _FIRST_ADMIN_KEY in str(exc.params) or "app_state" in str(exc):
+                    raise _FirstAdminRace from None
+                raise BadRequestError("This email is already registered.", code="email_taken") from None
+        state = UserState.from_row(row)
+        self._registry.user_changed(state)
+        self._audit.record("user.created", "success", subject=state.email, detail=f"role={state.role}")
+        return state
+
+    def ensure_admin(self, email: str, password: str, name: str) -> bool:
+        """Create the admin from WEBUI_ADMIN_* when no account exists yet; True if created."""
+        if self.has_users():
+            return False
+        try:
+            self.create_user(name, email, password, role="admin", check_policy=False)
+        except BadRequestError:
+            return False
+        return True
+
+    # --- signing in and out -----------------------------------------------------------------------
+
+    def signin(self, email: str, password: str, client: ClientInfo) -> SignedIn:
+        """Check credentials; unknown email and wrong password cost the same and read the same."""
+        try:
+            email = normalise_email(email)
+        except BadRequestError:
+            email = ""
+        with self._audit.attempt("auth.signin", subject=email or None):
+            return self._signin(email, password, client)
+
+    def _signin(self, email: str, password: str, client: ClientInfo) -> SignedIn:
+        # Per (account, IP) the attempt is counted *before* the password check, atomically, so N
+        # concurrent guesses cannot all slip through; another IP is unaffected (no lock-out) and a
+        # success clears it. Per IP across accounts (spraying) only failures count, so check, verify
+        # and count run under a lock per IP: concurrent sprays from one IP cannot all pass the check.
+        ip_key, account_key = f"signin-ip:{client.ip}", f"signin:{email}:{client.ip}"
+        self._limiter.hit(self._limits.signin, account_key)
+        lock = self._ip_locks[hash(ip_key) % len(self._ip_locks)]
+        if not lock.acquire(timeout=_IP_LOCK_WAIT_SECONDS):  # never queue without bound
+            raise BusyError(
+                "Too many sign-ins at once from your address; try again in a moment.", retry_after=2
+            )
+        try:
+            self._limiter.check(self._limits.signin_ip, ip_key)
+            row, verification = self._verify_credentials(email, password)
+            if row is None or not verification.ok:
+                self._limiter.count(self._limits.signin_ip, ip_key)
+                raise BadRequestError(INVALID_CREDENTIALS, code="invalid_credentials")
+        finally:
+            lock.release()
+        self._limiter.clear(self._limits.signin, account_key)
+        if not row.active:
+            raise PermissionDeniedError(ACCOUNT_DISABLED, code="account_disabled")
+        if verification.new_hash is not None:
+            self._store_upgraded_hash(row, verification.new_hash)
+        return self._start_session(UserState.from_row(row), client, "password")
+
+    def _verify_credentials(self, email: str, password: str) -> tuple[User | None, Verification]:
+        with self._sessions() as db:
+            row = db.scalar(select(User).where(User.email == email)) if email else None
+        return row, self._hasher.verify(password, row.password_hash if row else None)
+
+    def _store_upgraded_hash(self, row: User, new_hash: str) -> None:
+        # Compare-and-swap: only replace the exact hash we verified against.
+        with self._sessions() as db, db.begin():
+            db.execute(
+                update(User)
+                .where(User.id == row.id, User.password_hash == row.password_hash)
+                .values(password_hash=new_hash)
+            )
+
+    def _start_session(self, user: UserState, client: ClientInfo, method: str) -> SignedIn:
+        issued = self._codec.issue(user.id, user.session_stamp)
+        with self._sessions() as db, db.begin():
+            db.add(
+                AuthSession(
+                    id=issued.session_id,
+                    user_id=user.id,
+                    auth_method=method,
+                    created_at=issued.issued_at,
+                    expires_at=issued.expires_at,
+                    last_seen_at=issued.issued_at,
+                    ip=client.ip,
+                    user_agent=(client.user_agent or "")[:512] or None,
+                )
+            )
+        return SignedIn(user=user, token=issued)
+
+    def start_session(self, user: UserState, client: ClientInfo, method: str) -> SignedIn:
+        """Start a session for a user another mechanism authenticated (single sign-on: "oauth")."""
+        return self._start_session(user, client, method)
+
+    def apply_provider_role(self, user_id: str, role: str) -> UserState:
+        """Set the role an identity provider's claims grant (re-applied at every SSO sign-in)."""
+        if role not in ROLES:
+            raise BadRequestError("Role must be one of pending, user, admin.", code="invalid_role")
+        return self._update(user_id, role=role)
+
+    def signout(self, claims: Claims) -> None:
+        """Revoke the session behind these claims (one that no longer exists is already ended)."""
+        with contextlib.suppress(NotFoundError):
+            self.revoke_session(claims.user_id, claims.session_id, event="auth.signout")
+
+    def revoke_session(self, user_id: str, session_id: str, *, event: str = "auth.session_revoked") -> None:
+        """Revoke one session of `user_id` (404 if it is not theirs)."""
+        email = self._email_of(user_id)
+        with self._audit.attempt(event, actor=email, subject=email, detail=f"session={session_id[:8]}"):
+            self._revoke_session(user_id, session_id)
+
+    def _email_of(self, user_id: str) -> str:
+        user = self._registry.view.users.get(user_id)
+        return user.email if user else user_id
+
+    def _revoke_session(self, user_id: str, session_id: str) -> None:
+        with self._sessions() as db, db.begin():
+            session = db.get(AuthSession, session_id)
+            if session is None or session.user_id != user_id:
+                raise NotFoundError("Session not found.")
+            if session.revoked_at is None:
+                session.revoked_at = _now()
+            log_session_revoked(db, user_id, session_id, session.expires_at)
+            expires_at = session.expires_at
+        self._registry.session_revoked(session_id, expires_at)
+
+    def list_sessions(self, user_id: str) -> list[AuthSession]:
+        """The user's live sessions, newest first."""
+        now = _now()
+        with self._sessions() as db:
+            query = (
+                select(AuthSession)
+                .where(
+                    AuthSession.user_id == user_id,
+                    AuthSession.revoked_at.is_(None),
+                    (AuthSession.expires_at.is_(None)) | (AuthSession.expires_at > now),
+                )
+                .order_by(AuthSession.created_at.desc())
+            )
+            return list(db.scalars(query))
+
+    # --- changing accounts --------------------------------------------------------------------------
+
+    def change_password(self, user_id: str, current: str, new: str) -> None:
+        """Change one's own password; every session of the user ends (the caller signs in again)."""
+        email = self._email_of(user_id)
+        with self._audit.attempt("auth.password_changed", actor=email, subject=email):
+            self._change_password(user_id, current, new)
+
+    def _change_password(self, user_id: str, current: str, new: str) -> None:
+        self._limiter.hit(self._limits.password_change, f"password-change:{user_id}")
+        with self._sessions() as db:
+            row = db.get(User, user_id)
+        if row is None:
+            raise AuthenticationError("Not authenticated.")
+        if not self._hasher.verify(current, row.password_hash).ok:
+            raise BadRequestError("The current password is incorrect.", code="incorrect_password")
+        self._policy.check(new)
+        self._update(user_id, password_hash=self._hasher.hash(new), rotate_stamp=True)
+
+    def revoke_all_sessions(self, user_id: str, *, actor: str | None = None) -> UserState:
+        """End every session of a user."""
+        email = self._email_of(user_id)
+        with self._audit.attempt("auth.sessions_revoked", actor=actor or email, subject=email):
+            return self._update(user_id, rotate_stamp=True)
+
+    def update_user(self, actor: UserState, user_id: str, changes: UserChanges) -> UserState:
+        """An admin's edit: role, name, email, password, enabled/disabled."""
+        if changes.role is not None:
+            event = "user.role_changed"
+        elif changes.active is not None:
+            event = "user.enabled" if changes.active else "user.disabled"
+        else:
+            event = "user.updated"
+        fields = [
+            name
+            for name in ("role", "name", "email", "password", "active")
+            if getattr(changes, name) is not None
+        ]
+        detail = ", ".join(f"role={changes.role}" if f == "role" else f for f in fields)
+        with self._audit.attempt(event, actor=actor.email, subject=self._email_of(user_id), detail=detail):
+            return self._apply_changes(user_id, changes)
+
+    def _apply_changes(self, user_id: str, changes: UserChanges) -> UserState:
+        values: dict[str, object] = {}
+        rotate = False
+        if changes.role is not None:
+            if changes.role not in ROLES:
+                raise BadRequestError("Role must be one of pending, user, admin.", code="invalid_role")
+            values["role"] = changes.role
+        if changes.name is not None:
+            values["name"] = clean_name(changes.name)
+        if changes.email is not None:
+            values["email"] = normalise_email(changes.email)
+        if changes.password:
+            self._policy.check(changes.password)
+            values["password_hash"] = self._hasher.hash(changes.password)
+            rotate = True
+        if changes.active is not None:
+            values["active"] = changes.active
+            rotate = rotate or not changes.active
+        return self._update(user_id, rotate_stamp=rotate, **values)
+
+    def delete_user(self, actor: UserState, user_id: str) -> None:
+        """Delete an account; its sessions end with it."""
+        with self._audit.attempt("user.deleted", actor=actor.email, subject=self._email_of(user_id)):
+            self._delete_user(actor, user_id)
+
+    def _delete_user(self, actor: UserState, user_id: str) -> None:
+        if actor.id == user_id:
+            raise BadRequestError("You cannot delete your own account.", code="self_delete")
+        with self._sessions() as db, db.begin():
+            _take_admin_lock(db)
+            row = db.get(User, user_id, with_for_update=True)
+            if row is None:
+                raise NotFoundError("User not found.")
+            if row.role == "admin" and row.active:
+                self._require_other_admin(db, user_id)
+            db.delete(row)
+            log_user_change(db, [user_id])
+        self._registry.user_deleted(user_id)
+
+    def _update(self, user_id: str, *, rotate_stamp: bool = False, **values: object) -> UserState:
+        with self._sessions() as db:
+            try:
+                with db.begin():
+                    if "role" in values or values.get("active") is False:
+                        _take_admin_lock(db)
+                    row = db.get(User, user_id, with_for_update=True)
+                    if row is None:
+                        raise NotFoundError("User not found.")
+                    loses_admin = (
+                        row.role == "admin"
+                        and row.active
+                        and (values.get("role", "admin") != "admin" or values.get("active", True) is False)
+                    )
+                    if loses_admin:
+                        self._require_other_admin(db, user_id)
+                    for key, value in values.items():
+                        setattr(row, key, value)
+                    if rotate_stamp:
+                        row.session_stamp = secrets.token_urlsafe(16)
+                        # Every session ends, and the API keys with them (docs/api-keys.md); other
+                        # instances refuse the keys at once through the stamp check.
+                        db.execute(delete(ApiKey).where(ApiKey.user_id == user_id))
+                        db.execute(
+                            update(AuthSession)
+                            .where(AuthSession.user_id == user_id, AuthSession.revoked_at.is_(None))
+                            .values(revoked_at=_now())
+                        )
+                    row.updated_at = _now()
+                    log_user_change(db, [user_id])
+            except IntegrityError:
+                raise BadRequestError("This email is already registered.", code="email_taken") from None
+        with self._sessions() as db:
+            groups = load_groups(db, [user_id]).get(user_id, ())
+        state = UserState.from_row(row, groups)
+        self._registry.user_changed(state)
+        return state
+
+    def set_groups(self, user_id: str, groups: Iterable[str]) -> UserState:
+        """Replace the user's groups (from an SSO claim); every instance learns it like any change."""
+        names = sorted({g[:255] for g in groups})
+        with self._sessions() as db, db.begin():
+            db.execute(delete(UserGroup).where(UserGroup.user_id == user_id))
+            db.add_all(UserGroup(user_id=user_id, name=name) for name in names)
+            row = db.get(User, user_id)
+            if row is None:
+                raise NotFoundError("User not found.")
+            log_user_change(db, [user_id])
+        state = UserState.from_row(row, tuple(names))
+        self._registry.user_changed(state)
+        return state
+
+    @staticmethod
+    def _require_other_admin(db: Session, user_id: str) -> None:
+        others = db.scalar(
+            select(func.count())
+            .select_from(User)
+            .where(User.role == "admin", User.active.is_(True), User.id != user_id)
+        )
+        if not others:
+            raise BadRequestError(
+                "The last administrator cannot be demoted, disabled or deleted.", code="last_admin"
+            )
+
+    # --- reading ----------------------------------------------------------------------------------
+
+    def get_user(self, user_id: str) -> User:
+        """One account row, or NotFoundError."""
+        with self._sessions() as db:
+            row = db.get(User, user_id)
+        if row is None:
+            raise NotFoundError("User not found.")
+        return row
+
+    def find_by_email(self, email: str) -> User | None:
+        """The account with this email, if any."""
+        with self._sessions() as db:
+            return db.scalar(select(User).where(User.email == normalise_email(email)))
+
+    def list_users(self, *, query: str = "", offset: int = 0, limit: int = 50) -> tuple[list[User], int]:
+        """A page of accounts (optionally filtered by name or email) and the total count."""
+        needle = query.lower()
+        condition = (
+            or_(
+                User.email.contains(needle, autoescape=True),
+                func.lower(User.name).contains(needle, autoescape=True),
+            )
+            if needle
+            else true()
+        )
+        with self._sessions() as db:
+            total = db.scalar(select(func.count()).select_from(User).where(condition)) or 0
+            rows = db.scalars(
+                select(User).where(condition).order_by(User.created_at, User.id).offset(offset).limit(limit)
+            )
+            return list(rows), total
+
+
+def _take_admin_lock(db: Session) -> None:
+    """Serialise changes that can remove an admin (first statement of the transaction): a row lock on
+    PostgreSQL, the database write lock on SQLite. The row is created by migration 0005."""
+    db.execute(update(AppState).where(AppState.key == _ADMIN_LOCK_KEY).values(value=AppState.value))
+
+
+class _FirstAdminRace(Exception):
+    """Internal: another transaction claimed the first-admin slot concurrently."""

@@ -1,0 +1,315 @@
+"""API keys of accounts: create, list and revoke them, and admit a presented key on the hot path.
+
+Rules (docs/api-keys.md):
+
+- `ENABLE_API_KEYS` gates creating and using keys. Admins may create keys; other users only with
+  `USER_PERMISSIONS_FEATURES_API_KEYS`. Both are checked again at every use, so switching the
+  permission off (or demoting an admin) stops their keys at once.
+- Keys end with their owner's sessions: deleting or disabling the account, "sign out everywhere" and
+  a password change delete them (`AccountService`), and the session-stamp check refuses them on every
+  instance at once, even before the deletion reaches it.
+- Admission is pure memory (view lookup by digest, in-process rate limit); only a stale view or a
+  refusal touches the database.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass, field
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from wardgate.audit.log import AuditLog, request_origin
+from wardgate.config.settings import Settings
+from wardgate.errors import (
+    AuthenticationError,
+    BadRequestError,
+    NotFoundError,
+    PermissionDeniedError,
+    RateLimitedError,
+    StoreUnavailableError,
+)
+from wardgate.identity.key_material import (
+    INVALID_KEY,
+    ApiKeyHasher,
+    ApiKeyState,
+    KeyScope,
+    NewKey,
+    check_new_key,
+    display_prefix,
+    generate_key,
+    is_well_formed,
+)
+from wardgate.security.ratelimit import Limit, RateLimiter, parse_rate
+from wardgate.sessions.registry import (
+    SessionRegistry,
+    UserState,
+    check_api_key_owner,
+    load_groups,
+    log_api_key_change,
+)
+from wardgate.storage.models import ApiKey, User
+
+PENDING = "Your account is pending approval by an administrator."
+SESSION_ENDED = "This session has ended. Please sign in again."
+_REFUSAL_AUDIT = Limit("api-key-refusal-audit", parse_rate("1/1m"))
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKeyPolicy:
+    """The deployment's API-key settings, as plain values."""
+
+    enabled: bool = False
+    users_may_create: bool = False
+    rate: Limit = field(default_factory=lambda: Limit("api-key", parse_rate("600/1m")))
+    endpoints: KeyScope = field(default_factory=KeyScope)  # API_KEYS_ALLOWED_ENDPOINTS, for every key
+    max_per_user: int = 50
+
+
+@dataclass(frozen=True, slots=True)
+class CreatedKey:
+    """A new key: the secret (shown once, then forgotten) and its stored row."""
+
+    key: str
+    row: ApiKey
+
+
+@dataclass(frozen=True, slots=True)
+class Admitted:
+    """A presented key that may be used now, and its owner."""
+
+    key: ApiKeyState
+    user: UserState
+
+
+class ApiKeyService:
+    """API-key operations over the database, keeping the in-memory view coherent."""
+
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        registry: SessionRegistry,
+        hasher: ApiKeyHasher,
+        policy: ApiKeyPolicy,
+        audit: AuditLog,
+    ) -> None:
+        self._sessions = sessions
+        self._registry = registry
+        self._hasher = hasher
+        self.policy = policy
+        self._audit = audit
+        # In-process memory on purpose: a per-key limit must not cost a Redis round trip per request
+        # (with N instances a key gets up to N times its rate; documented).
+        self._limiter = RateLimiter()
+        self._refusals = RateLimiter()  # at most one audit row per key (or IP) and reason a minute
+
+    # --- creating and revoking --------------------------------------------------------------
+
+    def ensure_may_create(self, user: UserState) -> None:
+        """Raise PermissionDeniedError unless this user may hold (and so create) keys."""
+        if not self.policy.enabled:
+            raise PermissionDeniedError("API keys are disabled on this site.", code="api_keys_disabled")
+        if user.role == "pending":
+            raise PermissionDeniedError(PENDING, code="pending_approval")
+        if user.role != "admin" and not self.policy.users_may_create:
+            raise PermissionDeniedError(
+                "You do not have permission to create API keys.", code="api_key_creation_not_allowed"
+            )
+
+    def create(self, owner: UserState, spec: NewKey, *, replace: bool = False) -> CreatedKey:
+        """Create a key for `owner` (replace=True first revokes their keys of the same name)."""
+        key_id, secret = str(uuid.uuid4()), generate_key()
+        detail = f"key={key_id} prefix={display_prefix(secret)}"
+        with self._audit.attempt("api_key.created", actor=owner.email, subject=owner.email, detail=detail):
+            self.ensure_may_create(owner)
+            spec = check_new_key(spec, int(time.time()))
+            created, dropped = self._insert(owner, key_id, secret, spec, replace)
+        for old_id in dropped:
+            self._registry.api_key_changed(old_id, None)
+        self._registry.api_key_changed(created.row.id, ApiKeyState.from_row(created.row))
+        return created
+
+    def _insert(
+        self, owner: UserState, key_id: str, secret: str, spec: NewKey, replace: bool
+    ) -> tuple[CreatedKey, list[str]]:
+        with self._sessions() as db, db.begin():
+            user = db.get(User, owner.id, with_for_update=True)  # one key creation per user at a time
+            if user is None or not user.active or user.session_stamp != owner.session_stamp:
+                # The caller's sessions ended meanwhile ("sign out everywhere" racing this request):
+                # a key bound to the new stamp would outlive them.
+                raise AuthenticationError(SESSION_ENDED, code="session_revoked")
+            dropped = self._delete_named(db, owner.id, spec.name) if replace else []
+            count = db.scalar(select(func.count()).select_from(ApiKey).where(ApiKey.user_id == owner.id))
+            if (count or 0) >= self.policy.max_per_user:
+                raise BadRequestError(
+                    f"An account can hold at most {self.policy.max_per_user} API keys; revoke one first.",
+                    code="too_many_api_keys",
+                )
+            row = ApiKey(
+                id=key_id,
+                user_id=owner.id,
+                name=spec.name,
+                prefix=display_prefix(secret),
+                key_hash=self._hasher.digest(secret),
+                session_stamp=user.session_stamp,
+                upstreams="\n".join(spec.upstreams) if spec.upstreams is not None else None,
+                paths="\n".join(spec.paths) if spec.paths is not None else None,
+                rate_limit=spec.rate_limit,
+                created_at=int(time.time()),
+                expires_at=spec.expires_at,
+            )
+            db.add(row)
+            log_api_key_change(db, owner.id, row.id)
+        return CreatedKey(secret, row), dropped
+
+    @staticmethod
+    def _delete_named(db: Session, user_id: str, name: str) -> list[str]:
+        ids = list(db.scalars(select(ApiKey.id).where(ApiKey.user_id == user_id, ApiKey.name == name)))
+        if ids:
+            db.execute(delete(ApiKey).where(ApiKey.id.in_(ids)))
+            for key_id in ids:
+                log_api_key_change(db, user_id, key_id)
+        return ids
+
+    def revoke(self, actor: UserState, user_id: str, key_id: str) -> None:
+        """Revoke one key of `user_id` (NotFoundError when it is not theirs)."""
+        subject, detail = self._email_of(user_id), f"key={key_id}"
+        with self._audit.attempt("api_key.revoked", actor=actor.email, subject=subject, detail=detail):
+            self._delete(user_id, key_id)
+        self._registry.api_key_changed(key_id, None)
+
+    def _delete(self, user_id: str, key_id: str) -> None:
+        with self._sessions() as db, db.begin():
+            row = db.get(ApiKey, key_id)
+            if row is None or row.user_id != user_id:
+                raise NotFoundError("API key not found.")
+            db.delete(row)
+            log_api_key_change(db, user_id, key_id)
+
+    def revoke_named(self, owner: UserState, name: str) -> int:
+        """Revoke the owner's keys with this name; return how many there were."""
+        with self._sessions() as db, db.begin():
+            dropped = self._delete_named(db, owner.id, name)
+        for key_id in dropped:
+            self._registry.api_key_changed(key_id, None)
+            self._audit.record(
+                "api_key.revoked", "success", actor=owner.email, subject=owner.email, detail=f"key={key_id}"
+            )
+        return len(dropped)
+
+    def _email_of(self, user_id: str) -> str:
+        user = self._registry.view.users.get(user_id)
+        return user.email if user else user_id
+
+    # --- reading ------------------------------------------------------------------------------
+
+    def list_keys(self, user_id: str) -> list[ApiKey]:
+        """One account's keys, newest first (metadata only: the rows hold no secret)."""
+        with self._sessions() as db:
+            query = select(ApiKey).where(ApiKey.user_id == user_id)
+            return list(db.scalars(query.order_by(ApiKey.created_at.desc(), ApiKey.id)))
+
+    def list_all(self, *, offset: int = 0, limit: int = 50) -> tuple[list[ApiKey], int]:
+        """A page of every account's keys, newest first, and the total count."""
+        with self._sessions() as db:
+            total = db.scalar(select(func.count()).select_from(ApiKey)) or 0
+            query = select(ApiKey).order_by(ApiKey.created_at.desc(), ApiKey.id).offset(offset).limit(limit)
+            return list(db.scalars(query)), total
+
+    # --- using (the hot path) -----------------------------------------------------------------
+
+    def identify(self, presented: str, *, stale: bool = False) -> Admitted:
+        """The live key behind `presented` and its owner, or AuthenticationError (401).
+
+        Pure memory (a digest and a dict lookup) unless `stale`: then the database answers, and
+        StoreUnavailableError when it cannot (fail closed). Run that case in a worker thread.
+        """
+        if not self.policy.enabled:
+            raise AuthenticationError("API keys are disabled on this site.", code="api_keys_disabled")
+        if not is_well_formed(presented):
+            raise AuthenticationError(INVALID_KEY, code="malformed_api_key")
+        digest, now = self._hasher.digest(presented), int(time.time())
+        if stale:
+            return Admitted(*self._check_in_database(digest, now))
+        return Admitted(*self._registry.view.check_api_key(digest, now))
+
+    def authorize(self, admitted: Admitted) -> None:
+        """Owner allowed and key within its rate (403 / 429); notes the key as used (batched)."""
+        self._owner_allowed(admitted.user)
+        self._within_rate(admitted.key)
+        self._registry.touch_api_key(admitted.key.id)
+
+    def recheck(self, key: ApiKeyState) -> None:
+        """Raise ApiError if a key admitted earlier may no longer be used (long-lived connections)."""
+        if not self.policy.enabled:
+            raise AuthenticationError("API keys are disabled on this site.", code="api_keys_disabled")
+        _key, owner = self._registry.view.check_api_key(key.digest, int(time.time()))
+        self._owner_allowed(owner)
+
+    def _owner_allowed(self, user: UserState) -> None:
+        if user.role == "pending":
+            raise PermissionDeniedError(PENDING, code="pending_approval")
+        if user.role != "admin" and not self.policy.users_may_create:
+            raise PermissionDeniedError(
+                "API keys are not allowed for this account.", code="api_key_not_allowed"
+            )
+
+    def _within_rate(self, key: ApiKeyState) -> None:
+        limits = [(self.policy.rate, f"api-key:{key.id}")]
+        if key.rate is not None:
+            limits.append((Limit("api-key-own", key.rate), f"api-key-own:{key.id}"))
+        for limit, bucket in limits:
+            try:
+                self._limiter.hit(limit, bucket)
+            except RateLimitedError as exc:
+                raise RateLimitedError(
+                    f"Rate limit exceeded for this API key. Try again in {exc.retry_after} seconds.",
+                    retry_after=exc.retry_after,
+                    code="api_key_rate_limited",
+                ) from None
+
+    def _check_in_database(self, digest: str, now: int) -> tuple[ApiKeyState, UserState]:
+        """The slow path when the view is stale: ask the database, refuse if it cannot answer."""
+        try:
+            with self._sessions() as db:
+                row = db.scalar(select(ApiKey).where(ApiKey.key_hash == digest))
+                owner = db.get(User, row.user_id) if row is not None else None
+                state = (
+                    UserState.from_row(owner, load_groups(db, [owner.id]).get(owner.id, ()))
+                    if owner
+                    else None
+                )
+        except SQLAlchemyError as exc:
+            raise StoreUnavailableError("database unavailable for the API key check") from exc
+        if row is None:
+            raise AuthenticationError(INVALID_KEY, code="unknown_api_key")
+        key = ApiKeyState.from_row(row)
+        return key, check_api_key_owner(key, state, now)
+
+    def record_refusal(self, code: str, key: ApiKeyState | None = None) -> None:
+        """Audit a refused key (`api_key.refused`), at most once a minute per key (or IP) and reason."""
+        who = key.id if key is not None else f"ip:{request_origin.get()[0]}"
+        try:
+            self._refusals.hit(_REFUSAL_AUDIT, f"{who}:{code}")
+        except RateLimitedError:
+            return
+        owner = self._email_of(key.user_id) if key is not None else None
+        detail = f"key={key.id} reason={code}" if key is not None else f"reason={code}"
+        self._audit.record("api_key.refused", "refused", subject=owner, detail=detail)
+
+
+def api_keys_from_settings(
+    settings: Settings, sessions: sessionmaker[Session], registry: SessionRegistry, audit: AuditLog
+) -> ApiKeyService:
+    """The API-key service for these settings (the one place that reads them)."""
+    endpoints = settings.api_key_endpoints
+    policy = ApiKeyPolicy(
+        enabled=settings.enable_api_keys,
+        users_may_create=settings.user_permissions_features_api_keys,
+        rate=Limit("api-key", parse_rate(settings.api_key_rate_limit)),
+        endpoints=KeyScope(paths=endpoints),
+    )
+    return ApiKeyService(sessions, registry, ApiKeyHasher(settings.secret_key), policy, audit)

@@ -1,0 +1,133 @@
+"""Session tokens: HS256 JWTs with Open WebUI's claims (`id`, `jti`, `iat`, `exp`, `typ`).
+
+Wardgate adds `session_stamp` (as Open WebUI does) so that "revoke every session of this user" is an
+exact comparison, not a clock comparison. Verification is pure CPU: signature, algorithm pinned to
+HS256 (RFC 8725 §3.1: never let the token choose), required claims, expiry. Whether the session is
+still live is the revocation view's business (`wardgate.sessions.registry`).
+
+Key ring (itsdangerous-style): tokens are signed with the newest key and verified newest to oldest,
+so a key can be rotated without signing everyone out.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+
+import jwt
+
+from wardgate.errors import AuthenticationError
+
+ALGORITHM = "HS256"
+SESSION_TYPE = "session"
+MAX_TOKEN_LENGTH = 4096
+VERIFIED_CACHE_SIZE = 4096  # a session token is ~300 bytes; refuse giant inputs before parsing them
+_REQUIRED = ("id", "jti", "iat", "typ", "session_stamp")
+
+
+@dataclass(frozen=True, slots=True)
+class Claims:
+    """The verified claims of a session token."""
+
+    user_id: str
+    session_id: str
+    session_stamp: str
+    issued_at: int
+    expires_at: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedToken:
+    """A freshly signed token and the facts about it the caller stores."""
+
+    token: str
+    session_id: str
+    issued_at: int
+    expires_at: int | None
+
+
+class TokenCodec:
+    """Issue and verify session JWTs with a key ring (newest key first)."""
+
+    def __init__(self, keys: Sequence[str], lifetime: timedelta | None) -> None:
+        if not keys or any(not k for k in keys):
+            raise ValueError("at least one non-empty signing key is required")
+        self._keys = list(keys)
+        self.lifetime = lifetime
+        # Verified tokens, by their exact text: a repeat costs a dict lookup instead of an HMAC and
+        # base64 work. Only successes are cached (lru_cache never stores an exception), expiry is
+        # re-checked on every hit, and revocation is the view's job on every request anyway.
+        self._verified = functools.lru_cache(maxsize=VERIFIED_CACHE_SIZE)(self._verify_uncached)
+
+    def issue(self, user_id: str, session_stamp: str, *, now: float | None = None) -> IssuedToken:
+        """Sign a new session token for `user_id`."""
+        issued_at = int(now if now is not None else time.time())
+        expires_at = issued_at + int(self.lifetime.total_seconds()) if self.lifetime else None
+        session_id = str(uuid.uuid4())
+        claims: dict[str, object] = {
+            "id": user_id,
+            "jti": session_id,
+            "iat": issued_at,
+            "typ": SESSION_TYPE,
+            "session_stamp": session_stamp,
+        }
+        if expires_at is not None:
+            claims["exp"] = expires_at
+        token = jwt.encode(claims, self._keys[0], algorithm=ALGORITHM)
+        return IssuedToken(token=token, session_id=session_id, issued_at=issued_at, expires_at=expires_at)
+
+    def verify(self, token: str) -> Claims:
+        """Return the claims of a valid token or raise AuthenticationError (never anything else)."""
+        if not token or len(token) > MAX_TOKEN_LENGTH:
+            raise AuthenticationError("Invalid or expired session token.", code="invalid_token")
+        claims = self._verified(token)
+        if claims.expires_at is not None and claims.expires_at <= time.time():  # as PyJWT: exp <= now
+            raise AuthenticationError("Invalid or expired session token.", code="invalid_token")
+        return claims
+
+    def _verify_uncached(self, token: str) -> Claims:
+        payload = self._decode(token)
+        try:
+            if payload["typ"] != SESSION_TYPE:
+                raise AuthenticationError("Invalid or expired session token.", code="invalid_token")
+            exp = payload.get("exp")
+            return Claims(
+                user_id=_text(payload["id"]),
+                session_id=_text(payload["jti"]),
+                session_stamp=_text(payload["session_stamp"]),
+                issued_at=_number(payload["iat"]),
+                expires_at=None if exp is None else _number(exp),
+            )
+        except (KeyError, TypeError, ValueError):
+            raise AuthenticationError("Invalid or expired session token.", code="invalid_token") from None
+
+    def _decode(self, token: str) -> dict[str, object]:
+        for key in self._keys:
+            try:
+                return jwt.decode(
+                    token,
+                    key,
+                    algorithms=[ALGORITHM],
+                    options={"require": list(_REQUIRED), "verify_exp": True, "verify_iat": True},
+                )
+            except jwt.InvalidSignatureError:
+                continue  # try the next (older) key
+            except jwt.PyJWTError:
+                break
+        raise AuthenticationError("Invalid or expired session token.", code="invalid_token")
+
+
+def _text(value: object) -> str:
+    if not isinstance(value, str) or not value or len(value) > 128:
+        raise ValueError("claim must be a short non-empty string")
+    return value
+
+
+def _number(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError("claim must be a number")
+    return int(value)

@@ -1,0 +1,379 @@
+"""The revocation view: who may be signed in, held in memory so a request check costs no I/O.
+
+The database is the truth. Each process keeps a view of it — every user's role, status and session
+stamp, and the revoked sessions that have not expired yet — loaded at start, updated on every local
+write, and refreshed from the `auth_changes` log that every instance (and the CLI) appends to in the
+same transaction as the change itself. A poll of that log is the safety net that needs no other
+service; a later fast path (Redis pub/sub) only makes the same refresh happen sooner.
+
+Fail closed: when the view has not synchronised for `stale_after` seconds, a request is checked
+against the database instead, and if the database cannot answer either, it is refused.
+
+API keys live in the same view (digest -> `ApiKeyState`), kept coherent the same way: a change log
+entry of kind "api_key" names a key to reload, and a key is live only while its owner is active and
+still has the session stamp the key was created under ("sign out everywhere" ends keys too).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from wardgate.errors import AuthenticationError, StoreUnavailableError
+from wardgate.identity.key_material import EXPIRED_KEY, INVALID_KEY, ApiKeyState
+from wardgate.security.tokens import Claims
+from wardgate.storage.models import ApiKey, AuthChange, AuthSession, User, UserGroup
+
+log = logging.getLogger(__name__)
+_REVOKED = "This session has ended. Please sign in again."
+_OVERLAP_ROWS = 1000  # ids can commit out of order; re-read this many below the highest seen
+_CHANGE_LOG_RETENTION = 86400
+
+
+@dataclass(frozen=True, slots=True)
+class UserState:
+    """What a request check needs to know about a user."""
+
+    id: str
+    email: str
+    name: str
+    role: str
+    active: bool
+    session_stamp: str
+    profile_image_url: str = "/user.png"
+    groups: tuple[str, ...] = ()
+
+    @classmethod
+    def from_row(cls, row: User, groups: tuple[str, ...] = ()) -> UserState:
+        """Copy the fields of a `User` row (and its groups, loaded with `load_groups`)."""
+        return cls(
+            row.id,
+            row.email,
+            row.name,
+            row.role,
+            row.active,
+            row.session_stamp,
+            row.profile_image_url,
+            groups,
+        )
+
+
+def load_groups(db: Session, user_ids: Iterable[str] | None = None) -> dict[str, tuple[str, ...]]:
+    """Users' groups (from single sign-on claims), for all users or the given ones."""
+    query = select(UserGroup.user_id, UserGroup.name).order_by(UserGroup.user_id, UserGroup.name)
+    if user_ids is not None:
+        query = query.where(UserGroup.user_id.in_(list(user_ids)))
+    groups: dict[str, list[str]] = {}
+    for user_id, name in db.execute(query):
+        groups.setdefault(user_id, []).append(name)
+    return {user_id: tuple(names) for user_id, names in groups.items()}
+
+
+@dataclass(slots=True)
+class _Touch:
+    at: int
+    user_id: str
+    ip: str | None
+
+
+@dataclass
+class SessionView:
+    """In-memory users and revoked sessions, with the time of the last good synchronisation."""
+
+    users: dict[str, UserState] = field(default_factory=dict)
+    revoked: dict[str, int | None] = field(default_factory=dict)  # session id -> expiry (None: never)
+    api_keys: dict[str, ApiKeyState] = field(default_factory=dict)  # digest -> key
+    api_key_ids: dict[str, str] = field(default_factory=dict)  # key id -> digest
+    synced_at: float = field(default_factory=time.monotonic)
+    retired: set[tuple[str, str]] = field(default_factory=set)  # (user id, stamp) replaced since start
+    deleted: set[str] = field(default_factory=set)  # users deleted since start
+
+    def check(self, claims: Claims) -> UserState | None:
+        """The live user behind valid claims; AuthenticationError when the view knows the session ended;
+        None when only the database can tell (a user or stamp newer than this view: signed up or
+        signed in on another instance since the last sync)."""
+        if claims.session_id in self.revoked or claims.user_id in self.deleted:
+            raise AuthenticationError(_REVOKED, code="session_revoked")
+        if (claims.user_id, claims.session_stamp) in self.retired:
+            raise AuthenticationError(_REVOKED, code="session_revoked")
+        user = self.users.get(claims.user_id)
+        if user is None or user.session_stamp != claims.session_stamp:
+            return None
+        if not user.active:
+            raise AuthenticationError(_REVOKED, code="session_revoked")
+        return user
+
+    def put_user(self, user: UserState) -> None:
+        """Record a user's current state (a replaced stamp is remembered as ended)."""
+        old = self.users.get(user.id)
+        if old is not None and old.session_stamp != user.session_stamp:
+            self.retired.add((user.id, old.session_stamp))
+        self.users[user.id] = user
+
+    def drop_user(self, user_id: str) -> None:
+        """Forget a deleted user: every token of theirs is refused."""
+        self.users.pop(user_id, None)
+        self.deleted.add(user_id)
+
+    def revoke(self, session_id: str, expires_at: int | None) -> None:
+        """Refuse this session from now on."""
+        self.revoked[session_id] = expires_at
+
+    def check_api_key(self, digest: str, now: int) -> tuple[ApiKeyState, UserState]:
+        """Return the live key with this digest and its owner, or raise AuthenticationError."""
+        key = self.api_keys.get(digest)
+        if key is None:
+            raise AuthenticationError(INVALID_KEY, code="unknown_api_key")
+        return key, check_api_key_owner(key, self.users.get(key.user_id), now)
+
+    def put_api_key(self, key: ApiKeyState) -> None:
+        """Record a key (new, or reloaded after a change)."""
+        self.api_keys[key.digest] = key
+        self.api_key_ids[key.id] = key.digest
+
+    def drop_api_key(self, key_id: str) -> None:
+        """Forget a revoked key: it is refused from now on."""
+        digest = self.api_key_ids.pop(key_id, None)
+        if digest is not None:
+            self.api_keys.pop(digest, None)
+
+    def prune(self, now: int) -> None:
+        """Drop revoked sessions whose tokens have expired anyway, and keys whose owner's sessions ended.
+
+        Expired keys stay (as their rows do, until revoked), so that they are refused as expired.
+        """
+        expired = [sid for sid, exp in self.revoked.items() if exp is not None and exp < now]
+        for sid in expired:
+            del self.revoked[sid]
+        for key in list(self.api_keys.values()):
+            owner = self.users.get(key.user_id)
+            if owner is None or owner.session_stamp != key.session_stamp:
+                self.drop_api_key(key.id)
+
+
+class SessionRegistry:
+    """Owns the view and keeps it coherent with the database; also batches "last seen" writes."""
+
+    def __init__(self, sessions: sessionmaker[Session], *, stale_after: float = 10.0) -> None:
+        self._sessions = sessions
+        self.view = SessionView()
+        self.stale_after = stale_after
+        self._cursor = 0
+        self._seen: deque[int] = deque(maxlen=4 * _OVERLAP_ROWS)
+        self._seen_set: set[int] = set()
+        self._touches: dict[str, _Touch] = {}
+        self._key_touches: dict[str, int] = {}  # API key id -> last used
+        self._lock = threading.Lock()
+        self.notify: Callable[[], None] | None = None
+        """Called after each local change (the Redis channel tells the other instances)."""
+        self.trusted = True
+        """False while a configured change channel is down: the view may have missed changes."""
+
+    # --- loading and synchronising ---------------------------------------------------------
+
+    def load(self) -> None:
+        """Build the view from the database (at start)."""
+        now = int(time.time())
+        with self._sessions() as db:
+            cursor = db.scalar(select(func.max(AuthChange.id))) or 0
+            groups = load_groups(db)
+            users = {
+                row.id: UserState.from_row(row, groups.get(row.id, ())) for row in db.scalars(select(User))
+            }
+            revoked_rows = db.execute(
+                select(AuthSession.id, AuthSession.expires_at).where(AuthSession.revoked_at.is_not(None))
+            )
+            revoked = {sid: exp for sid, exp in revoked_rows if exp is None or exp >= now}
+            keys = [ApiKeyState.from_row(row) for row in db.scalars(select(ApiKey))]
+        with self._lock:
+            self.view.users = users
+            self.view.revoked = revoked
+            self.view.api_keys = {key.digest: key for key in keys}
+            self.view.api_key_ids = {key.id: key.digest for key in keys}
+            self._cursor = max(0, cursor - _OVERLAP_ROWS)
+            self.view.synced_at = time.monotonic()
+
+    def sync(self) -> int:
+        """Apply changes logged since the last sync (by any instance); return how many were new."""
+        with self._sessions() as db:
+            changes = list(
+                db.scalars(select(AuthChange).where(AuthChange.id > self._cursor).order_by(AuthChange.id))
+            )
+            fresh = [c for c in changes if c.id not in self._seen_set]
+            user_ids = {c.user_id for c in fresh if c.kind == "user"}
+            groups = load_groups(db, user_ids) if user_ids else {}
+            rows = (
+                {
+                    r.id: UserState.from_row(r, groups.get(r.id, ()))
+                    for r in db.scalars(select(User).where(User.id.in_(user_ids)))
+                }
+                if user_ids
+                else {}
+            )
+            key_ids = {c.session_id for c in fresh if c.kind == "api_key" and c.session_id}
+            keys = (
+                {r.id: r for r in db.scalars(select(ApiKey).where(ApiKey.id.in_(key_ids)))} if key_ids else {}
+            )
+        with self._lock:
+            for change in fresh:
+                self._apply(change, rows, keys)
+                self._remember(change.id)
+            if changes:
+                self._cursor = max(self._cursor, changes[-1].id - _OVERLAP_ROWS)
+            self.view.synced_at = time.monotonic()
+        return len(fresh)
+
+    def _apply(self, change: AuthChange, rows: dict[str, UserState], keys: dict[str, ApiKey]) -> None:
+        if change.kind == "session" and change.session_id:
+            self.view.revoke(change.session_id, change.expires_at)
+        elif change.kind == "api_key" and change.session_id:
+            key = keys.get(change.session_id)
+            if key is None:
+                self.view.drop_api_key(change.session_id)
+            else:
+                self.view.put_api_key(ApiKeyState.from_row(key))
+        elif change.kind == "user":
+            row = rows.get(change.user_id)
+            if row is None:
+                self.view.drop_user(change.user_id)
+            else:
+                self.view.put_user(row)
+
+    def _remember(self, change_id: int) -> None:
+        if len(self._seen) == self._seen.maxlen:
+            self._seen_set.discard(self._seen[0])
+        self._seen.append(change_id)
+        self._seen_set.add(change_id)
+
+    @property
+    def is_stale(self) -> bool:
+        """True when the view may have missed a change and must not be trusted alone."""
+        return not self.trusted or time.monotonic() - self.view.synced_at > self.stale_after
+
+    # --- checking ----------------------------------------------------------------------------
+
+    def check(self, claims: Claims) -> UserState | None:
+        """Check claims against the view (pure memory); None: ask `check_in_database`."""
+        return self.view.check(claims)
+
+    def check_in_database(self, claims: Claims) -> UserState:
+        """The slow path when the view is stale: ask the database, refuse if it cannot answer."""
+        try:
+            with self._sessions() as db:
+                row = db.get(User, claims.user_id)
+                session = db.get(AuthSession, claims.session_id)
+                state = (
+                    UserState.from_row(row, load_groups(db, [row.id]).get(row.id, ()))
+                    if row is not None
+                    else None
+                )
+                revoked = session is None or session.revoked_at is not None
+        except SQLAlchemyError as exc:
+            raise StoreUnavailableError("database unavailable for the session check") from exc
+        if revoked or state is None or not state.active or state.session_stamp != claims.session_stamp:
+            raise AuthenticationError(_REVOKED, code="session_revoked")
+        with self._lock:
+            self.view.put_user(state)  # the database is newer than the view: remember it
+        return state
+
+    # --- local writes (called after the transaction committed) -------------------------------
+
+    def user_changed(self, user: UserState) -> None:
+        """A local write changed this user."""
+        with self._lock:
+            self.view.put_user(user)
+        self._notify()
+
+    def user_deleted(self, user_id: str) -> None:
+        """A local write deleted this user."""
+        with self._lock:
+            self.view.drop_user(user_id)
+        self._notify()
+
+    def session_revoked(self, session_id: str, expires_at: int | None) -> None:
+        """A local write revoked this session."""
+        with self._lock:
+            self.view.revoke(session_id, expires_at)
+        self._notify()
+
+    def api_key_changed(self, key_id: str, key: ApiKeyState | None) -> None:
+        """A local write created (`key`) or revoked (None) this API key."""
+        with self._lock:
+            if key is None:
+                self.view.drop_api_key(key_id)
+            else:
+                self.view.put_api_key(key)
+        self._notify()
+
+    def _notify(self) -> None:
+        if self.notify is not None:
+            self.notify()
+
+    # --- "last seen", batched off the hot path ---------------------------------------------
+
+    def touch(self, session_id: str, user_id: str, ip: str | None) -> None:
+        """Note that a session was used now (written to the database by `flush_touches`)."""
+        self._touches[session_id] = _Touch(int(time.time()), user_id, ip)
+
+    def touch_api_key(self, key_id: str) -> None:
+        """Note that an API key was used now (written by `flush_touches`, never per request)."""
+        self._key_touches[key_id] = int(time.time())
+
+    def flush_touches(self) -> None:
+        """Write the batched "last seen" times; also prune the view and the change log."""
+        touches, self._touches = self._touches, {}
+        key_touches, self._key_touches = self._key_touches, {}
+        now = int(time.time())
+        # Rows are locked in the order every other writer uses: the user first, then its API keys and
+        # sessions (each sorted, for flushes on other instances). Opposite orders deadlock on PostgreSQL.
+        with self._sessions() as db, db.begin():
+            for user_id, at in sorted({t.user_id: t.at for t in touches.values()}.items()):
+                db.execute(update(User).where(User.id == user_id).values(last_active_at=at))
+            for key_id, at in sorted(key_touches.items()):
+                db.execute(update(ApiKey).where(ApiKey.id == key_id).values(last_used_at=at))
+            for session_id, touch in sorted(touches.items()):
+                db.execute(
+                    update(AuthSession)
+                    .where(AuthSession.id == session_id)
+                    .values(last_seen_at=touch.at, ip=touch.ip)
+                )
+            db.execute(delete(AuthChange).where(AuthChange.at < now - _CHANGE_LOG_RETENTION))
+        with self._lock:
+            self.view.prune(now)
+
+
+def log_user_change(db: Session, user_ids: Iterable[str]) -> None:
+    """Append "reload these users" to the change log (inside the caller's transaction)."""
+    now = int(time.time())
+    db.add_all(AuthChange(at=now, kind="user", user_id=uid) for uid in user_ids)
+
+
+def log_session_revoked(db: Session, user_id: str, session_id: str, expires_at: int | None) -> None:
+    """Append "this session is revoked" to the change log (inside the caller's transaction)."""
+    db.add(
+        AuthChange(
+            at=int(time.time()), kind="session", user_id=user_id, session_id=session_id, expires_at=expires_at
+        )
+    )
+
+
+def log_api_key_change(db: Session, user_id: str, key_id: str) -> None:
+    """Append "reload this API key" to the change log (inside the caller's transaction)."""
+    db.add(AuthChange(at=int(time.time()), kind="api_key", user_id=user_id, session_id=key_id))
+
+
+def check_api_key_owner(key: ApiKeyState, owner: UserState | None, now: int) -> UserState:
+    """The key's owner if the key may be used now: unexpired, owner active, owner's stamp unchanged."""
+    if key.expires_at is not None and key.expires_at <= now:
+        raise AuthenticationError(EXPIRED_KEY, code="api_key_expired")
+    if owner is None or not owner.active or owner.session_stamp != key.session_stamp:
+        raise AuthenticationError(INVALID_KEY, code="api_key_ended")
+    return owner
