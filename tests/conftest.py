@@ -46,7 +46,7 @@ def postgres_database() -> Iterator[str]:
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """The URL of an empty database: SQLite in tmp_path, and a real PostgreSQL one."""
     if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'wardgate.storage.db'}"
+        yield f"sqlite:///{tmp_path / 'wardgate.db'}"
     else:
         yield from postgres_database()
 

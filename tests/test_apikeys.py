@@ -48,7 +48,7 @@ from wardgate.security.passwords import PasswordHasher
 from wardgate.security.ratelimit import Limit, parse_rate
 from wardgate.security.tokens import TokenCodec
 from wardgate.sessions.registry import SessionRegistry, UserState
-from wardgate.storage import db
+from wardgate.storage import db, schema
 from wardgate.storage.models import ApiKey
 
 SITE_SECRET = "k" * 48
@@ -229,7 +229,7 @@ class Instance:
 @pytest.fixture
 def engine(database_url: str) -> Iterator[Engine]:
     engine = db.create_db_engine(database_url)
-    db.upgrade(engine)
+    schema.upgrade(engine)
     yield engine
     engine.dispose()
 

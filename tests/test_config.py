@@ -50,7 +50,7 @@ def test_defaults(tmp_path: Path) -> None:
     assert s.enable_signup and s.enable_password_auth and s.enable_login_form
     assert s.webui_session_cookie_same_site == "lax" and s.auth_cookie_same_site == "lax"
     assert s.auth_cookie_secure is None  # Secure follows the request scheme
-    assert s.effective_database_url == f"sqlite:///{(tmp_path / 'wardgate.storage.db').resolve()}"
+    assert s.effective_database_url == f"sqlite:///{(tmp_path / 'wardgate.db').resolve()}"
     assert (s.host, s.port) == ("127.0.0.1", 8080)
 
 

@@ -221,7 +221,7 @@ def test_invalid_configuration_stops_serve_and_names_every_bad_variable(tmp_path
         assert variable in result.stderr and value in result.stderr, result.stderr
     for secret in (SECRET, admin_password):
         assert secret not in result.stderr + result.stdout
-    assert not (tmp_path / "wardgate.storage.db").exists()  # refused before touching anything
+    assert not (tmp_path / "wardgate.db").exists()  # refused before touching anything
 
     check = wardgate(env, "check")
     assert check.returncode == 1
@@ -229,7 +229,7 @@ def test_invalid_configuration_stops_serve_and_names_every_bad_variable(tmp_path
     assert SECRET not in check.stderr + check.stdout
 
 
-# --- check, gen-secret, db upgrade -----------------------------------------------------------------
+# --- check, gen-secret, db -----------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -327,7 +327,28 @@ def test_db_upgrade(tmp_path: Path, command: Callable[..., Outcome]) -> None:
         result = command(env, "db", "upgrade")
         assert result.code == 0, result.err
         assert "database is up to date" in result.out
-    assert (tmp_path / "wardgate.storage.db").is_file()
+    assert (tmp_path / "wardgate.db").is_file()
+
+
+def test_db_current_history_and_downgrade(tmp_path: Path, command: Callable[..., Outcome]) -> None:
+    env = environment(tmp_path, WEBUI_SECRET_KEY=SECRET)
+    assert "no schema yet" in command(env, "db", "current").out
+    history = command(env, "db", "history").out.splitlines()
+    assert history[0].startswith("base -> 0001: ") and history[-1].startswith("0004 -> 0005 (head): ")
+    command(env, "db", "upgrade")
+    assert command(env, "db", "current").out.strip() == "0005 (head)"
+    # Destructive: without a terminal it needs --yes, and says what it would undo.
+    refused = command(env, "db", "downgrade", "0003")
+    assert refused.code == 1 and "--yes" in refused.err and "0005 (the admin lock row)" in refused.err
+    assert command(env, "db", "current").out.strip() == "0005 (head)"
+    done = command(env, "db", "downgrade", "0003", "--yes")
+    assert done.code == 0, done.err
+    assert "0004 (API keys" in done.err and "revision 0003" in done.out
+    assert "behind" in command(env, "db", "current").out
+    unknown = command(env, "db", "downgrade", "0042", "--yes")
+    assert unknown.code == 1 and "unknown revision '0042'" in unknown.err
+    assert command(env, "db", "upgrade").code == 0
+    assert command(env, "db", "current").out.strip() == "0005 (head)"
 
 
 # --- the user CLI beside a running server -----------------------------------------------------------

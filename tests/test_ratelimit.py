@@ -130,7 +130,7 @@ def test_serve_refuses_to_start_with_an_invalid_signin_rate_limit(tmp_path: Path
     assert done.stderr == (
         f"wardgate: Invalid configuration:\n  - SIGNIN_RATE_LIMIT='5 per fortnight': expected {RATE_FORM}\n"
     )
-    assert not (tmp_path / "wardgate.storage.db").exists()  # refused before touching any store
+    assert not (tmp_path / "wardgate.db").exists()  # refused before touching any store
 
 
 # --- one contract, every storage ----------------------------------------------------------------

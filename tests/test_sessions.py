@@ -16,7 +16,7 @@ from wardgate.identity.records import ClientInfo, PasswordPolicy, UserChanges
 from wardgate.security.passwords import PasswordHasher
 from wardgate.security.tokens import TokenCodec
 from wardgate.sessions.registry import SessionRegistry
-from wardgate.storage import db
+from wardgate.storage import db, schema
 from wardgate.storage.models import AuthChange
 
 PASSWORD = "correct-horse-battery"
@@ -42,7 +42,7 @@ class Instance:
 @pytest.fixture
 def engine(database_url: str) -> Iterator[Engine]:
     engine = db.create_db_engine(database_url)
-    db.upgrade(engine)
+    schema.upgrade(engine)
     yield engine
     engine.dispose()
 

@@ -1,4 +1,4 @@
-"""The `wardgate` command: serve, check, gen-secret, user …, db upgrade."""
+"""The `wardgate` command: serve, check, gen-secret, user …, db upgrade | current | history | downgrade."""
 
 from __future__ import annotations
 
@@ -10,15 +10,16 @@ import sys
 from collections.abc import Callable, Sequence
 
 import uvicorn
+from sqlalchemy import Engine
 
 from wardgate.app import create_app
 from wardgate.config.review import production_findings
 from wardgate.config.settings import Settings, load_settings, redacted_settings
-from wardgate.errors import ApiError, ConfigError
+from wardgate.errors import ApiError, ConfigError, StoreError
 from wardgate.gateway import Gateway
 from wardgate.identity.records import ROLES, UserChanges
 from wardgate.sessions.registry import UserState
-from wardgate.storage import db
+from wardgate.storage import db, schema
 
 log = logging.getLogger("wardgate")
 
@@ -43,6 +44,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ApiError as exc:
         print(f"wardgate: {exc.detail}", file=sys.stderr)
         return 1
+    except StoreError as exc:
+        print(f"wardgate: {exc}", file=sys.stderr)
+        return 1
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -64,6 +68,12 @@ def _parser() -> argparse.ArgumentParser:
         dest="db_command", required=True
     )
     dbp.add_parser("upgrade", help="apply pending migrations").set_defaults(handler=_db_upgrade)
+    dbp.add_parser("current", help="the database's revision").set_defaults(handler=_db_current)
+    dbp.add_parser("history", help="every migration, oldest first").set_defaults(handler=_db_history)
+    down = dbp.add_parser("downgrade", help="undo migrations down to REV (drops their tables)")
+    down.add_argument("revision", metavar="REV", help='a revision from `db history`, or "base"')
+    down.add_argument("--yes", action="store_true", help="do not ask (required without a terminal)")
+    down.set_defaults(handler=_db_downgrade)
     _user_parser(
         commands.add_parser("user", help="manage accounts").add_subparsers(dest="user_command", required=True)
     )
@@ -135,17 +145,75 @@ def _gen_secret(_settings: Settings, _args: argparse.Namespace) -> int:
     return 0
 
 
+def _engine(settings: Settings) -> Engine:
+    db.raise_for_url(settings.effective_database_url)
+    return db.create_db_engine(settings.effective_database_url)
+
+
 def _db_upgrade(settings: Settings, _args: argparse.Namespace) -> int:
-    gateway = Gateway.build(settings)
-    db.upgrade(gateway.engine, lock_dir=settings.data_dir)
-    print("database is up to date")
+    engine = _engine(settings)
+    schema.upgrade(engine, lock_dir=settings.data_dir)
+    print(f"database is up to date (revision {schema.current(engine)})")
     return 0
+
+
+def _db_current(settings: Settings, _args: argparse.Namespace) -> int:
+    revision = schema.current(_engine(settings))
+    if revision is None:
+        print("no schema yet (wardgate creates it at start, or run `wardgate db upgrade`)")
+    else:
+        print(
+            f"{revision}{' (head)' if revision == schema.head() else ' (behind: run `wardgate db upgrade`)'}"
+        )
+    return 0
+
+
+def _db_history(_settings: Settings, _args: argparse.Namespace) -> int:
+    head = schema.head()
+    for revision in schema.history():
+        mark = " (head)" if revision.id == head else ""
+        print(f"{revision.down or 'base'} -> {revision.id}{mark}: {revision.title}")
+    return 0
+
+
+def _db_downgrade(settings: Settings, args: argparse.Namespace) -> int:
+    engine = _engine(settings)
+    undone = _revisions_between(args.revision, schema.current(engine))
+    if not undone:
+        print(f"nothing to undo: the database is at or below {args.revision}")
+        return 0
+    print("this undoes: " + "; ".join(f"{r.id} ({r.title})" for r in undone), file=sys.stderr)
+    print(
+        "their tables and every row in them are dropped; running servers re-apply them at start",
+        file=sys.stderr,
+    )
+    if not args.yes:
+        if not sys.stdin.isatty():
+            print("wardgate: refusing without --yes (no terminal to confirm on)", file=sys.stderr)
+            return 1
+        if input("type 'downgrade' to continue: ").strip() != "downgrade":
+            print("wardgate: not confirmed; nothing changed", file=sys.stderr)
+            return 1
+    schema.downgrade(engine, args.revision, lock_dir=settings.data_dir)
+    print(f"database is at revision {schema.current(engine) or 'base'}")
+    return 0
+
+
+def _revisions_between(target: str, current: str | None) -> list[schema.Revision]:
+    """The applied migrations a downgrade to `target` would undo, newest first (StoreError if unknown)."""
+    chain = schema.history()
+    ids = [r.id for r in chain]
+    if target != "base" and target not in ids:
+        raise StoreError(f"unknown revision {target!r}; `wardgate db history` lists them")
+    start = 0 if target == "base" else ids.index(target) + 1
+    end = ids.index(current) + 1 if current in ids else 0
+    return chain[start:end][::-1]
 
 
 def _offline(settings: Settings) -> Gateway:
     """Services for a one-off command: migrated database, loaded view."""
     gateway = Gateway.build(settings)
-    db.upgrade(gateway.engine, lock_dir=settings.data_dir)
+    schema.upgrade(gateway.engine, lock_dir=settings.data_dir)
     return gateway
 
 

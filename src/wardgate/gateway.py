@@ -31,7 +31,7 @@ from wardgate.security.ratelimit import Limit, RateLimiter, parse_rate
 from wardgate.security.tokens import TokenCodec
 from wardgate.sessions.channel import RedisChangeChannel
 from wardgate.sessions.registry import SessionRegistry
-from wardgate.storage import db
+from wardgate.storage import db, schema
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +156,7 @@ class Gateway:
         self.registry.trusted = True
 
     def _start_blocking(self) -> None:
-        db.upgrade(self.engine, lock_dir=self.settings.data_dir)
+        schema.upgrade(self.engine, lock_dir=self.settings.data_dir)
         self.registry.load()
         for finding in production_findings(self.settings):
             self.audit.record("config.warning", "failure", actor="wardgate", detail=finding.split(":", 1)[0])

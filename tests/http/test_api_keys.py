@@ -168,7 +168,7 @@ def test_the_key_is_shown_once_and_only_its_hash_is_stored(
     assert listed.json() == [{k: v for k, v in created.items() if k != "api_key"}]
     assert refused(probe.get(OWUI_KEY, headers=bearer(admin["token"])), 404) == SHOWN_ONCE
     assert use(probe, key).status_code == 200
-    engine = create_engine(f"sqlite:///{tmp_path / 'wardgate.storage.db'}")
+    engine = create_engine(f"sqlite:///{tmp_path / 'wardgate.db'}")
     with engine.connect() as connection:
         (row,) = connection.execute(select(ApiKey)).all()
         assert row.key_hash == ApiKeyHasher(SECRET).digest(key)

@@ -33,7 +33,7 @@ from wardgate.gateway import Gateway
 from wardgate.http.application import build_routes
 from wardgate.http.deps import VerifiedUser
 from wardgate.identity.records import ACCOUNT_DISABLED, INVALID_CREDENTIALS
-from wardgate.storage import db
+from wardgate.storage import db, schema
 from wardgate.storage.models import User
 
 ME = "/api/v1/auths/"
@@ -904,7 +904,7 @@ def test_open_webui_bcrypt_hash_signs_in_and_is_upgraded(
     database_url: str, make_client: MakeClient, tmp_path: Path
 ) -> None:
     engine = db.create_db_engine(database_url)
-    db.upgrade(engine, lock_dir=tmp_path)
+    schema.upgrade(engine, lock_dir=tmp_path)
     legacy = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(12)).decode()
     now = int(time.time())
     with Session(engine) as session, session.begin():

@@ -12,7 +12,7 @@ from tests.conftest import bearer, signup
 from wardgate.config.settings import Settings
 from wardgate.gateway import Gateway
 from wardgate.proxy.upstreams import Upstream, UpstreamTable
-from wardgate.storage import db
+from wardgate.storage import schema
 
 pytestmark = pytest.mark.slow
 
@@ -52,7 +52,7 @@ def test_groups_gate_the_upstream_and_reach_it_as_a_header(
     assert refused.json() == {"detail": "Your account may not use the openai service."}
 
     other = Gateway.build(make_settings(**env))  # e.g. an SSO sign-in on another instance
-    db.upgrade(other.engine)
+    schema.upgrade(other.engine)
     other.registry.load()
     user = other.accounts.find_by_email("eve@example.com")
     assert user is not None

@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from wardgate.errors import ApiError, RateLimitedError
 from wardgate.storage.models import AuditEvent
 
-log = logging.getLogger("wardgate.audit.log")
+log = logging.getLogger("wardgate.audit")
 _DETAIL_MAX = 200
 
 # Where the current request comes from (client IP, user agent), set once per request by the HTTP

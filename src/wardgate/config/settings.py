@@ -438,7 +438,7 @@ class Settings(BaseSettings):
     @property
     def effective_database_url(self) -> str:
         """`DATABASE_URL`, or an SQLite file in `DATA_DIR`."""
-        return self.database_url or f"sqlite:///{(self.data_dir / 'wardgate.storage.db').resolve()}"
+        return self.database_url or f"sqlite:///{(self.data_dir / 'wardgate.db').resolve()}"
 
     @property
     def auth_cookie_same_site(self) -> SameSite:

@@ -26,6 +26,7 @@ from wardgate.errors import (
     ConflictError,
     NotFoundError,
     PermissionDeniedError,
+    StoreUnavailableError,
 )
 from wardgate.identity.records import (
     ACCOUNT_DISABLED,
@@ -479,8 +480,13 @@ class AccountService:
 
 def _take_admin_lock(db: Session) -> None:
     """Serialise changes that can remove an admin (first statement of the transaction): a row lock on
-    PostgreSQL, the database write lock on SQLite. The row is created by migration 0005."""
-    db.execute(update(AppState).where(AppState.key == _ADMIN_LOCK_KEY).values(value=AppState.value))
+    PostgreSQL, the database write lock on SQLite. The row is created by migration 0005; without it
+    nothing would be serialised, so the change is refused rather than made unguarded."""
+    taken = db.execute(update(AppState).where(AppState.key == _ADMIN_LOCK_KEY).values(value=AppState.value))
+    if taken.rowcount != 1:  # type: ignore[attr-defined]
+        raise StoreUnavailableError(
+            "the admin_lock row is missing (a migration was undone?); run `wardgate db upgrade`"
+        )
 
 
 class _FirstAdminRace(Exception):

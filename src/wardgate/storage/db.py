@@ -1,17 +1,12 @@
-"""The database: an engine chosen by URL, and Alembic migrations that are safe to run concurrently."""
+"""The database: an engine chosen by URL, and the factory of ORM sessions (migrations: `schema`)."""
 
 from __future__ import annotations
 
-import fcntl
 import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from alembic import command
-from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.orm import Session, sessionmaker
@@ -19,7 +14,6 @@ from sqlalchemy.orm import Session, sessionmaker
 from wardgate.errors import ConfigError
 
 log = logging.getLogger(__name__)
-_MIGRATION_LOCK_KEY = 0x77617264  # "ward": the PostgreSQL advisory lock id for migrations
 SUPPORTED_SCHEMES = ("sqlite", "postgresql", "postgresql+psycopg")
 
 
@@ -81,37 +75,6 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 def session_factory(engine: Engine) -> sessionmaker[Session]:
     """A factory of ORM sessions that keep loaded values after commit."""
     return sessionmaker(engine, expire_on_commit=False)
-
-
-def upgrade(engine: Engine, *, lock_dir: Path | None = None) -> None:
-    """Apply every pending migration, holding a lock so concurrent instances take turns."""
-    config = Config()
-    config.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
-    with _migration_lock(engine, lock_dir) as connection:
-        config.attributes["connection"] = connection
-        command.upgrade(config, "heads")  # every branch: features add tables independently
-        connection.commit()
-
-
-@contextmanager
-def _migration_lock(engine: Engine, lock_dir: Path | None) -> Iterator[Any]:
-    if engine.dialect.name == "postgresql":
-        with engine.connect() as connection:
-            connection.execute(text("SELECT pg_advisory_lock(:k)"), {"k": _MIGRATION_LOCK_KEY})
-            connection.commit()
-            try:
-                yield connection
-            finally:
-                connection.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": _MIGRATION_LOCK_KEY})
-                connection.commit()
-        return
-    database = engine.url.database or ""
-    lock_path = (lock_dir or Path(database).parent) / ".wardgate-migrate.lock"
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with lock_path.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)  # released when the file closes
-        with engine.connect() as connection:
-            yield connection
 
 
 def raise_for_url(url: str) -> None:

@@ -1,4 +1,4 @@
-"""Alembic environment: migrations run on the connection wardgate.storage.db.upgrade() hands over."""
+"""Alembic environment: migrations run on the connection `wardgate.storage.schema` hands over."""
 
 from alembic import context
 

@@ -1,13 +1,13 @@
 """audit events
 
-Revision ID: 0002_audit
+Revision ID: 0002 (named 0002_audit before the chain became linear)
 Revises: 0001
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0002_audit"
+revision = "0002"
 down_revision = "0001"
 branch_labels = None
 depends_on = None

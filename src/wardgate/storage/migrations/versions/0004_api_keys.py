@@ -1,14 +1,14 @@
 """API keys for programs (digests only)
 
-Revision ID: 0004_api_keys
-Revises: 0001
+Revision ID: 0004 (named 0004_api_keys before the chain became linear)
+Revises: 0003
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0004_api_keys"
-down_revision = "0001"
+revision = "0004"
+down_revision = "0003"
 branch_labels = None
 depends_on = None
 

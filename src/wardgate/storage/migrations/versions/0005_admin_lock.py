@@ -1,7 +1,7 @@
 """the admin lock row
 
-Revision ID: 0005_admin_lock
-Revises: 0001
+Revision ID: 0005 (named 0005_admin_lock before the chain became linear)
+Revises: 0004
 
 Changes that can remove an administrator (demote, disable, delete) first update this row, so they
 run one at a time: otherwise two admins removing each other concurrently could each see the other
@@ -11,8 +11,8 @@ still in place and leave none (write skew).
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0005_admin_lock"
-down_revision = "0001"
+revision = "0005"
+down_revision = "0004"
 branch_labels = None
 depends_on = None
 

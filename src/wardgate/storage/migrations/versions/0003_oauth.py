@@ -1,14 +1,14 @@
 """single sign-on: provider identities, encrypted provider tokens, groups, consumed states
 
-Revision ID: 0002_oauth
-Revises: 0001
+Revision ID: 0003 (named 0002_oauth before the chain became linear)
+Revises: 0002
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0002_oauth"
-down_revision = "0001"
+revision = "0003"
+down_revision = "0002"
 branch_labels = None
 depends_on = None
 
