@@ -15,7 +15,7 @@ from starlette.testclient import TestClient
 
 from tests.scaleout.harness import PrivateRedis
 from wardgate.app import create_app
-from wardgate.config.settings import Settings, load_settings
+from wardgate.config import Settings, load_settings
 
 SECRET = "test-secret-key-that-is-long-enough-for-hs256-0123456789"
 PASSWORD = "correct-horse-battery"

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from starlette.testclient import TestClient
 
 from tests.conftest import ORIGIN, PASSWORD, bearer, refused, signup
-from wardgate.config.settings import Settings
+from wardgate.config import Settings
 from wardgate.gateway import Gateway
 from wardgate.http.application import build_application
 

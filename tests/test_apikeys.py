@@ -11,6 +11,7 @@ import hashlib
 import hmac
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -20,7 +21,9 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from sqlalchemy import Engine
 
 from wardgate.audit.log import AuditLog
-from wardgate.config.settings import load_settings
+from wardgate.config import load_settings
+from wardgate.config.values import is_plain_path, parse_rate
+from wardgate.config.values import path_prefixes as check_path_prefixes
 from wardgate.errors import (
     AuthenticationError,
     BadRequestError,
@@ -30,30 +33,31 @@ from wardgate.errors import (
     RateLimitedError,
     StoreUnavailableError,
 )
+from wardgate.gateway import account_policy, api_key_policy
 from wardgate.identity.accounts import AccountService
-from wardgate.identity.api_keys import ApiKeyPolicy, ApiKeyService
-from wardgate.identity.key_material import (
-    KEY_PATTERN,
-    ApiKeyHasher,
-    KeyScope,
-    NewKey,
-    check_path_prefixes,
-    check_upstreams,
-    generate_key,
-    is_plain_path,
-    path_within,
-)
-from wardgate.identity.records import PasswordPolicy, UserChanges
+from wardgate.identity.api_keys import ApiKeyService
+from wardgate.identity.key_material import KEY_PATTERN, ApiKeyHasher, NewKey, check_upstreams, generate_key
+from wardgate.identity.records import UserChanges
 from wardgate.security.passwords import PasswordHasher
-from wardgate.security.ratelimit import Limit, parse_rate
+from wardgate.security.ratelimit import Limit, RateLimiter
 from wardgate.security.tokens import TokenCodec
-from wardgate.sessions.registry import SessionRegistry, UserState
+from wardgate.sessions.records import KeyScope, UserState, path_within
+from wardgate.sessions.registry import SessionRegistry
 from wardgate.storage import db, schema
 from wardgate.storage.models import ApiKey
 
 SITE_SECRET = "k" * 48
 PASSWORD = "correct-horse-battery"
 HASHER = PasswordHasher()
+# The defaults, keys on for everyone: the policies as the composition root makes them.
+SETTINGS = load_settings(
+    {
+        "WEBUI_SECRET_KEY": SITE_SECRET,
+        "ENABLE_API_KEYS": "true",
+        "USER_PERMISSIONS_FEATURES_API_KEYS": "true",
+    },
+    env_file=None,
+)
 
 
 # --- format, digest and scopes (pure) ---------------------------------------------------------------
@@ -146,7 +150,7 @@ def test_settings_defaults_and_open_webui_names(tmp_path: Path) -> None:
     base = {"WEBUI_SECRET_KEY": SITE_SECRET, "DATA_DIR": str(tmp_path)}
     s = load_settings(base, env_file=None)
     assert (s.enable_api_keys, s.user_permissions_features_api_keys) == (False, False)
-    assert (s.custom_api_key_header, s.api_key_rate_limit, s.api_key_endpoints) == (
+    assert (s.custom_api_key_header, str(s.api_key_rate_limit), s.api_key_endpoints) == (
         "x-api-key",
         "600/1m",
         None,
@@ -198,22 +202,15 @@ class Instance:
 
     def __init__(self, engine: Engine, **policy: object) -> None:
         self.sessions = db.session_factory(engine)
-        self.registry = SessionRegistry(self.sessions, stale_after=30)
+        self.registry = SessionRegistry(self.sessions, stale_after=30, publish=lambda: None)
+        audit = AuditLog(self.sessions)
+        codec = TokenCodec([SITE_SECRET], timedelta(hours=1))
+        limiter = RateLimiter()
         self.accounts = AccountService(
-            self.sessions,
-            self.registry,
-            HASHER,
-            TokenCodec([SITE_SECRET], timedelta(hours=1)),
-            PasswordPolicy(),
+            self.sessions, self.registry, HASHER, codec, account_policy(SETTINGS), limiter, audit
         )
-        settings: dict[str, object] = {"enabled": True, "users_may_create": True, **policy}
-        self.keys = ApiKeyService(
-            self.sessions,
-            self.registry,
-            ApiKeyHasher(SITE_SECRET),
-            ApiKeyPolicy(**settings),  # type: ignore[arg-type]
-            AuditLog(self.sessions),
-        )
+        key_policy = replace(api_key_policy(SETTINGS), **policy)  # type: ignore[arg-type]
+        self.keys = ApiKeyService(self.sessions, self.registry, ApiKeyHasher(SITE_SECRET), key_policy, audit)
         self.registry.load()
 
     def use(self, key: str) -> UserState:
@@ -363,7 +360,7 @@ def test_a_stale_view_with_the_database_down_fails_closed(engine: Engine) -> Non
         db.session_factory(broken),
         a.registry,
         ApiKeyHasher(SITE_SECRET),
-        ApiKeyPolicy(enabled=True),
+        api_key_policy(SETTINGS),
         AuditLog(a.sessions),
     )
     with pytest.raises(StoreUnavailableError):
@@ -385,7 +382,7 @@ def test_last_used_is_written_in_batches_not_per_request(engine: Engine) -> None
 
 
 def test_rate_limits_per_key_and_the_keys_own_tighter_limit(engine: Engine) -> None:
-    a = Instance(engine, rate=Limit("api-key", parse_rate("3/1m")))
+    a = Instance(engine, rate=Limit.of("api-key", parse_rate("3/1m")))
     admin, _ = people(a)
     first, second = a.keys.create(admin, NewKey(name="a")), a.keys.create(admin, NewKey(name="b"))
     own = a.keys.create(admin, NewKey(name="c", rate_limit="1/1m"))

@@ -8,8 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from wardgate.config import load_settings, redacted_settings
+from wardgate.config.loading import read_environment
 from wardgate.config.review import production_findings
-from wardgate.config.settings import load_settings, parse_duration, read_environment, redacted_settings
+from wardgate.config.values import parse_duration
 from wardgate.errors import ConfigError
 
 SECRET = "a-very-secret-value-that-must-never-be-printed-0123456789"
@@ -92,7 +94,9 @@ def test_every_problem_is_reported_at_once_with_secrets_redacted(tmp_path: Path)
         "WEBUI_SESSION_COOKIE_SAME_SITE",
     ):
         assert name in message
-    assert len(caught.value.problems) == 6
+    # ...and the rule across variables that their refusal does not hide (password without email)
+    assert "WEBUI_ADMIN_EMAIL / WEBUI_ADMIN_PASSWORD" in message
+    assert len(caught.value.problems) == 7
     assert SECRET not in message
     assert "pending" in message and "duration" in message  # the accepted forms are named
 

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from dotenv import dotenv_values
 
+from wardgate.config import load_settings, variable_names
 from wardgate.config.headers import HEADER_ENV_NAMES
 from wardgate.config.review import production_findings
-from wardgate.config.settings import load_settings, variable_names
 
 EXAMPLES = sorted((Path(__file__).parents[1] / "docs" / "examples").glob("*.env"))
 

@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import pytest
 
-from wardgate.config.settings import Settings
+from wardgate.config import Settings
 from wardgate.gateway import Gateway
 
 

@@ -11,7 +11,7 @@ from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute, APIWebSocketRoute
 
 import wardgate
-from wardgate.config.settings import Settings
+from wardgate.config import Settings
 from wardgate.gateway import Gateway
 from wardgate.http.application import build_routes
 

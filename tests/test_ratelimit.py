@@ -15,9 +15,10 @@ import redis
 
 from tests.conftest import REDIS_URL, SECRET
 from tests.scaleout.harness import PrivateRedis, free_port, wait_for
-from wardgate.config.settings import load_settings
+from wardgate.config import load_settings
+from wardgate.config.values import RATE_FORM, parse_rate
 from wardgate.errors import ConfigError, RateLimitedError
-from wardgate.security.ratelimit import RATE_FORM, Limit, RateLimiter, parse_rate
+from wardgate.security.ratelimit import Limit, RateLimiter
 
 DEGRADED = "memory (redis unavailable)"
 
@@ -44,7 +45,7 @@ DEGRADED = "memory (redis unavailable)"
     ],
 )
 def test_parse_rate_accepts_the_documented_forms(text: str, amount: int, seconds: int) -> None:
-    item = parse_rate(text)
+    item = parse_rate(text).item
     assert (item.amount, item.get_expiry()) == (amount, seconds)
 
 
@@ -107,11 +108,11 @@ def test_configuration_refuses_every_invalid_rate_naming_each_variable(tmp_path:
 def test_configuration_defaults_are_the_documented_limits(tmp_path: Path) -> None:
     settings = load_settings({"DATA_DIR": str(tmp_path), "WEBUI_SECRET_KEY": SECRET})
     assert (
-        settings.signin_rate_limit,
-        settings.signin_ip_rate_limit,
-        settings.signup_rate_limit,
-        settings.password_change_rate_limit,
-        settings.auth_failure_rate_limit,
+        settings.signin_rate_limit.text,
+        settings.signin_ip_rate_limit.text,
+        settings.signup_rate_limit.text,
+        settings.password_change_rate_limit.text,
+        settings.auth_failure_rate_limit.text,
     ) == ("5/3m", "20/3m", "10/1h", "5/15m", "30/1m")
 
 
@@ -171,7 +172,7 @@ def limiter(request: pytest.FixtureRequest, prefix: str) -> Iterator[RateLimiter
     _delete_keys(REDIS_URL, f"{prefix}:*")
 
 
-THREE_PER_MINUTE = Limit("test", parse_rate("3/1m"))
+THREE_PER_MINUTE = Limit.of("test", parse_rate("3/1m"))
 
 
 def assert_refused(caught: pytest.ExceptionInfo[RateLimitedError], window: int) -> None:
@@ -239,7 +240,7 @@ class TestLimiterContract:
     def test_the_window_moves(self, limiter: RateLimiter) -> None:
         # Moving, not fixed: a slot frees exactly when its own attempt leaves the window, so at no
         # point can 2x the limit pass around a window boundary.
-        limit = Limit("test", parse_rate("2/2s"))
+        limit = Limit.of("test", parse_rate("2/2s"))
         limiter.hit(limit, "k")
         time.sleep(1.0)
         limiter.hit(limit, "k")
@@ -298,7 +299,7 @@ def test_unreachable_redis_falls_back_to_memory_and_still_limits(caplog: pytest.
 
 def test_redis_stopping_mid_run_falls_back_to_memory_then_recovers(private_redis: PrivateRedis) -> None:
     limiter = RateLimiter(private_redis.url, key_prefix="wgtest")
-    limit = Limit("test", parse_rate("3/1m"))
+    limit = Limit.of("test", parse_rate("3/1m"))
     limiter.hit(limit, "before")
     assert limiter.backend == "redis"
     assert _redis_keys(private_redis.url, "wgtest:ratelimit:*") == [
@@ -335,7 +336,7 @@ def test_a_hung_redis_is_retried_once_per_interval_not_on_every_call(
     # socket timeout. Degraded mode must not pay that on every call after the retry interval.
     monkeypatch.setattr("wardgate.security.ratelimit._RETRY_REDIS_SECONDS", 1.0)  # the real 5 s, shortened
     limiter = RateLimiter(private_redis.url, key_prefix="wgtest")
-    limit = Limit("test", parse_rate("100/1m"))
+    limit = Limit.of("test", parse_rate("100/1m"))
     private_redis.pause()
     try:
         limiter.hit(limit, "k")  # times out once, then memory

@@ -10,10 +10,14 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import Engine, func, select
 
+from wardgate.audit.log import AuditLog
+from wardgate.config import load_settings
 from wardgate.errors import AuthenticationError, StoreUnavailableError
+from wardgate.gateway import account_policy
 from wardgate.identity.accounts import AccountService
-from wardgate.identity.records import ClientInfo, PasswordPolicy, UserChanges
+from wardgate.identity.records import ClientInfo, UserChanges
 from wardgate.security.passwords import PasswordHasher
+from wardgate.security.ratelimit import RateLimiter
 from wardgate.security.tokens import TokenCodec
 from wardgate.sessions.registry import SessionRegistry
 from wardgate.storage import db, schema
@@ -28,9 +32,13 @@ class Instance:
 
     def __init__(self, engine: Engine) -> None:
         self.sessions = db.session_factory(engine)
-        self.registry = SessionRegistry(self.sessions, stale_after=30)
+        self.registry = SessionRegistry(self.sessions, stale_after=30, publish=lambda: None)
         self.codec = TokenCodec(["k" * 48], timedelta(hours=1))
-        self.accounts = AccountService(self.sessions, self.registry, HASHER, self.codec, PasswordPolicy())
+        policy = account_policy(load_settings({"WEBUI_SECRET_KEY": "k" * 48}, env_file=None))
+        audit = AuditLog(self.sessions)
+        self.accounts = AccountService(
+            self.sessions, self.registry, HASHER, self.codec, policy, RateLimiter(), audit
+        )
         self.registry.load()
 
     def check(self, token: str) -> str:
@@ -131,7 +139,7 @@ def test_stale_view_with_the_database_down_fails_closed(engine: Engine) -> None:
     a.accounts.create_user("Ann", "ann@example.com", PASSWORD, role=None)
     token = a.accounts.signin("ann@example.com", PASSWORD, ClientInfo()).token.token
     broken = db.create_db_engine("postgresql+psycopg://nobody@127.0.0.1:1/none")
-    offline = SessionRegistry(db.session_factory(broken), stale_after=0)
+    offline = SessionRegistry(db.session_factory(broken), stale_after=0, publish=lambda: None)
     with pytest.raises(StoreUnavailableError):
         offline.check_in_database(a.codec.verify(token))
     broken.dispose()

@@ -1,6 +1,6 @@
 """wardgate: the security gateway for self-hosted AI deployments."""
 
-from wardgate.config.settings import Settings, load_settings
+from wardgate.config import Settings, load_settings
 from wardgate.errors import ConfigError, WardgateError
 
 __version__ = "0.1.0"

@@ -13,12 +13,13 @@ import uvicorn
 from sqlalchemy import Engine
 
 from wardgate.app import create_app
+from wardgate.config import Settings, load_settings, redacted_settings
 from wardgate.config.review import production_findings
-from wardgate.config.settings import Settings, load_settings, redacted_settings
+from wardgate.config.values import ROLE_NAMES, Role
 from wardgate.errors import ApiError, ConfigError, StoreError
 from wardgate.gateway import Gateway
-from wardgate.identity.records import ROLES, UserChanges
-from wardgate.sessions.registry import UserState
+from wardgate.identity.records import UserChanges
+from wardgate.sessions.records import UserState
 from wardgate.storage import db, schema
 
 log = logging.getLogger("wardgate")
@@ -84,13 +85,13 @@ def _user_parser(users: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     add = users.add_parser("add", help="create an account (password read from stdin or prompted)")
     add.add_argument("email")
     add.add_argument("--name", required=True)
-    add.add_argument("--role", choices=ROLES, default="user")
+    add.add_argument("--role", choices=ROLE_NAMES, default="user")
     add.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
     add.set_defaults(handler=_user_add)
     users.add_parser("list", help="list accounts").set_defaults(handler=_user_list)
     set_role = users.add_parser("set-role", help="change an account's role")
     set_role.add_argument("email")
-    set_role.add_argument("role", choices=ROLES)
+    set_role.add_argument("role", choices=ROLE_NAMES)
     set_role.set_defaults(handler=_user_set_role)
     for name, helptext, handler in (
         ("disable", "disable an account (ends its sessions)", _user_disable),
@@ -146,7 +147,6 @@ def _gen_secret(_settings: Settings, _args: argparse.Namespace) -> int:
 
 
 def _engine(settings: Settings) -> Engine:
-    db.raise_for_url(settings.effective_database_url)
     return db.create_db_engine(settings.effective_database_url)
 
 
@@ -225,7 +225,9 @@ def _target(gateway: Gateway, email: str) -> UserState:
 
 
 def _system_actor() -> UserState:
-    return UserState(id="cli", email="cli", name="command line", role="admin", active=True, session_stamp="")
+    return UserState(
+        id="cli", email="cli", name="command line", role=Role.ADMIN, active=True, session_stamp=""
+    )
 
 
 def _user_add(settings: Settings, args: argparse.Namespace) -> int:

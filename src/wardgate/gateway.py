@@ -1,36 +1,37 @@
-"""The services of one process.
+"""The composition root: the services of one wardgate process, built from the settings, started and stopped.
 
-`Gateway` holds what one process needs (engine, revocation registry, account service) and knows how to
-start (migrations, loading the view, the bootstrap admin) and stop. The HTTP layer (`wardgate.http`) calls
-`start`/`stop` from its lifespan and never builds services itself.
+`Gateway.build(settings)` is the one place that reads `Settings` and wires the services together;
+each service receives plain values (policies, limits, keys) and its collaborators. The HTTP layer
+calls `start`/`stop` from its lifespan and never builds services itself.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import anyio.to_thread
-from sqlalchemy import Engine, text
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from wardgate.audit.log import AuditLog
 from wardgate.config.review import production_findings
 from wardgate.config.settings import Settings
 from wardgate.identity.accounts import AccountService
-from wardgate.identity.api_keys import ApiKeyService, api_keys_from_settings
-from wardgate.identity.records import AuthLimits, PasswordPolicy
+from wardgate.identity.api_keys import ApiKeyPolicy, ApiKeyService
+from wardgate.identity.authentication import Authenticator
+from wardgate.identity.key_material import ApiKeyHasher
+from wardgate.identity.records import AccountPolicy, AuthLimits
+from wardgate.identity.validation import PasswordPolicy
 from wardgate.oauth.service import SignOn, sign_on_from_settings
-from wardgate.proxy.upstreams import Upstream, UpstreamTable, parse_list
+from wardgate.proxy.upstreams import UpstreamTable, upstreams_from_settings
 from wardgate.security.passwords import PasswordHasher
-from wardgate.security.ratelimit import Limit, RateLimiter, parse_rate
+from wardgate.security.ratelimit import Limit, RateLimiter
 from wardgate.security.tokens import TokenCodec
-from wardgate.sessions.channel import RedisChangeChannel
+from wardgate.sessions.channel import channel_from_url
+from wardgate.sessions.records import KeyScope
 from wardgate.sessions.registry import SessionRegistry
+from wardgate.sessions.sync import ViewSync
 from wardgate.storage import db, schema
 
 log = logging.getLogger(__name__)
@@ -44,116 +45,85 @@ class Gateway:
     engine: Engine
     sessions: sessionmaker[Session]
     registry: SessionRegistry
-    accounts: AccountService
+    sync: ViewSync
     codec: TokenCodec
     limiter: RateLimiter
-    auth_failures: Limit
     audit: AuditLog
-    channel: RedisChangeChannel | None = None
-    upstreams: UpstreamTable = field(default_factory=UpstreamTable)
-    sign_on: SignOn | None = None  # single sign-on, when a provider is configured
-    api_keys: ApiKeyService = field(init=False)  # set by build()
-    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
-    _in_threads: set[asyncio.Future[object]] = field(default_factory=set)
+    accounts: AccountService
+    api_keys: ApiKeyService
+    authenticator: Authenticator
+    upstreams: UpstreamTable
+    sign_on: SignOn | None  # single sign-on, when a provider is configured
 
     @classmethod
     def build(cls, settings: Settings) -> Gateway:
         """Create the services from settings (no I/O beyond creating the engine)."""
-        gateway = cls._build_core(settings)
-        gateway.upstreams = upstreams_from_settings(settings)
-        gateway.sign_on = sign_on_from_settings(settings, gateway.accounts, gateway.sessions, gateway.audit)
-        gateway.api_keys = api_keys_from_settings(settings, gateway.sessions, gateway.registry, gateway.audit)
-        return gateway
-
-    @classmethod
-    def _build_core(cls, settings: Settings) -> Gateway:
-        db.raise_for_url(settings.effective_database_url)
+        s = settings
         engine = db.create_db_engine(
-            settings.effective_database_url,
-            pool_size=settings.database_pool_size,
-            max_overflow=settings.database_pool_max_overflow,
-            pool_timeout=settings.database_pool_timeout,
-            pool_recycle=settings.database_pool_recycle,
-        )
-        limiter = RateLimiter(settings.redis_url, key_prefix=settings.redis_key_prefix)
-        channel = (
-            RedisChangeChannel(settings.redis_url, prefix=settings.redis_key_prefix)
-            if settings.redis_url
-            else None
+            s.effective_database_url,
+            pool_size=s.database_pool_size,
+            max_overflow=s.database_pool_max_overflow,
+            pool_timeout=s.database_pool_timeout,
+            pool_recycle=s.database_pool_recycle,
         )
         sessions = db.session_factory(engine)
         audit = AuditLog(sessions)
-        registry = SessionRegistry(sessions, stale_after=max(10.0, 5 * settings.session_sync_interval))
-        codec = TokenCodec([settings.secret_key], settings.jwt_expires_in)
-        policy = PasswordPolicy(
-            settings.password_min_length, settings.password_pattern, settings.password_validation_hint
+        limiter = RateLimiter(s.redis_url, key_prefix=s.redis_key_prefix)
+        channel = channel_from_url(s.redis_url, prefix=s.redis_key_prefix)
+        registry = SessionRegistry(
+            sessions, stale_after=max(10.0, 5 * s.session_sync_interval), publish=channel.publish
         )
+        sync = ViewSync(registry, channel, interval=s.session_sync_interval)
+        codec = TokenCodec([s.secret_key], s.jwt_expires_in)
         accounts = AccountService(
             sessions,
             registry,
-            PasswordHasher(max_concurrent=settings.password_hash_concurrency),
+            PasswordHasher(max_concurrent=s.password_hash_concurrency),
             codec,
-            policy,
-            default_role=settings.default_user_role,
-            signup_enabled=lambda: (
-                settings.enable_signup and settings.enable_login_form and settings.enable_password_auth
+            AccountPolicy(
+                default_role=s.default_user_role,
+                signup_open=s.signup_open,
+                passwords=PasswordPolicy(
+                    s.password_min_length, s.password_pattern, s.password_validation_hint
+                ),
+                limits=AuthLimits(
+                    Limit.of("signin", s.signin_rate_limit),
+                    Limit.of("signin-ip", s.signin_ip_rate_limit),
+                    Limit.of("signup", s.signup_rate_limit),
+                    Limit.of("password-change", s.password_change_rate_limit),
+                ),
             ),
+            limiter,
+            audit,
+        )
+        key_policy = ApiKeyPolicy(
+            enabled=s.enable_api_keys,
+            users_may_create=s.user_permissions_features_api_keys,
+            rate=Limit.of("api-key", s.api_key_rate_limit),
+            endpoints=KeyScope(paths=s.api_key_endpoints),
+        )
+        api_keys = ApiKeyService(sessions, registry, ApiKeyHasher(s.secret_key), key_policy, audit)
+        failures = Limit.of("auth-failure", s.auth_failure_rate_limit)
+        return cls(
+            settings=s,
+            engine=engine,
+            sessions=sessions,
+            registry=registry,
+            sync=sync,
+            codec=codec,
             limiter=limiter,
             audit=audit,
-            limits=AuthLimits.parse(
-                settings.signin_rate_limit,
-                settings.signin_ip_rate_limit,
-                settings.signup_rate_limit,
-                settings.password_change_rate_limit,
-            ),
-        )
-        if channel is not None:
-            registry.notify = channel.publish
-            registry.trusted = False  # until the subscription is up and a sync has run
-        auth_failures = Limit("auth-failure", parse_rate(settings.auth_failure_rate_limit))
-        return cls(
-            settings, engine, sessions, registry, accounts, codec, limiter, auth_failures, audit, channel
+            accounts=accounts,
+            api_keys=api_keys,
+            authenticator=Authenticator(codec, registry, api_keys, limiter, failures),
+            upstreams=upstreams_from_settings(s),
+            sign_on=sign_on_from_settings(s, accounts, sessions, audit),
         )
 
     async def start(self) -> None:
-        """Migrate, load the revocation view, create the bootstrap admin, start background sync."""
+        """Migrate, load the revocation view, create the bootstrap admin, start the view's sync."""
         await anyio.to_thread.run_sync(self._start_blocking)
-        self._tasks.append(asyncio.create_task(self._sync_forever(), name="wardgate-session-sync"))
-        if self.channel is not None:
-            listen = self.channel.listen(self._on_channel_notice, self._on_channel_state)
-            self._tasks.append(asyncio.create_task(listen, name="wardgate-revocation-channel"))
-
-    async def _in_thread(self, work: Callable[[], object]) -> None:
-        """Run background database work in a thread that `stop` waits for.
-
-        Cancelling a task does not stop the thread it waits on (anyio abandons it); without this, `stop`
-        could dispose of the engine while a sync still holds a connection, leaking it.
-        """
-        future = asyncio.ensure_future(anyio.to_thread.run_sync(work))
-        self._in_threads.add(future)
-        future.add_done_callback(self._in_threads.discard)
-        await asyncio.shield(future)
-
-    async def _on_channel_notice(self) -> None:
-        try:
-            await self._in_thread(self.registry.sync)
-        except SQLAlchemyError as exc:  # the poll retries; the view ages into the database fallback
-            log.warning("session sync on notice failed (%s)", type(exc).__name__)
-
-    async def _on_channel_state(self, connected: bool) -> None:
-        if not connected:
-            self.registry.trusted = False
-            return
-        try:
-            # Catch up on whatever was missed while disconnected, then trust the view again.
-            await self._in_thread(self.registry.sync)
-        except SQLAlchemyError as exc:
-            log.warning(
-                "session sync after reconnecting failed (%s); view stays untrusted", type(exc).__name__
-            )
-            return
-        log.info("revocation channel connected")
-        self.registry.trusted = True
+        await self.sync.start()
 
     def _start_blocking(self) -> None:
         schema.upgrade(self.engine, lock_dir=self.settings.data_dir)
@@ -170,81 +140,36 @@ class Gateway:
 
     async def stop(self) -> None:
         """Stop background work, flush batched writes and close the database."""
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self._tasks.clear()
-        await asyncio.gather(*self._in_threads, return_exceptions=True)
-        with contextlib.suppress(SQLAlchemyError):
-            await anyio.to_thread.run_sync(self.registry.flush_touches)
+        await self.sync.stop()
         self.engine.dispose()
-        if self.channel is not None:
-            self.channel.close()
         if self.sign_on is not None:
             await self.sign_on.aclose()
 
-    async def _sync_forever(self) -> None:
-        interval = self.settings.session_sync_interval
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                await self._in_thread(self.registry.sync)
-                if self.channel is not None and self.channel.connected:
-                    self.registry.trusted = True  # subscribed and caught up
-                await self._in_thread(self.registry.flush_touches)
-            except SQLAlchemyError as exc:
-                # Fail closed: the view's age grows and requests fall back to the database.
-                log.warning("session sync failed (%s); checks fall back to the database", type(exc).__name__)
-
     def database_ready(self) -> bool:
         """True when the database answers a trivial query."""
-        try:
-            with self.engine.connect() as connection:
-                connection.execute(text("SELECT 1"))
-        except SQLAlchemyError:
-            return False
-        return True
+        return db.answers(self.engine)
 
 
-def upstreams_from_settings(settings: Settings) -> UpstreamTable:
-    """The configured upstreams: Ollama at /ollama, OpenAI-compatible at /openai, the app elsewhere."""
-    s = settings
-    table: list[Upstream] = []
-    if s.ollama_base_url:
-        table.append(
-            Upstream(
-                "ollama",
-                s.ollama_base_url,
-                "/ollama",
-                parse_list(s.ollama_allowed_roles),
-                parse_list(s.ollama_allowed_groups),
-            )
-        )
-    if s.openai_api_base_url:
-        inject = (
-            (("Authorization", f"Bearer {s.openai_api_key.get_secret_value()}"),) if s.openai_api_key else ()
-        )
-        table.append(
-            Upstream(
-                "openai",
-                s.openai_api_base_url,
-                "/openai",
-                parse_list(s.openai_allowed_roles),
-                parse_list(s.openai_allowed_groups),
-                inject,
-            )
-        )
-    if s.upstream_url:
-        table.append(
-            Upstream(
-                "app",
-                s.upstream_url,
-                "",
-                parse_list(s.upstream_allowed_roles),
-                parse_list(s.upstream_allowed_groups),
-                strips_authorization=False,
-            )
-        )
-    return UpstreamTable(tuple(table))
+def account_policy(s: Settings) -> AccountPolicy:
+    """How accounts come to be and are protected, from the settings."""
+    return AccountPolicy(
+        default_role=s.default_user_role,
+        signup_open=s.signup_open,
+        passwords=PasswordPolicy(s.password_min_length, s.password_pattern, s.password_validation_hint),
+        limits=AuthLimits(
+            Limit.of("signin", s.signin_rate_limit),
+            Limit.of("signin-ip", s.signin_ip_rate_limit),
+            Limit.of("signup", s.signup_rate_limit),
+            Limit.of("password-change", s.password_change_rate_limit),
+        ),
+    )
+
+
+def api_key_policy(s: Settings) -> ApiKeyPolicy:
+    """Who may hold API keys and what every key is limited to, from the settings."""
+    return ApiKeyPolicy(
+        enabled=s.enable_api_keys,
+        users_may_create=s.user_permissions_features_api_keys,
+        rate=Limit.of("api-key", s.api_key_rate_limit),
+        endpoints=KeyScope(paths=s.api_key_endpoints),
+    )

@@ -23,12 +23,13 @@ from starlette.testclient import TestClient
 from tests.conftest import ORIGIN, PASSWORD, REDIS_URL, SECRET, bearer, refused, signup
 from tests.servers import free_port, stop
 
-from wardgate.config.settings import Settings
+from wardgate.config import Settings
 from wardgate.errors import PermissionDeniedError
 from wardgate.gateway import Gateway
 from wardgate.http.application import build_routes
-from wardgate.http.deps import KEYS_NOT_HERE, CallerDep, KeyPrincipal, still_valid
+from wardgate.http.deps import CallerDep
 from wardgate.http.middleware.csrf import REFUSAL
+from wardgate.identity.authentication import KEYS_NOT_HERE, KeyPrincipal
 from wardgate.identity.key_material import ApiKeyHasher
 from wardgate.storage.models import ApiKey, Base
 
@@ -323,9 +324,9 @@ def test_still_valid_for_long_lived_connections(probe: TestClient) -> None:
     gateway: Gateway = probe.app.state.gateway
     admitted = gateway.api_keys.identify(created["api_key"])
     caller = KeyPrincipal(admitted.user, admitted.key, "api-key-header", gateway.api_keys.policy.endpoints)
-    assert still_valid(gateway, caller) is True
+    assert gateway.authenticator.still_valid(caller) is True
     probe.delete(f"{KEYS}/{created['id']}", headers=bearer(admin["token"]))
-    assert still_valid(gateway, caller) is False
+    assert gateway.authenticator.still_valid(caller) is False
 
 
 def test_last_used_is_recorded_off_the_request_path(probe: TestClient) -> None:

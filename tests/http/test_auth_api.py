@@ -28,11 +28,11 @@ from starlette.testclient import TestClient
 from tests.conftest import ORIGIN, PASSWORD, SECRET, bearer, refused, signin, signup
 
 from wardgate.app import create_app
-from wardgate.config.settings import Settings, load_settings
+from wardgate.config import Settings, load_settings
 from wardgate.gateway import Gateway
 from wardgate.http.application import build_routes
 from wardgate.http.deps import VerifiedUser
-from wardgate.identity.records import ACCOUNT_DISABLED, INVALID_CREDENTIALS
+from wardgate.identity.rules import ACCOUNT_DISABLED, INVALID_CREDENTIALS
 from wardgate.storage import db, schema
 from wardgate.storage.models import User
 

@@ -23,7 +23,7 @@ from starlette.testclient import TestClient
 from tests.conftest import ORIGIN, PASSWORD, REDIS_URL, bearer
 from tests.scaleout.harness import PrivateRedis, free_port, wait_for
 
-from wardgate.config.settings import Settings
+from wardgate.config import Settings
 from wardgate.gateway import Gateway
 from wardgate.http.application import build_application
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import httpx
 import pytest
 from starlette.applications import Starlette
@@ -10,7 +12,10 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Message, Receive, Scope, Send
 
-from wardgate.http.middleware.cors import CORSGuardMiddleware, origin_of, parse_cors_origins
+from wardgate.config import load_settings
+from wardgate.config.network import cors_origins, origin_of
+from wardgate.errors import ConfigError
+from wardgate.http.middleware.cors import CORSGuardMiddleware
 
 LISTED = "https://chat.example.com"
 FOREIGN = "https://evil.example"
@@ -137,7 +142,7 @@ async def test_options_without_preflight_headers_reaches_the_app() -> None:
     ],
 )
 def test_parse_cors_origins(value: str, origins: list[str]) -> None:
-    assert parse_cors_origins(value) == origins
+    assert list(cors_origins(value)) == origins
 
 
 @pytest.mark.parametrize(
@@ -161,9 +166,13 @@ def test_parse_cors_origins(value: str, origins: list[str]) -> None:
         "*;https://chat.example.com",
     ],
 )
-def test_parse_cors_origins_refuses(value: str) -> None:
-    with pytest.raises(ValueError, match="CORS_ALLOW_ORIGIN"):
-        parse_cors_origins(value)
+def test_parse_cors_origins_refuses(value: str, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"not an origin|cannot be combined"):
+        cors_origins(value)
+    with pytest.raises(ConfigError) as caught:  # at load: one problem, naming the variable
+        load_settings({"DATA_DIR": str(tmp_path), "CORS_ALLOW_ORIGIN": value}, env_file=None)
+    (problem,) = caught.value.problems
+    assert problem.startswith("CORS_ALLOW_ORIGIN=")
 
 
 def test_guard_refuses_star_mixed_with_origins() -> None:

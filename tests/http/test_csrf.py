@@ -8,10 +8,11 @@ import httpx
 import pytest
 from starlette.types import Message, Receive, Scope, Send
 
-from wardgate.config.headers import build_header_policy
+from wardgate.config.network import trusted_proxies
 from wardgate.http.middleware.csrf import REFUSAL, CSRFMiddleware
 from wardgate.http.middleware.security_headers import SecurityHeadersMiddleware
 from wardgate.http.middleware.trusted_proxy import TrustedProxyMiddleware
+from wardgate.security.headers import build_header_policy
 
 SITE = "https://chat.example.com"
 TRUSTED = "https://app.example.org"
@@ -246,7 +247,9 @@ async def test_cross_site_websocket_hijacking(headers: list[tuple[bytes, bytes]]
 @pytest.mark.anyio
 async def test_behind_a_trusted_proxy_the_forwarded_origin_is_the_site(origin: str, status: int) -> None:
     csrf = CSRFMiddleware(_ok, site_origin=None, trusted_origins=[])
-    app = TrustedProxyMiddleware(SecurityHeadersMiddleware(csrf, build_header_policy({})), "10.0.0.1")
+    app = TrustedProxyMiddleware(
+        SecurityHeadersMiddleware(csrf, build_header_policy({})), trusted_proxies("10.0.0.1")
+    )
     transport = httpx.ASGITransport(app=app, client=("10.0.0.1", 1))
     headers = {
         **COOKIE,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -13,17 +14,30 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.types import ASGIApp, Message
 from starlette.websockets import WebSocket
 
+from wardgate.config import load_settings
 from wardgate.config.headers import (
     DEFAULT_HTML_CSP,
     DEFAULT_OTHER_CSP,
     HEADER_ENV_NAMES,
     HEADER_VARIABLES,
-    HeaderPolicy,
-    build_header_policy,
-    header_problems,
+    checked_headers,
 )
 from wardgate.errors import ConfigError
 from wardgate.http.middleware.security_headers import PROXIED_STATE_KEY, SecurityHeadersMiddleware
+from wardgate.security.headers import HeaderPolicy, build_header_policy
+
+
+def header_problems(values: dict[str, str]) -> list[str]:
+    """The problems the load reports for these header variables."""
+    return checked_headers(values)[1]
+
+
+def _policy(values: dict[str, str | None]) -> HeaderPolicy:
+    """The policy for these variables as the load checks them (None: unset)."""
+    checked, problems = checked_headers({k: v for k, v in values.items() if v is not None})
+    assert problems == []
+    return build_header_policy(checked)
+
 
 HEADER_OF = {variable.env_name: variable.header.lower() for variable in HEADER_VARIABLES}
 
@@ -150,7 +164,7 @@ def test_every_variable_is_listed_once() -> None:
 @pytest.mark.parametrize(("name", "value", "sent"), VALID)
 def test_valid_values_are_sent(name: str, value: str, sent: str) -> None:
     assert header_problems({name: value}) == []
-    policy = build_header_policy({name: value})
+    policy = _policy({name: value})
     assert _header(policy, HEADER_OF[name]) == sent
     assert _header(policy, HEADER_OF[name], html=True) == sent
 
@@ -174,10 +188,16 @@ def test_control_characters_are_refused(name: str, value: str) -> None:
     assert "\r" not in problems[0]
 
 
-def test_build_raises_with_every_problem() -> None:
+def test_load_names_every_problem(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as caught:
-        build_header_policy(
-            {"XFRAME_OPTIONS": "ALLOWALL", "HSTS": "forever", "REFERRER_POLICY": "no-referrer"}
+        load_settings(
+            {
+                "DATA_DIR": str(tmp_path),
+                "XFRAME_OPTIONS": "ALLOWALL",
+                "HSTS": "forever",
+                "REFERRER_POLICY": "no-referrer",
+            },
+            env_file=None,
         )
     assert len(caught.value.problems) == 2
     assert {p.split("=", 1)[0] for p in caught.value.problems} == {"XFRAME_OPTIONS", "HSTS"}
@@ -212,7 +232,7 @@ DEFAULTS = {
 
 @pytest.mark.parametrize(("header", "default"), DEFAULTS.items())
 def test_defaults_when_unset(header: str, default: str | None) -> None:
-    policy = build_header_policy(dict.fromkeys(HEADER_ENV_NAMES))
+    policy = _policy(dict.fromkeys(HEADER_ENV_NAMES))
     assert _header(policy, header) == default
     expected_html = DEFAULT_HTML_CSP if header == "content-security-policy" else default
     assert _header(policy, header, html=True) == expected_html
@@ -226,13 +246,13 @@ def test_default_csp_is_strict_for_html() -> None:
 
 
 def test_default_csp_follows_sameorigin_framing() -> None:
-    policy = build_header_policy({"XFRAME_OPTIONS": "SAMEORIGIN"})
+    policy = _policy({"XFRAME_OPTIONS": "SAMEORIGIN"})
     assert "frame-ancestors 'self'" in (_header(policy, "content-security-policy", html=True) or "")
     assert "frame-ancestors 'self'" in (_header(policy, "content-security-policy") or "")
 
 
 def test_configured_csp_applies_to_every_response() -> None:
-    policy = build_header_policy({"CONTENT_SECURITY_POLICY": "default-src 'self'"})
+    policy = _policy({"CONTENT_SECURITY_POLICY": "default-src 'self'"})
     assert _header(policy, "content-security-policy") == "default-src 'self'"
     assert _header(policy, "content-security-policy", html=True) == "default-src 'self'"
     assert (b"content-security-policy", b"default-src 'self'") in policy.proxied
@@ -241,14 +261,14 @@ def test_configured_csp_applies_to_every_response() -> None:
 @pytest.mark.parametrize("empty", ["", "   "])
 @pytest.mark.parametrize("name", HEADER_ENV_NAMES)
 def test_empty_switches_the_header_off(name: str, empty: str) -> None:
-    policy = build_header_policy({name: empty})
+    policy = _policy({name: empty})
     assert _header(policy, HEADER_OF[name]) is None
     assert _header(policy, HEADER_OF[name], html=True) is None
     assert HEADER_OF[name].encode() not in dict(policy.proxied)
 
 
 def test_proxied_set_leaves_out_defaults_for_wardgate_pages() -> None:
-    proxied = dict(build_header_policy({}).proxied)
+    proxied = dict(_policy({}).proxied)
     for header in (
         "content-security-policy",
         "cache-control",
@@ -308,7 +328,7 @@ ROUTES = [
 
 
 def _app(values: dict[str, str | None] | None = None, *, enforce: bool = False) -> ASGIApp:
-    policy = build_header_policy(values or {})
+    policy = _policy(values or {})
     return SecurityHeadersMiddleware(Starlette(routes=ROUTES), policy, enforce_on_proxied=enforce)
 
 

@@ -11,7 +11,7 @@ from starlette.testclient import TestClient
 from tests.conftest import PASSWORD, bearer, refused, signin, signup
 
 from wardgate import __version__
-from wardgate.identity.records import ACCOUNT_DISABLED, INVALID_CREDENTIALS
+from wardgate.identity.rules import ACCOUNT_DISABLED, INVALID_CREDENTIALS
 
 USERS = "/api/v1/users/"
 ME = "/api/v1/auths/"

@@ -12,7 +12,8 @@ from starlette.testclient import TestClient
 
 from tests.fakes.idp import FakeIdP
 from tests.oauth.conftest import Browser, error_of, fake_env, gateway_of
-from wardgate.identity.records import ACCOUNT_DISABLED, UserChanges
+from wardgate.identity.records import UserChanges
+from wardgate.identity.rules import ACCOUNT_DISABLED
 from wardgate.oauth import flow, linking
 from wardgate.oauth.metadata import UNREACHABLE
 from wardgate.oauth.state import STATE_USED

@@ -8,8 +8,8 @@ import pytest
 from cryptography.fernet import Fernet
 
 from tests.conftest import SECRET
-from wardgate.config.settings import load_settings, redacted_settings
-from wardgate.config.sign_on import parse_blocked_groups, parse_fernet_keys
+from wardgate.config import load_settings, redacted_settings
+from wardgate.config.values import fernet_keys, json_or_comma_list
 from wardgate.errors import ConfigError
 from wardgate.oauth.presets import configured_providers, link_policy
 
@@ -50,8 +50,8 @@ def problems(tmp_path: Path, **env: str) -> list[str]:
             {"GITHUB_API_BASE_URL": "ftp://x"},
             "GITHUB_API_BASE_URL='ftp://x': expected an absolute https:// URL",
         ),
-        ({"OAUTH_SCOPES": "email profile"}, "OAUTH_SCOPES: must include the openid scope"),
-        ({"OAUTH_CODE_CHALLENGE_METHOD": "plain"}, "OAUTH_CODE_CHALLENGE_METHOD='plain': only S256"),
+        ({"OAUTH_SCOPES": "email profile"}, "OAUTH_SCOPES='email profile': must include the openid scope"),
+        ({"OAUTH_CODE_CHALLENGE_METHOD": "plain"}, "OAUTH_CODE_CHALLENGE_METHOD='plain': expected S256"),
         ({"OAUTH_BLOCKED_GROUPS": "[1, 2"}, "OAUTH_BLOCKED_GROUPS='[1, 2'"),
         (
             {"OPENID_REDIRECT_URI": "/oauth/oidc/callback"},
@@ -130,9 +130,9 @@ def test_providers_from_open_webui_variables(tmp_path: Path) -> None:
 
 
 def test_list_parsers() -> None:
-    assert parse_blocked_groups('["a", " b ", ""]') == ["a", "b"]
-    assert parse_blocked_groups("a, b,,") == ["a", "b"]
+    assert json_or_comma_list('["a", " b ", ""]') == ("a", "b")
+    assert json_or_comma_list("a, b,,") == ("a", "b")
     keys = [Fernet.generate_key().decode() for _ in range(2)]
-    assert parse_fernet_keys(f" {keys[0]} ; {keys[1]} ") == keys
+    assert fernet_keys(f" {keys[0]} ; {keys[1]} ") == tuple(keys)
     with pytest.raises(ValueError, match="JSON array of strings"):
-        parse_blocked_groups('["a", 1]')
+        json_or_comma_list('["a", 1]')

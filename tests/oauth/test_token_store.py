@@ -12,10 +12,11 @@ from starlette.testclient import TestClient
 from tests.conftest import SECRET
 from tests.fakes.idp import FakeIdP
 from tests.oauth.conftest import Browser, fake_env, gateway_of
-from wardgate.config.settings import load_settings
-from wardgate.oauth.presets import TOKEN_KEY_INFO, derive_key, token_keys
+from wardgate.config import load_settings
+from wardgate.oauth.presets import token_keys
 from wardgate.oauth.service import SignOn
 from wardgate.oauth.token_store import ProviderTokens
+from wardgate.security.keys import OAUTH_TOKENS, fernet_key
 from wardgate.storage.models import OAuthToken
 
 MakeClient = Callable[..., TestClient]
@@ -77,8 +78,8 @@ def test_key_rotation_keeps_old_rows_readable(
 def test_the_default_key_is_derived_not_the_jwt_secret(tmp_path: object) -> None:
     settings = load_settings({"DATA_DIR": str(tmp_path), "WEBUI_SECRET_KEY": SECRET})
     (key,) = token_keys(settings)
-    assert key == derive_key(SECRET, TOKEN_KEY_INFO) and SECRET.encode() not in key
-    assert key != derive_key(SECRET + "x", TOKEN_KEY_INFO)
+    assert key == fernet_key(SECRET, OAUTH_TOKENS) and SECRET.encode() not in key
+    assert key != fernet_key(SECRET + "x", OAUTH_TOKENS)
     Fernet(key)  # a valid Fernet key
 
 

@@ -9,30 +9,34 @@ import pytest
 from starlette.testclient import TestClient
 
 from tests.conftest import bearer, signup
-from wardgate.config.settings import Settings
+from wardgate.config import Settings
+from wardgate.config.values import Role
 from wardgate.gateway import Gateway
 from wardgate.proxy.upstreams import Upstream, UpstreamTable
 from wardgate.storage import schema
 
 pytestmark = pytest.mark.slow
+USERS = frozenset({Role.USER, Role.ADMIN})
 
 
 def test_routing_is_by_path_segment() -> None:
-    table = UpstreamTable((Upstream("ollama", "http://o", "/ollama"), Upstream("app", "http://a", "")))
+    ollama, app = (
+        Upstream(name, "http://o", mount, USERS, frozenset())
+        for name, mount in (("ollama", "/ollama"), ("app", ""))
+    )
+    table = UpstreamTable((ollama, app))
     assert table.route("/ollama/api/tags").name == "ollama"  # type: ignore[union-attr]
     assert table.route("/ollama").name == "ollama"  # type: ignore[union-attr]
     assert table.route("/ollamax/api").name == "app"  # type: ignore[union-attr]
-    assert UpstreamTable((Upstream("ollama", "http://o", "/ollama"),)).route("/other") is None
+    assert UpstreamTable((ollama,)).route("/other") is None
 
 
 def test_access_rules_need_an_allowed_role_and_a_listed_group() -> None:
-    upstream = Upstream(
-        "openai", "http://x", "/openai", frozenset({"user", "admin"}), frozenset({"ml", "ops"})
-    )
-    assert upstream.admits("user", ["ml"])
-    assert not upstream.admits("user", ["sales"])
-    assert not upstream.admits("pending", ["ml"])
-    assert Upstream("o", "http://x", "/o").admits("user", [])
+    upstream = Upstream("openai", "http://x", "/openai", USERS, frozenset({"ml", "ops"}))
+    assert upstream.admits(Role.USER, ["ml"])
+    assert not upstream.admits(Role.USER, ["sales"])
+    assert not upstream.admits(Role.PENDING, ["ml"])
+    assert Upstream("o", "http://x", "/o", USERS, frozenset()).admits(Role.USER, [])
 
 
 def test_groups_gate_the_upstream_and_reach_it_as_a_header(

@@ -16,7 +16,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, inspect, text
 
-from wardgate.config.settings import Settings
+from wardgate.config import Settings
 from wardgate.errors import StoreError, StoreUnavailableError
 from wardgate.gateway import Gateway
 from wardgate.identity.records import ClientInfo, UserChanges

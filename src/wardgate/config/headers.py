@@ -5,10 +5,10 @@ Every variable in `HEADER_VARIABLES` has three states:
 - unset (None): wardgate's default applies (a safe one, unlike Open WebUI, which sends nothing);
 - empty string: the header is switched off explicitly;
 - anything else: it must validate, or start-up stops with a `ConfigError` naming the variable,
-  its value and the accepted form. Open WebUI silently replaces invalid values (spec §9 #21); we never do.
+  its value and the accepted form. Open WebUI silently replaces invalid values; we never do.
 
-Values are checked once here and turned into a `HeaderPolicy` of pre-encoded header pairs, so the
-middleware (`wardgate.http.middleware.security_headers`) does no parsing per request.
+Values are checked once here, at load (`checked_headers`); `wardgate.security.headers` turns them
+into pre-encoded header pairs, so the middleware does no parsing per request.
 """
 
 from __future__ import annotations
@@ -18,12 +18,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TypeAlias
 
-from wardgate.errors import ConfigError
-
 Validator: TypeAlias = Callable[[str], str | None]
 """Returns the value to emit (possibly in canonical spelling), or None when the value is invalid."""
-
-HeaderPairs: TypeAlias = tuple[tuple[bytes, bytes], ...]
 
 # Any C0 control character or DEL: CR/LF would let a value inject headers (response splitting,
 # OWASP "HTTP Response Splitting"), and RFC 9110 §5.5 forbids the rest in field values.
@@ -241,20 +237,8 @@ HEADER_VARIABLES: tuple[HeaderVariable, ...] = (
 HEADER_ENV_NAMES: tuple[str, ...] = tuple(variable.env_name for variable in HEADER_VARIABLES)
 
 
-@dataclass(frozen=True, slots=True)
-class HeaderPolicy:
-    """Pre-encoded response headers: for HTML, for other responses, for proxied ones, and HSTS."""
-
-    html: HeaderPairs
-    other: HeaderPairs
-    proxied: HeaderPairs
-    """Added to a proxied upstream response (only when the middleware is told to enforce on it)."""
-    hsts: bytes | None
-    """Strict-Transport-Security, for HTTPS requests only: RFC 6797 §7.2 forbids it over plain HTTP."""
-
-
-def _configured(values: Mapping[str, str | None]) -> tuple[dict[str, str | None], list[str]]:
-    """Each variable's checked value (None = unset, "" = off) and every problem found."""
+def checked_headers(values: Mapping[str, str]) -> tuple[dict[str, str | None], list[str]]:
+    """Each variable's value to emit (None = unset: the default applies, "" = off) and every problem."""
     configured: dict[str, str | None] = {}
     problems: list[str] = []
     for variable in HEADER_VARIABLES:
@@ -267,45 +251,3 @@ def _configured(values: Mapping[str, str | None]) -> tuple[dict[str, str | None]
         except ValueError as exc:
             problems.append(str(exc))
     return configured, problems
-
-
-def header_problems(values: Mapping[str, str | None]) -> list[str]:
-    """Every problem with the header variables in `values` (empty when all are valid)."""
-    return _configured(values)[1]
-
-
-def _emitted(variable: HeaderVariable, value: str | None, frame_ancestors: str) -> tuple[str, str, str]:
-    """The header value for HTML, other and proxied responses ("" = no header)."""
-    if value is not None:  # set by the administrator: applies to every response, as configured
-        return value, value, value
-    other = variable.default or ""
-    html = variable.html_default or other
-    if variable.env_name == "CONTENT_SECURITY_POLICY":
-        # Keep the default CSP consistent with XFRAME_OPTIONS=SAMEORIGIN: frame-ancestors takes
-        # precedence over X-Frame-Options in browsers (CSP3 §6.4.2), so 'none' would silently win.
-        html = html.replace("frame-ancestors 'none'", frame_ancestors)
-        other = other.replace("frame-ancestors 'none'", frame_ancestors)
-    return html, other, other if variable.default_on_proxied else ""
-
-
-def build_header_policy(values: Mapping[str, str | None]) -> HeaderPolicy:
-    """Validate the header variables and pre-encode the headers; raise ConfigError listing every problem."""
-    configured, problems = _configured(values)
-    if problems:
-        raise ConfigError(problems)
-    same_origin_frames = configured.get("XFRAME_OPTIONS") == "SAMEORIGIN"
-    frame_ancestors = "frame-ancestors 'self'" if same_origin_frames else "frame-ancestors 'none'"
-    html: list[tuple[bytes, bytes]] = []
-    other: list[tuple[bytes, bytes]] = []
-    proxied: list[tuple[bytes, bytes]] = []
-    hsts: bytes | None = None
-    for variable in HEADER_VARIABLES:
-        name = variable.header.lower().encode("ascii")
-        for_html, for_other, for_proxied = _emitted(variable, configured[variable.env_name], frame_ancestors)
-        if variable.env_name == "HSTS":
-            hsts = for_other.encode("ascii") or None
-            continue
-        for target, text in ((html, for_html), (other, for_other), (proxied, for_proxied)):
-            if text:
-                target.append((name, text.encode("ascii")))
-    return HeaderPolicy(html=tuple(html), other=tuple(other), proxied=tuple(proxied), hsts=hsts)

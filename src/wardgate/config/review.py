@@ -6,7 +6,10 @@ errors under `check --production`; invalid values never get this far (they stop 
 
 from __future__ import annotations
 
-from wardgate.config.settings import MIN_SECRET_BYTES, Settings
+from wardgate.config.settings import Settings
+from wardgate.config.values import Role
+
+MIN_SECRET_BYTES = 32
 
 
 def production_findings(settings: Settings) -> list[str]:
@@ -37,7 +40,7 @@ def production_findings(settings: Settings) -> list[str]:
             "the session cookie is not forced Secure, so it can travel over plain HTTP.",
             "set WEBUI_SESSION_COOKIE_SECURE=true (and WEBUI_AUTH_COOKIE_SECURE) behind HTTPS.",
         )
-    if s.cors_allow_origin == "*":
+    if s.cors_allow_origin == ("*",):
         add(
             "CORS_ALLOW_ORIGIN",
             "'*' lets any site read anonymous responses (never with credentials).",
@@ -56,17 +59,17 @@ def production_findings(settings: Settings) -> list[str]:
             "Strict-Transport-Security is off, so browsers can be downgraded to HTTP.",
             "unset HSTS (default max-age=31536000; includeSubDomains).",
         )
-    if s.forwarded_allow_ips.strip() == "*":
+    if s.forwarded_allow_ips.trust_all:
         add(
             "FORWARDED_ALLOW_IPS",
             "'*' believes X-Forwarded-For/Proto from anyone: client IPs (rate limits, "
             "audit) and the scheme can be spoofed.",
             "list only your reverse proxy's addresses.",
         )
-    if s.enable_signup and s.default_user_role in ("user", "admin"):
+    if s.enable_signup and s.default_user_role in (Role.USER, Role.ADMIN):
         add(
             "ENABLE_SIGNUP/DEFAULT_USER_ROLE",
-            f"anyone can sign up and is immediately '{s.default_user_role}'.",
+            f"anyone can sign up and is immediately '{s.default_user_role.value}'.",
             "set DEFAULT_USER_ROLE=pending (approve users) or ENABLE_SIGNUP=false.",
         )
     if not s.webui_url:

@@ -1,68 +1,47 @@
-"""Settings: every configuration variable, with Open WebUI's names and parse rules, read once.
+"""`Settings`: every configuration variable, with Open WebUI's names, parsed into a typed value once.
 
-`load_settings()` is the only reader of the environment (and of a `.env` file in the working
-directory). It validates everything at once and raises `ConfigError` listing every bad variable,
-its value (secrets redacted) and the accepted form. Nothing else in wardgate reads the environment.
+Each field is one variable: its Open WebUI name (the field's alias, `AliasChoices` for deprecated
+names), its default and its parse rule. A field holds the parsed value (a `Rate`, a frozenset of
+`Role`, a tuple of origins, `TrustedProxies`...), never text a component would have to parse again.
+Reading the environment and the checks that span several fields live in `loading`.
 
-This module is long on purpose: it is the table of every variable (one field each, with its Open
-WebUI name, default and parse rule), kept in one place so that each name appears exactly once.
+This module is long on purpose: it is the table of every variable, kept in one place so that each
+name appears exactly once.
 """
 
 from __future__ import annotations
 
-import os
 import re
-import secrets
-from collections.abc import Mapping
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
-from dotenv import dotenv_values
 from pydantic import (
-    AfterValidator,
     AliasChoices,
     BeforeValidator,
     Field,
+    InstanceOf,
     SecretStr,
-    ValidationError,
+    ValidationInfo,
     field_validator,
 )
 from pydantic_core import PydanticUseDefault
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from wardgate.config.headers import HEADER_ENV_NAMES, header_problems
-from wardgate.config.sign_on import sign_on_problems
-from wardgate.errors import ConfigError
-from wardgate.identity.key_material import check_path_prefixes
-from wardgate.proxy.upstreams import check_upstream_url
-from wardgate.security.ratelimit import parse_rate
+from wardgate.config import network, values
+from wardgate.config.network import TrustedProxies
+from wardgate.config.values import Rate, Role, parse_rate, printable
 
-Role = Literal["pending", "user", "admin"]
 SameSite = Literal["lax", "strict", "none"]
+T = TypeVar("T")
 
 SECRET_KEY_FILENAME = ".webui_secret_key"  # noqa: S105 - a file name
-MIN_SECRET_BYTES = 32
 DEFAULT_PASSWORD_PATTERN = r"^(?=.*[a-z])(?=.*[A-Z])(?=.*\d)(?=.*[^\w\s]).{8,}$"  # noqa: S105 - a policy
-
-# Open WebUI's duration grammar: terms like 30m, 24h, 1d12h, 1.5h; "-1" (or "0") means no expiry.
-_DURATION_TERM = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
-_DURATION = re.compile(r"^(?:\d+(?:\.\d+)?(?:ms|s|m|h|d|w))+$")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-DURATION_FORM = "a duration such as 30m, 24h, 7d, 4w or 1d12h (units ms, s, m, h, d, w), or -1 for no expiry"
+USERS_AND_ADMINS = frozenset({Role.USER, Role.ADMIN})
 
 
-def parse_duration(value: str) -> timedelta | None:
-    """Parse Open WebUI's duration format; None means "never expires"."""
-    text = value.strip().replace(" ", "")
-    if text in ("-1", "0"):
-        return None
-    if not _DURATION.fullmatch(text):
-        raise ValueError(f"expected {DURATION_FORM}")
-    seconds = sum(float(n) * _UNIT_SECONDS[u] for n, u in _DURATION_TERM.findall(text))
-    if seconds < 1:
-        raise ValueError("a lifetime must be at least one second")
-    return timedelta(seconds=seconds)
+# --- parse rules ------------------------------------------------------------------------------------
 
 
 def _parse_bool(value: object) -> object:
@@ -79,34 +58,62 @@ def _parse_bool(value: object) -> object:
     raise ValueError("expected true or false")
 
 
-def _empty_is_default(value: object) -> object:
-    if isinstance(value, str) and value.strip() == "":
-        raise PydanticUseDefault()
-    return value.strip() if isinstance(value, str) else value
+def _parsed(parse: Callable[[str], Any], *, limit: int = 4096) -> BeforeValidator:
+    """A rule for text variables: trimmed, empty means the default, otherwise `parse`d.
+
+    Every value is one line of printable text of bounded length before its own rule applies.
+    """
+
+    def run(value: object) -> object:
+        if not isinstance(value, str):
+            return value  # a typed value (a default, or `model_copy`)
+        text = value.strip()
+        if text == "":
+            raise PydanticUseDefault()
+        return parse(printable(text, limit=limit))
+
+    return BeforeValidator(run)
 
 
-def _lower(value: object) -> object:
-    value = _empty_is_default(value)
-    return value.lower() if isinstance(value, str) else value
-
-
-def _duration(value: object) -> object:
-    value = _empty_is_default(value)
-    if isinstance(value, str):
-        return parse_duration(value)
-    return value
-
-
-def _rate(value: str) -> str:
-    parse_rate(value)
-    return value
+def _same(text: str) -> str:
+    return text
 
 
 Bool = Annotated[bool, BeforeValidator(_parse_bool)]
-Rate = Annotated[str, BeforeValidator(_empty_is_default), AfterValidator(_rate)]
 OptionalBool = Annotated[bool | None, BeforeValidator(_parse_bool)]
-Text = Annotated[str, BeforeValidator(_empty_is_default)]
-Lifetime = Annotated[timedelta | None, BeforeValidator(_duration)]
+Text = Annotated[str, _parsed(_same, limit=1024)]
+Name = Annotated[str, _parsed(_same, limit=255)]
+Secret = Annotated[SecretStr, _parsed(_same, limit=4096)]
+Lower = Annotated[str, _parsed(str.lower, limit=64)]
+Lifetime = Annotated[timedelta | None, _parsed(values.parse_duration)]
+RateValue = Annotated[InstanceOf[Rate], _parsed(parse_rate)]
+Roles = Annotated[frozenset[Role], _parsed(values.roles)]
+Groups = Annotated[frozenset[str], _parsed(lambda v: frozenset(values.split_list(v)))]
+Scopes = Annotated[tuple[str, ...], _parsed(lambda v: values.unique(values.split_list(v, None)))]
+ClaimPath = Annotated[str, _parsed(lambda v: _matching(values.CLAIM_PATH, v, "a claim name such as groups"))]
+HeaderName = Annotated[
+    str, _parsed(lambda v: _matching(values.HEADER_NAME, v, "an HTTP header name such as X-Forwarded-Email"))
+]
+WebUrl = Annotated[str, _parsed(network.web_url)]
+ProviderUrl = Annotated[str, _parsed(network.provider_url)]
+UpstreamUrl = Annotated[str, _parsed(network.upstream_url)]
+Separator = Annotated[str, BeforeValidator(lambda v: _separator(v))]
+FilePath = Annotated[Path, _parsed(Path)]
+
+
+def _separator(value: object) -> object:
+    """A list separator as given (a space is a separator too); empty means the default."""
+    if not isinstance(value, str):
+        return value
+    if value == "":
+        raise PydanticUseDefault()
+    return printable(value, limit=8)
+
+
+def _matching(pattern: re.Pattern[str], value: str, form: str) -> str:
+    if not pattern.fullmatch(value):
+        raise ValueError(f"expected {form}")
+    return value
 
 
 def _env(*names: str) -> Any:
@@ -134,7 +141,7 @@ class Settings(BaseSettings):
         return (init_settings,)
 
     # --- secrets and sessions -------------------------------------------------------------
-    webui_secret_key: SecretStr | None = Field(
+    webui_secret_key: Secret | None = Field(
         None, validation_alias=_env("WEBUI_SECRET_KEY", "WEBUI_JWT_SECRET_KEY")
     )
     jwt_expires_in: Lifetime = Field(timedelta(days=7), validation_alias=_env("JWT_EXPIRES_IN"))
@@ -142,182 +149,223 @@ class Settings(BaseSettings):
 
     # --- sign-up and sign-in surface ------------------------------------------------------------
     enable_signup: Bool = Field(True, validation_alias=_env("ENABLE_SIGNUP"))
-    default_user_role: Annotated[Role, BeforeValidator(_lower)] = Field(
-        "pending", validation_alias=_env("DEFAULT_USER_ROLE")
+    default_user_role: Annotated[Role, _parsed(str.lower)] = Field(
+        Role.PENDING, validation_alias=_env("DEFAULT_USER_ROLE")
     )
     enable_password_auth: Bool = Field(True, validation_alias=_env("ENABLE_PASSWORD_AUTH"))
     enable_login_form: Bool = Field(True, validation_alias=_env("ENABLE_LOGIN_FORM"))
-    webui_admin_email: Text | None = Field(None, validation_alias=_env("WEBUI_ADMIN_EMAIL"))
-    webui_admin_password: SecretStr | None = Field(None, validation_alias=_env("WEBUI_ADMIN_PASSWORD"))
-    webui_admin_name: Text = Field("Admin", validation_alias=_env("WEBUI_ADMIN_NAME"))
+    webui_admin_email: Annotated[str, _parsed(values.email_address)] | None = Field(
+        None, validation_alias=_env("WEBUI_ADMIN_EMAIL")
+    )
+    webui_admin_password: Secret | None = Field(None, validation_alias=_env("WEBUI_ADMIN_PASSWORD"))
+    webui_admin_name: Name = Field("Admin", validation_alias=_env("WEBUI_ADMIN_NAME"))
 
     # --- passwords ------------------------------------------------------------------------------
     enable_password_validation: Bool = Field(False, validation_alias=_env("ENABLE_PASSWORD_VALIDATION"))
-    password_validation_regex_pattern: Text = Field(
-        DEFAULT_PASSWORD_PATTERN, validation_alias=_env("PASSWORD_VALIDATION_REGEX_PATTERN")
+    password_validation_regex_pattern: Annotated[re.Pattern[str], _parsed(_same)] = Field(
+        re.compile(DEFAULT_PASSWORD_PATTERN), validation_alias=_env("PASSWORD_VALIDATION_REGEX_PATTERN")
     )
     password_validation_hint: Text = Field("", validation_alias=_env("PASSWORD_VALIDATION_HINT"))
     password_min_length: int = Field(8, ge=1, le=256, validation_alias=_env("PASSWORD_MIN_LENGTH"))
     password_hash_concurrency: int = Field(4, ge=1, le=64, validation_alias=_env("PASSWORD_HASH_CONCURRENCY"))
 
     # --- storage --------------------------------------------------------------------------------
-    data_dir: Path = Field(Path("data"), validation_alias=_env("DATA_DIR"))
-    database_url: Text | None = Field(None, validation_alias=_env("DATABASE_URL"))
+    data_dir: FilePath = Field(Path("data"), validation_alias=_env("DATA_DIR"))
+    database_url: Annotated[str, _parsed(network.database_url)] | None = Field(
+        None, validation_alias=_env("DATABASE_URL")
+    )
     session_sync_interval: float = Field(2.0, gt=0, le=60, validation_alias=_env("SESSION_SYNC_INTERVAL"))
-
     database_pool_size: int = Field(10, ge=1, le=1000, validation_alias=_env("DATABASE_POOL_SIZE"))
     database_pool_max_overflow: int = Field(
         10, ge=0, le=1000, validation_alias=_env("DATABASE_POOL_MAX_OVERFLOW")
     )
     database_pool_timeout: float = Field(30, gt=0, le=600, validation_alias=_env("DATABASE_POOL_TIMEOUT"))
     database_pool_recycle: int = Field(1800, ge=-1, le=86400, validation_alias=_env("DATABASE_POOL_RECYCLE"))
-    redis_url: Text | None = Field(None, validation_alias=_env("REDIS_URL"))
-    redis_key_prefix: Text = Field("wardgate", validation_alias=_env("REDIS_KEY_PREFIX"))
+    redis_url: Annotated[str, _parsed(network.redis_url)] | None = Field(
+        None, validation_alias=_env("REDIS_URL")
+    )
+    redis_key_prefix: Annotated[
+        str, _parsed(lambda v: _matching(re.compile(r"[A-Za-z0-9:_.-]{1,64}"), v, "letters, digits and :_.-"))
+    ] = Field("wardgate", validation_alias=_env("REDIS_KEY_PREFIX"))
 
     # --- rate limits ----------------------------------------------------------------------------
-    signin_rate_limit: Rate = Field("5/3m", validation_alias=_env("SIGNIN_RATE_LIMIT"))
-    signin_ip_rate_limit: Rate = Field("20/3m", validation_alias=_env("SIGNIN_IP_RATE_LIMIT"))
-    signup_rate_limit: Rate = Field("10/1h", validation_alias=_env("SIGNUP_RATE_LIMIT"))
-    password_change_rate_limit: Rate = Field("5/15m", validation_alias=_env("PASSWORD_CHANGE_RATE_LIMIT"))
-    auth_failure_rate_limit: Rate = Field("30/1m", validation_alias=_env("AUTH_FAILURE_RATE_LIMIT"))
+    signin_rate_limit: RateValue = Field(parse_rate("5/3m"), validation_alias=_env("SIGNIN_RATE_LIMIT"))
+    signin_ip_rate_limit: RateValue = Field(
+        parse_rate("20/3m"), validation_alias=_env("SIGNIN_IP_RATE_LIMIT")
+    )
+    signup_rate_limit: RateValue = Field(parse_rate("10/1h"), validation_alias=_env("SIGNUP_RATE_LIMIT"))
+    password_change_rate_limit: RateValue = Field(
+        parse_rate("5/15m"), validation_alias=_env("PASSWORD_CHANGE_RATE_LIMIT")
+    )
+    auth_failure_rate_limit: RateValue = Field(
+        parse_rate("30/1m"), validation_alias=_env("AUTH_FAILURE_RATE_LIMIT")
+    )
 
     # --- cookies --------------------------------------------------------------------------------
-    webui_session_cookie_same_site: Annotated[SameSite, BeforeValidator(_lower)] = Field(
+    webui_session_cookie_same_site: Annotated[SameSite, _parsed(str.lower)] = Field(
         "lax", validation_alias=_env("WEBUI_SESSION_COOKIE_SAME_SITE")
     )
     webui_session_cookie_secure: OptionalBool = Field(
         None, validation_alias=_env("WEBUI_SESSION_COOKIE_SECURE")
     )
-    webui_auth_cookie_same_site: Annotated[SameSite | None, BeforeValidator(_lower)] = Field(
+    webui_auth_cookie_same_site: Annotated[SameSite, _parsed(str.lower)] | None = Field(
         None, validation_alias=_env("WEBUI_AUTH_COOKIE_SAME_SITE")
     )
     webui_auth_cookie_secure: OptionalBool = Field(None, validation_alias=_env("WEBUI_AUTH_COOKIE_SECURE"))
 
     # --- the site -------------------------------------------------------------------------------
-    webui_url: Text | None = Field(None, validation_alias=_env("WEBUI_URL"))
-    webui_name: Text = Field("wardgate", validation_alias=_env("WEBUI_NAME"))
-    host: Text = Field("127.0.0.1", validation_alias=_env("HOST"))
-    port: int = Field(8080, ge=1, le=65535, validation_alias=_env("PORT"))
-    # --- HTTP hardening -------------------------------------------------------------------------
-    cors_allow_origin: Annotated[str, BeforeValidator(lambda v: str(v).strip())] = Field(
-        "", validation_alias=_env("CORS_ALLOW_ORIGIN")
+    webui_url: Annotated[str, _parsed(network.site_url)] | None = Field(
+        None, validation_alias=_env("WEBUI_URL")
     )
-    forwarded_allow_ips: Text = Field("127.0.0.1", validation_alias=_env("FORWARDED_ALLOW_IPS"))
+    webui_name: Name = Field("wardgate", validation_alias=_env("WEBUI_NAME"))
+    host: Annotated[str, _parsed(values.listen_host)] = Field("127.0.0.1", validation_alias=_env("HOST"))
+    port: int = Field(8080, ge=1, le=65535, validation_alias=_env("PORT"))
+
+    # --- HTTP hardening -------------------------------------------------------------------------
+    cors_allow_origin: Annotated[tuple[str, ...], _parsed(network.cors_origins)] = Field(
+        (), validation_alias=_env("CORS_ALLOW_ORIGIN")
+    )
+    forwarded_allow_ips: Annotated[InstanceOf[TrustedProxies], _parsed(network.trusted_proxies)] = Field(
+        network.trusted_proxies("127.0.0.1"), validation_alias=_env("FORWARDED_ALLOW_IPS")
+    )
     max_header_size: int = Field(32 * 1024, ge=4096, le=1024**2, validation_alias=_env("MAX_HEADER_SIZE"))
     max_body_size: int = Field(4 * 1024 * 1024, ge=1024, le=1024**3, validation_alias=_env("MAX_BODY_SIZE"))
-    ssl_certfile: Path | None = Field(None, validation_alias=_env("SSL_CERTFILE"))
-    ssl_keyfile: Path | None = Field(None, validation_alias=_env("SSL_KEYFILE"))
+    ssl_certfile: FilePath | None = Field(None, validation_alias=_env("SSL_CERTFILE"))
+    ssl_keyfile: FilePath | None = Field(None, validation_alias=_env("SSL_KEYFILE"))
     secret_key_source: Literal["environment", "file"] = "environment"  # noqa: S105
     security_headers: dict[str, str | None] = Field(default_factory=dict)
-    """The security-header variables as given (None: unset, "": switched off); see security_headers.py."""
+    """The security-header variables, checked (None: unset, "": switched off); see `headers`."""
 
     # --- single sign-on (OAuth 2.0 / OpenID Connect; docs/sso.md) ------------------------------
-    # A provider is on when its client id and secret are set; `sign_on_problems`
-    # (oauth/configuration.py) refuses half a provider. GOOGLE_OPENID_PROVIDER_URL and
-    # GITHUB_BASE_URL / GITHUB_API_BASE_URL are wardgate's own additions (tests, GitHub Enterprise).
+    # A provider is on when its client id and secret are set; `sign_on.sign_on_problems` refuses
+    # half a provider. GOOGLE_OPENID_PROVIDER_URL and GITHUB_BASE_URL / GITHUB_API_BASE_URL are
+    # wardgate's own additions (tests, GitHub Enterprise).
     google_client_id: Text | None = Field(None, validation_alias=_env("GOOGLE_CLIENT_ID"))
-    google_client_secret: SecretStr | None = Field(None, validation_alias=_env("GOOGLE_CLIENT_SECRET"))
-    google_oauth_scope: Text = Field("openid email profile", validation_alias=_env("GOOGLE_OAUTH_SCOPE"))
-    google_redirect_uri: Text | None = Field(None, validation_alias=_env("GOOGLE_REDIRECT_URI"))
-    google_openid_provider_url: Text = Field(
+    google_client_secret: Secret | None = Field(None, validation_alias=_env("GOOGLE_CLIENT_SECRET"))
+    google_oauth_scope: Scopes = Field(
+        ("openid", "email", "profile"), validation_alias=_env("GOOGLE_OAUTH_SCOPE")
+    )
+    google_redirect_uri: WebUrl | None = Field(None, validation_alias=_env("GOOGLE_REDIRECT_URI"))
+    google_openid_provider_url: ProviderUrl = Field(
         "https://accounts.google.com/.well-known/openid-configuration",
         validation_alias=_env("GOOGLE_OPENID_PROVIDER_URL"),
     )
     microsoft_client_id: Text | None = Field(None, validation_alias=_env("MICROSOFT_CLIENT_ID"))
-    microsoft_client_secret: SecretStr | None = Field(None, validation_alias=_env("MICROSOFT_CLIENT_SECRET"))
+    microsoft_client_secret: Secret | None = Field(None, validation_alias=_env("MICROSOFT_CLIENT_SECRET"))
     microsoft_client_tenant_id: Text | None = Field(None, validation_alias=_env("MICROSOFT_CLIENT_TENANT_ID"))
-    microsoft_client_login_base_url: Text = Field(
+    microsoft_client_login_base_url: ProviderUrl = Field(
         "https://login.microsoftonline.com", validation_alias=_env("MICROSOFT_CLIENT_LOGIN_BASE_URL")
     )
-    microsoft_oauth_scope: Text = Field(
-        "openid email profile", validation_alias=_env("MICROSOFT_OAUTH_SCOPE")
+    microsoft_oauth_scope: Scopes = Field(
+        ("openid", "email", "profile"), validation_alias=_env("MICROSOFT_OAUTH_SCOPE")
     )
-    microsoft_redirect_uri: Text | None = Field(None, validation_alias=_env("MICROSOFT_REDIRECT_URI"))
+    microsoft_redirect_uri: WebUrl | None = Field(None, validation_alias=_env("MICROSOFT_REDIRECT_URI"))
     github_client_id: Text | None = Field(None, validation_alias=_env("GITHUB_CLIENT_ID"))
-    github_client_secret: SecretStr | None = Field(None, validation_alias=_env("GITHUB_CLIENT_SECRET"))
-    github_client_scope: Text = Field("user:email", validation_alias=_env("GITHUB_CLIENT_SCOPE"))
-    github_client_redirect_uri: Text | None = Field(None, validation_alias=_env("GITHUB_CLIENT_REDIRECT_URI"))
-    github_base_url: Text = Field("https://github.com", validation_alias=_env("GITHUB_BASE_URL"))
-    github_api_base_url: Text = Field("https://api.github.com", validation_alias=_env("GITHUB_API_BASE_URL"))
-    oauth_client_id: Text | None = Field(None, validation_alias=_env("OAUTH_CLIENT_ID"))
-    oauth_client_secret: SecretStr | None = Field(None, validation_alias=_env("OAUTH_CLIENT_SECRET"))
-    openid_provider_url: Text | None = Field(None, validation_alias=_env("OPENID_PROVIDER_URL"))
-    oauth_provider_name: Text = Field("SSO", validation_alias=_env("OAUTH_PROVIDER_NAME"))
-    oauth_scopes: Text = Field("openid email profile", validation_alias=_env("OAUTH_SCOPES"))
-    openid_redirect_uri: Text | None = Field(None, validation_alias=_env("OPENID_REDIRECT_URI"))
-    oauth_code_challenge_method: Text | None = Field(
-        None, validation_alias=_env("OAUTH_CODE_CHALLENGE_METHOD")
+    github_client_secret: Secret | None = Field(None, validation_alias=_env("GITHUB_CLIENT_SECRET"))
+    github_client_scope: Scopes = Field(("user:email",), validation_alias=_env("GITHUB_CLIENT_SCOPE"))
+    github_client_redirect_uri: WebUrl | None = Field(
+        None, validation_alias=_env("GITHUB_CLIENT_REDIRECT_URI")
     )
-    oauth_token_endpoint_auth_method: Annotated[
-        Literal["client_secret_basic", "client_secret_post", "none"] | None, BeforeValidator(_lower)
-    ] = Field(None, validation_alias=_env("OAUTH_TOKEN_ENDPOINT_AUTH_METHOD"))
+    github_base_url: ProviderUrl = Field("https://github.com", validation_alias=_env("GITHUB_BASE_URL"))
+    github_api_base_url: ProviderUrl = Field(
+        "https://api.github.com", validation_alias=_env("GITHUB_API_BASE_URL")
+    )
+    oauth_client_id: Text | None = Field(None, validation_alias=_env("OAUTH_CLIENT_ID"))
+    oauth_client_secret: Secret | None = Field(None, validation_alias=_env("OAUTH_CLIENT_SECRET"))
+    openid_provider_url: ProviderUrl | None = Field(None, validation_alias=_env("OPENID_PROVIDER_URL"))
+    oauth_provider_name: Name = Field("SSO", validation_alias=_env("OAUTH_PROVIDER_NAME"))
+    oauth_scopes: Scopes = Field(("openid", "email", "profile"), validation_alias=_env("OAUTH_SCOPES"))
+    openid_redirect_uri: WebUrl | None = Field(None, validation_alias=_env("OPENID_REDIRECT_URI"))
+    oauth_code_challenge_method: (
+        Annotated[
+            Literal["S256"],
+            _parsed(lambda v: _matching(re.compile("S256"), v, "S256 (PKCE with S256 is always used)")),
+        ]
+        | None
+    ) = Field(None, validation_alias=_env("OAUTH_CODE_CHALLENGE_METHOD"))
+    oauth_token_endpoint_auth_method: (
+        Annotated[Literal["client_secret_basic", "client_secret_post", "none"], _parsed(str.lower)] | None
+    ) = Field(None, validation_alias=_env("OAUTH_TOKEN_ENDPOINT_AUTH_METHOD"))
     enable_oauth_signup: Bool = Field(False, validation_alias=_env("ENABLE_OAUTH_SIGNUP"))
     oauth_merge_accounts_by_email: Bool = Field(False, validation_alias=_env("OAUTH_MERGE_ACCOUNTS_BY_EMAIL"))
-    oauth_allowed_domains: Text = Field("*", validation_alias=_env("OAUTH_ALLOWED_DOMAINS"))
+    oauth_allowed_domains: Annotated[
+        tuple[str, ...], _parsed(lambda v: values.unique(values.split_list(v.lower())))
+    ] = Field(("*",), validation_alias=_env("OAUTH_ALLOWED_DOMAINS"))
     enable_oauth_role_management: Bool = Field(False, validation_alias=_env("ENABLE_OAUTH_ROLE_MANAGEMENT"))
-    oauth_roles_claim: Text = Field("roles", validation_alias=_env("OAUTH_ROLES_CLAIM"))
-    oauth_roles_separator: Annotated[str, BeforeValidator(lambda v: str(v) or ",")] = Field(
-        ",", validation_alias=_env("OAUTH_ROLES_SEPARATOR")
+    oauth_roles_claim: ClaimPath = Field("roles", validation_alias=_env("OAUTH_ROLES_CLAIM"))
+    oauth_roles_separator: Separator = Field(",", validation_alias=_env("OAUTH_ROLES_SEPARATOR"))
+    oauth_allowed_roles: tuple[str, ...] = Field(
+        ("user", "admin"), validation_alias=_env("OAUTH_ALLOWED_ROLES")
     )
-    oauth_allowed_roles: Text = Field("user,admin", validation_alias=_env("OAUTH_ALLOWED_ROLES"))
-    oauth_admin_roles: Text = Field("admin", validation_alias=_env("OAUTH_ADMIN_ROLES"))
+    oauth_admin_roles: tuple[str, ...] = Field(("admin",), validation_alias=_env("OAUTH_ADMIN_ROLES"))
     enable_oauth_group_management: Bool = Field(False, validation_alias=_env("ENABLE_OAUTH_GROUP_MANAGEMENT"))
-    oauth_groups_claim: Text = Field(
+    oauth_groups_claim: ClaimPath = Field(
         "groups", validation_alias=_env("OAUTH_GROUPS_CLAIM", "OAUTH_GROUP_CLAIM")
     )
-    oauth_groups_separator: Annotated[str, BeforeValidator(lambda v: str(v) or ";")] = Field(
-        ";", validation_alias=_env("OAUTH_GROUPS_SEPARATOR")
+    oauth_groups_separator: Separator = Field(";", validation_alias=_env("OAUTH_GROUPS_SEPARATOR"))
+    oauth_blocked_groups: Annotated[tuple[str, ...], _parsed(values.json_or_comma_list)] = Field(
+        (), validation_alias=_env("OAUTH_BLOCKED_GROUPS")
     )
-    oauth_blocked_groups: Text = Field("", validation_alias=_env("OAUTH_BLOCKED_GROUPS"))
-    oauth_email_claim: Text = Field("email", validation_alias=_env("OAUTH_EMAIL_CLAIM"))
-    oauth_username_claim: Text = Field("name", validation_alias=_env("OAUTH_USERNAME_CLAIM"))
-    oauth_sub_claim: Text | None = Field(None, validation_alias=_env("OAUTH_SUB_CLAIM"))
-    oauth_session_token_encryption_key: SecretStr | None = Field(
-        None, validation_alias=_env("OAUTH_SESSION_TOKEN_ENCRYPTION_KEY")
-    )
-    openid_end_session_endpoint: Text | None = Field(
+    oauth_email_claim: ClaimPath = Field("email", validation_alias=_env("OAUTH_EMAIL_CLAIM"))
+    oauth_username_claim: ClaimPath = Field("name", validation_alias=_env("OAUTH_USERNAME_CLAIM"))
+    oauth_sub_claim: ClaimPath | None = Field(None, validation_alias=_env("OAUTH_SUB_CLAIM"))
+    oauth_session_token_encryption_key: (
+        Annotated[
+            tuple[SecretStr, ...], _parsed(lambda v: tuple(SecretStr(k) for k in values.fernet_keys(v)))
+        ]
+        | None
+    ) = Field(None, validation_alias=_env("OAUTH_SESSION_TOKEN_ENCRYPTION_KEY"))
+    openid_end_session_endpoint: ProviderUrl | None = Field(
         None, validation_alias=_env("OPENID_END_SESSION_ENDPOINT")
     )
-    webui_auth_signout_redirect_url: Text | None = Field(
+    webui_auth_signout_redirect_url: WebUrl | None = Field(
         None, validation_alias=_env("WEBUI_AUTH_SIGNOUT_REDIRECT_URL")
     )
-    # --- end of single sign-on ------------------------------------------------------------------
 
     # --- upstreams (reverse proxy) --------------------------------------------------------------
-    ollama_base_url: Text | None = Field(None, validation_alias=_env("OLLAMA_BASE_URL"))
-    openai_api_base_url: Text | None = Field(None, validation_alias=_env("OPENAI_API_BASE_URL"))
-    openai_api_key: SecretStr | None = Field(None, validation_alias=_env("OPENAI_API_KEY"))
-    upstream_url: Text | None = Field(None, validation_alias=_env("UPSTREAM_URL"))
-    ollama_allowed_roles: Text = Field("user,admin", validation_alias=_env("OLLAMA_ALLOWED_ROLES"))
-    openai_allowed_roles: Text = Field("user,admin", validation_alias=_env("OPENAI_ALLOWED_ROLES"))
-    upstream_allowed_roles: Text = Field("user,admin", validation_alias=_env("UPSTREAM_ALLOWED_ROLES"))
-    ollama_allowed_groups: Text = Field("", validation_alias=_env("OLLAMA_ALLOWED_GROUPS"))
-    openai_allowed_groups: Text = Field("", validation_alias=_env("OPENAI_ALLOWED_GROUPS"))
-    upstream_allowed_groups: Text = Field("", validation_alias=_env("UPSTREAM_ALLOWED_GROUPS"))
+    ollama_base_url: UpstreamUrl | None = Field(None, validation_alias=_env("OLLAMA_BASE_URL"))
+    openai_api_base_url: UpstreamUrl | None = Field(None, validation_alias=_env("OPENAI_API_BASE_URL"))
+    openai_api_key: Secret | None = Field(None, validation_alias=_env("OPENAI_API_KEY"))
+    upstream_url: UpstreamUrl | None = Field(None, validation_alias=_env("UPSTREAM_URL"))
+    ollama_allowed_roles: Roles = Field(USERS_AND_ADMINS, validation_alias=_env("OLLAMA_ALLOWED_ROLES"))
+    openai_allowed_roles: Roles = Field(USERS_AND_ADMINS, validation_alias=_env("OPENAI_ALLOWED_ROLES"))
+    upstream_allowed_roles: Roles = Field(USERS_AND_ADMINS, validation_alias=_env("UPSTREAM_ALLOWED_ROLES"))
+    ollama_allowed_groups: Groups = Field(frozenset(), validation_alias=_env("OLLAMA_ALLOWED_GROUPS"))
+    openai_allowed_groups: Groups = Field(frozenset(), validation_alias=_env("OPENAI_ALLOWED_GROUPS"))
+    upstream_allowed_groups: Groups = Field(frozenset(), validation_alias=_env("UPSTREAM_ALLOWED_GROUPS"))
     upstream_timeout: float = Field(300, gt=0, le=86400, validation_alias=_env("UPSTREAM_TIMEOUT"))
     proxy_enforce_security_headers: Bool = Field(
         False, validation_alias=_env("PROXY_ENFORCE_SECURITY_HEADERS")
     )
-    webui_auth_trusted_email_header: Text = Field(
+    webui_auth_trusted_email_header: HeaderName = Field(
         "X-Forwarded-Email", validation_alias=_env("WEBUI_AUTH_TRUSTED_EMAIL_HEADER")
     )
-    webui_auth_trusted_name_header: Text = Field(
+    webui_auth_trusted_name_header: HeaderName = Field(
         "X-Forwarded-Name", validation_alias=_env("WEBUI_AUTH_TRUSTED_NAME_HEADER")
     )
-    webui_auth_trusted_groups_header: Text = Field(
+    webui_auth_trusted_groups_header: HeaderName = Field(
         "X-Forwarded-Groups", validation_alias=_env("WEBUI_AUTH_TRUSTED_GROUPS_HEADER")
     )
-    webui_auth_trusted_role_header: Text = Field(
+    webui_auth_trusted_role_header: HeaderName = Field(
         "X-Forwarded-Role", validation_alias=_env("WEBUI_AUTH_TRUSTED_ROLE_HEADER")
     )
-    wardgate_path_prefix: Text = Field("", validation_alias=_env("WARDGATE_PATH_PREFIX"))
+    wardgate_path_prefix: Annotated[
+        str,
+        _parsed(
+            lambda v: _matching(
+                re.compile(r"(/[A-Za-z0-9._~-]+)+"),
+                v,
+                "a path such as /wardgate (no trailing slash), or empty",
+            )
+        ),
+    ] = Field("", validation_alias=_env("WARDGATE_PATH_PREFIX"))
 
     # --- API keys (docs/api-keys.md) -------------------------------------------------------------
     enable_api_keys: Bool = Field(False, validation_alias=_env("ENABLE_API_KEYS"))
     user_permissions_features_api_keys: Bool = Field(
         False, validation_alias=_env("USER_PERMISSIONS_FEATURES_API_KEYS")
     )
-    custom_api_key_header: Annotated[str, BeforeValidator(_lower)] = Field(
+    custom_api_key_header: Annotated[str, _parsed(str.lower)] = Field(
         "x-api-key", validation_alias=_env("CUSTOM_API_KEY_HEADER")
     )
     enable_api_keys_endpoint_restrictions: Bool = Field(
@@ -326,10 +374,16 @@ class Settings(BaseSettings):
             "ENABLE_API_KEYS_ENDPOINT_RESTRICTIONS", "ENABLE_API_KEY_ENDPOINT_RESTRICTIONS"
         ),
     )
-    api_keys_allowed_endpoints: Text = Field(
-        "", validation_alias=_env("API_KEYS_ALLOWED_ENDPOINTS", "API_KEY_ALLOWED_ENDPOINTS")
-    )
-    api_key_rate_limit: Rate = Field("600/1m", validation_alias=_env("API_KEY_RATE_LIMIT"))
+    api_keys_allowed_endpoints: Annotated[
+        tuple[str, ...], _parsed(lambda v: values.path_prefixes(values.split_list(v)))
+    ] = Field((), validation_alias=_env("API_KEYS_ALLOWED_ENDPOINTS", "API_KEY_ALLOWED_ENDPOINTS"))
+    api_key_rate_limit: RateValue = Field(parse_rate("600/1m"), validation_alias=_env("API_KEY_RATE_LIMIT"))
+
+    global_log_level: Annotated[
+        Literal["CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG"], _parsed(str.upper)
+    ] = Field("INFO", validation_alias=_env("GLOBAL_LOG_LEVEL"))
+
+    # --- rules a field type cannot say ------------------------------------------------------------
 
     @field_validator("custom_api_key_header")
     @classmethod
@@ -344,82 +398,40 @@ class Settings(BaseSettings):
             raise ValueError("expected a custom header name such as x-api-key (not a standard header)")
         return value
 
-    @field_validator("api_keys_allowed_endpoints")
+    @field_validator("oauth_allowed_roles", "oauth_admin_roles", mode="before")
     @classmethod
-    def _endpoints(cls, value: str) -> str:
-        return ",".join(check_path_prefixes([p for p in value.split(",") if p.strip()]))
+    def _provider_roles(cls, value: object, info: ValidationInfo) -> object:
+        """Split by `OAUTH_ROLES_SEPARATOR` (read before these fields), as Open WebUI does."""
+        if not isinstance(value, str):
+            return value
+        if not value.strip():
+            raise PydanticUseDefault()
+        separator = info.data.get("oauth_roles_separator", ",")
+        return values.split_list(printable(value.strip(), limit=4096), separator)
 
-    @property
-    def api_key_endpoints(self) -> tuple[str, ...] | None:
-        """Path prefixes every API key is limited to (None: no global limit; empty: nothing)."""
-        listed = tuple(p for p in self.api_keys_allowed_endpoints.split(",") if p)
-        if self.enable_api_keys_endpoint_restrictions or listed:
-            return listed
-        return None
-
-    # --- end of API keys -------------------------------------------------------------------------
-
-    global_log_level: Annotated[
-        Literal["CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG"], BeforeValidator(lambda v: str(v).upper())
-    ] = Field("INFO", validation_alias=_env("GLOBAL_LOG_LEVEL"))
-
-    @field_validator("password_validation_regex_pattern")
+    @field_validator("google_oauth_scope", "microsoft_oauth_scope", "oauth_scopes")
     @classmethod
-    def _compiles(cls, value: str) -> str:
-        try:
-            re.compile(value)
-        except re.error as exc:
-            raise ValueError(f"not a valid regular expression ({exc})") from None
+    def _openid_scope(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if "openid" not in value:
+            raise ValueError("must include the openid scope")
         return value
 
-    @field_validator("webui_url")
+    @field_validator("password_validation_regex_pattern", mode="before")
     @classmethod
-    def _is_origin_url(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        match = re.fullmatch(r"(https?)://([A-Za-z0-9.\-]+|\[[0-9A-Fa-f:]+\])(:\d{1,5})?(/[^\s?#]*)?", value)
-        if not match:
-            raise ValueError("expected an absolute http(s) URL such as https://chat.example.com")
-        return value.rstrip("/")
-
-    @field_validator("redis_url")
-    @classmethod
-    def _redis_scheme(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith(("redis://", "rediss://", "unix://")):
-            raise ValueError("expected redis://[:password@]host:6379/0 or rediss:// (TLS)")
+    def _compiles(cls, value: object) -> object:
+        if isinstance(value, str) and value.strip():
+            try:
+                return re.compile(value.strip())
+            except re.error as exc:
+                raise ValueError(f"not a valid regular expression ({exc})") from None
         return value
 
-    @field_validator("wardgate_path_prefix")
+    @field_validator("webui_secret_key", "webui_admin_password", mode="before")
     @classmethod
-    def _prefix(cls, value: str) -> str:
-        if value and not re.fullmatch(r"(/[A-Za-z0-9._~-]+)+", value):
-            raise ValueError("expected a path such as /wardgate (no trailing slash), or empty")
+    def _not_blank(cls, value: object) -> object:
+        if isinstance(value, str) and value and not value.strip():
+            raise ValueError("must not be blank; unset it instead")
         return value
-
-    @field_validator(
-        "webui_auth_trusted_email_header",
-        "webui_auth_trusted_name_header",
-        "webui_auth_trusted_groups_header",
-        "webui_auth_trusted_role_header",
-    )
-    @classmethod
-    def _header_name(cls, value: str) -> str:
-        if not re.fullmatch(r"[A-Za-z0-9-]{1,64}", value):
-            raise ValueError("expected an HTTP header name such as X-Forwarded-Email")
-        return value
-
-    @field_validator("ollama_base_url", "openai_api_base_url", "upstream_url")
-    @classmethod
-    def _upstream(cls, value: str | None) -> str | None:
-        problem = None if value is None else check_upstream_url(value)
-        if problem:
-            raise ValueError(problem)
-        return value
-
-    @field_validator("webui_admin_email")
-    @classmethod
-    def _admin_email(cls, value: str | None) -> str | None:
-        return None if value is None else value.lower()
 
     # --- derived values -------------------------------------------------------------------------
 
@@ -441,6 +453,16 @@ class Settings(BaseSettings):
         return self.database_url or f"sqlite:///{(self.data_dir / 'wardgate.db').resolve()}"
 
     @property
+    def site_origin(self) -> str | None:
+        """The origin of `WEBUI_URL` (None when it is not set)."""
+        return network.origin_of(self.webui_url) if self.webui_url else None
+
+    @property
+    def signup_open(self) -> bool:
+        """Whether people may sign up themselves (after the first account, which may always)."""
+        return self.enable_signup and self.enable_login_form and self.enable_password_auth
+
+    @property
     def auth_cookie_same_site(self) -> SameSite:
         """SameSite of the `token` cookie (falls back to the session cookie value)."""
         return self.webui_auth_cookie_same_site or self.webui_session_cookie_same_site
@@ -455,7 +477,15 @@ class Settings(BaseSettings):
     @property
     def password_pattern(self) -> re.Pattern[str] | None:
         """The password policy regex, when `ENABLE_PASSWORD_VALIDATION` is on."""
-        return re.compile(self.password_validation_regex_pattern) if self.enable_password_validation else None
+        return self.password_validation_regex_pattern if self.enable_password_validation else None
+
+    @property
+    def api_key_endpoints(self) -> tuple[str, ...] | None:
+        """Path prefixes every API key is limited to (None: no global limit; empty: nothing)."""
+        listed = self.api_keys_allowed_endpoints
+        if self.enable_api_keys_endpoint_restrictions or listed:
+            return listed
+        return None
 
 
 SECRET_FIELDS = frozenset(
@@ -463,7 +493,6 @@ SECRET_FIELDS = frozenset(
         "webui_secret_key",
         "webui_admin_password",
         "openai_api_key",
-        # single sign-on
         "google_client_secret",
         "microsoft_client_secret",
         "github_client_secret",
@@ -472,147 +501,5 @@ SECRET_FIELDS = frozenset(
     }
 )
 URL_FIELDS = frozenset({"redis_url", "database_url"})  # may carry a password: shown masked
-
-
-def mask_url(url: str) -> str:
-    """Hide the password part of a URL's user information."""
-    # Up to the last "@" before the path: a password may itself contain "@".
-    return re.sub(r"(://[^:/@]*:)[^/?#]*@", r"\1***@", url)
-
-
-def _field_env_name(field: str) -> str:
-    alias = Settings.model_fields[field].validation_alias
-    if isinstance(alias, AliasChoices):
-        return str(alias.choices[0])
-    return str(alias) if alias else field.upper()
-
-
-def variable_names() -> dict[str, str]:
-    """Every environment variable wardgate reads, mapped to its settings field."""
-    names: dict[str, str] = {}
-    for field, info in Settings.model_fields.items():
-        alias = info.validation_alias
-        if alias is None:
-            continue  # derived at load time (the secret's source, the header table), not a variable
-        choices = alias.choices if isinstance(alias, AliasChoices) else [alias]
-        names.update({str(c): field for c in choices})
-    return names
-
-
-def _describe(error: Mapping[str, Any]) -> str:
-    name = str(error["loc"][0]) if error["loc"] else "configuration"
-    field = variable_names().get(name, name)
-    text = str(error.get("input", ""))
-    value = (
-        "(redacted)"
-        if field in SECRET_FIELDS
-        else repr((mask_url(text) if field in URL_FIELDS else text)[:80])
-    )
-    message = str(error["msg"]).removeprefix("Value error, ")
-    return f"{name}={value}: {message}"
-
-
-def _cross_field_problems(settings: Settings) -> list[str]:
-    problems: list[str] = []
-    if not settings.webui_auth:
-        problems.append(
-            "WEBUI_AUTH=false: wardgate always authenticates; remove the variable or set it to true"
-        )
-    if bool(settings.webui_admin_email) != bool(settings.webui_admin_password):
-        problems.append(
-            "WEBUI_ADMIN_EMAIL / WEBUI_ADMIN_PASSWORD: set both to create the first admin at start, "
-            "or neither"
-        )
-    same_site_none = (
-        settings.auth_cookie_same_site == "none" or settings.webui_session_cookie_same_site == "none"
-    )
-    if same_site_none and settings.auth_cookie_secure is not True:
-        problems.append(
-            "WEBUI_SESSION_COOKIE_SAME_SITE/WEBUI_AUTH_COOKIE_SAME_SITE=none requires "
-            "WEBUI_SESSION_COOKIE_SECURE=true (browsers refuse SameSite=None cookies without Secure)"
-        )
-    problems.extend(header_problems(settings.security_headers))
-    problems.extend(sign_on_problems(settings))
-    if bool(settings.ssl_certfile) != bool(settings.ssl_keyfile):
-        problems.append("SSL_CERTFILE / SSL_KEYFILE: set both to serve HTTPS directly, or neither")
-    for name, path in (("SSL_CERTFILE", settings.ssl_certfile), ("SSL_KEYFILE", settings.ssl_keyfile)):
-        if path is not None and not path.is_file():
-            problems.append(f"{name}={str(path)!r}: file not found")
-    if settings.webui_secret_key is not None and not settings.webui_secret_key.get_secret_value().strip():
-        problems.append("WEBUI_SECRET_KEY=(redacted): must not be blank; unset it to have one generated")
-    return problems
-
-
-def _resolve_secret_key(settings: Settings, *, persist: bool) -> Settings:
-    """Use the configured key, else a generated one persisted in DATA_DIR (mode 0600).
-
-    With persist=False (`wardgate check`) a missing key file is not created: a throwaway key is used.
-    """
-    if settings.webui_secret_key is not None:
-        return settings
-    key_file = settings.data_dir / SECRET_KEY_FILENAME
-    if key_file.exists():
-        key = key_file.read_text(encoding="utf-8").strip()
-    elif not persist:
-        key = secrets.token_urlsafe(48)
-    else:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
-        key = secrets.token_urlsafe(48)  # 48 random bytes, above the 32-byte floor
-        # O_EXCL: two processes starting at once must not each write a different key; the mode is
-        # set at creation, so the key is never readable by others, not even for an instant.
-        try:
-            descriptor = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            key = key_file.read_text(encoding="utf-8").strip()
-        else:
-            with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-                handle.write(key)
-    return settings.model_copy(update={"webui_secret_key": SecretStr(key), "secret_key_source": "file"})
-
-
-def read_environment(env_file: str | None = ".env") -> dict[str, str]:
-    """The process environment over the values of a `.env` file (the environment wins)."""
-    values: dict[str, str] = {}
-    if env_file and Path(env_file).is_file():
-        values.update({k: v for k, v in dotenv_values(env_file).items() if v is not None})
-    values.update(os.environ)
-    return values
-
-
-def load_settings(
-    env: Mapping[str, str] | None = None, *, env_file: str | None = ".env", persist_secret: bool = True
-) -> Settings:
-    """Read, validate and complete the configuration; raise ConfigError listing every problem."""
-    if env is None:
-        env = read_environment(env_file)
-    values: dict[str, Any] = {k: v for k, v in env.items() if k != "security_headers"}
-    values["security_headers"] = {name: env[name] for name in HEADER_ENV_NAMES if name in env}
-    try:
-        settings = Settings(**values)
-    except ValidationError as exc:
-        raise ConfigError([_describe(error) for error in exc.errors()]) from None
-    problems = _cross_field_problems(settings)
-    if problems:
-        raise ConfigError(problems)
-    return _resolve_secret_key(settings, persist=persist_secret)
-
-
-def redacted_settings(settings: Settings) -> dict[str, str]:
-    """The effective settings by variable name, secrets replaced, for `wardgate check` and /admin."""
-    shown: dict[str, str] = {}
-    for field in Settings.model_fields:
-        value = getattr(settings, field)
-        if field in SECRET_FIELDS:
-            text = "(set, redacted)" if value is not None else "(not set)"
-        elif field in ("security_headers", "secret_key_source"):
-            continue
-        elif isinstance(value, timedelta):
-            text = f"{int(value.total_seconds())}s"
-        elif value is None:
-            text = "(not set)"
-        elif field in URL_FIELDS:
-            text = mask_url(str(value))
-        else:
-            text = str(value).lower() if isinstance(value, bool) else str(value)
-        shown[_field_env_name(field)] = text
-    return shown
+LIST_SEPARATORS = {"cors_allow_origin": ";", "google_oauth_scope": " ", "microsoft_oauth_scope": " "}
+LIST_SEPARATORS |= {"github_client_scope": " ", "oauth_scopes": " "}

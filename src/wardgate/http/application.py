@@ -1,6 +1,6 @@
 """The ASGI application: FastAPI routes wrapped in wardgate's middleware, in one explicit order.
 
-Outside in (see ARCHITECTURE.md):
+Outside in (docs/architecture.md follows one request through it):
 
 1. TrustedProxyMiddleware   client IP, scheme and host from FORWARDED_ALLOW_IPS peers only
 2. AuditContextMiddleware   tells the audit log where the request comes from
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from functools import partial
 
 from fastapi import FastAPI
 from fastapi.responses import FileResponse
@@ -25,22 +24,24 @@ from starlette.routing import Route
 from starlette.types import ASGIApp
 
 from wardgate import __version__
-from wardgate.config.headers import build_header_policy
 from wardgate.gateway import Gateway
-from wardgate.http.deps import TOKEN_COOKIE, is_wardgate_credential
 from wardgate.http.errors import install_error_handlers
 from wardgate.http.middleware.audit_context import AuditContextMiddleware
-from wardgate.http.middleware.cors import CORSGuardMiddleware, origin_of, parse_cors_origins
+from wardgate.http.middleware.cors import CORSGuardMiddleware
 from wardgate.http.middleware.csrf import CSRFMiddleware
 from wardgate.http.middleware.security_headers import SecurityHeadersMiddleware
 from wardgate.http.middleware.size_limits import BodySizeLimitMiddleware, HeaderSizeLimitMiddleware
-from wardgate.http.middleware.trusted_proxy import TrustedProxyMiddleware, parse_trusted_proxies
+from wardgate.http.middleware.trusted_proxy import TrustedProxyMiddleware
 from wardgate.http.relay import dispatch
 from wardgate.http.relay.dispatch import UpstreamDispatch
-from wardgate.http.relay.streaming import IdentityHeaders, ReverseProxy
+from wardgate.http.relay.streaming import ReverseProxy
 from wardgate.http.rendering import STATIC
 from wardgate.http.routes import api_keys, audit, auth, oauth, pages, public, users
+from wardgate.http.site import Site
+from wardgate.identity.authentication import TOKEN_COOKIE
 from wardgate.proxy.client import UpstreamClient
+from wardgate.proxy.identity import IdentityHeaders
+from wardgate.security.headers import build_header_policy
 
 __all__ = ["ASGIApp", "build_application"]
 
@@ -52,6 +53,8 @@ def build_routes(gateway: Gateway) -> FastAPI:
     """The FastAPI application with every route and error handler, without the outer middleware."""
 
     s = gateway.settings
+    providers = gateway.sign_on.display_names() if gateway.sign_on else {}
+    site = Site.from_settings(s, has_app=gateway.upstreams.has_app, providers=providers)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -63,9 +66,7 @@ def build_routes(gateway: Gateway) -> FastAPI:
             s.webui_auth_trusted_groups_header,
             s.webui_auth_trusted_role_header,
         )
-        app.state.proxy = ReverseProxy(
-            client, identity, s.custom_api_key_header, partial(is_wardgate_credential, gateway)
-        )
+        app.state.proxy = ReverseProxy(client, identity, site.api_key_header, gateway.authenticator.is_ours)
         try:
             yield
         finally:
@@ -81,9 +82,9 @@ def build_routes(gateway: Gateway) -> FastAPI:
         description="Security gateway for self-hosted AI deployments (Open WebUI-compatible auth API).",
     )
     app.state.gateway = gateway
-    app.state.sso_providers = gateway.sign_on.display_names() if gateway.sign_on else {}
+    app.state.site = site
     install_error_handlers(app)
-    prefix = s.route_prefix  # WARDGATE_PATH_PREFIX: keeps wardgate's routes clear of the app's
+    prefix = site.prefix  # WARDGATE_PATH_PREFIX: keeps wardgate's routes clear of the app's
     owned = [app.openapi_url] if app.openapi_url else []  # path templates UpstreamDispatch leaves to FastAPI
     for module in (auth, api_keys, users, audit, public, oauth, pages):
         app.include_router(module.router, prefix=prefix)
@@ -104,22 +105,19 @@ def build_routes(gateway: Gateway) -> FastAPI:
 def build_application(gateway: Gateway) -> ASGIApp:
     """Wrap the routes in the middleware stack, innermost first."""
     s = gateway.settings
-    origins = parse_cors_origins(s.cors_allow_origin)
     app: ASGIApp = UpstreamDispatch(build_routes(gateway))  # HTTP to upstreams bypasses FastAPI's router
     app = BodySizeLimitMiddleware(app, s.max_body_size)
-    site = origin_of(s.webui_url) if s.webui_url else None
-    login_paths = [f"{s.route_prefix}{path}" for path in LOGIN_PATHS]
     app = CSRFMiddleware(
         app,
-        site_origin=site,
-        trusted_origins=origins,
+        site_origin=s.site_origin,
+        trusted_origins=s.cors_allow_origin,
         cookie_name=TOKEN_COOKIE,
-        login_paths=login_paths,
+        login_paths=[f"{s.route_prefix}{path}" for path in LOGIN_PATHS],
         api_key_header=s.custom_api_key_header,  # the header deps.py reads API keys from
     )
-    app = CORSGuardMiddleware(app, origins)
+    app = CORSGuardMiddleware(app, s.cors_allow_origin)
     app = HeaderSizeLimitMiddleware(app, s.max_header_size)
     policy = build_header_policy(s.security_headers)
     app = SecurityHeadersMiddleware(app, policy, enforce_on_proxied=s.proxy_enforce_security_headers)
     app = AuditContextMiddleware(app)
-    return TrustedProxyMiddleware(app, parse_trusted_proxies(s.forwarded_allow_ips))
+    return TrustedProxyMiddleware(app, s.forwarded_allow_ips)

@@ -1,19 +1,17 @@
-"""The `token` cookie: HttpOnly always, SameSite and Secure from configuration."""
+"""The `token` cookie: HttpOnly always, `Path=/`, SameSite and Secure from the site's cookie policy."""
 
 from __future__ import annotations
 
 from fastapi import Request, Response
 
-from wardgate.config.settings import Settings
-from wardgate.http.deps import TOKEN_COOKIE
+from wardgate.http.deps import site
+from wardgate.identity.authentication import TOKEN_COOKIE
 from wardgate.security.tokens import IssuedToken
 
 
-def set_token_cookie(response: Response, request: Request, settings: Settings, token: IssuedToken) -> None:
+def set_token_cookie(response: Response, request: Request, token: IssuedToken) -> None:
     """Set the session cookie; Secure follows the setting, or the request's scheme when unset."""
-    secure = settings.auth_cookie_secure
-    if secure is None:
-        secure = request.url.scheme == "https"
+    policy = site(request).cookie
     max_age = None if token.expires_at is None else token.expires_at - token.issued_at
     response.set_cookie(
         TOKEN_COOKIE,
@@ -21,16 +19,18 @@ def set_token_cookie(response: Response, request: Request, settings: Settings, t
         max_age=max_age,
         path="/",
         httponly=True,
-        secure=secure,
-        samesite=settings.auth_cookie_same_site,
+        secure=policy.is_secure(request.url.scheme),
+        samesite=policy.same_site,
     )
 
 
-def clear_token_cookie(response: Response, request: Request, settings: Settings) -> None:
+def clear_token_cookie(response: Response, request: Request) -> None:
     """Delete the session cookie (with the same attributes, so browsers match it)."""
-    secure = settings.auth_cookie_secure
-    if secure is None:
-        secure = request.url.scheme == "https"
+    policy = site(request).cookie
     response.delete_cookie(
-        TOKEN_COOKIE, path="/", httponly=True, secure=secure, samesite=settings.auth_cookie_same_site
+        TOKEN_COOKIE,
+        path="/",
+        httponly=True,
+        secure=policy.is_secure(request.url.scheme),
+        samesite=policy.same_site,
     )

@@ -11,7 +11,7 @@ from fastapi import Request
 from fastapi.responses import HTMLResponse
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
-from wardgate.http.deps import Principal
+from wardgate.identity.authentication import Principal
 
 TEMPLATES = Path(__file__).parent / "templates"
 STATIC = Path(__file__).parent / "static"
@@ -86,10 +86,10 @@ def render(
     **context: Any,
 ) -> HTMLResponse:
     """Render a page with the common context (site name, signed-in user)."""
-    gateway = request.app.state.gateway
+    site = request.app.state.site
     values = {
-        "site_name": gateway.settings.webui_name,
-        "base": gateway.settings.route_prefix,
+        "site_name": site.name,
+        "base": site.prefix,
         "user": principal.user if principal else None,
         "error": None,
         "notice": None,

@@ -1,7 +1,7 @@
 """Accounts and sessions: sign-up, sign-in, sign-out, password change and the admin operations.
 
 Every write that can end a session happens in one transaction together with its entry in the change
-log (`wardgate.sessions.registry.log_*`), then updates this process's view. The methods are synchronous: the
+log (`wardgate.sessions.changes`), then updates this process's view. The methods are synchronous: the
 HTTP layer runs them in worker threads, so neither hashing nor database I/O blocks the event loop.
 """
 
@@ -12,13 +12,14 @@ import secrets
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 
 from sqlalchemy import delete, func, or_, select, true, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from wardgate.audit.log import AuditLog
+from wardgate.config.values import Role
 from wardgate.errors import (
     AuthenticationError,
     BadRequestError,
@@ -28,29 +29,16 @@ from wardgate.errors import (
     PermissionDeniedError,
     StoreUnavailableError,
 )
-from wardgate.identity.records import (
-    ACCOUNT_DISABLED,
-    INVALID_CREDENTIALS,
-    ROLES,
-    AuthLimits,
-    ClientInfo,
-    PasswordPolicy,
-    SignedIn,
-    UserChanges,
-    clean_name,
-    normalise_email,
-)
+from wardgate.identity.records import AccountPolicy, ClientInfo, SignedIn, UserChanges
+from wardgate.identity.rules import ACCOUNT_DISABLED, INVALID_CREDENTIALS, role_named
+from wardgate.identity.validation import clean_name, normalise_email
 from wardgate.security.passwords import PasswordHasher, Verification
 from wardgate.security.ratelimit import RateLimiter
 from wardgate.security.tokens import Claims, TokenCodec
-from wardgate.sessions.registry import (
-    SessionRegistry,
-    UserState,
-    load_groups,
-    log_session_revoked,
-    log_user_change,
-)
-from wardgate.storage.models import ApiKey, AppState, AuthSession, User, UserGroup
+from wardgate.sessions.changes import log_session_revoked, log_user_change
+from wardgate.sessions.records import UserState
+from wardgate.sessions.registry import SessionRegistry, load_groups
+from wardgate.storage.models import ApiKey, AppState, AuthSession, OAuthIdentity, User, UserGroup
 
 _FIRST_ADMIN_KEY = "first_admin"
 _ADMIN_LOCK_KEY = "admin_lock"
@@ -70,24 +58,19 @@ class AccountService:
         registry: SessionRegistry,
         hasher: PasswordHasher,
         codec: TokenCodec,
-        policy: PasswordPolicy,
-        *,
-        default_role: str = "pending",
-        signup_enabled: Callable[[], bool] = lambda: True,
-        limiter: RateLimiter | None = None,
-        limits: AuthLimits | None = None,
-        audit: AuditLog | None = None,
+        policy: AccountPolicy,
+        limiter: RateLimiter,
+        audit: AuditLog,
     ) -> None:
         self._sessions = sessions
         self._registry = registry
         self._hasher = hasher
         self._codec = codec
-        self._policy = policy
-        self._default_role = default_role
-        self._signup_enabled = signup_enabled
-        self._limiter = limiter or RateLimiter()
-        self._limits = limits or AuthLimits.parse("5/3m", "20/3m", "10/1h", "5/15m")
-        self._audit = audit or AuditLog(sessions)
+        self.policy = policy
+        self._passwords = policy.passwords
+        self._limits = policy.limits
+        self._limiter = limiter
+        self._audit = audit
         self._ip_locks = [threading.Lock() for _ in range(64)]  # striped: one per client IP, bounded
 
     # --- creating accounts --------------------------------------------------------------------
@@ -116,20 +99,19 @@ class AccountService:
     ) -> UserState:
         """Create an account. role=None means "admin if first, else the default role"."""
         name, email = clean_name(name), normalise_email(email)
-        if role is not None and role not in ROLES:
-            raise BadRequestError("Role must be one of pending, user, admin.", code="invalid_role")
+        chosen = role_named(role) if role is not None else None
         if password is not None and check_policy:
-            self._policy.check(password)
+            self._passwords.check(password)
         password_hash = self._hasher.hash(password) if password is not None else None
         for _attempt in range(3):
             try:
-                return self._insert_user(name, email, password_hash, role, open_signup_required)
+                return self._insert_user(name, email, password_hash, chosen, open_signup_required)
             except _FirstAdminRace:
                 continue  # someone else became the first admin meanwhile: re-decide our role
         raise ConflictError("Could not create the account; please try again.")
 
     def _insert_user(
-        self, name: str, email: str, password_hash: str | None, role: str | None, open_signup_required: bool
+        self, name: str, email: str, password_hash: str | None, role: Role | None, open_signup_required: bool
     ) -> UserState:
         now = _now()
         with self._sessions() as db:
@@ -140,7 +122,7 @@ class AccountService:
                         # Exactly one transaction can insert this row; the losers retry as non-first.
                         db.add(AppState(key=_FIRST_ADMIN_KEY, value=email))
                         db.flush()
-                    elif open_signup_required and not self._signup_enabled():
+                    elif open_signup_required and not self.policy.signup_open:
                         raise PermissionDeniedError(
                             "Sign-up is disabled on this site.", code="signup_disabled"
                         )
@@ -150,7 +132,7 @@ class AccountService:
                         id=str(uuid.uuid4()),
                         email=email,
                         name=name,
-                        role="admin" if first else (role or self._default_role),
+                        role=Role.ADMIN if first else (role or self.policy.default_role),
                         active=True,
                         password_hash=password_hash,
                         session_stamp=secrets.token_urlsafe(16),
@@ -174,7 +156,7 @@ class AccountService:
         if self.has_users():
             return False
         try:
-            self.create_user(name, email, password, role="admin", check_policy=False)
+            self.create_user(name, email, password, role=Role.ADMIN, check_policy=False)
         except BadRequestError:
             return False
         return True
@@ -254,9 +236,7 @@ class AccountService:
 
     def apply_provider_role(self, user_id: str, role: str) -> UserState:
         """Set the role an identity provider's claims grant (re-applied at every SSO sign-in)."""
-        if role not in ROLES:
-            raise BadRequestError("Role must be one of pending, user, admin.", code="invalid_role")
-        return self._update(user_id, role=role)
+        return self._update(user_id, role=role_named(role))
 
     def signout(self, claims: Claims) -> None:
         """Revoke the session behind these claims (one that no longer exists is already ended)."""
@@ -283,6 +263,12 @@ class AccountService:
             log_session_revoked(db, user_id, session_id, session.expires_at)
             expires_at = session.expires_at
         self._registry.session_revoked(session_id, expires_at)
+
+    def linked_identities(self, user_id: str) -> list[OAuthIdentity]:
+        """The sign-in provider identities linked to a user, oldest first (for the account page)."""
+        with self._sessions() as db:
+            query = select(OAuthIdentity).where(OAuthIdentity.user_id == user_id)
+            return list(db.scalars(query.order_by(OAuthIdentity.created_at)))
 
     def list_sessions(self, user_id: str) -> list[AuthSession]:
         """The user's live sessions, newest first."""
@@ -315,7 +301,7 @@ class AccountService:
             raise AuthenticationError("Not authenticated.")
         if not self._hasher.verify(current, row.password_hash).ok:
             raise BadRequestError("The current password is incorrect.", code="incorrect_password")
-        self._policy.check(new)
+        self._passwords.check(new)
         self._update(user_id, password_hash=self._hasher.hash(new), rotate_stamp=True)
 
     def revoke_all_sessions(self, user_id: str, *, actor: str | None = None) -> UserState:
@@ -345,15 +331,13 @@ class AccountService:
         values: dict[str, object] = {}
         rotate = False
         if changes.role is not None:
-            if changes.role not in ROLES:
-                raise BadRequestError("Role must be one of pending, user, admin.", code="invalid_role")
-            values["role"] = changes.role
+            values["role"] = role_named(changes.role)
         if changes.name is not None:
             values["name"] = clean_name(changes.name)
         if changes.email is not None:
             values["email"] = normalise_email(changes.email)
         if changes.password:
-            self._policy.check(changes.password)
+            self._passwords.check(changes.password)
             values["password_hash"] = self._hasher.hash(changes.password)
             rotate = True
         if changes.active is not None:
@@ -374,7 +358,7 @@ class AccountService:
             row = db.get(User, user_id, with_for_update=True)
             if row is None:
                 raise NotFoundError("User not found.")
-            if row.role == "admin" and row.active:
+            if row.role == Role.ADMIN and row.active:
                 self._require_other_admin(db, user_id)
             db.delete(row)
             log_user_change(db, [user_id])
@@ -390,9 +374,12 @@ class AccountService:
                     if row is None:
                         raise NotFoundError("User not found.")
                     loses_admin = (
-                        row.role == "admin"
+                        row.role == Role.ADMIN
                         and row.active
-                        and (values.get("role", "admin") != "admin" or values.get("active", True) is False)
+                        and (
+                            values.get("role", Role.ADMIN) != Role.ADMIN
+                            or values.get("active", True) is False
+                        )
                     )
                     if loses_admin:
                         self._require_other_admin(db, user_id)
@@ -437,7 +424,7 @@ class AccountService:
         others = db.scalar(
             select(func.count())
             .select_from(User)
-            .where(User.role == "admin", User.active.is_(True), User.id != user_id)
+            .where(User.role == Role.ADMIN.value, User.active.is_(True), User.id != user_id)
         )
         if not others:
             raise BadRequestError(

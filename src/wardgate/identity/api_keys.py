@@ -16,14 +16,14 @@ from __future__ import annotations
 
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from sqlalchemy import delete, func, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from wardgate.audit.log import AuditLog, request_origin
-from wardgate.config.settings import Settings
+from wardgate.config.values import Role, parse_rate
 from wardgate.errors import (
     AuthenticationError,
     BadRequestError,
@@ -33,39 +33,38 @@ from wardgate.errors import (
     StoreUnavailableError,
 )
 from wardgate.identity.key_material import (
-    INVALID_KEY,
     ApiKeyHasher,
-    ApiKeyState,
-    KeyScope,
     NewKey,
     check_new_key,
     display_prefix,
     generate_key,
     is_well_formed,
 )
-from wardgate.security.ratelimit import Limit, RateLimiter, parse_rate
-from wardgate.sessions.registry import (
-    SessionRegistry,
+from wardgate.identity.rules import require_approved
+from wardgate.security.ratelimit import Limit, RateLimiter
+from wardgate.sessions.changes import log_api_key_change
+from wardgate.sessions.records import (
+    INVALID_KEY,
+    SESSION_ENDED,
+    ApiKeyState,
+    KeyScope,
     UserState,
     check_api_key_owner,
-    load_groups,
-    log_api_key_change,
 )
+from wardgate.sessions.registry import SessionRegistry, load_groups
 from wardgate.storage.models import ApiKey, User
 
-PENDING = "Your account is pending approval by an administrator."
-SESSION_ENDED = "This session has ended. Please sign in again."
-_REFUSAL_AUDIT = Limit("api-key-refusal-audit", parse_rate("1/1m"))
+_REFUSAL_AUDIT = Limit.of("api-key-refusal-audit", parse_rate("1/1m"))
 
 
 @dataclass(frozen=True, slots=True)
 class ApiKeyPolicy:
     """The deployment's API-key settings, as plain values."""
 
-    enabled: bool = False
-    users_may_create: bool = False
-    rate: Limit = field(default_factory=lambda: Limit("api-key", parse_rate("600/1m")))
-    endpoints: KeyScope = field(default_factory=KeyScope)  # API_KEYS_ALLOWED_ENDPOINTS, for every key
+    enabled: bool
+    users_may_create: bool
+    rate: Limit  # API_KEY_RATE_LIMIT
+    endpoints: KeyScope  # API_KEYS_ALLOWED_ENDPOINTS, for every key
     max_per_user: int = 50
 
 
@@ -112,9 +111,8 @@ class ApiKeyService:
         """Raise PermissionDeniedError unless this user may hold (and so create) keys."""
         if not self.policy.enabled:
             raise PermissionDeniedError("API keys are disabled on this site.", code="api_keys_disabled")
-        if user.role == "pending":
-            raise PermissionDeniedError(PENDING, code="pending_approval")
-        if user.role != "admin" and not self.policy.users_may_create:
+        require_approved(user)
+        if user.role != Role.ADMIN and not self.policy.users_may_create:
             raise PermissionDeniedError(
                 "You do not have permission to create API keys.", code="api_key_creation_not_allowed"
             )
@@ -250,9 +248,8 @@ class ApiKeyService:
         self._owner_allowed(owner)
 
     def _owner_allowed(self, user: UserState) -> None:
-        if user.role == "pending":
-            raise PermissionDeniedError(PENDING, code="pending_approval")
-        if user.role != "admin" and not self.policy.users_may_create:
+        require_approved(user)
+        if user.role != Role.ADMIN and not self.policy.users_may_create:
             raise PermissionDeniedError(
                 "API keys are not allowed for this account.", code="api_key_not_allowed"
             )
@@ -299,17 +296,3 @@ class ApiKeyService:
         owner = self._email_of(key.user_id) if key is not None else None
         detail = f"key={key.id} reason={code}" if key is not None else f"reason={code}"
         self._audit.record("api_key.refused", "refused", subject=owner, detail=detail)
-
-
-def api_keys_from_settings(
-    settings: Settings, sessions: sessionmaker[Session], registry: SessionRegistry, audit: AuditLog
-) -> ApiKeyService:
-    """The API-key service for these settings (the one place that reads them)."""
-    endpoints = settings.api_key_endpoints
-    policy = ApiKeyPolicy(
-        enabled=settings.enable_api_keys,
-        users_may_create=settings.user_permissions_features_api_keys,
-        rate=Limit("api-key", parse_rate(settings.api_key_rate_limit)),
-        endpoints=KeyScope(paths=endpoints),
-    )
-    return ApiKeyService(sessions, registry, ApiKeyHasher(settings.secret_key), policy, audit)

@@ -9,7 +9,7 @@ order, for every sign-in:
 2. the account: the identity's linked account; else, only with `OAUTH_MERGE_ACCOUNTS_BY_EMAIL=true`
    and an email the provider asserts is verified, the account with that email — never an admin
    account, never one already linked to another identity of the same issuer (Open WebUI merges on
-   unverified emails, spec §9 #6); else a new account when `ENABLE_OAUTH_SIGNUP=true`
+   unverified emails); else a new account when `ENABLE_OAUTH_SIGNUP=true`
    (`AccountService.create_user`, so "the first account is the admin" stays atomic);
 3. the role (role management: re-applied at every sign-in) and the groups (stored on the user).
 """
@@ -29,9 +29,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from wardgate.errors import BadRequestError, PermissionDeniedError
 from wardgate.identity.accounts import AccountService
-from wardgate.identity.records import ACCOUNT_DISABLED
+from wardgate.identity.rules import ACCOUNT_DISABLED
 from wardgate.oauth.claims import claim_at, claim_values, email_domain, first_blocked, mapped_role
-from wardgate.sessions.registry import UserState
+from wardgate.sessions.records import UserState
 from wardgate.storage.models import OAuthIdentity, UserGroup
 
 log = logging.getLogger(__name__)
@@ -252,12 +252,3 @@ def user_groups(sessions: sessionmaker[Session], user_id: str) -> list[str]:
         return list(
             db.scalars(select(UserGroup.name).where(UserGroup.user_id == user_id).order_by(UserGroup.name))
         )
-
-
-def linked_identities(sessions: sessionmaker[Session], user_id: str) -> list[OAuthIdentity]:
-    """The provider identities linked to a user, oldest first (for the account page)."""
-    with sessions() as db:
-        query = (
-            select(OAuthIdentity).where(OAuthIdentity.user_id == user_id).order_by(OAuthIdentity.created_at)
-        )
-        return list(db.scalars(query))

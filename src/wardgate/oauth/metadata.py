@@ -17,7 +17,7 @@ import httpx2
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 
-from wardgate.config.sign_on import provider_url_problem
+from wardgate.config.network import provider_url
 from wardgate.errors import ProviderError
 from wardgate.oauth.presets import ProviderConfig
 
@@ -78,7 +78,7 @@ def parse_discovery(provider: ProviderConfig, document: Any) -> ServerMetadata:
     }
     endpoints["end_session_endpoint"] = provider.end_session_endpoint or document.get("end_session_endpoint")
     for name, value in endpoints.items():
-        if value is not None and (not isinstance(value, str) or provider_url_problem(name, value)):
+        if value is not None and not (isinstance(value, str) and _is_provider_url(value)):
             raise ValueError(f"{name} must be an https URL")
     algs = tuple(
         a for a in document.get("id_token_signing_alg_values_supported", ["RS256"]) if a in _SIGNING_ALGS
@@ -141,3 +141,11 @@ class ProviderDirectory:
         except (httpx2.HTTPError, ValueError) as exc:
             log.warning("%s: fetching %s failed (%s)", provider.id, urlsplit(url).path, type(exc).__name__)
             raise ProviderError(UNREACHABLE, code="provider_unreachable") from None
+
+
+def _is_provider_url(value: str) -> bool:
+    try:
+        provider_url(value)
+    except ValueError:
+        return False
+    return True

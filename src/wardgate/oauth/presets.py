@@ -2,27 +2,21 @@
 
 This is the one place that turns `Settings` into plain values for single sign-on (the rest of
 `wardgate.oauth` never sees the settings). A provider is on when its client id and secret are set;
-`wardgate.config.sign_on.sign_on_problems` has already refused half-configured ones.
+`wardgate.config.sign_on` has already refused half-configured ones.
 """
 
 from __future__ import annotations
 
-import base64
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-
 from wardgate.config.settings import Settings
-from wardgate.config.sign_on import parse_blocked_groups, parse_fernet_keys, split_list
 from wardgate.oauth.linking import LinkPolicy
+from wardgate.security.keys import OAUTH_LOGIN_STATE, OAUTH_TOKENS, fernet_key
 
 # Google's ID tokens carry either form of its issuer (Google Identity, "Validate an ID token").
 _GOOGLE_ISSUERS = ("https://accounts.google.com", "accounts.google.com")
-TOKEN_KEY_INFO = b"wardgate/oauth-session-token-encryption/v1"
-STATE_KEY_INFO = b"wardgate/oauth-login-state/v1"
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +71,7 @@ def _google(s: Settings, common: dict[str, Any]) -> ProviderConfig | None:
         "Google",
         s.google_client_id,
         s.google_client_secret.get_secret_value(),
-        s.google_oauth_scope,
+        " ".join(s.google_oauth_scope),
         s.google_redirect_uri,
         discovery_url=s.google_openid_provider_url,
         extra_issuers=_GOOGLE_ISSUERS,
@@ -95,7 +89,7 @@ def _microsoft(s: Settings, common: dict[str, Any]) -> ProviderConfig | None:
         "Microsoft",
         s.microsoft_client_id,
         s.microsoft_client_secret.get_secret_value(),
-        s.microsoft_oauth_scope,
+        " ".join(s.microsoft_oauth_scope),
         s.microsoft_redirect_uri,
         discovery_url=(
             f"{base}/{tenant}/v2.0/.well-known/openid-configuration?appid={quote(s.microsoft_client_id)}"
@@ -114,7 +108,7 @@ def _github(s: Settings, common: dict[str, Any]) -> ProviderConfig | None:
         "GitHub",
         s.github_client_id,
         s.github_client_secret.get_secret_value(),
-        s.github_client_scope,
+        " ".join(s.github_client_scope),
         s.github_client_redirect_uri,
         authorize_url=f"{web}/login/oauth/authorize",
         token_url=f"{web}/login/oauth/access_token",
@@ -135,7 +129,7 @@ def _oidc(s: Settings, common: dict[str, Any]) -> ProviderConfig | None:
         s.oauth_provider_name,
         s.oauth_client_id,
         secret,
-        s.oauth_scopes,
+        " ".join(s.oauth_scopes),
         s.openid_redirect_uri,
         discovery_url=s.openid_provider_url,
         token_endpoint_auth_method=s.oauth_token_endpoint_auth_method or (None if secret else "none"),
@@ -145,7 +139,7 @@ def _oidc(s: Settings, common: dict[str, Any]) -> ProviderConfig | None:
 
 def link_policy(s: Settings) -> LinkPolicy:
     """The account-linking rules (sign-up, merging, domains, roles, groups)."""
-    domains = [d.lower() for d in split_list(s.oauth_allowed_domains)]
+    domains = s.oauth_allowed_domains
     return LinkPolicy(
         signup=s.enable_oauth_signup,
         merge_by_email=s.oauth_merge_accounts_by_email,
@@ -153,29 +147,27 @@ def link_policy(s: Settings) -> LinkPolicy:
         role_management=s.enable_oauth_role_management,
         roles_claim=s.oauth_roles_claim,
         roles_separator=s.oauth_roles_separator,
-        allowed_roles=tuple(split_list(s.oauth_allowed_roles, s.oauth_roles_separator)),
-        admin_roles=tuple(split_list(s.oauth_admin_roles, s.oauth_roles_separator)),
+        allowed_roles=s.oauth_allowed_roles,
+        admin_roles=s.oauth_admin_roles,
         group_management=s.enable_oauth_group_management,
         groups_claim=s.oauth_groups_claim,
         groups_separator=s.oauth_groups_separator,
-        blocked_groups=tuple(parse_blocked_groups(s.oauth_blocked_groups)),
+        blocked_groups=s.oauth_blocked_groups,
     )
-
-
-def derive_key(secret: str, info: bytes) -> bytes:
-    """A Fernet key derived from `secret` for one purpose (HKDF-SHA256, RFC 5869, `info` separates)."""
-    raw = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(secret.encode("utf-8"))
-    return base64.urlsafe_b64encode(raw)
 
 
 def token_keys(s: Settings) -> list[bytes]:
     """The provider-token encryption keys, newest first.
 
     `OAUTH_SESSION_TOKEN_ENCRYPTION_KEY` when set (a key list, for rotation). Otherwise one key derived
-    from `WEBUI_SECRET_KEY` with HKDF under its own `info` label: never the JWT key itself, no extra
-    file next to the database, and the same on every instance that shares the secret.
+    from `WEBUI_SECRET_KEY` (`wardgate.security.keys`): never the JWT key itself, no extra file next to
+    the database, and the same on every instance that shares the secret.
     """
     if s.oauth_session_token_encryption_key is not None:
-        value = s.oauth_session_token_encryption_key.get_secret_value()
-        return [key.encode("ascii") for key in parse_fernet_keys(value)]
-    return [derive_key(s.secret_key, TOKEN_KEY_INFO)]
+        return [key.get_secret_value().encode("ascii") for key in s.oauth_session_token_encryption_key]
+    return [fernet_key(s.secret_key, OAUTH_TOKENS)]
+
+
+def state_key(s: Settings) -> bytes:
+    """The Fernet key sealing pending sign-ins (`wardgate.oauth.state`)."""
+    return fernet_key(s.secret_key, OAUTH_LOGIN_STATE)

@@ -30,11 +30,10 @@ from wardgate.oauth import flow
 from wardgate.oauth.linking import LinkPolicy, ProviderIdentity, link_identity
 from wardgate.oauth.metadata import ProviderDirectory, ServerMetadata
 from wardgate.oauth.presets import (
-    STATE_KEY_INFO,
     ProviderConfig,
     configured_providers,
-    derive_key,
     link_policy,
+    state_key,
     token_keys,
 )
 from wardgate.oauth.state import LoginStateSealer, StateLedger
@@ -228,6 +227,6 @@ def sign_on_from_settings(
         accounts,
         sessions,
         token_keys=token_keys(settings),
-        state_key=derive_key(settings.secret_key, STATE_KEY_INFO),
+        state_key=state_key(settings),
         audit=audit,
     )

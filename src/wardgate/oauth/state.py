@@ -3,7 +3,7 @@
 `login` stores a `LoginState` (provider, `state`, `nonce`, PKCE `code_verifier`, redirect URI, where
 to go afterwards) in a cookie sealed with Fernet — encrypted *and* authenticated, with its age checked
 on opening (10 minutes). Open WebUI keeps the same values in a signed-but-readable session cookie for
-an hour (spec §9 #22); here the verifier and nonce are not even readable by the browser.
+an hour; here the verifier and nonce are not even readable by the browser.
 
 The callback must show the same `state` (RFC 6749 §10.12, CSRF) and the cookie is consumed: its id is
 inserted into `oauth_state_uses`, whose primary key makes a second use fail — on every instance that

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
+
+from wardgate.config.settings import Settings
+from wardgate.config.values import Role
 
 # RFC 9110 §7.6.1: connection-specific fields are not forwarded (plus those listed in Connection).
 HOP_BY_HOP = frozenset(
@@ -35,8 +38,8 @@ class Upstream:
     name: str  # "ollama", "openai" or "app"
     base_url: str
     mount: str  # path prefix on wardgate ("" for the app: everything else)
-    allowed_roles: frozenset[str] = frozenset({"user", "admin"})
-    allowed_groups: frozenset[str] = frozenset()  # empty: any group
+    allowed_roles: frozenset[Role]
+    allowed_groups: frozenset[str]  # empty: any group
     inject_headers: tuple[tuple[str, str], ...] = field(default=(), repr=False)  # may hold a secret
     strips_authorization: bool = True  # model APIs never see the client's Authorization
 
@@ -50,7 +53,7 @@ class Upstream:
         url = self.base_url.rstrip("/") + "/" + quote(rest.lstrip("/"), safe="/:@!$&'()*+,;=-._~")
         return f"{url}?{query}" if query else url
 
-    def admits(self, role: str, groups: Collection[str]) -> bool:
+    def admits(self, role: Role, groups: Collection[str]) -> bool:
         """Access rule: the role must be allowed, and if groups are listed, one of them must match."""
         if role not in self.allowed_roles:
             return False
@@ -79,16 +82,35 @@ class UpstreamTable:
         return any(not u.mount for u in self.upstreams)
 
 
-def check_upstream_url(url: str) -> str | None:
-    """A problem with an upstream base URL, or None."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        return "expected an absolute http(s) URL such as http://127.0.0.1:11434"
-    if parts.query or parts.fragment or parts.username or parts.password:
-        return "must not contain a query, a fragment or credentials"
-    return None
-
-
-def parse_list(value: str) -> frozenset[str]:
-    """A comma-separated list (blank entries ignored)."""
-    return frozenset(item.strip() for item in value.split(",") if item.strip())
+def upstreams_from_settings(s: Settings) -> UpstreamTable:
+    """The configured upstreams: Ollama at /ollama, OpenAI-compatible at /openai, the app elsewhere."""
+    table: list[Upstream] = []
+    if s.ollama_base_url:
+        table.append(
+            Upstream("ollama", s.ollama_base_url, "/ollama", s.ollama_allowed_roles, s.ollama_allowed_groups)
+        )
+    if s.openai_api_base_url:
+        key = s.openai_api_key
+        inject = (("Authorization", f"Bearer {key.get_secret_value()}"),) if key else ()
+        table.append(
+            Upstream(
+                "openai",
+                s.openai_api_base_url,
+                "/openai",
+                s.openai_allowed_roles,
+                s.openai_allowed_groups,
+                inject,
+            )
+        )
+    if s.upstream_url:
+        table.append(
+            Upstream(
+                "app",
+                s.upstream_url,
+                "",
+                s.upstream_allowed_roles,
+                s.upstream_allowed_groups,
+                strips_authorization=False,
+            )
+        )
+    return UpstreamTable(tuple(table))

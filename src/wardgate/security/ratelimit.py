@@ -4,59 +4,43 @@ Storage is chosen by URL: in-process memory by default, Redis when `REDIS_URL` i
 `REDIS_KEY_PREFIX`). If Redis fails, limits fall back to this process's memory — logged and reported
 by `/health`, never "no limit" — and Redis is retried in the background until it answers again.
 
-Limits are written like Open WebUI's `SIGNIN_RATE_LIMIT=5/3m`: `<count>/<period>`, where the period
-is a duration (`3m`, `90s`, `1h`, `1d`) or a `limits` granularity (`minute`, `3 minutes`, `hour`).
+A `Limit` names a rate (`wardgate.config.values.Rate`, parsed at load from forms such as `5/3m`) and
+a bucket key per caller, IP or account; the counting is the `limits` library's moving window.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from limits import RateLimitItem, parse
+from limits import RateLimitItem
 from limits.errors import StorageError
 from limits.storage import MemoryStorage, RedisStorage, Storage
 from limits.strategies import MovingWindowRateLimiter
 
+from wardgate.config.values import Rate
 from wardgate.errors import RateLimitedError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-RATE_FORM = "<count>/<period> such as 5/3m, 20/180s, 10/minute or 100/hour"
-_SHORT = re.compile(r"^\s*(\d+)\s*/\s*(\d+)\s*(s|m|h|d)\s*$")
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _RETRY_REDIS_SECONDS = 5.0
-
-
-def parse_rate(text: str) -> RateLimitItem:
-    """Parse a rate such as `5/3m` or `10/minute`; raise ValueError naming the accepted form."""
-    short = _SHORT.match(text)
-    if short:
-        count, amount, unit = short.groups()
-        text = f"{count} per {int(amount) * _UNITS[unit]} second"
-    try:
-        item = parse(text)
-    except ValueError:
-        raise ValueError(f"expected {RATE_FORM}") from None
-    if item.amount < 1:
-        raise ValueError(f"expected {RATE_FORM} with a count of at least 1")
-    if re.search(r"(?:/|per)\s*0+\s*[a-z]", text.lower()):
-        # `limits` reads a period multiple of 0 as 1: "5/0m" must not quietly mean 5 per minute.
-        raise ValueError(f"expected {RATE_FORM} with a period of at least one second")
-    return item
 
 
 @dataclass(frozen=True, slots=True)
 class Limit:
-    """A named rate (for messages) and its parsed item."""
+    """A named rate (for messages and bucket keys) and its parsed item."""
 
     name: str
     item: RateLimitItem
+
+    @classmethod
+    def of(cls, name: str, rate: Rate) -> Limit:
+        """The limit `name` at a configured rate."""
+        return cls(name, rate.item)
 
 
 class RateLimiter:

@@ -5,8 +5,9 @@ exact comparison, not a clock comparison. Verification is pure CPU: signature, a
 HS256 (RFC 8725 §3.1: never let the token choose), required claims, expiry. Whether the session is
 still live is the revocation view's business (`wardgate.sessions.registry`).
 
-Key ring (itsdangerous-style): tokens are signed with the newest key and verified newest to oldest,
-so a key can be rotated without signing everyone out.
+The codec takes a key ring (itsdangerous-style: sign with the first key, verify with each in turn),
+but wardgate configures exactly one key today, `WEBUI_SECRET_KEY`: changing it ends every session.
+Rotation without signing anyone out needs the older keys configured too, which is not built yet.
 """
 
 from __future__ import annotations

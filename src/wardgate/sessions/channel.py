@@ -1,16 +1,25 @@
-"""The revocation channel: Redis pub/sub tells every instance "the change log moved, sync now".
+"""Change channels: how one process tells the others "the change log moved, sync now".
 
-Messages carry no data — the database stays the truth and a sync reads it — so a lost, duplicated
-or forged message can only cause an extra sync, never an accepted token. While the subscription is
-down, the instance cannot know what it missed: its view is marked untrusted and every request is
-checked against the database (fail closed) until the subscription is back and a full sync has run.
+Notices carry no data — the database stays the truth and a sync reads it — so a lost, duplicated or
+forged notice can only cause an extra sync, never an accepted token. Two implementations:
+
+- `RedisChangeChannel`: Redis pub/sub on `{prefix}:auth:changes`, across instances. While the
+  subscription is down the instance cannot know what it missed: `ViewSync` marks its view untrusted
+  and every request is checked against the database (fail closed) until the subscription is back
+  and a full sync has run.
+- `InProcessChannel`: the processes' own hub, for a single instance without Redis (the poll of the
+  change log is then the only way to learn of other writers, such as the command line). Every
+  listener of one hub hears every notice at once, so several instances in one process (tests) stay
+  in step without Redis.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections.abc import Awaitable, Callable
+from typing import Protocol
 
 import redis
 import redis.asyncio as aioredis
@@ -20,9 +29,68 @@ log = logging.getLogger(__name__)
 _PUBLISH_TIMEOUT = 0.5
 _RECONNECT_DELAYS = (0.2, 0.5, 1.0, 2.0)
 
+OnNotice = Callable[[], Awaitable[None]]
+OnState = Callable[[bool], Awaitable[None]]
+
+
+class ChangeChannel(Protocol):
+    """Publish and receive "sync now" notices."""
+
+    @property
+    def connected(self) -> bool:
+        """True while notices from the other writers reach this process."""
+
+    def publish(self) -> None:
+        """Tell the others to sync (best effort: their poll is the safety net). Any thread."""
+
+    async def listen(self, on_notice: OnNotice, on_state: OnState) -> None:
+        """Receive forever; `on_state(True/False)` as reception comes and goes."""
+
+    def close(self) -> None:
+        """Release connections."""
+
+
+class InProcessChannel:
+    """Notices between the listeners of one process (one hub)."""
+
+    def __init__(self) -> None:
+        self._listeners: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = []
+        self._lock = threading.Lock()
+
+    @property
+    def connected(self) -> bool:
+        """Always: nothing can be missed inside one process."""
+        return True
+
+    def publish(self) -> None:
+        """Wake every listener (safe from worker threads)."""
+        with self._lock:
+            listeners = list(self._listeners)
+        for loop, event in listeners:
+            if not loop.is_closed():
+                loop.call_soon_threadsafe(event.set)
+
+    async def listen(self, on_notice: OnNotice, on_state: OnState) -> None:
+        """Call `on_notice` after each publish until cancelled."""
+        entry = (asyncio.get_running_loop(), asyncio.Event())
+        with self._lock:
+            self._listeners.append(entry)
+        try:
+            await on_state(True)
+            while True:
+                await entry[1].wait()
+                entry[1].clear()
+                await on_notice()
+        finally:
+            with self._lock:
+                self._listeners.remove(entry)
+
+    def close(self) -> None:
+        """Nothing to release."""
+
 
 class RedisChangeChannel:
-    """Publish and receive "sync now" notices on `{prefix}:auth:changes`."""
+    """Notices through Redis pub/sub on `{prefix}:auth:changes`."""
 
     def __init__(self, url: str, *, prefix: str) -> None:
         self.name = f"{prefix}:auth:changes"
@@ -30,7 +98,12 @@ class RedisChangeChannel:
         self._publisher = redis.Redis.from_url(
             url, socket_timeout=_PUBLISH_TIMEOUT, socket_connect_timeout=_PUBLISH_TIMEOUT
         )
-        self.connected = False
+        self._connected = False
+
+    @property
+    def connected(self) -> bool:
+        """True while subscribed."""
+        return self._connected
 
     def publish(self) -> None:
         """Tell the other instances to sync (best effort: their poll is the safety net)."""
@@ -42,36 +115,34 @@ class RedisChangeChannel:
                 type(exc).__name__,
             )
 
-    async def listen(
-        self, on_notice: Callable[[], Awaitable[None]], on_state: Callable[[bool], Awaitable[None]]
-    ) -> None:
-        """Subscribe forever; call `on_state(True/False)` as the subscription comes and goes."""
+    async def listen(self, on_notice: OnNotice, on_state: OnState) -> None:
+        """Subscribe forever, reconnecting with a growing delay; report the subscription's state."""
         attempt = 0
         while True:
             client = aioredis.Redis.from_url(self._url, socket_connect_timeout=1, health_check_interval=5)
             try:
                 async with client.pubsub() as pubsub:
                     await pubsub.subscribe(self.name)
-                    self.connected = True
+                    self._connected = True
                     attempt = 0
                     await on_state(True)
                     await self._receive(pubsub, on_notice)
             except (RedisError, OSError) as exc:
-                if self.connected:
+                if self._connected:
                     log.error(
                         "revocation channel lost (%s); checking sessions against the database",
                         type(exc).__name__,
                     )
             finally:
                 await client.aclose()
-            if self.connected:
-                self.connected = False
+            if self._connected:
+                self._connected = False
                 await on_state(False)
             await asyncio.sleep(_RECONNECT_DELAYS[min(attempt, len(_RECONNECT_DELAYS) - 1)])
             attempt += 1
 
     @staticmethod
-    async def _receive(pubsub: aioredis.client.PubSub, on_notice: Callable[[], Awaitable[None]]) -> None:
+    async def _receive(pubsub: aioredis.client.PubSub, on_notice: OnNotice) -> None:
         while True:
             message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=5.0)
             if message is not None:
@@ -82,3 +153,10 @@ class RedisChangeChannel:
     def close(self) -> None:
         """Release the publishing connection."""
         self._publisher.close()
+
+
+def channel_from_url(redis_url: str | None, *, prefix: str) -> ChangeChannel:
+    """Redis's channel when `REDIS_URL` is set, else this process's own."""
+    if redis_url:
+        return RedisChangeChannel(redis_url, prefix=prefix)
+    return InProcessChannel()

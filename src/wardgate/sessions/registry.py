@@ -3,8 +3,8 @@
 The database is the truth. Each process keeps a view of it — every user's role, status and session
 stamp, and the revoked sessions that have not expired yet — loaded at start, updated on every local
 write, and refreshed from the `auth_changes` log that every instance (and the CLI) appends to in the
-same transaction as the change itself. A poll of that log is the safety net that needs no other
-service; a later fast path (Redis pub/sub) only makes the same refresh happen sooner.
+same transaction as the change itself (`changes`). `ViewSync` keeps it in step: a poll of that log is
+the safety net that needs no other service; the change channel only makes the same refresh sooner.
 
 Fail closed: when the view has not synchronised for `stale_after` seconds, a request is checked
 against the database instead, and if the database cannot answer either, it is refused.
@@ -28,42 +28,14 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from wardgate.errors import AuthenticationError, StoreUnavailableError
-from wardgate.identity.key_material import EXPIRED_KEY, INVALID_KEY, ApiKeyState
 from wardgate.security.tokens import Claims
+from wardgate.sessions import changes
+from wardgate.sessions.records import INVALID_KEY, SESSION_ENDED, ApiKeyState, UserState, check_api_key_owner
 from wardgate.storage.models import ApiKey, AuthChange, AuthSession, User, UserGroup
 
 log = logging.getLogger(__name__)
-_REVOKED = "This session has ended. Please sign in again."
 _OVERLAP_ROWS = 1000  # ids can commit out of order; re-read this many below the highest seen
 _CHANGE_LOG_RETENTION = 86400
-
-
-@dataclass(frozen=True, slots=True)
-class UserState:
-    """What a request check needs to know about a user."""
-
-    id: str
-    email: str
-    name: str
-    role: str
-    active: bool
-    session_stamp: str
-    profile_image_url: str = "/user.png"
-    groups: tuple[str, ...] = ()
-
-    @classmethod
-    def from_row(cls, row: User, groups: tuple[str, ...] = ()) -> UserState:
-        """Copy the fields of a `User` row (and its groups, loaded with `load_groups`)."""
-        return cls(
-            row.id,
-            row.email,
-            row.name,
-            row.role,
-            row.active,
-            row.session_stamp,
-            row.profile_image_url,
-            groups,
-        )
 
 
 def load_groups(db: Session, user_ids: Iterable[str] | None = None) -> dict[str, tuple[str, ...]]:
@@ -101,14 +73,14 @@ class SessionView:
         None when only the database can tell (a user or stamp newer than this view: signed up or
         signed in on another instance since the last sync)."""
         if claims.session_id in self.revoked or claims.user_id in self.deleted:
-            raise AuthenticationError(_REVOKED, code="session_revoked")
+            raise AuthenticationError(SESSION_ENDED, code="session_revoked")
         if (claims.user_id, claims.session_stamp) in self.retired:
-            raise AuthenticationError(_REVOKED, code="session_revoked")
+            raise AuthenticationError(SESSION_ENDED, code="session_revoked")
         user = self.users.get(claims.user_id)
         if user is None or user.session_stamp != claims.session_stamp:
             return None
         if not user.active:
-            raise AuthenticationError(_REVOKED, code="session_revoked")
+            raise AuthenticationError(SESSION_ENDED, code="session_revoked")
         return user
 
     def put_user(self, user: UserState) -> None:
@@ -162,20 +134,21 @@ class SessionView:
 class SessionRegistry:
     """Owns the view and keeps it coherent with the database; also batches "last seen" writes."""
 
-    def __init__(self, sessions: sessionmaker[Session], *, stale_after: float = 10.0) -> None:
+    def __init__(
+        self, sessions: sessionmaker[Session], *, stale_after: float, publish: Callable[[], None]
+    ) -> None:
         self._sessions = sessions
         self.view = SessionView()
         self.stale_after = stale_after
+        self._publish = publish  # tells the other instances after each local change (a change channel)
         self._cursor = 0
         self._seen: deque[int] = deque(maxlen=4 * _OVERLAP_ROWS)
         self._seen_set: set[int] = set()
         self._touches: dict[str, _Touch] = {}
         self._key_touches: dict[str, int] = {}  # API key id -> last used
         self._lock = threading.Lock()
-        self.notify: Callable[[], None] | None = None
-        """Called after each local change (the Redis channel tells the other instances)."""
         self.trusted = True
-        """False while a configured change channel is down: the view may have missed changes."""
+        """False while the change channel is down: the view may have missed changes (set by ViewSync)."""
 
     # --- loading and synchronising ---------------------------------------------------------
 
@@ -204,11 +177,11 @@ class SessionRegistry:
     def sync(self) -> int:
         """Apply changes logged since the last sync (by any instance); return how many were new."""
         with self._sessions() as db:
-            changes = list(
+            entries = list(
                 db.scalars(select(AuthChange).where(AuthChange.id > self._cursor).order_by(AuthChange.id))
             )
-            fresh = [c for c in changes if c.id not in self._seen_set]
-            user_ids = {c.user_id for c in fresh if c.kind == "user"}
+            fresh = [c for c in entries if c.id not in self._seen_set]
+            user_ids = {c.user_id for c in fresh if c.kind == changes.USER}
             groups = load_groups(db, user_ids) if user_ids else {}
             rows = (
                 {
@@ -218,7 +191,7 @@ class SessionRegistry:
                 if user_ids
                 else {}
             )
-            key_ids = {c.session_id for c in fresh if c.kind == "api_key" and c.session_id}
+            key_ids = {c.key_id for c in fresh if c.kind == changes.API_KEY and c.key_id}
             keys = (
                 {r.id: r for r in db.scalars(select(ApiKey).where(ApiKey.id.in_(key_ids)))} if key_ids else {}
             )
@@ -226,21 +199,21 @@ class SessionRegistry:
             for change in fresh:
                 self._apply(change, rows, keys)
                 self._remember(change.id)
-            if changes:
-                self._cursor = max(self._cursor, changes[-1].id - _OVERLAP_ROWS)
+            if entries:
+                self._cursor = max(self._cursor, entries[-1].id - _OVERLAP_ROWS)
             self.view.synced_at = time.monotonic()
         return len(fresh)
 
     def _apply(self, change: AuthChange, rows: dict[str, UserState], keys: dict[str, ApiKey]) -> None:
-        if change.kind == "session" and change.session_id:
+        if change.kind == changes.SESSION and change.session_id:
             self.view.revoke(change.session_id, change.expires_at)
-        elif change.kind == "api_key" and change.session_id:
-            key = keys.get(change.session_id)
+        elif change.kind == changes.API_KEY and change.key_id:
+            key = keys.get(change.key_id)
             if key is None:
-                self.view.drop_api_key(change.session_id)
+                self.view.drop_api_key(change.key_id)
             else:
                 self.view.put_api_key(ApiKeyState.from_row(key))
-        elif change.kind == "user":
+        elif change.kind == changes.USER:
             row = rows.get(change.user_id)
             if row is None:
                 self.view.drop_user(change.user_id)
@@ -279,7 +252,7 @@ class SessionRegistry:
         except SQLAlchemyError as exc:
             raise StoreUnavailableError("database unavailable for the session check") from exc
         if revoked or state is None or not state.active or state.session_stamp != claims.session_stamp:
-            raise AuthenticationError(_REVOKED, code="session_revoked")
+            raise AuthenticationError(SESSION_ENDED, code="session_revoked")
         with self._lock:
             self.view.put_user(state)  # the database is newer than the view: remember it
         return state
@@ -314,8 +287,7 @@ class SessionRegistry:
         self._notify()
 
     def _notify(self) -> None:
-        if self.notify is not None:
-            self.notify()
+        self._publish()
 
     # --- "last seen", batched off the hot path ---------------------------------------------
 
@@ -348,32 +320,3 @@ class SessionRegistry:
             db.execute(delete(AuthChange).where(AuthChange.at < now - _CHANGE_LOG_RETENTION))
         with self._lock:
             self.view.prune(now)
-
-
-def log_user_change(db: Session, user_ids: Iterable[str]) -> None:
-    """Append "reload these users" to the change log (inside the caller's transaction)."""
-    now = int(time.time())
-    db.add_all(AuthChange(at=now, kind="user", user_id=uid) for uid in user_ids)
-
-
-def log_session_revoked(db: Session, user_id: str, session_id: str, expires_at: int | None) -> None:
-    """Append "this session is revoked" to the change log (inside the caller's transaction)."""
-    db.add(
-        AuthChange(
-            at=int(time.time()), kind="session", user_id=user_id, session_id=session_id, expires_at=expires_at
-        )
-    )
-
-
-def log_api_key_change(db: Session, user_id: str, key_id: str) -> None:
-    """Append "reload this API key" to the change log (inside the caller's transaction)."""
-    db.add(AuthChange(at=int(time.time()), kind="api_key", user_id=user_id, session_id=key_id))
-
-
-def check_api_key_owner(key: ApiKeyState, owner: UserState | None, now: int) -> UserState:
-    """The key's owner if the key may be used now: unexpired, owner active, owner's stamp unchanged."""
-    if key.expires_at is not None and key.expires_at <= now:
-        raise AuthenticationError(EXPIRED_KEY, code="api_key_expired")
-    if owner is None or not owner.active or owner.session_stamp != key.session_stamp:
-        raise AuthenticationError(INVALID_KEY, code="api_key_ended")
-    return owner

@@ -1,39 +1,15 @@
-"""The database: an engine chosen by URL, and the factory of ORM sessions (migrations: `schema`)."""
+"""The database: an engine for `DATABASE_URL` (already checked and normalised by the settings), and
+the factory of ORM sessions. Migrations: `schema`."""
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
-
-from wardgate.errors import ConfigError
-
-log = logging.getLogger(__name__)
-SUPPORTED_SCHEMES = ("sqlite", "postgresql", "postgresql+psycopg")
-
-
-def normalise_url(url: str) -> str:
-    """Accept Open WebUI's `postgresql://` / `postgres://` forms and use the psycopg 3 driver."""
-    for prefix in ("postgres://", "postgresql://"):
-        if url.startswith(prefix):
-            return "postgresql+psycopg://" + url.removeprefix(prefix)
-    return url
-
-
-def check_database_url(url: str) -> str | None:
-    """Return a problem description for an unusable DATABASE_URL, else None."""
-    try:
-        parsed = make_url(normalise_url(url))
-    except ArgumentError:
-        return "expected sqlite:///path/to/file.db or postgresql+psycopg://user:password@host:5432/db"
-    if parsed.drivername not in SUPPORTED_SCHEMES:
-        return f"unsupported database {parsed.drivername!r}; expected sqlite or postgresql+psycopg"
-    return None
 
 
 def create_db_engine(
@@ -44,8 +20,10 @@ def create_db_engine(
     pool_timeout: float = 30,
     pool_recycle: int = 1800,
 ) -> Engine:
-    """Create the engine; SQLite gets WAL, a busy timeout and enforced foreign keys."""
-    url = normalise_url(url)
+    """Create the engine; SQLite gets WAL, a busy timeout and enforced foreign keys.
+
+    The pool parameters apply to PostgreSQL (`DATABASE_POOL_*`); the defaults are the settings'.
+    """
     if url.startswith("sqlite"):
         database = make_url(url).database
         if database and database != ":memory:":
@@ -77,8 +55,11 @@ def session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
 
 
-def raise_for_url(url: str) -> None:
-    """Raise ConfigError when DATABASE_URL is unusable."""
-    problem = check_database_url(url)
-    if problem:
-        raise ConfigError([f"DATABASE_URL: {problem}"])
+def answers(engine: Engine) -> bool:
+    """True when the database answers a trivial query (readiness)."""
+    try:
+        with engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+    except SQLAlchemyError:
+        return False
+    return True

@@ -55,10 +55,11 @@ class AuthChange(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     at: Mapped[int] = mapped_column(BigInteger, index=True)
-    kind: Mapped[str] = mapped_column(String(16))  # "user" (reload), "session" (revoked), "api_key"
+    kind: Mapped[str] = mapped_column(String(16))  # see wardgate.sessions.changes
     user_id: Mapped[str] = mapped_column(String(36))
-    session_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
-    expires_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    session_id: Mapped[str | None] = mapped_column(String(36), nullable=True)  # kind "session"
+    expires_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)  # the session's expiry
+    key_id: Mapped[str | None] = mapped_column(String(36), nullable=True)  # kind "api_key"
 
 
 class AppState(Base):

@@ -1,6 +1,6 @@
 """CSRF defence: unsafe requests authenticated by cookie must come from this site.
 
-Open WebUI relies on SameSite alone (spec §9 #2), which `SameSite=None` or a same-site sibling
+Open WebUI relies on SameSite alone, which `SameSite=None` or a same-site sibling
 origin defeats. wardgate verifies the source origin with standard headers (OWASP CSRF Prevention
 Cheat Sheet, "Verifying Origin With Standard Headers"), plus Fetch Metadata where Origin is missing
 or opaque (same sheet, "Fetch Metadata headers"):
@@ -32,7 +32,7 @@ from starlette.requests import cookie_parser
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from wardgate.http.middleware.cors import origin_of
+from wardgate.config.network import origin_of
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 REFUSAL = (

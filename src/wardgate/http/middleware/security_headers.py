@@ -1,9 +1,9 @@
 """Security headers on every response: pure ASGI, values pre-encoded once in `__init__`.
 
 A header is added only when the response did not set it already: a route's own `Cache-Control` or
-`Content-Security-Policy` always wins (Open WebUI overwrote them; spec §9 #21).
+`Content-Security-Policy` always wins (Open WebUI overwrote them).
 
-Proxied responses. A route that relays an upstream app (the coming reverse proxy) marks the request
+Proxied responses. The relay (`wardgate.http.relay`) marks the request
 with `request.state.wardgate_proxied = True` (`PROXIED_STATE_KEY`) before it starts its response.
 Such responses keep the upstream's headers and, by default, only get HSTS. With
 `enforce_on_proxied=True` they also get `HeaderPolicy.proxied`: every configured header the upstream
@@ -22,7 +22,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from wardgate.config.headers import HeaderPairs, HeaderPolicy
+from wardgate.security.headers import HeaderPairs, HeaderPolicy
 
 PROXIED_STATE_KEY = "wardgate_proxied"
 

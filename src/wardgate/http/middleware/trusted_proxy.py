@@ -1,7 +1,7 @@
 """Believe `X-Forwarded-*` only from the proxies listed in `FORWARDED_ALLOW_IPS`.
 
 Open WebUI runs uvicorn with `FORWARDED_ALLOW_IPS='*'`, so any client can choose its own IP address
-(defeating IP rate limits) and scheme (spec §1.5, §9 #11). Here, only when the direct peer is trusted:
+(defeating IP rate limits) and scheme. Here, only when the direct peer is trusted:
 
 - `X-Forwarded-For` is walked from the right, skipping trusted hops; the first untrusted address is
   the client (every proxy appends the peer it saw, so only the entries right of the last untrusted
@@ -24,16 +24,11 @@ RFC 7239, and `X-Forwarded-Port`/`-Prefix` are not interpreted.)
 
 from __future__ import annotations
 
-import ipaddress
 import re
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:  # config.py imports parse_trusted_proxies; keep that import free of Starlette
-    from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-Address = ipaddress.IPv4Address | ipaddress.IPv6Address
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+from wardgate.config.network import Address, TrustedProxies, address
 
 _FORWARDING = frozenset(
     {
@@ -52,62 +47,15 @@ _SCHEMES = {
 }
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _HOST = re.compile(rf"(?:{_LABEL}(?:\.{_LABEL})*\.?|\[[0-9A-Fa-f:.]+\])(?::[0-9]{{1,5}})?", re.ASCII)
-_ENTRY_FORM = "an IP address (10.0.0.1, ::1) or a CIDR network (10.0.0.0/8, fd00::/8), or * alone"
-
-
-def _address(text: str) -> Address | None:
-    """An IP address, IPv4-mapped IPv6 addresses unwrapped (::ffff:10.0.0.1 is 10.0.0.1)."""
-    try:
-        address = ipaddress.ip_address(text)
-    except ValueError:
-        return None
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return address.ipv4_mapped
-    return address
 
 
 def _forwarded_address(entry: str) -> Address | None:
     """An `X-Forwarded-For` entry: an address, possibly `[v6]`, `[v6]:port` or `v4:port` (Azure, IIS)."""
     if entry.startswith("["):
-        return _address(entry[1:].split("]", 1)[0])
+        return address(entry[1:].split("]", 1)[0])
     if entry.count(":") == 1:
         entry = entry.split(":", 1)[0]
-    return _address(entry)
-
-
-@dataclass(frozen=True, slots=True)
-class TrustedProxies:
-    """The peers whose forwarding headers are believed (`FORWARDED_ALLOW_IPS`)."""
-
-    networks: tuple[Network, ...] = ()
-    trust_all: bool = False
-
-    def trusts(self, host: str | None) -> bool:
-        """Whether the peer at `host` is a trusted proxy (no IP, e.g. a Unix socket: only under `*`)."""
-        if self.trust_all:
-            return True
-        address = _address(host) if host else None
-        return address is not None and any(address in network for network in self.networks)
-
-
-def _network(entry: str) -> Network:
-    try:
-        # strict: 10.0.0.1/8 is refused rather than silently widened to 10.0.0.0/8.
-        return ipaddress.ip_network(entry, strict=True)
-    except ValueError as exc:
-        raise ValueError(f"FORWARDED_ALLOW_IPS entry {entry[:60]!r}: {exc}; expected {_ENTRY_FORM}") from None
-
-
-def parse_trusted_proxies(value: str) -> TrustedProxies:
-    """Parse `FORWARDED_ALLOW_IPS`: comma-separated IPs or CIDR networks, or `*`; ValueError if invalid."""
-    entries = [entry.strip() for entry in value.split(",") if entry.strip()]
-    if "*" in entries:
-        if len(entries) > 1:
-            raise ValueError(
-                "FORWARDED_ALLOW_IPS: '*' trusts every peer; it cannot be combined with other entries"
-            )
-        return TrustedProxies(trust_all=True)
-    return TrustedProxies(networks=tuple(_network(entry) for entry in entries))
+    return address(entry)
 
 
 def _values(forwarded: list[tuple[bytes, bytes]], name: bytes) -> list[str]:
@@ -122,9 +70,9 @@ def _values(forwarded: list[tuple[bytes, bytes]], name: bytes) -> list[str]:
 class TrustedProxyMiddleware:
     """Resolve client address, scheme and host from a trusted proxy's headers; drop them otherwise."""
 
-    def __init__(self, app: ASGIApp, trusted: str | TrustedProxies) -> None:
+    def __init__(self, app: ASGIApp, trusted: TrustedProxies) -> None:
         self.app = app
-        self.trusted = parse_trusted_proxies(trusted) if isinstance(trusted, str) else trusted
+        self.trusted = trusted
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Pass a resolved copy of HTTP and WebSocket scopes to the app."""
@@ -161,10 +109,10 @@ class TrustedProxyMiddleware:
         """The rightmost untrusted address of the chain; None when the chain gives nothing usable."""
         client: Address | None = None
         for entry in reversed(chain):
-            address = _forwarded_address(entry)
-            if address is None:
+            hop = _forwarded_address(entry)
+            if hop is None:
                 break
-            client = address
-            if not self.trusted.trusts(str(address)):
+            client = hop
+            if not self.trusted.trusts(str(hop)):
                 break
         return None if client is None else str(client)

@@ -6,8 +6,7 @@ router and endpoint machinery on every proxied request. WebSocket upgrades go th
 catch-all route below.
 
 Unauthenticated browser navigations are sent to the sign-in page with a `redirect` back; other
-requests get 401 JSON. Pending and disabled users reach nothing; each upstream lists the roles (and
-optionally groups) it admits; API keys can be narrowed further (`KeyPrincipal.may_reach`). A path with
+requests get 401 JSON. Who may reach which upstream is `wardgate.proxy.admission`'s rule. A path with
 `.` or `..` segments is refused rather than passed on: the upstream would resolve it to a path other
 than the one the access rules were checked against.
 """
@@ -25,11 +24,12 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import compile_path
 from starlette.types import Message, Receive, Scope, Send
 
-from wardgate.errors import ApiError, AuthenticationError, PermissionDeniedError, StoreUnavailableError
-from wardgate.http.deps import Caller, authenticate_caller, gateway, still_valid
+from wardgate.errors import ApiError, AuthenticationError, StoreUnavailableError
+from wardgate.http.deps import authenticate_caller, gateway, site
 from wardgate.http.errors import error_response, unexpected_error_response
 from wardgate.http.relay.streaming import ReverseProxy
 from wardgate.http.relay.websocket import POLICY_VIOLATION, relay_websocket
+from wardgate.proxy.admission import admit
 from wardgate.proxy.upstreams import Upstream
 
 router = APIRouter(include_in_schema=False)
@@ -49,20 +49,6 @@ def has_dot_segment(path: str) -> bool:
     return any(segment in (".", "..") for segment in path.split("/"))
 
 
-def _admit(principal: Caller, upstream: Upstream, path: str) -> None:
-    user = principal.user
-    if user.role == "pending":
-        raise PermissionDeniedError(
-            "Your account is pending approval by an administrator.", code="pending_approval"
-        )
-    if not upstream.admits(user.role, getattr(user, "groups", ())):
-        raise PermissionDeniedError(
-            f"Your account may not use the {upstream.name} service.", code="upstream_denied"
-        )
-    if not principal.may_reach(upstream.name, path):
-        raise PermissionDeniedError("This API key may not be used for this path.", code="api_key_scope")
-
-
 class UpstreamDispatch:
     """HTTP requests for paths no wardgate route owns go to the proxy; everything else to FastAPI.
 
@@ -71,8 +57,7 @@ class UpstreamDispatch:
 
     def __init__(self, app: FastAPI) -> None:
         self.app = app
-        gw = app.state.gateway
-        app_takes_root = gw.upstreams.has_app and not gw.settings.route_prefix  # "/" is then the app's
+        app_takes_root = app.state.site.has_app and not app.state.site.prefix  # "/" is then the app's
         # One alternation of Starlette's own route patterns (anchored; group names dropped, as they
         # repeat): one match per request instead of one per route.
         patterns = [
@@ -130,10 +115,9 @@ async def _proxy(request: Request, upstream: Upstream, send: Send) -> Response |
     except AuthenticationError:
         if _is_navigation(request):
             target = quote(path + (f"?{request.url.query}" if request.url.query else ""), safe="/")
-            prefix = gateway(request).settings.route_prefix
-            return RedirectResponse(f"{prefix}/auth?redirect={target}", status_code=303)
+            return RedirectResponse(site(request).at(f"/auth?redirect={target}"), status_code=303)
         raise
-    _admit(principal, upstream, path)
+    admit(principal, upstream, path)
     proxy: ReverseProxy = request.app.state.proxy
     await proxy.forward(request, principal, upstream, send)
     return None
@@ -150,10 +134,12 @@ async def proxy_websocket(websocket: WebSocket, path: str) -> None:
         return
     try:
         principal = await authenticate_caller(websocket, prefer_cookie=not upstream.strips_authorization)
-        _admit(principal, upstream, path)
+        admit(principal, upstream, path)
     except (ApiError, StoreUnavailableError):
         await websocket.close(code=POLICY_VIOLATION)
         return
 
     proxy: ReverseProxy = websocket.app.state.proxy
-    await relay_websocket(websocket, principal, upstream, proxy, lambda: still_valid(gw, principal))
+    await relay_websocket(
+        websocket, principal, upstream, proxy, lambda: gw.authenticator.still_valid(principal)
+    )

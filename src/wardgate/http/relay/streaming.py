@@ -4,8 +4,8 @@ Request bodies stream upstream as they arrive (a small one, up to 64 KiB declare
 leaves in one write with the head) and responses stream back chunk by chunk (SSE, Ollama's NDJSON).
 A client that disconnects cancels the upstream request, before or during the answer. Redirects are
 passed back, never followed. Wardgate's own credentials never reach an upstream: the `token` cookie is
-removed, and so is the client's Authorization header whenever it was wardgate's credential. Identity
-headers arriving from the client are always removed before wardgate adds its own.
+removed, and so is the client's Authorization header whenever it was wardgate's credential; what the
+upstream is told is `wardgate.proxy.identity`'s business.
 
 The upstream client is wardgate's own (`proxy/client.py`: llhttp parsing through httptools, pooled
 connections): per proxied request it costs well under half of aiohttp's CPU (bench/proxy.py). It
@@ -19,137 +19,24 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass, field
-from urllib.parse import quote
+from collections.abc import AsyncIterator, Awaitable, Callable
 
-from starlette.requests import HTTPConnection, Request
+from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import Message, Receive, Send
 
-from wardgate.errors import BadRequestError, UpstreamError, UpstreamTimeoutError
-from wardgate.http.deps import TOKEN_COOKIE, Caller
+from wardgate.errors import UpstreamError, UpstreamTimeoutError
 from wardgate.http.middleware.security_headers import PROXIED_STATE_KEY
 from wardgate.http.scope import header
+from wardgate.identity.authentication import Caller
 from wardgate.proxy.client import Cancellation, UpstreamClient, UpstreamResponse
-from wardgate.proxy.upstreams import FORWARDING, HOP_BY_HOP, Upstream
+from wardgate.proxy.identity import IdentityHeaders, response_headers, upstream_request_headers
+from wardgate.proxy.upstreams import Upstream
 
 log = logging.getLogger(__name__)
 SMALL_ANSWER = 64 * 1024  # bytes; larger or unsized answers are streamed
 SMALL_BODY = 64 * 1024  # bytes; request bodies declared larger are streamed upstream as they arrive
 WATCH_AFTER = 0.05  # seconds into an exchange before a client's disconnect is watched for
-_FRAMING = frozenset({"content-length", "transfer-encoding"})
-_HOP_BY_HOP_BYTES = frozenset(name.encode() for name in HOP_BY_HOP)
-# `token`, and the nameless cookie a browser sends back as a bare value: `=token=x` would come back
-# as `token=x`, a second session cookie next to wardgate's own.
-_NOT_SETTABLE = frozenset({TOKEN_COOKIE.encode(), b""})
-
-
-@dataclass(frozen=True, slots=True)
-class IdentityHeaders:
-    """Names of the headers that tell the upstream who is signed in (Open WebUI's trusted-header mode)."""
-
-    email: str
-    name: str
-    groups: str
-    role: str
-    lowered: frozenset[str] = field(init=False, repr=False)  # the names, lower-cased, for stripping
-
-    def __post_init__(self) -> None:
-        names = frozenset(h.lower() for h in (self.email, self.name, self.groups, self.role) if h)
-        object.__setattr__(self, "lowered", names)  # once, not on every proxied request
-
-    def values(self, principal: Caller) -> list[tuple[str, str]]:
-        """The headers for this user; the name is URL-encoded as Open WebUI expects (non-ASCII safe)."""
-        user = principal.user
-        pairs = [
-            (self.email, user.email),
-            (self.name, quote(user.name, safe=" ")),
-            (self.role, user.role),
-            (self.groups, ",".join(getattr(user, "groups", ()))),
-        ]
-        return [(name, value) for name, value in pairs if name]
-
-
-def _connection_tokens(headers: Iterable[tuple[str, str]]) -> set[str]:
-    tokens: set[str] = set()
-    for name, value in headers:
-        if name.lower() == "connection":
-            tokens.update(t.strip().lower() for t in value.split(","))
-    return tokens
-
-
-def _without_wardgate_cookie(cookie_header: str) -> str:
-    """The header minus every `token` pair, split as authentication splits it (Starlette's
-    `cookie_parser`: on `;`, names trimmed); the app's own pairs pass byte for byte."""
-    kept = [pair for pair in cookie_header.split(";") if pair.partition("=")[0].strip() != TOKEN_COOKIE]
-    return ";".join(kept).strip(" ;")
-
-
-def upstream_request_headers(
-    request: HTTPConnection,
-    principal: Caller,
-    upstream: Upstream,
-    identity: IdentityHeaders,
-    api_key_header: str,
-    is_ours: Callable[[str], bool],
-) -> list[tuple[str, str]]:
-    """The client's headers minus hop-by-hop, forwarding, identity and wardgate's credentials; plus ours."""
-    scope = request.scope
-    try:
-        raw = [(k.decode("latin-1").lower(), v.decode("utf-8")) for k, v in scope["headers"]]
-    except UnicodeDecodeError:  # the upstream clients send UTF-8; other bytes would arrive altered
-        raise BadRequestError("Header values must be ASCII or UTF-8.", code="header_encoding") from None
-    # The first value counts, as with Starlette's Headers.get().
-    first: dict[str, str] = {}
-    for name, value in raw:
-        first.setdefault(name, value)
-    dropped = HOP_BY_HOP | FORWARDING | identity.lowered
-    if "connection" in first:
-        dropped |= _connection_tokens(raw)
-    dropped |= {"host", "expect", api_key_header}  # `Expect: 100-continue` was answered to the client
-    dropped |= _FRAMING  # set again by the upstream client from the body it sends, never passed on
-    authorization = first.get("authorization", "")
-    if upstream.strips_authorization or principal.via != "cookie" or is_ours(authorization):
-        dropped = dropped | {"authorization"}  # wardgate's credential, or meant for a model API
-    headers: list[tuple[str, str]] = []
-    for name, value in raw:
-        if name in dropped:
-            continue
-        if name == "cookie":
-            value = _without_wardgate_cookie(value)
-            if not value:
-                continue
-        headers.append((name, value))
-    client = scope.get("client")
-    headers += [
-        ("X-Forwarded-For", client[0] if client else ""),
-        ("X-Forwarded-Proto", scope.get("scheme", "http")),
-        ("X-Forwarded-Host", first.get("host", "")),
-    ]
-    headers += identity.values(principal)
-    headers += list(upstream.inject_headers)
-    return headers
-
-
-def response_headers(raw: Sequence[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
-    """The upstream's headers minus hop-by-hop ones and any attempt to set wardgate's session cookie."""
-    lowered = [(name.lower(), value) for name, value in raw]
-    dropped = set(_HOP_BY_HOP_BYTES) | {b"date"}  # the server adds its own Date; two are invalid
-    for name, value in lowered:
-        if name == b"connection":
-            dropped.update(token.strip().lower() for token in value.split(b","))
-    return [
-        (name, value)
-        for name, value in lowered
-        if name not in dropped and not (name == b"set-cookie" and _cookie_name(value) in _NOT_SETTABLE)
-    ]
-
-
-def _cookie_name(set_cookie: bytes) -> bytes:
-    """The name a browser gives the cookie (RFC 6265bis §5.6): trimmed, and empty without `=`."""
-    pair = set_cookie.split(b";", 1)[0]
-    return pair.split(b"=", 1)[0].strip() if b"=" in pair else b""
 
 
 class _ClientGone(Exception):
@@ -212,7 +99,7 @@ class ReverseProxy:
         scope = request.scope
         scope.setdefault("state", {})[PROXIED_STATE_KEY] = True
         headers = upstream_request_headers(
-            request, principal, upstream, self.identity, self.api_key_header, self.is_ours
+            scope, principal, upstream, self.identity, self.api_key_header, self.is_ours
         )
         url = upstream.target(scope["path"], scope["query_string"].decode("latin-1"))
         method: str = scope["method"]

@@ -16,8 +16,9 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
-from wardgate.http.deps import Caller
-from wardgate.http.relay.streaming import ReverseProxy, upstream_request_headers
+from wardgate.http.relay.streaming import ReverseProxy
+from wardgate.identity.authentication import Caller
+from wardgate.proxy.identity import upstream_request_headers
 from wardgate.proxy.upstreams import Upstream
 
 log = logging.getLogger(__name__)
@@ -45,7 +46,7 @@ async def relay_websocket(
     headers = [
         (k, v)
         for k, v in upstream_request_headers(
-            websocket, principal, upstream, proxy.identity, proxy.api_key_header, proxy.is_ours
+            websocket.scope, principal, upstream, proxy.identity, proxy.api_key_header, proxy.is_ours
         )
         if k.lower() not in _HANDSHAKE
     ]

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Request, Response
 
 from wardgate.errors import AuthenticationError, PermissionDeniedError
 from wardgate.http.cookies import clear_token_cookie, set_token_cookie
-from wardgate.http.deps import AdminUser, ClientDep, CurrentUser, GatewayDep, read_credential
+from wardgate.http.deps import AdminUser, ClientDep, CurrentUser, GatewayDep, SiteDep, read_credential
 from wardgate.http.errors import ERROR_RESPONSES
 from wardgate.http.routes.oauth import signout_redirect_url
 from wardgate.http.schemas import (
@@ -23,7 +23,7 @@ from wardgate.http.schemas import (
     UpdatePasswordForm,
 )
 from wardgate.identity.records import SignedIn
-from wardgate.sessions.registry import UserState
+from wardgate.sessions.records import UserState
 
 router = APIRouter(prefix="/api/v1/auths", tags=["auths"], responses=ERROR_RESPONSES)
 
@@ -41,8 +41,8 @@ def session_user(user: UserState, token: str, expires_at: int | None) -> Session
     )
 
 
-def _signed_in(result: SignedIn, request: Request, response: Response, gw: GatewayDep) -> SessionUser:
-    set_token_cookie(response, request, gw.settings, result.token)
+def _signed_in(result: SignedIn, request: Request, response: Response) -> SessionUser:
+    set_token_cookie(response, request, result.token)
     response.headers["Cache-Control"] = "no-store"
     return session_user(result.user, result.token.token, result.token.expires_at)
 
@@ -57,15 +57,15 @@ async def get_session_user(principal: CurrentUser, response: Response) -> Sessio
 
 @router.post("/signin", response_model=SessionUser, summary="Sign in with email and password")
 async def signin(
-    form: SigninForm, request: Request, response: Response, gw: GatewayDep, client: ClientDep
+    form: SigninForm, request: Request, response: Response, gw: GatewayDep, site: SiteDep, client: ClientDep
 ) -> SessionUser:
     """Check the password and start a session (token in the body and in an HttpOnly cookie)."""
-    if not gw.settings.enable_password_auth:
+    if not site.password_auth:
         raise PermissionDeniedError(
             "Password sign-in is disabled on this site.", code="password_auth_disabled"
         )
     result = await anyio.to_thread.run_sync(gw.accounts.signin, form.email, form.password, client)
-    return _signed_in(result, request, response, gw)
+    return _signed_in(result, request, response)
 
 
 @router.post("/signup", response_model=SessionUser, summary="Create an account")
@@ -74,20 +74,20 @@ async def signup(
 ) -> SessionUser:
     """Create an account and sign it in; the first account ever becomes the admin."""
     result = await anyio.to_thread.run_sync(gw.accounts.signup, form.name, form.email, form.password, client)
-    return _signed_in(result, request, response, gw)
+    return _signed_in(result, request, response)
 
 
 async def _signout(request: Request, response: Response, gw: GatewayDep) -> SignoutResult:
     try:
         credential = read_credential(request)
-        claims = gw.codec.verify(credential[0]) if credential else None
+        claims = gw.codec.verify(credential.value) if credential else None
     except AuthenticationError:
         claims = None  # nothing valid to revoke; still clear the cookie
     # Single sign-on sessions also end at the provider (RP-Initiated Logout): its end-session URL.
     redirect_url = await signout_redirect_url(request, gw, claims)
     if claims is not None:
         await anyio.to_thread.run_sync(gw.accounts.signout, claims)
-    clear_token_cookie(response, request, gw.settings)
+    clear_token_cookie(response, request)
     response.headers["Cache-Control"] = "no-store"
     return SignoutResult(redirect_url=redirect_url)
 
@@ -114,7 +114,7 @@ async def update_password(
     await anyio.to_thread.run_sync(
         gw.accounts.change_password, principal.user.id, form.password, form.new_password
     )
-    clear_token_cookie(response, request, gw.settings)
+    clear_token_cookie(response, request)
     return True
 
 
@@ -162,5 +162,5 @@ async def revoke_session(session_id: str, principal: CurrentUser, gw: GatewayDep
 async def revoke_all(principal: CurrentUser, request: Request, response: Response, gw: GatewayDep) -> bool:
     """End every session of the caller, this one included."""
     await anyio.to_thread.run_sync(gw.accounts.revoke_all_sessions, principal.user.id)
-    clear_token_cookie(response, request, gw.settings)
+    clear_token_cookie(response, request)
     return True

@@ -20,7 +20,7 @@ from fastapi.responses import RedirectResponse, Response
 from wardgate.errors import ApiError, NotFoundError
 from wardgate.gateway import Gateway
 from wardgate.http.cookies import set_token_cookie
-from wardgate.http.deps import ClientDep, GatewayDep
+from wardgate.http.deps import ClientDep, GatewayDep, site
 from wardgate.oauth.service import SignOn
 from wardgate.oauth.state import STATE_LIFETIME, safe_redirect_path
 from wardgate.security.tokens import Claims
@@ -35,25 +35,20 @@ def _sign_on(gw: Gateway) -> SignOn:
     return gw.sign_on
 
 
-def _site_origin(request: Request, gw: Gateway) -> str:
-    """WEBUI_URL, else the request's scheme and host as the trusted-proxy layer resolved them."""
-    return gw.settings.webui_url or f"{request.url.scheme}://{request.url.netloc}"
+def _cookie_path(request: Request) -> str:
+    return site(request).at("/oauth")
 
 
-def _cookie_path(gw: Gateway) -> str:
-    return f"{gw.settings.route_prefix}/oauth"
-
-
-def _secure(request: Request, gw: Gateway) -> bool:
-    configured = gw.settings.webui_session_cookie_secure
+def _secure(request: Request) -> bool:
+    configured = site(request).state_cookie_secure
     return configured if configured is not None else request.url.scheme == "https"
 
 
-def _refusal(request: Request, gw: Gateway, message: str) -> Response:
+def _refusal(request: Request, message: str) -> Response:
     """302 to the sign-in page with a readable message; the pending sign-in is forgotten."""
-    location = f"{gw.settings.route_prefix}/auth?error={quote(message, safe='')}"
+    location = site(request).at(f"/auth?error={quote(message, safe='')}")
     response = RedirectResponse(location, status_code=302)
-    response.delete_cookie(STATE_COOKIE, path=_cookie_path(gw), secure=_secure(request, gw), httponly=True)
+    response.delete_cookie(STATE_COOKIE, path=_cookie_path(request), secure=_secure(request), httponly=True)
     response.headers["Cache-Control"] = "no-store"
     return response
 
@@ -63,20 +58,20 @@ async def oauth_login(provider: str, request: Request, gw: GatewayDep, redirect:
     """Start the authorization-code flow; `redirect` is where to go afterwards (same-site paths only)."""
     sign_on = _sign_on(gw)
     config = sign_on.provider(provider)  # 404 for an unknown provider
-    callback = f"{gw.settings.route_prefix}/oauth/{provider}/callback"
-    redirect_uri = config.redirect_uri or f"{_site_origin(request, gw)}{callback}"
+    callback = site(request).at(f"/oauth/{provider}/callback")
+    redirect_uri = config.redirect_uri or f"{site(request).public_base(request)}{callback}"
     try:
         url, sealed = await sign_on.begin(provider, redirect_uri, safe_redirect_path(redirect))
     except ApiError as exc:
-        return _refusal(request, gw, exc.detail)
+        return _refusal(request, exc.detail)
     response = RedirectResponse(url, status_code=302)
     response.set_cookie(
         STATE_COOKIE,
         sealed,
         max_age=STATE_LIFETIME,
-        path=_cookie_path(gw),
+        path=_cookie_path(request),
         httponly=True,
-        secure=_secure(request, gw),
+        secure=_secure(request),
         samesite="lax",
     )
     response.headers["Cache-Control"] = "no-store"
@@ -92,10 +87,10 @@ async def _callback(provider: str, request: Request, gw: Gateway, client: Client
             provider, request.cookies.get(STATE_COOKIE), params, client
         )
     except ApiError as exc:
-        return _refusal(request, gw, exc.detail)
+        return _refusal(request, exc.detail)
     response = RedirectResponse(safe_redirect_path(next_path), status_code=302)
-    response.delete_cookie(STATE_COOKIE, path=_cookie_path(gw), secure=_secure(request, gw), httponly=True)
-    set_token_cookie(response, request, gw.settings, signed.token)
+    response.delete_cookie(STATE_COOKIE, path=_cookie_path(request), secure=_secure(request), httponly=True)
+    set_token_cookie(response, request, signed.token)
     response.headers["Cache-Control"] = "no-store"
     return response
 
@@ -117,9 +112,10 @@ async def oauth_login_callback(
 async def signout_redirect_url(request: Request, gw: Gateway, claims: Claims | None) -> str | None:
     """Where the browser goes after sign-out: the provider's end-session URL for an SSO session,
     else `WEBUI_AUTH_SIGNOUT_REDIRECT_URL` (None when unset)."""
-    configured = gw.settings.webui_auth_signout_redirect_url
+    where = site(request)
+    configured = where.signout_redirect_url
     if claims is None or gw.sign_on is None:
         return configured
-    post_logout = configured or f"{_site_origin(request, gw)}{gw.settings.route_prefix}/auth"
+    post_logout = configured or f"{where.public_base(request)}{where.at('/auth')}"
     provider_url = await gw.sign_on.end_session_url(claims.session_id, post_logout)
     return provider_url or configured

@@ -16,16 +16,14 @@ from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 
 from wardgate.audit.log import AuditQuery
-from wardgate.config.review import production_findings
-from wardgate.config.settings import redacted_settings
 from wardgate.errors import ApiError, AuthenticationError, PermissionDeniedError
 from wardgate.gateway import Gateway
 from wardgate.http.cookies import clear_token_cookie, set_token_cookie
-from wardgate.http.deps import Principal, authenticate, client_info, gateway
+from wardgate.http.deps import authenticate, client_info, gateway, site
 from wardgate.http.rendering import render, safe_redirect_path
 from wardgate.http.routes.oauth import signout_redirect_url
+from wardgate.identity.authentication import TOKEN_COOKIE, Principal
 from wardgate.identity.records import UserChanges
-from wardgate.oauth.linking import linked_identities
 
 router = APIRouter(include_in_schema=False)
 _NOTICES = {
@@ -46,14 +44,14 @@ async def optional_principal(request: Request) -> Principal | None:
 
 def _at(request: Request, path: str) -> str:
     """A path of wardgate's own pages (they live under WARDGATE_PATH_PREFIX)."""
-    return gateway(request).settings.route_prefix + path
+    return site(request).at(path)
 
 
 def _to_auth(request: Request) -> RedirectResponse:
     target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
     response = RedirectResponse(_at(request, f"/auth?redirect={_quote(target)}"), status_code=303)
-    if request.cookies.get("token"):
-        clear_token_cookie(response, request, gateway(request).settings)
+    if request.cookies.get(TOKEN_COOKIE):
+        clear_token_cookie(response, request)
     return response
 
 
@@ -63,7 +61,7 @@ def _quote(text: str) -> str:
 
 def _home_for(request: Request) -> str:
     """Where a signed-in person goes by default: the protected app if there is one, else the account."""
-    return "/" if gateway(request).upstreams.has_app else _at(request, "/account")
+    return "/" if site(request).has_app else _at(request, "/account")
 
 
 @router.get("/")
@@ -90,21 +88,19 @@ async def auth_page(
 
 
 async def _auth_form(request: Request, *, status_code: int = 200, **context: Any) -> Response:
-    gw = gateway(request)
-    s = gw.settings
-    onboarding = not await anyio.to_thread.run_sync(gw.accounts.has_users)
-    signup_enabled = s.enable_signup and s.enable_login_form and s.enable_password_auth
-    mode = "signup" if context.pop("mode", "signin") == "signup" and signup_enabled else "signin"
+    where = site(request)
+    onboarding = not await anyio.to_thread.run_sync(gateway(request).accounts.has_users)
+    mode = "signup" if context.pop("mode", "signin") == "signup" and where.signup_open else "signin"
     values = {
         "email": "",
         "name": "",
         "redirect": safe_redirect_path(context.pop("redirect", ""), _home_for(request)),
-        "providers": getattr(request.app.state, "sso_providers", {}),
+        "providers": dict(where.sign_on_providers),
         "onboarding": onboarding,
         "mode": mode,
-        "signup_enabled": signup_enabled,
-        "password_auth": s.enable_password_auth,
-        "min_length": s.password_min_length,
+        "signup_enabled": where.signup_open,
+        "password_auth": where.password_auth,
+        "min_length": where.password_min_length,
         **context,
     }
     return render(request, "auth.html", status_code=status_code, **values)
@@ -121,7 +117,7 @@ async def signin_form(request: Request) -> Response:
     form = await _form(request)
     gw = gateway(request)
     target = safe_redirect_path(form.get("redirect"), _home_for(request))
-    if not gw.settings.enable_password_auth:
+    if not site(request).password_auth:
         return await _auth_form(
             request, status_code=403, redirect=target, error="Password sign-in is disabled on this site."
         )
@@ -140,7 +136,7 @@ async def signin_form(request: Request) -> Response:
     if result.user.role == "pending":
         target = _at(request, "/account")
     response = RedirectResponse(target, status_code=303)
-    set_token_cookie(response, request, gw.settings, result.token)
+    set_token_cookie(response, request, result.token)
     return response
 
 
@@ -171,7 +167,7 @@ async def signup_form(request: Request) -> Response:
     response = RedirectResponse(
         _at(request, "/account") if result.user.role == "pending" else target, status_code=303
     )
-    set_token_cookie(response, request, gw.settings, result.token)
+    set_token_cookie(response, request, result.token)
     return response
 
 
@@ -190,7 +186,7 @@ async def signout_form(request: Request) -> Response:
         response = render(request, "signed_out.html", provider_url=provider_url)
     else:
         response = RedirectResponse(_at(request, "/auth?notice=signed-out"), status_code=303)
-    clear_token_cookie(response, request, gw.settings)
+    clear_token_cookie(response, request)
     return response
 
 
@@ -216,7 +212,7 @@ async def account_page(request: Request, notice: str = "", error: str = "") -> R
         active="account",
         sessions=rows,
         has_password=row.password_hash is not None,
-        min_length=gw.settings.password_min_length,
+        min_length=site(request).password_min_length,
         identities=await _identities(request, principal),
         notice=_NOTICES.get(notice) or pending,
         error=error[:300] or None,
@@ -225,8 +221,8 @@ async def account_page(request: Request, notice: str = "", error: str = "") -> R
 
 async def _identities(request: Request, principal: Principal) -> list[dict[str, str]]:
     gw = gateway(request)
-    rows = await anyio.to_thread.run_sync(linked_identities, gw.sessions, principal.user.id)
-    names = getattr(request.app.state, "sso_providers", {})
+    rows = await anyio.to_thread.run_sync(gw.accounts.linked_identities, principal.user.id)
+    names = dict(site(request).sign_on_providers)
     return [
         {"provider_label": names.get(r.provider, r.provider), "email": r.email or "", "subject": r.subject}
         for r in rows
@@ -257,7 +253,7 @@ async def _account_action(
         return RedirectResponse(_at(request, f"/account?error={_quote(exc.detail)}"), status_code=303)
     response = RedirectResponse(_at(request, location), status_code=303)
     if location.startswith("/auth"):
-        clear_token_cookie(response, request, gw.settings)
+        clear_token_cookie(response, request)
     return response
 
 
@@ -332,8 +328,8 @@ async def admin_page(request: Request, q: str = "", notice: str = "", error: str
         total=total,
         query=q[:320],
         pending=[u for u in everyone if u.role == "pending"],
-        settings=redacted_settings(gw.settings),
-        findings=production_findings(gw.settings),
+        settings=dict(site(request).configuration),
+        findings=site(request).findings,
         events=events,
         notice=_NOTICES.get(notice),
         error=error[:300] or None,

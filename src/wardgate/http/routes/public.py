@@ -7,31 +7,30 @@ from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
 
 from wardgate import __version__
-from wardgate.http.deps import GatewayDep
+from wardgate.http.deps import GatewayDep, SiteDep
 from wardgate.http.schemas import Health
 
 router = APIRouter(tags=["public"])
 
 
 @router.get("/api/config", summary="Public configuration flags (Open WebUI's shape)")
-async def public_config(gw: GatewayDep) -> dict[str, object]:
+async def public_config(gw: GatewayDep, site: SiteDep) -> dict[str, object]:
     """Name, version and what the sign-in page should offer; `onboarding` while no account exists."""
-    s = gw.settings
     has_users = await anyio.to_thread.run_sync(gw.accounts.has_users)
     config: dict[str, object] = {
         "status": True,
-        "name": s.webui_name,
+        "name": site.name,
         "version": __version__,
         "default_locale": "en-US",
-        "oauth": {"providers": gw.sign_on.display_names() if gw.sign_on else {}},
+        "oauth": {"providers": dict(site.sign_on_providers)},
         "features": {
             "auth": True,
             "auth_trusted_header": False,
             "enable_ldap": False,
-            "enable_api_key": s.enable_api_keys,
-            "enable_signup": s.enable_signup and s.enable_login_form and s.enable_password_auth,
-            "enable_login_form": s.enable_login_form,
-            "enable_password_auth": s.enable_password_auth,
+            "enable_api_key": site.api_keys_enabled,
+            "enable_signup": site.signup_open,
+            "enable_login_form": site.login_form,
+            "enable_password_auth": site.password_auth,
         },
     }
     if not has_users:
@@ -45,9 +44,7 @@ async def health(gw: GatewayDep, ready: bool = Query(False)) -> Health | JSONRes
     if not ready:
         return Health(status=True)
     db_ok = await anyio.to_thread.run_sync(gw.database_ready)
-    channel = (
-        "not configured" if gw.channel is None else ("connected" if gw.channel.connected else "disconnected")
-    )
+    channel = gw.sync.channel_state
     body = Health(
         status=db_ok,
         database="ok" if db_ok else "unavailable",

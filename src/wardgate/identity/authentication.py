@@ -1,0 +1,171 @@
+"""Authentication: a presented credential in, the caller behind it out — the hot path of every request.
+
+Two kinds of caller (`Caller`):
+
+- `Principal`: a person's session, a JWT from `Authorization: Bearer` or the `token` cookie.
+- `KeyPrincipal`: a program's API key (`sk-...`), from `Authorization: Bearer` or the header named by
+  `CUSTOM_API_KEY_HEADER`. Both carriers lead to the same check, so no restriction can be skipped by
+  choosing the other header (Open WebUI's CVE-2026-45339). Keys are refused (403) where
+  `keys_allowed` is false: wardgate's own account and admin API, so that a stolen key can neither
+  make more keys nor hide its own revocation.
+
+A session is checked against the in-memory revocation view: pure CPU. Only when the view is stale
+(or older than the token) does the database decide, in a worker thread, refusing when it cannot
+answer (fail closed). Failures count against the client's address (`AUTH_FAILURE_RATE_LIMIT`);
+successes touch no store at all. The HTTP layer only reads the credential from the request.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+from typing import Literal
+
+import anyio.to_thread
+
+from wardgate.errors import ApiError, AuthenticationError, PermissionDeniedError
+from wardgate.identity.api_keys import Admitted, ApiKeyService
+from wardgate.identity.key_material import KEY_PREFIX
+from wardgate.security.ratelimit import Limit, RateLimiter
+from wardgate.security.tokens import Claims, TokenCodec
+from wardgate.sessions.records import ApiKeyState, KeyScope, UserState
+from wardgate.sessions.registry import SessionRegistry
+
+TOKEN_COOKIE = "token"  # noqa: S105 - the session cookie's name (Open WebUI's)
+KEYS_NOT_HERE = "API keys cannot be used for wardgate's own account and admin API; sign in instead."
+NOT_AUTHENTICATED = "Not authenticated."
+Via = Literal["header", "cookie", "api-key-header"]
+
+
+@dataclass(frozen=True, slots=True)
+class Credential:
+    """What a request presented, and how it travelled."""
+
+    value: str
+    via: Via
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """A signed-in person: the live user, the verified claims, and how the token travelled."""
+
+    user: UserState
+    claims: Claims
+    token: str
+    via: Literal["header", "cookie"]
+
+    def may_reach(self, upstream: str, path: str) -> bool:
+        """Sessions are not scoped (the upstream's role and group rules still apply)."""
+        return True
+
+
+@dataclass(frozen=True, slots=True)
+class KeyPrincipal:
+    """A program holding an API key: the key's owner, the key's facts and how the key travelled."""
+
+    user: UserState
+    key: ApiKeyState
+    via: Literal["header", "api-key-header"]
+    endpoints: KeyScope  # API_KEYS_ALLOWED_ENDPOINTS
+
+    def may_reach(self, upstream: str, path: str) -> bool:
+        """The key's own scope and the site-wide endpoint list must both allow `path` on `upstream`."""
+        return self.key.scope.allows(upstream, path) and self.endpoints.allows(upstream, path)
+
+
+Caller = Principal | KeyPrincipal
+
+
+class Authenticator:
+    """Turns a credential into a caller: sessions through the revocation view, keys through their service."""
+
+    def __init__(
+        self,
+        codec: TokenCodec,
+        registry: SessionRegistry,
+        api_keys: ApiKeyService,
+        limiter: RateLimiter,
+        failures: Limit,
+    ) -> None:
+        self._codec = codec
+        self._registry = registry
+        self._api_keys = api_keys
+        self._limiter = limiter
+        self._failures = failures
+
+    async def authenticate(
+        self, credential: Credential | None, *, ip: str | None, keys_allowed: bool
+    ) -> Caller:
+        """The live caller behind `credential`, or ApiError (401, 403, 429; 503 when no store can tell)."""
+        if credential is None:
+            raise AuthenticationError(NOT_AUTHENTICATED)
+        value, via = credential.value, credential.via
+        try:
+            if via == "api-key-header" or (via == "header" and value.startswith(KEY_PREFIX)):
+                key_via: Literal["header", "api-key-header"] = (
+                    "header" if via == "header" else "api-key-header"
+                )
+                return await self._key(value, key_via, keys_allowed=keys_allowed)
+            return await self._session(value, "cookie" if via == "cookie" else "header", ip)
+        except AuthenticationError:
+            # Only failures touch the limiter (it may be Redis): valid requests stay I/O-free.
+            await anyio.to_thread.run_sync(self._limiter.hit, self._failures, f"auth-failure:{ip}")
+            raise
+
+    async def _session(self, token: str, via: Literal["header", "cookie"], ip: str | None) -> Principal:
+        claims = self._codec.verify(token)
+        registry = self._registry
+        user = None if registry.is_stale else registry.check(claims)
+        if user is None:  # the view is stale, or older than this token: the database decides
+            user = await anyio.to_thread.run_sync(registry.check_in_database, claims)
+        registry.touch(claims.session_id, claims.user_id, ip)
+        return Principal(user=user, claims=claims, token=token, via=via)
+
+    async def _key(
+        self, key: str, via: Literal["header", "api-key-header"], *, keys_allowed: bool
+    ) -> KeyPrincipal:
+        """The one check of an API key, whichever header carried it."""
+        service = self._api_keys
+        admitted: Admitted
+        try:
+            if self._registry.is_stale:
+                admitted = await anyio.to_thread.run_sync(partial(service.identify, key, stale=True))
+            else:
+                admitted = service.identify(key)
+        except AuthenticationError as exc:
+            await anyio.to_thread.run_sync(service.record_refusal, exc.code)
+            raise
+        try:
+            if not keys_allowed:
+                raise PermissionDeniedError(KEYS_NOT_HERE, code="api_key_not_allowed_here")
+            service.authorize(admitted)
+        except ApiError as exc:
+            await anyio.to_thread.run_sync(service.record_refusal, exc.code, admitted.key)
+            raise
+        return KeyPrincipal(admitted.user, admitted.key, via, service.policy.endpoints)
+
+    def still_valid(self, caller: Caller) -> bool:
+        """Whether a caller admitted earlier may still be served (long-lived WebSockets); pure memory."""
+        try:
+            if isinstance(caller, KeyPrincipal):
+                self._api_keys.recheck(caller.key)
+            elif self._registry.check(caller.claims) is None:
+                return False  # the view cannot vouch for it any more (fail closed); the client reconnects
+        except ApiError:
+            return False
+        return True
+
+    def is_ours(self, authorization: str) -> bool:
+        """Whether an `Authorization` value is wardgate's own (a session token or an API key).
+
+        Such a value is never forwarded to an upstream.
+        """
+        value = authorization.partition(" ")[2].strip()
+        try:
+            if value.startswith(KEY_PREFIX):
+                self._api_keys.identify(value)
+            else:
+                self._codec.verify(value)
+        except ApiError:
+            return False
+        return True

@@ -1,0 +1,135 @@
+"""What the upstream is told: the client's headers, cleaned, plus who is signed in.
+
+The upstream learns the signed-in person through headers (Open WebUI's trusted-header mode). Any such
+header sent by the client is removed first, always; so are hop-by-hop and forwarding headers (set
+again by wardgate), the client's framing (the upstream client frames the body itself), wardgate's own
+credentials (the `token` cookie, a wardgate `Authorization` value, the API-key header), and any
+`Set-Cookie` from the upstream that would overwrite wardgate's session cookie.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote
+
+from wardgate.errors import BadRequestError
+from wardgate.identity.authentication import TOKEN_COOKIE, Caller
+from wardgate.proxy.upstreams import FORWARDING, HOP_BY_HOP, Upstream
+
+_FRAMING = frozenset({"content-length", "transfer-encoding"})
+_HOP_BY_HOP_BYTES = frozenset(name.encode() for name in HOP_BY_HOP)
+# `token`, and the nameless cookie a browser sends back as a bare value: `=token=x` would come back
+# as `token=x`, a second session cookie next to wardgate's own.
+_NOT_SETTABLE = frozenset({TOKEN_COOKIE.encode(), b""})
+
+
+@dataclass(frozen=True, slots=True)
+class IdentityHeaders:
+    """Names of the headers that tell the upstream who is signed in (Open WebUI's trusted-header mode)."""
+
+    email: str
+    name: str
+    groups: str
+    role: str
+    lowered: frozenset[str] = field(init=False, repr=False)  # the names, lower-cased, for stripping
+
+    def __post_init__(self) -> None:
+        names = frozenset(h.lower() for h in (self.email, self.name, self.groups, self.role) if h)
+        object.__setattr__(self, "lowered", names)  # once, not on every proxied request
+
+    def values(self, principal: Caller) -> list[tuple[str, str]]:
+        """The headers for this user; the name is URL-encoded as Open WebUI expects (non-ASCII safe)."""
+        user = principal.user
+        pairs = [
+            (self.email, user.email),
+            (self.name, quote(user.name, safe=" ")),
+            (self.role, user.role),
+            (self.groups, ",".join(getattr(user, "groups", ()))),
+        ]
+        return [(name, value) for name, value in pairs if name]
+
+
+def _connection_tokens(headers: Iterable[tuple[str, str]]) -> set[str]:
+    tokens: set[str] = set()
+    for name, value in headers:
+        if name.lower() == "connection":
+            tokens.update(t.strip().lower() for t in value.split(","))
+    return tokens
+
+
+def _without_wardgate_cookie(cookie_header: str) -> str:
+    """The header minus every `token` pair, split as authentication splits it (Starlette's
+    `cookie_parser`: on `;`, names trimmed); the app's own pairs pass byte for byte."""
+    kept = [pair for pair in cookie_header.split(";") if pair.partition("=")[0].strip() != TOKEN_COOKIE]
+    return ";".join(kept).strip(" ;")
+
+
+def upstream_request_headers(
+    scope: Mapping[str, Any],
+    principal: Caller,
+    upstream: Upstream,
+    identity: IdentityHeaders,
+    api_key_header: str,
+    is_ours: Callable[[str], bool],
+) -> list[tuple[str, str]]:
+    """The client's headers minus hop-by-hop, forwarding, identity and wardgate's credentials; plus ours.
+
+    `scope` is the request's ASGI scope (its `headers`, `client` and `scheme`), as resolved by the
+    trusted-proxy layer.
+    """
+    try:
+        raw = [(k.decode("latin-1").lower(), v.decode("utf-8")) for k, v in scope["headers"]]
+    except UnicodeDecodeError:  # the upstream clients send UTF-8; other bytes would arrive altered
+        raise BadRequestError("Header values must be ASCII or UTF-8.", code="header_encoding") from None
+    # The first value counts, as with Starlette's Headers.get().
+    first: dict[str, str] = {}
+    for name, value in raw:
+        first.setdefault(name, value)
+    dropped = HOP_BY_HOP | FORWARDING | identity.lowered
+    if "connection" in first:
+        dropped |= _connection_tokens(raw)
+    dropped |= {"host", "expect", api_key_header}  # `Expect: 100-continue` was answered to the client
+    dropped |= _FRAMING  # set again by the upstream client from the body it sends, never passed on
+    authorization = first.get("authorization", "")
+    if upstream.strips_authorization or principal.via != "cookie" or is_ours(authorization):
+        dropped = dropped | {"authorization"}  # wardgate's credential, or meant for a model API
+    headers: list[tuple[str, str]] = []
+    for name, value in raw:
+        if name in dropped:
+            continue
+        if name == "cookie":
+            value = _without_wardgate_cookie(value)
+            if not value:
+                continue
+        headers.append((name, value))
+    client = scope.get("client")
+    headers += [
+        ("X-Forwarded-For", client[0] if client else ""),
+        ("X-Forwarded-Proto", scope.get("scheme", "http")),
+        ("X-Forwarded-Host", first.get("host", "")),
+    ]
+    headers += identity.values(principal)
+    headers += list(upstream.inject_headers)
+    return headers
+
+
+def response_headers(raw: Sequence[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """The upstream's headers minus hop-by-hop ones and any attempt to set wardgate's session cookie."""
+    lowered = [(name.lower(), value) for name, value in raw]
+    dropped = set(_HOP_BY_HOP_BYTES) | {b"date"}  # the server adds its own Date; two are invalid
+    for name, value in lowered:
+        if name == b"connection":
+            dropped.update(token.strip().lower() for token in value.split(b","))
+    return [
+        (name, value)
+        for name, value in lowered
+        if name not in dropped and not (name == b"set-cookie" and _cookie_name(value) in _NOT_SETTABLE)
+    ]
+
+
+def _cookie_name(set_cookie: bytes) -> bytes:
+    """The name a browser gives the cookie (RFC 6265bis §5.6): trimmed, and empty without `=`."""
+    pair = set_cookie.split(b";", 1)[0]
+    return pair.split(b"=", 1)[0].strip() if b"=" in pair else b""

@@ -1,0 +1,39 @@
+"""The change log: what every instance's revocation view must apply, written with the change itself.
+
+Each write that can end a session appends a row to `auth_changes` in the same transaction as the
+change, so the log can never disagree with the data: other instances (and the command line) apply it
+by polling the log, sooner when the change channel tells them to (`sync`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+
+from sqlalchemy.orm import Session
+
+from wardgate.storage.models import AuthChange
+
+USER = "user"  # reload this user (role, status, stamp, groups; or gone)
+SESSION = "session"  # this session is revoked
+API_KEY = "api_key"  # reload this API key (created, or revoked when its row is gone)
+
+
+def log_user_change(db: Session, user_ids: Iterable[str]) -> None:
+    """Append "reload these users" (inside the caller's transaction)."""
+    now = int(time.time())
+    db.add_all(AuthChange(at=now, kind=USER, user_id=uid) for uid in user_ids)
+
+
+def log_session_revoked(db: Session, user_id: str, session_id: str, expires_at: int | None) -> None:
+    """Append "this session is revoked" (inside the caller's transaction)."""
+    db.add(
+        AuthChange(
+            at=int(time.time()), kind=SESSION, user_id=user_id, session_id=session_id, expires_at=expires_at
+        )
+    )
+
+
+def log_api_key_change(db: Session, user_id: str, key_id: str) -> None:
+    """Append "reload this API key" (inside the caller's transaction). Its id travels in `key_id`."""
+    db.add(AuthChange(at=int(time.time()), kind=API_KEY, user_id=user_id, key_id=key_id))

@@ -1,0 +1,113 @@
+"""What the revocation view knows of a user and of an API key, and the pure checks on them.
+
+Plain values copied from the database rows, so that a request check needs no I/O: the view holds one
+`UserState` per user and one `ApiKeyState` per key (never the key itself, only its digest).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from limits import RateLimitItem
+
+from wardgate.config.values import Role, is_plain_path, parse_rate
+from wardgate.errors import AuthenticationError
+from wardgate.storage.models import ApiKey, User
+
+SESSION_ENDED = "This session has ended. Please sign in again."
+INVALID_KEY = "Invalid API key."
+EXPIRED_KEY = "This API key has expired."
+
+
+@dataclass(frozen=True, slots=True)
+class UserState:
+    """What a request check needs to know about a user."""
+
+    id: str
+    email: str
+    name: str
+    role: Role
+    active: bool
+    session_stamp: str
+    profile_image_url: str = "/user.png"
+    groups: tuple[str, ...] = ()
+
+    @classmethod
+    def from_row(cls, row: User, groups: tuple[str, ...] = ()) -> UserState:
+        """Copy the fields of a `User` row (and its groups, read with `load_groups`)."""
+        return cls(
+            row.id,
+            row.email,
+            row.name,
+            Role(row.role),
+            row.active,
+            row.session_stamp,
+            row.profile_image_url,
+            groups,
+        )
+
+
+def path_within(path: str, prefixes: Iterable[str]) -> bool:
+    """True when `path` equals a prefix or continues it after a `/` (a segment boundary)."""
+    for prefix in prefixes:
+        base = prefix.rstrip("/")
+        if path in (prefix, base) or path.startswith(base + "/"):
+            return True
+    return False
+
+
+@dataclass(frozen=True, slots=True)
+class KeyScope:
+    """What a key may reach: None means "no restriction of this kind"."""
+
+    upstreams: frozenset[str] | None = None
+    paths: tuple[str, ...] | None = None
+
+    def allows(self, upstream: str, path: str) -> bool:
+        """Every restriction must pass; a path restriction also refuses ambiguous paths."""
+        if self.upstreams is not None and upstream not in self.upstreams:
+            return False
+        if self.paths is not None:
+            return is_plain_path(path) and path_within(path, self.paths)
+        return True
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKeyState:
+    """What a request check needs to know about a key (never the key itself)."""
+
+    id: str
+    user_id: str
+    digest: str
+    prefix: str
+    session_stamp: str  # the owner's stamp at creation: "sign out everywhere" ends the key
+    expires_at: int | None
+    scope: KeyScope
+    rate: RateLimitItem | None  # the key's own limit, on top of API_KEY_RATE_LIMIT
+
+    @classmethod
+    def from_row(cls, row: ApiKey) -> ApiKeyState:
+        """Copy the fields of an `ApiKey` row."""
+        return cls(
+            id=row.id,
+            user_id=row.user_id,
+            digest=row.key_hash,
+            prefix=row.prefix,
+            session_stamp=row.session_stamp,
+            expires_at=row.expires_at,
+            scope=KeyScope(
+                frozenset(row.upstreams.split("\n")) if row.upstreams else None,
+                tuple(row.paths.split("\n")) if row.paths else None,
+            ),
+            rate=parse_rate(row.rate_limit).item if row.rate_limit else None,
+        )
+
+
+def check_api_key_owner(key: ApiKeyState, owner: UserState | None, now: int) -> UserState:
+    """The key's owner if the key may be used now: unexpired, owner active, owner's stamp unchanged."""
+    if key.expires_at is not None and key.expires_at <= now:
+        raise AuthenticationError(EXPIRED_KEY, code="api_key_expired")
+    if owner is None or not owner.active or owner.session_stamp != key.session_stamp:
+        raise AuthenticationError(INVALID_KEY, code="api_key_ended")
+    return owner

@@ -1,0 +1,121 @@
+"""`ViewSync`: keeps this process's revocation view in step with the change log, and says when it is not.
+
+Three background loops, all through `in_thread` so that `stop` waits for the database work they
+started (cancelling a task abandons the thread it waits on; the engine must not be disposed of
+under it):
+
+- the poll: a sync of the change log every `SESSION_SYNC_INTERVAL` seconds, the safety net that
+  needs no other service;
+- the channel: a sync at once on each notice (Redis, or this process's hub);
+- the batched writes: "last seen" times, flushed every interval, apart from the poll, so that a slow
+  flush never delays what the view learns.
+
+Trust is decided here alone: the view is trusted while the channel is connected and a sync has run
+since it (re)connected; otherwise requests are checked against the database (fail closed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from typing import Literal, TypeVar
+
+import anyio.to_thread
+from sqlalchemy.exc import SQLAlchemyError
+
+from wardgate.sessions.channel import ChangeChannel, InProcessChannel
+from wardgate.sessions.registry import SessionRegistry
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class ViewSync:
+    """The view's synchronisation: poll, channel and batched writes, and whether the view is trusted."""
+
+    def __init__(self, registry: SessionRegistry, channel: ChangeChannel, *, interval: float) -> None:
+        self.registry = registry
+        self.channel = channel
+        self.interval = interval
+        self._tasks: list[asyncio.Task[None]] = []
+        self._in_threads: set[asyncio.Future[object]] = set()
+        registry.trusted = channel.connected  # a Redis channel: not before it is subscribed and caught up
+
+    @property
+    def channel_state(self) -> Literal["connected", "disconnected", "not configured"]:
+        """The change channel as `/health?ready=true` reports it ("not configured": no Redis)."""
+        if isinstance(self.channel, InProcessChannel):
+            return "not configured"
+        return "connected" if self.channel.connected else "disconnected"
+
+    async def start(self) -> None:
+        """Start the loops (the view is loaded already)."""
+        listen = self.channel.listen(self._on_notice, self._on_state)
+        self._tasks = [
+            asyncio.create_task(self._poll(), name="wardgate-view-poll"),
+            asyncio.create_task(listen, name="wardgate-view-channel"),
+            asyncio.create_task(self._flush(), name="wardgate-batched-writes"),
+        ]
+
+    async def stop(self) -> None:
+        """Stop the loops, wait for their database work, write what is batched."""
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        await asyncio.gather(*self._in_threads, return_exceptions=True)
+        with contextlib.suppress(SQLAlchemyError):
+            await anyio.to_thread.run_sync(self.registry.flush_touches)
+        self.channel.close()
+
+    async def in_thread(self, work: Callable[[], T]) -> T:
+        """Run database work in a worker thread that `stop` waits for."""
+        future: asyncio.Future[T] = asyncio.ensure_future(anyio.to_thread.run_sync(work))
+        self._in_threads.add(future)  # type: ignore[arg-type]  # awaited whatever it returns
+        future.add_done_callback(self._in_threads.discard)
+        return await asyncio.shield(future)
+
+    async def _on_notice(self) -> None:
+        try:
+            await self.in_thread(self.registry.sync)
+        except SQLAlchemyError as exc:  # the poll retries; the view ages into the database fallback
+            log.warning("session sync on notice failed (%s)", type(exc).__name__)
+
+    async def _on_state(self, connected: bool) -> None:
+        if not connected:
+            self.registry.trusted = False
+            return
+        try:
+            # Catch up on whatever was missed while disconnected, then trust the view again.
+            await self.in_thread(self.registry.sync)
+        except SQLAlchemyError as exc:
+            log.warning(
+                "session sync after reconnecting failed (%s); view stays untrusted", type(exc).__name__
+            )
+            return
+        log.info("revocation channel connected")
+        self.registry.trusted = True
+
+    async def _poll(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            try:
+                await self.in_thread(self.registry.sync)
+            except SQLAlchemyError as exc:
+                # Fail closed: the view's age grows and requests fall back to the database.
+                log.warning("session sync failed (%s); checks fall back to the database", type(exc).__name__)
+                continue
+            if self.channel.connected:
+                self.registry.trusted = True  # receiving notices, and caught up
+
+    async def _flush(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            try:
+                await self.in_thread(self.registry.flush_touches)
+            except SQLAlchemyError as exc:
+                log.warning("batched writes failed (%s); retried at the next interval", type(exc).__name__)
