@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import io
 import os
+import sys
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +17,7 @@ from sqlalchemy import create_engine, text
 from starlette.testclient import TestClient
 
 from tests.scaleout.harness import PrivateRedis
+from wardgate import cli
 from wardgate.app import create_app
 from wardgate.config import Settings, load_settings
 
@@ -135,3 +139,27 @@ def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
         yield server
     finally:
         server.stop()
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a CLI command returned and printed."""
+
+    code: int
+    out: str
+    err: str
+
+
+@pytest.fixture
+def command(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Callable[..., Outcome]:
+    """Run `wardgate <args>` in this process (a real process costs a second of imports per command)."""
+
+    def run(env: dict[str, str], *args: str, stdin: str = "") -> Outcome:
+        monkeypatch.setattr(cli, "load_settings", lambda **kw: load_settings(env, env_file=None, **kw))
+        monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
+        capsys.readouterr()
+        code = cli.main(list(args))
+        out, err = capsys.readouterr()
+        return Outcome(code, out, err)
+
+    return run

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import os
 import re
 import signal
@@ -11,16 +10,14 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from tests.conftest import Outcome
 from tests.servers import free_port
-from wardgate import cli
-from wardgate.config import load_settings
 from wardgate.storage import schema
 
 pytestmark = pytest.mark.slow
@@ -231,30 +228,6 @@ def test_invalid_configuration_stops_serve_and_names_every_bad_variable(tmp_path
 
 
 # --- check, gen-secret, db -----------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """What a CLI command returned and printed."""
-
-    code: int
-    out: str
-    err: str
-
-
-@pytest.fixture
-def command(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Callable[..., Outcome]:
-    """Run `wardgate <args>` in this process (a real process costs a second of imports per command)."""
-
-    def run(env: dict[str, str], *args: str, stdin: str = "") -> Outcome:
-        monkeypatch.setattr(cli, "load_settings", lambda **kw: load_settings(env, env_file=None, **kw))
-        monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
-        capsys.readouterr()
-        code = cli.main(list(args))
-        out, err = capsys.readouterr()
-        return Outcome(code, out, err)
-
-    return run
 
 
 def test_check_prints_the_settings_with_secrets_redacted(tmp_path: Path) -> None:

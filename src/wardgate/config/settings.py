@@ -288,9 +288,9 @@ class Settings(BaseSettings):
     ) = Field(None, validation_alias=_env("OAUTH_TOKEN_ENDPOINT_AUTH_METHOD"))
     enable_oauth_signup: Bool = Field(False, validation_alias=_env("ENABLE_OAUTH_SIGNUP"))
     oauth_merge_accounts_by_email: Bool = Field(False, validation_alias=_env("OAUTH_MERGE_ACCOUNTS_BY_EMAIL"))
-    oauth_allowed_domains: Annotated[
-        tuple[str, ...], _parsed(lambda v: values.unique(values.split_list(v.lower())))
-    ] = Field(("*",), validation_alias=_env("OAUTH_ALLOWED_DOMAINS"))
+    oauth_allowed_domains: Annotated[tuple[str, ...], _parsed(values.email_domains)] = Field(
+        ("*",), validation_alias=_env("OAUTH_ALLOWED_DOMAINS")
+    )
     enable_oauth_role_management: Bool = Field(False, validation_alias=_env("ENABLE_OAUTH_ROLE_MANAGEMENT"))
     oauth_roles_claim: ClaimPath = Field("roles", validation_alias=_env("OAUTH_ROLES_CLAIM"))
     oauth_roles_separator: Separator = Field(",", validation_alias=_env("OAUTH_ROLES_SEPARATOR"))

@@ -229,3 +229,16 @@ def listen_host(value: str) -> str:
         if len(value) > 253 or not _HOSTNAME.fullmatch(value):
             raise ValueError("expected an IP address (127.0.0.1, 0.0.0.0, ::) or a host name") from None
     return value
+
+
+def email_domains(value: str) -> tuple[str, ...]:
+    """`OAUTH_ALLOWED_DOMAINS`: comma-separated email domains, lower-cased, or `*` for any."""
+    domains = unique(split_list(value.lower()))
+    if "*" in domains:
+        if len(domains) > 1:
+            raise ValueError("'*' allows every domain; it cannot be combined with a list")
+        return domains
+    for domain in domains:
+        if len(domain) > 253 or not _HOSTNAME.fullmatch(domain):
+            raise ValueError(f"{domain[:60]!r} is not a domain such as example.com")
+    return domains

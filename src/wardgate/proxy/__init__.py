@@ -1,1 +1,5 @@
-"""Upstreams behind wardgate: which path goes where, who may reach it, what identity it is told."""
+"""What passes through to the services behind wardgate: the upstream table (`upstreams`), who may
+reach which (`admission`), what the upstream is told (`identity`), and the HTTP/1.1 client (`client`).
+
+May import `config` and `identity` (and `wardgate.errors`); the web layer's relay drives it.
+"""
