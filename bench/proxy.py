@@ -112,8 +112,9 @@ def wait_ready(service: Service, process: subprocess.Popen[bytes], log_path: Pat
 
 
 @contextlib.contextmanager
-def running_pair(workdir: Path) -> Iterator[tuple[Service, Service]]:
-    """The fake upstream and a wardgate in front of it (a fresh environment: nothing inherited)."""
+def running_pair(workdir: Path, extra_env: list[str]) -> Iterator[tuple[Service, Service]]:
+    """The fake upstream and a wardgate in front of it (a fresh environment: nothing inherited but
+    `--server-env` settings, such as PYTHONPATH=<another tree>/src to measure that tree)."""
     upstream_port, wardgate_port = harness.free_port(), harness.free_port()
     fake = [sys.executable, "-m", "tests.fakes.upstream", str(upstream_port)]
     with running("upstream", fake, {}, upstream_port, workdir) as upstream:
@@ -128,6 +129,7 @@ def running_pair(workdir: Path) -> Iterator[tuple[Service, Service]]:
             "UPSTREAM_URL": upstream.url,
             "OPENAI_API_BASE_URL": f"{upstream.url}/v1",
             "OPENAI_API_KEY": f"sk-bench-{secrets.token_hex(8)}",
+            **dict(item.split("=", 1) for item in extra_env),
         }
         argv = [sys.executable, "-m", "wardgate", "serve"]
         with running("wardgate", argv, env, wardgate_port, workdir) as wardgate:
@@ -634,7 +636,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add("--held", type=int, default=1000, help="(4) streams held at once (default 1000)")
     add("--held-chunks", type=int, default=20, help="(4) chunks per stream (default 20)")
     add("--held-gap", type=float, default=0.5, help="(4) seconds between chunks (default 0.5)")
+    add("--server-env", action="append", default=[], metavar="KEY=VALUE", help="extra wardgate setting")
     args = parser.parse_args(argv)
+    if any("=" not in item or not item.partition("=")[0] for item in args.server_env):
+        parser.error("--server-env expects KEY=VALUE")
     if min(args.duration, args.rounds, args.connections, args.runs, args.held, *args.levels) < 1:
         parser.error("counts and durations must be positive")
     return args
@@ -680,7 +685,10 @@ def main(argv: list[str] | None = None) -> int:
     if limit < 2 * args.held + 256:
         print(f"WARNING: the descriptor limit is {limit}; {args.held} held streams may fail (ulimit -n)")
     started = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="wardgate-bench-proxy-") as tmp, running_pair(Path(tmp)) as pair:
+    with (
+        tempfile.TemporaryDirectory(prefix="wardgate-bench-proxy-") as tmp,
+        running_pair(Path(tmp), args.server_env) as pair,
+    ):
         measure(args, Path(tmp), *pair)
     print(f"\ntotal run time {time.monotonic() - started:.0f} s")
     return 0

@@ -17,6 +17,7 @@ from sqlalchemy import create_engine, text
 from starlette.testclient import TestClient
 
 from tests.scaleout.harness import PrivateRedis
+from tests.servers import SERVICES_HOW, service_missing
 from wardgate import cli
 from wardgate.app import create_app
 from wardgate.config import Settings, load_settings
@@ -25,6 +26,9 @@ SECRET = "test-secret-key-that-is-long-enough-for-hs256-0123456789"
 PASSWORD = "correct-horse-battery"
 ORIGIN = "http://testserver"
 
+# Fixtures that start a process of their own: a test using one is `slow`, outside the fast loop.
+PROCESS_FIXTURES = frozenset({"private_redis", "oidc_issuer"})
+
 POSTGRES_URL = os.environ.get("WARDGATE_TEST_POSTGRES_URL")
 REDIS_URL = os.environ.get("WARDGATE_TEST_REDIS_URL")
 
@@ -32,7 +36,7 @@ REDIS_URL = os.environ.get("WARDGATE_TEST_REDIS_URL")
 def postgres_database() -> Iterator[str]:
     """A fresh, empty PostgreSQL database on the server ./scripts/test started; dropped afterwards."""
     if not POSTGRES_URL:
-        pytest.fail("WARDGATE_TEST_POSTGRES_URL is not set: run the suite through ./scripts/test")
+        service_missing("PostgreSQL (WARDGATE_TEST_POSTGRES_URL)", SERVICES_HOW)
     name = f"wg_{uuid.uuid4().hex[:12]}"
     admin = create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
@@ -163,3 +167,19 @@ def command(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str])
         return Outcome(code, out, err)
 
     return run
+
+
+@pytest.fixture(autouse=True)
+def _needed_services(request: pytest.FixtureRequest) -> None:
+    """A test marked `postgres` or `redis` skips (fails under ./scripts/test) without that service."""
+    if request.node.get_closest_marker("postgres") and not POSTGRES_URL:
+        service_missing("PostgreSQL (WARDGATE_TEST_POSTGRES_URL)", SERVICES_HOW)
+    if request.node.get_closest_marker("redis") and not REDIS_URL:
+        service_missing("Redis (WARDGATE_TEST_REDIS_URL)", SERVICES_HOW)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark the tests that start a process through a fixture `slow`, so `-m "not slow"` leaves them out."""
+    for item in items:
+        if PROCESS_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)

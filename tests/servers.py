@@ -1,4 +1,5 @@
-"""Real `wardgate serve` processes for tests: start on a free port, wait until healthy, always stop."""
+"""Real processes for tests: `wardgate serve` on a free port (waited for, always stopped), and what a
+test does when a service it needs is not there."""
 
 from __future__ import annotations
 
@@ -12,8 +13,25 @@ import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+from typing import NoReturn
 
 import httpx
+import pytest
+
+REQUIRE_SERVICES = os.environ.get("WARDGATE_TEST_REQUIRE_SERVICES") == "1"
+SERVICES_HOW = 'run ./scripts/test, or eval "$(scripts/services start)" for PostgreSQL and Redis on loopback'
+
+
+def service_missing(what: str, how: str) -> NoReturn:
+    """Skip a test that needs `what`, saying `how` to get it; under ./scripts/test (CI) fail instead.
+
+    A plain `pytest` on a laptop then runs everything it can; `./scripts/test` sets
+    WARDGATE_TEST_REQUIRE_SERVICES=1, so a service it failed to start is a failure, never a skip.
+    """
+    message = f"needs {what}: {how}"
+    if REQUIRE_SERVICES:
+        pytest.fail(message)
+    pytest.skip(message)
 
 
 def free_port() -> int:

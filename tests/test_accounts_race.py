@@ -39,6 +39,7 @@ def admins(client: TestClient, token: str) -> list[str]:
     return sorted(u["email"] for u in users if u["role"] == "admin" and u["active"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("change", [{"role": "user"}, {"active": False}], ids=["demote", "disable"])
 def test_two_admins_removing_each_other_at_once_leave_one_admin(
     instance: tuple[TestClient, Gateway], monkeypatch: pytest.MonkeyPatch, change: dict[str, object]
@@ -98,6 +99,7 @@ def test_concurrent_signups_with_one_email_create_one_account(instance: tuple[Te
     assert listing["total"] == 1
 
 
+@pytest.mark.slow
 def test_batched_last_seen_writes_never_deadlock_with_an_admin_edit(
     database_url: str, make_settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch
 ) -> None:

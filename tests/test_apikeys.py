@@ -302,6 +302,7 @@ def test_keys_end_with_the_owners_sessions_on_every_instance(engine: Engine, eve
             a.use(created.key)  # enabling again does not bring keys back
 
 
+@pytest.mark.slow
 def test_expired_keys_are_refused_as_expired(engine: Engine) -> None:
     a = Instance(engine)
     admin, user = people(a)

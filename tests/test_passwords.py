@@ -68,6 +68,7 @@ def test_unknown_accounts_cost_a_real_verification(hasher: PasswordHasher) -> No
     assert 0.5 < median(None) / median(known) < 2.0
 
 
+@pytest.mark.slow
 def test_admission_control_refuses_instead_of_queueing() -> None:
     hasher = PasswordHasher(max_concurrent=1)
     hasher._admitted().__enter__()  # occupy the only slot

@@ -15,6 +15,7 @@ import redis
 
 from tests.conftest import REDIS_URL, SECRET
 from tests.scaleout.harness import PrivateRedis, free_port, wait_for
+from tests.servers import SERVICES_HOW, service_missing
 from wardgate.config import load_settings
 from wardgate.config.values import RATE_FORM, parse_rate
 from wardgate.errors import ConfigError, RateLimitedError
@@ -116,6 +117,7 @@ def test_configuration_defaults_are_the_documented_limits(tmp_path: Path) -> Non
     ) == ("5/3m", "20/3m", "10/1h", "5/15m", "30/1m")
 
 
+@pytest.mark.slow
 def test_serve_refuses_to_start_with_an_invalid_signin_rate_limit(tmp_path: Path) -> None:
     env = {"DATA_DIR": str(tmp_path), "WEBUI_SECRET_KEY": SECRET, "SIGNIN_RATE_LIMIT": "5 per fortnight"}
     done = subprocess.run(
@@ -167,7 +169,7 @@ def limiter(request: pytest.FixtureRequest, prefix: str) -> Iterator[RateLimiter
         yield RateLimiter(None)
         return
     if not REDIS_URL:
-        pytest.fail("WARDGATE_TEST_REDIS_URL is not set: run the suite through ./scripts/test")
+        service_missing("Redis (WARDGATE_TEST_REDIS_URL)", SERVICES_HOW)
     yield RateLimiter(REDIS_URL, key_prefix=prefix)
     _delete_keys(REDIS_URL, f"{prefix}:*")
 
@@ -237,6 +239,7 @@ class TestLimiterContract:
         with pytest.raises(RateLimitedError):  # clearing one key leaves the others alone
             limiter.check(THREE_PER_MINUTE, "signin:a@example.com:10.0.0.1")
 
+    @pytest.mark.slow
     def test_the_window_moves(self, limiter: RateLimiter) -> None:
         # Moving, not fixed: a slot frees exactly when its own attempt leaves the window, so at no
         # point can 2x the limit pass around a window boundary.

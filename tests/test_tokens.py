@@ -93,6 +93,7 @@ def test_empty_key_ring_is_refused() -> None:
         TokenCodec([], None)
 
 
+@pytest.mark.slow
 def test_a_cached_token_is_still_refused_once_it_expires() -> None:
     codec = TokenCodec([KEY], timedelta(seconds=2))
     issued = codec.issue("u", "s", now=time.time() - 1)

@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, sync_playwright
 
+from tests.servers import service_missing
+
 CHROMIUM_ARGS = [
     "--no-sandbox",
     "--headless=new",
@@ -32,7 +34,7 @@ def chromium_path() -> str:
     for candidate in ("/usr/lib/chromium/chromium", shutil.which("chromium") or ""):
         if candidate and Path(candidate).exists():
             return candidate
-    pytest.fail("Chromium is not installed: run ./scripts/test (it installs Debian's chromium)")
+    service_missing("Chromium", "run ./scripts/test, or apt-get install chromium")
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ import pytest
 import trustme
 
 from tests.conftest import SECRET
-from tests.servers import wardgate_process
+from tests.servers import service_missing, wardgate_process
 
 SCANNER = Path(__file__).parent / "observatory" / "node_modules" / "@mdn" / "mdn-http-observatory"
 
@@ -33,7 +33,7 @@ def tls_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def scan(host: str, ca: Path) -> dict[str, object]:
     """Run the scanner CLI (src/scan.js directly: the bin wrapper overrides NODE_EXTRA_CA_CERTS)."""
     if not (SCANNER / "src" / "scan.js").is_file():
-        pytest.fail("the Observatory scanner is not installed: run ./scripts/test (it runs npm ci)")
+        service_missing("the Observatory scanner", "run ./scripts/test, or ./scripts/setup-node")
     node = shutil.which("node")
     assert node, "node is required (Debian package nodejs)"
     result = subprocess.run(

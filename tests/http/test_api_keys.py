@@ -195,6 +195,7 @@ def test_open_webui_routes_keep_one_default_key(probe: TestClient) -> None:
     assert probe.delete(OWUI_KEY, headers=bearer(admin["token"])).json() is True  # none left: still true
 
 
+@pytest.mark.slow
 def test_expiry_by_date_and_by_days(probe: TestClient) -> None:
     admin, _ = people(probe)
     expiry = int(time.time()) + 2  # whole seconds: 1 could already be past when a slow machine checks it
@@ -562,6 +563,7 @@ def test_openapi_documents_every_route(client: TestClient) -> None:
 # --- across instances through Redis, and through the real reverse proxy ---------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.redis
 def test_a_revocation_reaches_the_other_instance_through_redis_at_once(make_probe: MakeProbe) -> None:
     redis = {"REDIS_URL": REDIS_URL or "", "REDIS_KEY_PREFIX": f"wg-{uuid.uuid4().hex[:8]}"}

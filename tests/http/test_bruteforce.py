@@ -22,6 +22,7 @@ import redis
 from starlette.testclient import TestClient
 from tests.conftest import ORIGIN, PASSWORD, REDIS_URL, bearer
 from tests.scaleout.harness import PrivateRedis, free_port, wait_for
+from tests.servers import SERVICES_HOW, service_missing
 
 from wardgate.config import Settings
 from wardgate.gateway import Gateway
@@ -110,7 +111,7 @@ def storage(request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
         yield {}
         return
     if not REDIS_URL:
-        pytest.fail("WARDGATE_TEST_REDIS_URL is not set: run the suite through ./scripts/test")
+        service_missing("Redis (WARDGATE_TEST_REDIS_URL)", SERVICES_HOW)
     prefix = f"wgtest-{uuid.uuid4().hex[:10]}"
     yield {"REDIS_URL": REDIS_URL, "REDIS_KEY_PREFIX": prefix}
     client = redis.Redis.from_url(REDIS_URL)
@@ -354,6 +355,7 @@ def test_simultaneous_spraying_from_one_ip_stays_within_the_ip_limit(make_site: 
     assert statuses == Counter({400: 20, 429: 20})
 
 
+@pytest.mark.slow
 def test_password_hashing_beyond_capacity_is_refused_fast_with_503(make_site: Callable[..., Site]) -> None:
     site = make_site(PASSWORD_HASH_CONCURRENCY="1")
     token_of(site.signup("owner@example.com"))

@@ -17,7 +17,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from tests.fakes.idp import CLIENT_ID, CLIENT_SECRET, FakeIdP, running_idp
-from tests.servers import free_port
+from tests.servers import free_port, service_missing
 from wardgate.gateway import Gateway
 
 PROVIDER_DIR = Path(__file__).parent / "provider"
@@ -31,7 +31,7 @@ def running_oidc_provider(app: str) -> Iterator[str]:
     """Run the real OpenID Connect provider on a free loopback port, knowing `app`'s callbacks and
     post-logout page; yield its issuer URL and stop it afterwards."""
     if not (PROVIDER_DIR / "node_modules" / "oidc-provider").is_dir():
-        pytest.fail("oidc-provider is not installed: run ./scripts/test (npm ci in tests/oauth/provider)")
+        service_missing("the oidc-provider package", "run ./scripts/test, or ./scripts/setup-node")
     node = shutil.which("node")
     assert node, "node is required (Debian package nodejs)"
     callbacks = [f"{app}/oauth/oidc/callback", f"{app}/oauth/oidc/login/callback"]

@@ -1,8 +1,9 @@
 """`Settings`: every configuration variable, with Open WebUI's names, parsed into a typed value once.
 
 Each field is one variable: its Open WebUI name (the field's alias, `AliasChoices` for deprecated
-names), its default and its parse rule. A field holds the parsed value (a `Rate`, a frozenset of
-`Role`, a tuple of origins, `TrustedProxies`...), never text a component would have to parse again.
+names), its default and its parse rule (a field type from `fields`). A field holds the parsed value
+(a `Rate`, a frozenset of `Role`, a tuple of origins, `TrustedProxies`...), never text a component
+would have to parse again.
 Reading the environment and the checks that span several fields live in `loading`.
 
 This module is long on purpose: it is the table of every variable, kept in one place so that each
@@ -12,108 +13,44 @@ name appears exactly once.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal
 
-from pydantic import (
-    AliasChoices,
-    BeforeValidator,
-    Field,
-    InstanceOf,
-    SecretStr,
-    ValidationInfo,
-    field_validator,
-)
+from pydantic import AliasChoices, Field, InstanceOf, SecretStr, ValidationInfo, field_validator
 from pydantic_core import PydanticUseDefault
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from wardgate.config import network, values
+from wardgate.config.fields import (
+    Bool,
+    ClaimPath,
+    FilePath,
+    Groups,
+    HeaderName,
+    Lifetime,
+    Name,
+    OptionalBool,
+    ProviderUrl,
+    RateValue,
+    Roles,
+    SameSite,
+    Scopes,
+    Secret,
+    Separator,
+    Text,
+    UpstreamUrl,
+    WebUrl,
+    matching,
+    parsed,
+    same,
+)
 from wardgate.config.network import TrustedProxies
-from wardgate.config.values import Rate, Role, parse_rate, printable
-
-SameSite = Literal["lax", "strict", "none"]
-T = TypeVar("T")
+from wardgate.config.values import Role, parse_rate, printable
 
 SECRET_KEY_FILENAME = ".webui_secret_key"  # noqa: S105 - a file name
 DEFAULT_PASSWORD_PATTERN = r"^(?=.*[a-z])(?=.*[A-Z])(?=.*\d)(?=.*[^\w\s]).{8,}$"  # noqa: S105 - a policy
 USERS_AND_ADMINS = frozenset({Role.USER, Role.ADMIN})
-
-
-# --- parse rules ------------------------------------------------------------------------------------
-
-
-def _parse_bool(value: object) -> object:
-    """Open WebUI's rule (`true`, any case) but refuse anything that is neither true nor false."""
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text == "":
-        raise PydanticUseDefault()
-    if text == "true":
-        return True
-    if text == "false":
-        return False
-    raise ValueError("expected true or false")
-
-
-def _parsed(parse: Callable[[str], Any], *, limit: int = 4096) -> BeforeValidator:
-    """A rule for text variables: trimmed, empty means the default, otherwise `parse`d.
-
-    Every value is one line of printable text of bounded length before its own rule applies.
-    """
-
-    def run(value: object) -> object:
-        if not isinstance(value, str):
-            return value  # a typed value (a default, or `model_copy`)
-        text = value.strip()
-        if text == "":
-            raise PydanticUseDefault()
-        return parse(printable(text, limit=limit))
-
-    return BeforeValidator(run)
-
-
-def _same(text: str) -> str:
-    return text
-
-
-Bool = Annotated[bool, BeforeValidator(_parse_bool)]
-OptionalBool = Annotated[bool | None, BeforeValidator(_parse_bool)]
-Text = Annotated[str, _parsed(_same, limit=1024)]
-Name = Annotated[str, _parsed(_same, limit=255)]
-Secret = Annotated[SecretStr, _parsed(_same, limit=4096)]
-Lower = Annotated[str, _parsed(str.lower, limit=64)]
-Lifetime = Annotated[timedelta | None, _parsed(values.parse_duration)]
-RateValue = Annotated[InstanceOf[Rate], _parsed(parse_rate)]
-Roles = Annotated[frozenset[Role], _parsed(values.roles)]
-Groups = Annotated[frozenset[str], _parsed(lambda v: frozenset(values.split_list(v)))]
-Scopes = Annotated[tuple[str, ...], _parsed(lambda v: values.unique(values.split_list(v, None)))]
-ClaimPath = Annotated[str, _parsed(lambda v: _matching(values.CLAIM_PATH, v, "a claim name such as groups"))]
-HeaderName = Annotated[
-    str, _parsed(lambda v: _matching(values.HEADER_NAME, v, "an HTTP header name such as X-Forwarded-Email"))
-]
-WebUrl = Annotated[str, _parsed(network.web_url)]
-ProviderUrl = Annotated[str, _parsed(network.provider_url)]
-UpstreamUrl = Annotated[str, _parsed(network.upstream_url)]
-Separator = Annotated[str, BeforeValidator(lambda v: _separator(v))]
-FilePath = Annotated[Path, _parsed(Path)]
-
-
-def _separator(value: object) -> object:
-    """A list separator as given (a space is a separator too); empty means the default."""
-    if not isinstance(value, str):
-        return value
-    if value == "":
-        raise PydanticUseDefault()
-    return printable(value, limit=8)
-
-
-def _matching(pattern: re.Pattern[str], value: str, form: str) -> str:
-    if not pattern.fullmatch(value):
-        raise ValueError(f"expected {form}")
-    return value
 
 
 def _env(*names: str) -> Any:
@@ -149,12 +86,12 @@ class Settings(BaseSettings):
 
     # --- sign-up and sign-in surface ------------------------------------------------------------
     enable_signup: Bool = Field(True, validation_alias=_env("ENABLE_SIGNUP"))
-    default_user_role: Annotated[Role, _parsed(str.lower)] = Field(
+    default_user_role: Annotated[Role, parsed(str.lower)] = Field(
         Role.PENDING, validation_alias=_env("DEFAULT_USER_ROLE")
     )
     enable_password_auth: Bool = Field(True, validation_alias=_env("ENABLE_PASSWORD_AUTH"))
     enable_login_form: Bool = Field(True, validation_alias=_env("ENABLE_LOGIN_FORM"))
-    webui_admin_email: Annotated[str, _parsed(values.email_address)] | None = Field(
+    webui_admin_email: Annotated[str, parsed(values.email_address)] | None = Field(
         None, validation_alias=_env("WEBUI_ADMIN_EMAIL")
     )
     webui_admin_password: Secret | None = Field(None, validation_alias=_env("WEBUI_ADMIN_PASSWORD"))
@@ -162,7 +99,7 @@ class Settings(BaseSettings):
 
     # --- passwords ------------------------------------------------------------------------------
     enable_password_validation: Bool = Field(False, validation_alias=_env("ENABLE_PASSWORD_VALIDATION"))
-    password_validation_regex_pattern: Annotated[re.Pattern[str], _parsed(_same)] = Field(
+    password_validation_regex_pattern: Annotated[re.Pattern[str], parsed(same)] = Field(
         re.compile(DEFAULT_PASSWORD_PATTERN), validation_alias=_env("PASSWORD_VALIDATION_REGEX_PATTERN")
     )
     password_validation_hint: Text = Field("", validation_alias=_env("PASSWORD_VALIDATION_HINT"))
@@ -171,7 +108,7 @@ class Settings(BaseSettings):
 
     # --- storage --------------------------------------------------------------------------------
     data_dir: FilePath = Field(Path("data"), validation_alias=_env("DATA_DIR"))
-    database_url: Annotated[str, _parsed(network.database_url)] | None = Field(
+    database_url: Annotated[str, parsed(network.database_url)] | None = Field(
         None, validation_alias=_env("DATABASE_URL")
     )
     session_sync_interval: float = Field(2.0, gt=0, le=60, validation_alias=_env("SESSION_SYNC_INTERVAL"))
@@ -181,11 +118,11 @@ class Settings(BaseSettings):
     )
     database_pool_timeout: float = Field(30, gt=0, le=600, validation_alias=_env("DATABASE_POOL_TIMEOUT"))
     database_pool_recycle: int = Field(1800, ge=-1, le=86400, validation_alias=_env("DATABASE_POOL_RECYCLE"))
-    redis_url: Annotated[str, _parsed(network.redis_url)] | None = Field(
+    redis_url: Annotated[str, parsed(network.redis_url)] | None = Field(
         None, validation_alias=_env("REDIS_URL")
     )
     redis_key_prefix: Annotated[
-        str, _parsed(lambda v: _matching(re.compile(r"[A-Za-z0-9:_.-]{1,64}"), v, "letters, digits and :_.-"))
+        str, parsed(lambda v: matching(re.compile(r"[A-Za-z0-9:_.-]{1,64}"), v, "letters, digits and :_.-"))
     ] = Field("wardgate", validation_alias=_env("REDIS_KEY_PREFIX"))
 
     # --- rate limits ----------------------------------------------------------------------------
@@ -202,30 +139,30 @@ class Settings(BaseSettings):
     )
 
     # --- cookies --------------------------------------------------------------------------------
-    webui_session_cookie_same_site: Annotated[SameSite, _parsed(str.lower)] = Field(
+    webui_session_cookie_same_site: Annotated[SameSite, parsed(str.lower)] = Field(
         "lax", validation_alias=_env("WEBUI_SESSION_COOKIE_SAME_SITE")
     )
     webui_session_cookie_secure: OptionalBool = Field(
         None, validation_alias=_env("WEBUI_SESSION_COOKIE_SECURE")
     )
-    webui_auth_cookie_same_site: Annotated[SameSite, _parsed(str.lower)] | None = Field(
+    webui_auth_cookie_same_site: Annotated[SameSite, parsed(str.lower)] | None = Field(
         None, validation_alias=_env("WEBUI_AUTH_COOKIE_SAME_SITE")
     )
     webui_auth_cookie_secure: OptionalBool = Field(None, validation_alias=_env("WEBUI_AUTH_COOKIE_SECURE"))
 
     # --- the site -------------------------------------------------------------------------------
-    webui_url: Annotated[str, _parsed(network.site_url)] | None = Field(
+    webui_url: Annotated[str, parsed(network.site_url)] | None = Field(
         None, validation_alias=_env("WEBUI_URL")
     )
     webui_name: Name = Field("wardgate", validation_alias=_env("WEBUI_NAME"))
-    host: Annotated[str, _parsed(values.listen_host)] = Field("127.0.0.1", validation_alias=_env("HOST"))
+    host: Annotated[str, parsed(values.listen_host)] = Field("127.0.0.1", validation_alias=_env("HOST"))
     port: int = Field(8080, ge=1, le=65535, validation_alias=_env("PORT"))
 
     # --- HTTP hardening -------------------------------------------------------------------------
-    cors_allow_origin: Annotated[tuple[str, ...], _parsed(network.cors_origins)] = Field(
+    cors_allow_origin: Annotated[tuple[str, ...], parsed(network.cors_origins)] = Field(
         (), validation_alias=_env("CORS_ALLOW_ORIGIN")
     )
-    forwarded_allow_ips: Annotated[InstanceOf[TrustedProxies], _parsed(network.trusted_proxies)] = Field(
+    forwarded_allow_ips: Annotated[InstanceOf[TrustedProxies], parsed(network.trusted_proxies)] = Field(
         network.trusted_proxies("127.0.0.1"), validation_alias=_env("FORWARDED_ALLOW_IPS")
     )
     max_header_size: int = Field(32 * 1024, ge=4096, le=1024**2, validation_alias=_env("MAX_HEADER_SIZE"))
@@ -279,16 +216,16 @@ class Settings(BaseSettings):
     oauth_code_challenge_method: (
         Annotated[
             Literal["S256"],
-            _parsed(lambda v: _matching(re.compile("S256"), v, "S256 (PKCE with S256 is always used)")),
+            parsed(lambda v: matching(re.compile("S256"), v, "S256 (PKCE with S256 is always used)")),
         ]
         | None
     ) = Field(None, validation_alias=_env("OAUTH_CODE_CHALLENGE_METHOD"))
     oauth_token_endpoint_auth_method: (
-        Annotated[Literal["client_secret_basic", "client_secret_post", "none"], _parsed(str.lower)] | None
+        Annotated[Literal["client_secret_basic", "client_secret_post", "none"], parsed(str.lower)] | None
     ) = Field(None, validation_alias=_env("OAUTH_TOKEN_ENDPOINT_AUTH_METHOD"))
     enable_oauth_signup: Bool = Field(False, validation_alias=_env("ENABLE_OAUTH_SIGNUP"))
     oauth_merge_accounts_by_email: Bool = Field(False, validation_alias=_env("OAUTH_MERGE_ACCOUNTS_BY_EMAIL"))
-    oauth_allowed_domains: Annotated[tuple[str, ...], _parsed(values.email_domains)] = Field(
+    oauth_allowed_domains: Annotated[tuple[str, ...], parsed(values.email_domains)] = Field(
         ("*",), validation_alias=_env("OAUTH_ALLOWED_DOMAINS")
     )
     enable_oauth_role_management: Bool = Field(False, validation_alias=_env("ENABLE_OAUTH_ROLE_MANAGEMENT"))
@@ -303,16 +240,14 @@ class Settings(BaseSettings):
         "groups", validation_alias=_env("OAUTH_GROUPS_CLAIM", "OAUTH_GROUP_CLAIM")
     )
     oauth_groups_separator: Separator = Field(";", validation_alias=_env("OAUTH_GROUPS_SEPARATOR"))
-    oauth_blocked_groups: Annotated[tuple[str, ...], _parsed(values.json_or_comma_list)] = Field(
+    oauth_blocked_groups: Annotated[tuple[str, ...], parsed(values.json_or_comma_list)] = Field(
         (), validation_alias=_env("OAUTH_BLOCKED_GROUPS")
     )
     oauth_email_claim: ClaimPath = Field("email", validation_alias=_env("OAUTH_EMAIL_CLAIM"))
     oauth_username_claim: ClaimPath = Field("name", validation_alias=_env("OAUTH_USERNAME_CLAIM"))
     oauth_sub_claim: ClaimPath | None = Field(None, validation_alias=_env("OAUTH_SUB_CLAIM"))
     oauth_session_token_encryption_key: (
-        Annotated[
-            tuple[SecretStr, ...], _parsed(lambda v: tuple(SecretStr(k) for k in values.fernet_keys(v)))
-        ]
+        Annotated[tuple[SecretStr, ...], parsed(lambda v: tuple(SecretStr(k) for k in values.fernet_keys(v)))]
         | None
     ) = Field(None, validation_alias=_env("OAUTH_SESSION_TOKEN_ENCRYPTION_KEY"))
     openid_end_session_endpoint: ProviderUrl | None = Field(
@@ -351,8 +286,8 @@ class Settings(BaseSettings):
     )
     wardgate_path_prefix: Annotated[
         str,
-        _parsed(
-            lambda v: _matching(
+        parsed(
+            lambda v: matching(
                 re.compile(r"(/[A-Za-z0-9._~-]+)+"),
                 v,
                 "a path such as /wardgate (no trailing slash), or empty",
@@ -365,7 +300,7 @@ class Settings(BaseSettings):
     user_permissions_features_api_keys: Bool = Field(
         False, validation_alias=_env("USER_PERMISSIONS_FEATURES_API_KEYS")
     )
-    custom_api_key_header: Annotated[str, _parsed(str.lower)] = Field(
+    custom_api_key_header: Annotated[str, parsed(str.lower)] = Field(
         "x-api-key", validation_alias=_env("CUSTOM_API_KEY_HEADER")
     )
     enable_api_keys_endpoint_restrictions: Bool = Field(
@@ -375,12 +310,12 @@ class Settings(BaseSettings):
         ),
     )
     api_keys_allowed_endpoints: Annotated[
-        tuple[str, ...], _parsed(lambda v: values.path_prefixes(values.split_list(v)))
+        tuple[str, ...], parsed(lambda v: values.path_prefixes(values.split_list(v)))
     ] = Field((), validation_alias=_env("API_KEYS_ALLOWED_ENDPOINTS", "API_KEY_ALLOWED_ENDPOINTS"))
     api_key_rate_limit: RateValue = Field(parse_rate("600/1m"), validation_alias=_env("API_KEY_RATE_LIMIT"))
 
     global_log_level: Annotated[
-        Literal["CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG"], _parsed(str.upper)
+        Literal["CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG"], parsed(str.upper)
     ] = Field("INFO", validation_alias=_env("GLOBAL_LOG_LEVEL"))
 
     # --- rules a field type cannot say ------------------------------------------------------------

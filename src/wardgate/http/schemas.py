@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-Role = Literal["pending", "user", "admin"]
+from wardgate.config.values import Role
 
 
 class ErrorBody(BaseModel):
@@ -35,7 +35,7 @@ class SignupForm(BaseModel):
 class AddUserForm(SignupForm):
     """POST /api/v1/auths/add (admin)."""
 
-    role: Role = "pending"
+    role: Role = Role.PENDING
 
 
 class UpdatePasswordForm(BaseModel):

@@ -10,9 +10,10 @@ from dataclasses import dataclass
 
 from starlette.requests import HTTPConnection
 
+from wardgate.config.fields import SameSite
 from wardgate.config.loading import redacted_settings
 from wardgate.config.review import production_findings
-from wardgate.config.settings import SameSite, Settings
+from wardgate.config.settings import Settings
 
 
 @dataclass(frozen=True, slots=True)

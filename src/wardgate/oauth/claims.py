@@ -12,6 +12,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from fnmatch import fnmatchcase
 from typing import Any
 
+from wardgate.config.values import Role
+
 _MISSING = object()
 
 
@@ -45,13 +47,13 @@ def claim_values(value: Any, separator: str) -> list[str] | None:
     return None
 
 
-def mapped_role(values: Iterable[str], allowed: Sequence[str], admin: Sequence[str]) -> str | None:
+def mapped_role(values: Iterable[str], allowed: Sequence[str], admin: Sequence[str]) -> Role | None:
     """`admin` if any value is an admin role, `user` if any is allowed (`*`: any), else None."""
     found = set(values)
     if found & set(admin):
-        return "admin"
+        return Role.ADMIN
     if "*" in allowed or found & set(allowed):
-        return "user"
+        return Role.USER
     return None
 
 

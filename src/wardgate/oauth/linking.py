@@ -27,6 +27,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from wardgate.config.values import Role
 from wardgate.errors import BadRequestError, PermissionDeniedError
 from wardgate.identity.accounts import AccountService
 from wardgate.identity.rules import ACCOUNT_DISABLED
@@ -129,7 +130,7 @@ def _check_domain(identity: ProviderIdentity, policy: LinkPolicy) -> None:
         raise PermissionDeniedError(DOMAIN_NOT_ALLOWED.format(domain=domain[:100]), code="oauth_domain")
 
 
-def _claimed_role(identity: ProviderIdentity, policy: LinkPolicy) -> str | None:
+def _claimed_role(identity: ProviderIdentity, policy: LinkPolicy) -> Role | None:
     """The role the claims grant (role management on), else None; refuse when they grant none."""
     if not policy.role_management:
         return None
@@ -158,7 +159,7 @@ def _linked_user_id(identity: ProviderIdentity, sessions: sessionmaker[Session])
 def _merge_or_create(
     identity: ProviderIdentity,
     policy: LinkPolicy,
-    role: str | None,
+    role: Role | None,
     accounts: AccountService,
     sessions: sessionmaker[Session],
 ) -> str:
@@ -189,7 +190,7 @@ def _check_merge(
         raise BadRequestError(EMAIL_TAKEN, code="email_taken")
     if not identity.email_verified:
         raise PermissionDeniedError(MERGE_UNVERIFIED, code="oauth_unverified_email")
-    if role == "admin":
+    if role == Role.ADMIN:
         raise PermissionDeniedError(MERGE_ADMIN, code="oauth_admin_merge")
     with sessions() as db:
         bound = db.scalar(

@@ -8,6 +8,7 @@ of queueing without bound.
 
 from __future__ import annotations
 
+import functools
 import threading
 from dataclasses import dataclass
 
@@ -38,8 +39,8 @@ class PasswordHasher:
     def __init__(self, *, max_concurrent: int = 4, time_cost: int = 2, memory_cost: int = 19456) -> None:
         self._argon2 = _Argon2Hasher(time_cost=time_cost, memory_cost=memory_cost, parallelism=1)
         self._slots = threading.BoundedSemaphore(max_concurrent)
-        # A real hash of a random value: unknown accounts cost the same work as known ones.
-        self._placeholder = self._argon2.hash("wardgate-placeholder-for-timing-equalisation")
+        # A real hash under the same parameters: unknown accounts cost the same work as known ones.
+        self._placeholder = _placeholder(time_cost, memory_cost)
 
     def hash(self, password: str) -> str:
         """Return an Argon2id hash of `password` (check its length first with `check_length`)."""
@@ -86,6 +87,14 @@ class _Admission:
 
     def __exit__(self, *exc_info: object) -> None:
         self._slots.release()
+
+
+@functools.cache
+def _placeholder(time_cost: int, memory_cost: int) -> str:
+    """The hash unknown accounts are checked against: made once per process and parameters (its
+    only job is to cost what a real verification costs; its value is never compared to anything)."""
+    hasher = _Argon2Hasher(time_cost=time_cost, memory_cost=memory_cost, parallelism=1)
+    return hasher.hash("wardgate-placeholder-for-timing-equalisation")
 
 
 def _verify_bcrypt(stored_hash: str, password: str) -> bool:

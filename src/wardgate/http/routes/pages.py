@@ -16,6 +16,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 
 from wardgate.audit.log import AuditQuery
+from wardgate.config.values import Role
 from wardgate.errors import ApiError, AuthenticationError, PermissionDeniedError
 from wardgate.gateway import Gateway
 from wardgate.http.cookies import clear_token_cookie, set_token_cookie
@@ -24,6 +25,7 @@ from wardgate.http.rendering import render, safe_redirect_path
 from wardgate.http.routes.oauth import signout_redirect_url
 from wardgate.identity.authentication import TOKEN_COOKIE, Principal
 from wardgate.identity.records import UserChanges
+from wardgate.identity.rules import ADMIN_REQUIRED, require_admin
 
 router = APIRouter(include_in_schema=False)
 _NOTICES = {
@@ -133,7 +135,7 @@ async def signin_form(request: Request) -> Response:
             error=exc.detail,
             email=form.get("email", "")[:320],
         )
-    if result.user.role == "pending":
+    if result.user.role == Role.PENDING:
         target = _at(request, "/account")
     response = RedirectResponse(target, status_code=303)
     set_token_cookie(response, request, result.token)
@@ -165,7 +167,7 @@ async def signup_form(request: Request) -> Response:
             name=form.get("name", "")[:255],
         )
     response = RedirectResponse(
-        _at(request, "/account") if result.user.role == "pending" else target, status_code=303
+        _at(request, "/account") if result.user.role == Role.PENDING else target, status_code=303
     )
     set_token_cookie(response, request, result.token)
     return response
@@ -202,7 +204,7 @@ async def account_page(request: Request, notice: str = "", error: str = "") -> R
     rows = [_session_view(s, principal) for s in sessions]
     pending = (
         "Your account is waiting for approval by an administrator."
-        if principal.user.role == "pending"
+        if principal.user.role == Role.PENDING
         else None
     )
     return render(
@@ -306,14 +308,14 @@ async def admin_page(request: Request, q: str = "", notice: str = "", error: str
     principal = await optional_principal(request)
     if principal is None:
         return _to_auth(request)
-    if principal.user.role != "admin":
+    if principal.user.role != Role.ADMIN:
         return render(
             request,
             "error.html",
             principal=principal,
             status_code=403,
             heading="Not allowed",
-            message="Administrator access is required for this page.",
+            message=ADMIN_REQUIRED,
         )
     gw = gateway(request)
     users, total = await anyio.to_thread.run_sync(lambda: gw.accounts.list_users(query=q[:320], limit=200))
@@ -327,7 +329,7 @@ async def admin_page(request: Request, q: str = "", notice: str = "", error: str
         users=users,
         total=total,
         query=q[:320],
-        pending=[u for u in everyone if u.role == "pending"],
+        pending=[u for u in everyone if u.role == Role.PENDING],
         settings=dict(site(request).configuration),
         findings=site(request).findings,
         events=events,
@@ -344,8 +346,7 @@ async def _admin_action(
         return _to_auth(request)
     gw = gateway(request)
     try:
-        if principal.user.role != "admin":
-            raise PermissionDeniedError("Administrator access is required.")
+        require_admin(principal.user)
         await anyio.to_thread.run_sync(change, gw, principal)
     except ApiError as exc:
         return RedirectResponse(_at(request, f"/admin?error={_quote(exc.detail)}"), status_code=303)
