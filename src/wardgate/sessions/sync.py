@@ -97,7 +97,8 @@ class ViewSync:
                 "session sync after reconnecting failed (%s); view stays untrusted", type(exc).__name__
             )
             return
-        log.info("revocation channel connected")
+        if self.channel_state == "connected":
+            log.info("revocation channel connected")
         self.registry.trusted = True
 
     async def _poll(self) -> None:
