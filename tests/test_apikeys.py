@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
 
 from wardgate.audit.log import AuditLog
 from wardgate.config import load_settings
@@ -44,7 +44,7 @@ from wardgate.security.tokens import TokenCodec
 from wardgate.sessions.records import KeyScope, UserState, path_within
 from wardgate.sessions.registry import SessionRegistry
 from wardgate.storage import db, schema
-from wardgate.storage.models import ApiKey
+from wardgate.storage.models import ApiKey, AuthChange
 
 SITE_SECRET = "k" * 48
 PASSWORD = "correct-horse-battery"
@@ -481,3 +481,20 @@ def test_keys_survive_a_restart(engine: Engine) -> None:
     restarted = Instance(engine)
     admitted = restarted.keys.identify(key)
     assert admitted.key.scope == KeyScope(frozenset({"ollama"}), ("/ollama/api",))
+
+
+def test_a_key_change_logged_by_the_release_before_is_applied(engine: Engine) -> None:
+    """A rolling upgrade: an instance not yet upgraded names the key in `session_id` only."""
+    a = Instance(engine)
+    admin, _ = people(a)
+    created = a.keys.create(admin, NewKey())
+    assert a.use(created.key).id == admin.id
+    with a.sessions() as db, db.begin():  # revoked the way the release before 0006 did it
+        db.delete(db.get(ApiKey, created.row.id))
+        db.add(AuthChange(at=int(time.time()), kind="api_key", user_id=admin.id, session_id=created.row.id))
+    a.registry.sync()
+    with pytest.raises(AuthenticationError):
+        a.use(created.key)
+    with a.sessions() as db:  # and this release's entries still name the key where the old one looks
+        entries = db.scalars(select(AuthChange).where(AuthChange.kind == "api_key")).all()
+    assert all(e.session_id == e.key_id for e in entries if e.key_id)

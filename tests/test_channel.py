@@ -54,13 +54,21 @@ class TestChannelContract:
     """What ViewSync relies on, whichever channel it is given."""
 
     def test_a_notice_published_from_a_worker_thread_reaches_the_listener(
-        self, channel: ChangeChannel
+        self, channel: ChangeChannel, monkeypatch: pytest.MonkeyPatch
     ) -> None:
+        # Reads and idle pings every 0.1 s: an answered ping must not count as a notice.
+        monkeypatch.setattr("wardgate.sessions.channel._WAIT", 0.1)
+        monkeypatch.setattr("wardgate.sessions.channel._PING_EVERY", 0.1)
+
         async def scenario() -> list[str]:
             task, events, notice = await _listening(channel)
             assert channel.connected
-            threading.Thread(target=channel.publish).start()  # as a write in a worker thread does
+            await asyncio.sleep(0.6)  # several reads and pings: nothing arrives unasked
+            assert events == ["connected=True"]
+            publisher = threading.Thread(target=channel.publish)  # as a write in a worker thread does
+            publisher.start()
             await asyncio.wait_for(notice.wait(), 2)
+            await asyncio.to_thread(publisher.join, 2)
             task.cancel()
             return events
 

@@ -216,3 +216,62 @@ def test_production_review_finds_weak_settings(tmp_path: Path) -> None:
         }
     )
     assert production_findings(strong) == []
+
+
+def test_secrets_are_taken_byte_for_byte(tmp_path: Path) -> None:
+    """A key read from a file may end in a newline; trimming it would change every derived key."""
+    key = SECRET + "\n"
+    settings = load_settings({"DATA_DIR": str(tmp_path), "WEBUI_SECRET_KEY": key}, env_file=None)
+    assert settings.secret_key == key
+    padded = load_settings(
+        {
+            "DATA_DIR": str(tmp_path),
+            "WEBUI_SECRET_KEY": SECRET,
+            "WEBUI_ADMIN_EMAIL": "a@example.com",
+            "WEBUI_ADMIN_PASSWORD": " spaced password ",
+        },
+        env_file=None,
+    )
+    assert padded.webui_admin_password is not None
+    assert padded.webui_admin_password.get_secret_value() == " spaced password "
+
+
+@pytest.mark.parametrize("value", ["", "   "])
+def test_an_empty_data_dir_is_refused_not_moved(tmp_path: Path, value: str) -> None:
+    """It once meant the working directory: moving to ./data would mean a new database and admin."""
+    with pytest.raises(ConfigError, match="DATA_DIR"):
+        load_settings({"DATA_DIR": value, "WEBUI_SECRET_KEY": SECRET}, env_file=None)
+    assert load_settings({"DATA_DIR": ".", "WEBUI_SECRET_KEY": SECRET}, env_file=None).data_dir == Path(".")
+
+
+@pytest.mark.parametrize(
+    ("url", "accepted"),
+    [
+        ("sqlite:///relative/wardgate.db", True),
+        ("sqlite:////abs/with space/wardgate.db", True),
+        ("sqlite://", True),
+        ("postgres://u:p@db.internal/wardgate", True),
+        ("postgresql+psycopg://u:p@db.internal:5432/wardgate", True),
+        ("sqlite:/abs.db", False),
+        ("sqlite:relative.db", False),
+        ("postgresql+psycopg://u:p@h:/db", False),
+        ("mysql://db/wardgate", False),
+    ],
+)
+def test_database_urls_sqlalchemy_cannot_use_are_refused_at_load(
+    tmp_path: Path, url: str, accepted: bool
+) -> None:
+    env = {"DATA_DIR": str(tmp_path), "WEBUI_SECRET_KEY": SECRET, "DATABASE_URL": url}
+    if accepted:
+        assert load_settings(env, env_file=None).database_url
+    else:
+        with pytest.raises(ConfigError, match="DATABASE_URL="):
+            load_settings(env, env_file=None)
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("REDIS_KEY_PREFIX", "{wardgate}"), ("REDIS_KEY_PREFIX", "prod/wardgate"), ("HOST", "my_host")],
+)
+def test_values_an_existing_env_may_hold_are_still_accepted(tmp_path: Path, name: str, value: str) -> None:
+    load_settings({"DATA_DIR": str(tmp_path), "WEBUI_SECRET_KEY": SECRET, name: value}, env_file=None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -169,3 +170,44 @@ def test_concurrent_first_signups_make_exactly_one_admin(engine: Engine) -> None
         roles = list(pool.map(create, range(32)))
     assert roles.count("admin") == 1
     assert roles.count("pending") == 31
+
+
+def test_overlapping_syncs_never_leave_the_view_older_than_the_log(engine: Engine) -> None:
+    """The poll and a notice sync at once: the one that read first must not apply last over the other.
+
+    The poll is held after reading the log (Bob still an admin); Bob is demoted; a second sync
+    starts. Run one after the other, the view ends with the demotion; interleaved, the poll's older
+    row would win and the demotion, already marked as seen, would never be applied.
+    """
+    a = Instance(engine)
+    ada = a.accounts.create_user("Ada", "ada@example.com", PASSWORD, role=None)
+    bob = a.accounts.create_user("Bob", "bob@example.com", PASSWORD, role="admin")
+    a.registry.sync()
+    a.accounts.update_user(ada, bob.id, UserChanges(name="Bob B"))  # a change the poll will read
+    real_lock, poll_read, release = a.registry._lock, threading.Event(), threading.Event()
+
+    class HeldPoll:
+        """The view's lock, which the poll thread takes only once released."""
+
+        def __enter__(self) -> bool:
+            if threading.current_thread().name == "poll":
+                poll_read.set()
+                release.wait(5)
+            return real_lock.__enter__()
+
+        def __exit__(self, *exc: object) -> None:
+            real_lock.__exit__(*exc)
+
+    a.registry._lock = HeldPoll()  # type: ignore[assignment]
+    poll = threading.Thread(target=a.registry.sync, name="poll")
+    poll.start()
+    assert poll_read.wait(5)  # the poll has read Bob as an admin
+    a.accounts.update_user(ada, bob.id, UserChanges(role="user"))
+    notice = threading.Thread(target=a.registry.sync, name="notice")
+    notice.start()
+    time.sleep(0.2)  # give an unguarded second sync the time to finish first
+    release.set()
+    poll.join(5)
+    notice.join(5)
+    a.registry._lock = real_lock
+    assert a.registry.view.users[bob.id].role == "user"

@@ -9,7 +9,6 @@ import secrets
 import sys
 from collections.abc import Callable, Sequence
 
-import uvicorn
 from sqlalchemy import Engine
 
 from wardgate.app import create_app
@@ -18,6 +17,7 @@ from wardgate.config.review import production_findings
 from wardgate.config.values import ROLE_NAMES, Role
 from wardgate.errors import ApiError, ConfigError, StoreError
 from wardgate.gateway import Gateway
+from wardgate.http import server
 from wardgate.identity.records import UserChanges
 from wardgate.sessions.records import UserState
 from wardgate.storage import db, schema
@@ -111,20 +111,8 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         raise ConfigError(["--ssl-certfile / --ssl-keyfile: give both, or neither"])
     for finding in production_findings(settings):
         log.warning("configuration: %s", finding)
-    uvicorn.run(
-        create_app(settings),
-        host=args.host or settings.host,
-        port=args.port or settings.port,
-        ssl_certfile=certfile,
-        ssl_keyfile=keyfile,
-        proxy_headers=False,
-        server_header=False,
-        date_header=True,
-        log_level=settings.global_log_level.lower(),
-        access_log=False,
-        h11_max_incomplete_event_size=16 * 1024,
-        timeout_graceful_shutdown=10,
-    )
+    host, port = args.host or settings.host, args.port or settings.port
+    server.run(create_app(settings), settings, host=host, port=port, certfile=certfile, keyfile=keyfile)
     return 0
 
 

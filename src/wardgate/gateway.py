@@ -12,11 +12,14 @@ from dataclasses import dataclass
 
 import anyio.to_thread
 from sqlalchemy import Engine
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 from sqlalchemy.orm import Session, sessionmaker
 
 from wardgate.audit.log import AuditLog
+from wardgate.config.network import DATABASE_FORM
 from wardgate.config.review import production_findings
 from wardgate.config.settings import Settings
+from wardgate.errors import ConfigError
 from wardgate.identity.accounts import AccountService
 from wardgate.identity.api_keys import ApiKeyPolicy, ApiKeyService
 from wardgate.identity.authentication import Authenticator
@@ -59,50 +62,35 @@ class Gateway:
     def build(cls, settings: Settings) -> Gateway:
         """Create the services from settings (no I/O beyond creating the engine)."""
         s = settings
-        engine = db.create_db_engine(
-            s.effective_database_url,
-            pool_size=s.database_pool_size,
-            max_overflow=s.database_pool_max_overflow,
-            pool_timeout=s.database_pool_timeout,
-            pool_recycle=s.database_pool_recycle,
-        )
+        try:
+            engine = db.create_db_engine(
+                s.effective_database_url,
+                pool_size=s.database_pool_size,
+                max_overflow=s.database_pool_max_overflow,
+                pool_timeout=s.database_pool_timeout,
+                pool_recycle=s.database_pool_recycle,
+            )
+        except (ArgumentError, NoSuchModuleError) as exc:
+            # The settings check the URL's form; should SQLAlchemy still refuse it, say so as the
+            # configuration problem it is, never as a traceback. Its message may hold the URL, and
+            # so a password: it is not repeated.
+            raise ConfigError(
+                [f"DATABASE_URL: SQLAlchemy cannot use it ({type(exc).__name__}); {DATABASE_FORM}"]
+            ) from None
         sessions = db.session_factory(engine)
         audit = AuditLog(sessions)
-        limiter = RateLimiter(s.redis_url, key_prefix=s.redis_key_prefix)
+        limiter = RateLimiter(
+            s.redis_url, key_prefix=s.redis_key_prefix, ipv6_prefix=s.rate_limit_ipv6_prefix
+        )
         channel = channel_from_url(s.redis_url, prefix=s.redis_key_prefix)
         registry = SessionRegistry(
             sessions, stale_after=max(10.0, 5 * s.session_sync_interval), publish=channel.publish
         )
         sync = ViewSync(registry, channel, interval=s.session_sync_interval)
         codec = TokenCodec([s.secret_key], s.jwt_expires_in)
-        accounts = AccountService(
-            sessions,
-            registry,
-            PasswordHasher(max_concurrent=s.password_hash_concurrency),
-            codec,
-            AccountPolicy(
-                default_role=s.default_user_role,
-                signup_open=s.signup_open,
-                passwords=PasswordPolicy(
-                    s.password_min_length, s.password_pattern, s.password_validation_hint
-                ),
-                limits=AuthLimits(
-                    Limit.of("signin", s.signin_rate_limit),
-                    Limit.of("signin-ip", s.signin_ip_rate_limit),
-                    Limit.of("signup", s.signup_rate_limit),
-                    Limit.of("password-change", s.password_change_rate_limit),
-                ),
-            ),
-            limiter,
-            audit,
-        )
-        key_policy = ApiKeyPolicy(
-            enabled=s.enable_api_keys,
-            users_may_create=s.user_permissions_features_api_keys,
-            rate=Limit.of("api-key", s.api_key_rate_limit),
-            endpoints=KeyScope(paths=s.api_key_endpoints),
-        )
-        api_keys = ApiKeyService(sessions, registry, ApiKeyHasher(s.secret_key), key_policy, audit)
+        hasher = PasswordHasher(max_concurrent=s.password_hash_concurrency)
+        accounts = AccountService(sessions, registry, hasher, codec, account_policy(s), limiter, audit)
+        api_keys = ApiKeyService(sessions, registry, ApiKeyHasher(s.secret_key), api_key_policy(s), audit)
         failures = Limit.of("auth-failure", s.auth_failure_rate_limit)
         return cls(
             settings=s,
@@ -172,4 +160,5 @@ def api_key_policy(s: Settings) -> ApiKeyPolicy:
         users_may_create=s.user_permissions_features_api_keys,
         rate=Limit.of("api-key", s.api_key_rate_limit),
         endpoints=KeyScope(paths=s.api_key_endpoints),
+        ipv6_prefix=s.rate_limit_ipv6_prefix,
     )

@@ -61,7 +61,8 @@ Bool = Annotated[bool, BeforeValidator(_parse_bool)]
 OptionalBool = Annotated[bool | None, BeforeValidator(_parse_bool)]
 Text = Annotated[str, parsed(same, limit=1024)]
 Name = Annotated[str, parsed(same, limit=255)]
-Secret = Annotated[SecretStr, parsed(same, limit=4096)]
+Secret = Annotated[SecretStr, BeforeValidator(lambda v: _secret(v))]
+HeaderSecret = Annotated[SecretStr, parsed(same, limit=4096)]  # sent in a header: one line, trimmed
 Lower = Annotated[str, parsed(str.lower, limit=64)]
 Lifetime = Annotated[timedelta | None, parsed(values.parse_duration)]
 RateValue = Annotated[InstanceOf[Rate], parsed(parse_rate)]
@@ -77,6 +78,31 @@ ProviderUrl = Annotated[str, parsed(network.provider_url)]
 UpstreamUrl = Annotated[str, parsed(network.upstream_url)]
 Separator = Annotated[str, BeforeValidator(lambda v: _separator(v))]
 FilePath = Annotated[Path, parsed(Path)]
+Directory = Annotated[Path, BeforeValidator(lambda v: _directory(v))]
+
+
+def _secret(value: object) -> object:
+    """A secret exactly as given, byte for byte: a key read from a file may end in a newline, and
+    trimming it would change every key derived from it. Empty means unset; all blank is refused."""
+    if not isinstance(value, str):
+        return value
+    if value == "":
+        raise PydanticUseDefault()
+    if not value.strip():
+        raise ValueError("must not be blank; unset it instead")
+    if len(value) > 4096:
+        raise ValueError("longer than 4096 characters")
+    return value
+
+
+def _directory(value: object) -> object:
+    """A directory; empty is refused rather than read as a default, since it once meant the working
+    directory (a different database, and a fresh first admin, if it quietly moved)."""
+    if not isinstance(value, str):
+        return value
+    if not value.strip():
+        raise ValueError("must not be empty; use . for the working directory, or unset it for ./data")
+    return Path(printable(value.strip(), limit=4096))
 
 
 def _separator(value: object) -> object:

@@ -119,10 +119,25 @@ def trusted_proxies(value: str) -> TrustedProxies:
     return TrustedProxies(networks=tuple(networks))
 
 
+def address_bucket(host: str | None, ipv6_prefix: int) -> str:
+    """The key under which an address is counted (rate limits, connection caps): an IPv4 address as
+    it is, an IPv6 address as its network of `ipv6_prefix` bits.
+
+    One IPv6 subscriber commonly holds a whole /64 (RFC 6177): counting per /128 would hand a client
+    a fresh bucket for every address it rotates to. IPv4-mapped IPv6 addresses count as IPv4.
+    """
+    found = address(host) if host else None
+    if found is None:
+        return host or "unknown"
+    if isinstance(found, ipaddress.IPv6Address):
+        return str(ipaddress.IPv6Network((found, ipv6_prefix), strict=False))
+    return str(found)
+
+
 # --- URLs ---------------------------------------------------------------------------------------------
 
 _LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
-_DATABASE_FORM = "sqlite:///path/to/file.db or postgresql+psycopg://user:password@host:5432/db"
+DATABASE_FORM = "expected sqlite:///path/to/file.db or postgresql+psycopg://user:password@host:5432/db"
 
 
 def web_url(value: str) -> str:
@@ -163,17 +178,28 @@ def provider_url(value: str) -> str:
 
 
 def database_url(value: str) -> str:
-    """`DATABASE_URL`, with Open WebUI's `postgres://` and `postgresql://` forms moved to psycopg 3."""
+    """`DATABASE_URL`, with Open WebUI's `postgres://` and `postgresql://` forms moved to psycopg 3.
+
+    SQLite: `sqlite:///relative/path.db`, `sqlite:////absolute/path.db` (the path may hold spaces),
+    or `sqlite://` (in memory). PostgreSQL: `postgresql+psycopg://user:password@host[:port]/database`.
+    """
     for prefix in ("postgres://", "postgresql://"):
         if value.startswith(prefix):
             value = "postgresql+psycopg://" + value.removeprefix(prefix)
-    parts = _split(value, _DATABASE_FORM)
-    if parts.scheme == "sqlite":
-        if parts.netloc or parts.fragment:
-            raise ValueError(f"expected {_DATABASE_FORM}")
+    if CONTROL.search(value):
+        raise ValueError(DATABASE_FORM)
+    if value.startswith("sqlite:"):
+        if value != "sqlite://" and not value.startswith("sqlite:///"):
+            raise ValueError(DATABASE_FORM)
         return value
-    if parts.scheme != "postgresql+psycopg":
-        raise ValueError(f"unsupported database {parts.scheme!r}; expected {_DATABASE_FORM}")
+    if not value.startswith("postgresql+psycopg://"):
+        scheme = value.split(":", 1)[0][:30]
+        raise ValueError(f"unsupported database {scheme!r}; {DATABASE_FORM}")
+    parts = _split(value, DATABASE_FORM)
+    if not parts.hostname and not parts.netloc.startswith("@") and parts.netloc:
+        raise ValueError(DATABASE_FORM)
+    if parts.netloc.endswith(":"):  # an empty port: "host:" with nothing after the colon
+        raise ValueError(f"the port is empty; {DATABASE_FORM}")
     return value
 
 

@@ -25,9 +25,11 @@ from wardgate.config import network, values
 from wardgate.config.fields import (
     Bool,
     ClaimPath,
+    Directory,
     FilePath,
     Groups,
     HeaderName,
+    HeaderSecret,
     Lifetime,
     Name,
     OptionalBool,
@@ -107,7 +109,7 @@ class Settings(BaseSettings):
     password_hash_concurrency: int = Field(4, ge=1, le=64, validation_alias=_env("PASSWORD_HASH_CONCURRENCY"))
 
     # --- storage --------------------------------------------------------------------------------
-    data_dir: FilePath = Field(Path("data"), validation_alias=_env("DATA_DIR"))
+    data_dir: Directory = Field(Path("data"), validation_alias=_env("DATA_DIR"))
     database_url: Annotated[str, parsed(network.database_url)] | None = Field(
         None, validation_alias=_env("DATABASE_URL")
     )
@@ -122,7 +124,12 @@ class Settings(BaseSettings):
         None, validation_alias=_env("REDIS_URL")
     )
     redis_key_prefix: Annotated[
-        str, parsed(lambda v: matching(re.compile(r"[A-Za-z0-9:_.-]{1,64}"), v, "letters, digits and :_.-"))
+        str,
+        parsed(
+            lambda v: matching(
+                re.compile(r"[\x21-\x7e]{1,64}"), v, "up to 64 printable characters, no spaces"
+            )
+        ),
     ] = Field("wardgate", validation_alias=_env("REDIS_KEY_PREFIX"))
 
     # --- rate limits ----------------------------------------------------------------------------
@@ -167,6 +174,15 @@ class Settings(BaseSettings):
     )
     max_header_size: int = Field(32 * 1024, ge=4096, le=1024**2, validation_alias=_env("MAX_HEADER_SIZE"))
     max_body_size: int = Field(4 * 1024 * 1024, ge=1024, le=1024**3, validation_alias=_env("MAX_BODY_SIZE"))
+    client_header_timeout: float = Field(10, gt=0, le=300, validation_alias=_env("CLIENT_HEADER_TIMEOUT"))
+    keep_alive_timeout: int = Field(5, ge=1, le=300, validation_alias=_env("KEEP_ALIVE_TIMEOUT"))
+    max_connections_per_ip: int = Field(
+        128, ge=1, le=100_000, validation_alias=_env("MAX_CONNECTIONS_PER_IP")
+    )
+    graceful_shutdown_timeout: int = Field(
+        30, ge=0, le=3600, validation_alias=_env("GRACEFUL_SHUTDOWN_TIMEOUT")
+    )
+    rate_limit_ipv6_prefix: int = Field(64, ge=32, le=128, validation_alias=_env("RATE_LIMIT_IPV6_PREFIX"))
     ssl_certfile: FilePath | None = Field(None, validation_alias=_env("SSL_CERTFILE"))
     ssl_keyfile: FilePath | None = Field(None, validation_alias=_env("SSL_KEYFILE"))
     secret_key_source: Literal["environment", "file"] = "environment"  # noqa: S105
@@ -260,7 +276,7 @@ class Settings(BaseSettings):
     # --- upstreams (reverse proxy) --------------------------------------------------------------
     ollama_base_url: UpstreamUrl | None = Field(None, validation_alias=_env("OLLAMA_BASE_URL"))
     openai_api_base_url: UpstreamUrl | None = Field(None, validation_alias=_env("OPENAI_API_BASE_URL"))
-    openai_api_key: Secret | None = Field(None, validation_alias=_env("OPENAI_API_KEY"))
+    openai_api_key: HeaderSecret | None = Field(None, validation_alias=_env("OPENAI_API_KEY"))
     upstream_url: UpstreamUrl | None = Field(None, validation_alias=_env("UPSTREAM_URL"))
     ollama_allowed_roles: Roles = Field(USERS_AND_ADMINS, validation_alias=_env("OLLAMA_ALLOWED_ROLES"))
     openai_allowed_roles: Roles = Field(USERS_AND_ADMINS, validation_alias=_env("OPENAI_ALLOWED_ROLES"))
@@ -359,13 +375,6 @@ class Settings(BaseSettings):
                 return re.compile(value.strip())
             except re.error as exc:
                 raise ValueError(f"not a valid regular expression ({exc})") from None
-        return value
-
-    @field_validator("webui_secret_key", "webui_admin_password", mode="before")
-    @classmethod
-    def _not_blank(cls, value: object) -> object:
-        if isinstance(value, str) and value and not value.strip():
-            raise ValueError("must not be blank; unset it instead")
         return value
 
     # --- derived values -------------------------------------------------------------------------

@@ -83,7 +83,7 @@ class AccountService:
     def signup(self, name: str, email: str, password: str, client: ClientInfo) -> SignedIn:
         """Self-service sign-up; the very first account becomes admin, atomically."""
         with self._audit.attempt("auth.signup", subject=email.strip().lower()[:320]):
-            self._limiter.hit(self._limits.signup, f"signup:{client.ip}")
+            self._limiter.hit(self._limits.signup, f"signup:{self._limiter.client_key(client.ip)}")
             user = self.create_user(name, email, password, role=None, open_signup_required=True)
             return self._start_session(user, client, "password")
 
@@ -177,7 +177,8 @@ class AccountService:
         # concurrent guesses cannot all slip through; another IP is unaffected (no lock-out) and a
         # success clears it. Per IP across accounts (spraying) only failures count, so check, verify
         # and count run under a lock per IP: concurrent sprays from one IP cannot all pass the check.
-        ip_key, account_key = f"signin-ip:{client.ip}", f"signin:{email}:{client.ip}"
+        bucket = self._limiter.client_key(client.ip)  # an IPv6 client counts per network, not per address
+        ip_key, account_key = f"signin-ip:{bucket}", f"signin:{email}:{bucket}"
         self._limiter.hit(self._limits.signin, account_key)
         lock = self._ip_locks[hash(ip_key) % len(self._ip_locks)]
         if not lock.acquire(timeout=_IP_LOCK_WAIT_SECONDS):  # never queue without bound

@@ -65,6 +65,7 @@ class ApiKeyPolicy:
     users_may_create: bool
     rate: Limit  # API_KEY_RATE_LIMIT
     endpoints: KeyScope  # API_KEYS_ALLOWED_ENDPOINTS, for every key
+    ipv6_prefix: int  # RATE_LIMIT_IPV6_PREFIX: how refusals from one client are grouped
     max_per_user: int = 50
 
 
@@ -103,7 +104,8 @@ class ApiKeyService:
         # In-process memory on purpose: a per-key limit must not cost a Redis round trip per request
         # (with N instances a key gets up to N times its rate; documented).
         self._limiter = RateLimiter()
-        self._refusals = RateLimiter()  # at most one audit row per key (or IP) and reason a minute
+        # at most one audit row per key (or client network) and reason a minute
+        self._refusals = RateLimiter(ipv6_prefix=policy.ipv6_prefix)
 
     # --- creating and revoking --------------------------------------------------------------
 
@@ -288,7 +290,7 @@ class ApiKeyService:
 
     def record_refusal(self, code: str, key: ApiKeyState | None = None) -> None:
         """Audit a refused key (`api_key.refused`), at most once a minute per key (or IP) and reason."""
-        who = key.id if key is not None else f"ip:{request_origin.get()[0]}"
+        who = key.id if key is not None else f"ip:{self._refusals.client_key(request_origin.get()[0])}"
         try:
             self._refusals.hit(_REFUSAL_AUDIT, f"{who}:{code}")
         except RateLimitedError:

@@ -35,6 +35,8 @@ TOKEN_COOKIE = "token"  # noqa: S105 - the session cookie's name (Open WebUI's)
 KEYS_NOT_HERE = "API keys cannot be used for wardgate's own account and admin API; sign in instead."
 NOT_AUTHENTICATED = "Not authenticated."
 Via = Literal["header", "cookie", "api-key-header"]
+# Refusals of credentials nobody was given: a bad signature or shape, a key that does not exist.
+COUNTED_FAILURES = frozenset({"invalid_token", "malformed_api_key", "unknown_api_key"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,9 +109,13 @@ class Authenticator:
                 )
                 return await self._key(value, key_via, keys_allowed=keys_allowed)
             return await self._session(value, "cookie" if via == "cookie" else "header", ip)
-        except AuthenticationError:
-            # Only failures touch the limiter (it may be Redis): valid requests stay I/O-free.
-            await anyio.to_thread.run_sync(self._limiter.hit, self._failures, f"auth-failure:{ip}")
+        except AuthenticationError as exc:
+            # Only forged or malformed credentials count: an authentic token that expired or was
+            # signed out is not an attack, and an office behind one address must not be locked out
+            # by it. Only failures touch the limiter (it may be Redis): valid requests stay I/O-free.
+            if exc.code in COUNTED_FAILURES:
+                bucket = f"auth-failure:{self._limiter.client_key(ip)}"
+                await anyio.to_thread.run_sync(self._limiter.hit, self._failures, bucket)
             raise
 
     async def _session(self, token: str, via: Literal["header", "cookie"], ip: str | None) -> Principal:

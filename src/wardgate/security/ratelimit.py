@@ -22,6 +22,7 @@ from limits.errors import StorageError
 from limits.storage import MemoryStorage, RedisStorage, Storage
 from limits.strategies import MovingWindowRateLimiter
 
+from wardgate.config.network import address_bucket
 from wardgate.config.values import Rate
 from wardgate.errors import RateLimitedError
 
@@ -46,7 +47,10 @@ class Limit:
 class RateLimiter:
     """Moving-window limits over Redis or memory, degrading to memory (never to nothing)."""
 
-    def __init__(self, redis_url: str | None = None, *, key_prefix: str = "wardgate") -> None:
+    def __init__(
+        self, redis_url: str | None = None, *, key_prefix: str = "wardgate", ipv6_prefix: int = 128
+    ) -> None:
+        self.ipv6_prefix = ipv6_prefix  # RATE_LIMIT_IPV6_PREFIX; 128: every address apart
         self._memory: Storage = MemoryStorage()
         self._redis: Storage | None = None
         if redis_url:
@@ -66,6 +70,10 @@ class RateLimiter:
         if self._redis is None:
             return "memory"
         return "memory (redis unavailable)" if self._degraded_since is not None else "redis"
+
+    def client_key(self, ip: str | None) -> str:
+        """The bucket a client address counts in: IPv6 grouped by its network (`address_bucket`)."""
+        return address_bucket(ip, self.ipv6_prefix)
 
     def hit(self, limit: Limit, key: str) -> None:
         """Count one attempt, or raise RateLimitedError (with the wait) when the limit is reached."""

@@ -28,6 +28,8 @@ SESSION_TYPE = "session"
 MAX_TOKEN_LENGTH = 4096
 VERIFIED_CACHE_SIZE = 4096  # a session token is ~300 bytes; refuse giant inputs before parsing them
 _REQUIRED = ("id", "jti", "iat", "typ", "session_stamp")
+EXPIRED = "This session has expired. Please sign in again."
+EXPIRED_CODE = "token_expired"
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +89,7 @@ class TokenCodec:
             raise AuthenticationError("Invalid or expired session token.", code="invalid_token")
         claims = self._verified(token)
         if claims.expires_at is not None and claims.expires_at <= time.time():  # as PyJWT: exp <= now
-            raise AuthenticationError("Invalid or expired session token.", code="invalid_token")
+            raise AuthenticationError(EXPIRED, code=EXPIRED_CODE)
         return claims
 
     def _verify_uncached(self, token: str) -> Claims:
@@ -117,6 +119,10 @@ class TokenCodec:
                 )
             except jwt.InvalidSignatureError:
                 continue  # try the next (older) key
+            except jwt.ExpiredSignatureError:
+                # Raised only once the signature verified: an authentic token that has run out, told
+                # apart from a forged one so that clients sign in again and no limiter counts it.
+                raise AuthenticationError(EXPIRED, code=EXPIRED_CODE) from None
             except jwt.PyJWTError:
                 break
         raise AuthenticationError("Invalid or expired session token.", code="invalid_token")

@@ -35,5 +35,18 @@ def log_session_revoked(db: Session, user_id: str, session_id: str, expires_at: 
 
 
 def log_api_key_change(db: Session, user_id: str, key_id: str) -> None:
-    """Append "reload this API key" (inside the caller's transaction). Its id travels in `key_id`."""
-    db.add(AuthChange(at=int(time.time()), kind=API_KEY, user_id=user_id, key_id=key_id))
+    """Append "reload this API key" (inside the caller's transaction). Its id travels in `key_id`.
+
+    Also in `session_id`, where the release before migration 0006 reads it: during a rolling upgrade
+    instances of both releases share the log, and neither may miss a revoked key. A later release,
+    once no older instance can be running, stops writing it.
+    """
+    db.add(AuthChange(at=int(time.time()), kind=API_KEY, user_id=user_id, key_id=key_id, session_id=key_id))
+
+
+def changed_key(change: AuthChange) -> str | None:
+    """The API key an entry is about (written by this release in `key_id`, by the one before 0006
+    in `session_id`)."""
+    if change.kind != API_KEY:
+        return None
+    return change.key_id or change.session_id

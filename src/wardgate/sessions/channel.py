@@ -28,6 +28,8 @@ from redis.exceptions import RedisError
 log = logging.getLogger(__name__)
 _PUBLISH_TIMEOUT = 0.5
 _RECONNECT_DELAYS = (0.2, 0.5, 1.0, 2.0)
+_WAIT = 0.5  # seconds per read of the subscription
+_PING_EVERY = 5.0  # seconds of silence before a ping checks the connection
 
 OnNotice = Callable[[], Awaitable[None]]
 OnState = Callable[[bool], Awaitable[None]]
@@ -99,6 +101,7 @@ class RedisChangeChannel:
             url, socket_timeout=_PUBLISH_TIMEOUT, socket_connect_timeout=_PUBLISH_TIMEOUT
         )
         self._connected = False
+        self._closing = False
 
     @property
     def connected(self) -> bool:
@@ -107,9 +110,11 @@ class RedisChangeChannel:
 
     def publish(self) -> None:
         """Tell the other instances to sync (best effort: their poll is the safety net)."""
+        if self._closing:
+            return  # stopping: the others' polls are the safety net for a change made now
         try:
             self._publisher.publish(self.name, b"sync")
-        except RedisError as exc:
+        except (RedisError, OSError, ValueError) as exc:  # ValueError: closed under us while stopping
             log.warning(
                 "revocation channel: publish failed (%s); other instances rely on their poll",
                 type(exc).__name__,
@@ -118,7 +123,7 @@ class RedisChangeChannel:
     async def listen(self, on_notice: OnNotice, on_state: OnState) -> None:
         """Subscribe forever, reconnecting with a growing delay; report the subscription's state."""
         attempt = 0
-        while True:
+        while not self._closing:
             client = aioredis.Redis.from_url(self._url, socket_connect_timeout=1, health_check_interval=5)
             try:
                 async with client.pubsub() as pubsub:
@@ -138,20 +143,29 @@ class RedisChangeChannel:
             if self._connected:
                 self._connected = False
                 await on_state(False)
-            await asyncio.sleep(_RECONNECT_DELAYS[min(attempt, len(_RECONNECT_DELAYS) - 1)])
+            if not self._closing:
+                await asyncio.sleep(_RECONNECT_DELAYS[min(attempt, len(_RECONNECT_DELAYS) - 1)])
             attempt += 1
 
-    @staticmethod
-    async def _receive(pubsub: aioredis.client.PubSub, on_notice: OnNotice) -> None:
-        while True:
-            message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=5.0)
-            if message is not None:
+    async def _receive(self, pubsub: aioredis.client.PubSub, on_notice: OnNotice) -> None:
+        # Short waits, and a look at `_closing` after each: redis-py's reads do not reliably give up
+        # on a cancellation (seen under uvloop: the task stayed "cancelling" for ever, and with it
+        # the process's shutdown), so the loop must also end by itself.
+        idle = 0.0
+        while not self._closing:
+            message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=_WAIT)
+            if message is not None and message.get("type") == "message":  # not the PONG of a ping
+                idle = 0.0
                 await on_notice()
-            else:
+                continue
+            idle += _WAIT
+            if idle >= _PING_EVERY:
+                idle = 0.0
                 await pubsub.ping()  # detect a dead connection while idle
 
     def close(self) -> None:
-        """Release the publishing connection."""
+        """Stop listening (within `_WAIT` seconds) and release the publishing connection."""
+        self._closing = True
         self._publisher.close()
 
 

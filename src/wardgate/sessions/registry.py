@@ -146,7 +146,11 @@ class SessionRegistry:
         self._seen_set: set[int] = set()
         self._touches: dict[str, _Touch] = {}
         self._key_touches: dict[str, int] = {}  # API key id -> last used
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the view's contents
+        # One sync at a time, reads and apply together: two overlapping syncs (the poll and a notice)
+        # could otherwise apply an older read after a newer one had marked its entries as seen.
+        self._sync_lock = threading.Lock()
+        self._generation = 0  # bumped by every change to the view; see check_in_database
         self.trusted = True
         """False while the change channel is down: the view may have missed changes (set by ViewSync)."""
 
@@ -176,6 +180,10 @@ class SessionRegistry:
 
     def sync(self) -> int:
         """Apply changes logged since the last sync (by any instance); return how many were new."""
+        with self._sync_lock:
+            return self._sync()
+
+    def _sync(self) -> int:
         with self._sessions() as db:
             entries = list(
                 db.scalars(select(AuthChange).where(AuthChange.id > self._cursor).order_by(AuthChange.id))
@@ -191,11 +199,12 @@ class SessionRegistry:
                 if user_ids
                 else {}
             )
-            key_ids = {c.key_id for c in fresh if c.kind == changes.API_KEY and c.key_id}
+            key_ids = {key for key in map(changes.changed_key, fresh) if key}
             keys = (
                 {r.id: r for r in db.scalars(select(ApiKey).where(ApiKey.id.in_(key_ids)))} if key_ids else {}
             )
         with self._lock:
+            self._generation += 1
             for change in fresh:
                 self._apply(change, rows, keys)
                 self._remember(change.id)
@@ -207,10 +216,10 @@ class SessionRegistry:
     def _apply(self, change: AuthChange, rows: dict[str, UserState], keys: dict[str, ApiKey]) -> None:
         if change.kind == changes.SESSION and change.session_id:
             self.view.revoke(change.session_id, change.expires_at)
-        elif change.kind == changes.API_KEY and change.key_id:
-            key = keys.get(change.key_id)
+        elif (key_id := changes.changed_key(change)) is not None:
+            key = keys.get(key_id)
             if key is None:
-                self.view.drop_api_key(change.key_id)
+                self.view.drop_api_key(key_id)
             else:
                 self.view.put_api_key(ApiKeyState.from_row(key))
         elif change.kind == changes.USER:
@@ -239,6 +248,7 @@ class SessionRegistry:
 
     def check_in_database(self, claims: Claims) -> UserState:
         """The slow path when the view is stale: ask the database, refuse if it cannot answer."""
+        generation = self._generation
         try:
             with self._sessions() as db:
                 row = db.get(User, claims.user_id)
@@ -254,7 +264,8 @@ class SessionRegistry:
         if revoked or state is None or not state.active or state.session_stamp != claims.session_stamp:
             raise AuthenticationError(SESSION_ENDED, code="session_revoked")
         with self._lock:
-            self.view.put_user(state)  # the database is newer than the view: remember it
+            if self._generation == generation:  # else the view took a newer change while we read
+                self.view.put_user(state)  # the database is newer than the view: remember it
         return state
 
     # --- local writes (called after the transaction committed) -------------------------------
@@ -262,12 +273,14 @@ class SessionRegistry:
     def user_changed(self, user: UserState) -> None:
         """A local write changed this user."""
         with self._lock:
+            self._generation += 1
             self.view.put_user(user)
         self._notify()
 
     def user_deleted(self, user_id: str) -> None:
         """A local write deleted this user."""
         with self._lock:
+            self._generation += 1
             self.view.drop_user(user_id)
         self._notify()
 

@@ -17,7 +17,6 @@ since it (re)connected; otherwise requests are checked against the database (fai
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 from typing import Literal, TypeVar
@@ -30,6 +29,7 @@ from wardgate.sessions.registry import SessionRegistry
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+STOP_TIMEOUT = 5.0  # seconds each step of a stop may take before it is given up
 
 
 class ViewSync:
@@ -60,17 +60,21 @@ class ViewSync:
         ]
 
     async def stop(self) -> None:
-        """Stop the loops, wait for their database work, write what is batched."""
+        """Stop the loops, wait for their database work, write what is batched; in bounded time."""
+        self.channel.close()  # a listener that does not take the cancellation still ends by itself
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        if self._tasks:
+            _done, stuck = await asyncio.wait(self._tasks, timeout=STOP_TIMEOUT)
+            for task in stuck:
+                log.error("%s did not stop within %.0f s; left behind", task.get_name(), STOP_TIMEOUT)
         self._tasks.clear()
-        await asyncio.gather(*self._in_threads, return_exceptions=True)
-        with contextlib.suppress(SQLAlchemyError):
-            await anyio.to_thread.run_sync(self.registry.flush_touches)
-        self.channel.close()
+        if self._in_threads:
+            await asyncio.wait(self._in_threads, timeout=STOP_TIMEOUT)
+        try:
+            await asyncio.wait_for(anyio.to_thread.run_sync(self.registry.flush_touches), STOP_TIMEOUT)
+        except (SQLAlchemyError, TimeoutError) as exc:
+            log.warning("last batched writes not written at stop (%s)", type(exc).__name__)
 
     async def in_thread(self, work: Callable[[], T]) -> T:
         """Run database work in a worker thread that `stop` waits for."""

@@ -1,0 +1,226 @@
+"""The server: uvicorn on httptools (llhttp), with the bounds a process facing the internet needs.
+
+uvicorn's httptools protocol builds the request line and headers by appending bytes with no cap and
+checks nothing until the head is complete; it has no timeout for a head that never completes and
+none for a connection that never sends a byte. `BoundedHttpToolsProtocol` adds, per connection:
+
+- **head size**: bytes of a request head (request line and header fields) past `MAX_HEADER_SIZE`
+  are never handed to the parser: the request is answered 431 and the connection closed as the
+  limit is crossed, so one client cannot make the process buffer (or parse) megabytes;
+- **head time**: a head must arrive whole within `CLIENT_HEADER_TIMEOUT` seconds of its first byte,
+  or of the connection opening (408, then close): a client trickling a header line every few
+  seconds (slowloris) or opening sockets and sending nothing holds a connection that long at most;
+- **connections per client**: at most `MAX_CONNECTIONS_PER_IP` open connections per client address
+  (IPv6 counted per `RATE_LIMIT_IPV6_PREFIX` network); more are closed at once. The proxies of
+  `FORWARDED_ALLOW_IPS` are not counted: every client behind them shares their address.
+
+Idle keep-alive connections close after `KEEP_ALIVE_TIMEOUT` (uvicorn's own timer), and a stop
+drains in-flight requests and streams for `GRACEFUL_SHUTDOWN_TIMEOUT` seconds. The parsing itself
+stays llhttp's: this wrapper only decides how much it is given and for how long.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from wardgate.config.network import TrustedProxies, address_bucket
+from wardgate.config.settings import Settings
+from wardgate.http.application import ASGIApp
+
+log = logging.getLogger(__name__)
+_TOO_LARGE = b"Request header fields too large"
+_TOO_SLOW = b"The request head did not arrive in time"
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionLimits:
+    """What one connection, and one client, may take of the server."""
+
+    max_head_bytes: int
+    head_timeout: float
+    max_per_client: int
+    ipv6_prefix: int
+    trusted: TrustedProxies
+
+
+def _refusal(status: bytes, detail: bytes) -> bytes:
+    body = b'{"detail":"' + detail + b'"}'
+    return b"".join(
+        (
+            b"HTTP/1.1 " + status + b"\r\n",
+            b"content-type: application/json\r\n",
+            b"content-length: " + str(len(body)).encode() + b"\r\n",
+            b"connection: close\r\n\r\n",
+            body,
+        )
+    )
+
+
+class BoundedHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with bounded request heads and a cap on connections per client."""
+
+    limits: ClassVar[ConnectionLimits]
+    open_per_client: ClassVar[Counter[str]]  # one per server process (see `protocol_for`)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._bucket: str | None = None  # counted against this client key while open
+        self._in_head = True
+        self._head_bytes = 0
+        self._head_timer: asyncio.TimerHandle | None = None
+
+    # --- connections per client ------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        """Admit the connection unless its client already holds its share; start the head clock."""
+        super().connection_made(transport)
+        host = self.client[0] if self.client else None
+        if not self.limits.trusted.trusts(host):
+            bucket = address_bucket(host, self.limits.ipv6_prefix)
+            if self.open_per_client[bucket] >= self.limits.max_per_client:
+                log.warning("connection refused: %s holds %d connections", bucket, self.limits.max_per_client)
+                transport.abort()
+                return
+            self.open_per_client[bucket] += 1
+            self._bucket = bucket
+        self._start_head_clock()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """Release the client's share and the head clock."""
+        self._release()
+        super().connection_lost(exc)
+
+    def _release(self) -> None:
+        self._stop_head_clock()
+        if self._bucket is not None:
+            self.open_per_client[self._bucket] -= 1
+            if self.open_per_client[self._bucket] <= 0:
+                del self.open_per_client[self._bucket]
+            self._bucket = None
+
+    def handle_websocket_upgrade(self) -> None:
+        """Hand over to the WebSocket protocol, which then holds the client's share until it closes."""
+        self._stop_head_clock()
+        super().handle_websocket_upgrade()
+        socket_protocol = self.transport.get_protocol()
+        lost = socket_protocol.connection_lost
+
+        def release_then_lose(exc: Exception | None) -> None:
+            self._release()
+            lost(exc)
+
+        socket_protocol.connection_lost = release_then_lose  # type: ignore[method-assign]
+
+    # --- bounded heads -----------------------------------------------------------------------------
+
+    def data_received(self, data: bytes) -> None:
+        """Feed the parser, but never more than `max_head_bytes` of one request head."""
+        if not self._in_head:
+            super().data_received(data)
+            return
+        if self._head_timer is None:
+            self._start_head_clock()  # the first byte of a head after a keep-alive pause
+        room = self.limits.max_head_bytes - self._head_bytes
+        if len(data) <= room:
+            self._head_bytes += len(data)
+            super().data_received(data)
+            return
+        # The head may end inside this chunk (a body follows): feed what fits, and refuse only when
+        # the head is still incomplete with the limit reached.
+        self._head_bytes += room
+        super().data_received(data[:room])
+        if self.transport.get_protocol() is not self:
+            return  # upgraded to a WebSocket: the rest is the socket's
+        if self._in_head:
+            self._refuse(b"431 Request Header Fields Too Large", _TOO_LARGE)
+            return
+        if self.parser is not None and not self.transport.is_closing():
+            self.data_received(data[room:])
+
+    def on_message_begin(self) -> None:
+        """A request head starts (its bytes are counted from the last complete head on)."""
+        self._in_head = True
+        super().on_message_begin()
+
+    def on_headers_complete(self) -> None:
+        """The head arrived whole in time: stop its clock and let the body through unbounded here
+        (the body limit is `MAX_BODY_SIZE`'s, applied by the application)."""
+        self._in_head = False
+        self._head_bytes = 0
+        self._stop_head_clock()
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        """The request is whole: the next bytes on this connection are a new head."""
+        super().on_message_complete()
+        self._in_head = True
+        self._head_bytes = 0
+
+    def _start_head_clock(self) -> None:
+        self._stop_head_clock()
+        self._head_timer = self.loop.call_later(self.limits.head_timeout, self._head_too_slow)
+
+    def _stop_head_clock(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_too_slow(self) -> None:
+        self._head_timer = None
+        if not self._in_head or self.transport.is_closing():
+            return
+        if self._head_bytes:
+            self._refuse(b"408 Request Timeout", _TOO_SLOW)
+        else:
+            self.transport.close()  # nothing was asked: nothing to answer
+
+    def _refuse(self, status: bytes, detail: bytes) -> None:
+        self._stop_head_clock()
+        if not self.transport.is_closing():
+            self.transport.write(_refusal(status, detail))
+            self.transport.close()
+        self._in_head = False
+
+
+def protocol_for(limits: ConnectionLimits) -> type[BoundedHttpToolsProtocol]:
+    """A protocol class bound to these limits, with a connection count of its own."""
+    return type(
+        "WardgateHttpProtocol",
+        (BoundedHttpToolsProtocol,),
+        {"limits": limits, "open_per_client": Counter()},
+    )
+
+
+def run(
+    app: ASGIApp, settings: Settings, *, host: str, port: int, certfile: str | None, keyfile: str | None
+) -> None:
+    """Serve `app` until SIGINT or SIGTERM, then drain for `GRACEFUL_SHUTDOWN_TIMEOUT` seconds."""
+    limits = ConnectionLimits(
+        max_head_bytes=settings.max_header_size,
+        head_timeout=settings.client_header_timeout,
+        max_per_client=settings.max_connections_per_ip,
+        ipv6_prefix=settings.rate_limit_ipv6_prefix,
+        trusted=settings.forwarded_allow_ips,
+    )
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        http=protocol_for(limits),
+        ssl_certfile=certfile,
+        ssl_keyfile=keyfile,
+        proxy_headers=False,  # TrustedProxyMiddleware decides, from FORWARDED_ALLOW_IPS
+        server_header=False,
+        date_header=True,
+        log_level=settings.global_log_level.lower(),
+        access_log=False,
+        timeout_keep_alive=settings.keep_alive_timeout,
+        timeout_graceful_shutdown=settings.graceful_shutdown_timeout,
+    )

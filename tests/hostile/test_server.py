@@ -1,0 +1,213 @@
+"""One client cannot stall the server: bounded request heads, head timeouts, idle connections, and a cap
+on connections per client, each tried against a real `wardgate serve` over TCP."""
+
+from __future__ import annotations
+
+import socket
+import statistics
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import SECRET
+from tests.servers import wardgate_process
+
+pytestmark = pytest.mark.slow
+HEAD_TIMEOUT = 1.0
+KEEP_ALIVE = 1
+PER_CLIENT = 12
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int]]:
+    """wardgate with short timeouts; loopback is not a trusted proxy here, so it is counted."""
+    env = {
+        "DATA_DIR": str(tmp_path_factory.mktemp("hostile")),
+        "WEBUI_SECRET_KEY": SECRET,
+        "CLIENT_HEADER_TIMEOUT": str(HEAD_TIMEOUT),
+        "KEEP_ALIVE_TIMEOUT": str(KEEP_ALIVE),
+        "MAX_CONNECTIONS_PER_IP": str(PER_CLIENT),
+        "FORWARDED_ALLOW_IPS": "10.255.255.1",
+    }
+    with wardgate_process(env) as base:
+        yield base, int(base.rsplit(":", 1)[1])
+
+
+def _connect(port: int) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+    sock.settimeout(5)
+    return sock
+
+
+def _answer(sock: socket.socket) -> bytes:
+    """What the server wrote before closing (b"" when it closed without a word)."""
+    data = b""
+    try:
+        while chunk := sock.recv(65536):
+            data += chunk
+    except (ConnectionResetError, BrokenPipeError):
+        pass
+    return data
+
+
+def _send_until_refused(sock: socket.socket, chunk: bytes, times: int, pause: float = 0.0) -> int | None:
+    """Send `chunk` up to `times` times; the bytes sent when the server closed on us, None if it never did."""
+    sent = 0
+    for _ in range(times):
+        try:
+            sock.sendall(chunk)
+        except (BrokenPipeError, ConnectionResetError):
+            return sent
+        sent += len(chunk)
+        time.sleep(pause)
+    return None
+
+
+def _health_latencies(base: str, stop: threading.Event, out: list[float]) -> None:
+    with httpx.Client(timeout=10) as client:
+        while not stop.is_set():
+            started = time.monotonic()
+            assert client.get(f"{base}/health").status_code == 200
+            out.append(time.monotonic() - started)
+            time.sleep(0.01)
+
+
+def test_a_huge_header_is_refused_as_the_limit_is_crossed_and_nobody_else_waits(
+    server: tuple[str, int],
+) -> None:
+    """64 MiB of header: answered 431 after the first 32 KiB, the rest never read; /health unharmed."""
+    base, port = server
+    stop, latencies = threading.Event(), []
+    watcher = threading.Thread(target=_health_latencies, args=(base, stop, latencies))
+    watcher.start()
+    try:
+        while len(latencies) < 3:  # the other client is being served before the attack begins
+            time.sleep(0.01)
+        sock = _connect(port)
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: ")
+        sent = _send_until_refused(sock, b"a" * 65536, 1024)  # up to 64 MiB
+        answer = _answer(sock)
+        sock.close()
+        time.sleep(0.3)  # and after it
+    finally:
+        stop.set()
+        watcher.join(10)
+    assert sent is not None, "the server read 64 MiB of header"
+    assert sent < 8 * 1024 * 1024, sent  # only what the kernel's buffers took before the close
+    assert answer.startswith(b"HTTP/1.1 431 "), answer[:100]
+    assert b'"detail"' in answer
+    assert len(latencies) >= 6 and max(latencies) < 0.5, latencies
+
+
+def test_a_head_trickled_line_by_line_is_cut_off_after_the_head_timeout(server: tuple[str, int]) -> None:
+    """Slowloris: a header line every 0.3 s never completes the head; the connection ends at the timeout."""
+    _, port = server
+    sock = _connect(port)
+    started = time.monotonic()
+    sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+    assert _send_until_refused(sock, b"X-Slow: 1\r\n", 40, pause=0.3) is not None  # up to 12 s
+    elapsed = time.monotonic() - started
+    assert HEAD_TIMEOUT <= elapsed < HEAD_TIMEOUT + 2.5, elapsed
+    sock.close()
+
+
+def test_a_connection_that_sends_nothing_is_closed(server: tuple[str, int]) -> None:
+    _, port = server
+    sock = _connect(port)
+    started = time.monotonic()
+    assert _answer(sock) == b""  # closed without an answer: nothing was asked
+    assert time.monotonic() - started < HEAD_TIMEOUT + 2
+    sock.close()
+
+
+def test_a_slow_head_that_does_arrive_in_time_is_served(server: tuple[str, int]) -> None:
+    _, port = server
+    sock = _connect(port)
+    for line in (b"GET /health HTTP/1.1\r\n", b"Host: x\r\n", b"Connection: close\r\n", b"\r\n"):
+        sock.sendall(line)
+        time.sleep(HEAD_TIMEOUT / 5)
+    assert _answer(sock).startswith(b"HTTP/1.1 200 ")
+    sock.close()
+
+
+def test_an_idle_keep_alive_connection_closes(server: tuple[str, int]) -> None:
+    _, port = server
+    sock = _connect(port)
+    sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+    first = sock.recv(65536)
+    assert first.startswith(b"HTTP/1.1 200 ")
+    started = time.monotonic()
+    assert _answer(sock) == b""
+    assert time.monotonic() - started < KEEP_ALIVE + 1.5
+    sock.close()
+
+
+def test_a_large_body_arriving_with_its_head_is_not_mistaken_for_a_large_head(
+    server: tuple[str, int],
+) -> None:
+    """The head limit counts the head only: a 1 MiB body sent in the same writes is the body's business."""
+    base, port = server
+    body = b'{"name": "x", "email": "not an email", "password": "' + b"p" * (1024 * 1024) + b'"}'
+    head = (
+        b"POST /api/v1/auths/signup HTTP/1.1\r\nHost: " + base.removeprefix("http://").encode() + b"\r\n"
+        b"Content-Type: application/json\r\nOrigin: " + base.encode() + b"\r\nConnection: close\r\n"
+        b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n"
+    )
+    sock = _connect(port)
+    sock.sendall(head + body)
+    answer = _answer(sock)
+    sock.close()
+    assert answer.startswith((b"HTTP/1.1 422 ", b"HTTP/1.1 400 ", b"HTTP/1.1 413 ")), answer[:80]
+
+
+def test_one_client_cannot_hold_more_than_its_share_of_connections(server: tuple[str, int]) -> None:
+    base, port = server
+    held = [_connect(port) for _ in range(PER_CLIENT)]
+    try:
+        for sock in held:  # keep them busy (not idle) so the head timeout does not end them meanwhile
+            sock.sendall(b"GET /health HTTP/1.1\r\n")
+        extra = _connect(port)
+        started = time.monotonic()
+        assert _answer(extra) == b""  # closed at once
+        assert time.monotonic() - started < 0.5
+        extra.close()
+    finally:
+        for sock in held:
+            sock.close()
+    time.sleep(0.2)  # the server sees the closes
+    assert httpx.get(f"{base}/health", timeout=5).status_code == 200  # the share is free again
+
+
+def test_the_limits_are_per_process_and_do_not_slow_a_normal_client(server: tuple[str, int]) -> None:
+    base, _ = server
+    with httpx.Client(timeout=5) as client:
+        timings = []
+        for _ in range(50):
+            started = time.monotonic()
+            assert client.get(f"{base}/health").status_code == 200
+            timings.append(time.monotonic() - started)
+    assert statistics.median(timings) < 0.05
+
+
+def test_trusted_proxies_are_not_counted(tmp_path: Path) -> None:
+    """Behind a reverse proxy every client shares its address: the proxy's connections are exempt."""
+    env = {
+        "DATA_DIR": str(tmp_path),
+        "WEBUI_SECRET_KEY": SECRET,
+        "MAX_CONNECTIONS_PER_IP": "2",
+        "FORWARDED_ALLOW_IPS": "127.0.0.1",
+    }
+    with wardgate_process(env) as base:
+        port = int(base.rsplit(":", 1)[1])
+        held = [_connect(port) for _ in range(6)]
+        try:
+            for sock in held:
+                sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            assert all(_answer(sock).startswith(b"HTTP/1.1 200 ") for sock in held)
+        finally:
+            for sock in held:
+                sock.close()
