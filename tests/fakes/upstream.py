@@ -60,13 +60,27 @@ async def ollama_chat(request: Request) -> StreamingResponse:
     return StreamingResponse(lines(), media_type="application/x-ndjson")
 
 
+def cgi_view(request: Request) -> dict[str, str]:
+    """The headers as a WSGI or CGI application reads them: `-` and `_` both become `_`, repeats joined."""
+    seen: dict[str, list[str]] = {}
+    for name, value in request.headers.raw:
+        key = "HTTP_" + name.decode("latin-1").upper().replace("-", "_")
+        seen.setdefault(key, []).append(value.decode("latin-1"))
+    return {key: ",".join(values) for key, values in seen.items()}
+
+
 async def facts(request: Request) -> JSONResponse:
     """What the upstream saw, as facts: identity headers, forwarding headers, credential checks."""
     headers = request.headers
     cookies = request.cookies
+    cgi = cgi_view(request)
     return JSONResponse(
         {
             "identity": {name: headers.get(name) for name in IDENTITY},
+            "cgi_identity": {
+                key: cgi.get(key) for key in (f"HTTP_{name.upper().replace('-', '_')}" for name in IDENTITY)
+            },
+            "header_names": sorted({name.decode("latin-1").lower() for name, _ in request.headers.raw}),
             "forwarded_for": headers.get("x-forwarded-for"),
             "forwarded_proto": headers.get("x-forwarded-proto"),
             "forwarded_host": headers.get("x-forwarded-host"),
@@ -143,6 +157,20 @@ async def set_cookie(_request: Request) -> PlainTextResponse:
     return response
 
 
+async def cors_everyone(request: Request) -> JSONResponse:
+    """Open WebUI's default: any Origin reflected, with credentials."""
+    origin = request.headers.get("origin", "*")
+    headers = {
+        "Access-Control-Allow-Origin": origin,
+        "Access-Control-Allow-Credentials": "true",
+        "Access-Control-Expose-Headers": "X-Secret-Header",
+    }
+    if request.method == "OPTIONS":
+        headers |= {"Access-Control-Allow-Methods": "GET, POST, DELETE", "Access-Control-Allow-Headers": "*"}
+        return JSONResponse({"preflight": "answered by the upstream"}, headers=headers)
+    return JSONResponse({"private": "data for the signed-in person"}, headers=headers)
+
+
 async def echo(websocket: WebSocket) -> None:
     await websocket.accept()
     email = websocket.headers.get("x-forwarded-email", "")
@@ -165,6 +193,7 @@ ROUTES = [
     Route("/not-modified", not_modified),
     Route("/redirect", redirect),
     Route("/set-cookie", set_cookie),
+    Route("/cors-everyone", cors_everyone, methods=["GET", "OPTIONS"]),
     WebSocketRoute("/ws/echo", echo),
     Route("/{path:path}", facts, methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
 ]

@@ -17,7 +17,12 @@ from wardgate.gateway import Gateway
 from wardgate.http.application import build_routes
 from wardgate.http.relay.dispatch import UpstreamDispatch, has_dot_segment
 from wardgate.http.relay.streaming import _ClientGone, _Inbound
-from wardgate.proxy.identity import IdentityHeaders, response_headers, upstream_request_headers
+from wardgate.proxy.identity import (
+    ForwardingRules,
+    IdentityHeaders,
+    response_headers,
+    upstream_request_headers,
+)
 from wardgate.proxy.upstreams import Upstream
 
 pytestmark = pytest.mark.slow
@@ -127,9 +132,11 @@ def test_only_the_session_cookie_is_taken_out_of_the_cookie_header(
     }
     user = SimpleNamespace(email="a@example.com", name="A", role="user", groups=())
     caller = SimpleNamespace(user=user, via="cookie")
-    identity = IdentityHeaders("X-Forwarded-Email", "X-Forwarded-Name", "X-Forwarded-Groups", "")
+    rules = ForwardingRules(
+        IdentityHeaders("X-Forwarded-Email", "X-Forwarded-Name", "X-Forwarded-Groups", ""), "x-api-key"
+    )
     upstream = Upstream("app", "http://127.0.0.1:9", "", frozenset({Role.USER}), frozenset())
-    sent = upstream_request_headers(scope, caller, upstream, identity, "x-api-key", lambda _: False)  # type: ignore[arg-type]
+    sent = upstream_request_headers(scope, caller, upstream, rules, lambda _: False)  # type: ignore[arg-type]
     assert dict(sent).get("cookie") == forwarded
 
 
@@ -163,13 +170,15 @@ def test_client_framing_headers_never_travel_upstream() -> None:
     }
     user = SimpleNamespace(email="a@example.com", name="A", role="user", groups=())
     caller = SimpleNamespace(user=user, via="header")
-    identity = IdentityHeaders("X-Forwarded-Email", "X-Forwarded-Name", "X-Forwarded-Groups", "")
+    rules = ForwardingRules(
+        IdentityHeaders("X-Forwarded-Email", "X-Forwarded-Name", "X-Forwarded-Groups", ""), "x-api-key"
+    )
     upstream = Upstream("app", "http://127.0.0.1:9", "", frozenset({Role.USER}), frozenset())
-    sent = upstream_request_headers(scope, caller, upstream, identity, "x-api-key", lambda _: False)  # type: ignore[arg-type]
+    sent = upstream_request_headers(scope, caller, upstream, rules, lambda _: False)  # type: ignore[arg-type]
     names = {name.lower() for name, _ in sent}
     assert "content-length" not in names and "transfer-encoding" not in names
     scope["headers"] = [(b"host", b"testserver"), (b"content-length", b"3"), (b"connection", b"x-keep")]
-    kept = upstream_request_headers(scope, caller, upstream, identity, "x-api-key", lambda _: False)  # type: ignore[arg-type]
+    kept = upstream_request_headers(scope, caller, upstream, rules, lambda _: False)  # type: ignore[arg-type]
     assert "content-length" not in {name.lower() for name, _ in kept}
 
 

@@ -285,6 +285,7 @@ class Settings(BaseSettings):
     openai_allowed_groups: Groups = Field(frozenset(), validation_alias=_env("OPENAI_ALLOWED_GROUPS"))
     upstream_allowed_groups: Groups = Field(frozenset(), validation_alias=_env("UPSTREAM_ALLOWED_GROUPS"))
     upstream_timeout: float = Field(300, gt=0, le=86400, validation_alias=_env("UPSTREAM_TIMEOUT"))
+    forward_underscore_headers: Bool = Field(False, validation_alias=_env("FORWARD_UNDERSCORE_HEADERS"))
     proxy_enforce_security_headers: Bool = Field(
         False, validation_alias=_env("PROXY_ENFORCE_SECURITY_HEADERS")
     )

@@ -40,7 +40,7 @@ from wardgate.http.routes import api_keys, audit, auth, oauth, pages, public, us
 from wardgate.http.site import Site
 from wardgate.identity.authentication import TOKEN_COOKIE
 from wardgate.proxy.client import UpstreamClient
-from wardgate.proxy.identity import IdentityHeaders
+from wardgate.proxy.identity import ForwardingRules, IdentityHeaders
 from wardgate.security.headers import build_header_policy
 
 __all__ = ["ASGIApp", "build_application"]
@@ -66,7 +66,8 @@ def build_routes(gateway: Gateway) -> FastAPI:
             s.webui_auth_trusted_groups_header,
             s.webui_auth_trusted_role_header,
         )
-        app.state.proxy = ReverseProxy(client, identity, site.api_key_header, gateway.authenticator.is_ours)
+        rules = ForwardingRules(identity, site.api_key_header, s.forward_underscore_headers)
+        app.state.proxy = ReverseProxy(client, rules, gateway.authenticator.is_ours)
         try:
             yield
         finally:

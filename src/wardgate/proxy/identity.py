@@ -5,6 +5,16 @@ header sent by the client is removed first, always; so are hop-by-hop and forwar
 again by wardgate), the client's framing (the upstream client frames the body itself), wardgate's own
 credentials (the `token` cookie, a wardgate `Authorization` value, the API-key header), and any
 `Set-Cookie` from the upstream that would overwrite wardgate's session cookie.
+
+Names are compared as a WSGI or CGI application reads them: `X_Forwarded_Email` is
+`HTTP_X_FORWARDED_EMAIL` there, the same variable as `X-Forwarded-Email`, so a client header whose
+name matches a protected one with `_` read as `-` is removed too. And by default every client header
+with `_` in its name is dropped, as nginx does (`underscores_in_headers off`):
+`FORWARD_UNDERSCORE_HEADERS=true` passes the others on.
+
+Answers: the upstream's `Access-Control-*` headers are removed. wardgate's own CORS policy
+(`CORS_ALLOW_ORIGIN`) answers for proxied paths too, so an upstream that reflects any origin with
+credentials (Open WebUI's default) cannot hand a foreign site data read with wardgate's cookie.
 """
 
 from __future__ import annotations
@@ -33,11 +43,11 @@ class IdentityHeaders:
     name: str
     groups: str
     role: str
-    lowered: frozenset[str] = field(init=False, repr=False)  # the names, lower-cased, for stripping
 
-    def __post_init__(self) -> None:
-        names = frozenset(h.lower() for h in (self.email, self.name, self.groups, self.role) if h)
-        object.__setattr__(self, "lowered", names)  # once, not on every proxied request
+    @property
+    def names(self) -> frozenset[str]:
+        """The names in use, lower-cased."""
+        return frozenset(h.lower() for h in (self.email, self.name, self.groups, self.role) if h)
 
     def values(self, principal: Caller) -> list[tuple[str, str]]:
         """The headers for this user; the name is URL-encoded as Open WebUI expects (non-ASCII safe)."""
@@ -49,6 +59,35 @@ class IdentityHeaders:
             (self.groups, ",".join(getattr(user, "groups", ()))),
         ]
         return [(name, value) for name, value in pairs if name]
+
+
+def _as_cgi(name: str) -> str:
+    """A lower-case header name as a CGI variable would spell it, with `-` for `_`."""
+    return name.replace("_", "-")
+
+
+@dataclass(frozen=True, slots=True)
+class ForwardingRules:
+    """What leaves for an upstream: identity header names, the API-key header, the underscore rule."""
+
+    identity: IdentityHeaders
+    api_key_header: str
+    forward_underscores: bool = False  # FORWARD_UNDERSCORE_HEADERS
+    protected: frozenset[str] = field(init=False, repr=False)
+    """Names no client may send to an upstream in any spelling (compared after `_as_cgi`)."""
+
+    def __post_init__(self) -> None:
+        names = self.identity.names | FORWARDING | {self.api_key_header.lower()}
+        object.__setattr__(self, "protected", frozenset(_as_cgi(n) for n in names))  # once, not per request
+
+    def refuses(self, name: str) -> bool:
+        """Whether a client header (lower-case name) must not reach the upstream on these grounds."""
+        if "_" not in name:
+            return False
+        if not self.forward_underscores:
+            return True
+        spelled = _as_cgi(name)
+        return spelled in self.protected or spelled.startswith("x-forwarded-")
 
 
 def _connection_tokens(headers: Iterable[tuple[str, str]]) -> set[str]:
@@ -70,8 +109,7 @@ def upstream_request_headers(
     scope: Mapping[str, Any],
     principal: Caller,
     upstream: Upstream,
-    identity: IdentityHeaders,
-    api_key_header: str,
+    rules: ForwardingRules,
     is_ours: Callable[[str], bool],
 ) -> list[tuple[str, str]]:
     """The client's headers minus hop-by-hop, forwarding, identity and wardgate's credentials; plus ours.
@@ -87,17 +125,17 @@ def upstream_request_headers(
     first: dict[str, str] = {}
     for name, value in raw:
         first.setdefault(name, value)
-    dropped = HOP_BY_HOP | FORWARDING | identity.lowered
+    dropped = HOP_BY_HOP | FORWARDING | rules.identity.names
     if "connection" in first:
         dropped |= _connection_tokens(raw)
-    dropped |= {"host", "expect", api_key_header}  # `Expect: 100-continue` was answered to the client
+    dropped |= {"host", "expect", rules.api_key_header}  # `Expect: 100-continue` was answered to the client
     dropped |= _FRAMING  # set again by the upstream client from the body it sends, never passed on
     authorization = first.get("authorization", "")
     if upstream.strips_authorization or principal.via != "cookie" or is_ours(authorization):
         dropped = dropped | {"authorization"}  # wardgate's credential, or meant for a model API
     headers: list[tuple[str, str]] = []
     for name, value in raw:
-        if name in dropped:
+        if name in dropped or rules.refuses(name):
             continue
         if name == "cookie":
             value = _without_wardgate_cookie(value)
@@ -110,13 +148,14 @@ def upstream_request_headers(
         ("X-Forwarded-Proto", scope.get("scheme", "http")),
         ("X-Forwarded-Host", first.get("host", "")),
     ]
-    headers += identity.values(principal)
+    headers += rules.identity.values(principal)
     headers += list(upstream.inject_headers)
     return headers
 
 
 def response_headers(raw: Sequence[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
-    """The upstream's headers minus hop-by-hop ones and any attempt to set wardgate's session cookie."""
+    """The upstream's headers minus hop-by-hop ones, its CORS answer (wardgate's policy answers for
+    proxied paths) and any attempt to set wardgate's session cookie."""
     lowered = [(name.lower(), value) for name, value in raw]
     dropped = set(_HOP_BY_HOP_BYTES) | {b"date"}  # the server adds its own Date; two are invalid
     for name, value in lowered:
@@ -125,7 +164,9 @@ def response_headers(raw: Sequence[tuple[bytes, bytes]]) -> list[tuple[bytes, by
     return [
         (name, value)
         for name, value in lowered
-        if name not in dropped and not (name == b"set-cookie" and _cookie_name(value) in _NOT_SETTABLE)
+        if name not in dropped
+        and not name.startswith(b"access-control-")
+        and not (name == b"set-cookie" and _cookie_name(value) in _NOT_SETTABLE)
     ]
 
 

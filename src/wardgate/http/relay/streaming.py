@@ -30,7 +30,7 @@ from wardgate.http.middleware.security_headers import PROXIED_STATE_KEY
 from wardgate.http.scope import header
 from wardgate.identity.authentication import Caller
 from wardgate.proxy.client import Cancellation, UpstreamClient, UpstreamResponse
-from wardgate.proxy.identity import IdentityHeaders, response_headers, upstream_request_headers
+from wardgate.proxy.identity import ForwardingRules, response_headers, upstream_request_headers
 from wardgate.proxy.upstreams import Upstream
 
 log = logging.getLogger(__name__)
@@ -85,22 +85,18 @@ class ReverseProxy:
     def __init__(
         self,
         client: UpstreamClient,
-        identity: IdentityHeaders,
-        api_key_header: str,
+        rules: ForwardingRules,
         is_ours: Callable[[str], bool],
     ) -> None:
         self._client = client
-        self.identity = identity
-        self.api_key_header = api_key_header.lower()
+        self.rules = rules
         self.is_ours = is_ours
 
     async def forward(self, request: Request, principal: Caller, upstream: Upstream, send: Send) -> None:
         """Send the request upstream (body streamed) and write the answer, or a 502/504, to `send`."""
         scope = request.scope
         scope.setdefault("state", {})[PROXIED_STATE_KEY] = True
-        headers = upstream_request_headers(
-            scope, principal, upstream, self.identity, self.api_key_header, self.is_ours
-        )
+        headers = upstream_request_headers(scope, principal, upstream, self.rules, self.is_ours)
         url = upstream.target(scope["path"], scope["query_string"].decode("latin-1"))
         method: str = scope["method"]
         # The upstream request's framing comes from how the body arrived, never from headers passed

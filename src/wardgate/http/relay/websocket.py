@@ -45,9 +45,7 @@ async def relay_websocket(
     """Connect upstream with the user's identity, then pump frames both ways until one side ends."""
     headers = [
         (k, v)
-        for k, v in upstream_request_headers(
-            websocket.scope, principal, upstream, proxy.identity, proxy.api_key_header, proxy.is_ours
-        )
+        for k, v in upstream_request_headers(websocket.scope, principal, upstream, proxy.rules, proxy.is_ours)
         if k.lower() not in _HANDSHAKE
     ]
     query = websocket.scope["query_string"].decode("latin-1")
