@@ -7,6 +7,7 @@ stands in for it, built exactly as a proxy route must be: `CallerDep` (`authenti
 
 from __future__ import annotations
 
+import asyncio
 import re
 import subprocess
 import sys
@@ -24,7 +25,7 @@ from tests.conftest import ORIGIN, PASSWORD, REDIS_URL, SECRET, bearer, refused,
 from tests.servers import free_port, stop
 
 from wardgate.config import Settings
-from wardgate.errors import PermissionDeniedError
+from wardgate.errors import AuthenticationError, PermissionDeniedError
 from wardgate.gateway import Gateway
 from wardgate.http.application import build_routes
 from wardgate.http.deps import CallerDep
@@ -319,15 +320,16 @@ def test_a_stale_view_checks_keys_in_the_database(probe: TestClient) -> None:
         assert refused(use(probe, gone["api_key"], carrier=carrier), 401) == INVALID
 
 
-def test_still_valid_for_long_lived_connections(probe: TestClient) -> None:
+def test_a_key_admitted_earlier_is_refreshed_for_long_lived_connections(probe: TestClient) -> None:
     admin, _ = people(probe)
     created = create(probe, admin["token"])
     gateway: Gateway = probe.app.state.gateway
     admitted = gateway.api_keys.identify(created["api_key"])
     caller = KeyPrincipal(admitted.user, admitted.key, "api-key-header", gateway.api_keys.policy.endpoints)
-    assert gateway.authenticator.still_valid(caller) is True
+    assert asyncio.run(gateway.authenticator.refresh(caller)).user.id == admitted.user.id
     probe.delete(f"{KEYS}/{created['id']}", headers=bearer(admin["token"]))
-    assert gateway.authenticator.still_valid(caller) is False
+    with pytest.raises(AuthenticationError):
+        asyncio.run(gateway.authenticator.refresh(caller))
 
 
 def test_last_used_is_recorded_off_the_request_path(probe: TestClient) -> None:

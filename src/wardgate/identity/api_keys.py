@@ -238,18 +238,26 @@ class ApiKeyService:
 
     def authorize(self, admitted: Admitted) -> None:
         """Owner allowed and key within its rate (403 / 429); notes the key as used (batched)."""
-        self._owner_allowed(admitted.user)
+        self.owner_allowed(admitted.user)
         self._within_rate(admitted.key)
         self._registry.touch_api_key(admitted.key.id)
 
-    def recheck(self, key: ApiKeyState) -> None:
-        """Raise ApiError if a key admitted earlier may no longer be used (long-lived connections)."""
+    def current(self, key: ApiKeyState, *, stale: bool) -> Admitted:
+        """A key admitted earlier, as it stands now (long-lived connections re-check with this).
+
+        From the view; from the database when `stale` (run that in a worker thread), refusing when
+        it cannot answer. AuthenticationError when the key is gone, expired or its owner's sessions
+        ended; then ask `owner_allowed`.
+        """
         if not self.policy.enabled:
             raise AuthenticationError("API keys are disabled on this site.", code="api_keys_disabled")
-        _key, owner = self._registry.view.check_api_key(key.digest, int(time.time()))
-        self._owner_allowed(owner)
+        now = int(time.time())
+        if stale:
+            return Admitted(*self._check_in_database(key.digest, now))
+        return Admitted(*self._registry.view.check_api_key(key.digest, now))
 
-    def _owner_allowed(self, user: UserState) -> None:
+    def owner_allowed(self, user: UserState) -> None:
+        """403 unless the owner may use keys now (approved; an admin, or users may hold keys)."""
         require_approved(user)
         if user.role != Role.ADMIN and not self.policy.users_may_create:
             raise PermissionDeniedError(

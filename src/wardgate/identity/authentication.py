@@ -17,7 +17,7 @@ successes touch no store at all. The HTTP layer only reads the credential from t
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import Literal
 
@@ -150,16 +150,29 @@ class Authenticator:
             raise
         return KeyPrincipal(admitted.user, admitted.key, via, service.policy.endpoints)
 
-    def still_valid(self, caller: Caller) -> bool:
-        """Whether a caller admitted earlier may still be served (long-lived WebSockets); pure memory."""
-        try:
-            if isinstance(caller, KeyPrincipal):
-                self._api_keys.recheck(caller.key)
-            elif self._registry.check(caller.claims) is None:
-                return False  # the view cannot vouch for it any more (fail closed); the client reconnects
-        except ApiError:
-            return False
-        return True
+    async def refresh(self, caller: Caller) -> Caller:
+        """The caller as things stand now, for connections that outlive a request (WebSockets).
+
+        The token is verified again (it may have expired), the session or key checked against the
+        view — against the database while the view is stale, refused when it cannot answer (fail
+        closed) — and the user's current role and groups returned, for the admission rules to be
+        applied again. ApiError (or StoreUnavailableError) when it may no longer be served.
+        """
+        stale = self._registry.is_stale
+        if isinstance(caller, KeyPrincipal):
+            if stale:
+                admitted = await anyio.to_thread.run_sync(
+                    partial(self._api_keys.current, caller.key, stale=True)
+                )
+            else:
+                admitted = self._api_keys.current(caller.key, stale=False)
+            self._api_keys.owner_allowed(admitted.user)
+            return replace(caller, user=admitted.user, key=admitted.key)
+        claims = self._codec.verify(caller.token)
+        user = None if stale else self._registry.check(claims)
+        if user is None:
+            user = await anyio.to_thread.run_sync(self._registry.check_in_database, claims)
+        return replace(caller, user=user, claims=claims)
 
     def is_ours(self, authorization: str) -> bool:
         """Whether an `Authorization` value is wardgate's own (a session token or an API key).

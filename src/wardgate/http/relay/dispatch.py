@@ -125,7 +125,9 @@ async def _proxy(request: Request, upstream: Upstream, send: Send) -> Response |
 
 @router.websocket("/{path:path}")
 async def proxy_websocket(websocket: WebSocket, path: str) -> None:
-    """Authenticate the upgrade, then relay frames; closed when the session is revoked."""
+    """Authenticate and admit the upgrade, then relay frames; closed (1008) within a second of the
+    caller no longer being admitted: session or key revoked, account disabled or demoted, a group
+    the upstream requires removed, or no store able to tell (fail closed)."""
     gw = gateway(websocket)
     path = websocket.scope["path"]  # the whole decoded path (the parameter lacks the leading "/")
     upstream = gw.upstreams.route(path)
@@ -139,7 +141,13 @@ async def proxy_websocket(websocket: WebSocket, path: str) -> None:
         await websocket.close(code=POLICY_VIOLATION)
         return
 
+    async def still_admitted() -> bool:
+        """The whole admission again, on the caller as it stands now (role, groups, key, session)."""
+        try:
+            admit(await gw.authenticator.refresh(principal), upstream, path)
+        except (ApiError, StoreUnavailableError):
+            return False
+        return True
+
     proxy: ReverseProxy = websocket.app.state.proxy
-    await relay_websocket(
-        websocket, principal, upstream, proxy, lambda: gw.authenticator.still_valid(principal)
-    )
+    await relay_websocket(websocket, principal, upstream, proxy, still_admitted)

@@ -1,8 +1,8 @@
-"""WebSocket proxying: authenticated at the upgrade, closed when the session ends.
+"""WebSocket proxying: admitted at the upgrade, closed when the caller no longer would be.
 
 Open WebUI's `/ws/socket.io` kept sockets of revoked users alive (CVE-2026-44553). Here every relayed
-socket re-checks its credential against the in-memory revocation view once a second (no I/O) and is
-closed with 1008 (policy violation) as soon as the session is revoked or the user disabled or deleted.
+socket runs the whole admission again once a second — credential, account state, role and group
+rules, key scopes — and is closed with 1008 (policy violation) as soon as it fails.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 from websockets.asyncio.client import ClientConnection, connect
@@ -40,7 +40,7 @@ async def relay_websocket(
     principal: Caller,
     upstream: Upstream,
     proxy: ReverseProxy,
-    still_valid: Callable[[], bool],
+    still_admitted: Callable[[], Awaitable[bool]],
 ) -> None:
     """Connect upstream with the user's identity, then pump frames both ways until one side ends."""
     headers = [
@@ -67,16 +67,18 @@ async def relay_websocket(
         return
     async with upstream_socket:
         await websocket.accept(subprotocol=upstream_socket.subprotocol)
-        await _pump(websocket, upstream_socket, still_valid)
+        await _pump(websocket, upstream_socket, still_admitted)
 
 
-async def _pump(client: WebSocket, upstream: ClientConnection, still_valid: Callable[[], bool]) -> None:
+async def _pump(
+    client: WebSocket, upstream: ClientConnection, still_admitted: Callable[[], Awaitable[bool]]
+) -> None:
     tasks = [
         asyncio.create_task(coro)
         for coro in (
             _client_to_upstream(client, upstream),
             _upstream_to_client(upstream, client),
-            _watch(still_valid),
+            _watch(still_admitted),
         )
     ]
     done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
@@ -113,9 +115,10 @@ async def _upstream_to_client(upstream: ClientConnection, client: WebSocket) -> 
     return "upstream closed"
 
 
-async def _watch(still_valid: Callable[[], bool]) -> str:
-    # A poll of the in-memory view (no I/O): revocations from other instances land in it within the
-    # sync interval, and a once-a-second check bounds how long a revoked socket stays open.
-    while still_valid():  # noqa: ASYNC110
+async def _watch(still_admitted: Callable[[], Awaitable[bool]]) -> str:
+    # A poll of the in-memory view (no I/O unless it is stale): revocations from other instances
+    # land in it within the sync interval, and a once-a-second check bounds how long a socket stays
+    # open once its caller may no longer reach the upstream.
+    while await still_admitted():  # noqa: ASYNC110 - a poll of the view, not a wait for an event
         await asyncio.sleep(RECHECK_SECONDS)
     return "revoked"
