@@ -466,13 +466,32 @@ def test_signout_by_cookie_revokes_the_token(client: TestClient, method: str) ->
     assert refused(client.get(ME, headers=bearer(token)), 401) == ENDED
 
 
-def test_cross_site_get_signout_is_refused(client: TestClient) -> None:
+@pytest.mark.parametrize("site", ["cross-site", "same-site"])
+def test_a_get_signout_from_another_site_by_cookie_is_refused(client: TestClient, site: str) -> None:
+    """`same-site`: any sibling subdomain could sign everyone out with an <img> tag."""
     signup(client, "ann@example.com")
     token = signin(client, "ann@example.com")["token"]
-    response = client.get(SIGNOUT, headers={**cookie(token), "Sec-Fetch-Site": "cross-site"})
-    assert refused(response, 403) == "Cross-site sign-out refused."
+    response = client.get(SIGNOUT, headers={**cookie(token), "Sec-Fetch-Site": site})
+    assert refused(response, 403) == "Sign-out refused: it did not come from this site."
     assert not response.headers.get_list("set-cookie")
     assert client.get(ME, headers=cookie(token)).status_code == 200
+
+
+@pytest.mark.parametrize("site", ["same-origin", "none"])
+def test_a_get_signout_from_this_site_by_cookie_works(client: TestClient, site: str) -> None:
+    signup(client, "ann@example.com")
+    token = signin(client, "ann@example.com")["token"]
+    assert client.get(SIGNOUT, headers={**cookie(token), "Sec-Fetch-Site": site}).status_code == 200
+    assert client.get(ME, headers=cookie(token)).status_code == 401
+
+
+def test_a_get_signout_with_the_token_in_a_header_works_from_anywhere(client: TestClient) -> None:
+    """Open WebUI's clients send the token in Authorization: no cookie, no forced sign-out to fear."""
+    signup(client, "ann@example.com")
+    token = signin(client, "ann@example.com")["token"]
+    response = client.get(SIGNOUT, headers={**bearer(token), "Sec-Fetch-Site": "same-site"})
+    assert response.status_code == 200
+    assert client.get(ME, headers=bearer(token)).status_code == 401
 
 
 @pytest.mark.parametrize(

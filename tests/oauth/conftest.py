@@ -19,6 +19,7 @@ from starlette.testclient import TestClient
 from tests.fakes.idp import CLIENT_ID, CLIENT_SECRET, FakeIdP, running_idp
 from tests.servers import free_port, service_missing
 from wardgate.gateway import Gateway
+from wardgate.oauth.refusals import refusal_message
 
 PROVIDER_DIR = Path(__file__).parent / "provider"
 OIDC_CLIENT_ID = "wardgate"
@@ -133,11 +134,12 @@ def gateway_of(app: TestClient) -> Gateway:
 
 
 def error_of(response: httpx.Response) -> str | None:
-    """The readable message of a refusal (`/auth?error=...`), None when it is not one."""
+    """The message a refusal shows (`/auth?error=<code>`: the code's fixed message), None when it is
+    not one."""
     location = response.headers.get("location", "")
     if response.status_code != 302 or not location.startswith("/auth?"):
         return None
-    return unquote(parse_qs(urlsplit(location).query)["error"][0])
+    return refusal_message(unquote(parse_qs(urlsplit(location).query)["error"][0]))
 
 
 class Browser:

@@ -187,15 +187,11 @@ def test_verified_email_merges_when_enabled_but_never_onto_an_admin(sso: Callabl
 
 def test_allowed_domains_match_the_verified_domain_exactly(sso: Callable[..., Browser]) -> None:
     browser = sso(ENABLE_OAUTH_SIGNUP="true", OAUTH_ALLOWED_DOMAINS="example.test")
-    assert error_of(browser.sign_in(login="carol")) == linking.DOMAIN_NOT_ALLOWED.format(
-        domain="elsewhere.test"
-    )
+    assert error_of(browser.sign_in(login="carol")) == linking.DOMAIN_NOT_ALLOWED
     assert error_of(browser.sign_in(login="bob")) == linking.DOMAIN_UNVERIFIED  # unverified address
     assert browser.sign_in(login="alice").headers["location"] == "/"
     subdomain = sso(ENABLE_OAUTH_SIGNUP="true", OAUTH_ALLOWED_DOMAINS="test")  # no suffix matching
-    assert error_of(subdomain.sign_in(login="alice")) == linking.DOMAIN_NOT_ALLOWED.format(
-        domain="example.test"
-    )
+    assert error_of(subdomain.sign_in(login="alice")) == linking.DOMAIN_NOT_ALLOWED
 
 
 def test_blocked_group_refuses_sign_in(sso: Callable[..., Browser]) -> None:

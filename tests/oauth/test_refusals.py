@@ -81,7 +81,7 @@ def test_the_provider_denying_consent_reads_well(browser: Browser) -> None:
     response = browser.get(
         f"/oauth/oidc/callback?error=access_denied&state={state}&error_description=<script>"
     )
-    assert error_of(response) == flow.PROVIDER_DENIED.format(error="access_denied")
+    assert error_of(response) == "The sign-in provider did not complete the sign-in."
 
 
 def test_a_code_for_another_verifier_is_refused(browser: Browser, idp: FakeIdP) -> None:

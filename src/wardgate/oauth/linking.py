@@ -37,7 +37,7 @@ from wardgate.storage.models import OAuthIdentity, UserGroup
 
 log = logging.getLogger(__name__)
 
-DOMAIN_NOT_ALLOWED = "Sign-in is limited to approved email domains, and {domain} is not one of them."
+DOMAIN_NOT_ALLOWED = "Sign-in is limited to approved email domains, and yours is not one of them."
 DOMAIN_UNVERIFIED = (
     "This site accepts only approved email domains, and your sign-in provider has not verified your "
     "email address."
@@ -124,10 +124,10 @@ def _check_domain(identity: ProviderIdentity, policy: LinkPolicy) -> None:
     if policy.allowed_domains is None:
         return
     if not identity.email or not identity.email_verified:
-        raise PermissionDeniedError(DOMAIN_UNVERIFIED, code="oauth_domain")
+        raise PermissionDeniedError(DOMAIN_UNVERIFIED, code="oauth_domain_unverified")
     domain = email_domain(identity.email)
     if domain not in policy.allowed_domains:
-        raise PermissionDeniedError(DOMAIN_NOT_ALLOWED.format(domain=domain[:100]), code="oauth_domain")
+        raise PermissionDeniedError(DOMAIN_NOT_ALLOWED, code="oauth_domain")
 
 
 def _claimed_role(identity: ProviderIdentity, policy: LinkPolicy) -> Role | None:

@@ -100,9 +100,12 @@ async def signout_post(request: Request, response: Response, gw: GatewayDep) -> 
 
 @router.get("/signout", response_model=SignoutResult, summary="Sign out (Open WebUI's GET form)")
 async def signout_get(request: Request, response: Response, gw: GatewayDep) -> SignoutResult:
-    """As POST; a cross-site GET (a forced sign-out) is refused."""
-    if request.headers.get("sec-fetch-site") == "cross-site":
-        raise PermissionDeniedError("Cross-site sign-out refused.", code="csrf")
+    """As POST. Signed out by its cookie, only from this very site: a GET carries no CSRF check, and
+    the cookie rides along from sibling subdomains (`Sec-Fetch-Site: same-site`) as from elsewhere.
+    Clients that send their token in a header (Open WebUI's) are unaffected."""
+    by_cookie = request.headers.get("authorization") is None
+    if by_cookie and request.headers.get("sec-fetch-site", "same-origin") not in ("same-origin", "none"):
+        raise PermissionDeniedError("Sign-out refused: it did not come from this site.", code="csrf")
     return await _signout(request, response, gw)
 
 

@@ -1,7 +1,8 @@
 """Single sign-on routes: `/oauth/{provider}/login` and its callback (Open WebUI's paths).
 
 Both are GET navigations (the default CSP's `form-action 'self'` would stop a form posting to a
-provider). Every refusal ends as a redirect to `/auth?error=<readable message>`, never as a JSON
+provider). Every refusal ends as a redirect to `/auth?error=<code>` (the page shows the code's
+fixed message: `wardgate.oauth.refusals`), never as a JSON
 error page or a stack trace; only an unknown provider answers 404.
 
 The pending sign-in travels in the `wardgate_oauth` cookie: HttpOnly, `SameSite=Lax` (it must come
@@ -44,9 +45,10 @@ def _secure(request: Request) -> bool:
     return configured if configured is not None else request.url.scheme == "https"
 
 
-def _refusal(request: Request, message: str) -> Response:
-    """302 to the sign-in page with a readable message; the pending sign-in is forgotten."""
-    location = site(request).at(f"/auth?error={quote(message, safe='')}")
+def _refusal(request: Request, code: str) -> Response:
+    """302 to the sign-in page with the refusal's code (the page shows its fixed message); the
+    pending sign-in is forgotten."""
+    location = site(request).at(f"/auth?error={quote(code, safe='')}")
     response = RedirectResponse(location, status_code=302)
     response.delete_cookie(STATE_COOKIE, path=_cookie_path(request), secure=_secure(request), httponly=True)
     response.headers["Cache-Control"] = "no-store"
@@ -63,7 +65,7 @@ async def oauth_login(provider: str, request: Request, gw: GatewayDep, redirect:
     try:
         url, sealed = await sign_on.begin(provider, redirect_uri, safe_redirect_path(redirect))
     except ApiError as exc:
-        return _refusal(request, exc.detail)
+        return _refusal(request, exc.code)
     response = RedirectResponse(url, status_code=302)
     response.set_cookie(
         STATE_COOKIE,
@@ -87,7 +89,7 @@ async def _callback(provider: str, request: Request, gw: Gateway, client: Client
             provider, request.cookies.get(STATE_COOKIE), params, client
         )
     except ApiError as exc:
-        return _refusal(request, exc.detail)
+        return _refusal(request, exc.code)
     response = RedirectResponse(safe_redirect_path(next_path), status_code=302)
     response.delete_cookie(STATE_COOKIE, path=_cookie_path(request), secure=_secure(request), httponly=True)
     set_token_cookie(response, request, signed.token)

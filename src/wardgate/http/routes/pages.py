@@ -26,6 +26,7 @@ from wardgate.http.routes.oauth import signout_redirect_url
 from wardgate.identity.authentication import TOKEN_COOKIE, Principal
 from wardgate.identity.records import UserChanges
 from wardgate.identity.rules import ADMIN_REQUIRED, require_admin
+from wardgate.oauth.refusals import refusal_message
 
 router = APIRouter(include_in_schema=False)
 _NOTICES = {
@@ -80,13 +81,16 @@ async def home(request: Request) -> Response:
 async def auth_page(
     request: Request, redirect: str = "", mode: str = "signin", error: str = "", notice: str = ""
 ) -> Response:
-    """Sign in, sign up when enabled, or create the first admin on a fresh install."""
+    """Sign in, sign up when enabled, or create the first admin on a fresh install.
+
+    `error` is a refusal code (single sign-on sends people back here with one): its fixed message is
+    shown, never text from the address.
+    """
     principal = await optional_principal(request)
     if principal is not None and not error:
         return RedirectResponse(safe_redirect_path(redirect, _home_for(request)), status_code=303)
-    return await _auth_form(
-        request, redirect=redirect, mode=mode, error=error[:300] or None, notice=_NOTICES.get(notice)
-    )
+    message = refusal_message(error[:64]) if error else None
+    return await _auth_form(request, redirect=redirect, mode=mode, error=message, notice=_NOTICES.get(notice))
 
 
 async def _auth_form(request: Request, *, status_code: int = 200, **context: Any) -> Response:
@@ -193,11 +197,22 @@ async def signout_form(request: Request) -> Response:
 
 
 @router.get("/account")
-async def account_page(request: Request, notice: str = "", error: str = "") -> Response:
+async def account_page(request: Request, notice: str = "") -> Response:
     """Profile, password change and the person's own sessions."""
     principal = await optional_principal(request)
     if principal is None:
         return _to_auth(request)
+    return await _account_view(request, principal, notice=_NOTICES.get(notice))
+
+
+async def _account_view(
+    request: Request,
+    principal: Principal,
+    *,
+    notice: str | None = None,
+    error: str | None = None,
+    status_code: int = 200,
+) -> Response:
     gw = gateway(request)
     sessions = await anyio.to_thread.run_sync(gw.accounts.list_sessions, principal.user.id)
     row = await anyio.to_thread.run_sync(gw.accounts.get_user, principal.user.id)
@@ -216,8 +231,9 @@ async def account_page(request: Request, notice: str = "", error: str = "") -> R
         has_password=row.password_hash is not None,
         min_length=site(request).password_min_length,
         identities=await _identities(request, principal),
-        notice=_NOTICES.get(notice) or pending,
-        error=error[:300] or None,
+        notice=notice or pending,
+        error=error,
+        status_code=status_code,
     )
 
 
@@ -251,8 +267,8 @@ async def _account_action(
     gw = gateway(request)
     try:
         location = await action(gw, principal)
-    except ApiError as exc:
-        return RedirectResponse(_at(request, f"/account?error={_quote(exc.detail)}"), status_code=303)
+    except ApiError as exc:  # shown on the page it came from; never carried in an address
+        return await _account_view(request, principal, error=exc.detail, status_code=exc.status_code)
     response = RedirectResponse(_at(request, location), status_code=303)
     if location.startswith("/auth"):
         clear_token_cookie(response, request)
@@ -303,11 +319,23 @@ async def revoke_all_form(request: Request) -> Response:
 
 
 @router.get("/admin")
-async def admin_page(request: Request, q: str = "", notice: str = "", error: str = "") -> Response:
+async def admin_page(request: Request, q: str = "", notice: str = "") -> Response:
     """Users, pending approvals, the effective configuration and recent security events."""
     principal = await optional_principal(request)
     if principal is None:
         return _to_auth(request)
+    return await _admin_view(request, principal, query=q[:320], notice=_NOTICES.get(notice))
+
+
+async def _admin_view(
+    request: Request,
+    principal: Principal,
+    *,
+    query: str = "",
+    notice: str | None = None,
+    error: str | None = None,
+    status_code: int = 200,
+) -> Response:
     if principal.user.role != Role.ADMIN:
         return render(
             request,
@@ -318,7 +346,7 @@ async def admin_page(request: Request, q: str = "", notice: str = "", error: str
             message=ADMIN_REQUIRED,
         )
     gw = gateway(request)
-    users, total = await anyio.to_thread.run_sync(lambda: gw.accounts.list_users(query=q[:320], limit=200))
+    users, total = await anyio.to_thread.run_sync(lambda: gw.accounts.list_users(query=query, limit=200))
     everyone, _ = await anyio.to_thread.run_sync(lambda: gw.accounts.list_users(limit=10000))
     events, _ = await anyio.to_thread.run_sync(lambda: gw.audit.query(AuditQuery(), limit=50))
     return render(
@@ -328,13 +356,14 @@ async def admin_page(request: Request, q: str = "", notice: str = "", error: str
         active="admin",
         users=users,
         total=total,
-        query=q[:320],
+        query=query,
         pending=[u for u in everyone if u.role == Role.PENDING],
         settings=dict(site(request).configuration),
         findings=site(request).findings,
         events=events,
-        notice=_NOTICES.get(notice),
-        error=error[:300] or None,
+        notice=notice,
+        error=error,
+        status_code=status_code,
     )
 
 
@@ -348,8 +377,8 @@ async def _admin_action(
     try:
         require_admin(principal.user)
         await anyio.to_thread.run_sync(change, gw, principal)
-    except ApiError as exc:
-        return RedirectResponse(_at(request, f"/admin?error={_quote(exc.detail)}"), status_code=303)
+    except ApiError as exc:  # shown on the page it came from; never carried in an address
+        return await _admin_view(request, principal, error=exc.detail, status_code=exc.status_code)
     return RedirectResponse(_at(request, f"/admin?notice=user#user-{user_id}"), status_code=303)
 
 
@@ -360,7 +389,7 @@ async def admin_user_form(request: Request, user_id: str, action: str) -> Respon
     try:
         user_id = str(UUID(user_id))
     except ValueError:
-        return RedirectResponse(_at(request, "/admin?error=User%20not%20found."), status_code=303)
+        user_id = ""  # matches no account: the change below answers "User not found."
     changes = {
         "role": UserChanges(role=form.get("role", "")),
         "disable": UserChanges(active=False),

@@ -1,0 +1,69 @@
+"""What a person is told when single sign-on refuses them: one fixed message per refusal code.
+
+The sign-in page is reached with `?error=<code>` and shows the message of that code, or a general
+one for a code it does not know. It never shows text taken from the address: a link to the real
+site must not be able to put an attacker's words on it.
+"""
+
+from __future__ import annotations
+
+from types import MappingProxyType
+
+from wardgate.identity.rules import ACCOUNT_DISABLED
+from wardgate.oauth.flow import CODE_REFUSED, ISSUER_MISMATCH, NO_SUBJECT, TOKEN_INVALID
+from wardgate.oauth.linking import (
+    DOMAIN_NOT_ALLOWED,
+    DOMAIN_UNVERIFIED,
+    EMAIL_TAKEN,
+    GROUP_BLOCKED,
+    MERGE_ADMIN,
+    MERGE_TAKEN,
+    MERGE_UNVERIFIED,
+    NO_EMAIL,
+    ROLE_NOT_ALLOWED,
+    SIGNUP_DISABLED,
+)
+from wardgate.oauth.metadata import UNREACHABLE
+from wardgate.oauth.service import UNKNOWN_PROVIDER
+from wardgate.oauth.state import STATE_EXPIRED, STATE_MISMATCH, STATE_MISSING, STATE_USED
+
+GENERAL = "The sign-in could not be completed. Please try again, or sign in another way."
+
+REFUSALS = MappingProxyType(
+    {
+        "account_disabled": ACCOUNT_DISABLED,
+        "email_taken": EMAIL_TAKEN,
+        "oauth_admin_merge": MERGE_ADMIN,
+        "oauth_already_linked": MERGE_TAKEN,
+        "oauth_domain": DOMAIN_NOT_ALLOWED,
+        "oauth_domain_unverified": DOMAIN_UNVERIFIED,
+        "oauth_group_blocked": GROUP_BLOCKED,
+        "oauth_no_email": NO_EMAIL,
+        "oauth_role": ROLE_NOT_ALLOWED,
+        "oauth_signup_disabled": SIGNUP_DISABLED,
+        "oauth_state_invalid": STATE_EXPIRED,
+        "oauth_state_mismatch": STATE_MISMATCH,
+        "oauth_state_missing": STATE_MISSING,
+        "oauth_state_used": STATE_USED,
+        "oauth_unverified_email": MERGE_UNVERIFIED,
+        "provider_code_refused": CODE_REFUSED,
+        "provider_denied": "The sign-in provider did not complete the sign-in.",
+        "provider_id_token": TOKEN_INVALID,
+        "provider_issuer": ISSUER_MISMATCH,
+        "provider_keys": UNREACHABLE,
+        "provider_metadata": UNREACHABLE,
+        "provider_no_code": CODE_REFUSED,
+        "provider_no_id_token": TOKEN_INVALID,
+        "provider_no_subject": NO_SUBJECT,
+        "provider_token": TOKEN_INVALID,
+        "provider_unreachable": UNREACHABLE,
+        "provider_userinfo": TOKEN_INVALID,
+        "provider_userinfo_sub": TOKEN_INVALID,
+        "unknown_provider": UNKNOWN_PROVIDER,
+    }
+)
+
+
+def refusal_message(code: str) -> str:
+    """The fixed message of a refusal code (the general one for a code this table does not know)."""
+    return REFUSALS.get(code, GENERAL)
