@@ -9,11 +9,12 @@ import socket
 import ssl
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import NoReturn
+from typing import IO, Any, NoReturn
 
 import httpx
 import pytest
@@ -59,30 +60,37 @@ def wardgate_process(
         **env,
     }
     cwd = Path(env.get("DATA_DIR", "."))
-    process = subprocess.Popen(
-        [sys.executable, "-m", "wardgate", "serve", *args],
-        env=full_env,
-        cwd=cwd,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    base = f"{scheme}://localhost:{port}" if scheme == "https" else f"{scheme}://127.0.0.1:{port}"
-    try:
-        _wait_healthy(process, base, verify, timeout)
-        yield base
-    finally:
-        stop(process)
+    # The log goes to a file, not a pipe: a pipe nobody reads fills after 64 KiB of log lines and
+    # then blocks the server mid-request.
+    with tempfile.TemporaryFile("w+") as output:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "wardgate", "serve", *args],
+            env=full_env,
+            cwd=cwd,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        base = f"{scheme}://localhost:{port}" if scheme == "https" else f"{scheme}://127.0.0.1:{port}"
+        try:
+            _wait_healthy(process, output, base, verify, timeout)
+            yield base
+        finally:
+            stop(process)
 
 
 def _wait_healthy(
-    process: subprocess.Popen[str], base: str, verify: ssl.SSLContext | bool, timeout: float
+    process: subprocess.Popen[str],
+    output: IO[str],
+    base: str,
+    verify: ssl.SSLContext | bool,
+    timeout: float,
 ) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            output = process.stdout.read() if process.stdout else ""
-            raise RuntimeError(f"wardgate exited with {process.returncode}:\n{output}")
+            output.seek(0)
+            raise RuntimeError(f"wardgate exited with {process.returncode}:\n{output.read()}")
         try:
             if httpx.get(f"{base}/health", verify=verify, timeout=1).status_code == 200:
                 return
@@ -92,7 +100,7 @@ def _wait_healthy(
     raise TimeoutError(f"wardgate did not become healthy at {base}")
 
 
-def stop(process: subprocess.Popen[str]) -> None:
+def stop(process: subprocess.Popen[Any]) -> None:
     """SIGTERM, then SIGKILL if it does not exit within 10 s."""
     if process.poll() is None:
         process.send_signal(signal.SIGTERM)

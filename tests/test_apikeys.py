@@ -460,18 +460,22 @@ def test_a_key_requested_by_a_session_that_ended_meanwhile_is_not_created(engine
     assert a.keys.list_keys(user.id) == []
 
 
-def test_recheck_for_long_lived_connections(engine: Engine) -> None:
+@pytest.mark.parametrize("stale", [False, True], ids=["view", "database"])
+def test_a_key_admitted_earlier_is_checked_again_as_it_stands(engine: Engine, stale: bool) -> None:
+    """What a long-lived connection asks each second: the owner's role now, the key's existence now."""
     a = Instance(engine)
     admin, user = people(a)
     admitted = a.keys.identify(a.keys.create(user, NewKey()).key)
-    a.keys.recheck(admitted.key)  # still good: no error
+    a.keys.owner_allowed(a.keys.current(admitted.key, stale=stale).user)  # still good: no error
     a.accounts.update_user(admin, user.id, UserChanges(role="pending"))
+    a.registry.sync()
     with pytest.raises(PermissionDeniedError, match="pending approval"):
-        a.keys.recheck(admitted.key)
+        a.keys.owner_allowed(a.keys.current(admitted.key, stale=stale).user)
     a.accounts.update_user(admin, user.id, UserChanges(role="user"))
     a.keys.revoke(user, user.id, admitted.key.id)
+    a.registry.sync()
     with pytest.raises(AuthenticationError, match=r"^Invalid API key\.$"):
-        a.keys.recheck(admitted.key)
+        a.keys.current(admitted.key, stale=stale)
 
 
 def test_keys_survive_a_restart(engine: Engine) -> None:

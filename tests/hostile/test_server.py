@@ -81,7 +81,7 @@ def test_a_huge_header_is_refused_as_the_limit_is_crossed_and_nobody_else_waits(
 ) -> None:
     """64 MiB of header: answered 431 after the first 32 KiB, the rest never read; /health unharmed."""
     base, port = server
-    stop, latencies = threading.Event(), []
+    stop, latencies = threading.Event(), list[float]()
     watcher = threading.Thread(target=_health_latencies, args=(base, stop, latencies))
     watcher.start()
     try:

@@ -73,7 +73,8 @@ def _echo_url(base: str) -> str:
 
 def _say_hi(socket: ClientConnection) -> None:
     socket.send("hi")
-    assert socket.recv(timeout=5).endswith(":hi")
+    reply = socket.recv(timeout=5)
+    assert isinstance(reply, str) and reply.endswith(":hi")
 
 
 def test_a_socket_closes_when_its_user_is_demoted_to_pending(site: tuple[str, Path]) -> None:

@@ -48,6 +48,7 @@ USERS = "/api/v1/users/"
 
 ENDED = "This session has ended. Please sign in again."
 INVALID_TOKEN = "Invalid or expired session token."
+EXPIRED = "This session has expired. Please sign in again."  # authentic, just old
 NOT_AUTHENTICATED = "Not authenticated."
 BAD_SCHEME = "Unsupported authorization header; use 'Bearer <token>'."
 ADMIN_REQUIRED = "Administrator access is required."
@@ -795,7 +796,7 @@ ATTACKS: dict[str, Callable[[str, dict[str, Any], str], str | bytes]] = {
     "empty-bearer": lambda *_: "Bearer",
     "bearer-and-spaces": lambda *_: "Bearer    ",
 }
-MESSAGES = {INVALID_TOKEN, ENDED, BAD_SCHEME}
+MESSAGES = {INVALID_TOKEN, EXPIRED, ENDED, BAD_SCHEME}
 
 
 @pytest.fixture(scope="module")

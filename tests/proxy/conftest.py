@@ -26,9 +26,8 @@ def upstream() -> Iterator[str]:
     process = subprocess.Popen(
         [sys.executable, "-m", "tests.fakes.upstream", str(port)],
         cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
+        stdout=subprocess.DEVNULL,  # a pipe nobody reads would block it once full
+        stderr=subprocess.DEVNULL,
     )
     base = f"http://127.0.0.1:{port}"
     try:
