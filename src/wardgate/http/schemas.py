@@ -8,6 +8,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from wardgate.config.values import Role
 
+# The last second of year 9999: every Unix time a request carries is at most this, so that no
+# value overflows a database integer (or a datetime) on its way in.
+LAST_UNIX_TIME = 253_402_300_799
+
 
 class ErrorBody(BaseModel):
     """Every refusal: `{"detail": "..."}`."""

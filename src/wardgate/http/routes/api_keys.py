@@ -14,7 +14,7 @@ from typing import Literal
 
 import anyio.to_thread
 from fastapi import APIRouter, Depends, Path, Query, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from wardgate.errors import BadRequestError, NotFoundError
 from wardgate.http.deps import AdminUser, CurrentUser, GatewayDep, VerifiedUser
@@ -38,8 +38,10 @@ _KeyId = Path(max_length=64)
 
 
 class ApiKeyForm(BaseModel):
-    """POST /api/v1/auths/api_keys: a named key, optionally expiring and scoped."""
+    """POST /api/v1/auths/api_keys: a named key, optionally expiring and scoped. A field this
+    version does not know is refused: a narrowing it would ignore must not yield a wider key."""
 
+    model_config = ConfigDict(extra="forbid")
     name: str = Field(DEFAULT_NAME, max_length=64)
     expires_in_days: int | None = Field(None, ge=1, le=3650, description="Lifetime in days.")
     expires_at: int | None = Field(None, description="Expiry as Unix time; or use expires_in_days.")

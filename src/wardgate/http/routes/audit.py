@@ -11,6 +11,7 @@ from pydantic import BaseModel
 from wardgate.audit.log import AuditQuery
 from wardgate.http.deps import AdminUser, GatewayDep
 from wardgate.http.errors import ERROR_RESPONSES
+from wardgate.http.schemas import LAST_UNIX_TIME
 
 router = APIRouter(prefix="/api/v1/audit", tags=["audit"], responses=ERROR_RESPONSES)
 
@@ -46,8 +47,8 @@ async def list_events(
     outcome: Literal["success", "failure", "refused"] | None = None,
     actor: str | None = Query(None, max_length=320),
     subject: str | None = Query(None, max_length=320),
-    since: int | None = Query(None, ge=0, description="Unix time, inclusive"),
-    until: int | None = Query(None, ge=0, description="Unix time, inclusive"),
+    since: int | None = Query(None, ge=0, le=LAST_UNIX_TIME, description="Unix time, inclusive"),
+    until: int | None = Query(None, ge=0, le=LAST_UNIX_TIME, description="Unix time, inclusive"),
     page: int = Query(1, ge=1, le=100000),
     limit: int = Query(50, ge=1, le=500),
 ) -> AuditPage:

@@ -13,21 +13,30 @@ back on the provider's top-level redirect to the callback), Secure on HTTPS, `Pa
 
 from __future__ import annotations
 
+from typing import Any
 from urllib.parse import quote
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import RedirectResponse, Response
 
 from wardgate.errors import ApiError, NotFoundError
 from wardgate.gateway import Gateway
 from wardgate.http.cookies import set_token_cookie
 from wardgate.http.deps import ClientDep, GatewayDep, site
+from wardgate.http.schemas import ErrorBody
 from wardgate.oauth.service import SignOn
 from wardgate.oauth.state import STATE_LIFETIME, safe_redirect_path
 from wardgate.security.tokens import Claims
 
-router = APIRouter(tags=["oauth"], include_in_schema=True)
 STATE_COOKIE = "wardgate_oauth"
+# Every answer is a redirect (to the provider, back into the site, or to /auth?error=<code>),
+# except for a provider this site does not offer.
+_ANSWERS: dict[int | str, dict[str, Any]] = {
+    302: {"description": "To the provider, into the site, or to /auth?error=<code> on a refusal"},
+    404: {"model": ErrorBody, "description": "Unknown or disabled sign-in provider"},
+}
+_PROVIDER = Path(max_length=64)
+router = APIRouter(tags=["oauth"], responses=_ANSWERS, default_response_class=RedirectResponse)
 
 
 def _sign_on(gw: Gateway) -> SignOn:
@@ -55,8 +64,13 @@ def _refusal(request: Request, code: str) -> Response:
     return response
 
 
-@router.get("/oauth/{provider}/login", summary="Sign in with a provider (redirects to it)")
-async def oauth_login(provider: str, request: Request, gw: GatewayDep, redirect: str = "/") -> Response:
+@router.get("/oauth/{provider}/login", status_code=302, summary="Sign in with a provider (redirects to it)")
+async def oauth_login(
+    request: Request,
+    gw: GatewayDep,
+    provider: str = _PROVIDER,
+    redirect: str = Query("/", max_length=2048),
+) -> Response:
     """Start the authorization-code flow; `redirect` is where to go afterwards (same-site paths only)."""
     sign_on = _sign_on(gw)
     config = sign_on.provider(provider)  # 404 for an unknown provider
@@ -97,15 +111,19 @@ async def _callback(provider: str, request: Request, gw: Gateway, client: Client
     return response
 
 
-@router.get("/oauth/{provider}/callback", summary="The provider's redirect back (register this URI)")
-async def oauth_callback(provider: str, request: Request, gw: GatewayDep, client: ClientDep) -> Response:
+@router.get(
+    "/oauth/{provider}/callback", status_code=302, summary="The provider's redirect back (register this URI)"
+)
+async def oauth_callback(
+    request: Request, gw: GatewayDep, client: ClientDep, provider: str = _PROVIDER
+) -> Response:
     """Finish the sign-in: verify, link the account, set the session cookie, go to `redirect`."""
     return await _callback(provider, request, gw, client)
 
 
-@router.get("/oauth/{provider}/login/callback", summary="Open WebUI's other callback path")
+@router.get("/oauth/{provider}/login/callback", status_code=302, summary="Open WebUI's other callback path")
 async def oauth_login_callback(
-    provider: str, request: Request, gw: GatewayDep, client: ClientDep
+    request: Request, gw: GatewayDep, client: ClientDep, provider: str = _PROVIDER
 ) -> Response:
     """Same as `/oauth/{provider}/callback`."""
     return await _callback(provider, request, gw, client)

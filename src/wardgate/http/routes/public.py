@@ -38,7 +38,12 @@ async def public_config(gw: GatewayDep, site: SiteDep) -> dict[str, object]:
     return config
 
 
-@router.get("/health", response_model=Health, summary="Liveness, or readiness with ?ready=true")
+@router.get(
+    "/health",
+    response_model=Health,
+    responses={503: {"model": Health, "description": "Not ready: a store is unavailable"}},
+    summary="Liveness, or readiness with ?ready=true",
+)
 async def health(gw: GatewayDep, ready: bool = Query(False)) -> Health | JSONResponse:
     """Liveness by default; `?ready=true` also checks the stores and answers 503 when one is down."""
     if not ready:
