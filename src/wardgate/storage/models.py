@@ -35,6 +35,7 @@ class AuthSession(Base):
     __table_args__ = (
         Index("ix_auth_sessions_user", "user_id"),
         Index("ix_auth_sessions_revoked", "revoked_at"),
+        Index("ix_auth_sessions_expires", "expires_at"),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
@@ -75,7 +76,11 @@ class AuditEvent(Base):
     """A security event: who did what to whom, from where, and how it ended. Never a secret."""
 
     __tablename__ = "audit_events"
-    __table_args__ = (Index("ix_audit_events_at", "at"), Index("ix_audit_events_event", "event"))
+    __table_args__ = (
+        Index("ix_audit_events_at", "at"),
+        Index("ix_audit_events_event", "event"),
+        Index("uq_audit_events_window_key", "window_key", unique=True),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     at: Mapped[int] = mapped_column(BigInteger)
@@ -86,6 +91,9 @@ class AuditEvent(Base):
     ip: Mapped[str | None] = mapped_column(String(64), nullable=True)
     user_agent: Mapped[str | None] = mapped_column(String(512), nullable=True)
     detail: Mapped[str | None] = mapped_column(String(512), nullable=True)
+    # Refusals of one rate-limit bucket in one window share a row: how many, and which window.
+    count: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    window_key: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
 
 # --- API keys (wardgate.identity) -------------------------------------------------------------------
