@@ -36,6 +36,8 @@ INVALID = {
     "DATA_DIR": "",
     "DATABASE_URL": "mysql://db/wardgate",
     "SESSION_SYNC_INTERVAL": "0",
+    "MAX_SESSIONS_PER_USER": "0",
+    "AUDIT_RETENTION_DAYS": "forever",
     "DATABASE_POOL_SIZE": "0",
     "DATABASE_POOL_MAX_OVERFLOW": "-1",
     "DATABASE_POOL_TIMEOUT": "forever",

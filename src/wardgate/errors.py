@@ -112,13 +112,27 @@ class ProviderError(ApiError):
 
 
 class RateLimitedError(ApiError):
-    """Too many attempts; retry after `retry_after` seconds."""
+    """Too many attempts; retry after `retry_after` seconds.
+
+    `bucket` names what was counted (limit and key) and `window` the limit's period in seconds, so
+    that the audit log can record a flood of refusals of one bucket as one row per window.
+    """
 
     status_code = 429
     code = "rate_limited"
 
-    def __init__(self, detail: str, *, retry_after: int, code: str | None = None) -> None:
+    def __init__(
+        self,
+        detail: str,
+        *,
+        retry_after: int,
+        code: str | None = None,
+        bucket: str | None = None,
+        window: int | None = None,
+    ) -> None:
         self.retry_after = max(1, int(retry_after))
+        self.bucket = bucket
+        self.window = window
         super().__init__(detail, code=code, headers={"Retry-After": str(self.retry_after)})
 
 

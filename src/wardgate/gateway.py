@@ -36,6 +36,7 @@ from wardgate.sessions.records import KeyScope
 from wardgate.sessions.registry import SessionRegistry
 from wardgate.sessions.sync import ViewSync
 from wardgate.storage import db, schema
+from wardgate.storage.retention import Housekeeper, Job
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,7 @@ class Gateway:
     authenticator: Authenticator
     upstreams: UpstreamTable
     sign_on: SignOn | None  # single sign-on, when a provider is configured
+    housekeeper: Housekeeper  # prunes what has outlived its retention
 
     @classmethod
     def build(cls, settings: Settings) -> Gateway:
@@ -78,7 +80,7 @@ class Gateway:
                 [f"DATABASE_URL: SQLAlchemy cannot use it ({type(exc).__name__}); {DATABASE_FORM}"]
             ) from None
         sessions = db.session_factory(engine)
-        audit = AuditLog(sessions)
+        audit = AuditLog(sessions, retention_days=s.audit_retention_days)
         limiter = RateLimiter(
             s.redis_url, key_prefix=s.redis_key_prefix, ipv6_prefix=s.rate_limit_ipv6_prefix
         )
@@ -106,12 +108,19 @@ class Gateway:
             authenticator=Authenticator(codec, registry, api_keys, limiter, failures),
             upstreams=upstreams_from_settings(s),
             sign_on=sign_on_from_settings(s, accounts, sessions, audit),
+            housekeeper=Housekeeper(
+                [
+                    Job("audit events", lambda now, stopping: audit.prune(now=now, stopping=stopping)),
+                    Job("expired sessions", registry.prune_sessions),
+                ]
+            ),
         )
 
     async def start(self) -> None:
         """Migrate, load the revocation view, create the bootstrap admin, start the view's sync."""
         await anyio.to_thread.run_sync(self._start_blocking)
         await self.sync.start()
+        await self.housekeeper.start()
 
     def _start_blocking(self) -> None:
         schema.upgrade(self.engine, lock_dir=self.settings.data_dir)
@@ -128,6 +137,7 @@ class Gateway:
 
     async def stop(self) -> None:
         """Stop background work, flush batched writes and close the database."""
+        await self.housekeeper.stop()
         await self.sync.stop()
         self.engine.dispose()
         if self.sign_on is not None:
@@ -143,6 +153,7 @@ def account_policy(s: Settings) -> AccountPolicy:
     return AccountPolicy(
         default_role=s.default_user_role,
         signup_open=s.signup_open,
+        max_sessions=s.max_sessions_per_user,
         passwords=PasswordPolicy(s.password_min_length, s.password_pattern, s.password_validation_hint),
         limits=AuthLimits(
             Limit.of("signin", s.signin_rate_limit),

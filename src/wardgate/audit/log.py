@@ -1,29 +1,38 @@
 """The audit log: security events in the database and, the same, as JSON log lines.
 
 An event records time, event name, outcome, actor, subject, client IP, user agent and a short
-detail. Callers pass identities and reasons only — never a password, token or secret — and details
-are cut to a short length so nothing large or sensitive can be smuggled in.
+detail. Callers pass identities and reasons only — never a password, token or secret — and every
+field is cut to a short length so nothing large or sensitive can be smuggled in.
+
+Anonymous traffic must not be able to fill the database through this log:
+- a subject is stored only when the caller vouches for it (a validated address, a known account);
+- rate-limited refusals are recorded once per limit bucket and window, as one row whose `count`
+  says how many refusals it stands for (instances sharing the database add to the same row);
+- rows older than `AUDIT_RETENTION_DAYS` are pruned (`prune`, run by the housekeeping task).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
-from sqlalchemy import func, select
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from wardgate.errors import ApiError, RateLimitedError
 from wardgate.storage.models import AuditEvent
+from wardgate.storage.retention import prune_before
 
 log = logging.getLogger("wardgate.audit")
-_DETAIL_MAX = 200
+_DEFAULT_WINDOW = 60  # seconds: refusals that name no window of their own are grouped per minute
 
 # Where the current request comes from (client IP, user agent), set once per request by the HTTP
 # layer; worker threads started with anyio inherit it, so services need not pass it around.
@@ -42,6 +51,26 @@ class AuditRecord:
     ip: str | None = None
     user_agent: str | None = None
     detail: str | None = None
+    count: int = 1  # how many refusals the row stands for (rate-limited ones are grouped)
+
+    def bounded(self) -> AuditRecord:
+        """This record with every text field cut to its limit (empty ones as None)."""
+        return replace(
+            self,
+            event=self.event[:64],
+            actor=_cut(self.actor, 320),
+            subject=_cut(self.subject, 320),
+            ip=_cut(self.ip, 64),
+            user_agent=_cut(self.user_agent, 256),
+            detail=_cut(self.detail, 200),
+        )
+
+
+@dataclass(slots=True)
+class Entry:
+    """The event an `attempt` will record; the caller may name the subject once it is known."""
+
+    subject: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,8 +88,9 @@ class AuditQuery:
 class AuditLog:
     """Write and read security events."""
 
-    def __init__(self, sessions: sessionmaker[Session]) -> None:
+    def __init__(self, sessions: sessionmaker[Session], *, retention_days: int = 90) -> None:
         self._sessions = sessions
+        self.retention_days = retention_days
 
     def record(
         self,
@@ -75,38 +105,90 @@ class AuditLog:
     ) -> None:
         """Store and log one event. A database failure is logged, never raised: auditing must not
         turn a refused sign-in into a server error (the JSON line is still written)."""
-        origin_ip, origin_agent = request_origin.get()
-        record = AuditRecord(
-            int(time.time()),
-            event,
-            outcome,
-            actor,
-            subject,
-            ip or origin_ip,
-            (user_agent or origin_agent or "")[:512] or None,
-            (detail or "")[:_DETAIL_MAX] or None,
-        )
-        log.info(json.dumps({"audit": asdict(record)}, separators=(",", ":")))
+        record = self._record(event, outcome, actor, subject, ip, user_agent, detail)
+        _log(record)
         try:
             with self._sessions() as db, db.begin():
                 db.add(AuditEvent(**asdict(record)))
         except SQLAlchemyError as exc:
             log.error("audit: could not store %s (%s)", event, type(exc).__name__)
 
+    def refused(
+        self, event: str, exc: RateLimitedError, *, actor: str | None = None, subject: str | None = None
+    ) -> None:
+        """A rate-limited (429) or busy (503) refusal of `event`: one row per limit bucket and window.
+
+        The first refusal in a window stores a row (and writes its JSON line); the others only add
+        to its `count`, so a flood costs one row per bucket and window however fast it comes.
+        """
+        tripped = exc.status_code == 429
+        name, detail = ("ratelimit.tripped", event) if tripped else (event, exc.code)
+        record = self._record(name, "refused", actor, subject, None, None, detail)
+        window = exc.window or _DEFAULT_WINDOW
+        bucket = exc.bucket or f"{exc.code}:{event}:{record.ip}"
+        window_key = hashlib.sha256(f"{bucket}|{window}|{record.at // window}".encode()).hexdigest()
+        try:
+            if self._add_to_window(window_key):
+                return
+            try:
+                with self._sessions() as db, db.begin():
+                    db.add(AuditEvent(**asdict(record), window_key=window_key))
+            except IntegrityError:  # another instance stored the window's row first
+                self._add_to_window(window_key)
+                return
+        except SQLAlchemyError as exc_db:
+            log.error("audit: could not store %s (%s)", name, type(exc_db).__name__)
+        _log(record)
+
+    def _add_to_window(self, window_key: str) -> bool:
+        with self._sessions() as db, db.begin():
+            counted = db.execute(
+                update(AuditEvent)
+                .where(AuditEvent.window_key == window_key)
+                .values(count=AuditEvent.count + 1)
+            )
+            return bool(counted.rowcount)  # type: ignore[attr-defined]
+
+    @staticmethod
+    def _record(
+        event: str,
+        outcome: str,
+        actor: str | None,
+        subject: str | None,
+        ip: str | None,
+        user_agent: str | None,
+        detail: str | None,
+    ) -> AuditRecord:
+        origin_ip, origin_agent = request_origin.get()
+        at = int(time.time())
+        return AuditRecord(
+            at, event, outcome, actor, subject, ip or origin_ip, user_agent or origin_agent, detail
+        ).bounded()
+
     @contextmanager
     def attempt(
         self, event: str, *, actor: str | None = None, subject: str | None = None, detail: str | None = None
-    ) -> Iterator[None]:
-        """Record `event` as success, or as refused/failure with the error's code, and re-raise."""
+    ) -> Iterator[Entry]:
+        """Record `event` as success, or as refused/failure with the error's code, and re-raise.
+
+        `subject` must be one the caller vouches for (a validated address or a known account); the
+        yielded `Entry` lets the caller name it once it has been looked up.
+        """
+        entry = Entry(subject)
         try:
-            yield
-        except ApiError as exc:
-            outcome = "refused" if isinstance(exc, RateLimitedError) else "failure"
-            self.record(event, outcome, actor=actor, subject=subject, detail=exc.code)
-            if isinstance(exc, RateLimitedError) and exc.status_code == 429:
-                self.record("ratelimit.tripped", "refused", actor=actor, subject=subject, detail=event)
+            yield entry
+        except RateLimitedError as exc:
+            self.refused(event, exc, actor=actor, subject=entry.subject)
             raise
-        self.record(event, "success", actor=actor, subject=subject, detail=detail)
+        except ApiError as exc:
+            self.record(event, "failure", actor=actor, subject=entry.subject, detail=exc.code)
+            raise
+        self.record(event, "success", actor=actor, subject=entry.subject, detail=detail)
+
+    def prune(self, *, now: int | None = None, stopping: threading.Event | None = None) -> int:
+        """Delete events older than the retention, in bounded batches; return how many."""
+        cutoff = (now if now is not None else int(time.time())) - self.retention_days * 86400
+        return prune_before(self._sessions, AuditEvent.at, cutoff, stopping=stopping)
 
     def query(
         self, filters: AuditQuery, *, offset: int = 0, limit: int = 50
@@ -137,7 +219,23 @@ class AuditLog:
             return [_record(row) for row in rows], total
 
 
+def _cut(value: str | None, size: int) -> str | None:
+    return value[:size] or None if value else None
+
+
+def _log(record: AuditRecord) -> None:
+    log.info(json.dumps({"audit": asdict(record)}, separators=(",", ":")))
+
+
 def _record(row: AuditEvent) -> AuditRecord:
     return AuditRecord(
-        row.at, row.event, row.outcome, row.actor, row.subject, row.ip, row.user_agent, row.detail
+        row.at,
+        row.event,
+        row.outcome,
+        row.actor,
+        row.subject,
+        row.ip,
+        row.user_agent,
+        row.detail,
+        row.count,
     )

@@ -114,6 +114,8 @@ class Settings(BaseSettings):
         None, validation_alias=_env("DATABASE_URL")
     )
     session_sync_interval: float = Field(2.0, gt=0, le=60, validation_alias=_env("SESSION_SYNC_INTERVAL"))
+    max_sessions_per_user: int = Field(100, ge=1, le=10_000, validation_alias=_env("MAX_SESSIONS_PER_USER"))
+    audit_retention_days: int = Field(90, ge=1, le=36_500, validation_alias=_env("AUDIT_RETENTION_DAYS"))
     database_pool_size: int = Field(10, ge=1, le=1000, validation_alias=_env("DATABASE_POOL_SIZE"))
     database_pool_max_overflow: int = Field(
         10, ge=0, le=1000, validation_alias=_env("DATABASE_POOL_MAX_OVERFLOW")

@@ -14,11 +14,11 @@ import time
 import uuid
 from collections.abc import Iterable
 
-from sqlalchemy import delete, func, or_, select, true, update
+from sqlalchemy import ColumnElement, delete, func, or_, select, true, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from wardgate.audit.log import AuditLog
+from wardgate.audit.log import AuditLog, Entry
 from wardgate.config.values import Role
 from wardgate.errors import (
     AuthenticationError,
@@ -27,6 +27,7 @@ from wardgate.errors import (
     ConflictError,
     NotFoundError,
     PermissionDeniedError,
+    RateLimitedError,
     StoreUnavailableError,
 )
 from wardgate.identity.records import AccountPolicy, ClientInfo, SignedIn, UserChanges
@@ -38,15 +39,39 @@ from wardgate.security.tokens import Claims, TokenCodec
 from wardgate.sessions.changes import log_session_revoked, log_user_change
 from wardgate.sessions.records import UserState
 from wardgate.sessions.registry import SessionRegistry, load_groups
-from wardgate.storage.models import ApiKey, AppState, AuthSession, OAuthIdentity, User, UserGroup
+from wardgate.storage.models import (
+    ApiKey,
+    AppState,
+    AuthSession,
+    OAuthIdentity,
+    OAuthToken,
+    User,
+    UserGroup,
+)
 
 _FIRST_ADMIN_KEY = "first_admin"
 _ADMIN_LOCK_KEY = "admin_lock"
 _IP_LOCK_WAIT_SECONDS = 5.0
 
 
+ENDED_PER_LIVE = 10  # ended-but-unexpired sessions an account may have, per allowed live one
+TOO_MANY_ENDED = "Too many sessions of this account were started and ended recently. Try again later."
+
+
 def _now() -> int:
     return int(time.time())
+
+
+def _unexpired(now: int) -> ColumnElement[bool]:
+    return or_(AuthSession.expires_at.is_(None), AuthSession.expires_at > now)
+
+
+def _valid_address(email: str) -> str | None:
+    """The normalised address when it is a valid one (for the audit log), else None."""
+    try:
+        return normalise_email(email)
+    except BadRequestError:
+        return None
 
 
 class AccountService:
@@ -82,7 +107,7 @@ class AccountService:
 
     def signup(self, name: str, email: str, password: str, client: ClientInfo) -> SignedIn:
         """Self-service sign-up; the very first account becomes admin, atomically."""
-        with self._audit.attempt("auth.signup", subject=email.strip().lower()[:320]):
+        with self._audit.attempt("auth.signup", subject=_valid_address(email)):
             self._limiter.hit(self._limits.signup, f"signup:{self._limiter.client_key(client.ip)}")
             user = self.create_user(name, email, password, role=None, open_signup_required=True)
             return self._start_session(user, client, "password")
@@ -169,10 +194,18 @@ class AccountService:
             email = normalise_email(email)
         except BadRequestError:
             email = ""
-        with self._audit.attempt("auth.signin", subject=email or None):
-            return self._signin(email, password, client)
+        with self._audit.attempt("auth.signin") as entry:  # the subject only once it is an account
+            try:
+                return self._signin(email, password, client, entry)
+            except RateLimitedError:
+                entry.subject = email if email and self._is_account(email) else None
+                raise
 
-    def _signin(self, email: str, password: str, client: ClientInfo) -> SignedIn:
+    def _is_account(self, email: str) -> bool:
+        with self._sessions() as db:
+            return db.scalar(select(User.id).where(User.email == email)) is not None
+
+    def _signin(self, email: str, password: str, client: ClientInfo, entry: Entry) -> SignedIn:
         # Per (account, IP) the attempt is counted *before* the password check, atomically, so N
         # concurrent guesses cannot all slip through; another IP is unaffected (no lock-out) and a
         # success clears it. Per IP across accounts (spraying) only failures count, so check, verify
@@ -188,6 +221,7 @@ class AccountService:
         try:
             self._limiter.check(self._limits.signin_ip, ip_key)
             row, verification = self._verify_credentials(email, password)
+            entry.subject = row.email if row is not None else None
             if row is None or not verification.ok:
                 self._limiter.count(self._limits.signin_ip, ip_key)
                 raise BadRequestError(INVALID_CREDENTIALS, code="invalid_credentials")
@@ -215,19 +249,58 @@ class AccountService:
             )
 
     def _start_session(self, user: UserState, client: ClientInfo, method: str) -> SignedIn:
+        """A new session, within the account's bounds: at most `max_sessions` live (the oldest end
+        first), and no more while `ENDED_PER_LIVE` times as many ended ones still await their expiry
+        (each keeps a row until then, so that the revocation outlives a restart)."""
+        cap = self.policy.max_sessions
         issued = self._codec.issue(user.id, user.session_stamp)
+        now = issued.issued_at
         with self._sessions() as db, db.begin():
+            ended = db.scalar(
+                select(func.count())
+                .select_from(AuthSession)
+                .where(AuthSession.user_id == user.id, AuthSession.revoked_at.is_not(None), _unexpired(now))
+            )
+            if (ended or 0) >= cap * ENDED_PER_LIVE:
+                raise RateLimitedError(TOO_MANY_ENDED, retry_after=3600, code="too_many_sessions")
             db.add(
                 AuthSession(
                     id=issued.session_id,
                     user_id=user.id,
                     auth_method=method,
-                    created_at=issued.issued_at,
+                    created_at=now,
                     expires_at=issued.expires_at,
-                    last_seen_at=issued.issued_at,
+                    last_seen_at=now,
                     ip=client.ip,
-                    user_agent=(client.user_agent or "")[:512] or None,
+                    user_agent=(client.user_agent or "")[:256] or None,
                 )
+            )
+            surplus = db.execute(  # beyond the cap, counting the new one: the oldest (to the second)
+                select(AuthSession.id, AuthSession.expires_at)
+                .where(
+                    AuthSession.user_id == user.id,
+                    AuthSession.id != issued.session_id,
+                    AuthSession.revoked_at.is_(None),
+                    _unexpired(now),
+                )
+                .order_by(AuthSession.created_at.desc(), AuthSession.id.desc())
+                .offset(cap - 1)
+            ).all()
+            if surplus:
+                ended_ids = [session_id for session_id, _ in surplus]
+                db.execute(update(AuthSession).where(AuthSession.id.in_(ended_ids)).values(revoked_at=now))
+                db.execute(delete(OAuthToken).where(OAuthToken.session_id.in_(ended_ids)))
+                for session_id, expires_at in surplus:
+                    log_session_revoked(db, user.id, session_id, expires_at)
+        for session_id, expires_at in surplus:
+            self._registry.session_revoked(session_id, expires_at)
+        if surplus:
+            self._audit.record(
+                "auth.session_revoked",
+                "success",
+                actor="wardgate",
+                subject=user.email,
+                detail=f"{len(surplus)} oldest: more than {cap} live sessions",
             )
         return SignedIn(user=user, token=issued)
 
@@ -280,7 +353,7 @@ class AccountService:
                 .where(
                     AuthSession.user_id == user_id,
                     AuthSession.revoked_at.is_(None),
-                    (AuthSession.expires_at.is_(None)) | (AuthSession.expires_at > now),
+                    _unexpired(now),
                 )
                 .order_by(AuthSession.created_at.desc())
             )

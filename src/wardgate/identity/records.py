@@ -29,6 +29,7 @@ class AccountPolicy:
     signup_open: bool
     passwords: PasswordPolicy
     limits: AuthLimits
+    max_sessions: int = 100  # live sessions per account; a new one ends the oldest beyond it
 
 
 @dataclass(frozen=True, slots=True)

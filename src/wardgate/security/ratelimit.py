@@ -106,7 +106,11 @@ class RateLimiter:
         stats = self._call(lambda s: MovingWindowRateLimiter(s).get_window_stats(limit.item, key))
         wait = max(1, int(stats.reset_time - time.time()) + 1)
         return RateLimitedError(
-            f"Too many attempts. Try again in {wait} seconds.", retry_after=wait, code="rate_limited"
+            f"Too many attempts. Try again in {wait} seconds.",
+            retry_after=wait,
+            code="rate_limited",
+            bucket=f"{limit.name}:{key}",
+            window=limit.item.get_expiry(),
         )
 
     def _call(self, operation: Callable[[Storage], T]) -> T:

@@ -32,10 +32,12 @@ from wardgate.security.tokens import Claims
 from wardgate.sessions import changes
 from wardgate.sessions.records import INVALID_KEY, SESSION_ENDED, ApiKeyState, UserState, check_api_key_owner
 from wardgate.storage.models import ApiKey, AuthChange, AuthSession, User, UserGroup
+from wardgate.storage.retention import prune_before
 
 log = logging.getLogger(__name__)
 _OVERLAP_ROWS = 1000  # ids can commit out of order; re-read this many below the highest seen
 _CHANGE_LOG_RETENTION = 86400
+_EXPIRED_SESSION_GRACE = 300  # seconds past a session's expiry before its row is deleted
 
 
 def load_groups(db: Session, user_ids: Iterable[str] | None = None) -> dict[str, tuple[str, ...]]:
@@ -311,6 +313,12 @@ class SessionRegistry:
     def touch_api_key(self, key_id: str) -> None:
         """Note that an API key was used now (written by `flush_touches`, never per request)."""
         self._key_touches[key_id] = int(time.time())
+
+    def prune_sessions(self, now: int, stopping: threading.Event) -> int:
+        """Delete the rows of sessions whose tokens have expired (revoked or not: nothing can use
+        them any more), in bounded batches; their provider tokens go with them (foreign key)."""
+        cutoff = now - _EXPIRED_SESSION_GRACE
+        return prune_before(self._sessions, AuthSession.expires_at, cutoff, stopping=stopping)
 
     def flush_touches(self) -> None:
         """Write the batched "last seen" times; also prune the view and the change log."""

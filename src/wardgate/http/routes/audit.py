@@ -6,7 +6,7 @@ from typing import Literal
 
 import anyio.to_thread
 from fastapi import APIRouter, Query
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from wardgate.audit.log import AuditQuery
 from wardgate.http.deps import AdminUser, GatewayDep
@@ -27,6 +27,9 @@ class AuditEventModel(BaseModel):
     ip: str | None
     user_agent: str | None
     detail: str | None
+    count: int = Field(
+        description="Refusals this event stands for: rate-limited ones of one bucket and window share a row"
+    )
 
 
 class AuditPage(BaseModel):
