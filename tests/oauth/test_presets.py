@@ -82,9 +82,12 @@ def test_github_uses_the_verified_primary_email(
     make_client: MakeClient, idp: FakeIdP, browser_for: MakeBrowser
 ) -> None:
     env = fake_env(idp, "github", ENABLE_OAUTH_SIGNUP="true", OAUTH_MERGE_ACCOUNTS_BY_EMAIL="true")
-    browser = browser_for(make_client(**env))
+    browser = browser_for(make_client(**fake_env(idp, **env)))  # GitHub and the generic provider
     signup(browser.app, "admin@example.test")
-    octo = signup(browser.app, "octo@example.test")
+    # The account was made through single sign-on with the address verified: its address is proven.
+    idp.claims = {"sub": "octo-1", "email": "octo@example.test", "email_verified": True, "name": "Octo"}
+    assert browser.sign_in("oidc").headers["location"] == "/"
+    octo = me(browser)
     idp.claims = {"id": 4242, "login": "octocat", "name": None, "email": "public@example.test"}
     idp.emails = [
         {"email": "octo@example.test", "primary": True, "verified": True},
@@ -92,7 +95,10 @@ def test_github_uses_the_verified_primary_email(
     ]
     assert browser.sign_in("github").headers["location"] == "/"
     assert me(browser)["id"] == octo["id"]  # merged on the verified primary address
-    assert identities(browser) == [("github", f"{idp.base}/gh", "4242", True)]
+    assert identities(browser) == [
+        ("oidc", f"{idp.base}/oidc", "octo-1", True),
+        ("github", f"{idp.base}/gh", "4242", True),
+    ]
     exchange = idp.token_requests[-1]
     assert exchange["client_secret"] and exchange["code_verifier"]  # client_secret_post and PKCE
     # No end-session endpoint at GitHub: sign-out returns no provider URL.

@@ -72,6 +72,16 @@ def production_findings(settings: Settings) -> list[str]:
             f"anyone can sign up and is immediately '{s.default_user_role.value}'.",
             "set DEFAULT_USER_ROLE=pending (approve users) or ENABLE_SIGNUP=false.",
         )
+    if s.oauth_merge_accounts_by_email and s.signup_open:
+        add(
+            "OAUTH_MERGE_ACCOUNTS_BY_EMAIL/ENABLE_SIGNUP",
+            "merging single sign-on by email next to open sign-up: anyone can register a colleague's "
+            "address (wardgate sends no email to prove it) before the colleague's first single "
+            "sign-on. wardgate merges only onto addresses a provider has verified for that account, "
+            "so such a merge is refused, but the squatted address stays the stranger's.",
+            "set ENABLE_SIGNUP=false (or ENABLE_PASSWORD_AUTH=false) and let people link a provider "
+            "from their account page, or OAUTH_MERGE_ACCOUNTS_BY_EMAIL=false.",
+        )
     if not s.webui_url:
         add(
             "WEBUI_URL",

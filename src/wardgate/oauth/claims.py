@@ -1,4 +1,5 @@
-"""Reading provider claims: dotted paths, lists or delimited strings, role and group rules.
+"""Reading provider claims: dotted paths, lists or delimited strings, role and group rules, and the
+one exact form in which an address is matched.
 
 Real identity providers put roles and groups in different shapes (Open WebUI issues #15551, #16635):
 Keycloak nests them (`realm_access.roles`), some send a JSON array, others one delimited string, a
@@ -15,6 +16,7 @@ from typing import Any
 from wardgate.config.values import Role
 
 _MISSING = object()
+_MAX_ADDRESS = 254  # RFC 5321 §4.5.3.1.3: a path of 256 octets, less the brackets
 
 
 def claim_at(claims: Mapping[str, Any], path: str) -> Any:
@@ -65,9 +67,30 @@ def first_blocked(groups: Iterable[str], patterns: Sequence[str]) -> str | None:
     return None
 
 
-def email_domain(email: str) -> str:
-    """The lower-cased part after the last `@`."""
-    return email.rsplit("@", 1)[-1].lower()
+def exact_address(value: Any) -> str | None:
+    """The one form in which an address is matched (allowed domains, merging onto an account):
+    trimmed and lower-cased, printable ASCII only, one `@` between a local part and a domain; None
+    for anything else.
+
+    Nothing is folded. `str.lower()` turns U+212A KELVIN SIGN into `k`, and IDNA (UTS #46, as an
+    address validator applies it) maps full-width letters (U+FF41 on) to ASCII, so a Kelvin-sign
+    `Karl@...` or a full-width domain would otherwise match `karl@example.com`. An
+    internationalised address (RFC 6531) is refused for matching rather than guessed at.
+    """
+    if not isinstance(value, str):
+        return None
+    text = value.strip()
+    if len(text) > _MAX_ADDRESS or not all("!" <= c <= "~" for c in text) or text.count("@") != 1:
+        return None
+    local, _, domain = text.partition("@")
+    if not local or not domain:
+        return None
+    return text.lower()  # ASCII only here, so lower() changes A-Z and nothing else
+
+
+def address_domain(address: str) -> str:
+    """The domain of an address `exact_address` returned."""
+    return address.rpartition("@")[2]
 
 
 def is_true(value: Any) -> bool:

@@ -3,7 +3,9 @@
 - The authorization request always carries `state` and an S256 code challenge (RFC 9700 §2.1.1
   recommends PKCE for every client), and for OpenID Connect a `nonce` (OIDC Core §3.1.2.1).
 - The callback's `iss` parameter, when present, must name the provider (RFC 9207, mix-up defence).
-- The code is exchanged with the verifier and the same redirect URI (RFC 6749 §4.1.3).
+- The code is exchanged with the verifier and the same redirect URI (RFC 6749 §4.1.3); the granted
+  scope, when the provider names it, is compared with the requested one (RFC 6749 §5.1), and
+  `linking` refuses a narrowed grant.
 - The ID token is verified completely (OIDC Core §3.1.3.7): signature with the provider's JWKS and an
   asymmetric algorithm it announces, `iss`, `aud` (and `azp`), `exp`, `iat`, `nonce`, `at_hash`.
 - UserInfo must describe the same `sub` (OIDC Core §5.3.2); GitHub has no ID token, so its identity is
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import re
 import ssl
 import time
 import uuid
@@ -36,7 +39,7 @@ from joserfc.jwk import KeySet
 
 from wardgate.errors import ProviderError
 from wardgate.oauth.claims import claim_at, is_true
-from wardgate.oauth.linking import ProviderIdentity
+from wardgate.oauth.linking import LinkRequest, ProviderIdentity
 from wardgate.oauth.metadata import ProviderDirectory, ServerMetadata
 from wardgate.oauth.presets import ProviderConfig
 from wardgate.oauth.state import LoginState
@@ -48,10 +51,17 @@ PROVIDER_DENIED = "The sign-in provider did not complete the sign-in ({error})."
 ISSUER_MISMATCH = "The sign-in response came from a different provider than the one asked."
 NO_SUBJECT = "The sign-in provider did not identify the account."
 LEEWAY = 60  # seconds of clock skew accepted on exp / iat
+MAX_ADDRESS_CLAIM = 320  # the width of the stored address column
+# Scopes whose absence from the grant takes no claim away: `offline_access` asks for a refresh token
+# (OIDC Core §11), which providers grant only on conditions of their own and seldom echo.
+_NOT_ECHOED = frozenset({"offline_access"})
 
 
-def new_login(provider: ProviderConfig, redirect_uri: str, next_path: str) -> LoginState:
-    """Fresh random `state`, PKCE verifier (RFC 7636 §4.1: 43-128 chars) and, for OIDC, `nonce`."""
+def new_login(
+    provider: ProviderConfig, redirect_uri: str, next_path: str, link: LinkRequest | None = None
+) -> LoginState:
+    """Fresh random `state`, PKCE verifier (RFC 7636 §4.1: 43-128 chars) and, for OIDC, `nonce`;
+    bound to the person and session that asked, for a link from the account page."""
     return LoginState(
         id=uuid.uuid4().hex,
         provider=provider.id,
@@ -61,7 +71,16 @@ def new_login(provider: ProviderConfig, redirect_uri: str, next_path: str) -> Lo
         redirect_uri=redirect_uri,
         next_path=next_path,
         issued_at=int(time.time()),
+        link_user=link.user_id if link else None,
+        link_session=link.session_id if link else None,
     )
+
+
+def link_request(login: LoginState) -> LinkRequest | None:
+    """The account-page link this pending sign-in carries, if it is one."""
+    if login.link_user is None or login.link_session is None:
+        return None
+    return LinkRequest(login.link_user, login.link_session)
 
 
 def authorization_url(provider: ProviderConfig, metadata: ServerMetadata, login: LoginState) -> str:
@@ -152,6 +171,33 @@ async def exchange_code(
     return dict(token)
 
 
+def missing_scopes(provider: ProviderConfig, token: Mapping[str, Any]) -> frozenset[str]:
+    """The requested scopes the token response says were not granted (empty: all were).
+
+    A person can edit the authorization URL to leave out, say, `groups`, and a provider that
+    releases groups only on request then simply stops sending them (OpenID Connect Core §5.4). RFC
+    6749 §5.1 has the token response name the granted scope when it differs from the request; when
+    it is absent the provider granted what it saw requested, which may be an edited request, so the
+    claim rules of `wardgate.oauth.linking` refuse a missing groups claim as well.
+    """
+    requested = frozenset(provider.scope.split()) - _NOT_ECHOED
+    granted = token.get("scope")
+    if granted is None:
+        return frozenset()
+    if isinstance(granted, list):  # some providers send a JSON array
+        granted = " ".join(str(item) for item in granted)
+    if not isinstance(granted, str):
+        return requested
+    have: set[str] = set()
+    for name in re.split(r"[\s,]+", granted):  # GitHub separates with commas
+        have.add(name)
+        have.update(provider.scope_aliases.get(name, ()))
+    missing = requested - have
+    if missing:
+        log.warning("%s granted less than requested: %s missing", provider.id, " ".join(sorted(missing)))
+    return frozenset(missing)
+
+
 async def verify_id_token(
     directory: ProviderDirectory,
     provider: ProviderConfig,
@@ -213,17 +259,19 @@ def oidc_identity(
     if subject in (None, ""):
         raise ProviderError(NO_SUBJECT, code="provider_no_subject")
     email = claim_at(claims, provider.email_claim)
-    # `email_verified` speaks about the `email` claim only (OIDC Core §5.1); Microsoft Entra states
-    # domain ownership with the optional `xms_edov` claim instead.
+    # `email_verified` speaks about the `email` claim only (OIDC Core §5.1). Microsoft Entra states
+    # domain ownership with the optional `xms_edov` claim instead; any other provider may let its
+    # users add claims of that name, so only the preset that defines it is believed.
+    vouching = provider.domain_verified_claim
     verified = provider.email_claim == "email" and (
-        is_true(claims.get("email_verified")) or is_true(claims.get("xms_edov"))
+        is_true(claims.get("email_verified")) or (vouching is not None and is_true(claims.get(vouching)))
     )
     name = claim_at(claims, provider.name_claim)
     return ProviderIdentity(
         provider=provider.id,
         issuer=issuer,
         subject=str(subject)[:255],
-        email=str(email).strip().lower() if isinstance(email, str) and email.strip() else None,
+        email=_address_claim(email),
         email_verified=verified,
         name=name if isinstance(name, str) else None,
         claims=claims,
@@ -255,8 +303,16 @@ async def github_identity(provider: ProviderConfig, client: AsyncOAuth2Client) -
         provider=provider.id,
         issuer=provider.issuer or provider.id,
         subject=str(subject)[:255],
-        email=email.strip().lower() if isinstance(email, str) and email.strip() else None,
+        email=_address_claim(email),
         email_verified=verified,
         name=name if isinstance(name, str) else None,
         claims=claims,
     )
+
+
+def _address_claim(value: Any) -> str | None:
+    """The address as the provider sent it, trimmed: never case-folded here, for `str.lower()` maps
+    some non-ASCII letters to ASCII ones (`wardgate.oauth.claims.exact_address` decides matching)."""
+    if not isinstance(value, str) or not value.strip():
+        return None
+    return value.strip()[:MAX_ADDRESS_CLAIM]

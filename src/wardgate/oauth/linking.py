@@ -4,14 +4,31 @@ An identity is keyed by (issuer, subject) — OIDC Core §5.7: `sub` is unique o
 and neither `email` nor `preferred_username` is a stable identifier. `link_identity` decides, in this
 order, for every sign-in:
 
-1. admission: the verified email's domain must be in `OAUTH_ALLOWED_DOMAINS` (exact match), no group
-   may match `OAUTH_BLOCKED_GROUPS`, and with role management the role claim must grant a role;
-2. the account: the identity's linked account; else, only with `OAUTH_MERGE_ACCOUNTS_BY_EMAIL=true`
-   and an email the provider asserts is verified, the account with that email — never an admin
-   account, never one already linked to another identity of the same issuer (Open WebUI merges on
-   unverified emails); else a new account when `ENABLE_OAUTH_SIGNUP=true`
-   (`AccountService.create_user`, so "the first account is the admin" stays atomic);
-3. the role (role management: re-applied at every sign-in) and the groups (stored on the user).
+1. admission: the provider must have granted every requested scope (when its token response names
+   the grant), the verified address's domain must be in `OAUTH_ALLOWED_DOMAINS` (exact match), no group
+   may match `OAUTH_BLOCKED_GROUPS`, and with role management the role claim must grant a role. When
+   group rules are configured (blocked groups, group management, an upstream that requires groups)
+   the groups claim must be there: a provider that releases groups only when asked for them (Okta,
+   Keycloak, authentik, oidc-provider) sends none when the `groups` scope was edited out of the
+   authorization URL, and "no claim" must not read as "member of no blocked group";
+2. the account: for a link requested from the account page, the signed-in person's own account,
+   while the session that asked is still live (never an identity already linked elsewhere); else the
+   identity's linked account; else, only with `OAUTH_MERGE_ACCOUNTS_BY_EMAIL=true` and an address
+   the provider asserts is verified, the account with that very address — only when wardgate
+   itself has proof that the address is that account's (see `_check_merge`), never an admin
+   account, never one already linked to another identity of the same issuer; else a new account
+   when `ENABLE_OAUTH_SIGNUP=true` (`AccountService.create_user`, so "the first account is the
+   admin" stays atomic);
+3. an account that had a password and gains an identity ends every session and API key it had: the
+   provider identity is the proof from now on, and whatever held the password before stops holding
+   the account;
+4. the role (role management: re-applied at every sign-in) and the groups (stored on the user; a
+   missing claim never leaves old groups behind).
+
+Addresses are matched only in their exact ASCII form (`claims.exact_address`), never folded.
+
+One module on purpose, past the usual size: every way an identity reaches an account passes here,
+so the rules and their refusals are read, reviewed and tested in one place.
 """
 
 from __future__ import annotations
@@ -23,7 +40,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -31,9 +48,16 @@ from wardgate.config.values import Role
 from wardgate.errors import BadRequestError, PermissionDeniedError
 from wardgate.identity.accounts import AccountService
 from wardgate.identity.rules import ACCOUNT_DISABLED
-from wardgate.oauth.claims import claim_at, claim_values, email_domain, first_blocked, mapped_role
+from wardgate.oauth.claims import (
+    address_domain,
+    claim_at,
+    claim_values,
+    exact_address,
+    first_blocked,
+    mapped_role,
+)
 from wardgate.sessions.records import UserState
-from wardgate.storage.models import OAuthIdentity, UserGroup
+from wardgate.storage.models import AuthSession, OAuthIdentity, User, UserGroup
 
 log = logging.getLogger(__name__)
 
@@ -42,23 +66,49 @@ DOMAIN_UNVERIFIED = (
     "This site accepts only approved email domains, and your sign-in provider has not verified your "
     "email address."
 )
+SCOPE_NARROWED = (
+    "The sign-in provider granted less than this site asks for (a scope is missing), so the sign-in was "
+    "refused. Please sign in again without changing what is shared."
+)
 GROUP_BLOCKED = "Your group membership at the sign-in provider does not allow access to this site."
+GROUPS_MISSING = (
+    "Your sign-in provider did not share your group membership, which this site needs to decide what "
+    "you may use. Please sign in again without changing what is shared."
+)
 ROLE_NOT_ALLOWED = "Your account at the sign-in provider has no role that allows access to this site."
 SIGNUP_DISABLED = (
     "No account is linked to this sign-in, and this site does not create accounts through single "
     "sign-on. Ask an administrator for an account."
 )
 NO_EMAIL = "The sign-in provider did not share an email address, which this site needs for a new account."
-EMAIL_TAKEN = "An account with this email address already exists. Sign in with your password instead."
+EMAIL_UNSUPPORTED = (
+    "Your email address at the sign-in provider has characters other than plain ASCII letters, digits "
+    "and punctuation, and this site matches and creates accounts only by such plain addresses."
+)
+EMAIL_TAKEN = (
+    "An account with this email address already exists. If it is yours, sign in to it and link this "
+    "sign-in provider from your account page."
+)
 MERGE_UNVERIFIED = (
     "An account with this email address already exists, and your sign-in provider has not verified the "
     "address, so the two cannot be linked."
+)
+MERGE_UNPROVEN = (
+    "An account with this email address already exists, but nothing has proven that the address "
+    "belongs to whoever holds it, so it is not linked automatically. If it is yours, sign in to it "
+    "and link this sign-in provider from your account page."
 )
 MERGE_ADMIN = (
     "An account with this email address already exists and is an administrator account, which is never "
     "linked to single sign-on automatically."
 )
 MERGE_TAKEN = "An account with this email address is already linked to another identity at this provider."
+IDENTITY_TAKEN = "This account at the sign-in provider is already linked to another account on this site."
+LINK_TAKEN = "Your account here is already linked to another account at this sign-in provider."
+LINK_SESSION_ENDED = (
+    "The session that asked to link this sign-in provider has ended. Sign in again and link it from "
+    "your account page."
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,10 +118,11 @@ class ProviderIdentity:
     provider: str
     issuer: str
     subject: str
-    email: str | None
+    email: str | None  # as the provider sent it (trimmed); matched only through `exact_address`
     email_verified: bool
     name: str | None
     claims: Mapping[str, Any] = field(default_factory=dict)
+    missing_scopes: frozenset[str] = frozenset()  # requested, but not granted (the token response)
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +141,28 @@ class LinkPolicy:
     groups_claim: str = "groups"
     groups_separator: str = ";"
     blocked_groups: tuple[str, ...] = ()
+    upstream_groups: bool = False  # an upstream admits members of listed groups only
+
+    @property
+    def needs_groups(self) -> bool:
+        """True when a rule depends on the groups claim, so a sign-in without it is refused."""
+        return self.group_management or bool(self.blocked_groups) or self.upstream_groups
+
+
+@dataclass(frozen=True, slots=True)
+class LinkRequest:
+    """A signed-in person's own request (from the account page) to link an identity to their account."""
+
+    user_id: str
+    session_id: str  # the session that asked: the link happens only while it is live
+
+
+@dataclass(frozen=True, slots=True)
+class Linked:
+    """The account an identity signs in to, and whether its earlier sessions and API keys ended."""
+
+    user: UserState
+    sessions_ended: bool = False
 
 
 def link_identity(
@@ -97,37 +170,81 @@ def link_identity(
     policy: LinkPolicy,
     accounts: AccountService,
     sessions: sessionmaker[Session],
-) -> UserState:
+    *,
+    request: LinkRequest | None = None,
+) -> Linked:
     """The account this identity signs in to, created or linked as the policy allows; else a refusal.
 
-    Raises PermissionDeniedError / BadRequestError whose message is shown to the user as it is.
+    Raises PermissionDeniedError / BadRequestError whose code names a fixed message (`refusals`).
     """
-    _check_domain(identity, policy)
-    groups = claim_values(claim_at(identity.claims, policy.groups_claim), policy.groups_separator)
-    if policy.blocked_groups and first_blocked(groups or [], policy.blocked_groups) is not None:
-        raise PermissionDeniedError(GROUP_BLOCKED, code="oauth_group_blocked")
+    if identity.missing_scopes:  # the claims are not all there: never read as "no such claim"
+        _forget_groups(identity, policy, accounts, sessions)
+        raise PermissionDeniedError(SCOPE_NARROWED, code="provider_scope")
+    address = exact_address(identity.email)
+    _check_domain(identity, address, policy)
+    groups = _claimed_groups(identity, policy, accounts, sessions)
     role = _claimed_role(identity, policy)
-    user_id = _linked_user_id(identity, sessions)
-    if user_id is None:
-        user_id = _merge_or_create(identity, policy, role, accounts, sessions)
-    user = UserState.from_row(accounts.get_user(user_id))
+    known = _linked_user_id(identity, sessions) if request is None else None
+    if request is not None:
+        user_id, joined = _link_requested(identity, request, sessions)
+    elif known is not None:
+        user_id, joined = known, False
+    else:
+        user_id, joined = _merge_or_create(identity, address, policy, role, accounts, sessions)
+    row = accounts.get_user(user_id)
+    user = UserState.from_row(row)
     if not user.active:
         raise PermissionDeniedError(ACCOUNT_DISABLED, code="account_disabled")
+    ended = joined and row.password_hash is not None
+    if ended:
+        # Whoever held the password (and its sessions and keys) before the identity was linked is not
+        # shown to be this person: an address nobody proved, a session left open somewhere.
+        user = accounts.revoke_all_sessions(user.id)
     if role is not None and role != user.role:
         user = _apply_role(accounts, user, role)
-    if policy.group_management and groups is not None:
-        user = accounts.set_groups(user.id, groups)
-    return user
+    if policy.group_management:
+        user = accounts.set_groups(user.id, groups or ())
+    return Linked(user, ended)
 
 
-def _check_domain(identity: ProviderIdentity, policy: LinkPolicy) -> None:
+def _check_domain(identity: ProviderIdentity, address: str | None, policy: LinkPolicy) -> None:
     if policy.allowed_domains is None:
         return
     if not identity.email or not identity.email_verified:
         raise PermissionDeniedError(DOMAIN_UNVERIFIED, code="oauth_domain_unverified")
-    domain = email_domain(identity.email)
-    if domain not in policy.allowed_domains:
+    if address is None or address_domain(address) not in policy.allowed_domains:
         raise PermissionDeniedError(DOMAIN_NOT_ALLOWED, code="oauth_domain")
+
+
+def _claimed_groups(
+    identity: ProviderIdentity, policy: LinkPolicy, accounts: AccountService, sessions: sessionmaker[Session]
+) -> list[str] | None:
+    """The groups claim; refused when a group rule needs it and it is missing (its stored groups,
+    if any, are forgotten first), or when a group is blocked."""
+    groups = claim_values(claim_at(identity.claims, policy.groups_claim), policy.groups_separator)
+    if groups is None and policy.needs_groups:
+        _forget_groups(identity, policy, accounts, sessions)
+        raise PermissionDeniedError(GROUPS_MISSING, code="oauth_groups_missing")
+    if policy.blocked_groups and first_blocked(groups or [], policy.blocked_groups) is not None:
+        raise PermissionDeniedError(GROUP_BLOCKED, code="oauth_group_blocked")
+    return groups
+
+
+def _forget_groups(
+    identity: ProviderIdentity, policy: LinkPolicy, accounts: AccountService, sessions: sessionmaker[Session]
+) -> None:
+    """With group management, drop the stored groups of the identity's account: groups the provider
+    no longer vouches for must not keep opening upstreams to the sessions already open."""
+    if not policy.group_management:
+        return
+    with sessions() as db:
+        user_id = db.scalar(
+            select(OAuthIdentity.user_id).where(
+                OAuthIdentity.issuer == identity.issuer, OAuthIdentity.subject == identity.subject
+            )
+        )
+    if user_id is not None:
+        accounts.set_groups(user_id, ())
 
 
 def _claimed_role(identity: ProviderIdentity, policy: LinkPolicy) -> Role | None:
@@ -156,55 +273,116 @@ def _linked_user_id(identity: ProviderIdentity, sessions: sessionmaker[Session])
         return row.user_id
 
 
+def _link_requested(
+    identity: ProviderIdentity, request: LinkRequest, sessions: sessionmaker[Session]
+) -> tuple[str, bool]:
+    """Link to the account of the person who asked, if the session that asked is still live; True
+    when the identity is new to the account."""
+    now = int(time.time())
+    with sessions() as db, db.begin():
+        live = db.scalar(
+            select(AuthSession.id).where(
+                AuthSession.id == request.session_id,
+                AuthSession.user_id == request.user_id,
+                AuthSession.revoked_at.is_(None),
+                or_(AuthSession.expires_at.is_(None), AuthSession.expires_at > now),
+            )
+        )
+        if live is None:
+            raise PermissionDeniedError(LINK_SESSION_ENDED, code="oauth_link_session_ended")
+        linked = db.execute(
+            select(OAuthIdentity.user_id, OAuthIdentity.subject).where(
+                OAuthIdentity.issuer == identity.issuer,
+                or_(OAuthIdentity.subject == identity.subject, OAuthIdentity.user_id == request.user_id),
+            )
+        ).all()
+    for user_id, subject in linked:
+        if subject == identity.subject and user_id != request.user_id:
+            raise PermissionDeniedError(IDENTITY_TAKEN, code="oauth_identity_taken")
+        if subject != identity.subject:
+            raise PermissionDeniedError(LINK_TAKEN, code="oauth_link_taken")
+    if linked:  # already this account's identity: a sign-in, nothing new
+        return _linked_user_id(identity, sessions) or request.user_id, False
+    user_id, inserted = _insert_identity(identity, request.user_id, sessions)
+    if user_id != request.user_id:
+        raise PermissionDeniedError(IDENTITY_TAKEN, code="oauth_identity_taken")
+    return user_id, inserted
+
+
 def _merge_or_create(
     identity: ProviderIdentity,
+    address: str | None,
     policy: LinkPolicy,
     role: Role | None,
     accounts: AccountService,
     sessions: sessionmaker[Session],
-) -> str:
-    existing = accounts.find_by_email(identity.email) if identity.email else None
+) -> tuple[str, bool]:
+    """The account of this address (merged: True) or a new one (False), or a refusal."""
+    if identity.email and address is None:
+        raise BadRequestError(EMAIL_UNSUPPORTED, code="oauth_email_unsupported")
+    existing = _account_of(address, sessions) if address else None
     if existing is not None:
-        _check_merge(identity, policy, existing.id, existing.role, sessions)
-        user_id = existing.id
-    elif not policy.signup:
+        _check_merge(identity, address, policy, existing, sessions)
+        return _insert_identity(identity, existing.id, sessions)
+    if not policy.signup:
         raise PermissionDeniedError(SIGNUP_DISABLED, code="oauth_signup_disabled")
-    elif not identity.email:
+    if address is None:
         raise BadRequestError(NO_EMAIL, code="oauth_no_email")
-    else:
-        name = _display_name(identity)
-        try:
-            user_id = accounts.create_user(name, identity.email, None, role=role).id
-        except BadRequestError as exc:
-            if exc.code != "email_taken":
-                raise
-            raise BadRequestError(EMAIL_TAKEN, code="email_taken") from None
-    return _insert_identity(identity, user_id, sessions)
+    try:
+        user_id = accounts.create_user(_display_name(identity), address, None, role=role).id
+    except BadRequestError as exc:
+        if exc.code != "email_taken":
+            raise
+        raise BadRequestError(EMAIL_TAKEN, code="email_taken") from None
+    return _insert_identity(identity, user_id, sessions)[0], False
+
+
+def _account_of(address: str, sessions: sessionmaker[Session]) -> User | None:
+    """The account whose stored address is exactly this one (no folding of any kind)."""
+    with sessions() as db:
+        return db.scalar(select(User).where(User.email == address))
 
 
 def _check_merge(
-    identity: ProviderIdentity, policy: LinkPolicy, user_id: str, role: str, sessions: sessionmaker[Session]
+    identity: ProviderIdentity,
+    address: str | None,
+    policy: LinkPolicy,
+    account: User,
+    sessions: sessionmaker[Session],
 ) -> None:
-    """Linking by email: only when allowed, verified, not an admin, not already bound at this issuer."""
+    """Linking by address: only when allowed, verified, not an admin, not already bound at this
+    issuer, and only onto an account whose address wardgate has proof of.
+
+    wardgate sends no email, so an address typed into the sign-up form proves nothing: anyone can
+    register a colleague's address and wait for the colleague's first single sign-on (a
+    "pre-hijacked account"). The proof is a linked identity whose provider asserted this very address
+    verified, such as the identity the account was created through. Anyone else links their provider
+    from inside the account, which proves they hold it.
+    """
     if not policy.merge_by_email:
         raise BadRequestError(EMAIL_TAKEN, code="email_taken")
     if not identity.email_verified:
         raise PermissionDeniedError(MERGE_UNVERIFIED, code="oauth_unverified_email")
-    if role == Role.ADMIN:
+    if account.role == Role.ADMIN:
         raise PermissionDeniedError(MERGE_ADMIN, code="oauth_admin_merge")
     with sessions() as db:
-        bound = db.scalar(
-            select(OAuthIdentity.id).where(
-                OAuthIdentity.user_id == user_id, OAuthIdentity.issuer == identity.issuer
+        linked = db.execute(
+            select(OAuthIdentity.issuer, OAuthIdentity.email, OAuthIdentity.email_verified).where(
+                OAuthIdentity.user_id == account.id
             )
-        )
-    if bound is not None:
+        ).all()
+    if any(issuer == identity.issuer for issuer, _, _ in linked):
         raise PermissionDeniedError(MERGE_TAKEN, code="oauth_already_linked")
-    log.info("linking a %s identity to an existing account by its verified email", identity.provider)
+    if not any(verified and exact_address(email) == address for _, email, verified in linked):
+        raise PermissionDeniedError(MERGE_UNPROVEN, code="oauth_merge_unproven")
+    log.info("linking a %s identity to an existing account by its proven address", identity.provider)
 
 
-def _insert_identity(identity: ProviderIdentity, user_id: str, sessions: sessionmaker[Session]) -> str:
-    """Bind (issuer, subject) to `user_id`; if a concurrent sign-in bound it first, use that binding."""
+def _insert_identity(
+    identity: ProviderIdentity, user_id: str, sessions: sessionmaker[Session]
+) -> tuple[str, bool]:
+    """Bind (issuer, subject) to `user_id` (True); if a concurrent sign-in bound it first, use that
+    binding (False)."""
     now = int(time.time())
     try:
         with sessions() as db, db.begin():
@@ -225,8 +403,8 @@ def _insert_identity(identity: ProviderIdentity, user_id: str, sessions: session
         winner = _linked_user_id(identity, sessions)
         if winner is None:
             raise
-        return winner
-    return user_id
+        return winner, False
+    return user_id, True
 
 
 def _display_name(identity: ProviderIdentity) -> str:

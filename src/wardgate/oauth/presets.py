@@ -17,6 +17,14 @@ from wardgate.security.keys import OAUTH_LOGIN_STATE, OAUTH_TOKENS, fernet_key
 
 # Google's ID tokens carry either form of its issuer (Google Identity, "Validate an ID token").
 _GOOGLE_ISSUERS = ("https://accounts.google.com", "accounts.google.com")
+# Google's token response names the OpenID scopes by their API URLs (OAuth 2.0 Scopes for Google APIs).
+_GOOGLE_SCOPES: dict[str, tuple[str, ...]] = {
+    "https://www.googleapis.com/auth/userinfo.email": ("email",),
+    "https://www.googleapis.com/auth/userinfo.profile": ("profile",),
+}
+# GitHub: `user` grants read/write access to profile info, which includes `user:email` and
+# `read:user` (GitHub Docs, "Scopes for OAuth apps").
+_GITHUB_SCOPES: dict[str, tuple[str, ...]] = {"user": ("read:user", "user:email", "user:follow")}
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +51,12 @@ class ProviderConfig:
     name_claim: str = "name"
     end_session_endpoint: str | None = None  # OPENID_END_SESSION_ENDPOINT overrides discovery
     extra_authorize_params: dict[str, str] = field(default_factory=dict)
+    # A claim that vouches for the address instead of `email_verified`: Microsoft's `xms_edov`
+    # (email domain owner verified). Only the preset that defines it is believed.
+    domain_verified_claim: str | None = None
+    # Granted scope names that stand for requested ones: Google answers `email` with
+    # `https://www.googleapis.com/auth/userinfo.email`; GitHub's `user` includes `user:email`.
+    scope_aliases: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     @property
     def is_oidc(self) -> bool:
@@ -75,6 +89,7 @@ def _google(s: Settings, common: dict[str, Any]) -> ProviderConfig | None:
         s.google_redirect_uri,
         discovery_url=s.google_openid_provider_url,
         extra_issuers=_GOOGLE_ISSUERS,
+        scope_aliases=_GOOGLE_SCOPES,
         **common,
     )
 
@@ -95,6 +110,7 @@ def _microsoft(s: Settings, common: dict[str, Any]) -> ProviderConfig | None:
             f"{base}/{tenant}/v2.0/.well-known/openid-configuration?appid={quote(s.microsoft_client_id)}"
         ),
         issuer_matches_discovery_url=False,
+        domain_verified_claim="xms_edov",
         **common,
     )
 
@@ -116,6 +132,7 @@ def _github(s: Settings, common: dict[str, Any]) -> ProviderConfig | None:
         emails_url=f"{api}/user/emails",
         issuer=web,
         token_endpoint_auth_method="client_secret_post",  # noqa: S106 - a method name
+        scope_aliases=_GITHUB_SCOPES,
         **{"sub_claim": "id", **common},
     )
 
@@ -153,6 +170,7 @@ def link_policy(s: Settings) -> LinkPolicy:
         groups_claim=s.oauth_groups_claim,
         groups_separator=s.oauth_groups_separator,
         blocked_groups=s.oauth_blocked_groups,
+        upstream_groups=bool(s.ollama_allowed_groups or s.openai_allowed_groups or s.upstream_allowed_groups),
     )
 
 

@@ -13,6 +13,8 @@ import logging
 import ssl
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from functools import partial
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -27,7 +29,7 @@ from wardgate.errors import ApiError, NotFoundError, ProviderError
 from wardgate.identity.accounts import AccountService
 from wardgate.identity.records import ClientInfo, SignedIn
 from wardgate.oauth import flow
-from wardgate.oauth.linking import LinkPolicy, ProviderIdentity, link_identity
+from wardgate.oauth.linking import LinkPolicy, LinkRequest, ProviderIdentity, link_identity
 from wardgate.oauth.metadata import ProviderDirectory, ServerMetadata
 from wardgate.oauth.presets import (
     ProviderConfig,
@@ -41,6 +43,16 @@ from wardgate.oauth.token_store import ProviderTokens, ProviderTokenStore, token
 
 log = logging.getLogger(__name__)
 UNKNOWN_PROVIDER = "Unknown or disabled sign-in provider."
+
+
+@dataclass(frozen=True, slots=True)
+class Completed:
+    """A finished callback: the new session, if one was started, and where the browser goes next."""
+
+    signed: SignedIn | None  # None: a link from the account page that kept the browser's session
+    next_path: str
+    linked: bool = False  # a link from the account page
+    sessions_ended: bool = False  # the account's earlier sessions and API keys ended
 
 
 class SignOn:
@@ -71,6 +83,7 @@ class SignOn:
         self.sealer = LoginStateSealer(state_key)
         self.ledger = StateLedger(sessions)
         self.tokens = ProviderTokenStore(sessions, token_cipher(token_keys))
+        self._stop_following = self.tokens.follow_session_ends()
         self._refresh_locks: dict[str, asyncio.Lock] = {}
 
     def display_names(self) -> dict[str, str]:
@@ -84,44 +97,57 @@ class SignOn:
             raise NotFoundError(UNKNOWN_PROVIDER, code="unknown_provider")
         return found
 
-    async def begin(self, provider_id: str, redirect_uri: str, next_path: str) -> tuple[str, str]:
-        """The provider's authorization URL and the sealed state cookie value for this browser."""
+    async def begin(
+        self, provider_id: str, redirect_uri: str, next_path: str, *, link: LinkRequest | None = None
+    ) -> tuple[str, str]:
+        """The provider's authorization URL and the sealed state cookie value for this browser; with
+        `link`, the callback links the identity to that person's account (the account page)."""
         provider = self.provider(provider_id)
         metadata = await self.directory.metadata(provider)
-        login = flow.new_login(provider, redirect_uri, next_path)
+        login = flow.new_login(provider, redirect_uri, next_path, link)
         return flow.authorization_url(provider, metadata, login), self.sealer.seal(login)
 
     async def complete(
         self, provider_id: str, sealed: str | None, params: Mapping[str, str], client: ClientInfo
-    ) -> tuple[SignedIn, str]:
+    ) -> Completed:
         """Check the callback, exchange the code, link the account, start a session ("oauth")."""
         provider = self.provider(provider_id)
         try:
-            signed, next_path = await self._complete(provider, sealed, params, client)
+            done = await self._complete(provider, sealed, params, client)
         except ApiError as exc:
             self._audit.record("auth.signin", "failure", detail=f"oauth:{provider.id} {exc.code}")
             raise
-        self._audit.record("auth.signin", "success", subject=signed.user.email, detail=f"oauth:{provider.id}")
-        return signed, next_path
+        if done.signed is not None:
+            subject = done.signed.user.email
+            self._audit.record("auth.signin", "success", subject=subject, detail=f"oauth:{provider.id}")
+        return done
 
     async def _complete(
         self, provider: ProviderConfig, sealed: str | None, params: Mapping[str, str], client: ClientInfo
-    ) -> tuple[SignedIn, str]:
-        provider_id = provider.id
-        login = self.sealer.open(sealed, provider_id, params.get("state"))
+    ) -> Completed:
+        login = self.sealer.open(sealed, provider.id, params.get("state"))
         await anyio.to_thread.run_sync(self.ledger.consume, login)
         metadata = await self.directory.metadata(provider)
         code = flow.check_callback(metadata, params)
         async with flow.oauth_client(provider, metadata, self._tls, self._timeout) as http:
             token = await flow.exchange_code(http, metadata, login, code)
             identity = await self._identity(provider, metadata, http, token, login.nonce)
-        user = await anyio.to_thread.run_sync(
-            link_identity, identity, self._policy, self._accounts, self._sessions
+        identity = replace(identity, missing_scopes=flow.missing_scopes(provider, token))
+        request = flow.link_request(login)
+        linked = await anyio.to_thread.run_sync(
+            partial(link_identity, identity, self._policy, self._accounts, self._sessions, request=request)
         )
+        if request is not None:
+            self._audit.record(
+                "auth.sso_linked", "success", subject=linked.user.email, detail=f"oauth:{provider.id}"
+            )
+            if not linked.sessions_ended:  # the browser's own session goes on
+                return Completed(None, login.next_path, linked=True)
+        user = linked.user
         signed = await anyio.to_thread.run_sync(self._accounts.start_session, user, client, "oauth")
         tokens = ProviderTokens.from_response(provider.id, token, now=int(time.time()))
         await anyio.to_thread.run_sync(self.tokens.save, signed.token.session_id, user.id, tokens)
-        return signed, login.next_path
+        return Completed(signed, login.next_path, request is not None, linked.sessions_ended)
 
     async def _identity(
         self,
@@ -142,9 +168,10 @@ class SignOn:
         return flow.oidc_identity(provider, issuer, claims, userinfo)
 
     async def end_session_url(self, session_id: str, post_logout_redirect_uri: str) -> str | None:
-        """RP-initiated logout (OpenID Connect RP-Initiated Logout 1.0 §2) for a session that SSO
+        """RP-initiated logout (OpenID Connect RP-Initiated Logout 1.0 §2) for a live session that SSO
         started: the end-session URL with `id_token_hint`, `post_logout_redirect_uri` and
-        `client_id`, URL-encoded; None for other sessions or providers without an end-session endpoint.
+        `client_id`, URL-encoded; None for other sessions, for a session that has already ended (its
+        ID token is no longer handed to anyone) and for providers without an end-session endpoint.
         The session's provider tokens are forgotten either way."""
         tokens = await anyio.to_thread.run_sync(self.tokens.load, session_id)
         if tokens is None:
@@ -200,7 +227,8 @@ class SignOn:
         return fresh
 
     async def aclose(self) -> None:
-        """Close the HTTP connection pool."""
+        """Close the HTTP connection pool; stop following the ends of sessions."""
+        self._stop_following()
         await self._http.aclose()
 
 

@@ -1,7 +1,8 @@
 """The pending sign-in: bound to the browser, short-lived, single use.
 
 `login` stores a `LoginState` (provider, `state`, `nonce`, PKCE `code_verifier`, redirect URI, where
-to go afterwards) in a cookie sealed with Fernet — encrypted *and* authenticated, with its age checked
+to go afterwards, and for a link from the account page the user and session that asked) in a cookie
+sealed with Fernet — encrypted *and* authenticated, with its age checked
 on opening (10 minutes). Open WebUI keeps the same values in a signed-but-readable session cookie for
 an hour; here the verifier and nonce are not even readable by the browser.
 
@@ -50,6 +51,9 @@ class LoginState:
     redirect_uri: str
     next_path: str
     issued_at: int
+    # A link from the account page: the person and the session that asked (both None for a sign-in).
+    link_user: str | None = None
+    link_session: str | None = None
 
 
 def safe_redirect_path(value: str | None) -> str:

@@ -7,6 +7,13 @@ later features can call the provider on the user's behalf. They are encrypted wi
 rows under an older key still decrypt and are re-encrypted at their next write (key rotation,
 cryptography's MultiFernet). A row that no key opens is deleted: the tokens are re-issued at the next
 sign-in, and nothing is ever guessed.
+
+Tokens live no longer than their session. `load` returns them only for a session that is still live
+(so sign-out never hands out the `id_token_hint` of a revoked session), and `follow_session_ends`
+deletes them in the very transaction that ends the session: every write that can end a session
+appends to the change log (`wardgate.sessions.changes`) in its own transaction, whichever service
+makes it (sign-out, sign-out everywhere, an administrator's revocation, a password change, a
+disabled account), and the listener acts on those entries.
 """
 
 from __future__ import annotations
@@ -14,15 +21,16 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
-from sqlalchemy import delete, or_, select
+from sqlalchemy import Delete, delete, event, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from wardgate.storage.models import AuthSession, OAuthToken
+from wardgate.sessions import changes
+from wardgate.storage.models import AuthChange, AuthSession, OAuthToken
 
 log = logging.getLogger(__name__)
 MAX_SESSIONS_PER_USER = 10  # Open WebUI's OAUTH_MAX_SESSIONS_PER_USER default; the oldest go first
@@ -111,11 +119,20 @@ class ProviderTokenStore:
                 row.ciphertext, row.expires_at, row.updated_at = ciphertext, tokens.expires_at, now
 
     def load(self, session_id: str) -> ProviderTokens | None:
-        """The tokens of a session; None if there are none or no configured key opens them."""
+        """The tokens of a live session; None if there are none, if the session has ended (revoked or
+        expired: its tokens are deleted then) or if no configured key opens them."""
+        now = int(time.time())
         with self._sessions() as db:
-            row = db.get(OAuthToken, session_id)
-            ciphertext = row.ciphertext if row is not None else None
-        if ciphertext is None:
+            found = db.execute(
+                select(OAuthToken.ciphertext, AuthSession.revoked_at, AuthSession.expires_at)
+                .join(AuthSession, AuthSession.id == OAuthToken.session_id)
+                .where(OAuthToken.session_id == session_id)
+            ).first()
+        if found is None:
+            return None
+        ciphertext, revoked_at, expires_at = found
+        if revoked_at is not None or (expires_at is not None and expires_at <= now):
+            self.delete(session_id)
             return None
         try:
             data = json.loads(self._cipher.decrypt(ciphertext.encode("ascii")))
@@ -142,15 +159,45 @@ class ProviderTokenStore:
                     int(time.time()),
                 )
 
+    def follow_session_ends(self) -> Callable[[], None]:
+        """Delete provider tokens in the transaction that ends their session, from now on; returns
+        the function that stops it.
 
-def _prune(db: Session, user_id: str, now: int) -> None:
-    """Before a new session's tokens are stored: drop those of the user's ended sessions (revoked,
-    expired) and all but the newest MAX_SESSIONS_PER_USER - 1 others, so tokens never pile up."""
+        Listens to the flushes of this store's sessions for change-log entries: "this session is
+        revoked" deletes that session's tokens, "reload this user" (a stamp rotation ends every
+        session of the user) deletes the tokens of the user's ended sessions.
+        """
+
+        def after_flush(db: Session, _context: Any) -> None:
+            entries = [obj for obj in db.new if isinstance(obj, AuthChange)]
+            revoked = {e.session_id for e in entries if e.kind == changes.SESSION and e.session_id}
+            users = {e.user_id for e in entries if e.kind == changes.USER}
+            if not (revoked or users):
+                return
+            connection = db.connection()
+            if revoked:
+                connection.execute(delete(OAuthToken).where(OAuthToken.session_id.in_(revoked)))
+            now = int(time.time())
+            for user_id in sorted(users):
+                connection.execute(_ended_tokens(user_id, now))
+
+        event.listen(self._sessions, "after_flush", after_flush)
+        return lambda: event.remove(self._sessions, "after_flush", after_flush)
+
+
+def _ended_tokens(user_id: str, now: int) -> Delete:
+    """Delete the tokens of the user's ended sessions (revoked, or expired)."""
     ended = select(AuthSession.id).where(
         AuthSession.user_id == user_id,
         or_(AuthSession.revoked_at.is_not(None), AuthSession.expires_at < now),
     )
-    db.execute(delete(OAuthToken).where(OAuthToken.user_id == user_id, OAuthToken.session_id.in_(ended)))
+    return delete(OAuthToken).where(OAuthToken.user_id == user_id, OAuthToken.session_id.in_(ended))
+
+
+def _prune(db: Session, user_id: str, now: int) -> None:
+    """Before a new session's tokens are stored: drop those of the user's ended sessions (revoked,
+    expired) and all but the newest MAX_SESSIONS_PER_USER - 1 others, so tokens never pile up."""
+    db.execute(_ended_tokens(user_id, now))
     surplus = (
         select(OAuthToken.session_id)
         .where(OAuthToken.user_id == user_id)

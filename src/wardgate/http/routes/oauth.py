@@ -1,9 +1,13 @@
-"""Single sign-on routes: `/oauth/{provider}/login` and its callback (Open WebUI's paths).
+"""Single sign-on routes: `/oauth/{provider}/login` and its callback (Open WebUI's paths), and
+`/oauth/{provider}/link`, the account page's "link this provider" button.
 
-Both are GET navigations (the default CSP's `form-action 'self'` would stop a form posting to a
-provider). Every refusal ends as a redirect to `/auth?error=<code>` (the page shows the code's
-fixed message: `wardgate.oauth.refusals`), never as a JSON
-error page or a stack trace; only an unknown provider answers 404.
+Sign-in and callback are GET navigations (the default CSP's `form-action 'self'` would stop a form
+posting to a provider). Linking changes the account, so it is a POST from the account page, under the
+CSRF middleware's origin check like every cookie-authenticated form; it answers with a page that
+continues to the provider (a redirect would be part of the form submission, which `form-action`
+covers). Every refusal ends as a redirect to `/auth?error=<code>` (the page shows the code's fixed
+message: `wardgate.oauth.refusals`), never as a JSON error page or a stack trace; only an unknown
+provider answers 404.
 
 The pending sign-in travels in the `wardgate_oauth` cookie: HttpOnly, `SameSite=Lax` (it must come
 back on the provider's top-level redirect to the callback), Secure on HTTPS, `Path=/oauth` (under
@@ -22,8 +26,10 @@ from fastapi.responses import RedirectResponse, Response
 from wardgate.errors import ApiError, NotFoundError
 from wardgate.gateway import Gateway
 from wardgate.http.cookies import set_token_cookie
-from wardgate.http.deps import ClientDep, GatewayDep, site
+from wardgate.http.deps import ClientDep, GatewayDep, authenticate, site
+from wardgate.http.rendering import render
 from wardgate.http.schemas import ErrorBody
+from wardgate.oauth.linking import LinkRequest
 from wardgate.oauth.service import SignOn
 from wardgate.oauth.state import STATE_LIFETIME, safe_redirect_path
 from wardgate.security.tokens import Claims
@@ -64,23 +70,14 @@ def _refusal(request: Request, code: str) -> Response:
     return response
 
 
-@router.get("/oauth/{provider}/login", status_code=302, summary="Sign in with a provider (redirects to it)")
-async def oauth_login(
-    request: Request,
-    gw: GatewayDep,
-    provider: str = _PROVIDER,
-    redirect: str = Query("/", max_length=2048),
-) -> Response:
-    """Start the authorization-code flow; `redirect` is where to go afterwards (same-site paths only)."""
-    sign_on = _sign_on(gw)
+def _redirect_uri(request: Request, sign_on: SignOn, provider: str) -> str:
+    """The callback URI this provider is told (its *_REDIRECT_URI variable, else derived)."""
     config = sign_on.provider(provider)  # 404 for an unknown provider
     callback = site(request).at(f"/oauth/{provider}/callback")
-    redirect_uri = config.redirect_uri or f"{site(request).public_base(request)}{callback}"
-    try:
-        url, sealed = await sign_on.begin(provider, redirect_uri, safe_redirect_path(redirect))
-    except ApiError as exc:
-        return _refusal(request, exc.code)
-    response = RedirectResponse(url, status_code=302)
+    return config.redirect_uri or f"{site(request).public_base(request)}{callback}"
+
+
+def _set_state_cookie(request: Request, response: Response, sealed: str) -> None:
     response.set_cookie(
         STATE_COOKIE,
         sealed,
@@ -91,6 +88,46 @@ async def oauth_login(
         samesite="lax",
     )
     response.headers["Cache-Control"] = "no-store"
+
+
+@router.get("/oauth/{provider}/login", status_code=302, summary="Sign in with a provider (redirects to it)")
+async def oauth_login(
+    request: Request,
+    gw: GatewayDep,
+    provider: str = _PROVIDER,
+    redirect: str = Query("/", max_length=2048),
+) -> Response:
+    """Start the authorization-code flow; `redirect` is where to go afterwards (same-site paths only)."""
+    sign_on = _sign_on(gw)
+    redirect_uri = _redirect_uri(request, sign_on, provider)
+    try:
+        url, sealed = await sign_on.begin(provider, redirect_uri, safe_redirect_path(redirect))
+    except ApiError as exc:
+        return _refusal(request, exc.code)
+    response = RedirectResponse(url, status_code=302)
+    _set_state_cookie(request, response, sealed)
+    return response
+
+
+@router.post("/oauth/{provider}/link", include_in_schema=False)
+async def oauth_link(request: Request, gw: GatewayDep, provider: str = _PROVIDER) -> Response:
+    """The account page's "link" button: start the flow bound, in the sealed state, to the signed-in
+    person and this very session; the callback links the identity to their account only while that
+    session is live. Answers with a page that continues to the provider."""
+    sign_on = _sign_on(gw)
+    name = sign_on.provider(provider).name  # 404 for an unknown provider
+    try:
+        principal = await authenticate(request)
+    except ApiError:
+        return RedirectResponse(site(request).at("/auth?redirect=/account"), status_code=303)
+    link = LinkRequest(principal.user.id, principal.claims.session_id)
+    redirect_uri = _redirect_uri(request, sign_on, provider)
+    try:
+        url, sealed = await sign_on.begin(provider, redirect_uri, site(request).at("/account"), link=link)
+    except ApiError as exc:
+        return _refusal(request, exc.code)
+    response = render(request, "sign_on_link.html", principal=principal, provider_url=url, provider_name=name)
+    _set_state_cookie(request, response, sealed)
     return response
 
 
@@ -99,14 +136,16 @@ async def _callback(provider: str, request: Request, gw: Gateway, client: Client
     sign_on.provider(provider)  # 404 for an unknown provider
     params = dict(request.query_params)
     try:
-        signed, next_path = await sign_on.complete(
-            provider, request.cookies.get(STATE_COOKIE), params, client
-        )
+        done = await sign_on.complete(provider, request.cookies.get(STATE_COOKIE), params, client)
     except ApiError as exc:
         return _refusal(request, exc.code)
-    response = RedirectResponse(safe_redirect_path(next_path), status_code=302)
+    target = safe_redirect_path(done.next_path)
+    if done.linked:  # back to the account page, saying what happened
+        target += "?notice=linked-signed-out" if done.sessions_ended else "?notice=linked"
+    response = RedirectResponse(target, status_code=302)
     response.delete_cookie(STATE_COOKIE, path=_cookie_path(request), secure=_secure(request), httponly=True)
-    set_token_cookie(response, request, signed.token)
+    if done.signed is not None:
+        set_token_cookie(response, request, done.signed.token)
     response.headers["Cache-Control"] = "no-store"
     return response
 

@@ -34,6 +34,11 @@ _NOTICES = {
     "signed-out": "You are signed out.",
     "session": "That session is signed out.",
     "user": "Saved.",
+    "linked": "The sign-in provider is linked: you can sign in with it from now on.",
+    "linked-signed-out": (
+        "The sign-in provider is linked: you can sign in with it from now on. Every other session and "
+        "API key of this account has ended."
+    ),
 }
 
 
@@ -217,6 +222,7 @@ async def _account_view(
     sessions = await anyio.to_thread.run_sync(gw.accounts.list_sessions, principal.user.id)
     row = await anyio.to_thread.run_sync(gw.accounts.get_user, principal.user.id)
     rows = [_session_view(s, principal) for s in sessions]
+    linked, linkable = await _identities(request, principal)
     pending = (
         "Your account is waiting for approval by an administrator."
         if principal.user.role == Role.PENDING
@@ -230,21 +236,27 @@ async def _account_view(
         sessions=rows,
         has_password=row.password_hash is not None,
         min_length=site(request).password_min_length,
-        identities=await _identities(request, principal),
+        identities=linked,
+        linkable=linkable,
         notice=notice or pending,
         error=error,
         status_code=status_code,
     )
 
 
-async def _identities(request: Request, principal: Principal) -> list[dict[str, str]]:
+async def _identities(
+    request: Request, principal: Principal
+) -> tuple[list[dict[str, str]], list[tuple[str, str]]]:
+    """The provider identities linked to the account, and the providers it could still link."""
     gw = gateway(request)
     rows = await anyio.to_thread.run_sync(gw.accounts.linked_identities, principal.user.id)
     names = dict(site(request).sign_on_providers)
-    return [
+    linked = [
         {"provider_label": names.get(r.provider, r.provider), "email": r.email or "", "subject": r.subject}
         for r in rows
     ]
+    taken = {r.provider for r in rows}
+    return linked, [(pid, name) for pid, name in names.items() if pid not in taken]
 
 
 def _session_view(session: Any, principal: Principal) -> dict[str, Any]:
