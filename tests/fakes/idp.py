@@ -152,9 +152,15 @@ class FakeIdP:
             "expires_in": self.token_lifetime,
         }
         if grant.realm == "gh":
-            return {**body, "scope": "user:email"}
+            return {**body, "scope": "read:user" if "narrow_scope" in self.tamper else "user:email"}
         body["refresh_token"] = refresh
         body["id_token"] = self.id_token(grant)
+        if grant.realm == "google":  # Google names the OpenID scopes by their API URLs
+            body["scope"] = "openid https://www.googleapis.com/auth/userinfo.email" + (
+                "" if "narrow_scope" in self.tamper else " https://www.googleapis.com/auth/userinfo.profile"
+            )
+        elif "narrow_scope" in self.tamper:
+            body["scope"] = "openid"
         return body
 
     def id_token(self, grant: Grant) -> str:

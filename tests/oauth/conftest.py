@@ -142,6 +142,15 @@ def error_of(response: httpx.Response) -> str | None:
     return refusal_message(unquote(parse_qs(urlsplit(location).query)["error"][0]))
 
 
+def refusal_code(response: httpx.Response) -> str | None:
+    """The refusal code of `/auth?error=<code>`, None when the response is not a refusal (the
+    sign-in went through)."""
+    location = response.headers.get("location", "")
+    if response.status_code != 302 or not location.startswith("/auth?"):
+        return None
+    return unquote(parse_qs(urlsplit(location).query)["error"][0])
+
+
 class Browser:
     """Follows redirects like a browser: wardgate in-process, providers over real HTTP; keeps cookies."""
 

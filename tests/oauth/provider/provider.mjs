@@ -3,6 +3,9 @@
 // Started by tests/oauth/conftest.py as `node provider.mjs` with PORT, REDIRECT_URIS and
 // POST_LOGOUT_REDIRECT_URIS (comma-separated) in the environment; prints "ready <issuer>" once it
 // listens. devInteractions accepts any password: the login name picks one of the ACCOUNTS below.
+// Claims are released by scope only (the `groups` claim only when the `groups` scope is granted), as
+// Okta, Keycloak and authentik do. Tests change an account with `PUT /test/accounts/<login>` (JSON
+// claims), e.g. to move a person out of a group at the provider.
 import Provider from "oidc-provider";
 
 const port = Number(process.env.PORT ?? 3000);
@@ -19,6 +22,18 @@ const ACCOUNTS = {
              groups: ["staff", "contractors-blocked"] },
   dave: { email: "dave@example.test", email_verified: true, name: "Dave", roles: "viewer,wardgate-user",
           groups: "staff;engineering" },
+  // No groups attribute at all: the claim is missing even when the groups scope is granted.
+  erin: { email: "erin@example.test", email_verified: true, name: "Erin" },
+  frank: { email: "frank@example.test", email_verified: true, name: "Frank", groups: ["ai-users"] },
+  karl: { email: "karl@example.test", email_verified: true, name: "Karl", groups: [] },
+  // Addresses that fold to karl@example.test: U+212A KELVIN SIGN lower-cases to "k"; full-width
+  // letters map to ASCII under IDNA (UTS #46).
+  kelvin: { email: "\u212Aarl@example.test", email_verified: true, name: "Kelvin", groups: [] },
+  // Claims a Microsoft-only name that vouches for an address at Entra ID; here it proves nothing.
+  mallet: { email: "mallet@example.test", email_verified: false, xms_edov: true, name: "Mallet",
+            groups: [] },
+  wide: { email: "karl@\uFF45\uFF58\uFF41\uFF4D\uFF50\uFF4C\uFF45.test", email_verified: true,
+          name: "Wide", groups: [] },
 };
 
 const provider = new Provider(issuer, {
@@ -37,7 +52,7 @@ const provider = new Provider(issuer, {
   features: { devInteractions: { enabled: true }, rpInitiatedLogout: { enabled: true } },
   claims: {
     openid: ["sub"],
-    email: ["email", "email_verified"],
+    email: ["email", "email_verified", "xms_edov"],
     profile: ["name"],
     groups: ["groups"],
     roles: ["roles", "realm_access"],
@@ -52,6 +67,16 @@ const provider = new Provider(issuer, {
     },
   }),
   cookies: { keys: ["wardgate-tests-only-cookie-key"] },
+});
+
+// Test-only: replace an account's claims (the provider runs on loopback for one test session).
+provider.use(async (ctx, next) => {
+  const match = /^\/test\/accounts\/([\w-]+)$/.exec(ctx.path);
+  if (!match || ctx.method !== "PUT") return next();
+  let body = "";
+  for await (const chunk of ctx.req) body += chunk;
+  ACCOUNTS[match[1]] = JSON.parse(body);
+  ctx.status = 204;
 });
 
 provider.listen(port, "127.0.0.1", () => {
