@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 from starlette.testclient import TestClient
 
 from tests.fakes.idp import FakeIdP
-from tests.oauth.conftest import Browser, error_of, fake_env, gateway_of
+from tests.oauth.conftest import Browser, error_of, fake_env, gateway_of, refusal_code
 from wardgate.identity.records import UserChanges
 from wardgate.identity.rules import ACCOUNT_DISABLED
 from wardgate.oauth import flow, linking
@@ -213,3 +213,63 @@ def test_sign_in_and_replay_on_every_database(
     browser.sign_in()  # the same identity again: the same account, not a second one
     with gateway_of(browser.app).sessions() as db:
         assert db.scalar(select(func.count()).select_from(OAuthIdentity)) == 1
+
+
+@pytest.mark.parametrize("provider", ["oidc", "google", "github"])
+def test_a_narrowed_grant_is_refused(
+    make_client: MakeClient, idp: FakeIdP, browser_for: MakeBrowser, provider: str
+) -> None:
+    browser = browser_for(make_client(**fake_env(idp, provider, ENABLE_OAUTH_SIGNUP="true")))
+    idp.claims = {**ALICE, "id": 77}
+    idp.emails = [{"email": "alice@example.test", "primary": True, "verified": True}]
+    assert browser.sign_in(provider).headers["location"] == "/"  # Google's URL names, GitHub's commas
+    idp.tamper = {"narrow_scope"}
+    assert refusal_code(browser.sign_in(provider)) == "provider_scope"
+
+
+def test_a_missing_groups_claim_is_refused_when_a_rule_needs_groups(
+    make_client: MakeClient, idp: FakeIdP, browser_for: MakeBrowser
+) -> None:
+    # The fake provider names no granted scope: only the claim rule can tell.
+    env = fake_env(idp, ENABLE_OAUTH_SIGNUP="true", OPENAI_ALLOWED_GROUPS="ml")
+    browser = browser_for(make_client(**env))
+    for claims in (dict(ALICE), {**ALICE, "groups": {"odd": "shape"}}, {**ALICE, "groups": None}):
+        idp.claims = claims
+        assert refusal_code(browser.sign_in()) == "oauth_groups_missing"
+    idp.claims = {**ALICE, "groups": []}  # present, and empty: a member of no group
+    assert browser.sign_in().headers["location"] == "/"
+
+
+def test_a_missing_groups_claim_drops_the_stored_groups(
+    make_client: MakeClient, idp: FakeIdP, browser_for: MakeBrowser
+) -> None:
+    env = fake_env(idp, ENABLE_OAUTH_SIGNUP="true", ENABLE_OAUTH_GROUP_MANAGEMENT="true")
+    browser = browser_for(make_client(**env))
+    idp.claims = {**ALICE, "groups": ["ml", "staff"]}
+    browser.sign_in()
+    user_id = browser.app.get("/api/v1/auths/").json()["id"]
+    sessions = gateway_of(browser.app).sessions
+    assert linking.user_groups(sessions, user_id) == ["ml", "staff"]
+    idp.claims = dict(ALICE)
+    assert refusal_code(browser.sign_in()) == "oauth_groups_missing"
+    assert linking.user_groups(sessions, user_id) == []
+    assert browser.app.get("/api/v1/auths/").status_code == 200  # the open session stays, groupless
+
+
+def test_xms_edov_vouches_only_at_microsoft(
+    make_client: MakeClient, idp: FakeIdP, browser_for: MakeBrowser
+) -> None:
+    env = fake_env(idp, ENABLE_OAUTH_SIGNUP="true", OAUTH_ALLOWED_DOMAINS="example.test")
+    browser = browser_for(make_client(**env))
+    idp.claims = {"sub": "m-1", "email": "mallory@example.test", "xms_edov": True}
+    assert refusal_code(browser.sign_in()) == "oauth_domain_unverified"
+
+
+def test_no_account_is_made_from_an_address_that_folds(browser: Browser, idp: FakeIdP) -> None:
+    idp.claims = {**ALICE, "email": "\u212aarl@example.test"}
+    assert refusal_code(browser.sign_in()) == "oauth_email_unsupported"
+    with gateway_of(browser.app).sessions() as db:
+        assert db.scalar(select(func.count()).select_from(OAuthIdentity)) == 0
+    idp.claims = {**ALICE, "email": " Alice@Example.TEST "}  # ASCII: trimmed and lower-cased
+    assert browser.sign_in().headers["location"] == "/"
+    assert browser.app.get("/api/v1/auths/").json()["email"] == "alice@example.test"

@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from dataclasses import asdict
+from pathlib import Path
 
 import pytest
 from cryptography.fernet import Fernet
 
+from wardgate import oauth
 from wardgate.errors import BadRequestError
-from wardgate.oauth.claims import claim_at, claim_values, first_blocked, is_true, mapped_role
+from wardgate.oauth.claims import claim_at, claim_values, exact_address, first_blocked, is_true, mapped_role
+from wardgate.oauth.flow import link_request, missing_scopes, new_login
+from wardgate.oauth.linking import MERGE_UNPROVEN, SCOPE_NARROWED, LinkRequest
+from wardgate.oauth.presets import _GITHUB_SCOPES, _GOOGLE_SCOPES, ProviderConfig
+from wardgate.oauth.refusals import REFUSALS, refusal_message
 from wardgate.oauth.service import add_query
 from wardgate.oauth.state import (
     STATE_EXPIRED,
@@ -127,3 +134,89 @@ def test_end_session_url_is_encoded() -> None:
         "https://idp.example/logout?tenant=a+b&id_token_hint=x.y%2Bz%2F%3D"
         "&post_logout_redirect_uri=https%3A%2F%2Fapp%2Fauth%3Fa%3D1%26b%3D2"
     )
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("karl@example.com", "karl@example.com"),
+        ("  Karl@Example.COM ", "karl@example.com"),
+        ("a+tag@sub.example.com", "a+tag@sub.example.com"),
+        ("\u212aarl@example.com", None),  # KELVIN SIGN: str.lower() would make it "karl@..."
+        ("karl@\uff45\uff58\uff41\uff4d\uff50\uff4c\uff45.com", None),  # full-width: IDNA maps to ASCII
+        ("jos\u00e9@example.com", None),  # internationalised: refused for matching, never folded
+        ("karl@xn--bcher-kva.example", "karl@xn--bcher-kva.example"),  # ASCII as it stands
+        ("no-at-sign", None),
+        ("two@@example.com", None),
+        ("a@b@example.com", None),
+        ("@example.com", None),
+        ("karl@", None),
+        ("ka rl@example.com", None),
+        ("karl@example.com\x00", None),
+        ("a" * 250 + "@example.com", None),
+        (None, None),
+        (42, None),
+    ],
+)
+def test_one_exact_ascii_form_of_an_address(value: object, expected: str | None) -> None:
+    assert exact_address(value) == expected
+
+
+GOOGLE = ProviderConfig("google", "Google", "id", "s", "openid email profile", scope_aliases=_GOOGLE_SCOPES)
+GITHUB = ProviderConfig("github", "GitHub", "id", "s", "user:email", scope_aliases=_GITHUB_SCOPES)
+GENERIC = ProviderConfig("oidc", "SSO", "id", "s", "openid email profile groups offline_access")
+
+
+@pytest.mark.parametrize(
+    ("provider", "granted", "missing"),
+    [
+        (GENERIC, None, set()),  # RFC 6749 §5.1: absent means as requested
+        (GENERIC, "openid email profile groups", set()),  # offline_access is seldom echoed
+        (GENERIC, "groups profile email openid extra", set()),
+        (GENERIC, "openid email profile", {"groups"}),  # edited out of the authorization URL
+        (GENERIC, ["openid", "email", "profile", "groups"], set()),
+        (GENERIC, 7, {"openid", "email", "profile", "groups"}),
+        (
+            GOOGLE,
+            "openid https://www.googleapis.com/auth/userinfo.email https://www.googleapis.com/auth/userinfo.profile",
+            set(),
+        ),
+        (GOOGLE, "openid https://www.googleapis.com/auth/userinfo.profile", {"email"}),
+        (GITHUB, "user:email", set()),
+        (GITHUB, "read:org,user", set()),  # comma-separated; `user` includes user:email
+        (GITHUB, "read:user", {"user:email"}),
+        (GITHUB, "", {"user:email"}),
+    ],
+)
+def test_granted_scope_must_cover_the_request(
+    provider: ProviderConfig, granted: object, missing: set[str]
+) -> None:
+    token = {"access_token": "x"} if granted is None else {"access_token": "x", "scope": granted}
+    assert missing_scopes(provider, token) == missing
+
+
+def test_a_link_travels_in_the_sealed_state() -> None:
+    key = Fernet.generate_key()
+    sealer = LoginStateSealer(key)
+    sign_in = new_login(GENERIC, "https://x/cb", "/")
+    assert link_request(sealer.open(sealer.seal(sign_in), "oidc", sign_in.state)) is None
+    link = new_login(GENERIC, "https://x/cb", "/account", LinkRequest("user-1", "session-1"))
+    sealed = sealer.seal(link)
+    assert "user-1" not in sealed and "session-1" not in sealed
+    assert link_request(sealer.open(sealed, "oidc", link.state)) == LinkRequest("user-1", "session-1")
+    # A cookie sealed before links existed still opens, as a sign-in.
+    old = {k: v for k, v in asdict(sign_in).items() if k not in ("link_user", "link_session")}
+    sealed_old = Fernet(key).encrypt(json.dumps(old).encode()).decode()
+    assert link_request(sealer.open(sealed_old, "oidc", sign_in.state)) is None
+
+
+def test_every_refusal_code_of_single_sign_on_has_its_fixed_message() -> None:
+    """`/auth?error=<code>` shows fixed messages only: every code the oauth package raises has one."""
+    raised = {
+        code
+        for path in Path(oauth.__file__).parent.glob("*.py")
+        for code in re.findall(r'code="([a-z_]+)"', path.read_text())
+    }
+    assert raised and raised <= set(REFUSALS), raised - set(REFUSALS)
+    assert refusal_message("oauth_merge_unproven") == MERGE_UNPROVEN
+    assert refusal_message("provider_scope") == SCOPE_NARROWED

@@ -9,6 +9,7 @@ from cryptography.fernet import Fernet
 
 from tests.conftest import SECRET
 from wardgate.config import load_settings, redacted_settings
+from wardgate.config.review import production_findings
 from wardgate.config.values import fernet_keys, json_or_comma_list
 from wardgate.errors import ConfigError
 from wardgate.oauth.presets import configured_providers, link_policy
@@ -136,3 +137,31 @@ def test_list_parsers() -> None:
     assert fernet_keys(f" {keys[0]} ; {keys[1]} ") == tuple(keys)
     with pytest.raises(ValueError, match="JSON array of strings"):
         json_or_comma_list('["a", 1]')
+
+
+def test_merging_by_email_next_to_open_sign_up_is_a_production_finding(tmp_path: Path) -> None:
+    base = {"DATA_DIR": str(tmp_path), "WEBUI_SECRET_KEY": SECRET}
+    merging = load_settings({**base, "OAUTH_MERGE_ACCOUNTS_BY_EMAIL": "true"})  # sign-up is on by default
+    assert any(
+        f.startswith("OAUTH_MERGE_ACCOUNTS_BY_EMAIL/ENABLE_SIGNUP:") for f in production_findings(merging)
+    )
+    for closed in ({"ENABLE_SIGNUP": "false"}, {"ENABLE_PASSWORD_AUTH": "false"}):
+        settings = load_settings({**base, "OAUTH_MERGE_ACCOUNTS_BY_EMAIL": "true", **closed})
+        assert not any(f.startswith("OAUTH_MERGE") for f in production_findings(settings))
+    assert not any(f.startswith("OAUTH_MERGE") for f in production_findings(load_settings(base)))
+
+
+@pytest.mark.parametrize(
+    ("env", "needs"),
+    [
+        ({}, False),
+        ({"OAUTH_BLOCKED_GROUPS": "contractors"}, True),
+        ({"ENABLE_OAUTH_GROUP_MANAGEMENT": "true"}, True),
+        ({"OLLAMA_ALLOWED_GROUPS": "ai-users"}, True),
+        ({"OPENAI_ALLOWED_GROUPS": "ai-users"}, True),
+        ({"UPSTREAM_ALLOWED_GROUPS": "ai-users"}, True),
+    ],
+)
+def test_group_rules_make_the_groups_claim_required(tmp_path: Path, env: dict[str, str], needs: bool) -> None:
+    settings = load_settings({"DATA_DIR": str(tmp_path), "WEBUI_SECRET_KEY": SECRET, **env})
+    assert link_policy(settings).needs_groups is needs

@@ -3,13 +3,14 @@ before they expire."""
 
 from __future__ import annotations
 
+import html
 from collections.abc import Callable
 
 from cryptography.fernet import Fernet
 from sqlalchemy import select
 from starlette.testclient import TestClient
 
-from tests.conftest import SECRET
+from tests.conftest import PASSWORD, SECRET, bearer, signup
 from tests.fakes.idp import FakeIdP
 from tests.oauth.conftest import Browser, fake_env, gateway_of
 from wardgate.config import load_settings
@@ -144,3 +145,59 @@ def test_at_most_ten_sessions_keep_provider_tokens(
         browser.sign_in()
     with gateway_of(app).sessions() as db:
         assert len(db.scalars(select(OAuthToken.session_id)).all()) == 10
+
+
+def test_tokens_end_with_every_way_sessions_end(
+    make_client: MakeClient, browser_for: MakeBrowser, idp: FakeIdP
+) -> None:
+    app = make_client(**fake_env(idp, ENABLE_OAUTH_SIGNUP="true"))
+    admin = signup(app, "admin@example.test")
+    browser = browser_for(app)
+
+    def signed_in_with_tokens() -> str:
+        idp.claims = dict(CLAIMS)
+        assert browser.sign_in().headers["location"] == "/"
+        with gateway_of(app).sessions() as db:
+            assert db.scalars(select(OAuthToken)).all() != []
+        user_id: str = app.get("/api/v1/auths/").json()["id"]
+        return user_id
+
+    def stored_tokens() -> list[OAuthToken]:
+        with gateway_of(app).sessions() as db:
+            return list(db.scalars(select(OAuthToken)))
+
+    user_id = signed_in_with_tokens()
+    revoked = app.post(f"/api/v1/users/{user_id}/sessions/revoke", headers=bearer(admin["token"]))
+    assert revoked.status_code == 200 and stored_tokens() == []  # an administrator's revocation
+
+    signed_in_with_tokens()
+    disable = app.post(
+        f"/api/v1/users/{user_id}/update", json={"active": False}, headers=bearer(admin["token"])
+    )
+    assert disable.status_code == 200 and stored_tokens() == []  # a disabled account
+    app.post(f"/api/v1/users/{user_id}/update", json={"active": True}, headers=bearer(admin["token"]))
+
+    signed_in_with_tokens()
+    assert app.delete(f"/api/v1/auths/sessions/{stored_tokens()[0].session_id}").status_code == 200
+    assert stored_tokens() == []  # one session signed out from the session list
+
+
+def test_tokens_end_with_a_password_change(
+    make_client: MakeClient, browser_for: MakeBrowser, idp: FakeIdP
+) -> None:
+    app = make_client(**fake_env(idp))
+    signup(app, "admin@example.test")
+    signup(app, "t@example.test")
+    assert app.post("/api/v1/auths/signin", json={"email": "t@example.test", "password": PASSWORD}).is_success
+    linking = app.post("/oauth/oidc/link")  # from the account page: the account now has both
+    provider_url = html.unescape(linking.text.split('<a class="button" href="')[1].split('"')[0])
+    idp.claims = dict(CLAIMS)
+    browser = browser_for(app)
+    assert browser.get(browser.authorize(provider_url)).headers["location"].startswith("/account?notice=")
+    assert stored(app).provider == "oidc"  # the new single-sign-on session's tokens
+    changed = app.post(
+        "/api/v1/auths/update/password", json={"password": PASSWORD, "new_password": PASSWORD + "-new"}
+    )
+    assert changed.status_code == 200
+    with gateway_of(app).sessions() as db:
+        assert db.scalars(select(OAuthToken)).all() == []
