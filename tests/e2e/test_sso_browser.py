@@ -11,7 +11,7 @@ import pytest
 from playwright.sync_api import Browser, expect
 
 from tests.conftest import SECRET
-from tests.e2e.test_pages import shoot
+from tests.e2e.test_pages import shoot, sign_in
 from tests.oauth.conftest import oidc_env, running_oidc_provider
 from tests.servers import free_port, wardgate_process
 
@@ -60,5 +60,30 @@ def test_sso_button_round_trip(site: str, browser: Browser, tmp_path: Path) -> N
     expect(page).to_have_url(f"{site}/auth")
     page.goto(f"{site}/account")
     expect(page).to_have_url(f"{site}/auth?redirect=/account")
+    assert [m for m in ours if "Content Security Policy" in m or "Refused to" in m] == []
+    context.close()
+
+
+def test_link_a_provider_from_the_account_page(site: str, browser: Browser) -> None:
+    """A password account links the provider from inside: a same-origin POST, a page that continues
+    to the provider (CSP form-action allows no redirect off-site), back with a fresh SSO session."""
+    account = {"name": "Dave", "email": "dave@example.test", "password": "correct-horse-battery"}
+    assert httpx.post(f"{site}/api/v1/auths/signup", json=account).status_code == 200
+    context = browser.new_context()
+    page = context.new_page()
+    ours: list[str] = []
+    page.on("console", lambda m: ours.append(m.text) if page.url.startswith(site) else None)
+    sign_in(page, site, account["email"], account["password"])
+    expect(page).to_have_url(f"{site}/account")
+    page.once("dialog", lambda dialog: dialog.accept())  # "every other session and API key will end"
+    page.get_by_role("button", name="Link Example SSO").click()
+    page.locator("input[name=login]").fill("dave")
+    page.locator("input[name=password]").fill("any")
+    page.locator("button[type=submit]").click()
+    page.locator("button[type=submit]").click()  # the provider's consent step
+    expect(page).to_have_url(f"{site}/account?notice=linked-signed-out")
+    expect(page.get_by_text("Example SSO — dave@example.test")).to_be_visible()
+    expect(page.get_by_role("button", name="Link Example SSO")).to_have_count(0)
+    shoot(page, "account-linked-light")
     assert [m for m in ours if "Content Security Policy" in m or "Refused to" in m] == []
     context.close()
