@@ -164,7 +164,18 @@ def test_one_exact_ascii_form_of_an_address(value: object, expected: str | None)
 
 GOOGLE = ProviderConfig("google", "Google", "id", "s", "openid email profile", scope_aliases=_GOOGLE_SCOPES)
 GITHUB = ProviderConfig("github", "GitHub", "id", "s", "user:email", scope_aliases=_GITHUB_SCOPES)
-GENERIC = ProviderConfig("oidc", "SSO", "id", "s", "openid email profile groups offline_access")
+GENERIC = ProviderConfig(
+    "oidc", "SSO", "id", "s", "openid email profile groups offline_access", discovery_url="https://x/"
+)
+MICROSOFT = ProviderConfig(
+    "microsoft",
+    "Microsoft",
+    "id",
+    "s",
+    "openid email profile",
+    discovery_url="https://x/",
+    grant_names_scopes=False,
+)
 
 
 @pytest.mark.parametrize(
@@ -175,7 +186,9 @@ GENERIC = ProviderConfig("oidc", "SSO", "id", "s", "openid email profile groups 
         (GENERIC, "groups profile email openid extra", set()),
         (GENERIC, "openid email profile", {"groups"}),  # edited out of the authorization URL
         (GENERIC, ["openid", "email", "profile", "groups"], set()),
-        (GENERIC, 7, {"openid", "email", "profile", "groups"}),
+        (GENERIC, 7, {"email", "profile", "groups"}),
+        (GENERIC, "email profile groups", set()),  # the verified ID token proves openid
+        (MICROSOFT, "https://graph.microsoft.com/User.Read", set()),  # the access token's scopes only
         (
             GOOGLE,
             "openid https://www.googleapis.com/auth/userinfo.email https://www.googleapis.com/auth/userinfo.profile",

@@ -119,6 +119,9 @@ def test_providers_from_open_webui_variables(tmp_path: Path) -> None:
     assert providers["github"].emails_url == "https://api.github.com/user/emails"
     assert providers["github"].sub_claim == "id" and providers["github"].scope == "user:email"
     assert providers["oidc"].client_secret is None and providers["oidc"].token_endpoint_auth_method == "none"
+    # Only Microsoft's xms_edov vouches for an address; only its token response ignores OIDC scopes.
+    assert [p.id for p in providers.values() if p.domain_verified_claim == "xms_edov"] == ["microsoft"]
+    assert [p.id for p in providers.values() if not p.grant_names_scopes] == ["microsoft"]
     policy = link_policy(settings)
     assert policy.allowed_domains == frozenset({"example.com", "example.org"})
     assert policy.groups_claim == "roles_and_groups.groups"  # the legacy alias still works

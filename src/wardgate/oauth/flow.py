@@ -180,9 +180,10 @@ def missing_scopes(provider: ProviderConfig, token: Mapping[str, Any]) -> frozen
     it is absent the provider granted what it saw requested, which may be an edited request, so the
     claim rules of `wardgate.oauth.linking` refuse a missing groups claim as well.
     """
-    requested = frozenset(provider.scope.split()) - _NOT_ECHOED
+    # A verified ID token is the proof that `openid` was granted (OIDC Core §3.1.3.7).
+    requested = frozenset(provider.scope.split()) - _NOT_ECHOED - ({"openid"} if provider.is_oidc else set())
     granted = token.get("scope")
-    if granted is None:
+    if granted is None or not provider.grant_names_scopes:
         return frozenset()
     if isinstance(granted, list):  # some providers send a JSON array
         granted = " ".join(str(item) for item in granted)

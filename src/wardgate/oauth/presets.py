@@ -57,6 +57,12 @@ class ProviderConfig:
     # Granted scope names that stand for requested ones: Google answers `email` with
     # `https://www.googleapis.com/auth/userinfo.email`; GitHub's `user` includes `user:email`.
     scope_aliases: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    # Whether the token response's `scope` speaks about the requested scopes (RFC 6749 §5.1).
+    # Microsoft's names the access token's resource scopes only: its documented answer to
+    # "openid offline_access https://graph.microsoft.com/mail.read" is "scope": "...mail.read"
+    # (Microsoft identity platform, authorization code flow); its groups come from the app's token
+    # configuration, never from a scope, so nothing is lost by not comparing.
+    grant_names_scopes: bool = True
 
     @property
     def is_oidc(self) -> bool:
@@ -111,6 +117,7 @@ def _microsoft(s: Settings, common: dict[str, Any]) -> ProviderConfig | None:
         ),
         issuer_matches_discovery_url=False,
         domain_verified_claim="xms_edov",
+        grant_names_scopes=False,
         **common,
     )
 
