@@ -11,6 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from sqlalchemy import Engine, func, select
+from sqlalchemy.exc import OperationalError
 
 from wardgate.audit.log import AuditLog, AuditQuery, request_origin
 from wardgate.errors import BadRequestError, BusyError, RateLimitedError
@@ -46,6 +47,8 @@ def test_refusals_of_one_bucket_and_window_are_one_row_with_a_count(engine: Engi
     for _ in range(500):
         _refuse(audit, _limited("signin-ip:198.51.100.7"))
     _refuse(audit, _limited("signin-ip:203.0.113.9"))  # another client: its own row
+    assert [r.count for r in _rows(engine)] == [1, 1]  # counted in memory: no write per refusal ...
+    audit.flush()  # ... until the batched write (every SESSION_SYNC_INTERVAL, and at stop)
     rows = _rows(engine)
     assert [(r.event, r.outcome, r.detail, r.count) for r in rows] == [
         ("ratelimit.tripped", "refused", "auth.signin", 500),
@@ -61,7 +64,9 @@ def test_a_new_window_starts_a_new_row(engine: Engine, monkeypatch: pytest.Monke
     for offset in (0, 59, 60, 61):
         monkeypatch.setattr(time, "time", lambda offset=offset: start + offset)
         _refuse(audit, _limited("signup:198.51.100.7"))
+        audit.flush()
     assert [(r.at, r.count) for r in _rows(engine)] == [(start, 2), (start + 60, 2)]
+    assert len(audit._windows) == 1  # the ended window, written, is forgotten
 
 
 def test_busy_refusals_are_grouped_per_client_and_minute(engine: Engine) -> None:
@@ -72,6 +77,7 @@ def test_busy_refusals_are_grouped_per_client_and_minute(engine: Engine) -> None
             _refuse(audit, BusyError("Busy.", retry_after=2))
     finally:
         request_origin.reset(token)
+    audit.flush()
     assert [(r.event, r.outcome, r.detail, r.count) for r in _rows(engine)] == [
         ("auth.signin", "refused", "busy", 20)
     ]
@@ -89,6 +95,8 @@ def test_instances_sharing_the_database_add_to_one_row(engine: Engine) -> None:
 
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(flood, range(8)))
+    for log in logs:
+        log.flush()
     rows = _rows(engine)
     assert [(r.event, r.count) for r in rows] == [("ratelimit.tripped", 200)]
 
@@ -140,3 +148,42 @@ def test_pruning_goes_in_bounded_batches_and_stops_when_asked(engine: Engine) ->
     assert prune_before(sessions, AuditEvent.at, 10_000, batch=100) == 50  # the next run continues
     with sessions() as session:
         assert session.scalar(select(func.count()).select_from(AuditEvent)) == 0
+
+
+def test_the_subject_of_a_refusal_is_looked_up_once_per_window(engine: Engine) -> None:
+    audit = AuditLog(db.session_factory(engine))
+    lookups = []
+
+    def resolve() -> str:
+        lookups.append(1)
+        return "ada@example.com"
+
+    def refuse() -> None:
+        with audit.attempt("auth.signin") as entry:
+            entry.resolve = resolve
+            raise _limited("signin:ada@example.com:198.51.100.7")
+
+    for _ in range(50):
+        with pytest.raises(RateLimitedError):
+            refuse()
+    audit.flush()
+    assert len(lookups) == 1
+    assert [(r.subject, r.count) for r in _rows(engine)] == [("ada@example.com", 50)]
+
+
+def test_counts_not_written_when_the_database_fails_are_written_later(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    audit = AuditLog(db.session_factory(engine))
+    for _ in range(3):
+        _refuse(audit, _limited("signin-ip:198.51.100.7"))
+    real = audit._add_to_window
+
+    def down(window_key: str, count: int) -> None:
+        raise OperationalError("UPDATE", {}, Exception("database is locked"))
+
+    monkeypatch.setattr(audit, "_add_to_window", down)
+    audit.flush()  # logged, kept
+    monkeypatch.setattr(audit, "_add_to_window", real)
+    audit.flush()
+    assert [r.count for r in _rows(engine)] == [3]

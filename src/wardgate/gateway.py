@@ -88,7 +88,7 @@ class Gateway:
         registry = SessionRegistry(
             sessions, stale_after=max(10.0, 5 * s.session_sync_interval), publish=channel.publish
         )
-        sync = ViewSync(registry, channel, interval=s.session_sync_interval)
+        sync = ViewSync(registry, channel, interval=s.session_sync_interval, flushers=[audit.flush])
         codec = TokenCodec([s.secret_key], s.jwt_expires_in)
         hasher = PasswordHasher(max_concurrent=s.password_hash_concurrency)
         accounts = AccountService(sessions, registry, hasher, codec, account_policy(s), limiter, audit)

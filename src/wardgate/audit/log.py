@@ -18,7 +18,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import asdict, dataclass, replace
@@ -33,6 +33,7 @@ from wardgate.storage.retention import prune_before
 
 log = logging.getLogger("wardgate.audit")
 _DEFAULT_WINDOW = 60  # seconds: refusals that name no window of their own are grouped per minute
+_MAX_WINDOWS = 10_000  # refusal windows one process counts in memory at most
 
 # Where the current request comes from (client IP, user agent), set once per request by the HTTP
 # layer; worker threads started with anyio inherit it, so services need not pass it around.
@@ -68,9 +69,19 @@ class AuditRecord:
 
 @dataclass(slots=True)
 class Entry:
-    """The event an `attempt` will record; the caller may name the subject once it is known."""
+    """The event an `attempt` will record; the caller may name the subject once it is known, or say
+    how to find it (`resolve`, called only if a refusal's row is stored)."""
 
     subject: str | None = None
+    resolve: Callable[[], str | None] | None = None
+
+
+@dataclass(slots=True)
+class _Window:
+    """A refusal row of one bucket and window: refusals counted since the last flush."""
+
+    ends_at: int
+    pending: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +102,8 @@ class AuditLog:
     def __init__(self, sessions: sessionmaker[Session], *, retention_days: int = 90) -> None:
         self._sessions = sessions
         self.retention_days = retention_days
+        self._windows: dict[str, _Window] = {}  # refusal rows this process stored or found, by window
+        self._lock = threading.Lock()
 
     def record(
         self,
@@ -114,12 +127,20 @@ class AuditLog:
             log.error("audit: could not store %s (%s)", event, type(exc).__name__)
 
     def refused(
-        self, event: str, exc: RateLimitedError, *, actor: str | None = None, subject: str | None = None
+        self,
+        event: str,
+        exc: RateLimitedError,
+        *,
+        actor: str | None = None,
+        subject: str | None = None,
+        resolve: Callable[[], str | None] | None = None,
     ) -> None:
         """A rate-limited (429) or busy (503) refusal of `event`: one row per limit bucket and window.
 
-        The first refusal in a window stores a row (and writes its JSON line); the others only add
-        to its `count`, so a flood costs one row per bucket and window however fast it comes.
+        The first refusal of a window in this process stores the row (or finds the one another
+        instance stored) and writes its JSON line; the others are counted in memory and added to the
+        row's `count` by `flush`, so a flood costs no database write per request. `resolve` names
+        the subject, called only when a row is stored.
         """
         tripped = exc.status_code == 429
         name, detail = ("ratelimit.tripped", event) if tripped else (event, exc.code)
@@ -127,27 +148,62 @@ class AuditLog:
         window = exc.window or _DEFAULT_WINDOW
         bucket = exc.bucket or f"{exc.code}:{event}:{record.ip}"
         window_key = hashlib.sha256(f"{bucket}|{window}|{record.at // window}".encode()).hexdigest()
+        with self._lock:
+            counted = self._windows.get(window_key)
+            if counted is not None:
+                counted.pending += 1
+                return
+            if len(self._windows) >= _MAX_WINDOWS:  # bounded: beyond it, straight to the database
+                self._add_to_window(window_key, 1)
+                return
+            self._windows[window_key] = _Window(ends_at=(record.at // window + 1) * window)
+        if record.subject is None and resolve is not None:
+            record = replace(record, subject=resolve()).bounded()
         try:
-            if self._add_to_window(window_key):
-                return
-            try:
-                with self._sessions() as db, db.begin():
-                    db.add(AuditEvent(**asdict(record), window_key=window_key))
-            except IntegrityError:  # another instance stored the window's row first
-                self._add_to_window(window_key)
-                return
+            with self._sessions() as db, db.begin():
+                db.add(AuditEvent(**asdict(record), window_key=window_key))
+        except IntegrityError:  # another instance stored the window's row first: add to it
+            with self._lock:
+                self._windows[window_key].pending += 1
+            return
         except SQLAlchemyError as exc_db:
             log.error("audit: could not store %s (%s)", name, type(exc_db).__name__)
+            with self._lock:
+                self._windows.pop(window_key, None)  # the next refusal tries again
         _log(record)
 
-    def _add_to_window(self, window_key: str) -> bool:
+    def flush(self) -> None:
+        """Add the refusals counted in memory to their rows (called every few seconds and at stop);
+        forget windows that have ended and are written."""
+        now = int(time.time())
+        with self._lock:
+            pending = {key: w.pending for key, w in self._windows.items() if w.pending}
+            for key in pending:
+                self._windows[key].pending = 0
+        try:
+            for key, count in sorted(pending.items()):
+                self._add_to_window(key, count)
+        except SQLAlchemyError as exc:
+            log.warning(
+                "audit: refusal counts not written (%s); retried at the next flush", type(exc).__name__
+            )
+            with self._lock:
+                for key, count in pending.items():
+                    if key in self._windows:
+                        self._windows[key].pending += count
+            return
+        with self._lock:
+            ended = [key for key, w in self._windows.items() if w.ends_at < now and not w.pending]
+            for key in ended:
+                del self._windows[key]
+
+    def _add_to_window(self, window_key: str, count: int) -> None:
         with self._sessions() as db, db.begin():
-            counted = db.execute(
+            db.execute(
                 update(AuditEvent)
                 .where(AuditEvent.window_key == window_key)
-                .values(count=AuditEvent.count + 1)
+                .values(count=AuditEvent.count + count)
             )
-            return bool(counted.rowcount)  # type: ignore[attr-defined]
 
     @staticmethod
     def _record(
@@ -178,7 +234,7 @@ class AuditLog:
         try:
             yield entry
         except RateLimitedError as exc:
-            self.refused(event, exc, actor=actor, subject=entry.subject)
+            self.refused(event, exc, actor=actor, subject=entry.subject, resolve=entry.resolve)
             raise
         except ApiError as exc:
             self.record(event, "failure", actor=actor, subject=entry.subject, detail=exc.code)

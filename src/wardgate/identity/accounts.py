@@ -195,11 +195,8 @@ class AccountService:
         except BadRequestError:
             email = ""
         with self._audit.attempt("auth.signin") as entry:  # the subject only once it is an account
-            try:
-                return self._signin(email, password, client, entry)
-            except RateLimitedError:
-                entry.subject = email if email and self._is_account(email) else None
-                raise
+            entry.resolve = lambda: email if email and self._is_account(email) else None
+            return self._signin(email, password, client, entry)
 
     def _is_account(self, email: str) -> bool:
         with self._sessions() as db:

@@ -7,7 +7,8 @@ under it):
 - the poll: a sync of the change log every `SESSION_SYNC_INTERVAL` seconds, the safety net that
   needs no other service;
 - the channel: a sync at once on each notice (Redis, or this process's hub);
-- the batched writes: "last seen" times, flushed every interval, apart from the poll, so that a slow
+- the batched writes: "last seen" times (and the other `flushers` the composition root hands in, such
+  as the audit log's refusal counts), flushed every interval, apart from the poll, so that a slow
   flush never delays what the view learns.
 
 Trust is decided here alone: the view is trusted while the channel is connected and a sync has run
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Literal, TypeVar
 
 import anyio.to_thread
@@ -35,10 +36,18 @@ STOP_TIMEOUT = 5.0  # seconds each step of a stop may take before it is given up
 class ViewSync:
     """The view's synchronisation: poll, channel and batched writes, and whether the view is trusted."""
 
-    def __init__(self, registry: SessionRegistry, channel: ChangeChannel, *, interval: float) -> None:
+    def __init__(
+        self,
+        registry: SessionRegistry,
+        channel: ChangeChannel,
+        *,
+        interval: float,
+        flushers: Sequence[Callable[[], None]] = (),
+    ) -> None:
         self.registry = registry
         self.channel = channel
         self.interval = interval
+        self._flushers = (registry.flush_touches, *flushers)
         self._tasks: list[asyncio.Task[None]] = []
         self._in_threads: set[asyncio.Future[object]] = set()
         registry.trusted = channel.connected  # a Redis channel: not before it is subscribed and caught up
@@ -72,9 +81,19 @@ class ViewSync:
         if self._in_threads:
             await asyncio.wait(self._in_threads, timeout=STOP_TIMEOUT)
         try:
-            await asyncio.wait_for(anyio.to_thread.run_sync(self.registry.flush_touches), STOP_TIMEOUT)
+            await asyncio.wait_for(anyio.to_thread.run_sync(self._flush_all), STOP_TIMEOUT)
         except (SQLAlchemyError, TimeoutError) as exc:
             log.warning("last batched writes not written at stop (%s)", type(exc).__name__)
+
+    def _flush_all(self) -> None:
+        failure: SQLAlchemyError | None = None
+        for flush in self._flushers:
+            try:
+                flush()
+            except SQLAlchemyError as exc:  # the others are still written
+                failure = exc
+        if failure is not None:
+            raise failure
 
     async def in_thread(self, work: Callable[[], T]) -> T:
         """Run database work in a worker thread that `stop` waits for."""
@@ -121,6 +140,6 @@ class ViewSync:
         while True:
             await asyncio.sleep(self.interval)
             try:
-                await self.in_thread(self.registry.flush_touches)
+                await self.in_thread(self._flush_all)
             except SQLAlchemyError as exc:
                 log.warning("batched writes failed (%s); retried at the next interval", type(exc).__name__)
