@@ -50,8 +50,10 @@ def wardgate_process(
     scheme: str = "http",
     verify: ssl.SSLContext | bool = False,
     timeout: float = 30.0,
+    pids: list[int] | None = None,
 ) -> Iterator[str]:
-    """Run `wardgate serve` with `env` (merged over a minimal environment); yield its base URL."""
+    """Run `wardgate serve` with `env` (merged over a minimal environment); yield its base URL (and
+    append its process id to `pids`, for a test that reads /proc)."""
     port = int(env["PORT"]) if "PORT" in env else free_port()
     full_env = {
         "PATH": os.environ.get("PATH", ""),
@@ -71,6 +73,8 @@ def wardgate_process(
             stderr=subprocess.STDOUT,
             text=True,
         )
+        if pids is not None:
+            pids.append(process.pid)
         base = f"{scheme}://localhost:{port}" if scheme == "https" else f"{scheme}://127.0.0.1:{port}"
         try:
             _wait_healthy(process, output, base, verify, timeout)

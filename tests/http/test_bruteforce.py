@@ -214,6 +214,22 @@ def test_password_spraying_from_one_ip_is_stopped_across_accounts(make_site: Cal
     assert_incorrect(site.signin("bob@example.com", WRONG, ip="198.51.100.8"))
 
 
+def test_a_refused_sprayer_cannot_grow_the_limiter_with_made_up_accounts(
+    make_site: Callable[..., Site],
+) -> None:
+    """Each account named got a bucket of its own, refused or not: a flood of made-up addresses grew
+    the in-memory limiter without bound, and its expiry scan (every key, every 10 ms) stalled the
+    process for everyone (bench/soak.py: honest p99 x12)."""
+    site = make_site(SIGNIN_IP_RATE_LIMIT="3/3m")
+    for i in range(3):
+        assert_incorrect(site.signin(f"user{i}@example.com", WRONG, ip=ATTACKER))
+    events = site.gateway.limiter._memory.events  # the limits library's moving-window store
+    keys = len(events)
+    for i in range(200):
+        assert_limited(site.signin(f"made-up-{i}@example.com", WRONG, ip=ATTACKER), 180)
+    assert len(events) == keys
+
+
 def test_successful_signins_do_not_count_against_the_ip_limit(make_site: Callable[..., Site]) -> None:
     site = make_site(SIGNIN_IP_RATE_LIMIT="3/3m")  # an office behind one NAT address
     token_of(site.signup("owner@example.com"))

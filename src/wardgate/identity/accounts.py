@@ -207,8 +207,11 @@ class AccountService:
         # concurrent guesses cannot all slip through; another IP is unaffected (no lock-out) and a
         # success clears it. Per IP across accounts (spraying) only failures count, so check, verify
         # and count run under a lock per IP: concurrent sprays from one IP cannot all pass the check.
+        # An address already refused for spraying is refused first, before it can make a bucket per
+        # account it names: a flood of made-up accounts must not grow the limiter's keys.
         bucket = self._limiter.client_key(client.ip)  # an IPv6 client counts per network, not per address
         ip_key, account_key = f"signin-ip:{bucket}", f"signin:{email}:{bucket}"
+        self._limiter.check(self._limits.signin_ip, ip_key)
         self._limiter.hit(self._limits.signin, account_key)
         lock = self._ip_locks[hash(ip_key) % len(self._ip_locks)]
         if not lock.acquire(timeout=_IP_LOCK_WAIT_SECONDS):  # never queue without bound
