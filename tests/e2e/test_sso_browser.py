@@ -76,6 +76,7 @@ def test_link_a_provider_from_the_account_page(site: str, browser: Browser) -> N
     sign_in(page, site, account["email"], account["password"])
     expect(page).to_have_url(f"{site}/account")
     page.once("dialog", lambda dialog: dialog.accept())  # "every other session and API key will end"
+    page.locator("input[id^=link-password-]").fill(account["password"])  # presence: the password
     page.get_by_role("button", name="Link Example SSO").click()
     page.locator("input[name=login]").fill("dave")
     page.locator("input[name=password]").fill("any")

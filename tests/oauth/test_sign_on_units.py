@@ -198,7 +198,8 @@ MICROSOFT = ProviderConfig(
         (GITHUB, "user:email", set()),
         (GITHUB, "read:org,user", set()),  # comma-separated; `user` includes user:email
         (GITHUB, "read:user", {"user:email"}),
-        (GITHUB, "", {"user:email"}),
+        (GITHUB, "", set()),  # a GitHub App: permissions are the app's, the grant names no scope
+        (GENERIC, "", {"email", "profile", "groups"}),
     ],
 )
 def test_granted_scope_must_cover_the_request(

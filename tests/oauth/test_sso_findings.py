@@ -16,8 +16,10 @@ from __future__ import annotations
 import html
 import json
 import re
+import time
 import urllib.request
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -28,6 +30,8 @@ from starlette.testclient import TestClient
 from tests.conftest import PASSWORD, bearer, signin, signup
 from tests.fakes.idp import FakeIdP
 from tests.oauth.conftest import Browser, fake_env, gateway_of, oidc_env, refusal_code
+from wardgate.errors import PermissionDeniedError, StoreUnavailableError
+from wardgate.identity import accounts
 from wardgate.oauth import linking
 from wardgate.storage.models import ApiKey, OAuthIdentity, OAuthToken, User
 
@@ -86,9 +90,11 @@ def set_account(issuer: str, login: str, claims: dict[str, Any]) -> None:
         assert answer.status == 204
 
 
-def start_link(app: TestClient, provider: str = "oidc") -> str:
-    """Press "Link <provider>" on the account page: the provider URL the page continues to."""
-    response = app.post(f"/oauth/{provider}/link", follow_redirects=False)
+def start_link(app: TestClient, provider: str = "oidc", password: str | None = PASSWORD) -> str:
+    """Press "Link <provider>" on the account page (with the current password, for an account that
+    has one): the provider URL the page continues to."""
+    form = {"password": password} if password is not None else {}
+    response = app.post(f"/oauth/{provider}/link", data=form, follow_redirects=False)
     assert response.status_code == 200, response.text
     assert any(c.startswith("wardgate_oauth=") for c in response.headers.get_list("set-cookie"))
     found = re.search(r'<a class="button" href="([^"]+)"', response.text)
@@ -193,6 +199,51 @@ def test_linking_is_refused_without_the_live_session_that_asked(sso: Callable[..
     taken = browser.get(browser.authorize(start_link(app), "carol"))
     assert refusal_code(taken) == "oauth_identity_taken"  # never moved to another account
     assert [p for p, _, _ in identities(app)] == ["oidc"] and identities(app)[0][1] == "carol"
+
+
+def test_a_link_planted_in_another_browser_links_nothing(sso: Callable[..., Browser]) -> None:
+    """Review finding: the attacker starts a link in his own browser and plants its state cookie in
+    the victim's (a sibling site can set cookies for the parent domain), then sends her to the
+    provider. Her identity must not be linked to his account, nor her browser signed in to it."""
+    browser = sso()
+    app = browser.app
+    signup(app, "root@example.test")
+    signup(app, "mallory@example.test")
+    victim = signup(app, "dave@example.test")
+    password_session(app, "mallory@example.test")
+    url = start_link(app)  # the attacker's link: its sealed state is in the wardgate_oauth cookie
+    app.cookies.delete("token")
+    password_session(app, "dave@example.test")  # the victim's browser: her own session, his cookie
+    assert refusal_code(browser.get(browser.authorize(url, "dave"))) == "oauth_link_other_browser"
+    assert identities(app) == []
+    assert me(app)["id"] == victim["id"]  # still herself
+
+
+def test_linking_asks_for_presence_not_just_a_session(
+    sso: Callable[..., Browser], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review finding: whoever holds a session (a borrowed laptop, a stolen cookie) could bind his own
+    identity as a way back in that outlives a password change. The current password is asked; an
+    account without one needs a sign-in from the last ten minutes."""
+    browser = sso(ENABLE_OAUTH_SIGNUP="true")
+    app = browser.app
+    signup(app, "root@example.test")
+    signup(app, "dave@example.test")
+    password_session(app, "dave@example.test")
+    for form in ({}, {"password": "not-his-password"}):
+        refused = app.post("/oauth/oidc/link", data=form, follow_redirects=False)
+        assert refused.status_code == 400 and "The current password is incorrect." in refused.text
+        assert not any(c.startswith("wardgate_oauth=") for c in refused.headers.get_list("set-cookie"))
+    start_link(app)  # with the password: on to the provider
+
+    app.cookies.clear()
+    assert browser.sign_in(login="carol").headers["location"] == "/"  # an account with no password
+    later = time.time() + 660
+    monkeypatch.setattr(accounts, "_now", lambda: int(later))  # eleven minutes after that sign-in
+    stale = app.post("/oauth/oidc/link", follow_redirects=False)
+    assert stale.status_code == 403 and "Sign in again first" in stale.text
+    monkeypatch.undo()
+    start_link(app, password=None)  # freshly signed in: on to the provider
 
 
 def test_a_merge_onto_a_proven_account_ends_its_password_sessions_and_keys(
@@ -314,3 +365,44 @@ def test_signing_out_an_ended_session_hands_out_no_id_token(sso: Callable[..., B
     answer = app.post("/api/v1/auths/signout", headers=bearer(second or ""))
     assert answer.json()["redirect_url"] is None
     assert provider_tokens(app) == []
+
+
+def test_an_account_holds_one_identity_per_issuer_even_when_two_links_race(
+    sso: Callable[..., Browser],
+) -> None:
+    """Review finding: two links started together each passed the "already linked here?" check."""
+    browser = sso()
+    app = browser.app
+    signup(app, "root@example.test")
+    dave = signup(app, "dave@example.test")
+    sessions = gateway_of(app).sessions
+    first = linking.ProviderIdentity(
+        "oidc", "https://idp.example.test", "dave", "dave@example.test", True, "Dave"
+    )
+    second = replace(first, subject="mallory")
+    assert linking._insert_identity(first, dave["id"], sessions) == dave["id"]
+    with pytest.raises(PermissionDeniedError) as refused:  # the unique index decides, whatever the timing
+        linking._insert_identity(second, dave["id"], sessions)
+    assert refused.value.code == "oauth_link_taken"
+    assert [sub for _, sub, _ in identities(app)] == ["dave"]
+
+
+def test_an_identity_joins_a_password_account_only_after_its_sessions_ended(
+    sso: Callable[..., Browser], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review finding: the identity was stored first and the sessions ended after; when ending them
+    failed, the identity stayed linked beside the old password sessions and keys."""
+    browser = sso()
+    app = browser.app
+    signup(app, "root@example.test")
+    dave = signup(app, "dave@example.test")
+    password_session(app, "dave@example.test")
+    url = start_link(app)
+
+    def store_down(user_id: str, *, actor: str | None = None) -> None:
+        raise StoreUnavailableError("database unavailable")
+
+    monkeypatch.setattr(gateway_of(app).accounts, "revoke_all_sessions", store_down)
+    assert browser.get(browser.authorize(url, "dave")).status_code == 503
+    assert identities(app) == []  # nothing joined while the old sessions live
+    assert app.get("/api/v1/auths/", headers=bearer(dave["token"])).status_code == 200

@@ -189,7 +189,7 @@ def test_tokens_end_with_a_password_change(
     signup(app, "admin@example.test")
     signup(app, "t@example.test")
     assert app.post("/api/v1/auths/signin", json={"email": "t@example.test", "password": PASSWORD}).is_success
-    linking = app.post("/oauth/oidc/link")  # from the account page: the account now has both
+    linking = app.post("/oauth/oidc/link", data={"password": PASSWORD})  # from the account page
     provider_url = html.unescape(linking.text.split('<a class="button" href="')[1].split('"')[0])
     idp.claims = dict(CLAIMS)
     browser = browser_for(app)

@@ -15,6 +15,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, inspect, text
+from sqlalchemy.exc import IntegrityError
 
 from wardgate.config import Settings
 from wardgate.errors import StoreError, StoreUnavailableError
@@ -204,3 +205,40 @@ def test_admin_changes_are_refused_when_the_admin_lock_row_is_missing(
         gateway.accounts.delete_user(first, second.id)
     assert gateway.accounts.get_user(second.id).role == "admin"
     gateway.engine.dispose()
+
+
+def test_0008_keeps_one_identity_per_account_and_issuer_and_proves_none(database_url: str) -> None:
+    """Before 0008 a race could bind two identities of one issuer to an account, and stored addresses
+    were case-folded (so no stored row is proof of an address any more)."""
+    engine = _engine(database_url)
+    schema.upgrade(engine, revision="0007")
+    rows = [("i0", "I", "s1", 5), ("i1", "I", "s2", 3), ("i2", "I", "s3", 3), ("i3", "J", "s1", 9)]
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO users (id, email, name, role, active, session_stamp, profile_image_url,"
+                " created_at, updated_at) VALUES ('u', 'a@example.test', 'A', 'user', true, 's', '/u', 0, 0)"
+            )
+        )
+        for row_id, issuer, subject, at in rows:
+            conn.execute(
+                text(
+                    "INSERT INTO oauth_identities (id, provider, issuer, subject, user_id, email,"
+                    " email_verified, created_at, last_login_at)"
+                    " VALUES (:id, 'oidc', :issuer, :subject, 'u', 'a@example.test', true, :at, 0)"
+                ),
+                {"id": row_id, "issuer": issuer, "subject": subject, "at": at},
+            )
+    schema.upgrade(engine)
+    with engine.begin() as conn:
+        kept = conn.execute(text("SELECT id, email_verified FROM oauth_identities ORDER BY id")).all()
+        assert [(row_id, bool(verified)) for row_id, verified in kept] == [("i1", False), ("i3", False)]
+        with pytest.raises(IntegrityError):
+            conn.execute(
+                text(
+                    "INSERT INTO oauth_identities (id, provider, issuer, subject, user_id, email,"
+                    " email_verified, created_at, last_login_at)"
+                    " VALUES ('i4', 'oidc', 'I', 's4', 'u', NULL, false, 10, 0)"
+                )
+            )
+    engine.dispose()

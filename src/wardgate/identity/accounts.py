@@ -54,6 +54,7 @@ _ADMIN_LOCK_KEY = "admin_lock"
 _IP_LOCK_WAIT_SECONDS = 5.0
 
 
+RECENT_SIGNIN = 600  # seconds: how recent a sign-in proves presence, for accounts without a password
 ENDED_PER_LIVE = 10  # ended-but-unexpired sessions an account may have, per allowed live one
 TOO_MANY_ENDED = "Too many sessions of this account were started and ended recently. Try again later."
 
@@ -377,6 +378,27 @@ class AccountService:
             raise BadRequestError("The current password is incorrect.", code="incorrect_password")
         self._passwords.check(new)
         self._update(user_id, password_hash=self._hasher.hash(new), rotate_stamp=True)
+
+    def confirm_presence(self, user_id: str, password: str | None, signed_in_at: int) -> None:
+        """Before a change that would let someone else in (linking a sign-in provider): the person
+        at the keyboard proves they are the account's owner, not whoever holds a session of it.
+
+        With a password: the current password (counted like a password change). Without one: a
+        sign-in less than `RECENT_SIGNIN` seconds ago.
+        """
+        self._limiter.hit(self._limits.password_change, f"password-change:{user_id}")
+        with self._sessions() as db:
+            row = db.get(User, user_id)
+        if row is None:
+            raise AuthenticationError("Not authenticated.")
+        if row.password_hash is not None:
+            if not password or not self._hasher.verify(password, row.password_hash).ok:
+                raise BadRequestError("The current password is incorrect.", code="incorrect_password")
+        elif signed_in_at < _now() - RECENT_SIGNIN:
+            raise PermissionDeniedError(
+                "Sign in again first: this needs a sign-in from the last ten minutes.",
+                code="signin_not_recent",
+            )
 
     def revoke_all_sessions(self, user_id: str, *, actor: str | None = None) -> UserState:
         """End every session of a user."""

@@ -185,6 +185,8 @@ def missing_scopes(provider: ProviderConfig, token: Mapping[str, Any]) -> frozen
     granted = token.get("scope")
     if granted is None or not provider.grant_names_scopes:
         return frozenset()
+    if granted == "" and provider.id == "github":  # a GitHub App: its permissions are the app's, not scopes
+        return frozenset()
     if isinstance(granted, list):  # some providers send a JSON array
         granted = " ".join(str(item) for item in granted)
     if not isinstance(granted, str):

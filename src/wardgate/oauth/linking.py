@@ -105,6 +105,10 @@ MERGE_ADMIN = (
 MERGE_TAKEN = "An account with this email address is already linked to another identity at this provider."
 IDENTITY_TAKEN = "This account at the sign-in provider is already linked to another account on this site."
 LINK_TAKEN = "Your account here is already linked to another account at this sign-in provider."
+LINK_OTHER_BROWSER = (
+    "This link was started from another browser or session. Open your account page and press the "
+    "link button there again."
+)
 LINK_SESSION_ENDED = (
     "The session that asked to link this sign-in provider has ended. Sign in again and link it from "
     "your account page."
@@ -186,20 +190,14 @@ def link_identity(
     role = _claimed_role(identity, policy)
     known = _linked_user_id(identity, sessions) if request is None else None
     if request is not None:
-        user_id, joined = _link_requested(identity, request, sessions)
+        user_id, ended = _link_requested(identity, request, accounts, sessions)
     elif known is not None:
-        user_id, joined = known, False
+        user_id, ended = known, False
     else:
-        user_id, joined = _merge_or_create(identity, address, policy, role, accounts, sessions)
-    row = accounts.get_user(user_id)
-    user = UserState.from_row(row)
+        user_id, ended = _merge_or_create(identity, address, policy, role, accounts, sessions)
+    user = UserState.from_row(accounts.get_user(user_id))
     if not user.active:
         raise PermissionDeniedError(ACCOUNT_DISABLED, code="account_disabled")
-    ended = joined and row.password_hash is not None
-    if ended:
-        # Whoever held the password (and its sessions and keys) before the identity was linked is not
-        # shown to be this person: an address nobody proved, a session left open somewhere.
-        user = accounts.revoke_all_sessions(user.id)
     if role is not None and role != user.role:
         user = _apply_role(accounts, user, role)
     if policy.group_management:
@@ -273,11 +271,24 @@ def _linked_user_id(identity: ProviderIdentity, sessions: sessionmaker[Session])
         return row.user_id
 
 
+def _end_password_sessions(accounts: AccountService, user_id: str) -> bool:
+    """Before an identity joins an account that has a password, end every session and API key of it:
+    whoever held the password (a session left open somewhere, an address nobody proved) is not shown
+    to be this person. Done first, so that a failure leaves no identity joined with them still live."""
+    if accounts.get_user(user_id).password_hash is None:
+        return False
+    accounts.revoke_all_sessions(user_id)
+    return True
+
+
 def _link_requested(
-    identity: ProviderIdentity, request: LinkRequest, sessions: sessionmaker[Session]
+    identity: ProviderIdentity,
+    request: LinkRequest,
+    accounts: AccountService,
+    sessions: sessionmaker[Session],
 ) -> tuple[str, bool]:
     """Link to the account of the person who asked, if the session that asked is still live; True
-    when the identity is new to the account."""
+    when the account's earlier sessions ended."""
     now = int(time.time())
     with sessions() as db, db.begin():
         live = db.scalar(
@@ -303,10 +314,11 @@ def _link_requested(
             raise PermissionDeniedError(LINK_TAKEN, code="oauth_link_taken")
     if linked:  # already this account's identity: a sign-in, nothing new
         return _linked_user_id(identity, sessions) or request.user_id, False
-    user_id, inserted = _insert_identity(identity, request.user_id, sessions)
+    ended = _end_password_sessions(accounts, request.user_id)
+    user_id = _insert_identity(identity, request.user_id, sessions)
     if user_id != request.user_id:
         raise PermissionDeniedError(IDENTITY_TAKEN, code="oauth_identity_taken")
-    return user_id, inserted
+    return user_id, ended
 
 
 def _merge_or_create(
@@ -317,13 +329,15 @@ def _merge_or_create(
     accounts: AccountService,
     sessions: sessionmaker[Session],
 ) -> tuple[str, bool]:
-    """The account of this address (merged: True) or a new one (False), or a refusal."""
+    """The account of this address (merged; True when its earlier sessions ended) or a new one
+    (False), or a refusal."""
     if identity.email and address is None:
         raise BadRequestError(EMAIL_UNSUPPORTED, code="oauth_email_unsupported")
     existing = _account_of(address, sessions) if address else None
     if existing is not None:
         _check_merge(identity, address, policy, existing, sessions)
-        return _insert_identity(identity, existing.id, sessions)
+        ended = _end_password_sessions(accounts, existing.id)
+        return _insert_identity(identity, existing.id, sessions), ended
     if not policy.signup:
         raise PermissionDeniedError(SIGNUP_DISABLED, code="oauth_signup_disabled")
     if address is None:
@@ -334,7 +348,7 @@ def _merge_or_create(
         if exc.code != "email_taken":
             raise
         raise BadRequestError(EMAIL_TAKEN, code="email_taken") from None
-    return _insert_identity(identity, user_id, sessions)[0], False
+    return _insert_identity(identity, user_id, sessions), False
 
 
 def _account_of(address: str, sessions: sessionmaker[Session]) -> User | None:
@@ -378,11 +392,9 @@ def _check_merge(
     log.info("linking a %s identity to an existing account by its proven address", identity.provider)
 
 
-def _insert_identity(
-    identity: ProviderIdentity, user_id: str, sessions: sessionmaker[Session]
-) -> tuple[str, bool]:
-    """Bind (issuer, subject) to `user_id` (True); if a concurrent sign-in bound it first, use that
-    binding (False)."""
+def _insert_identity(identity: ProviderIdentity, user_id: str, sessions: sessionmaker[Session]) -> str:
+    """Bind (issuer, subject) to `user_id`; if a concurrent sign-in bound it first, that binding's
+    account. One identity per issuer and account (a unique index: two links racing cannot both win)."""
     now = int(time.time())
     try:
         with sessions() as db, db.begin():
@@ -401,10 +413,10 @@ def _insert_identity(
             )
     except IntegrityError:
         winner = _linked_user_id(identity, sessions)
-        if winner is None:
-            raise
-        return winner, False
-    return user_id, True
+        if winner is None:  # not (issuer, subject) but (user, issuer): a concurrent link won
+            raise PermissionDeniedError(LINK_TAKEN, code="oauth_link_taken") from None
+        return winner
+    return user_id
 
 
 def _display_name(identity: ProviderIdentity) -> str:

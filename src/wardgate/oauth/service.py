@@ -25,11 +25,18 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from wardgate.audit.log import AuditLog
 from wardgate.config.settings import Settings
-from wardgate.errors import ApiError, NotFoundError, ProviderError
+from wardgate.errors import ApiError, NotFoundError, PermissionDeniedError, ProviderError
 from wardgate.identity.accounts import AccountService
 from wardgate.identity.records import ClientInfo, SignedIn
 from wardgate.oauth import flow
-from wardgate.oauth.linking import LinkPolicy, LinkRequest, ProviderIdentity, link_identity
+from wardgate.oauth.linking import (
+    LINK_OTHER_BROWSER,
+    LINK_SESSION_ENDED,
+    LinkPolicy,
+    LinkRequest,
+    ProviderIdentity,
+    link_identity,
+)
 from wardgate.oauth.metadata import ProviderDirectory, ServerMetadata
 from wardgate.oauth.presets import (
     ProviderConfig,
@@ -108,12 +115,23 @@ class SignOn:
         return flow.authorization_url(provider, metadata, login), self.sealer.seal(login)
 
     async def complete(
-        self, provider_id: str, sealed: str | None, params: Mapping[str, str], client: ClientInfo
+        self,
+        provider_id: str,
+        sealed: str | None,
+        params: Mapping[str, str],
+        client: ClientInfo,
+        *,
+        presenter: str | None = None,
     ) -> Completed:
-        """Check the callback, exchange the code, link the account, start a session ("oauth")."""
+        """Check the callback, exchange the code, link the account, start a session ("oauth").
+
+        `presenter` is the session the returning browser itself holds: a link is completed only in
+        the browser whose session asked for it (a state cookie planted in someone else's browser,
+        by a sibling site, must not link that person's identity to the planter's account).
+        """
         provider = self.provider(provider_id)
         try:
-            done = await self._complete(provider, sealed, params, client)
+            done = await self._complete(provider, sealed, params, client, presenter)
         except ApiError as exc:
             self._audit.record("auth.signin", "failure", detail=f"oauth:{provider.id} {exc.code}")
             raise
@@ -123,17 +141,26 @@ class SignOn:
         return done
 
     async def _complete(
-        self, provider: ProviderConfig, sealed: str | None, params: Mapping[str, str], client: ClientInfo
+        self,
+        provider: ProviderConfig,
+        sealed: str | None,
+        params: Mapping[str, str],
+        client: ClientInfo,
+        presenter: str | None,
     ) -> Completed:
         login = self.sealer.open(sealed, provider.id, params.get("state"))
         await anyio.to_thread.run_sync(self.ledger.consume, login)
+        request = flow.link_request(login)
+        if request is not None and presenter is None:  # signed out meanwhile (or never here)
+            raise PermissionDeniedError(LINK_SESSION_ENDED, code="oauth_link_session_ended")
+        if request is not None and presenter != request.session_id:
+            raise PermissionDeniedError(LINK_OTHER_BROWSER, code="oauth_link_other_browser")
         metadata = await self.directory.metadata(provider)
         code = flow.check_callback(metadata, params)
         async with flow.oauth_client(provider, metadata, self._tls, self._timeout) as http:
             token = await flow.exchange_code(http, metadata, login, code)
             identity = await self._identity(provider, metadata, http, token, login.nonce)
         identity = replace(identity, missing_scopes=flow.missing_scopes(provider, token))
-        request = flow.link_request(login)
         linked = await anyio.to_thread.run_sync(
             partial(link_identity, identity, self._policy, self._accounts, self._sessions, request=request)
         )

@@ -129,6 +129,7 @@ class OAuthIdentity(Base):
     __table_args__ = (
         UniqueConstraint("issuer", "subject", name="uq_oauth_identities_issuer_subject"),
         Index("ix_oauth_identities_user", "user_id"),
+        Index("uq_oauth_identities_user_issuer", "user_id", "issuer", unique=True),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)

@@ -29,6 +29,7 @@ from wardgate.http.cookies import set_token_cookie
 from wardgate.http.deps import ClientDep, GatewayDep, authenticate, site
 from wardgate.http.rendering import render
 from wardgate.http.schemas import ErrorBody
+from wardgate.identity.authentication import Principal
 from wardgate.oauth.linking import LinkRequest
 from wardgate.oauth.service import SignOn
 from wardgate.oauth.state import STATE_LIFETIME, safe_redirect_path
@@ -109,17 +110,13 @@ async def oauth_login(
     return response
 
 
-@router.post("/oauth/{provider}/link", include_in_schema=False)
-async def oauth_link(request: Request, gw: GatewayDep, provider: str = _PROVIDER) -> Response:
-    """The account page's "link" button: start the flow bound, in the sealed state, to the signed-in
-    person and this very session; the callback links the identity to their account only while that
-    session is live. Answers with a page that continues to the provider."""
+async def start_link(request: Request, gw: Gateway, provider: str, principal: Principal) -> Response:
+    """The account page's "link" button (`POST /oauth/{provider}/link`, in `pages`, once the person
+    proved presence): start the flow bound, in the sealed state, to the signed-in person and this
+    very session; the callback links the identity to their account only in the browser holding that
+    session, and only while it is live. Answers with a page that continues to the provider."""
     sign_on = _sign_on(gw)
     name = sign_on.provider(provider).name  # 404 for an unknown provider
-    try:
-        principal = await authenticate(request)
-    except ApiError:
-        return RedirectResponse(site(request).at("/auth?redirect=/account"), status_code=303)
     link = LinkRequest(principal.user.id, principal.claims.session_id)
     redirect_uri = _redirect_uri(request, sign_on, provider)
     try:
@@ -131,12 +128,22 @@ async def oauth_link(request: Request, gw: GatewayDep, provider: str = _PROVIDER
     return response
 
 
+async def _own_session(request: Request) -> str | None:
+    """The session this browser itself holds (its cookie or header), if any is valid."""
+    try:
+        return (await authenticate(request)).claims.session_id
+    except ApiError:
+        return None
+
+
 async def _callback(provider: str, request: Request, gw: Gateway, client: ClientDep) -> Response:
     sign_on = _sign_on(gw)
     sign_on.provider(provider)  # 404 for an unknown provider
     params = dict(request.query_params)
     try:
-        done = await sign_on.complete(provider, request.cookies.get(STATE_COOKIE), params, client)
+        done = await sign_on.complete(
+            provider, request.cookies.get(STATE_COOKIE), params, client, presenter=await _own_session(request)
+        )
     except ApiError as exc:
         return _refusal(request, exc.code)
     target = safe_redirect_path(done.next_path)

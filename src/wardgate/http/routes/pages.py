@@ -7,12 +7,13 @@ passes the CSRF middleware's Origin check like the JSON API does.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 from urllib.parse import quote
 from uuid import UUID
 
 import anyio.to_thread
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Path, Request
 from fastapi.responses import RedirectResponse, Response
 
 from wardgate.audit.log import AuditQuery
@@ -22,7 +23,7 @@ from wardgate.gateway import Gateway
 from wardgate.http.cookies import clear_token_cookie, set_token_cookie
 from wardgate.http.deps import authenticate, client_info, gateway, site
 from wardgate.http.rendering import render, safe_redirect_path
-from wardgate.http.routes.oauth import signout_redirect_url
+from wardgate.http.routes.oauth import signout_redirect_url, start_link
 from wardgate.identity.authentication import TOKEN_COOKIE, Principal
 from wardgate.identity.records import UserChanges
 from wardgate.identity.rules import ADMIN_REQUIRED, require_admin
@@ -55,8 +56,9 @@ def _at(request: Request, path: str) -> str:
     return site(request).at(path)
 
 
-def _to_auth(request: Request) -> RedirectResponse:
-    target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+def _to_auth(request: Request, target: str | None = None) -> RedirectResponse:
+    """To the sign-in page, coming back to `target` (this address by default) afterwards."""
+    target = target or request.url.path + (f"?{request.url.query}" if request.url.query else "")
     response = RedirectResponse(_at(request, f"/auth?redirect={_quote(target)}"), status_code=303)
     if request.cookies.get(TOKEN_COOKIE):
         clear_token_cookie(response, request)
@@ -285,6 +287,26 @@ async def _account_action(
     if location.startswith("/auth"):
         clear_token_cookie(response, request)
     return response
+
+
+@router.post("/oauth/{provider}/link", include_in_schema=False)
+async def link_provider_form(request: Request, provider: str = Path(max_length=64)) -> Response:
+    """The account page's "Link <provider>" button: the person proves presence first (the current
+    password, or a sign-in from the last ten minutes), so that a borrowed or stolen session cannot
+    bind its own provider identity to the account as a way back in."""
+    form = await _form(request)
+    principal = await optional_principal(request)
+    if principal is None:
+        return _to_auth(request, "/account")  # a form post is not a page to come back to
+    gw = gateway(request)
+    confirm = partial(
+        gw.accounts.confirm_presence, principal.user.id, form.get("password"), principal.claims.issued_at
+    )
+    try:
+        await anyio.to_thread.run_sync(confirm)
+        return await start_link(request, gw, provider, principal)
+    except ApiError as exc:  # shown on the account page, like its other forms
+        return await _account_view(request, principal, error=exc.detail, status_code=exc.status_code)
 
 
 @router.post("/account/password")
