@@ -104,6 +104,31 @@ def _wait_healthy(
     raise TimeoutError(f"wardgate did not become healthy at {base}")
 
 
+@contextmanager
+def fake_upstream_process() -> Iterator[str]:
+    """The fake OpenAI/Ollama/app server (tests.fakes.upstream) as its own process: its base URL,
+    once it answers; always stopped."""
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tests.fakes.upstream", str(port)],
+        cwd=Path(__file__).parents[1],
+        stdout=subprocess.DEVNULL,  # a pipe nobody reads would block it once full
+        stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                httpx.get(f"{base}/state", timeout=1)
+                break
+            except httpx.HTTPError:
+                time.sleep(0.05)
+        yield base
+    finally:
+        stop(process)
+
+
 def stop(process: subprocess.Popen[Any]) -> None:
     """SIGTERM, then SIGKILL if it does not exit within 10 s."""
     if process.poll() is None:

@@ -19,8 +19,7 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from tests.conftest import PASSWORD, REDIS_URL, SECRET, postgres_database
-from tests.proxy.conftest import ROOT
-from tests.servers import free_port, stop
+from tests.servers import fake_upstream_process, free_port, stop
 
 pytestmark = pytest.mark.slow
 
@@ -97,25 +96,8 @@ def test_a_port_in_use_stops_start_up_within_seconds(stores: dict[str, str], tmp
 
 @pytest.fixture
 def upstream() -> Iterator[str]:
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "tests.fakes.upstream", str(port)],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            try:
-                httpx.get(f"{base}/state", timeout=1)
-                break
-            except httpx.HTTPError:
-                time.sleep(0.05)
+    with fake_upstream_process() as base:
         yield base
-    finally:
-        stop(process)  # type: ignore[arg-type]  # Popen of bytes: stop() only signals and waits
 
 
 def _stream(base: str, token: str, chunks: int, gap: float, out: list[str], first: threading.Event) -> None:

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,7 +11,7 @@ import pytest
 
 from tests.conftest import PASSWORD, SECRET
 from tests.fakes.upstream import UPSTREAM_KEY
-from tests.servers import free_port, stop, wardgate_process
+from tests.servers import fake_upstream_process, wardgate_process
 
 ROOT = Path(__file__).parents[2]
 
@@ -22,25 +19,8 @@ ROOT = Path(__file__).parents[2]
 @pytest.fixture(scope="module")
 def upstream() -> Iterator[str]:
     """The fake OpenAI/Ollama/app server as its own process."""
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "tests.fakes.upstream", str(port)],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,  # a pipe nobody reads would block it once full
-        stderr=subprocess.DEVNULL,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            try:
-                httpx.get(f"{base}/state", timeout=1)
-                break
-            except httpx.HTTPError:
-                time.sleep(0.05)
+    with fake_upstream_process() as base:
         yield base
-    finally:
-        stop(process)
 
 
 def gateway_env(tmp_path: Path, upstream: str, **extra: str) -> dict[str, str]:

@@ -14,7 +14,7 @@ import time
 import uuid
 from collections.abc import Iterable
 
-from sqlalchemy import ColumnElement, delete, func, or_, select, true, update
+from sqlalchemy import delete, func, or_, select, true, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -27,9 +27,9 @@ from wardgate.errors import (
     ConflictError,
     NotFoundError,
     PermissionDeniedError,
-    RateLimitedError,
     StoreUnavailableError,
 )
+from wardgate.identity import session_rows
 from wardgate.identity.records import AccountPolicy, ClientInfo, SignedIn, UserChanges
 from wardgate.identity.rules import ACCOUNT_DISABLED, INVALID_CREDENTIALS, role_named
 from wardgate.identity.validation import clean_name, normalise_email
@@ -44,7 +44,6 @@ from wardgate.storage.models import (
     AppState,
     AuthSession,
     OAuthIdentity,
-    OAuthToken,
     User,
     UserGroup,
 )
@@ -55,16 +54,10 @@ _IP_LOCK_WAIT_SECONDS = 5.0
 
 
 RECENT_SIGNIN = 600  # seconds: how recent a sign-in proves presence, for accounts without a password
-ENDED_PER_LIVE = 10  # ended-but-unexpired sessions an account may have, per allowed live one
-TOO_MANY_ENDED = "Too many sessions of this account were started and ended recently. Try again later."
 
 
 def _now() -> int:
     return int(time.time())
-
-
-def _unexpired(now: int) -> ColumnElement[bool]:
-    return or_(AuthSession.expires_at.is_(None), AuthSession.expires_at > now)
 
 
 def _valid_address(email: str) -> str | None:
@@ -250,20 +243,13 @@ class AccountService:
             )
 
     def _start_session(self, user: UserState, client: ClientInfo, method: str) -> SignedIn:
-        """A new session, within the account's bounds: at most `max_sessions` live (the oldest end
-        first), and no more while `ENDED_PER_LIVE` times as many ended ones still await their expiry
-        (each keeps a row until then, so that the revocation outlives a restart)."""
+        """A new session, within the account's bounds (`session_rows`): at most `max_sessions` live,
+        the oldest ending first."""
         cap = self.policy.max_sessions
         issued = self._codec.issue(user.id, user.session_stamp)
         now = issued.issued_at
         with self._sessions() as db, db.begin():
-            ended = db.scalar(
-                select(func.count())
-                .select_from(AuthSession)
-                .where(AuthSession.user_id == user.id, AuthSession.revoked_at.is_not(None), _unexpired(now))
-            )
-            if (ended or 0) >= cap * ENDED_PER_LIVE:
-                raise RateLimitedError(TOO_MANY_ENDED, retry_after=3600, code="too_many_sessions")
+            session_rows.refuse_past_ended_bound(db, user.id, cap, now)
             db.add(
                 AuthSession(
                     id=issued.session_id,
@@ -276,23 +262,7 @@ class AccountService:
                     user_agent=(client.user_agent or "")[:256] or None,
                 )
             )
-            surplus = db.execute(  # beyond the cap, counting the new one: the oldest (to the second)
-                select(AuthSession.id, AuthSession.expires_at)
-                .where(
-                    AuthSession.user_id == user.id,
-                    AuthSession.id != issued.session_id,
-                    AuthSession.revoked_at.is_(None),
-                    _unexpired(now),
-                )
-                .order_by(AuthSession.created_at.desc(), AuthSession.id.desc())
-                .offset(cap - 1)
-            ).all()
-            if surplus:
-                ended_ids = [session_id for session_id, _ in surplus]
-                db.execute(update(AuthSession).where(AuthSession.id.in_(ended_ids)).values(revoked_at=now))
-                db.execute(delete(OAuthToken).where(OAuthToken.session_id.in_(ended_ids)))
-                for session_id, expires_at in surplus:
-                    log_session_revoked(db, user.id, session_id, expires_at)
+            surplus = session_rows.end_surplus(db, user.id, issued.session_id, cap, now)
         for session_id, expires_at in surplus:
             self._registry.session_revoked(session_id, expires_at)
         if surplus:
@@ -354,7 +324,7 @@ class AccountService:
                 .where(
                     AuthSession.user_id == user_id,
                     AuthSession.revoked_at.is_(None),
-                    _unexpired(now),
+                    session_rows.unexpired(now),
                 )
                 .order_by(AuthSession.created_at.desc())
             )
