@@ -16,6 +16,7 @@ from wardgate.config import load_settings
 from wardgate.errors import AuthenticationError, StoreUnavailableError
 from wardgate.gateway import account_policy
 from wardgate.identity.accounts import AccountService
+from wardgate.identity.directory import Directory
 from wardgate.identity.records import ClientInfo, UserChanges
 from wardgate.security.passwords import PasswordHasher
 from wardgate.security.ratelimit import RateLimiter
@@ -40,6 +41,7 @@ class Instance:
         self.accounts = AccountService(
             self.sessions, self.registry, HASHER, self.codec, policy, RateLimiter(), audit
         )
+        self.directory = Directory(self.sessions)
         self.registry.load()
 
     def check(self, token: str) -> str:
@@ -152,11 +154,11 @@ def test_last_seen_is_batched_and_old_revocations_pruned(engine: Engine) -> None
     signed = a.accounts.signin("ann@example.com", PASSWORD, ClientInfo(ip="10.0.0.1"))
     a.registry.touch(signed.token.session_id, user.id, "10.0.0.2")
     a.registry.flush_touches()
-    (session,) = a.accounts.list_sessions(user.id)
+    (session,) = a.directory.sessions_of(user.id).rows
     assert session.ip == "10.0.0.2"
     assert a.accounts.get_user(user.id).last_active_at is not None
     a.registry.view.revoke("gone", int(time.time()) - 5)
-    a.registry.flush_touches()
+    assert a.registry.prune_view(int(time.time()), threading.Event()) == 1
     assert "gone" not in a.registry.view.revoked
 
 

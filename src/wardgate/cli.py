@@ -226,11 +226,16 @@ def _user_add(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _user_list(settings: Settings, _args: argparse.Namespace) -> int:
-    rows, _total = _offline(settings).accounts.list_users(limit=100000)
-    for row in rows:
-        state = "active" if row.active else "disabled"
-        print(f"{row.id}  {row.email}  {row.role}  {state}  {row.name}")
-    return 0
+    directory = _offline(settings).directory
+    cursor = None
+    while True:  # every account, a page at a time
+        page = directory.users(cursor=cursor, limit=500)
+        for row in page.rows:
+            state = "active" if row.active else "disabled"
+            print(f"{row.id}  {row.email}  {row.role}  {state}  {row.name}")
+        if page.next_cursor is None:
+            return 0
+        cursor = page.next_cursor
 
 
 def _change(settings: Settings, email: str, changes: UserChanges) -> int:

@@ -23,6 +23,7 @@ from wardgate.errors import ConfigError
 from wardgate.identity.accounts import AccountService
 from wardgate.identity.api_keys import ApiKeyPolicy, ApiKeyService
 from wardgate.identity.authentication import Authenticator
+from wardgate.identity.directory import Directory
 from wardgate.identity.key_material import ApiKeyHasher
 from wardgate.identity.records import AccountPolicy, AuthLimits
 from wardgate.identity.validation import PasswordPolicy
@@ -54,6 +55,7 @@ class Gateway:
     limiter: RateLimiter
     audit: AuditLog
     accounts: AccountService
+    directory: Directory  # accounts and sessions, read a page at a time
     api_keys: ApiKeyService
     authenticator: Authenticator
     upstreams: UpstreamTable
@@ -104,6 +106,7 @@ class Gateway:
             limiter=limiter,
             audit=audit,
             accounts=accounts,
+            directory=Directory(sessions),
             api_keys=api_keys,
             authenticator=Authenticator(codec, registry, api_keys, limiter, failures),
             upstreams=upstreams_from_settings(s),
@@ -112,6 +115,8 @@ class Gateway:
                 [
                     Job("audit events", lambda now, stopping: audit.prune(now=now, stopping=stopping)),
                     Job("expired sessions", registry.prune_sessions),
+                    Job("change-log entries", registry.prune_change_log),
+                    Job("expired revocations in memory", registry.prune_view),
                 ]
             ),
         )

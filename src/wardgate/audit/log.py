@@ -23,12 +23,13 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import asdict, dataclass, replace
 
-from sqlalchemy import func, select, update
+from sqlalchemy import ColumnElement, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from wardgate.errors import ApiError, RateLimitedError
 from wardgate.storage.models import AuditEvent
+from wardgate.storage.paging import Order, Page, fetch_page
 from wardgate.storage.retention import prune_before
 
 log = logging.getLogger("wardgate.audit")
@@ -247,10 +248,11 @@ class AuditLog:
         return prune_before(self._sessions, AuditEvent.at, cutoff, stopping=stopping)
 
     def query(
-        self, filters: AuditQuery, *, offset: int = 0, limit: int = 50
-    ) -> tuple[list[AuditRecord], int]:
-        """A page of events, newest first, and the total number matching."""
-        conditions = []
+        self, filters: AuditQuery, *, cursor: str | None = None, offset: int = 0, limit: int = 50
+    ) -> Page[AuditRecord]:
+        """A page of events, newest first (after `cursor`, or from `offset`), and how many match
+        (up to `COUNT_CAP`). Each filter has an index that ends in (at, id): migration 0009."""
+        conditions: list[ColumnElement[bool]] = []
         for column, value in (
             (AuditEvent.event, filters.event),
             (AuditEvent.outcome, filters.outcome),
@@ -264,15 +266,13 @@ class AuditLog:
         if filters.until is not None:
             conditions.append(AuditEvent.at <= filters.until)
         with self._sessions() as db:
-            total = db.scalar(select(func.count()).select_from(AuditEvent).where(*conditions)) or 0
-            rows = db.scalars(
-                select(AuditEvent)
-                .where(*conditions)
-                .order_by(AuditEvent.at.desc(), AuditEvent.id.desc())
-                .offset(offset)
-                .limit(limit)
+            found = fetch_page(
+                db, AuditEvent, conditions, _NEWEST_FIRST, cursor=cursor, offset=offset, limit=limit
             )
-            return [_record(row) for row in rows], total
+        return Page([_record(row) for row in found.rows], found.total, found.next_cursor)
+
+
+_NEWEST_FIRST = Order(AuditEvent.at, AuditEvent.id)
 
 
 def _cut(value: str | None, size: int) -> str | None:

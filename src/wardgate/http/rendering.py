@@ -12,6 +12,7 @@ from fastapi.responses import HTMLResponse
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from wardgate.identity.authentication import Principal
+from wardgate.storage.paging import COUNT_CAP
 
 TEMPLATES = Path(__file__).parent / "templates"
 STATIC = Path(__file__).parent / "static"
@@ -66,11 +67,16 @@ def _device(user_agent: str | None) -> str:
     return f"{browser} on {system}" if system else browser
 
 
+def _count(total: int) -> str:
+    """A capped count as people read it: "10,000+" past the cap (`wardgate.storage.paging`)."""
+    return f"{COUNT_CAP:,}+" if total > COUNT_CAP else f"{total:,}"
+
+
 def _environment() -> Environment:
     env = Environment(
         loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html"]), auto_reload=False
     )
-    env.filters.update({"when": _when, "isotime": _isotime, "device": _device})
+    env.filters.update({"when": _when, "isotime": _isotime, "device": _device, "at_most": _count})
     return env
 
 

@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from wardgate.config.values import Role
+from wardgate.storage.paging import COUNT_CAP
 
 # The last second of year 9999: every Unix time a request carries is at most this, so that no
 # value overflows a database integer (or a datetime) on its way in.
@@ -78,7 +79,8 @@ class UserList(BaseModel):
     """GET /api/v1/users/."""
 
     users: list[UserModel]
-    total: int
+    total: int = Field(description=f"Matching accounts, counted up to {COUNT_CAP + 1} (more: at least that)")
+    next_cursor: str | None = Field(None, description="Pass as `cursor` for the next page; null on the last")
 
 
 class SessionUser(BaseModel):

@@ -3,6 +3,11 @@
 Every write that can end a session happens in one transaction together with its entry in the change
 log (`wardgate.sessions.changes`), then updates this process's view. The methods are synchronous: the
 HTTP layer runs them in worker threads, so neither hashing nor database I/O blocks the event loop.
+
+Why one module of this size: these are the writes that start or end sessions, and they share one
+discipline (the change-log entry in the same transaction, the view updated after it, the admin lock
+for changes that could remove the last admin) that is easiest to check read together. Reading
+(`directory`) and the bounds on session rows (`session_rows`) live apart.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ import time
 import uuid
 from collections.abc import Iterable
 
-from sqlalchemy import delete, func, or_, select, true, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -43,7 +48,6 @@ from wardgate.storage.models import (
     ApiKey,
     AppState,
     AuthSession,
-    OAuthIdentity,
     User,
     UserGroup,
 )
@@ -309,27 +313,6 @@ class AccountService:
             expires_at = session.expires_at
         self._registry.session_revoked(session_id, expires_at)
 
-    def linked_identities(self, user_id: str) -> list[OAuthIdentity]:
-        """The sign-in provider identities linked to a user, oldest first (for the account page)."""
-        with self._sessions() as db:
-            query = select(OAuthIdentity).where(OAuthIdentity.user_id == user_id)
-            return list(db.scalars(query.order_by(OAuthIdentity.created_at)))
-
-    def list_sessions(self, user_id: str) -> list[AuthSession]:
-        """The user's live sessions, newest first."""
-        now = _now()
-        with self._sessions() as db:
-            query = (
-                select(AuthSession)
-                .where(
-                    AuthSession.user_id == user_id,
-                    AuthSession.revoked_at.is_(None),
-                    session_rows.unexpired(now),
-                )
-                .order_by(AuthSession.created_at.desc())
-            )
-            return list(db.scalars(query))
-
     # --- changing accounts --------------------------------------------------------------------------
 
     def change_password(self, user_id: str, current: str, new: str) -> None:
@@ -511,24 +494,6 @@ class AccountService:
         """The account with this email, if any."""
         with self._sessions() as db:
             return db.scalar(select(User).where(User.email == normalise_email(email)))
-
-    def list_users(self, *, query: str = "", offset: int = 0, limit: int = 50) -> tuple[list[User], int]:
-        """A page of accounts (optionally filtered by name or email) and the total count."""
-        needle = query.lower()
-        condition = (
-            or_(
-                User.email.contains(needle, autoescape=True),
-                func.lower(User.name).contains(needle, autoescape=True),
-            )
-            if needle
-            else true()
-        )
-        with self._sessions() as db:
-            total = db.scalar(select(func.count()).select_from(User).where(condition)) or 0
-            rows = db.scalars(
-                select(User).where(condition).order_by(User.created_at, User.id).offset(offset).limit(limit)
-            )
-            return list(rows), total
 
 
 def _take_admin_lock(db: Session) -> None:

@@ -23,7 +23,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -38,6 +38,8 @@ log = logging.getLogger(__name__)
 _OVERLAP_ROWS = 1000  # ids can commit out of order; re-read this many below the highest seen
 _CHANGE_LOG_RETENTION = 86400
 _EXPIRED_SESSION_GRACE = 300  # seconds past a session's expiry before its row is deleted
+MAX_PENDING_TOUCHES = 100_000  # sessions whose "last seen" waits for the next flush (~20 MB at most)
+FLUSH_CHUNK = 1_000  # rows per statement and transaction when flushing
 
 
 def load_groups(db: Session, user_ids: Iterable[str] | None = None) -> dict[str, tuple[str, ...]]:
@@ -147,6 +149,7 @@ class SessionRegistry:
         self._seen: deque[int] = deque(maxlen=4 * _OVERLAP_ROWS)
         self._seen_set: set[int] = set()
         self._touches: dict[str, _Touch] = {}
+        self._dropped_touches = 0
         self._key_touches: dict[str, int] = {}  # API key id -> last used
         self._lock = threading.Lock()  # the view's contents
         # One sync at a time, reads and apply together: two overlapping syncs (the poll and a notice)
@@ -167,10 +170,7 @@ class SessionRegistry:
             users = {
                 row.id: UserState.from_row(row, groups.get(row.id, ())) for row in db.scalars(select(User))
             }
-            revoked_rows = db.execute(
-                select(AuthSession.id, AuthSession.expires_at).where(AuthSession.revoked_at.is_not(None))
-            )
-            revoked = {sid: exp for sid, exp in revoked_rows if exp is None or exp >= now}
+            revoked = _live_revocations(db, now)
             keys = [ApiKeyState.from_row(row) for row in db.scalars(select(ApiKey))]
         with self._lock:
             self.view.users = users
@@ -307,8 +307,14 @@ class SessionRegistry:
     # --- "last seen", batched off the hot path ---------------------------------------------
 
     def touch(self, session_id: str, user_id: str, ip: str | None) -> None:
-        """Note that a session was used now (written to the database by `flush_touches`)."""
-        self._touches[session_id] = _Touch(int(time.time()), user_id, ip)
+        """Note that a session was used now (written to the database by `flush_touches`). At most
+        `MAX_PENDING_TOUCHES` sessions per interval: past that, uses of further sessions go unrecorded
+        until the next flush (memory stays bounded; "last seen" is a hint, never a security check)."""
+        touches = self._touches
+        if len(touches) >= MAX_PENDING_TOUCHES and session_id not in touches:
+            self._dropped_touches += 1
+            return
+        touches[session_id] = _Touch(int(time.time()), user_id, ip)
 
     def touch_api_key(self, key_id: str) -> None:
         """Note that an API key was used now (written by `flush_touches`, never per request)."""
@@ -321,23 +327,62 @@ class SessionRegistry:
         return prune_before(self._sessions, AuthSession.expires_at, cutoff, stopping=stopping)
 
     def flush_touches(self) -> None:
-        """Write the batched "last seen" times; also prune the view and the change log."""
+        """Write the batched "last seen" times: one statement per table and chunk, many rows each."""
         touches, self._touches = self._touches, {}
         key_touches, self._key_touches = self._key_touches, {}
-        now = int(time.time())
-        # Rows are locked in the order every other writer uses: the user first, then its API keys and
-        # sessions (each sorted, for flushes on other instances). Opposite orders deadlock on PostgreSQL.
-        with self._sessions() as db, db.begin():
-            for user_id, at in sorted({t.user_id: t.at for t in touches.values()}.items()):
-                db.execute(update(User).where(User.id == user_id).values(last_active_at=at))
-            for key_id, at in sorted(key_touches.items()):
-                db.execute(update(ApiKey).where(ApiKey.id == key_id).values(last_used_at=at))
-            for session_id, touch in sorted(touches.items()):
-                db.execute(
-                    update(AuthSession)
-                    .where(AuthSession.id == session_id)
-                    .values(last_seen_at=touch.at, ip=touch.ip)
-                )
-            db.execute(delete(AuthChange).where(AuthChange.at < now - _CHANGE_LOG_RETENTION))
+        if self._dropped_touches:
+            log.info(
+                "%d session uses not recorded: more than %d sessions in one interval",
+                self._dropped_touches,
+                MAX_PENDING_TOUCHES,
+            )
+            self._dropped_touches = 0
+        users = sorted({t.user_id: t.at for t in touches.values()}.items())
+        sessions = sorted(touches.items())
+        # Each chunk locks rows in the order every other writer uses: the user first, then its API
+        # keys and sessions (each sorted, for flushes on other instances). Opposite orders deadlock on
+        # PostgreSQL. Chunks keep each transaction (and SQLite's write lock) short.
+        for start in range(0, max(len(users), len(sessions), len(key_touches)), FLUSH_CHUNK):
+            end = start + FLUSH_CHUNK
+            with self._sessions() as session, session.begin():
+                db = session.connection()  # Core executemany: one statement, many rows (not ORM bulk)
+                if users[start:end]:
+                    db.execute(_TOUCH_USER, [{"b_id": uid, "b_at": at} for uid, at in users[start:end]])
+                if start == 0 and key_touches:
+                    db.execute(
+                        _TOUCH_KEY, [{"b_id": kid, "b_at": at} for kid, at in sorted(key_touches.items())]
+                    )
+                if sessions[start:end]:
+                    db.execute(
+                        _TOUCH_SESSION,
+                        [{"b_id": sid, "b_at": t.at, "b_ip": t.ip} for sid, t in sessions[start:end]],
+                    )
+
+    def prune_view(self, now: int, _stopping: threading.Event) -> int:
+        """Forget revocations of tokens that have expired anyway (a housekeeping job); return how many."""
         with self._lock:
+            before = len(self.view.revoked)
             self.view.prune(now)
+            return before - len(self.view.revoked)
+
+    def prune_change_log(self, now: int, stopping: threading.Event) -> int:
+        """Delete change-log entries every instance has long applied (a housekeeping job)."""
+        return prune_before(self._sessions, AuthChange.at, now - _CHANGE_LOG_RETENTION, stopping=stopping)
+
+
+def _live_revocations(db: Session, now: int) -> dict[str, int | None]:
+    """Revoked sessions whose tokens are still valid, by the partial index ix_auth_sessions_revoked_expiry:
+    start-up reads what can still be refused, not every revocation ever made."""
+    revoked = select(AuthSession.id, AuthSession.expires_at).where(AuthSession.revoked_at.is_not(None))
+    expiring = db.execute(revoked.where(AuthSession.expires_at >= now))
+    unending = db.execute(revoked.where(AuthSession.expires_at.is_(None)))
+    return {session_id: expires_at for session_id, expires_at in (*expiring, *unending)}
+
+
+_TOUCH_USER = update(User).where(User.id == bindparam("b_id")).values(last_active_at=bindparam("b_at"))
+_TOUCH_KEY = update(ApiKey).where(ApiKey.id == bindparam("b_id")).values(last_used_at=bindparam("b_at"))
+_TOUCH_SESSION = (
+    update(AuthSession)
+    .where(AuthSession.id == bindparam("b_id"))
+    .values(last_seen_at=bindparam("b_at"), ip=bindparam("b_ip"))
+)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import BigInteger, Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -10,10 +10,19 @@ class Base(DeclarativeBase):
     """Declarative base of every wardgate table."""
 
 
+PREFIX_INDEXES = frozenset({"ix_users_name_prefix", "ix_users_email_prefix"})
+"""For searching users by prefix: lower(name) and, on PostgreSQL, email, in the "C" collation there."""
+
+
 class User(Base):
     """An account. `session_stamp` changes whenever every session of the user must end."""
 
     __tablename__ = "users"
+    # Also PREFIX_INDEXES, made by migration 0009 on expressions that differ by database.
+    __table_args__ = (
+        Index("ix_users_created", "created_at", "id"),
+        Index("ix_users_role_created", "role", "created_at", "id"),
+    )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     email: Mapped[str] = mapped_column(String(320), unique=True)
@@ -33,8 +42,13 @@ class AuthSession(Base):
 
     __tablename__ = "auth_sessions"
     __table_args__ = (
-        Index("ix_auth_sessions_user", "user_id"),
-        Index("ix_auth_sessions_revoked", "revoked_at"),
+        Index("ix_auth_sessions_user_created", "user_id", "created_at", "id"),
+        Index(
+            "ix_auth_sessions_revoked_expiry",
+            "expires_at",
+            sqlite_where=text("revoked_at IS NOT NULL"),
+            postgresql_where=text("revoked_at IS NOT NULL"),
+        ),
         Index("ix_auth_sessions_expires", "expires_at"),
     )
 
@@ -77,8 +91,11 @@ class AuditEvent(Base):
 
     __tablename__ = "audit_events"
     __table_args__ = (
-        Index("ix_audit_events_at", "at"),
-        Index("ix_audit_events_event", "event"),
+        Index("ix_audit_events_at", "at", "id"),
+        Index("ix_audit_events_event", "event", "at", "id"),
+        Index("ix_audit_events_outcome", "outcome", "at", "id"),
+        Index("ix_audit_events_actor", "actor", "at", "id"),
+        Index("ix_audit_events_subject", "subject", "at", "id"),
         Index("uq_audit_events_window_key", "window_key", unique=True),
     )
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import partial
 
 import anyio.to_thread
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 
 from wardgate.errors import AuthenticationError, PermissionDeniedError
 from wardgate.http.cookies import clear_token_cookie, set_token_cookie
@@ -136,9 +136,21 @@ async def add_user(form: AddUserForm, _admin: AdminUser, gw: GatewayDep) -> Adde
 
 
 @router.get("/sessions", response_model=list[SessionInfo], summary="Your signed-in sessions")
-async def list_sessions(principal: CurrentUser, gw: GatewayDep) -> list[SessionInfo]:
-    """Every live session of the caller, newest first."""
-    rows = await anyio.to_thread.run_sync(gw.accounts.list_sessions, principal.user.id)
+async def list_sessions(
+    request: Request,
+    response: Response,
+    principal: CurrentUser,
+    gw: GatewayDep,
+    cursor: str | None = Query(None, max_length=200, description="from the previous page's Link header"),
+    limit: int = Query(50, ge=1, le=200),
+) -> list[SessionInfo]:
+    """The caller's live sessions, newest first, a page at a time: when there are more, a
+    `Link: <…>; rel="next"` header (RFC 8288) names the next page."""
+    fetch = partial(gw.directory.sessions_of, principal.user.id, cursor=cursor, limit=limit)
+    found = await anyio.to_thread.run_sync(fetch)
+    if found.next_cursor is not None:
+        following = request.url.include_query_params(cursor=found.next_cursor, limit=limit)
+        response.headers["Link"] = f'<{following}>; rel="next"'
     return [
         SessionInfo(
             id=r.id,
@@ -150,7 +162,7 @@ async def list_sessions(principal: CurrentUser, gw: GatewayDep) -> list[SessionI
             ip=r.ip,
             user_agent=r.user_agent,
         )
-        for r in rows
+        for r in found.rows
     ]
 
 

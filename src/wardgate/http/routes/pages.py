@@ -18,7 +18,7 @@ from fastapi.responses import RedirectResponse, Response
 
 from wardgate.audit.log import AuditQuery
 from wardgate.config.values import Role
-from wardgate.errors import ApiError, AuthenticationError, PermissionDeniedError
+from wardgate.errors import ApiError, AuthenticationError, BadRequestError, PermissionDeniedError
 from wardgate.gateway import Gateway
 from wardgate.http.cookies import clear_token_cookie, set_token_cookie
 from wardgate.http.deps import authenticate, client_info, gateway, site
@@ -28,8 +28,23 @@ from wardgate.identity.authentication import TOKEN_COOKIE, Principal
 from wardgate.identity.records import UserChanges
 from wardgate.identity.rules import ADMIN_REQUIRED, require_admin
 from wardgate.oauth.refusals import refusal_message
+from wardgate.storage.paging import Cursor
 
 router = APIRouter(include_in_schema=False)
+PAGE_ROWS = 50  # users, pending people and events on /admin; sessions on /account
+
+
+def _cursor(text: str | None) -> str | None:
+    """A page's cursor from the address; one that is not (edited, cut short) shows the first page."""
+    if text is None:
+        return None
+    try:
+        Cursor.decode(text)
+    except BadRequestError:
+        return None
+    return text
+
+
 _NOTICES = {
     "password": "Password changed. Please sign in again with the new password.",
     "signed-out": "You are signed out.",
@@ -204,12 +219,12 @@ async def signout_form(request: Request) -> Response:
 
 
 @router.get("/account")
-async def account_page(request: Request, notice: str = "") -> Response:
-    """Profile, password change and the person's own sessions."""
+async def account_page(request: Request, notice: str = "", sessions: str | None = None) -> Response:
+    """Profile, password change and the person's own sessions (`sessions`: a page's cursor)."""
     principal = await optional_principal(request)
     if principal is None:
         return _to_auth(request)
-    return await _account_view(request, principal, notice=_NOTICES.get(notice))
+    return await _account_view(request, principal, notice=_NOTICES.get(notice), cursor=sessions)
 
 
 async def _account_view(
@@ -219,11 +234,13 @@ async def _account_view(
     notice: str | None = None,
     error: str | None = None,
     status_code: int = 200,
+    cursor: str | None = None,
 ) -> Response:
     gw = gateway(request)
-    sessions = await anyio.to_thread.run_sync(gw.accounts.list_sessions, principal.user.id)
+    fetch = partial(gw.directory.sessions_of, principal.user.id, cursor=_cursor(cursor), limit=PAGE_ROWS)
+    sessions = await anyio.to_thread.run_sync(fetch)
     row = await anyio.to_thread.run_sync(gw.accounts.get_user, principal.user.id)
-    rows = [_session_view(s, principal) for s in sessions]
+    rows = [_session_view(s, principal) for s in sessions.rows]
     linked, linkable = await _identities(request, principal)
     pending = (
         "Your account is waiting for approval by an administrator."
@@ -236,6 +253,9 @@ async def _account_view(
         principal=principal,
         active="account",
         sessions=rows,
+        sessions_total=sessions.total,
+        sessions_next=sessions.next_cursor,
+        sessions_paged=cursor is not None,
         has_password=row.password_hash is not None,
         min_length=site(request).password_min_length,
         identities=linked,
@@ -251,7 +271,7 @@ async def _identities(
 ) -> tuple[list[dict[str, str]], list[tuple[str, str]]]:
     """The provider identities linked to the account, and the providers it could still link."""
     gw = gateway(request)
-    rows = await anyio.to_thread.run_sync(gw.accounts.linked_identities, principal.user.id)
+    rows = await anyio.to_thread.run_sync(gw.directory.identities_of, principal.user.id)
     names = dict(site(request).sign_on_providers)
     linked = [
         {"provider_label": names.get(r.provider, r.provider), "email": r.email or "", "subject": r.subject}
@@ -353,12 +373,13 @@ async def revoke_all_form(request: Request) -> Response:
 
 
 @router.get("/admin")
-async def admin_page(request: Request, q: str = "", notice: str = "") -> Response:
-    """Users, pending approvals, the effective configuration and recent security events."""
+async def admin_page(request: Request, q: str = "", notice: str = "", after: str | None = None) -> Response:
+    """Users, pending approvals, the effective configuration and recent security events
+    (`after`: the cursor of a page of users)."""
     principal = await optional_principal(request)
     if principal is None:
         return _to_auth(request)
-    return await _admin_view(request, principal, query=q[:320], notice=_NOTICES.get(notice))
+    return await _admin_view(request, principal, query=q[:320], notice=_NOTICES.get(notice), cursor=after)
 
 
 async def _admin_view(
@@ -369,6 +390,7 @@ async def _admin_view(
     notice: str | None = None,
     error: str | None = None,
     status_code: int = 200,
+    cursor: str | None = None,
 ) -> Response:
     if principal.user.role != Role.ADMIN:
         return render(
@@ -380,21 +402,26 @@ async def _admin_view(
             message=ADMIN_REQUIRED,
         )
     gw = gateway(request)
-    users, total = await anyio.to_thread.run_sync(lambda: gw.accounts.list_users(query=query, limit=200))
-    everyone, _ = await anyio.to_thread.run_sync(lambda: gw.accounts.list_users(limit=10000))
-    events, _ = await anyio.to_thread.run_sync(lambda: gw.audit.query(AuditQuery(), limit=50))
+    users = await anyio.to_thread.run_sync(
+        partial(gw.directory.users, query=query, cursor=_cursor(cursor), limit=PAGE_ROWS)
+    )
+    pending = await anyio.to_thread.run_sync(partial(gw.directory.users, role=Role.PENDING, limit=PAGE_ROWS))
+    events = await anyio.to_thread.run_sync(partial(gw.audit.query, AuditQuery(), limit=PAGE_ROWS))
     return render(
         request,
         "admin.html",
         principal=principal,
         active="admin",
-        users=users,
-        total=total,
+        users=users.rows,
+        total=users.total,
+        users_next=users.next_cursor,
+        users_paged=cursor is not None,
         query=query,
-        pending=[u for u in everyone if u.role == Role.PENDING],
+        pending=pending.rows,
+        pending_total=pending.total,
         settings=dict(site(request).configuration),
         findings=site(request).findings,
-        events=events,
+        events=events.rows,
         notice=notice,
         error=error,
         status_code=status_code,

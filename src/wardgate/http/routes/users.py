@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from functools import partial
+from typing import Literal
 
 import anyio.to_thread
 from fastapi import APIRouter, Query
@@ -14,6 +15,7 @@ from wardgate.http.errors import ERROR_RESPONSES
 from wardgate.http.schemas import UserList, UserModel, UserUpdateForm
 from wardgate.identity.records import UserChanges
 from wardgate.storage.models import User
+from wardgate.storage.paging import MAX_OFFSET
 
 router = APIRouter(prefix="/api/v1/users", tags=["users"], responses=ERROR_RESPONSES)
 
@@ -44,14 +46,20 @@ def _user_id(user_id: str) -> str:
 async def list_users(
     _admin: AdminUser,
     gw: GatewayDep,
-    query: str = Query("", max_length=320),
-    page: int = Query(1, ge=1, le=100000),
+    query: str = Query("", max_length=320, description="beginning of the email address or name, any case"),
+    role: Literal["pending", "user", "admin"] | None = None,
+    cursor: str | None = Query(None, max_length=200, description="next_cursor of the previous page"),
+    page: int = Query(1, ge=1, le=100000, description=f"numbered pages reach {MAX_OFFSET} rows in"),
     limit: int = Query(50, ge=1, le=500),
 ) -> UserList:
-    """A page of accounts, optionally filtered by name or email."""
-    fetch = partial(gw.accounts.list_users, query=query, offset=(page - 1) * limit, limit=limit)
-    rows, total = await anyio.to_thread.run_sync(fetch)
-    return UserList(users=[user_model(r) for r in rows], total=total)
+    """A page of accounts, oldest first, optionally filtered; follow `next_cursor` for the next one."""
+    fetch = partial(
+        gw.directory.users, query=query, role=role, cursor=cursor, offset=(page - 1) * limit, limit=limit
+    )
+    found = await anyio.to_thread.run_sync(fetch)
+    return UserList(
+        users=[user_model(r) for r in found.rows], total=found.total, next_cursor=found.next_cursor
+    )
 
 
 @router.get("/{user_id}", response_model=UserModel, summary="One account")
