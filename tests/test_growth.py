@@ -12,6 +12,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -23,10 +24,13 @@ from starlette.testclient import TestClient
 from tests.conftest import ORIGIN, bearer, refused, signup
 from wardgate.audit.log import AuditQuery
 from wardgate.config import Settings
+from wardgate.config.values import Role
 from wardgate.errors import BadRequestError
 from wardgate.gateway import Gateway
 from wardgate.http.application import build_application
 from wardgate.sessions import registry as registry_module
+from wardgate.sessions.records import UserState
+from wardgate.sessions.registry import SessionView
 from wardgate.storage import retention, schema
 from wardgate.storage.models import AuditEvent, AuthChange, AuthSession, User
 from wardgate.storage.paging import MAX_OFFSET, Cursor
@@ -450,3 +454,20 @@ def test_a_backlog_is_drained_run_after_run_not_hour_after_hour(monkeypatch: pyt
     first, *after = delays
     assert first < 15
     assert [d < 2 * retention.BACKLOG_INTERVAL for d in after] == [True, True, False, False]
+
+
+def test_what_the_view_remembers_of_changes_ends_with_the_tokens_they_ended() -> None:
+    """Replaced stamps and deleted users were kept for the life of the process."""
+    view = SessionView(token_lifetime=3600)
+    alice = UserState(id="a", email="a@example.com", name="A", role=Role.USER, active=True, session_stamp="1")
+    view.put_user(alice)
+    view.put_user(replace(alice, session_stamp="2"))
+    view.drop_user("b")
+    view.prune(NOW + 3600)  # tokens issued before the changes may still be valid: kept
+    assert set(view.retired) == {("a", "1")} and set(view.deleted) == {"b"}
+    view.prune(NOW + 3600 + 120)
+    assert not view.retired and not view.deleted
+    forever = SessionView(token_lifetime=None)  # JWT_EXPIRES_IN=-1: tokens never expire, nor do these
+    forever.drop_user("b")
+    forever.prune(NOW + 10**8)
+    assert set(forever.deleted) == {"b"}

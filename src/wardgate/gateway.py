@@ -88,7 +88,10 @@ class Gateway:
         )
         channel = channel_from_url(s.redis_url, prefix=s.redis_key_prefix)
         registry = SessionRegistry(
-            sessions, stale_after=max(10.0, 5 * s.session_sync_interval), publish=channel.publish
+            sessions,
+            stale_after=max(10.0, 5 * s.session_sync_interval),
+            publish=channel.publish,
+            token_lifetime=s.jwt_expires_in,
         )
         sync = ViewSync(registry, channel, interval=s.session_sync_interval, flushers=[audit.flush])
         codec = TokenCodec([s.secret_key], s.jwt_expires_in)

@@ -22,6 +22,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.exc import SQLAlchemyError
@@ -38,6 +39,7 @@ log = logging.getLogger(__name__)
 _OVERLAP_ROWS = 1000  # ids can commit out of order; re-read this many below the highest seen
 _CHANGE_LOG_RETENTION = 86400
 _EXPIRED_SESSION_GRACE = 300  # seconds past a session's expiry before its row is deleted
+_CLOCK_SKEW = 60  # seconds of leeway between instances' clocks
 MAX_PENDING_TOUCHES = 100_000  # sessions whose "last seen" waits for the next flush (~20 MB at most)
 FLUSH_CHUNK = 1_000  # rows per statement and transaction when flushing
 
@@ -69,8 +71,9 @@ class SessionView:
     api_keys: dict[str, ApiKeyState] = field(default_factory=dict)  # digest -> key
     api_key_ids: dict[str, str] = field(default_factory=dict)  # key id -> digest
     synced_at: float = field(default_factory=time.monotonic)
-    retired: set[tuple[str, str]] = field(default_factory=set)  # (user id, stamp) replaced since start
-    deleted: set[str] = field(default_factory=set)  # users deleted since start
+    retired: dict[tuple[str, str], int] = field(default_factory=dict)  # (user id, stamp) replaced -> when
+    deleted: dict[str, int] = field(default_factory=dict)  # users deleted since start -> when
+    token_lifetime: int | None = None  # seconds; after it, tokens from before a change expire anyway
 
     def check(self, claims: Claims) -> UserState | None:
         """The live user behind valid claims; AuthenticationError when the view knows the session ended;
@@ -91,13 +94,13 @@ class SessionView:
         """Record a user's current state (a replaced stamp is remembered as ended)."""
         old = self.users.get(user.id)
         if old is not None and old.session_stamp != user.session_stamp:
-            self.retired.add((user.id, old.session_stamp))
+            self.retired[(user.id, old.session_stamp)] = int(time.time())
         self.users[user.id] = user
 
     def drop_user(self, user_id: str) -> None:
         """Forget a deleted user: every token of theirs is refused."""
         self.users.pop(user_id, None)
-        self.deleted.add(user_id)
+        self.deleted[user_id] = int(time.time())
 
     def revoke(self, session_id: str, expires_at: int | None) -> None:
         """Refuse this session from now on."""
@@ -122,13 +125,19 @@ class SessionView:
             self.api_keys.pop(digest, None)
 
     def prune(self, now: int) -> None:
-        """Drop revoked sessions whose tokens have expired anyway, and keys whose owner's sessions ended.
+        """Drop what can no longer refuse anything: revoked sessions whose tokens have expired
+        anyway, replaced stamps and deleted users older than a token's lifetime (every token issued
+        before has expired), and keys whose owner's sessions ended.
 
         Expired keys stay (as their rows do, until revoked), so that they are refused as expired.
         """
         expired = [sid for sid, exp in self.revoked.items() if exp is not None and exp < now]
         for sid in expired:
             del self.revoked[sid]
+        if self.token_lifetime is not None:
+            before = now - self.token_lifetime - _CLOCK_SKEW
+            self.retired = {k: at for k, at in self.retired.items() if at >= before}
+            self.deleted = {k: at for k, at in self.deleted.items() if at >= before}
         for key in list(self.api_keys.values()):
             owner = self.users.get(key.user_id)
             if owner is None or owner.session_stamp != key.session_stamp:
@@ -139,10 +148,16 @@ class SessionRegistry:
     """Owns the view and keeps it coherent with the database; also batches "last seen" writes."""
 
     def __init__(
-        self, sessions: sessionmaker[Session], *, stale_after: float, publish: Callable[[], None]
+        self,
+        sessions: sessionmaker[Session],
+        *,
+        stale_after: float,
+        publish: Callable[[], None],
+        token_lifetime: timedelta | None = None,
     ) -> None:
         self._sessions = sessions
-        self.view = SessionView()
+        lifetime = int(token_lifetime.total_seconds()) if token_lifetime is not None else None
+        self.view = SessionView(token_lifetime=lifetime)
         self.stale_after = stale_after
         self._publish = publish  # tells the other instances after each local change (a change channel)
         self._cursor = 0
