@@ -458,16 +458,17 @@ def test_a_backlog_is_drained_run_after_run_not_hour_after_hour(monkeypatch: pyt
 
 def test_what_the_view_remembers_of_changes_ends_with_the_tokens_they_ended() -> None:
     """Replaced stamps and deleted users were kept for the life of the process."""
+    now = int(time.time())
     view = SessionView(token_lifetime=3600)
     alice = UserState(id="a", email="a@example.com", name="A", role=Role.USER, active=True, session_stamp="1")
     view.put_user(alice)
     view.put_user(replace(alice, session_stamp="2"))
     view.drop_user("b")
-    view.prune(NOW + 3600)  # tokens issued before the changes may still be valid: kept
+    view.prune(now + 3600)  # tokens issued before the changes may still be valid: kept
     assert set(view.retired) == {("a", "1")} and set(view.deleted) == {"b"}
-    view.prune(NOW + 3600 + 120)
+    view.prune(now + 3600 + 120)
     assert not view.retired and not view.deleted
     forever = SessionView(token_lifetime=None)  # JWT_EXPIRES_IN=-1: tokens never expire, nor do these
     forever.drop_user("b")
-    forever.prune(NOW + 10**8)
+    forever.prune(now + 10**8)
     assert set(forever.deleted) == {"b"}

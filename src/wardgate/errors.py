@@ -13,6 +13,7 @@ WardgateError
     ├── NotFoundError           404
     ├── BadRequestError         400: input that is well-formed but refused
     ├── ConflictError           409
+    ├── TooLargeError           413: a body past its limit
     ├── ProviderError           502: a sign-in provider failed or answered something unverifiable
     └── RateLimitedError        429, with a retry-after in seconds
         └── BusyError           503: admission control (too many concurrent password hashes)
@@ -102,6 +103,13 @@ class ConflictError(ApiError):
 
     status_code = 409
     code = "conflict"
+
+
+class TooLargeError(ApiError):
+    """A request body larger than what this kind of request may send."""
+
+    status_code = 413
+    code = "too_large"
 
 
 class ProviderError(ApiError):

@@ -28,6 +28,7 @@ from wardgate.identity.key_material import ApiKeyHasher
 from wardgate.identity.records import AccountPolicy, AuthLimits
 from wardgate.identity.validation import PasswordPolicy
 from wardgate.oauth.service import SignOn, sign_on_from_settings
+from wardgate.proxy.models import ModelRules
 from wardgate.proxy.upstreams import UpstreamTable, upstreams_from_settings
 from wardgate.security.passwords import PasswordHasher
 from wardgate.security.ratelimit import Limit, RateLimiter
@@ -38,6 +39,8 @@ from wardgate.sessions.registry import SessionRegistry
 from wardgate.sessions.sync import ViewSync
 from wardgate.storage import db, schema
 from wardgate.storage.retention import Housekeeper, Job
+from wardgate.usage.budgets import BudgetLedger
+from wardgate.usage.recorder import UsageRecorder
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +63,9 @@ class Gateway:
     authenticator: Authenticator
     upstreams: UpstreamTable
     sign_on: SignOn | None  # single sign-on, when a provider is configured
+    model_rules: ModelRules  # who may use which model, and who may manage the model servers
+    budgets: BudgetLedger  # token budgets, counted in the database every instance shares
+    usage: UsageRecorder  # usage records, written in bulk
     housekeeper: Housekeeper  # prunes what has outlived its retention
 
     @classmethod
@@ -93,7 +99,11 @@ class Gateway:
             publish=channel.publish,
             token_lifetime=s.jwt_expires_in,
         )
-        sync = ViewSync(registry, channel, interval=s.session_sync_interval, flushers=[audit.flush])
+        usage = UsageRecorder(sessions, retention_days=s.usage_retention_days)
+        budgets = BudgetLedger(sessions)
+        sync = ViewSync(
+            registry, channel, interval=s.session_sync_interval, flushers=[audit.flush, usage.flush]
+        )
         codec = TokenCodec([s.secret_key], s.jwt_expires_in)
         hasher = PasswordHasher(max_concurrent=s.password_hash_concurrency)
         accounts = AccountService(sessions, registry, hasher, codec, account_policy(s), limiter, audit)
@@ -114,12 +124,17 @@ class Gateway:
             authenticator=Authenticator(codec, registry, api_keys, limiter, failures),
             upstreams=upstreams_from_settings(s),
             sign_on=sign_on_from_settings(s, accounts, sessions, audit),
+            model_rules=ModelRules(s.model_access_file, s.model_request_max_bytes),
+            budgets=budgets,
+            usage=usage,
             housekeeper=Housekeeper(
                 [
                     Job("audit events", lambda now, stopping: audit.prune(now=now, stopping=stopping)),
                     Job("expired sessions", registry.prune_sessions),
                     Job("change-log entries", registry.prune_change_log),
                     Job("expired revocations in memory", registry.prune_view),
+                    Job("usage records", usage.prune),
+                    Job("budget counters", budgets.prune),
                 ]
             ),
         )

@@ -67,6 +67,8 @@ INFO_FIELDS = {
     "upstreams",
     "paths",
     "rate_limit",
+    "models",
+    "token_budget",
 }
 ENABLED = {
     "ENABLE_API_KEYS": "true",
@@ -619,10 +621,10 @@ def test_keys_through_the_reverse_proxy(
     client = make_client(**ENABLED, OLLAMA_BASE_URL=upstream, UPSTREAM_URL=upstream)
     admin, _ = people(client)
     key = create(client, admin["token"], paths=["/ollama/api"])["api_key"]
-    seen = client.get("/ollama/api/tags", headers=CARRIERS[carrier](key))
+    seen = client.get("/ollama/api/version", headers=CARRIERS[carrier](key))
     assert seen.status_code == 200, seen.text
     facts = seen.json()
-    assert facts["path"] == "/api/tags" and facts["identity"]["x-forwarded-email"] == "ada@example.com"
+    assert facts["path"] == "/api/version" and facts["identity"]["x-forwarded-email"] == "ada@example.com"
     assert facts["authorization_present"] is False and facts["x_api_key_present"] is False  # never upstream
     assert refused(client.get("/ollama/version", headers=CARRIERS[carrier](key)), 403) == SCOPE
     assert refused(client.get("/elsewhere", headers=CARRIERS[carrier](key)), 403) == SCOPE

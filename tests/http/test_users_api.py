@@ -31,6 +31,8 @@ USER_KEYS = {
     "created_at",
     "updated_at",
     "last_active_at",
+    "allowed_models",
+    "token_budget",
 }
 NOT_UUIDS = ["not-a-uuid", "1", "1 OR 1=1", "%27%3B--", "x" * 300]
 

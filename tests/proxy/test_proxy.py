@@ -56,7 +56,7 @@ def test_ollama_ndjson_streams_line_by_line(gateway: str, user: str) -> None:
     with httpx.stream(
         "POST",
         f"{gateway}/ollama/api/chat",
-        json={"chunks": 4, "gap": 0.25},
+        json={"model": "llama3", "chunks": 4, "gap": 0.25},
         headers=bearer(user),
         timeout=10,
     ) as response:
@@ -88,7 +88,7 @@ def test_spoofed_identity_headers_never_reach_the_upstream(gateway: str, user: s
 
 
 def test_wardgate_credentials_never_reach_the_upstream(gateway: str, user: str) -> None:
-    for upstream in ("/openai/models", "/ollama/api/tags", "/app/x"):
+    for upstream in ("/openai/facts", "/ollama/api/version", "/app/x"):
         seen = httpx.get(
             f"{gateway}{upstream}", headers=bearer(user), cookies={"token": user, "app": "1"}
         ).json()
@@ -119,17 +119,17 @@ def test_the_apps_own_authorization_passes_through_for_cookie_sessions(gateway: 
     seen = httpx.get(f"{gateway}/app/x", headers=app_token, cookies={"token": user}).json()
     assert seen["authorization_present"] is True and seen["token_cookie_present"] is False
     # On a model API the Authorization header is the credential, so a foreign one is refused there.
-    ollama = httpx.get(f"{gateway}/ollama/api/tags", headers=app_token, cookies={"token": user})
+    ollama = httpx.get(f"{gateway}/ollama/api/version", headers=app_token, cookies={"token": user})
     assert ollama.status_code == 401
     ours = httpx.get(f"{gateway}/app/x", headers=bearer(user), cookies={"token": user}).json()
     assert ours["authorization_present"] is False  # wardgate's own token is never passed on
 
 
 def test_the_upstream_api_key_is_injected_and_never_shown(gateway: str, user: str) -> None:
-    response = httpx.get(f"{gateway}/openai/models", headers=bearer(user))
+    response = httpx.get(f"{gateway}/openai/facts", headers=bearer(user))
     assert response.json()["authorization_is_upstream_key"] is True
     assert UPSTREAM_KEY not in response.text and UPSTREAM_KEY not in str(response.headers)
-    ollama = httpx.get(f"{gateway}/ollama/api/tags", headers=bearer(user)).json()
+    ollama = httpx.get(f"{gateway}/ollama/api/version", headers=bearer(user)).json()
     assert ollama["authorization_present"] is False  # Ollama gets no Authorization at all
     config = httpx.get(f"{gateway}/api/config").text + httpx.get(f"{gateway}/health?ready=true").text
     assert UPSTREAM_KEY not in config
@@ -215,9 +215,9 @@ def test_the_upstream_cannot_overwrite_the_session_cookie(gateway: str, user: st
 def test_unauthenticated_navigation_goes_to_sign_in_and_api_calls_get_401(gateway: str) -> None:
     page = httpx.get(f"{gateway}/app/page?x=1", headers={"Accept": "text/html", "Sec-Fetch-Mode": "navigate"})
     assert page.status_code == 303 and page.headers["location"] == "/auth?redirect=/app/page%3Fx%3D1"
-    api = httpx.get(f"{gateway}/ollama/api/tags")
+    api = httpx.get(f"{gateway}/ollama/api/version")
     assert api.status_code == 401 and api.json() == {"detail": "Not authenticated."}
-    forged = httpx.get(f"{gateway}/ollama/api/tags", headers=bearer("forged.token.value"))
+    forged = httpx.get(f"{gateway}/ollama/api/version", headers=bearer("forged.token.value"))
     assert forged.status_code == 401
 
 
@@ -226,7 +226,7 @@ def test_pending_users_reach_nothing(upstream: str, tmp_path: Path) -> None:
     with wardgate_process(env) as base:
         account(base, "first@example.com")
         pending = account(base, "late@example.com")["token"]
-        for path in ("/ollama/api/tags", "/openai/models", "/app/x"):
+        for path in ("/ollama/api/version", "/openai/facts", "/app/x"):
             response = httpx.get(f"{base}{path}", headers=bearer(pending))
             assert response.status_code == 403, path
             assert response.json() == {"detail": "Your account is pending approval by an administrator."}
@@ -237,18 +237,18 @@ def test_per_upstream_roles(upstream: str, tmp_path: Path) -> None:
     with wardgate_process(env) as base:
         admin_token = account(base, "root@example.com")["token"]
         user_token = account(base, "u@example.com")["token"]
-        refused = httpx.get(f"{base}/openai/models", headers=bearer(user_token))
+        refused = httpx.get(f"{base}/openai/facts", headers=bearer(user_token))
         assert refused.status_code == 403
         assert refused.json() == {"detail": "Your account may not use the openai service."}
-        assert httpx.get(f"{base}/ollama/api/tags", headers=bearer(user_token)).status_code == 200
-        assert httpx.get(f"{base}/openai/models", headers=bearer(admin_token)).status_code == 200
+        assert httpx.get(f"{base}/ollama/api/version", headers=bearer(user_token)).status_code == 200
+        assert httpx.get(f"{base}/openai/facts", headers=bearer(admin_token)).status_code == 200
 
 
 def test_upstream_failures_are_502_and_504(tmp_path: Path, upstream: str) -> None:
     env = gateway_env(tmp_path, upstream, OLLAMA_BASE_URL="http://127.0.0.1:9", UPSTREAM_TIMEOUT="1")
     with wardgate_process(env) as base:
         token = account(base, "a@example.com")["token"]
-        down = httpx.get(f"{base}/ollama/api/tags", headers=bearer(token))
+        down = httpx.get(f"{base}/ollama/api/version", headers=bearer(token))
         assert down.status_code == 502 and down.json() == {"detail": "The ollama service is unavailable."}
         slow = httpx.get(f"{base}/slow", headers=bearer(token), timeout=10)
         assert slow.status_code == 504 and slow.json() == {

@@ -47,6 +47,7 @@ from wardgate.config.fields import (
     parsed,
     same,
 )
+from wardgate.config.model_access import ModelAccess, load_model_access
 from wardgate.config.network import TrustedProxies
 from wardgate.config.values import Role, parse_rate, printable
 
@@ -287,6 +288,13 @@ class Settings(BaseSettings):
     openai_allowed_groups: Groups = Field(frozenset(), validation_alias=_env("OPENAI_ALLOWED_GROUPS"))
     upstream_allowed_groups: Groups = Field(frozenset(), validation_alias=_env("UPSTREAM_ALLOWED_GROUPS"))
     upstream_timeout: float = Field(300, gt=0, le=86400, validation_alias=_env("UPSTREAM_TIMEOUT"))
+    model_access_file: Annotated[InstanceOf[ModelAccess], parsed(load_model_access)] = Field(
+        ModelAccess(), validation_alias=_env("MODEL_ACCESS_FILE")
+    )
+    model_request_max_bytes: int = Field(
+        32 * 1024 * 1024, ge=1024, le=1024**3, validation_alias=_env("MODEL_REQUEST_MAX_BYTES")
+    )
+    usage_retention_days: int = Field(400, ge=1, le=36_500, validation_alias=_env("USAGE_RETENTION_DAYS"))
     forward_underscore_headers: Bool = Field(False, validation_alias=_env("FORWARD_UNDERSCORE_HEADERS"))
     proxy_enforce_security_headers: Bool = Field(
         False, validation_alias=_env("PROXY_ENFORCE_SECURITY_HEADERS")

@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from wardgate.config.model_access import MAX_TOKENS, Budget
 from wardgate.config.values import Role
 from wardgate.storage.paging import COUNT_CAP
 
@@ -50,15 +51,46 @@ class UpdatePasswordForm(BaseModel):
     new_password: str = Field(max_length=4096)
 
 
-class UserUpdateForm(BaseModel):
-    """POST /api/v1/users/{id}/update (admin); absent fields stay as they are."""
+class TokenBudget(BaseModel):
+    """A token allowance per calendar period (UTC): `1h` the hour, `1d` the day, `7d` the week from
+    Monday, `30d` the calendar month. A field this version does not know is refused."""
 
+    model_config = ConfigDict(extra="forbid")
+    tokens: int = Field(ge=0, le=MAX_TOKENS)
+    period: Literal["1h", "1d", "7d", "30d"]
+    requests: int | None = Field(None, ge=0, le=MAX_TOKENS, description="Optionally, requests per period.")
+
+    def budget(self) -> Budget:
+        return Budget(self.tokens, self.period, self.requests)
+
+    @classmethod
+    def of(cls, budget: Budget | None) -> TokenBudget | None:
+        return None if budget is None else cls(**budget.as_dict())
+
+    @classmethod
+    def of_json(cls, text: str | None) -> TokenBudget | None:
+        return cls.model_validate_json(text) if text else None
+
+
+class UserUpdateForm(BaseModel):
+    """POST /api/v1/users/{id}/update (admin); absent fields stay as they are. A field this version
+    does not know is refused: an edit meant to narrow what a person may do must not be half-done."""
+
+    model_config = ConfigDict(extra="forbid")
     role: Role | None = None
     name: str | None = Field(None, max_length=255)
     email: str | None = Field(None, max_length=320)
     password: str | None = Field(None, max_length=4096)
     profile_image_url: str | None = Field(None, max_length=512)
     active: bool | None = None
+    allowed_models: list[str] | None = Field(
+        None,
+        max_length=256,
+        description="Model names or globs this person may use; null: inherit from role and groups.",
+    )
+    token_budget: TokenBudget | None = Field(
+        None, description="The person's own budget; null: none of their own."
+    )
 
 
 class UserModel(BaseModel):
@@ -73,6 +105,8 @@ class UserModel(BaseModel):
     created_at: int
     updated_at: int
     last_active_at: int | None = None
+    allowed_models: list[str] | None = None
+    token_budget: TokenBudget | None = None
 
 
 class UserList(BaseModel):

@@ -13,6 +13,7 @@ for changes that could remove the last admin) that is easiest to check read toge
 from __future__ import annotations
 
 import contextlib
+import json
 import secrets
 import threading
 import time
@@ -24,6 +25,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from wardgate.audit.log import AuditLog, Entry
+from wardgate.config.model_access import parse_patterns
 from wardgate.config.values import Role
 from wardgate.errors import (
     AuthenticationError,
@@ -35,7 +37,7 @@ from wardgate.errors import (
     StoreUnavailableError,
 )
 from wardgate.identity import session_rows
-from wardgate.identity.records import AccountPolicy, ClientInfo, SignedIn, UserChanges
+from wardgate.identity.records import KEEP, AccountPolicy, ClientInfo, SignedIn, UserChanges
 from wardgate.identity.rules import ACCOUNT_DISABLED, INVALID_CREDENTIALS, role_named
 from wardgate.identity.validation import clean_name, normalise_email
 from wardgate.security.passwords import PasswordHasher, Verification
@@ -62,6 +64,13 @@ RECENT_SIGNIN = 600  # seconds: how recent a sign-in proves presence, for accoun
 
 def _now() -> int:
     return int(time.time())
+
+
+def _patterns(models: tuple[str, ...]) -> list[str]:
+    try:
+        return list(parse_patterns(list(models)))
+    except ValueError as exc:
+        raise BadRequestError(f"allowed_models: {exc}.", code="invalid_models") from None
 
 
 def _valid_address(email: str) -> str | None:
@@ -369,8 +378,9 @@ class AccountService:
             event = "user.updated"
         fields = [
             name
-            for name in ("role", "name", "email", "password", "active")
-            if getattr(changes, name) is not None
+            for name in ("role", "name", "email", "password", "active", "allowed_models", "token_budget")
+            if getattr(changes, name) not in (None, KEEP)
+            or (name in ("allowed_models", "token_budget") and getattr(changes, name) is None)
         ]
         detail = ", ".join(f"role={changes.role}" if f == "role" else f for f in fields)
         with self._audit.attempt(event, actor=actor.email, subject=self._email_of(user_id), detail=detail):
@@ -392,6 +402,12 @@ class AccountService:
         if changes.active is not None:
             values["active"] = changes.active
             rotate = rotate or not changes.active
+        if changes.allowed_models is not KEEP:
+            models = changes.allowed_models
+            values["allowed_models"] = None if models is None else json.dumps(_patterns(models))
+        if changes.token_budget is not KEEP:
+            budget = changes.token_budget
+            values["token_budget"] = None if budget is None else json.dumps(budget.as_dict())
         return self._update(user_id, rotate_stamp=rotate, **values)
 
     def delete_user(self, actor: UserState, user_id: str) -> None:

@@ -14,6 +14,7 @@ Rules (docs/api-keys.md):
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from dataclasses import dataclass
@@ -158,6 +159,8 @@ class ApiKeyService:
                 upstreams="\n".join(spec.upstreams) if spec.upstreams is not None else None,
                 paths="\n".join(spec.paths) if spec.paths is not None else None,
                 rate_limit=spec.rate_limit,
+                models="\n".join(spec.models) if spec.models is not None else None,
+                token_budget=json.dumps(spec.token_budget.as_dict()) if spec.token_budget else None,
                 created_at=int(time.time()),
                 expires_at=spec.expires_at,
             )

@@ -25,8 +25,9 @@ import hmac
 import re
 import secrets
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+from wardgate.config.model_access import Budget, parse_patterns
 from wardgate.config.values import parse_rate, path_prefixes
 from wardgate.errors import BadRequestError
 from wardgate.security.keys import API_KEY_DIGEST, derive_key
@@ -82,6 +83,8 @@ class NewKey:
     upstreams: tuple[str, ...] | None = None
     paths: tuple[str, ...] | None = None
     rate_limit: str | None = None
+    models: tuple[str, ...] | None = None
+    token_budget: Budget | None = None
 
 
 def _clean_name(name: str) -> str:
@@ -97,7 +100,7 @@ def check_new_key(spec: NewKey, now: int) -> NewKey:
         raise BadRequestError(
             "The expiry must be in the future and at most ten years away.", code="invalid_expiry"
         )
-    for name, values in (("upstreams", spec.upstreams), ("paths", spec.paths)):
+    for name, values in (("upstreams", spec.upstreams), ("paths", spec.paths), ("models", spec.models)):
         if values is not None and not values:
             raise BadRequestError(
                 f"'{name}' must list at least one entry, or be left out for no restriction.",
@@ -113,4 +116,8 @@ def check_new_key(spec: NewKey, now: int) -> NewKey:
             parse_rate(spec.rate_limit)
         except ValueError as exc:
             raise BadRequestError(f"rate_limit: {exc}.", code="invalid_rate_limit") from None
-    return NewKey(_clean_name(spec.name), spec.expires_at, upstreams, paths, spec.rate_limit)
+    try:
+        models = parse_patterns(list(spec.models)) if spec.models is not None else None
+    except ValueError as exc:
+        raise BadRequestError(f"models: {exc}.", code="invalid_models") from None
+    return replace(spec, name=_clean_name(spec.name), upstreams=upstreams, paths=paths, models=models)

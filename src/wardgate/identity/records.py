@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
 
+from wardgate.config.model_access import Budget
 from wardgate.config.values import Role
 from wardgate.identity.validation import PasswordPolicy
 from wardgate.security.ratelimit import Limit
@@ -48,12 +50,24 @@ class ClientInfo:
     user_agent: str | None = None
 
 
+class Keep(enum.Enum):
+    """A field an edit leaves as it is, where None is a value of its own ("inherit", "no budget")."""
+
+    KEEP = "keep"
+
+
+KEEP = Keep.KEEP
+
+
 @dataclass(frozen=True, slots=True)
 class UserChanges:
-    """An admin's edit of a user; None leaves a field as it is."""
+    """An admin's edit of a user; None (or KEEP, for fields where None means something) leaves a
+    field as it is."""
 
     role: str | None = None
     name: str | None = None
     email: str | None = None
     password: str | None = None
     active: bool | None = None
+    allowed_models: tuple[str, ...] | Keep | None = KEEP  # None: inherit from role and groups
+    token_budget: Budget | Keep | None = KEEP  # None: no budget of their own

@@ -385,10 +385,14 @@ class UpstreamResponse:
         while (chunk := await self._connection.next_chunk()) is not None:
             yield chunk
 
-    async def read(self) -> bytes:
-        """The whole body."""
+    async def read(self, *, limit: int | None = None) -> bytes:
+        """The whole body; UpstreamError when it is longer than `limit` bytes."""
         parts = []
+        size = 0
         while (chunk := await self._connection.next_chunk()) is not None:
+            size += len(chunk)
+            if limit is not None and size > limit:
+                raise UpstreamError(f"answer longer than {limit} bytes")
             parts.append(chunk)
         return parts[0] if len(parts) == 1 else b"".join(parts)
 

@@ -6,11 +6,13 @@ Plain values copied from the database rows, so that a request check needs no I/O
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 from limits import RateLimitItem
 
+from wardgate.config.model_access import Budget, parse_budget
 from wardgate.config.values import Role, is_plain_path, parse_rate
 from wardgate.errors import AuthenticationError
 from wardgate.storage.models import ApiKey, User
@@ -32,6 +34,8 @@ class UserState:
     session_stamp: str
     profile_image_url: str = "/user.png"
     groups: tuple[str, ...] = ()
+    allowed_models: tuple[str, ...] | None = None  # None: what the role and groups allow
+    token_budget: Budget | None = None
 
     @classmethod
     def from_row(cls, row: User, groups: tuple[str, ...] = ()) -> UserState:
@@ -45,6 +49,8 @@ class UserState:
             row.session_stamp,
             row.profile_image_url,
             groups,
+            tuple(json.loads(row.allowed_models)) if row.allowed_models is not None else None,
+            parse_budget(json.loads(row.token_budget)) if row.token_budget else None,
         )
 
 
@@ -85,6 +91,8 @@ class ApiKeyState:
     expires_at: int | None
     scope: KeyScope
     rate: RateLimitItem | None  # the key's own limit, on top of API_KEY_RATE_LIMIT
+    models: tuple[str, ...] | None = None  # None: what its owner may use
+    token_budget: Budget | None = None
 
     @classmethod
     def from_row(cls, row: ApiKey) -> ApiKeyState:
@@ -101,6 +109,8 @@ class ApiKeyState:
                 tuple(row.paths.split("\n")) if row.paths else None,
             ),
             rate=parse_rate(row.rate_limit).item if row.rate_limit else None,
+            models=tuple(row.models.split("\n")) if row.models else None,
+            token_budget=parse_budget(json.loads(row.token_budget)) if row.token_budget else None,
         )
 
 

@@ -35,6 +35,8 @@ class User(Base):
     created_at: Mapped[int] = mapped_column(BigInteger)
     updated_at: Mapped[int] = mapped_column(BigInteger)
     last_active_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    allowed_models: Mapped[str | None] = mapped_column(Text, nullable=True)  # JSON list; NULL: inherit
+    token_budget: Mapped[str | None] = mapped_column(Text, nullable=True)  # JSON budget; NULL: none
 
 
 class AuthSession(Base):
@@ -131,6 +133,8 @@ class ApiKey(Base):
     upstreams: Mapped[str | None] = mapped_column(Text, nullable=True)  # newline-separated names
     paths: Mapped[str | None] = mapped_column(Text, nullable=True)  # newline-separated prefixes
     rate_limit: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    models: Mapped[str | None] = mapped_column(Text, nullable=True)  # newline-separated patterns
+    token_budget: Mapped[str | None] = mapped_column(Text, nullable=True)  # JSON budget
     created_at: Mapped[int] = mapped_column(BigInteger)
     expires_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     last_used_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
@@ -196,3 +200,46 @@ class OAuthStateUse(Base):
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     expires_at: Mapped[int] = mapped_column(BigInteger)
+
+
+class UsageRecord(Base):
+    """One proxied model call: who, which model, how many tokens. Never what was asked or answered."""
+
+    __tablename__ = "usage_records"
+    __table_args__ = (
+        Index("ix_usage_records_at", "at", "id"),
+        Index("ix_usage_records_user", "user_id", "at"),
+        Index("ix_usage_records_key", "api_key_id", "at"),
+        Index("ix_usage_records_model", "model", "at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[int] = mapped_column(BigInteger)  # when the call started
+    user_id: Mapped[str] = mapped_column(String(36))
+    api_key_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    upstream: Mapped[str] = mapped_column(String(16))
+    endpoint: Mapped[str] = mapped_column(String(64))
+    model: Mapped[str] = mapped_column(String(200))
+    prompt_tokens: Mapped[int | None] = mapped_column(BigInteger, nullable=True)  # NULL: not reported
+    completion_tokens: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    cached_tokens: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    reasoning_tokens: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    duration_ms: Mapped[int] = mapped_column(Integer)
+    ttfb_ms: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    status: Mapped[int] = mapped_column(Integer)
+    streamed: Mapped[bool] = mapped_column(Boolean)
+    complete: Mapped[bool] = mapped_column(Boolean)  # False: the client left, or the stream broke off
+    metered: Mapped[bool] = mapped_column(Boolean)  # False: the upstream reported no usage at all
+    chat_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+
+
+class BudgetCounter(Base):
+    """Tokens and requests charged to one budget in one period (shared by every instance)."""
+
+    __tablename__ = "budget_counters"
+
+    scope: Mapped[str] = mapped_column(String(300), primary_key=True)  # e.g. "user:<id>:1d"
+    window_start: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    requests: Mapped[int] = mapped_column(BigInteger, default=0)
+    expires_at: Mapped[int] = mapped_column(BigInteger, index=True)  # the period's end: then pruned

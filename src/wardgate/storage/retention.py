@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import anyio.to_thread
-from sqlalchemy import delete, inspect, select
+from sqlalchemy import delete, inspect, select, tuple_
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import InstrumentedAttribute, Session, sessionmaker
 
@@ -43,12 +43,13 @@ def prune_before(
     """Delete the rows whose `column` (of a mapped table) is below `cutoff` (NULL never is), `batch`
     rows per transaction, at most `max_batches` batches; return how many were deleted."""
     model = column.class_
-    (key,) = inspect(model).primary_key
+    keys = inspect(model).primary_key
+    key = keys[0] if len(keys) == 1 else tuple_(*keys)  # a composite key: compared as a row value
     total = 0
     for _ in range(max_batches):
         if stopping is not None and stopping.is_set():
             break
-        chosen = select(key).where(column < cutoff).limit(batch).scalar_subquery()
+        chosen = select(*keys).where(column < cutoff).limit(batch)
         with sessions() as db, db.begin():
             deleted = int(db.execute(delete(model).where(key.in_(chosen))).rowcount)  # type: ignore[attr-defined]
         total += deleted

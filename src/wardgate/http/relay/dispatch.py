@@ -27,9 +27,11 @@ from starlette.types import Message, Receive, Scope, Send
 from wardgate.errors import ApiError, AuthenticationError, StoreUnavailableError
 from wardgate.http.deps import authenticate_caller, gateway, site
 from wardgate.http.errors import error_response, unexpected_error_response
+from wardgate.http.relay.models import forward_model_call
 from wardgate.http.relay.streaming import ReverseProxy
 from wardgate.http.relay.websocket import POLICY_VIOLATION, relay_websocket
 from wardgate.proxy.admission import admit
+from wardgate.proxy.models import classify
 from wardgate.proxy.upstreams import Upstream
 
 router = APIRouter(include_in_schema=False)
@@ -118,6 +120,10 @@ async def _proxy(request: Request, upstream: Upstream, send: Send) -> Response |
             return RedirectResponse(site(request).at(f"/auth?redirect={target}"), status_code=303)
         raise
     admit(principal, upstream, path)
+    call = classify(upstream.name, request.method, path[len(upstream.mount) :])
+    if call is not None:
+        await forward_model_call(request, principal, upstream, call, send)
+        return None
     proxy: ReverseProxy = request.app.state.proxy
     await proxy.forward(request, principal, upstream, send)
     return None

@@ -19,7 +19,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Protocol
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -36,6 +39,7 @@ from wardgate.proxy.upstreams import Upstream
 log = logging.getLogger(__name__)
 SMALL_ANSWER = 64 * 1024  # bytes; larger or unsized answers are streamed
 SMALL_BODY = 64 * 1024  # bytes; request bodies declared larger are streamed upstream as they arrive
+MAX_REWRITTEN = 8 * 1024 * 1024  # bytes of an answer wardgate rewrites (a model list) at most
 WATCH_AFTER = 0.05  # seconds into an exchange before a client's disconnect is watched for
 
 
@@ -79,6 +83,25 @@ class _Inbound:
             pass
 
 
+class Tap(Protocol):
+    """Sees an answer's body go by (`wardgate.usage.wire.UsageTap`): what it returns is sent on."""
+
+    strip: bool  # it may change the bytes: the answer goes out without a Content-Length
+
+    def feed(self, chunk: bytes) -> bytes: ...
+
+    def close(self) -> bytes: ...
+
+
+@dataclass
+class Exchange:
+    """How one proxied exchange went, for the usage record: filled in as it happens."""
+
+    status: int = 0
+    first_byte: float | None = None  # time.monotonic() of the answer's first body bytes to the client
+    complete: bool = False  # the whole answer reached the client
+
+
 class ReverseProxy:
     """Forward one authenticated request to its upstream and relay the answer back."""
 
@@ -92,11 +115,28 @@ class ReverseProxy:
         self.rules = rules
         self.is_ours = is_ours
 
-    async def forward(self, request: Request, principal: Caller, upstream: Upstream, send: Send) -> None:
-        """Send the request upstream (body streamed) and write the answer, or a 502/504, to `send`."""
+    async def forward(
+        self,
+        request: Request,
+        principal: Caller,
+        upstream: Upstream,
+        send: Send,
+        *,
+        read_body: bytes | None = None,
+        tap: Tap | None = None,
+        rewrite: Callable[[bytes], bytes] | None = None,
+        exchange: Exchange | None = None,
+    ) -> None:
+        """Send the request upstream (body streamed) and write the answer, or a 502/504, to `send`.
+
+        A model call hands in its body already read (`read_body`), a `tap` that watches the answer
+        (usage) and an `exchange` to fill in; a model list hands in a `rewrite` of its answer."""
         scope = request.scope
         scope.setdefault("state", {})[PROXIED_STATE_KEY] = True
         headers = upstream_request_headers(scope, principal, upstream, self.rules, self.is_ours)
+        if tap is not None or rewrite is not None:  # read by wardgate: never compressed
+            headers = [(n, v) for n, v in headers if n.lower() != "accept-encoding"]
+            headers.append(("accept-encoding", "identity"))
         url = upstream.target(scope["path"], scope["query_string"].decode("latin-1"))
         method: str = scope["method"]
         # The upstream request's framing comes from how the body arrived, never from headers passed
@@ -104,9 +144,11 @@ class ReverseProxy:
         chunked = header(scope, b"transfer-encoding") is not None  # wins over a length (RFC 9112 §6.3)
         declared = None if chunked else header(scope, b"content-length")
         length = int(declared) if declared is not None and declared.isdigit() else None
-        inbound = _Inbound(request.receive, has_body=chunked or declared is not None)
+        inbound = _Inbound(request.receive, has_body=read_body is None and (chunked or declared is not None))
         body: bytes | AsyncIterator[bytes] | None = None
-        if length is not None and length <= SMALL_BODY:
+        if read_body is not None:
+            body, length = read_body, len(read_body)
+        elif length is not None and length <= SMALL_BODY:
             try:
                 body = await inbound.read()  # a chat request, say: it leaves in one write with the head
             except _ClientGone:
@@ -119,9 +161,22 @@ class ReverseProxy:
             pending = self._client.request(
                 method, url, headers, body, length=length, cancellation=cancellation
             )
-            await _answer(request, upstream, pending, cancellation, send)
+            await _answer(request, upstream, pending, cancellation, send, _Shaping(tap, rewrite, exchange))
         finally:
             watch.stop()
+
+
+@dataclass
+class _Shaping:
+    """What a model call adds to relaying an answer: a tap, a rewrite, an exchange to fill in."""
+
+    tap: Tap | None = None
+    rewrite: Callable[[bytes], bytes] | None = None
+    exchange: Exchange | None = None
+
+    def first_bytes(self) -> None:
+        if self.exchange is not None and self.exchange.first_byte is None:
+            self.exchange.first_byte = time.monotonic()
 
 
 class _DisconnectWatch:
@@ -158,6 +213,7 @@ async def _answer(
     pending: Awaitable[UpstreamResponse],
     cancellation: Cancellation,
     send: Send,
+    shaping: _Shaping,
 ) -> None:
     """Await the upstream's answer and write it, or the 502/504 that replaces it, to `send`."""
     try:
@@ -174,11 +230,13 @@ async def _answer(
         log.warning("upstream %s unavailable (%s)", upstream.name, exc)
         await _refuse(request, send, 502, f"The {upstream.name} service is unavailable.")
         return
+    if shaping.exchange is not None:
+        shaping.exchange.status = answer.status
     try:
-        if _is_small(answer):
-            await _send_whole(answer, request, cancellation, send)
+        if _is_small(answer) or (shaping.rewrite is not None and answer.status == 200):
+            await _send_whole(answer, request, cancellation, send, shaping)
         else:
-            await _relay(answer, cancellation, send)
+            await _relay(answer, cancellation, send, shaping)
     finally:
         answer.close()  # pooled again after a complete exchange, dropped (the upstream sees it) otherwise
 
@@ -195,40 +253,63 @@ def _is_small(answer: UpstreamResponse) -> bool:
     return length.isdigit() and int(length) <= SMALL_ANSWER and b"text/event-stream" not in content_type
 
 
-def _start(answer: UpstreamResponse) -> Message:
+def _start(answer: UpstreamResponse, *, length: int | None = None, unsized: bool = False) -> Message:
+    """The answer's head: its own length, `length` when wardgate changed the body, or none at all
+    (`unsized`: the body may change as it streams, so it goes out chunked)."""
     headers = response_headers(answer.headers)
-    if answer.status in (204, 304):  # no body follows, whatever length a 304 announces (RFC 9110 §8.6)
+    if answer.status in (204, 304) or length is not None or unsized:
+        # no body follows a 204 or 304, whatever length a 304 announces (RFC 9110 §8.6)
         headers = [(name, value) for name, value in headers if name != b"content-length"]
+    if length is not None and answer.status not in (204, 304):
+        headers.append((b"content-length", str(length).encode()))
     return {"type": "http.response.start", "status": answer.status, "headers": headers}
 
 
 async def _send_whole(
-    answer: UpstreamResponse, request: Request, cancellation: Cancellation, send: Send
+    answer: UpstreamResponse, request: Request, cancellation: Cancellation, send: Send, shaping: _Shaping
 ) -> None:
     try:
-        body = await answer.read()  # as sent: still encoded
+        body = await answer.read(limit=MAX_REWRITTEN if shaping.rewrite is not None else None)
     except UpstreamError as exc:
         if cancellation.cancelled:
             return
         log.warning("upstream answer broke off (%s)", exc)
         await _refuse(request, send, 502, "The upstream answer broke off.")
         return
-    await send(_start(answer))
-    await send({"type": "http.response.body", "body": body})
+    sent = body  # as sent: still encoded, unless wardgate reads it (then it asked for no encoding)
+    if shaping.rewrite is not None and answer.status == 200:
+        sent = shaping.rewrite(body)
+    if shaping.tap is not None:
+        sent = shaping.tap.feed(sent) + shaping.tap.close()
+    shaping.first_bytes()
+    await send(_start(answer, length=len(sent) if sent is not body else None))
+    await send({"type": "http.response.body", "body": sent})
+    if shaping.exchange is not None:
+        shaping.exchange.complete = True
 
 
-async def _relay(answer: UpstreamResponse, cancellation: Cancellation, send: Send) -> None:
+async def _relay(
+    answer: UpstreamResponse, cancellation: Cancellation, send: Send, shaping: _Shaping | None = None
+) -> None:
     """Chunks as the upstream sends them, until it ends or the client leaves (which cancels it).
 
     An upstream that breaks off leaves the response unfinished: the server then closes the
     connection, so the client sees the stream cut short rather than ended.
     """
-    await send(_start(answer))
+    tap = shaping.tap if shaping is not None else None
+    await send(_start(answer, unsized=tap is not None and tap.strip))
     try:
         async for chunk in answer.chunks():
-            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            out = tap.feed(chunk) if tap is not None else chunk
+            if out:
+                if shaping is not None:
+                    shaping.first_bytes()
+                await send({"type": "http.response.body", "body": out, "more_body": True})
     except UpstreamError as exc:
         if not cancellation.cancelled:
             log.warning("upstream stream broke off (%s)", exc)
         return
-    await send({"type": "http.response.body", "body": b""})
+    rest = tap.close() if tap is not None else b""
+    await send({"type": "http.response.body", "body": rest})
+    if shaping is not None and shaping.exchange is not None:
+        shaping.exchange.complete = not cancellation.cancelled

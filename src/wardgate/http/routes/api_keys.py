@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from wardgate.errors import BadRequestError, NotFoundError
 from wardgate.http.deps import AdminUser, CurrentUser, GatewayDep, VerifiedUser
 from wardgate.http.errors import ERROR_RESPONSES
+from wardgate.http.schemas import TokenBudget
 from wardgate.identity.api_keys import CreatedKey
 from wardgate.identity.key_material import DEFAULT_NAME, NewKey
 from wardgate.storage.models import ApiKey
@@ -54,6 +55,10 @@ class ApiKeyForm(BaseModel):
     rate_limit: str | None = Field(
         None, max_length=32, description="The key's own limit such as 60/1m, on top of API_KEY_RATE_LIMIT."
     )
+    models: list[str] | None = Field(
+        None, max_length=256, description="Only models matching these names or globs (llama3*); absent: any."
+    )
+    token_budget: TokenBudget | None = Field(None, description="The key's own token budget per period.")
 
 
 class ApiKeyInfo(BaseModel):
@@ -69,6 +74,8 @@ class ApiKeyInfo(BaseModel):
     upstreams: list[str] | None
     paths: list[str] | None
     rate_limit: str | None
+    models: list[str] | None = None
+    token_budget: TokenBudget | None = None
 
 
 class NewApiKey(ApiKeyInfo):
@@ -103,6 +110,8 @@ def key_info(row: ApiKey) -> ApiKeyInfo:
         upstreams=row.upstreams.split("\n") if row.upstreams else None,
         paths=row.paths.split("\n") if row.paths else None,
         rate_limit=row.rate_limit,
+        models=row.models.split("\n") if row.models else None,
+        token_budget=TokenBudget.of_json(row.token_budget),
     )
 
 
@@ -118,6 +127,8 @@ def _new_key(form: ApiKeyForm) -> NewKey:
         upstreams=tuple(form.upstreams) if form.upstreams is not None else None,
         paths=tuple(form.paths) if form.paths is not None else None,
         rate_limit=form.rate_limit,
+        models=tuple(form.models) if form.models is not None else None,
+        token_budget=form.token_budget.budget() if form.token_budget is not None else None,
     )
 
 

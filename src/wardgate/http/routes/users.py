@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from functools import partial
 from typing import Literal
@@ -12,8 +13,8 @@ from fastapi import APIRouter, Query
 from wardgate.errors import NotFoundError
 from wardgate.http.deps import AdminUser, GatewayDep
 from wardgate.http.errors import ERROR_RESPONSES
-from wardgate.http.schemas import UserList, UserModel, UserUpdateForm
-from wardgate.identity.records import UserChanges
+from wardgate.http.schemas import TokenBudget, UserList, UserModel, UserUpdateForm
+from wardgate.identity.records import KEEP, UserChanges
 from wardgate.storage.models import User
 from wardgate.storage.paging import MAX_OFFSET
 
@@ -32,6 +33,8 @@ def user_model(row: User) -> UserModel:
         created_at=row.created_at,
         updated_at=row.updated_at,
         last_active_at=row.last_active_at,
+        allowed_models=json.loads(row.allowed_models) if row.allowed_models is not None else None,
+        token_budget=TokenBudget.of_json(row.token_budget),
     )
 
 
@@ -71,9 +74,19 @@ async def get_user(user_id: str, _admin: AdminUser, gw: GatewayDep) -> UserModel
 
 @router.post("/{user_id}/update", response_model=UserModel, summary="Edit an account")
 async def update_user(user_id: str, form: UserUpdateForm, admin: AdminUser, gw: GatewayDep) -> UserModel:
-    """Change role, name, email, password or enabled state; a password change or disabling ends sessions."""
+    """Change role, name, email, password, enabled state, the models the person may use
+    (`allowed_models`, null: inherit) or their token budget (null: none of their own); a password
+    change or disabling ends sessions."""
+    given = form.model_fields_set
+    models, budget = form.allowed_models, form.token_budget
     changes = UserChanges(
-        role=form.role, name=form.name, email=form.email, password=form.password, active=form.active
+        role=form.role,
+        name=form.name,
+        email=form.email,
+        password=form.password,
+        active=form.active,
+        allowed_models=KEEP if "allowed_models" not in given else None if models is None else tuple(models),
+        token_budget=KEEP if "token_budget" not in given else None if budget is None else budget.budget(),
     )
     await anyio.to_thread.run_sync(gw.accounts.update_user, admin.user, _user_id(user_id), changes)
     row = await anyio.to_thread.run_sync(gw.accounts.get_user, _user_id(user_id))

@@ -1,0 +1,201 @@
+"""Model calls through the relay: the model rule, the budget, and the usage of each call.
+
+After admission (`wardgate.proxy.admission`), a request that `wardgate.proxy.models.classify`
+recognises is handled here, before the upstream is contacted:
+
+- using a model: the body is read whole (at most `MODEL_REQUEST_MAX_BYTES`, else 413), the model
+  read from it (JSON, or the `model` field of a multipart form), the caller's rules applied (403
+  naming the model), the budgets charged (429 when one is used up; 503 when they cannot be read),
+  then the call is forwarded with a `UsageTap` on its answer; its record and the budgets' final
+  charge are written once the answer is over;
+- listing models: the answer is filtered to what the caller may use;
+- naming a model in the path: the same rule, from the path;
+- managing the model server: the configured roles only.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncGenerator
+from functools import partial
+
+import anyio.to_thread
+from starlette.datastructures import Headers, UploadFile
+from starlette.formparsers import MultiPartException, MultiPartParser
+from starlette.requests import Request
+from starlette.types import Send
+
+from wardgate.errors import BadRequestError, RateLimitedError, TooLargeError
+from wardgate.gateway import Gateway
+from wardgate.http.deps import gateway
+from wardgate.http.relay.streaming import Exchange, ReverseProxy
+from wardgate.identity.authentication import Caller, KeyPrincipal
+from wardgate.proxy.models import Kind, ModelCall, ModelRules
+from wardgate.proxy.upstreams import Upstream
+from wardgate.usage.budgets import allowances
+from wardgate.usage.recorder import CallRecord
+from wardgate.usage.wire import Format, ModelRequest, UsageTap, form_request, read_json_request
+
+UNMETERED_ENDPOINTS = frozenset({"api/show"})  # uses no tokens: ruled, not metered
+
+
+async def forward_model_call(
+    request: Request, caller: Caller, upstream: Upstream, call: ModelCall, send: Send
+) -> None:
+    """Apply the model rules (and budgets, and metering) to one call, then forward it."""
+    gw = gateway(request)
+    proxy: ReverseProxy = request.app.state.proxy
+    rules = gw.model_rules
+    if call.kind is Kind.MANAGE:
+        rules.require_manager(caller)
+        await proxy.forward(request, caller, upstream, send)
+    elif call.kind is Kind.NAMED:
+        rules.require(caller, call.named)
+        await proxy.forward(request, caller, upstream, send)
+    elif call.kind is Kind.LIST:
+        rewrite = partial(_filtered_list, rules, caller, call)
+        await proxy.forward(request, caller, upstream, send, rewrite=rewrite)
+    else:
+        await _use(request, gw, proxy, caller, upstream, call, send)
+
+
+async def _use(
+    request: Request,
+    gw: Gateway,
+    proxy: ReverseProxy,
+    caller: Caller,
+    upstream: Upstream,
+    call: ModelCall,
+    send: Send,
+) -> None:
+    body = await _read_body(request, gw.model_rules.max_request_bytes)
+    if call.multipart:
+        wanted = await _multipart_model(request, body)
+    else:
+        wanted = read_json_request(body, call.format, call.endpoint)
+    model = gw.model_rules.require(caller, wanted.model)
+    forwarded = wanted.body if wanted.body else body
+    if call.endpoint in UNMETERED_ENDPOINTS:
+        await proxy.forward(request, caller, upstream, send, read_body=forwarded)
+        return
+    key = caller.key if isinstance(caller, KeyPrincipal) else None
+    user = caller.user
+    found = allowances(
+        gw.model_rules.access,
+        user_id=user.id,
+        role=user.role,
+        groups=user.groups,
+        own=user.token_budget,
+        key_id=key.id if key else None,
+        key_budget=key.token_budget if key else None,
+    )
+    reserve = wanted.max_tokens or 0
+    try:
+        reservation = await anyio.to_thread.run_sync(partial(gw.budgets.reserve, found, reserve))
+    except RateLimitedError as exc:
+        gw.audit.refused("usage.budget_exhausted", exc, actor=user.email, subject=user.email)
+        raise
+    tap = UsageTap(call.format, streamed=wanted.stream, strip=wanted.asks_usage)
+    exchange = Exchange()
+    started_wall, started = int(time.time()), time.monotonic()
+    try:
+        await proxy.forward(request, caller, upstream, send, read_body=forwarded, tap=tap, exchange=exchange)
+    finally:
+        usage = tap.usage
+        ended = time.monotonic()
+        gw.usage.add(
+            CallRecord(
+                at=started_wall,
+                user_id=user.id,
+                api_key_id=key.id if key else None,
+                upstream=upstream.name,
+                endpoint=call.endpoint,
+                model=model[:200],
+                prompt_tokens=usage.prompt_tokens if usage else None,
+                completion_tokens=usage.completion_tokens if usage else None,
+                cached_tokens=usage.cached_tokens if usage else None,
+                reasoning_tokens=usage.reasoning_tokens if usage else None,
+                duration_ms=int((ended - started) * 1000),
+                ttfb_ms=int((exchange.first_byte - started) * 1000) if exchange.first_byte else None,
+                status=exchange.status,
+                streamed=wanted.stream,
+                complete=exchange.complete and (tap.finished or not wanted.stream),
+                metered=usage is not None,
+                chat_id=None,
+            )
+        )
+        used = usage.total if usage is not None else None
+        await anyio.to_thread.run_sync(gw.budgets.settle, reservation, used)
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The whole request body, refused with 413 as soon as it passes `limit` bytes."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise _too_large(limit)
+    parts: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _too_large(limit)
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+def _too_large(limit: int) -> TooLargeError:
+    return TooLargeError(f"A model request may be at most {limit} bytes.", code="model_request_too_large")
+
+
+async def _multipart_model(request: Request, body: bytes) -> ModelRequest:
+    """The `model` field of a multipart form (audio, image edits); the files are not kept."""
+
+    async def stream() -> AsyncGenerator[bytes, None]:
+        yield body
+
+    parser = MultiPartParser(Headers(scope=request.scope), stream(), max_files=16, max_fields=64)
+    try:
+        form = await parser.parse()
+    except MultiPartException as exc:
+        raise BadRequestError(f"The form could not be read: {exc.message}", code="invalid_form") from None
+    try:
+        model = form.get("model")
+        return form_request(model if isinstance(model, str) else None)
+    finally:
+        for value in form.values():
+            if isinstance(value, UploadFile):
+                await value.close()
+
+
+def _filtered_list(rules: ModelRules, caller: Caller, call: ModelCall, body: bytes) -> bytes:
+    """A model list with only the models the caller may use (Ollama's `models`, OpenAI's `data`)."""
+    try:
+        document = json.loads(body)
+    except ValueError:
+        return _empty_list(call)
+    if not isinstance(document, dict):
+        return _empty_list(call)
+    field, name = ("models", _ollama_name) if call.format is Format.OLLAMA else ("data", _openai_name)
+    items = document.get(field)
+    if not isinstance(items, list):
+        return _empty_list(call)
+    document[field] = [item for item in items if (n := name(item)) and rules.may_use(caller, n)]
+    return json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _empty_list(call: ModelCall) -> bytes:
+    """What a list that cannot be read shows: nothing (never the unfiltered answer)."""
+    return b'{"models":[]}' if call.format is Format.OLLAMA else b'{"object":"list","data":[]}'
+
+
+def _ollama_name(item: object) -> str | None:
+    if not isinstance(item, dict):
+        return None
+    found = item.get("name", item.get("model"))
+    return found if isinstance(found, str) else None
+
+
+def _openai_name(item: object) -> str | None:
+    found = item.get("id") if isinstance(item, dict) else None
+    return found if isinstance(found, str) else None

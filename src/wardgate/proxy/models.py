@@ -1,0 +1,128 @@
+"""Which model a call uses, and whether the caller may use it (pure: no I/O).
+
+`classify` names what a request to a model server does: uses a model named in its body, lists
+models, names one in its path, manages the server (pull, delete, files, fine-tuning, batches), or
+none of these (`/api/version`). `ModelRules.may_use` applies the rules in the order of how specific
+they are — the role's patterns, the person's groups, the person's own `allowed_models`, the API
+key's `models` — each of which can only narrow what the one before allowed:
+
+- no rule at a level allows everything at that level (the default: every model for everyone);
+- the groups' rules are one level: a member may use what any of their groups with a rule allows.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from wardgate.config.model_access import ModelAccess, matches
+from wardgate.errors import PermissionDeniedError
+from wardgate.identity.authentication import Caller, KeyPrincipal
+from wardgate.usage.wire import Format
+
+MANAGE_REQUIRED = "Managing the model server is for administrators."
+
+
+class Kind(enum.Enum):
+    USE = "use"  # the model is named in the request body
+    LIST = "list"  # the answer lists models: filtered to what the caller may use
+    NAMED = "named"  # the model is named in the path (GET /models/{id})
+    MANAGE = "manage"  # changes what the server holds or runs jobs on it
+
+
+@dataclass(frozen=True, slots=True)
+class ModelCall:
+    """What a request to a model server is: its kind, its wire format and its endpoint's name."""
+
+    kind: Kind
+    format: Format
+    endpoint: str  # e.g. "chat/completions", "api/chat"
+    multipart: bool = False
+    named: str | None = None  # the model a NAMED call names
+
+
+_OPENAI_USE = {
+    "chat/completions": False,
+    "completions": False,
+    "embeddings": False,
+    "moderations": False,
+    "audio/speech": False,
+    "audio/transcriptions": True,
+    "audio/translations": True,
+    "images/generations": False,
+    "images/edits": True,
+    "images/variations": True,
+}
+_OPENAI_MANAGE = ("files", "fine_tuning", "batches", "uploads")
+_OLLAMA_USE = ("api/chat", "api/generate", "api/embed", "api/embeddings", "api/show")
+_OLLAMA_LIST = ("api/tags", "api/ps")
+_OLLAMA_MANAGE = ("api/pull", "api/push", "api/create", "api/copy", "api/delete", "api/blobs")
+
+
+def classify(upstream: str, method: str, path: str) -> ModelCall | None:
+    """What a request for `path` (below the upstream's mount) does; None: nothing model-specific."""
+    rest = path.strip("/")
+    if upstream == "ollama":
+        if rest in _OLLAMA_USE and method == "POST":
+            return ModelCall(Kind.USE, Format.OLLAMA, rest)
+        if rest in _OLLAMA_LIST:
+            return ModelCall(Kind.LIST, Format.OLLAMA, rest)
+        if any(rest == p or rest.startswith(p + "/") for p in _OLLAMA_MANAGE):
+            return ModelCall(Kind.MANAGE, Format.OLLAMA, rest.split("/", 2)[1])
+        if not rest.startswith("v1/"):
+            return None
+    elif upstream != "openai":
+        return None
+    return _openai_call(method, rest.removeprefix("v1/"))
+
+
+def _openai_call(method: str, rest: str) -> ModelCall | None:
+    if rest in _OPENAI_USE and method == "POST":
+        return ModelCall(Kind.USE, Format.OPENAI, rest, multipart=_OPENAI_USE[rest])
+    if rest == "responses" and method == "POST":
+        return ModelCall(Kind.USE, Format.RESPONSES, rest)
+    if rest == "models":
+        return ModelCall(Kind.LIST, Format.OPENAI, rest)
+    if rest.startswith("models/") and len(rest) > len("models/"):
+        if method in ("GET", "HEAD"):
+            return ModelCall(Kind.NAMED, Format.OPENAI, "models", named=rest.removeprefix("models/"))
+        return ModelCall(Kind.MANAGE, Format.OPENAI, "models")  # deleting a fine-tuned model
+    first = rest.split("/", 1)[0]
+    if first in _OPENAI_MANAGE:
+        return ModelCall(Kind.MANAGE, Format.OPENAI, first)
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class ModelRules:
+    """The configured rules (`MODEL_ACCESS_FILE`) applied to a caller, and the size a model
+    request may have (`MODEL_REQUEST_MAX_BYTES`)."""
+
+    access: ModelAccess
+    max_request_bytes: int = 32 * 1024 * 1024
+
+    def may_use(self, caller: Caller, model: str) -> bool:
+        """Whether every level of rule that applies to `caller` allows `model`."""
+        user = caller.user
+        role_rule = self.access.role_models.get(user.role)
+        if role_rule is not None and not matches(role_rule, model):
+            return False
+        group_rules = [self.access.group_models[g] for g in user.groups if g in self.access.group_models]
+        if group_rules and not any(matches(rule, model) for rule in group_rules):
+            return False
+        if user.allowed_models is not None and not matches(user.allowed_models, model):
+            return False
+        key = caller.key if isinstance(caller, KeyPrincipal) else None
+        return key is None or key.models is None or matches(key.models, model)
+
+    def require(self, caller: Caller, model: str | None) -> str:
+        """The model, if the caller may use it; PermissionDeniedError (403) naming it otherwise."""
+        if not model or not self.may_use(caller, model):
+            shown = (model or "")[:200]
+            raise PermissionDeniedError(f"You may not use the model {shown}.", code="model_denied")
+        return model
+
+    def require_manager(self, caller: Caller) -> None:
+        """Managing the model server: the configured roles only (default: admins)."""
+        if caller.user.role not in self.access.manage_roles:
+            raise PermissionDeniedError(MANAGE_REQUIRED, code="model_management_denied")

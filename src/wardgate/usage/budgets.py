@@ -1,0 +1,201 @@
+"""Token budgets that hold across instances: counters in the shared database, checked before a call.
+
+Which budgets apply to a call (`allowances`): the API key's own; the person's own (`token_budget`),
+or else their role's (one counter per person either way); and each budget of a group they are in
+(one pool the group shares). Every one of them must have tokens left.
+
+Before a call is forwarded, `reserve` charges each budget's counter for the current period in one
+transaction: it adds one request and the tokens the call states it may produce (`max_tokens`,
+`num_predict`, …), but only where the counter is still below its limit (an atomic conditional
+UPDATE, so instances sharing the database cannot both take the last of a budget unseen). When the
+answer is done, `settle` replaces the reservation with the tokens the upstream reported.
+
+The bound on overshoot: a call is admitted while tokens are left, and its usage is known only when
+it ends. So a budget can be exceeded by at most what the calls in flight when it ran out use beyond
+what they reserved: nothing more than their prompts when each states a maximum, at most their whole
+usage when they do not. A call whose upstream reports no usage is charged what it reserved.
+
+Fail closed: when the database cannot answer, the call is refused (503), never let through
+unmetered. Periods are calendar windows in UTC (`Budget.window`).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import select, update
+from sqlalchemy.dialects.postgresql import insert as postgres_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from wardgate.config.model_access import Budget, ModelAccess
+from wardgate.config.values import Role
+from wardgate.errors import RateLimitedError, StoreUnavailableError
+from wardgate.storage.models import BudgetCounter
+from wardgate.storage.retention import prune_before
+
+PERIOD_NAMES = {"1h": "an hour", "1d": "a day", "7d": "a week", "30d": "a month"}
+_PERIOD_SECONDS = {"1h": 3600, "1d": 86400, "7d": 7 * 86400, "30d": 31 * 86400}
+
+
+@dataclass(frozen=True, slots=True)
+class Allowance:
+    """One budget that applies to a call: its counter's scope and whose it is."""
+
+    scope: str  # e.g. "user:<id>:1d": the counter, per period
+    kind: str  # "key", "user" or "group"
+    owner: str  # key id, user id or group name
+    budget: Budget
+
+    @property
+    def label(self) -> str:
+        return {"key": "this API key", "user": "your account"}.get(self.kind, f"the group {self.owner}")
+
+
+def allowances(
+    access: ModelAccess,
+    *,
+    user_id: str,
+    role: Role,
+    groups: Sequence[str],
+    own: Budget | None,
+    key_id: str | None = None,
+    key_budget: Budget | None = None,
+) -> list[Allowance]:
+    """The budgets a call by this person (and key) is charged to, in a fixed order (lock order)."""
+    found: list[Allowance] = []
+    if key_id is not None and key_budget is not None:
+        found.append(Allowance(f"key:{key_id}:{key_budget.period}", "key", key_id, key_budget))
+    personal = own if own is not None else access.role_budgets.get(role)
+    if personal is not None:
+        found.append(Allowance(f"user:{user_id}:{personal.period}", "user", user_id, personal))
+    for group in sorted(set(groups)):
+        budget = access.group_budgets.get(group)
+        if budget is not None:
+            found.append(Allowance(f"group:{group}:{budget.period}", "group", group, budget))
+    return sorted(found, key=lambda a: a.scope)
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    """What `reserve` charged: per counter (scope, period start), the tokens set aside."""
+
+    counters: tuple[tuple[str, int], ...]
+    tokens: int
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetState:
+    """How much of a budget is used in the current period."""
+
+    allowance: Allowance
+    used_tokens: int
+    used_requests: int
+    resets_at: int
+
+    @property
+    def remaining_tokens(self) -> int:
+        return max(0, self.allowance.budget.tokens - self.used_tokens)
+
+
+class BudgetLedger:
+    """The budget counters, in the database every instance shares."""
+
+    def __init__(self, sessions: sessionmaker[Session]) -> None:
+        self._sessions = sessions
+
+    def reserve(self, found: Sequence[Allowance], tokens: int, *, now: float | None = None) -> Reservation:
+        """Charge one request and `tokens` to every budget, or none of them: RateLimitedError (429)
+        naming the first that is used up; StoreUnavailableError when the database cannot answer."""
+        at = time.time() if now is None else now
+        counters: list[tuple[str, int]] = []
+        if not found:
+            return Reservation((), tokens)
+        try:
+            with self._sessions() as db, db.begin():
+                for allowance in found:
+                    start, end = allowance.budget.window(at)
+                    self._ensure(db, allowance.scope, start, end)
+                    limit = allowance.budget
+                    conditions = [BudgetCounter.tokens < limit.tokens]
+                    if limit.requests is not None:
+                        conditions.append(BudgetCounter.requests < limit.requests)
+                    charged = db.execute(
+                        update(BudgetCounter)
+                        .where(BudgetCounter.scope == allowance.scope, BudgetCounter.window_start == start)
+                        .where(*conditions)
+                        .values(tokens=BudgetCounter.tokens + tokens, requests=BudgetCounter.requests + 1)
+                    )
+                    if charged.rowcount != 1:  # type: ignore[attr-defined]
+                        raise _used_up(allowance, end, at)  # the transaction (every charge) is undone
+                    counters.append((allowance.scope, start))
+        except SQLAlchemyError as exc:
+            raise StoreUnavailableError(
+                "the budget counters cannot be read; no model call is let through unmetered"
+            ) from exc
+        return Reservation(tuple(counters), tokens)
+
+    def settle(self, reservation: Reservation, used: int | None) -> None:
+        """Replace the reserved tokens with those the call used (None: not reported; the
+        reservation stands)."""
+        delta = 0 if used is None else used - reservation.tokens
+        if not delta or not reservation.counters:
+            return
+        with self._sessions() as db, db.begin():
+            for scope, start in reservation.counters:
+                db.execute(
+                    update(BudgetCounter)
+                    .where(BudgetCounter.scope == scope, BudgetCounter.window_start == start)
+                    .values(tokens=BudgetCounter.tokens + delta)
+                )
+
+    def states(self, found: Sequence[Allowance], *, now: float | None = None) -> list[BudgetState]:
+        """Each budget's use in its current period (for the usage API and the pages)."""
+        at = time.time() if now is None else now
+        windows = {a.scope: a.budget.window(at) for a in found}
+        with self._sessions() as db:
+            rows: Mapping[tuple[str, int], tuple[int, int]] = {
+                (scope, start): (tokens, requests)
+                for scope, start, tokens, requests in db.execute(
+                    select(
+                        BudgetCounter.scope,
+                        BudgetCounter.window_start,
+                        BudgetCounter.tokens,
+                        BudgetCounter.requests,
+                    ).where(BudgetCounter.scope.in_(list(windows)))
+                )
+            }
+        states = []
+        for allowance in found:
+            start, end = windows[allowance.scope]
+            tokens, requests = rows.get((allowance.scope, start), (0, 0))
+            states.append(BudgetState(allowance, tokens, requests, end))
+        return states
+
+    def prune(self, now: int, stopping: threading.Event) -> int:
+        """Delete counters of periods that ended a day ago or more (a housekeeping job)."""
+        return prune_before(self._sessions, BudgetCounter.expires_at, now - 86400, stopping=stopping)
+
+    @staticmethod
+    def _ensure(db: Session, scope: str, start: int, end: int) -> None:
+        values = {"scope": scope, "window_start": start, "tokens": 0, "requests": 0, "expires_at": end}
+        insert = postgres_insert if db.get_bind().dialect.name == "postgresql" else sqlite_insert
+        db.execute(insert(BudgetCounter).values(**values).on_conflict_do_nothing())
+
+
+def _used_up(allowance: Allowance, resets_at: int, now: float) -> RateLimitedError:
+    budget = allowance.budget
+    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(resets_at))
+    return RateLimitedError(
+        f"The token budget of {allowance.label} ({budget.tokens} tokens"
+        f"{f' or {budget.requests} requests' if budget.requests is not None else ''} "
+        f"{PERIOD_NAMES[budget.period]}) is used up; it resets at {when}.",
+        retry_after=int(resets_at - now) + 1,
+        code="budget_exhausted",
+        bucket=f"budget:{allowance.scope}",
+        window=_PERIOD_SECONDS[budget.period],
+    )
