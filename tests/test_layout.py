@@ -30,7 +30,7 @@ LAYERS: dict[str, set[str]] = {
     "identity": {"config", "security", "storage", "audit", "sessions"},
     "oauth": {"config", "security", "storage", "audit", "sessions", "identity"},
     "usage": {"config", "storage"},
-    "proxy": {"config", "identity", "usage"},
+    "proxy": {"config", "sessions", "identity", "usage"},
     "gateway": {"config", "security", "storage", "audit", "sessions", "identity", "oauth", "proxy", "usage"},
     "http": {
         "__init__",

@@ -41,6 +41,7 @@ from wardgate.storage import db, schema
 from wardgate.storage.retention import Housekeeper, Job
 from wardgate.usage.budgets import BudgetLedger
 from wardgate.usage.recorder import UsageRecorder
+from wardgate.usage.reports import UsageReports
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +67,7 @@ class Gateway:
     model_rules: ModelRules  # who may use which model, and who may manage the model servers
     budgets: BudgetLedger  # token budgets, counted in the database every instance shares
     usage: UsageRecorder  # usage records, written in bulk
+    usage_reports: UsageReports  # and read back
     housekeeper: Housekeeper  # prunes what has outlived its retention
 
     @classmethod
@@ -127,6 +129,7 @@ class Gateway:
             model_rules=ModelRules(s.model_access_file, s.model_request_max_bytes),
             budgets=budgets,
             usage=usage,
+            usage_reports=UsageReports(sessions),
             housekeeper=Housekeeper(
                 [
                     Job("audit events", lambda now, stopping: audit.prune(now=now, stopping=stopping)),

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from wardgate.config.model_access import ModelAccess, matches
 from wardgate.errors import PermissionDeniedError
 from wardgate.identity.authentication import Caller, KeyPrincipal
+from wardgate.sessions.records import ApiKeyState, UserState
+from wardgate.usage.budgets import Allowance, allowances
 from wardgate.usage.wire import Format
 
 MANAGE_REQUIRED = "Managing the model server is for administrators."
@@ -121,6 +123,18 @@ class ModelRules:
             shown = (model or "")[:200]
             raise PermissionDeniedError(f"You may not use the model {shown}.", code="model_denied")
         return model
+
+    def allowances(self, user: UserState, key: ApiKeyState | None = None) -> list[Allowance]:
+        """The budgets a call by `user` (with `key`) is charged to (`wardgate.usage.budgets`)."""
+        return allowances(
+            self.access,
+            user_id=user.id,
+            role=user.role,
+            groups=user.groups,
+            own=user.token_budget,
+            key_id=key.id if key else None,
+            key_budget=key.token_budget if key else None,
+        )
 
     def require_manager(self, caller: Caller) -> None:
         """Managing the model server: the configured roles only (default: admins)."""

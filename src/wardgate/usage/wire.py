@@ -201,10 +201,10 @@ class UsageTap:
     def _event(self, event: bytes) -> bytes | None:
         """Note the usage of one event or line; None when the event is to be dropped."""
         if self.format is Format.OLLAMA:
-            if b'"done"' in event:
+            if b'"done"' in event or b'"prompt_eval_count"' in event:
                 document = _loads(event)
-                if isinstance(document, dict) and document.get("done") is True:
-                    self.finished = True
+                if isinstance(document, dict) and document.get("done", True) is True:
+                    self.finished = True  # the final object (/api/embed answers one, without "done")
                     self.usage = _ollama_usage(document) or self.usage
             return event
         data = _data_of(event)

@@ -33,7 +33,7 @@ from wardgate.http.relay.streaming import Exchange, ReverseProxy
 from wardgate.identity.authentication import Caller, KeyPrincipal
 from wardgate.proxy.models import Kind, ModelCall, ModelRules
 from wardgate.proxy.upstreams import Upstream
-from wardgate.usage.budgets import allowances
+from wardgate.usage.budgets import Reservation
 from wardgate.usage.recorder import CallRecord
 from wardgate.usage.wire import Format, ModelRequest, UsageTap, form_request, read_json_request
 
@@ -79,54 +79,80 @@ async def _use(
     if call.endpoint in UNMETERED_ENDPOINTS:
         await proxy.forward(request, caller, upstream, send, read_body=forwarded)
         return
-    key = caller.key if isinstance(caller, KeyPrincipal) else None
     user = caller.user
-    found = allowances(
-        gw.model_rules.access,
-        user_id=user.id,
-        role=user.role,
-        groups=user.groups,
-        own=user.token_budget,
-        key_id=key.id if key else None,
-        key_budget=key.token_budget if key else None,
-    )
+    found = gw.model_rules.allowances(user, caller.key if isinstance(caller, KeyPrincipal) else None)
     reserve = wanted.max_tokens or 0
     try:
         reservation = await anyio.to_thread.run_sync(partial(gw.budgets.reserve, found, reserve))
     except RateLimitedError as exc:
         gw.audit.refused("usage.budget_exhausted", exc, actor=user.email, subject=user.email)
         raise
-    tap = UsageTap(call.format, streamed=wanted.stream, strip=wanted.asks_usage)
-    exchange = Exchange()
-    started_wall, started = int(time.time()), time.monotonic()
+    metered = _MeteredCall(gw, caller, upstream, call, wanted, model, reservation)
     try:
-        await proxy.forward(request, caller, upstream, send, read_body=forwarded, tap=tap, exchange=exchange)
-    finally:
-        usage = tap.usage
-        ended = time.monotonic()
-        gw.usage.add(
-            CallRecord(
-                at=started_wall,
-                user_id=user.id,
-                api_key_id=key.id if key else None,
-                upstream=upstream.name,
-                endpoint=call.endpoint,
-                model=model[:200],
-                prompt_tokens=usage.prompt_tokens if usage else None,
-                completion_tokens=usage.completion_tokens if usage else None,
-                cached_tokens=usage.cached_tokens if usage else None,
-                reasoning_tokens=usage.reasoning_tokens if usage else None,
-                duration_ms=int((ended - started) * 1000),
-                ttfb_ms=int((exchange.first_byte - started) * 1000) if exchange.first_byte else None,
-                status=exchange.status,
-                streamed=wanted.stream,
-                complete=exchange.complete and (tap.finished or not wanted.stream),
-                metered=usage is not None,
-                chat_id=None,
-            )
+        await proxy.forward(
+            request,
+            caller,
+            upstream,
+            send,
+            read_body=forwarded,
+            tap=metered.tap,
+            exchange=metered.exchange,
+            before_end=metered.settle,
         )
-        used = usage.total if usage is not None else None
-        await anyio.to_thread.run_sync(gw.budgets.settle, reservation, used)
+    finally:
+        await metered.settle()  # if the answer broke off before its end
+        gw.usage.add(metered.record())
+
+
+class _MeteredCall:
+    """One forwarded model call: its tap, how the exchange went, and its budgets' final charge."""
+
+    def __init__(
+        self,
+        gw: Gateway,
+        caller: Caller,
+        upstream: Upstream,
+        call: ModelCall,
+        wanted: ModelRequest,
+        model: str,
+        reservation: Reservation,
+    ) -> None:
+        self.gw, self.caller, self.upstream, self.call = gw, caller, upstream, call
+        self.wanted, self.model, self.reservation = wanted, model, reservation
+        self.tap = UsageTap(call.format, streamed=wanted.stream, strip=wanted.asks_usage)
+        self.exchange = Exchange()
+        self.at, self.started = int(time.time()), time.monotonic()
+        self._settled = False
+
+    async def settle(self) -> None:
+        """Charge the budgets what the call used, once (before the answer's end reaches the client)."""
+        if self._settled:
+            return
+        self._settled = True
+        used = self.tap.usage.total if self.tap.usage is not None else None
+        await anyio.to_thread.run_sync(self.gw.budgets.settle, self.reservation, used)
+
+    def record(self) -> CallRecord:
+        usage, exchange, key = self.tap.usage, self.exchange, self.caller
+        first = exchange.first_byte
+        return CallRecord(
+            at=self.at,
+            user_id=self.caller.user.id,
+            api_key_id=key.key.id if isinstance(key, KeyPrincipal) else None,
+            upstream=self.upstream.name,
+            endpoint=self.call.endpoint,
+            model=self.model[:200],
+            prompt_tokens=usage.prompt_tokens if usage else None,
+            completion_tokens=usage.completion_tokens if usage else None,
+            cached_tokens=usage.cached_tokens if usage else None,
+            reasoning_tokens=usage.reasoning_tokens if usage else None,
+            duration_ms=int((time.monotonic() - self.started) * 1000),
+            ttfb_ms=int((first - self.started) * 1000) if first is not None else None,
+            status=exchange.status,
+            streamed=self.wanted.stream,
+            complete=exchange.complete and (self.tap.finished or not self.wanted.stream),
+            metered=usage is not None,
+        )
 
 
 async def _read_body(request: Request, limit: int) -> bytes:

@@ -126,11 +126,13 @@ class ReverseProxy:
         tap: Tap | None = None,
         rewrite: Callable[[bytes], bytes] | None = None,
         exchange: Exchange | None = None,
+        before_end: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         """Send the request upstream (body streamed) and write the answer, or a 502/504, to `send`.
 
         A model call hands in its body already read (`read_body`), a `tap` that watches the answer
-        (usage) and an `exchange` to fill in; a model list hands in a `rewrite` of its answer."""
+        (usage), an `exchange` to fill in and `before_end`, awaited once the answer's usage is known
+        and before its end reaches the client; a model list hands in a `rewrite` of its answer."""
         scope = request.scope
         scope.setdefault("state", {})[PROXIED_STATE_KEY] = True
         headers = upstream_request_headers(scope, principal, upstream, self.rules, self.is_ours)
@@ -161,7 +163,9 @@ class ReverseProxy:
             pending = self._client.request(
                 method, url, headers, body, length=length, cancellation=cancellation
             )
-            await _answer(request, upstream, pending, cancellation, send, _Shaping(tap, rewrite, exchange))
+            await _answer(
+                request, upstream, pending, cancellation, send, _Shaping(tap, rewrite, exchange, before_end)
+            )
         finally:
             watch.stop()
 
@@ -173,6 +177,13 @@ class _Shaping:
     tap: Tap | None = None
     rewrite: Callable[[bytes], bytes] | None = None
     exchange: Exchange | None = None
+    before_end: Callable[[], Awaitable[None]] | None = None
+
+    async def ending(self) -> None:
+        """The answer is about to end: its usage is known (budgets are charged before a client can
+        send its next call)."""
+        if self.before_end is not None:
+            await self.before_end()
 
     def first_bytes(self) -> None:
         if self.exchange is not None and self.exchange.first_byte is None:
@@ -281,6 +292,7 @@ async def _send_whole(
         sent = shaping.rewrite(body)
     if shaping.tap is not None:
         sent = shaping.tap.feed(sent) + shaping.tap.close()
+    await shaping.ending()
     shaping.first_bytes()
     await send(_start(answer, length=len(sent) if sent is not body else None))
     await send({"type": "http.response.body", "body": sent})
@@ -310,6 +322,8 @@ async def _relay(
             log.warning("upstream stream broke off (%s)", exc)
         return
     rest = tap.close() if tap is not None else b""
+    if shaping is not None:
+        await shaping.ending()
     await send({"type": "http.response.body", "body": rest})
     if shaping is not None and shaping.exchange is not None:
         shaping.exchange.complete = not cancellation.cancelled
