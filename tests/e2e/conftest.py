@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, sync_playwright
 
+from tests.e2e.browsing import Console
 from tests.servers import service_missing
 
 CHROMIUM_ARGS = [
@@ -46,3 +47,12 @@ def browser() -> Iterator[Browser]:
         )
         yield browser
         browser.close()
+
+
+@pytest.fixture
+def console() -> Iterator[Console]:
+    """A fresh console per test, checked after it: no errors, no CSP violations on any of its pages."""
+    collected = Console()
+    yield collected
+    assert collected.pages > 0, "the console listener saw no page"
+    assert collected.problems() == []

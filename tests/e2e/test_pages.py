@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, BrowserContext, ConsoleMessage, Page, expect
+from playwright.sync_api import Browser, Page, expect
 
 from tests.conftest import SECRET
+from tests.e2e.browsing import Console, new_context, shoot, sign_in
 from tests.servers import wardgate_process
 
 PASSWORD = "correct-horse-battery"
-ARTIFACTS = Path(
-    os.environ.get("WARDGATE_SCREENSHOT_DIR", Path(__file__).parents[1] / ".artifacts" / "screenshots")
-)
 pytestmark = pytest.mark.slow
 
 
@@ -31,60 +27,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     }
     with wardgate_process(env) as base:
         yield base
-
-
-class Console:
-    """The console errors and warnings of every page of one test, CSP violations among them."""
-
-    DELIBERATE = "Failed to load resource: the server responded with a status of 4"
-
-    def __init__(self) -> None:
-        self.messages: list[str] = []
-        self.pages = 0
-        self.allow_refusals = False
-        """A test that is answered a 4xx on purpose (a refused sign-in) sets this: Chromium logs it."""
-
-    def __call__(self, message: ConsoleMessage) -> None:
-        if message.type in ("error", "warning"):
-            self.messages.append(message.text)
-
-    def problems(self) -> list[str]:
-        """Every message that is not a deliberate refusal."""
-        allowed = self.DELIBERATE if self.allow_refusals else None
-        return [m for m in self.messages if allowed is None or not m.startswith(allowed)]
-
-
-@pytest.fixture
-def console() -> Iterator[Console]:
-    """A fresh console per test, checked after it: no errors, no CSP violations on any of its pages."""
-    collected = Console()
-    yield collected
-    assert collected.pages > 0, "the console listener saw no page"
-    assert collected.problems() == []
-
-
-def new_context(browser: Browser, console: Console, scheme: str = "light") -> BrowserContext:
-    context = browser.new_context(color_scheme=scheme, viewport={"width": 1200, "height": 800})
-
-    def watch(page: Page) -> None:
-        console.pages += 1
-        page.on("console", console)
-
-    context.on("page", watch)
-    return context
-
-
-def shoot(page: Page, name: str) -> None:
-    """Write a screenshot of the page in the current colour scheme."""
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
-
-
-def sign_in(page: Page, base: str, email: str, password: str = PASSWORD) -> None:
-    page.goto(f"{base}/auth")
-    page.get_by_label("Email").fill(email)
-    page.get_by_label("Password").fill(password)
-    page.get_by_role("button", name="Sign in").click()
 
 
 def test_first_run_creates_the_admin(server: str, browser: Browser, console: Console) -> None:

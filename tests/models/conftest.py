@@ -1,120 +1,23 @@
-"""A real fake model server (tests.fakes.models) and a real wardgate in front of it, with model rules."""
+"""Fixtures of the model tests: the fake model server and wardgate in front of it."""
 
 from __future__ import annotations
 
-import sqlite3
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
-import httpx
 import pytest
 
-from tests.conftest import PASSWORD, SECRET
-from tests.servers import free_port, stop, wardgate_process
-
-ROOT = Path(__file__).parents[2]
-UPSTREAM_KEY = "sk-upstream-secret-0123456789"
-ACCESS = """
-[models.roles]
-user = ["llama3*", "gpt-4o-mini", "text-embedding-3-small", "silent-model", "whisper-1", "mistral:7b"]
-
-[models.groups]
-
-[budgets.roles]
-
-[management]
-roles = ["admin"]
-"""
+from tests.models.deployment import Deployment, fake_models_process, running_deployment
 
 
 @pytest.fixture(scope="session")
 def models_server() -> Iterator[str]:
-    """The fake OpenAI + Ollama server as its own process: its base URL once it answers."""
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "tests.fakes.models", str(port)],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                httpx.get(f"{url}/api/version", timeout=1)
-                break
-            except httpx.HTTPError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("the fake model server did not start") from None
-                time.sleep(0.05)
-        yield url
-    finally:
-        stop(process)
-
-
-@dataclass
-class Deployment:
-    """wardgate in front of the fake: its URL, its database, an admin and a user (tokens)."""
-
-    base: str
-    upstream: str
-    database: Path
-    admin: dict[str, Any]
-    user: dict[str, Any]
-
-    def records(self, expected: int, timeout: float = 10.0) -> list[dict[str, Any]]:
-        """The usage records, once at least `expected` are written (they are written in bulk)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            with sqlite3.connect(self.database) as db:
-                db.row_factory = sqlite3.Row
-                rows = [dict(r) for r in db.execute("SELECT * FROM usage_records ORDER BY id")]
-            if len(rows) >= expected or time.monotonic() > deadline:
-                return rows
-            time.sleep(0.05)
-
-    def upstream_requests(self) -> list[dict[str, Any]]:
-        found: list[dict[str, Any]] = httpx.get(f"{self.upstream}/__requests").json()
-        return found
-
-    def clear_upstream(self) -> None:
-        httpx.delete(f"{self.upstream}/__requests")
-
-
-def sign_up(base: str, email: str) -> dict[str, Any]:
-    body = {"name": email.split("@")[0].title(), "email": email, "password": PASSWORD}
-    response = httpx.post(f"{base}/api/v1/auths/signup", json=body, headers={"origin": base})
-    assert response.status_code == 200, response.text
-    found: dict[str, Any] = response.json()
-    return found
+    """The fake OpenAI + Ollama server (tests.fakes.models) as its own process."""
+    with fake_models_process() as base:
+        yield base
 
 
 @pytest.fixture(scope="module")
 def deployment(models_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
-    data = tmp_path_factory.mktemp("models")
-    access = data / "models.toml"
-    access.write_text(ACCESS)
-    env = {
-        "DATA_DIR": str(data),
-        "WEBUI_SECRET_KEY": SECRET,
-        "SESSION_SYNC_INTERVAL": "0.2",
-        "DEFAULT_USER_ROLE": "user",
-        "SIGNUP_RATE_LIMIT": "1000/1h",
-        "ENABLE_API_KEYS": "true",
-        "USER_PERMISSIONS_FEATURES_API_KEYS": "true",
-        "OLLAMA_BASE_URL": models_server,
-        "OPENAI_API_BASE_URL": f"{models_server}/v1",
-        "OPENAI_API_KEY": UPSTREAM_KEY,
-        "MODEL_ACCESS_FILE": str(access),
-        "MODEL_REQUEST_MAX_BYTES": str(256 * 1024),
-    }
-    with wardgate_process(env) as base:
-        admin = sign_up(base, "admin@example.com")
-        user = sign_up(base, "ada@example.com")
-        yield Deployment(base, models_server, data / "wardgate.db", admin, user)
+    """wardgate in front of it, with model rules, an admin and a user."""
+    with running_deployment(models_server, tmp_path_factory.mktemp("models")) as found:
+        yield found

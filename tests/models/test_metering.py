@@ -17,7 +17,7 @@ import pytest
 from openai import OpenAI, PermissionDeniedError, RateLimitError
 
 from tests.conftest import bearer
-from tests.models.conftest import UPSTREAM_KEY, Deployment, sign_up
+from tests.models.deployment import UPSTREAM_KEY, Deployment, sign_up
 
 pytestmark = pytest.mark.slow
 CHAT = [{"role": "user", "content": "say three words"}]  # 3 prompt tokens

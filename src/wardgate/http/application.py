@@ -36,7 +36,7 @@ from wardgate.http.relay import dispatch
 from wardgate.http.relay.dispatch import UpstreamDispatch
 from wardgate.http.relay.streaming import ReverseProxy
 from wardgate.http.rendering import STATIC
-from wardgate.http.routes import api_keys, audit, auth, oauth, pages, public, usage, users
+from wardgate.http.routes import api_keys, audit, auth, oauth, pages, public, usage, usage_pages, users
 from wardgate.http.site import Site
 from wardgate.identity.authentication import TOKEN_COOKIE
 from wardgate.proxy.client import UpstreamClient
@@ -87,7 +87,7 @@ def build_routes(gateway: Gateway) -> FastAPI:
     install_error_handlers(app)
     prefix = site.prefix  # WARDGATE_PATH_PREFIX: keeps wardgate's routes clear of the app's
     owned = [app.openapi_url] if app.openapi_url else []  # path templates UpstreamDispatch leaves to FastAPI
-    for module in (auth, api_keys, users, audit, usage, public, oauth, pages):
+    for module in (auth, api_keys, users, audit, usage, public, oauth, pages, usage_pages):
         app.include_router(module.router, prefix=prefix)
         owned += [prefix + route.path for route in module.router.routes if isinstance(route, Route)]
     app.mount(f"{prefix}/static", StaticFiles(directory=STATIC), name="static")

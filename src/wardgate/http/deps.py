@@ -107,6 +107,14 @@ async def authenticate(conn: HTTPConnection) -> Principal:
     return caller
 
 
+async def optional_principal(conn: HTTPConnection) -> Principal | None:
+    """The signed-in person, or None (pages redirect instead of answering 401)."""
+    try:
+        return await authenticate(conn)
+    except AuthenticationError:
+        return None
+
+
 async def authenticate_caller(conn: HTTPConnection, *, prefer_cookie: bool = False) -> Caller:
     """A session or an API key, for routes that forward to upstreams.
 

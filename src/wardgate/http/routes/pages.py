@@ -18,12 +18,13 @@ from fastapi.responses import RedirectResponse, Response
 
 from wardgate.audit.log import AuditQuery
 from wardgate.config.values import Role
-from wardgate.errors import ApiError, AuthenticationError, BadRequestError, PermissionDeniedError
+from wardgate.errors import ApiError, BadRequestError, PermissionDeniedError
 from wardgate.gateway import Gateway
 from wardgate.http.cookies import clear_token_cookie, set_token_cookie
-from wardgate.http.deps import authenticate, client_info, gateway, site
+from wardgate.http.deps import client_info, gateway, optional_principal, site
 from wardgate.http.rendering import render, safe_redirect_path
 from wardgate.http.routes.oauth import signout_redirect_url, start_link
+from wardgate.http.routes.usage_pages import account_usage, admin_usage
 from wardgate.identity.authentication import TOKEN_COOKIE, Principal
 from wardgate.identity.records import UserChanges
 from wardgate.identity.rules import ADMIN_REQUIRED, require_admin
@@ -56,14 +57,6 @@ _NOTICES = {
         "API key of this account has ended."
     ),
 }
-
-
-async def optional_principal(request: Request) -> Principal | None:
-    """The signed-in person, or None (pages redirect instead of answering 401)."""
-    try:
-        return await authenticate(request)
-    except AuthenticationError:
-        return None
 
 
 def _at(request: Request, path: str) -> str:
@@ -242,6 +235,7 @@ async def _account_view(
     row = await anyio.to_thread.run_sync(gw.accounts.get_user, principal.user.id)
     rows = [_session_view(s, principal) for s in sessions.rows]
     linked, linkable = await _identities(request, principal)
+    usage = await account_usage(gw, principal)
     pending = (
         "Your account is waiting for approval by an administrator."
         if principal.user.role == Role.PENDING
@@ -260,6 +254,7 @@ async def _account_view(
         min_length=site(request).password_min_length,
         identities=linked,
         linkable=linkable,
+        **usage,
         notice=notice or pending,
         error=error,
         status_code=status_code,
@@ -407,6 +402,7 @@ async def _admin_view(
     )
     pending = await anyio.to_thread.run_sync(partial(gw.directory.users, role=Role.PENDING, limit=PAGE_ROWS))
     events = await anyio.to_thread.run_sync(partial(gw.audit.query, AuditQuery(), limit=PAGE_ROWS))
+    usage = await admin_usage(gw, principal)
     return render(
         request,
         "admin.html",
@@ -422,6 +418,7 @@ async def _admin_view(
         settings=dict(site(request).configuration),
         findings=site(request).findings,
         events=events.rows,
+        **usage,
         notice=notice,
         error=error,
         status_code=status_code,
