@@ -125,7 +125,7 @@ def test_a_slow_batched_write_does_not_hold_up_the_views_sync(
     real_sync = gateway.registry.sync
     syncs: list[float] = []
 
-    def slow_flush() -> None:
+    def slow_flush(*, due_only: bool = False) -> None:
         release.wait(5)
 
     def counted_sync() -> int:

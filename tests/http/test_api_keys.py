@@ -32,6 +32,7 @@ from wardgate.http.deps import CallerDep
 from wardgate.http.middleware.csrf import REFUSAL
 from wardgate.identity.authentication import KEYS_NOT_HERE, KeyPrincipal
 from wardgate.identity.key_material import ApiKeyHasher
+from wardgate.sessions import registry as registry_module
 from wardgate.storage.models import ApiKey, Base
 
 KEYS = "/api/v1/auths/api_keys"
@@ -334,7 +335,12 @@ def test_a_key_admitted_earlier_is_refreshed_for_long_lived_connections(probe: T
         asyncio.run(gateway.authenticator.refresh(caller))
 
 
-def test_last_used_is_recorded_off_the_request_path(probe: TestClient) -> None:
+def test_last_used_is_recorded_off_the_request_path(
+    probe: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(
+        registry_module, "LAST_SEEN_INTERVAL", 0.0
+    )  # written at the next flush, not in a minute
     admin, _ = people(probe)
     created = create(probe, admin["token"])
     assert created["last_used_at"] is None

@@ -7,9 +7,9 @@ under it):
 - the poll: a sync of the change log every `SESSION_SYNC_INTERVAL` seconds, the safety net that
   needs no other service;
 - the channel: a sync at once on each notice (Redis, or this process's hub);
-- the batched writes: "last seen" times (and the other `flushers` the composition root hands in, such
-  as the audit log's refusal counts), flushed every interval, apart from the poll, so that a slow
-  flush never delays what the view learns.
+- the batched writes: the `flushers` the composition root hands in (the audit log's refusal counts,
+  usage records) every interval, and "last seen" times once a minute, apart from the poll, so that
+  a slow write never delays what the view learns; at stop, all of them.
 
 Trust is decided here alone: the view is trusted while the channel is connected and a sync has run
 since it (re)connected; otherwise requests are checked against the database (fail closed).
@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Literal, TypeVar
 
 import anyio.to_thread
@@ -47,7 +48,7 @@ class ViewSync:
         self.registry = registry
         self.channel = channel
         self.interval = interval
-        self._flushers = (registry.flush_touches, *flushers)
+        self._flushers = tuple(flushers)
         self._tasks: list[asyncio.Task[None]] = []
         self._in_threads: set[asyncio.Future[object]] = set()
         registry.trusted = channel.connected  # a Redis channel: not before it is subscribed and caught up
@@ -81,13 +82,15 @@ class ViewSync:
         if self._in_threads:
             await asyncio.wait(self._in_threads, timeout=STOP_TIMEOUT)
         try:
-            await asyncio.wait_for(anyio.to_thread.run_sync(self._flush_all), STOP_TIMEOUT)
+            await asyncio.wait_for(anyio.to_thread.run_sync(self._flush_all, True), STOP_TIMEOUT)
         except (SQLAlchemyError, TimeoutError) as exc:
             log.warning("last batched writes not written at stop (%s)", type(exc).__name__)
 
-    def _flush_all(self) -> None:
+    def _flush_all(self, final: bool = False) -> None:
+        """Every batched write: "last seen" times when due (all of them at the end), then the others."""
         failure: SQLAlchemyError | None = None
-        for flush in self._flushers:
+        touches: Callable[[], None] = partial(self.registry.flush_touches, due_only=not final)
+        for flush in (touches, *self._flushers):
             try:
                 flush()
             except SQLAlchemyError as exc:  # the others are still written

@@ -4,7 +4,7 @@ Deleting by a time condition is idempotent, so instances sharing a database may 
 moment: each batch is its own short transaction, and whichever instance deletes a row first wins.
 One run deletes at most `BATCH * MAX_BATCHES` rows per job; the next run continues, so a backlog
 (a year of history on first upgrade) drains without a long lock or a long stop: while a job still
-finds a full run's worth, the next run comes after `BACKLOG_INTERVAL` rather than the hour.
+deletes a batch's worth or more, the next run comes after `BACKLOG_INTERVAL` rather than the hour.
 """
 
 from __future__ import annotations
@@ -41,7 +41,10 @@ def prune_before(
     max_batches: int = MAX_BATCHES,
 ) -> int:
     """Delete the rows whose `column` (of a mapped table) is below `cutoff` (NULL never is), `batch`
-    rows per transaction, at most `max_batches` batches; return how many were deleted."""
+    rows per transaction, at most `max_batches` batches; return how many were deleted.
+
+    It goes on until a batch finds nothing: a short batch may only mean that another instance
+    deleted some of the same rows at the same moment, not that none are left."""
     model = column.class_
     keys = inspect(model).primary_key
     key = keys[0] if len(keys) == 1 else tuple_(*keys)  # a composite key: compared as a row value
@@ -53,7 +56,7 @@ def prune_before(
         with sessions() as db, db.begin():
             deleted = int(db.execute(delete(model).where(key.in_(chosen))).rowcount)  # type: ignore[attr-defined]
         total += deleted
-        if deleted < batch:
+        if deleted == 0:
             break
     return total
 
@@ -113,7 +116,7 @@ class Housekeeper:
             backlog = False
             try:
                 deleted = await asyncio.shield(self._running)
-                backlog = any(count >= BATCH * MAX_BATCHES for count in deleted.values())
+                backlog = any(count >= BATCH for count in deleted.values())  # maybe more: look again soon
             except Exception:  # a bug in a job must not end pruning for the life of the process
                 log.exception("pruning failed; retried at the next run")
             interval = BACKLOG_INTERVAL if backlog else self.interval
