@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import stat
 from datetime import timedelta
 from pathlib import Path
@@ -165,7 +166,7 @@ def test_dotenv_file_is_read_and_the_environment_wins(
     env_file = tmp_path / ".env"
     env_file.write_text("WEBUI_NAME=From dotenv\nJWT_EXPIRES_IN=24h\n", encoding="utf-8")
     monkeypatch.setenv("JWT_EXPIRES_IN", "1h")
-    values = read_environment(str(env_file))
+    values = read_environment(os.environ, str(env_file))
     assert values["WEBUI_NAME"] == "From dotenv" and values["JWT_EXPIRES_IN"] == "1h"
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import getpass
 import logging
+import os
 import secrets
 import sys
 from collections.abc import Callable, Sequence
@@ -13,6 +14,7 @@ from sqlalchemy import Engine
 
 from wardgate.app import create_app
 from wardgate.config import Settings, load_settings, redacted_settings
+from wardgate.config.loading import read_environment
 from wardgate.config.review import production_findings
 from wardgate.config.values import ROLE_NAMES, Role
 from wardgate.errors import ApiError, ConfigError, StoreError
@@ -29,7 +31,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the process exit code."""
     args = _parser().parse_args(argv)
     try:
-        settings = load_settings(persist_secret=args.command != "check")
+        settings = load_settings(read_environment(os.environ), persist_secret=args.command != "check")
     except ConfigError as exc:
         print(f"wardgate: {exc}", file=sys.stderr)
         return 2 if args.command != "check" else 1

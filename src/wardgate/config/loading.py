@@ -1,7 +1,8 @@
 """Loading the configuration: the environment (and `.env`) read once, every problem reported at once.
 
-`load_settings()` is the only reader of the environment. It validates every variable (`Settings`),
-the security-header variables (`headers`), then the rules that span several variables, and raises
+`load_settings()` takes what the command line read of the environment (`read_environment`; no
+other module reads it) and validates every variable (`Settings`), the security-header variables
+(`headers`), then the rules that span several variables, and raises
 one `ConfigError` listing every problem: the variable, its value (secrets redacted, URL passwords
 masked) and the accepted form. `wardgate check` and `wardgate serve` call the same function, so
 `check` reports everything `serve` would stop on.
@@ -118,21 +119,23 @@ def _resolve_secret_key(settings: Settings, *, persist: bool) -> Settings:
     return settings.model_copy(update={"webui_secret_key": SecretStr(key), "secret_key_source": "file"})
 
 
-def read_environment(env_file: str | None = ".env") -> dict[str, str]:
-    """The process environment over the values of a `.env` file (the environment wins)."""
+def read_environment(process: Mapping[str, str], env_file: str | None = ".env") -> dict[str, str]:
+    """The process environment (handed in by the command line, the one place that reads it) over the
+    values of a `.env` file (the environment wins)."""
     values: dict[str, str] = {}
     if env_file and Path(env_file).is_file():
         values.update({k: v for k, v in dotenv_values(env_file).items() if v is not None})
-    values.update(os.environ)
+    values.update(process)
     return values
 
 
 def load_settings(
-    env: Mapping[str, str] | None = None, *, env_file: str | None = ".env", persist_secret: bool = True
+    env: Mapping[str, str], *, env_file: str | None = None, persist_secret: bool = True
 ) -> Settings:
-    """Read, validate and complete the configuration; raise ConfigError listing every problem."""
-    if env is None:
-        env = read_environment(env_file)
+    """Validate and complete the configuration of `env` (see `read_environment`), over the values of
+    `env_file` when given; raise ConfigError listing every problem."""
+    if env_file is not None:
+        env = read_environment(env, env_file)
     values: dict[str, Any] = {k: v for k, v in env.items() if k != "security_headers"}
     headers, problems = checked_headers({name: env[name] for name in HEADER_ENV_NAMES if name in env})
     values["security_headers"] = headers

@@ -59,7 +59,10 @@ def read_json_request(body: bytes, fmt: Format, endpoint: str) -> ModelRequest:
     if fmt is Format.OLLAMA and model is None:
         model = document.get("name")  # /api/show and older clients
     stream = document.get("stream")
-    streaming = stream is not False if fmt is Format.OLLAMA else stream is True
+    if fmt is Format.OLLAMA:  # chat and generate stream unless told not to; the others never do
+        streaming = stream is not False and endpoint in ("api/chat", "api/generate")
+    else:
+        streaming = stream is True
     max_tokens = _max_tokens(document)
     asks = False
     if fmt is Format.OPENAI and streaming and endpoint in ("chat/completions", "completions"):

@@ -129,8 +129,14 @@ class _MeteredCall:
         if self._settled:
             return
         self._settled = True
-        used = self.tap.usage.total if self.tap.usage is not None else None
-        await anyio.to_thread.run_sync(self.gw.budgets.settle, self.reservation, used)
+        await anyio.to_thread.run_sync(self.gw.budgets.settle, self.reservation, self.used())
+
+    def used(self) -> int | None:
+        """Tokens to charge: the reported ones; none for a call the upstream refused or never
+        answered; the reservation (None) for an answer that reports nothing."""
+        if self.tap.usage is not None:
+            return self.tap.usage.total
+        return None if 200 <= self.exchange.status < 300 else 0
 
     def record(self) -> CallRecord:
         usage, exchange, key = self.tap.usage, self.exchange, self.caller

@@ -185,6 +185,10 @@ class _Shaping:
         if self.before_end is not None:
             await self.before_end()
 
+    def answered(self, status: int) -> None:
+        if self.exchange is not None:
+            self.exchange.status = status
+
     def first_bytes(self) -> None:
         if self.exchange is not None and self.exchange.first_byte is None:
             self.exchange.first_byte = time.monotonic()
@@ -233,16 +237,17 @@ async def _answer(
         return
     except UpstreamTimeoutError:
         log.warning("upstream %s timed out", upstream.name)
+        shaping.answered(504)
         await _refuse(request, send, 504, f"The {upstream.name} service did not answer in time.")
         return
     except UpstreamError as exc:
         if cancellation.cancelled:
             return  # the client left: nobody to answer
         log.warning("upstream %s unavailable (%s)", upstream.name, exc)
+        shaping.answered(502)
         await _refuse(request, send, 502, f"The {upstream.name} service is unavailable.")
         return
-    if shaping.exchange is not None:
-        shaping.exchange.status = answer.status
+    shaping.answered(answer.status)
     try:
         if _is_small(answer) or (shaping.rewrite is not None and answer.status == 200):
             await _send_whole(answer, request, cancellation, send, shaping)
