@@ -1,0 +1,122 @@
+"""The usage tap on its own: however the network splits an answer, the client gets the same bytes
+and wardgate the same numbers (pure: no processes)."""
+
+from __future__ import annotations
+
+import json
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from wardgate.usage.wire import MAX_EVENT, Format, Usage, UsageTap, read_json_request
+
+
+def sse(objects: list[object]) -> bytes:
+    return b"".join(b"data: " + json.dumps(o, separators=(",", ":")).encode() + b"\n\n" for o in objects)
+
+
+def chunk(text: str, *, asked: bool) -> dict[str, object]:
+    found: dict[str, object] = {
+        "id": "c1",
+        "object": "chat.completion.chunk",
+        "choices": [{"delta": {"content": text}}],
+    }
+    if asked:
+        found["usage"] = None
+    return found
+
+
+USAGE = {
+    "prompt_tokens": 3,
+    "completion_tokens": 2,
+    "total_tokens": 5,
+    "prompt_tokens_details": {"cached_tokens": 1},
+}
+WITHOUT = sse([chunk("a", asked=False), chunk("b", asked=False)]) + b"data: [DONE]\n\n"
+WITH = (
+    sse([chunk("a", asked=True), chunk("b", asked=True), {"id": "c1", "choices": [], "usage": USAGE}])
+    + b"data: [DONE]\n\n"
+)
+
+
+def run(tap: UsageTap, data: bytes, cuts: list[int]) -> bytes:
+    points = sorted({c % (len(data) + 1) for c in cuts})
+    pieces = [data[a:b] for a, b in zip([0, *points], [*points, len(data)], strict=True)]
+    return b"".join(tap.feed(piece) for piece in pieces) + tap.close()
+
+
+@given(st.lists(st.integers(min_value=0), max_size=12))
+@settings(max_examples=200)
+def test_the_usage_wardgate_asked_for_is_taken_out_wherever_the_stream_is_cut(cuts: list[int]) -> None:
+    tap = UsageTap(Format.OPENAI, streamed=True, strip=True)
+    assert run(tap, WITH, cuts) == WITHOUT
+    assert tap.usage == Usage(3, 2, 1, None) and tap.finished
+
+
+@given(st.lists(st.integers(min_value=0), max_size=12))
+def test_a_stream_the_client_asked_usage_for_passes_unchanged(cuts: list[int]) -> None:
+    tap = UsageTap(Format.OPENAI, streamed=True, strip=False)
+    assert run(tap, WITH, cuts) == WITH
+    assert tap.usage == Usage(3, 2, 1, None)
+
+
+@given(st.lists(st.integers(min_value=0), max_size=12))
+def test_ollama_counts_come_from_the_final_line(cuts: list[int]) -> None:
+    lines = [
+        {"message": {"content": "a"}, "done": False},
+        {"done": True, "prompt_eval_count": 7, "eval_count": 4},
+    ]
+    data = b"".join(json.dumps(line).encode() + b"\n" for line in lines)
+    tap = UsageTap(Format.OLLAMA, streamed=True)
+    assert run(tap, data, cuts) == data
+    assert tap.usage == Usage(7, 4) and tap.finished
+
+
+def test_the_responses_api_reports_in_its_completed_event() -> None:
+    completed = {
+        "type": "response.completed",
+        "response": {
+            "usage": {"input_tokens": 5, "output_tokens": 6, "output_tokens_details": {"reasoning_tokens": 2}}
+        },
+    }
+    data = b'event: response.created\ndata: {"type":"response.created"}\n\n'
+    data += b"event: response.completed\ndata: " + json.dumps(completed).encode() + b"\n\n"
+    tap = UsageTap(Format.RESPONSES, streamed=True)
+    assert run(tap, data, [17, 40]) == data
+    assert tap.usage == Usage(5, 6, None, 2)
+
+
+def test_an_unstreamed_answer_too_large_to_hold_is_read_from_its_end() -> None:
+    body = json.dumps(
+        {"data": [{"embedding": [0.5] * 40_000}], "usage": {"prompt_tokens": 9, "total_tokens": 9}}
+    )
+    tap = UsageTap(Format.OPENAI, streamed=False)
+    assert run(tap, body.encode(), list(range(0, len(body), 4096))) == body.encode()
+    assert tap.usage == Usage(9, 0)
+
+
+def test_an_answer_without_usage_is_unmetered_not_zero() -> None:
+    tap = UsageTap(Format.OPENAI, streamed=True, strip=True)
+    run(tap, WITHOUT, [5])
+    assert tap.usage is None and tap.finished
+
+
+def test_an_endless_event_is_passed_on_not_held() -> None:
+    tap = UsageTap(Format.OPENAI, streamed=True, strip=True)
+    endless = b"data: " + b"x" * (MAX_EVENT + 10)
+    assert tap.feed(endless) == endless  # held no longer than its limit
+    assert tap.feed(b"more") == b"more"
+
+
+def test_asking_for_usage_keeps_what_the_client_sent() -> None:
+    body = json.dumps(
+        {"model": "m", "stream": True, "stream_options": {"include_obfuscation": False}}
+    ).encode()
+    request = read_json_request(body, Format.OPENAI, "chat/completions")
+    assert request.asks_usage and json.loads(request.body)["stream_options"] == {
+        "include_obfuscation": False,
+        "include_usage": True,
+    }
+    asked = json.dumps({"model": "m", "stream": True, "stream_options": {"include_usage": True}}).encode()
+    assert read_json_request(asked, Format.OPENAI, "chat/completions").body == asked  # the same bytes
+    assert not read_json_request(b'{"model":"m"}', Format.OPENAI, "chat/completions").asks_usage
