@@ -7,13 +7,17 @@ measures every scenario both ways, interleaved so that the machine's noise hits 
 (1) small JSON `GET /app/x`: requests/s, p50, p99 (wrk -t1 when installed, else asyncio + httpx),
     and each server's CPU time per request; an "own" row (`GET /api/v1/auths/` on wardgate: one of
     its own FastAPI routes, authenticated, no upstream) for comparison: proxied paths skip FastAPI
-(2) one SSE stream of 1,000 chunks: time to first chunk and total time, p50 over 20 runs each
+(2) one SSE stream of 1,000 chunks: time to first chunk and total time, p50 over 20 runs each;
+    through wardgate both as a metered model call (`/openai/chat/completions`: the model read,
+    usage asked for and taken out again, the answer tapped, the record written) and on a path that
+    is no model call (`/openai/stream`, the same stream), so that metering's cost shows apart
 (3) 1, 32 and 256 concurrent SSE streams (50 chunks, 20 ms apart): completed, errors, wall time
 (4) 1,000 SSE streams held open at once (20 chunks, 500 ms apart): completed, errors, and RSS per
     open stream of the serving process (wardgate through it; the fake itself directly), from
     /proc/PID/status VmRSS: (RSS while all are open - RSS before) / N
 
-then the goals: throughput through/direct >= 0.6; added TTFB p50 < 1 ms; every stream of (3) and
+then the goals: throughput through/direct >= 0.6; added TTFB p50 < 1 ms; metered/unmetered TTFB and
+total time <= 1.05; every stream of (3) and
 (4) complete without error. Absolute numbers depend on the machine: compare rows of one run.
 
 Streams are read by a minimal HTTP/1.1 client on raw asyncio sockets (`Connection: close`, scanning
@@ -56,10 +60,12 @@ PROBE = "/app/x"  # the app upstream (UPSTREAM_URL): a small JSON answer
 OWN = "/api/v1/auths/"  # one of wardgate's own authenticated routes (FastAPI), for comparison
 CHAT_DIRECT = "/v1/chat/completions"
 CHAT_THROUGH = "/openai/chat/completions"  # OPENAI_API_BASE_URL is the fake's /v1
+CHAT_UNMETERED = "/openai/stream"  # the same stream on a path that is no model call: not metered
 SIGNUP = "/api/v1/auths/signup"
 DONE = b"data: [DONE]"
 GOAL_THROUGHPUT = 0.6  # through/direct requests/s, at least
 GOAL_ADDED_TTFB_MS = 1.0  # p50 time to first chunk added by wardgate, less than
+GOAL_METERING = 1.05  # metered / unmetered stream, TTFB and total time, at most
 STARTUP_SECONDS = 30.0
 _CHUNK_FRAMING = re.compile(rb"\r\n[0-9a-fA-F]+\r\n")  # SSE bodies here never contain CRLF
 _TOKEN_FORM = re.compile(r"^[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]+$")
@@ -185,7 +191,7 @@ class Target:
 
     def request(self, chunks: int, gap: float) -> bytes:
         """The whole HTTP/1.1 request asking the fake for `chunks` SSE events `gap` seconds apart."""
-        body = json.dumps({"chunks": chunks, "gap": gap}).encode()
+        body = json.dumps({"model": "bench", "stream": True, "chunks": chunks, "gap": gap}).encode()
         lines = [
             f"POST {self.path} HTTP/1.1",
             f"Host: {self.host}:{self.port}",
@@ -580,6 +586,15 @@ def _stream_goal_rows(
             _verdict(added < GOAL_ADDED_TTFB_MS),
         ],
         ["(2) total time through/direct", f"{total['through'] / total['direct']:.2f}", "-", "info"],
+        *(
+            [
+                f"(2) {what} metered/unmetered",
+                f"{value['through'] / value['unmetered']:.3f}",
+                f"<= {GOAL_METERING}",
+                _verdict(value["through"] / value["unmetered"] <= GOAL_METERING),
+            ]
+            for what, value in (("TTFB p50", ttfb), ("total time", total))
+        ),
         ["(3) all streams complete", "yes" if conc_ok else "NO", "no errors", _verdict(conc_ok)],
         ["(3) wall through/direct", walls, "-", "info"],
         [
@@ -667,7 +682,8 @@ def measure(args: argparse.Namespace, workdir: Path, upstream: Service, wardgate
     run_async(first_byte_scenario(args, targets, runs_each=3))  # warm-up, not reported
     held = run_async(held_scenario(args, targets, measured, servers))
     loads = get_scenario(args, load_generator(args, workdir, token), urls, servers)
-    first = run_async(first_byte_scenario(args, targets, args.runs))
+    unmetered = Target(wardgate.host, wardgate.port, CHAT_UNMETERED, token)
+    first = run_async(first_byte_scenario(args, {**targets, "unmetered": unmetered}, args.runs))
     batches = run_async(concurrency_scenario(args, targets, servers))
     generator = "wrk -t1" if shutil.which("wrk") and not args.python_load else "asyncio+httpx"
     print(f"wardgate pid {wardgate.pid}, upstream pid {upstream.pid}; {len(os.sched_getaffinity(0))} cores")

@@ -184,6 +184,7 @@ async def echo(websocket: WebSocket) -> None:
 
 ROUTES = [
     Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+    Route("/v1/stream", chat_completions, methods=["POST"]),  # the same, on a path that is not a model call
     Route("/api/chat", ollama_chat, methods=["POST"]),
     Route("/state", state),
     Route("/slow", slow),

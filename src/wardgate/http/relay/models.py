@@ -81,12 +81,15 @@ async def _use(
         return
     user = caller.user
     found = gw.model_rules.allowances(user, caller.key if isinstance(caller, KeyPrincipal) else None)
-    reserve = wanted.max_tokens or 0
-    try:
-        reservation = await anyio.to_thread.run_sync(partial(gw.budgets.reserve, found, reserve))
-    except RateLimitedError as exc:
-        gw.audit.refused("usage.budget_exhausted", exc, actor=user.email, subject=user.email)
-        raise
+    reservation = Reservation((), wanted.max_tokens or 0)  # no budget applies: nothing to count
+    if found:
+        try:
+            reservation = await anyio.to_thread.run_sync(
+                partial(gw.budgets.reserve, found, reservation.tokens)
+            )
+        except RateLimitedError as exc:
+            gw.audit.refused("usage.budget_exhausted", exc, actor=user.email, subject=user.email)
+            raise
     metered = _MeteredCall(gw, caller, upstream, call, wanted, model, reservation)
     try:
         await proxy.forward(
@@ -129,7 +132,8 @@ class _MeteredCall:
         if self._settled:
             return
         self._settled = True
-        await anyio.to_thread.run_sync(self.gw.budgets.settle, self.reservation, self.used())
+        if self.reservation.counters:  # no budget, no database work (and no thread hop)
+            await anyio.to_thread.run_sync(self.gw.budgets.settle, self.reservation, self.used())
 
     def used(self) -> int | None:
         """Tokens to charge: the reported ones; none for a call the upstream refused or never
