@@ -6,7 +6,7 @@ import io
 import os
 import sys
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -159,7 +159,10 @@ def command(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str])
     """Run `wardgate <args>` in this process (a real process costs a second of imports per command)."""
 
     def run(env: dict[str, str], *args: str, stdin: str = "") -> Outcome:
-        monkeypatch.setattr(cli, "load_settings", lambda **kw: load_settings(env, env_file=None, **kw))
+        def settings(_environment: Mapping[str, str], **kw: Any) -> Settings:
+            return load_settings(env, **kw)  # `env` instead of the process environment
+
+        monkeypatch.setattr(cli, "load_settings", settings)
         monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
         capsys.readouterr()
         code = cli.main(list(args))

@@ -25,19 +25,20 @@ def cluster(
 ) -> Iterator[tuple[list[Instance], PrivateRedis]]:
     workdir = tmp_path_factory.mktemp("budgets")
     redis_server = PrivateRedis(workdir)
-    redis_server.start()
     databases = postgres_database()
-    env = {
-        "DATABASE_URL": next(databases),
-        "REDIS_URL": redis_server.url,
-        "WEBUI_SECRET_KEY": SECRET,
-        "SESSION_SYNC_INTERVAL": "1",
-        "DEFAULT_USER_ROLE": "user",
-        "SIGNUP_RATE_LIMIT": "1000/1h",
-        "OPENAI_API_BASE_URL": f"{models_server}/v1",
-    }
-    instances = [Instance(name, dict(env), workdir / name) for name in ("A", "B", "C")]
-    try:
+    instances: list[Instance] = []
+    try:  # whatever fails to start, what did start is stopped
+        redis_server.start()
+        env = {
+            "DATABASE_URL": next(databases),
+            "REDIS_URL": redis_server.url,
+            "WEBUI_SECRET_KEY": SECRET,
+            "SESSION_SYNC_INTERVAL": "1",
+            "DEFAULT_USER_ROLE": "user",
+            "SIGNUP_RATE_LIMIT": "1000/1h",
+            "OPENAI_API_BASE_URL": f"{models_server}/v1",
+        }
+        instances = [Instance(name, dict(env), workdir / name) for name in ("A", "B", "C")]
         start_together(instances)
         yield instances, redis_server
     finally:
