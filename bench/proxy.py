@@ -126,7 +126,10 @@ def running_pair(workdir: Path, extra_env: list[str]) -> Iterator[tuple[Service,
     with running("upstream", fake, {}, upstream_port, workdir) as upstream:
         data_dir = workdir / "data"
         data_dir.mkdir()
+        access = workdir / "models.toml"  # /openai/stream is no model call: open it to the bench's user
+        access.write_text('[management]\nroles = ["user", "admin"]\n')
         env = {
+            "MODEL_ACCESS_FILE": str(access),
             "DATA_DIR": str(data_dir),
             "HOST": "127.0.0.1",
             "PORT": str(wardgate_port),

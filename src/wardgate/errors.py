@@ -14,6 +14,7 @@ WardgateError
     ├── BadRequestError         400: input that is well-formed but refused
     ├── ConflictError           409
     ├── TooLargeError           413: a body past its limit
+    ├── UnsupportedMediaError   415: a body of a type this request does not take
     ├── ProviderError           502: a sign-in provider failed or answered something unverifiable
     └── RateLimitedError        429, with a retry-after in seconds
         └── BusyError           503: admission control (too many concurrent password hashes)
@@ -110,6 +111,13 @@ class TooLargeError(ApiError):
 
     status_code = 413
     code = "too_large"
+
+
+class UnsupportedMediaError(ApiError):
+    """A body whose Content-Type this request does not take."""
+
+    status_code = 415
+    code = "unsupported_media_type"
 
 
 class ProviderError(ApiError):

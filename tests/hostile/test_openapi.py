@@ -146,7 +146,7 @@ def test_a_key_cannot_be_made_with_a_narrowing_this_version_ignores(
     ) as client:
         far = client.post("/api/v1/auths/api_keys", json={"name": "old", "expires_at": 2**64})
         assert far.status_code == 400, far.text
-        unknown = client.post("/api/v1/auths/api_keys", json={"name": "narrow", "models": ["llama3"]})
+        unknown = client.post("/api/v1/auths/api_keys", json={"name": "narrow", "modelz": ["llama3"]})
         assert unknown.status_code == 422, unknown.text
         assert unknown.json()["detail"][0]["type"] == "extra_forbidden"
         assert all(

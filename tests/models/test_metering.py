@@ -20,6 +20,7 @@ from tests.conftest import bearer
 from tests.models.deployment import UPSTREAM_KEY, Deployment, sign_up
 
 pytestmark = pytest.mark.slow
+KEYS = "/api/v1/auths/api_keys"
 CHAT = [{"role": "user", "content": "say three words"}]  # 3 prompt tokens
 _VARYING = re.compile(rb'"(id|created|created_at|obfuscation|system_fingerprint)":("[^"]*"|\d+)')
 
@@ -55,6 +56,14 @@ def ollama_client(d: Deployment, token: str) -> ollama.Client:
     client = ollama.Client(host=f"{d.base}/ollama", headers={"Authorization": f"Bearer {token}"})
     _OPEN.append(client)
     return client
+
+
+def post(d: Deployment, path: str, token: str, body: dict[str, Any]) -> httpx.Response:
+    return httpx.post(f"{d.base}{path}", json=body, headers=bearer(token))
+
+
+def get(d: Deployment, path: str, token: str, **params: str) -> httpx.Response:
+    return httpx.get(f"{d.base}{path}", params=params, headers=bearer(token))
 
 
 def usage_when(
@@ -366,3 +375,96 @@ def test_usage_of_others_is_for_admins(d: Deployment) -> None:
         g["label"] == "ada@example.com" for g in everyone.json()["groups"]
     )
     assert UPSTREAM_KEY not in everyone.text
+
+
+# --- found by review: every way around the rules is refused ------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status"),
+    [
+        ("POST", "/openai/assistants", 403),  # an API the table does not know: managing, by default
+        ("POST", "/openai/realtime/sessions", 403),  # would mint a key that skips wardgate
+        ("GET", "/openai/chat/completions", 403),  # stored completions of everyone behind the key
+        ("POST", "/openai/engines/gpt-4o/chat/completions", 403),
+        ("POST", "/ollama/api/unknown", 403),
+        ("POST", "/openai/chat//completions", 400),  # a slash-merging proxy would read another path
+        ("POST", "/ollama/v1//chat/completions", 400),
+    ],
+)
+def test_what_is_not_known_as_a_model_call_is_for_admins(
+    d: Deployment, method: str, path: str, status: int
+) -> None:
+    d.clear_upstream()
+    body = {"model": "gpt-4o", "messages": CHAT}
+    response = httpx.request(method, f"{d.base}{path}", json=body, headers=bearer(d.user["token"]))
+    assert response.status_code == status and set(response.json()) == {"detail"}
+    assert [r for r in d.upstream_requests() if r["path"] != "/__requests"] == []
+
+
+def test_a_path_in_another_case_is_the_same_model_call(d: Deployment) -> None:
+    body = {"model": "gpt-4o", "messages": CHAT}
+    upper = post(d, "/openai/Chat/Completions", d.user["token"], body)
+    assert upper.status_code == 403 and upper.json() == {"detail": "You may not use the model gpt-4o."}
+
+
+@pytest.mark.parametrize(
+    ("path", "content", "headers", "status"),
+    [
+        ("/ollama/api/chat", b'{"model":"llama3:latest","messages":[],"Model":"mistral"}', {}, 400),
+        ("/openai/chat/completions", b'{"model":"gpt-4o-mini","stream":1}', {}, 400),
+        (
+            "/openai/chat/completions",
+            b'{"model":"gpt-4o-mini","x":"&model=gpt-4o&"}',
+            {"content-type": "application/x-www-form-urlencoded"},
+            415,
+        ),
+        ("/openai/chat/completions", b'{"model":"gpt-4o-mini\\ud800"}', {}, 400),
+    ],
+)
+def test_a_body_the_upstream_could_read_differently_is_refused(
+    d: Deployment, path: str, content: bytes, headers: dict[str, str], status: int
+) -> None:
+    sent = {"content-type": "application/json", **headers, **bearer(d.user["token"])}
+    response = httpx.post(f"{d.base}{path}", content=content, headers=sent)
+    assert response.status_code == status and set(response.json()) == {"detail"}
+
+
+def test_a_form_names_one_model(d: Deployment) -> None:
+    two = httpx.post(
+        f"{d.base}/openai/audio/transcriptions",
+        files=[
+            ("model", (None, "whisper-1")),
+            ("model", (None, "whisper-2")),
+            ("file", ("a.mp3", b"x", "audio/mpeg")),
+        ],
+        headers=bearer(d.user["token"]),
+    )
+    assert two.status_code == 400
+
+
+def test_a_client_that_leaves_before_the_usage_is_still_charged(d: Deployment) -> None:
+    """Found by review: reading the content and leaving before the usage chunk cost nothing."""
+    person = sign_up(d.base, "eve@example.com")
+    update = f"{d.base}/api/v1/users/{person['id']}/update"
+    assert (
+        httpx.post(
+            update, json={"token_budget": {"tokens": 10**6, "period": "1d"}}, headers=bearer(d.admin["token"])
+        ).status_code
+        == 200
+    )
+    body = {"model": "gpt-4o-mini", "messages": CHAT, "stream": True, "max_tokens": 30}
+    headers = {**bearer(person["token"]), "x-fake-gap": "0.02"}
+    with httpx.stream(
+        "POST", f"{d.base}/openai/chat/completions", json=body, headers=headers, timeout=10
+    ) as response:
+        for line in response.iter_lines():
+            if '"finish_reason":"length"' in line:
+                break  # all the content, then gone
+    report = usage_when(d, person["token"], lambda r: r["totals"]["requests"] == 1)
+    assert report["budgets"][0]["used_tokens"] >= 30  # at least what it reserved; an estimate past it
+
+
+def test_usage_is_not_for_api_keys(d: Deployment) -> None:
+    key = post(d, KEYS, d.admin["token"], {"name": "narrow", "upstreams": ["ollama"]}).json()["api_key"]
+    assert get(d, "/api/v1/usage", key, group_by="user").status_code == 403

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from wardgate.usage.wire import MAX_EVENT, Format, Usage, UsageTap, read_json_request
+from wardgate.errors import BadRequestError
+from wardgate.usage.wire import MAX_COUNT, MAX_EVENT, Format, Usage, UsageTap, read_json_request
 
 
 def sse(objects: list[object]) -> bytes:
@@ -120,3 +122,64 @@ def test_asking_for_usage_keeps_what_the_client_sent() -> None:
     asked = json.dumps({"model": "m", "stream": True, "stream_options": {"include_usage": True}}).encode()
     assert read_json_request(asked, Format.OPENAI, "chat/completions").body == asked  # the same bytes
     assert not read_json_request(b'{"model":"m"}', Format.OPENAI, "chat/completions").asks_usage
+
+
+def test_a_line_too_long_to_hold_still_gives_its_counts() -> None:
+    """A batch of embeddings is one line of megabytes; its counts are at its end."""
+    line = json.dumps({"embeddings": [[0.25] * 300_000], "prompt_eval_count": 42}).encode()
+    tap = UsageTap(Format.OLLAMA, streamed=False)
+    assert len(line) > MAX_EVENT
+    assert run(tap, line, list(range(0, len(line), 65536))) == line
+    assert tap.usage == Usage(42, 0)
+
+
+def test_a_responses_call_that_failed_or_stopped_short_is_charged_too() -> None:
+    for ending in ("response.incomplete", "response.failed"):
+        event = {"type": ending, "response": {"usage": {"input_tokens": 900, "output_tokens": 16}}}
+        tap = UsageTap(Format.RESPONSES, streamed=True)
+        run(tap, b"data: " + json.dumps(event).encode() + b"\n\n", [])
+        assert tap.usage == Usage(900, 16)
+
+
+def test_a_non_compact_usage_null_is_taken_out_too() -> None:
+    asked = b'data: {"id": "c", "choices": [{"delta": {}}], "usage": null}\n\n'
+    tap = UsageTap(Format.OPENAI, streamed=True, strip=True)
+    assert run(tap, asked, []) == b'data: {"id": "c", "choices": [{"delta": {}}]}\n\n'
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"model":"llama3","Model":"mistral"}',  # Go's decoder: the last, whatever its case
+        b'{"model":"llama3","model":"mistral"}',
+        b'{"MODEL":"mistral"}',
+        b'{"model":"llama3","Stream":false}',
+        b'{"model":"llama3","options":{"num_predict":1,"Num_Predict":99}}',
+    ],
+)
+def test_keys_another_server_would_read_differently_are_refused(body: bytes) -> None:
+    with pytest.raises(BadRequestError, match="ambiguous"):
+        read_json_request(body, Format.OLLAMA, "api/chat")
+
+
+@pytest.mark.parametrize(
+    ("body", "code"),
+    [
+        (b'{"model":"m","stream":1}', "invalid_stream"),  # a lax server streams; wardgate would not meter
+        (b'{"model":"m","stream":"true"}', "invalid_stream"),
+        (b'{"model":"llama3\\ud800"}', "invalid_model"),  # a lone surrogate: unwritable downstream
+        (b'{"model":"llama3 latest"}', "invalid_model"),
+        (b'{"model":["llama3"]}', "invalid_model"),
+    ],
+)
+def test_values_wardgate_would_misread_are_refused(body: bytes, code: str) -> None:
+    with pytest.raises(BadRequestError) as refused:
+        read_json_request(body, Format.OPENAI, "chat/completions")
+    assert refused.value.code == code
+
+
+def test_a_stated_maximum_is_believed_only_so_far() -> None:
+    request = read_json_request(
+        b'{"model":"m","options":{"num_predict":100000000000000000000}}', Format.OLLAMA, "api/generate"
+    )
+    assert request.max_tokens == MAX_COUNT

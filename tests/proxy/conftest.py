@@ -23,10 +23,18 @@ def upstream() -> Iterator[str]:
         yield base
 
 
+# The fake answers any path with what it received: the tests here check the relay's mechanics on
+# such paths, which the model rules treat as managing the server (tests/models covers those rules).
+OPEN_MANAGEMENT = '[management]\nroles = ["user", "admin"]\n'
+
+
 def gateway_env(tmp_path: Path, upstream: str, **extra: str) -> dict[str, str]:
     """wardgate in front of the fake: /ollama, /openai (key injected) and the app."""
+    access = tmp_path / "models.toml"
+    access.write_text(OPEN_MANAGEMENT)
     return {
         "DATA_DIR": str(tmp_path),
+        "MODEL_ACCESS_FILE": str(access),
         "WEBUI_SECRET_KEY": SECRET,
         "SESSION_SYNC_INTERVAL": "0.2",
         "OLLAMA_BASE_URL": upstream,

@@ -51,7 +51,7 @@ def test_groups_gate_the_upstream_and_reach_it_as_a_header(
     client = make_client(**env)
     signup(client, "admin@example.com")
     token = signup(client, "eve@example.com")["token"]
-    refused = client.get("/openai/facts", headers=bearer(token))
+    refused = client.get("/openai/models", headers=bearer(token))
     assert refused.status_code == 403
     assert refused.json() == {"detail": "Your account may not use the openai service."}
 
@@ -64,7 +64,7 @@ def test_groups_gate_the_upstream_and_reach_it_as_a_header(
     other.engine.dispose()
 
     deadline = time.monotonic() + 5
-    while client.get("/openai/facts", headers=bearer(token)).status_code != 200:
+    while client.get("/openai/models", headers=bearer(token)).status_code != 200:
         assert time.monotonic() < deadline, "the group change never reached this instance"
         time.sleep(0.1)
     seen = client.get("/app/facts", headers=bearer(token)).json()

@@ -292,7 +292,7 @@ class Settings(BaseSettings):
         ModelAccess(), validation_alias=_env("MODEL_ACCESS_FILE")
     )
     model_request_max_bytes: int = Field(
-        32 * 1024 * 1024, ge=1024, le=1024**3, validation_alias=_env("MODEL_REQUEST_MAX_BYTES")
+        4 * 1024 * 1024, ge=1024, le=1024**3, validation_alias=_env("MODEL_REQUEST_MAX_BYTES")
     )
     usage_retention_days: int = Field(400, ge=1, le=36_500, validation_alias=_env("USAGE_RETENTION_DAYS"))
     forward_underscore_headers: Bool = Field(False, validation_alias=_env("FORWARD_UNDERSCORE_HEADERS"))

@@ -1,9 +1,10 @@
 """Which model a call uses, and whether the caller may use it (pure: no I/O).
 
 `classify` names what a request to a model server does: uses a model named in its body, lists
-models, names one in its path, manages the server (pull, delete, files, fine-tuning, batches), or
-none of these (`/api/version`). `ModelRules.may_use` applies the rules in the order of how specific
-they are — the role's patterns, the person's groups, the person's own `allowed_models`, the API
+models, names one in its path, or manages the server — pull, delete, files, fine-tuning, batches,
+and, denied by default, anything else it does not know — or none of these (Ollama's
+`/api/version`). `ModelRules.may_use` applies the rules in the order of how specific they are —
+the role's patterns, the person's groups, the person's own `allowed_models`, the API
 key's `models` — each of which can only narrow what the one before allowed:
 
 - no rule at a level allows everything at that level (the default: every model for everyone);
@@ -55,44 +56,42 @@ _OPENAI_USE = {
     "images/edits": True,
     "images/variations": True,
 }
-_OPENAI_MANAGE = ("files", "fine_tuning", "batches", "uploads")
 _OLLAMA_USE = ("api/chat", "api/generate", "api/embed", "api/embeddings", "api/show")
 _OLLAMA_LIST = ("api/tags", "api/ps")
-_OLLAMA_MANAGE = ("api/pull", "api/push", "api/create", "api/copy", "api/delete", "api/blobs")
+_OLLAMA_OPEN = ("", "api/version")  # "Ollama is running" and its version: nothing model-specific
 
 
 def classify(upstream: str, method: str, path: str) -> ModelCall | None:
-    """What a request for `path` (below the upstream's mount) does; None: nothing model-specific."""
-    rest = path.strip("/")
+    """What a request for `path` (below the upstream's mount) does; None: nothing model-specific
+    (the app upstream, Ollama's version and root). Deny by default: on a model server, any other
+    request this table does not know — an API added after this release (assistants, realtime
+    sessions that mint keys of their own, rerank), a stored completion, a path in another case —
+    is treated as managing the server (`[management] roles`, admins by default)."""
+    if upstream not in ("ollama", "openai"):
+        return None
+    rest = path.strip("/").lower()  # a server that ignores case must not see a path the rules did not
     if upstream == "ollama":
         if rest in _OLLAMA_USE and method == "POST":
             return ModelCall(Kind.USE, Format.OLLAMA, rest)
         if rest in _OLLAMA_LIST:
             return ModelCall(Kind.LIST, Format.OLLAMA, rest)
-        if any(rest == p or rest.startswith(p + "/") for p in _OLLAMA_MANAGE):
-            return ModelCall(Kind.MANAGE, Format.OLLAMA, rest.split("/", 2)[1])
-        if not rest.startswith("v1/"):
+        if rest in _OLLAMA_OPEN and method in ("GET", "HEAD"):
             return None
-    elif upstream != "openai":
-        return None
+        if not rest.startswith("v1/"):
+            return ModelCall(Kind.MANAGE, Format.OLLAMA, rest.split("/", 2)[-1][:64])
     return _openai_call(method, rest.removeprefix("v1/"))
 
 
-def _openai_call(method: str, rest: str) -> ModelCall | None:
+def _openai_call(method: str, rest: str) -> ModelCall:
     if rest in _OPENAI_USE and method == "POST":
         return ModelCall(Kind.USE, Format.OPENAI, rest, multipart=_OPENAI_USE[rest])
     if rest == "responses" and method == "POST":
         return ModelCall(Kind.USE, Format.RESPONSES, rest)
     if rest == "models":
         return ModelCall(Kind.LIST, Format.OPENAI, rest)
-    if rest.startswith("models/") and len(rest) > len("models/"):
-        if method in ("GET", "HEAD"):
-            return ModelCall(Kind.NAMED, Format.OPENAI, "models", named=rest.removeprefix("models/"))
-        return ModelCall(Kind.MANAGE, Format.OPENAI, "models")  # deleting a fine-tuned model
-    first = rest.split("/", 1)[0]
-    if first in _OPENAI_MANAGE:
-        return ModelCall(Kind.MANAGE, Format.OPENAI, first)
-    return None
+    if rest.startswith("models/") and len(rest) > len("models/") and method in ("GET", "HEAD"):
+        return ModelCall(Kind.NAMED, Format.OPENAI, "models", named=rest.removeprefix("models/"))
+    return ModelCall(Kind.MANAGE, Format.OPENAI, rest.split("/", 1)[0][:64])
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,7 +100,7 @@ class ModelRules:
     request may have (`MODEL_REQUEST_MAX_BYTES`)."""
 
     access: ModelAccess
-    max_request_bytes: int = 32 * 1024 * 1024
+    max_request_bytes: int = 4 * 1024 * 1024
 
     def may_use(self, caller: Caller, model: str) -> bool:
         """Whether every level of rule that applies to `caller` allows `model`."""

@@ -146,3 +146,5 @@ class ViewSync:
                 await self.in_thread(self._flush_all)
             except SQLAlchemyError as exc:
                 log.warning("batched writes failed (%s); retried at the next interval", type(exc).__name__)
+            except Exception:  # a bug in one write must not end every batched write for good
+                log.exception("batched writes failed; retried at the next interval")

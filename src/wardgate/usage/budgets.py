@@ -5,15 +5,14 @@ or else their role's (one counter per person either way); and each budget of a g
 (one pool the group shares). Every one of them must have tokens left.
 
 Before a call is forwarded, `reserve` charges each budget's counter for the current period in one
-transaction: it adds one request and the tokens the call states it may produce (`max_tokens`,
-`num_predict`, …), but only where the counter is still below its limit (an atomic conditional
-UPDATE, so instances sharing the database cannot both take the last of a budget unseen). When the
-answer is done, `settle` replaces the reservation with the tokens the upstream reported.
+transaction, with the counter's row locked (so instances sharing the database cannot both take the
+last of a budget unseen): one request, and the tokens the call states it may produce (`max_tokens`,
+`num_predict`, …) but no more than the budget has left. A call is admitted only while every budget
+has tokens (and requests) left. When the answer is done, `settle` replaces the reservation with
+the tokens the upstream reported (or, when it reported none, an estimate: see the relay).
 
-The bound on overshoot: a call is admitted while tokens are left, and its usage is known only when
-it ends. So a budget can be exceeded by at most what the calls in flight when it ran out use beyond
-what they reserved: nothing more than their prompts when each states a maximum, at most their whole
-usage when they do not. A call whose upstream reports no usage is charged what it reserved.
+The bound on overshoot: a call's usage is known only when it ends, so a budget can be exceeded by
+at most what the calls in flight when it ran out use beyond what they reserved.
 
 Fail closed: when the database cannot answer, the call is refused (503), never let through
 unmetered. Periods are calendar windows in UTC (`Budget.window`).
@@ -21,6 +20,7 @@ unmetered. Periods are calendar windows in UTC (`Budget.window`).
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -38,6 +38,7 @@ from wardgate.errors import RateLimitedError, StoreUnavailableError
 from wardgate.storage.models import BudgetCounter
 from wardgate.storage.retention import prune_before
 
+log = logging.getLogger(__name__)
 PERIOD_NAMES = {"1h": "an hour", "1d": "a day", "7d": "a week", "30d": "a month"}
 _PERIOD_SECONDS = {"1h": 3600, "1d": 86400, "7d": 7 * 86400, "30d": 31 * 86400}
 
@@ -82,10 +83,10 @@ def allowances(
 
 @dataclass(frozen=True, slots=True)
 class Reservation:
-    """What `reserve` charged: per counter (scope, period start), the tokens set aside."""
+    """What `reserve` charged: per counter (scope, period start), the tokens set aside there."""
 
-    counters: tuple[tuple[str, int], ...]
-    tokens: int
+    counters: tuple[tuple[str, int, int], ...]
+    tokens: int  # what the call asked to set aside
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +113,7 @@ class BudgetLedger:
         """Charge one request and `tokens` to every budget, or none of them: RateLimitedError (429)
         naming the first that is used up; StoreUnavailableError when the database cannot answer."""
         at = time.time() if now is None else now
-        counters: list[tuple[str, int]] = []
+        counters: list[tuple[str, int, int]] = []
         if not found:
             return Reservation((), tokens)
         try:
@@ -120,38 +121,42 @@ class BudgetLedger:
                 for allowance in found:
                     start, end = allowance.budget.window(at)
                     self._ensure(db, allowance.scope, start, end)
+                    where = (BudgetCounter.scope == allowance.scope, BudgetCounter.window_start == start)
+                    used, requests = db.execute(
+                        select(BudgetCounter.tokens, BudgetCounter.requests).where(*where).with_for_update()
+                    ).one()
                     limit = allowance.budget
-                    conditions = [BudgetCounter.tokens < limit.tokens]
-                    if limit.requests is not None:
-                        conditions.append(BudgetCounter.requests < limit.requests)
-                    charged = db.execute(
-                        update(BudgetCounter)
-                        .where(BudgetCounter.scope == allowance.scope, BudgetCounter.window_start == start)
-                        .where(*conditions)
-                        .values(tokens=BudgetCounter.tokens + tokens, requests=BudgetCounter.requests + 1)
-                    )
-                    if charged.rowcount != 1:  # type: ignore[attr-defined]
+                    if used >= limit.tokens or (limit.requests is not None and requests >= limit.requests):
                         raise _used_up(allowance, end, at)  # the transaction (every charge) is undone
-                    counters.append((allowance.scope, start))
+                    held = min(tokens, limit.tokens - used)
+                    db.execute(
+                        update(BudgetCounter)
+                        .where(*where)
+                        .values(tokens=BudgetCounter.tokens + held, requests=BudgetCounter.requests + 1)
+                    )
+                    counters.append((allowance.scope, start, held))
         except SQLAlchemyError as exc:
             raise StoreUnavailableError(
                 "the budget counters cannot be read; no model call is let through unmetered"
             ) from exc
         return Reservation(tuple(counters), tokens)
 
-    def settle(self, reservation: Reservation, used: int | None) -> None:
-        """Replace the reserved tokens with those the call used (None: not reported; the
-        reservation stands)."""
-        delta = 0 if used is None else used - reservation.tokens
-        if not delta or not reservation.counters:
+    def settle(self, reservation: Reservation, used: int) -> None:
+        """Replace the reserved tokens with those the call used. A database that cannot answer now
+        leaves the reservation standing (logged): the answer has been given, and is not undone."""
+        changes = [(scope, start, used - held) for scope, start, held in reservation.counters if used != held]
+        if not changes:
             return
-        with self._sessions() as db, db.begin():
-            for scope, start in reservation.counters:
-                db.execute(
-                    update(BudgetCounter)
-                    .where(BudgetCounter.scope == scope, BudgetCounter.window_start == start)
-                    .values(tokens=BudgetCounter.tokens + delta)
-                )
+        try:
+            with self._sessions() as db, db.begin():
+                for scope, start, delta in changes:
+                    db.execute(
+                        update(BudgetCounter)
+                        .where(BudgetCounter.scope == scope, BudgetCounter.window_start == start)
+                        .values(tokens=BudgetCounter.tokens + delta)
+                    )
+        except SQLAlchemyError as exc:
+            log.warning("budget counters not settled (%s); the reservations stand", type(exc).__name__)
 
     def states(self, found: Sequence[Allowance], *, now: float | None = None) -> list[BudgetState]:
         """Each budget's use in its current period (for the usage API and the pages)."""

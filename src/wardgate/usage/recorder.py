@@ -15,7 +15,7 @@ import threading
 from dataclasses import asdict, dataclass
 
 from sqlalchemy import insert
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from wardgate.storage.models import UsageRecord
@@ -78,14 +78,36 @@ class UsageRecorder:
         if dropped:
             log.error("%d usage records dropped: more than %d waited to be written", dropped, MAX_PENDING)
         for start in range(0, len(batch), CHUNK):
-            rows = [asdict(record) for record in batch[start : start + CHUNK]]
+            chunk = batch[start : start + CHUNK]
             try:
-                with self._sessions() as db, db.begin():
-                    db.execute(insert(UsageRecord), rows)
-            except SQLAlchemyError:
-                with self._lock:  # kept, oldest first, for the next flush
-                    self._pending = (batch[start:] + self._pending)[:MAX_PENDING]
+                self._insert(chunk)
+            except OperationalError:  # the database is down: kept, oldest first, for the next flush
+                self._keep(batch[start:])
                 raise
+            except SQLAlchemyError:  # a row the database refuses: write the others, drop that one
+                self._insert_one_by_one(chunk)
+
+    def _insert(self, records: list[CallRecord]) -> None:
+        with self._sessions() as db, db.begin():
+            db.execute(insert(UsageRecord), [asdict(record) for record in records])
+
+    def _insert_one_by_one(self, records: list[CallRecord]) -> None:
+        refused = 0
+        for record in records:
+            try:
+                self._insert([record])
+            except OperationalError:
+                self._keep([record])
+            except SQLAlchemyError:
+                refused += 1
+        if refused:
+            log.error("%d usage records refused by the database and dropped", refused)
+
+    def _keep(self, records: list[CallRecord]) -> None:
+        with self._lock:
+            kept = records + self._pending
+            self._dropped += max(0, len(kept) - MAX_PENDING)
+            self._pending = kept[:MAX_PENDING]
 
     def prune(self, now: int, stopping: threading.Event) -> int:
         """Delete records older than the retention (a housekeeping job)."""

@@ -14,7 +14,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from sqlalchemy import ColumnElement, Integer, case, cast, func, select
+from sqlalchemy import BigInteger, ColumnElement, case, cast, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from wardgate.errors import BadRequestError
@@ -162,7 +162,7 @@ def _grouping(by: Grouping) -> ColumnElement[object]:
         return UsageRecord.user_id  # type: ignore[return-value]
     if by == "key":
         return UsageRecord.api_key_id  # type: ignore[return-value]
-    return cast(UsageRecord.at - UsageRecord.at % 86400, Integer)
+    return cast(UsageRecord.at - UsageRecord.at % 86400, BigInteger)
 
 
 def _emails(db: Session, user_ids: Sequence[object]) -> dict[str, str]:

@@ -26,7 +26,7 @@ from typing import Any
 from wardgate.errors import BadRequestError
 
 MAX_EVENT = 1024 * 1024  # bytes of one stream event or line held while waiting for its end
-_USAGE_NULL = re.compile(rb',"usage":null(?=[,}])|"usage":null,')
+_USAGE_NULL = re.compile(rb',\s*"usage"\s*:\s*null(?=\s*[,}])|"usage"\s*:\s*null\s*,')
 _EVENT_END = re.compile(rb"\r?\n\r?\n")
 
 
@@ -45,12 +45,50 @@ class ModelRequest:
     max_tokens: int | None  # max_tokens, max_completion_tokens, max_output_tokens or num_predict
     body: bytes  # to forward: the client's bytes, or the same request asking for usage
     asks_usage: bool  # wardgate added `include_usage`: the usage chunk is not the client's
+    background: bool = False  # a Responses call answered later, elsewhere: its usage is never seen
+
+
+MAX_COUNT = 10**12  # tokens: a count or maximum beyond this is not believed
+_MODEL_NAME = re.compile(r"[\x21-\x7e]{1,200}")  # printable ASCII, no spaces: every model name in use
+# Keys whose meaning wardgate acts on. Ollama decodes with Go's encoding/json, which matches keys
+# without regard to case and keeps the last: `"Model"` after `"model"` would name another model.
+_SIGNIFICANT = frozenset(
+    {
+        "model",
+        "name",
+        "stream",
+        "stream_options",
+        "options",
+        "max_tokens",
+        "max_completion_tokens",
+        "max_output_tokens",
+        "num_predict",
+        "include_usage",
+        "background",
+    }
+)
+INVALID_MODEL = "The model name must be 1 to 200 printable characters without spaces."
+
+
+def _unambiguous(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object, refused when two keys differ only in case (or repeat), or when a key wardgate
+    reads is spelled in another case: a server that reads keys differently would see another request."""
+    seen: set[str] = set()
+    for key, _value in pairs:
+        folded = key.casefold()
+        if folded in seen or (folded in _SIGNIFICANT and key != folded):
+            raise BadRequestError(
+                f"The request body has a key that is ambiguous: {key[:40]!r}.", code="ambiguous_json"
+            )
+        seen.add(folded)
+    return dict(pairs)
 
 
 def read_json_request(body: bytes, fmt: Format, endpoint: str) -> ModelRequest:
-    """The model and stream flag of a JSON body; BadRequestError when it is not a JSON object."""
+    """The model and stream flag of a JSON body; BadRequestError when it is not one JSON object with
+    unambiguous keys, a `stream` that is a boolean and a model name that is one."""
     try:
-        document = json.loads(body) if body else None
+        document = json.loads(body, object_pairs_hook=_unambiguous) if body else None
     except (ValueError, RecursionError):
         raise BadRequestError("The request body is not valid JSON.", code="invalid_json") from None
     if not isinstance(document, dict):
@@ -59,27 +97,37 @@ def read_json_request(body: bytes, fmt: Format, endpoint: str) -> ModelRequest:
     if fmt is Format.OLLAMA and model is None:
         model = document.get("name")  # /api/show and older clients
     stream = document.get("stream")
+    if stream is not None and not isinstance(stream, bool):  # "stream": 1 streams for a lax server
+        raise BadRequestError("stream must be true or false.", code="invalid_stream")
     if fmt is Format.OLLAMA:  # chat and generate stream unless told not to; the others never do
         streaming = stream is not False and endpoint in ("api/chat", "api/generate")
     else:
         streaming = stream is True
-    max_tokens = _max_tokens(document)
     asks = False
     if fmt is Format.OPENAI and streaming and endpoint in ("chat/completions", "completions"):
         options = document.get("stream_options")
         if not (isinstance(options, dict) and options.get("include_usage") is True):
-            document["stream_options"] = {
-                **(options if isinstance(options, dict) else {}),
-                "include_usage": True,
-            }
-            body = json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode()
+            given = options if isinstance(options, dict) else {}
+            document["stream_options"] = {**given, "include_usage": True}
+            body = json.dumps(document, separators=(",", ":")).encode()
             asks = True
-    return ModelRequest(model if isinstance(model, str) else None, streaming, max_tokens, body, asks)
+    return ModelRequest(
+        checked_model(model), streaming, _max_tokens(document), body, asks, document.get("background") is True
+    )
+
+
+def checked_model(model: object) -> str | None:
+    """The model name if there is one (None: absent); BadRequestError for one no server would have."""
+    if model is None:
+        return None
+    if not isinstance(model, str) or not _MODEL_NAME.fullmatch(model):
+        raise BadRequestError(INVALID_MODEL, code="invalid_model")
+    return model
 
 
 def form_request(model: str | None) -> ModelRequest:
     """A multipart request (audio, image edits), of which only the model is read."""
-    return ModelRequest(model, False, None, b"", False)
+    return ModelRequest(checked_model(model), False, None, b"", False)
 
 
 def _max_tokens(document: dict[str, Any]) -> int | None:
@@ -91,7 +139,7 @@ def _max_tokens(document: dict[str, Any]) -> int | None:
         options.get("num_predict") if isinstance(options, dict) else None,
     ):
         if type(value) is int and value > 0:
-            return value
+            return min(value, MAX_COUNT)
     return None
 
 
@@ -114,7 +162,7 @@ class Usage:
 
 
 def _count(value: object) -> int | None:
-    return value if type(value) is int and value >= 0 else None
+    return value if type(value) is int and 0 <= value <= MAX_COUNT else None
 
 
 def _openai_usage(usage: object) -> Usage | None:
@@ -150,8 +198,9 @@ class UsageTap:
     `feed` returns what to send on: the chunk itself, except when a stream must lose the usage
     wardgate asked for (`strip`): then complete events are passed on and a partial one is held
     until its end arrives (at most `MAX_EVENT` bytes: past that the tap gives up and passes all).
-    An unstreamed answer too large to be sent whole keeps only its last `_TAIL` bytes, where the
-    `usage` object of an OpenAI-format body is (after the data).
+    Otherwise an event or line longer than `MAX_EVENT` (an echoed 3 MiB prompt, a batch of
+    embeddings) keeps only its last `_TAIL` bytes, where the counts are, and so does an unstreamed
+    answer too large to be sent whole (OpenAI's `usage` comes after the data).
     """
 
     def __init__(self, fmt: Format, *, streamed: bool, strip: bool = False) -> None:
@@ -162,33 +211,46 @@ class UsageTap:
         self.finished = False  # the answer's own end was seen ([DONE], response.completed, done)
         self._pending = b""
         self._gave_up = False
+        self._cut = False  # the pending event lost its beginning: only its tail is kept
+        self.seen = 0  # bytes of the answer, for an estimate when it reports no usage
 
     def feed(self, chunk: bytes) -> bytes:
+        self.seen += len(chunk)
         if not self.streamed:
             self._pending = (self._pending + chunk)[-_TAIL:]
             return chunk
         if self._gave_up:
             return chunk
         events, self._pending = self._split(self._pending + chunk)
+        if events and self._cut:
+            self._cut = False
+            self._tail_of_event(events.pop(0)[0])
         kept = [(self._event(event), end) for event, end in events]
         out = b"".join(event + end for event, end in kept if event is not None)
         if len(self._pending) > MAX_EVENT:
-            self._gave_up = True
-            held, self._pending = self._pending, b""
-            return out + held if self.strip else chunk
+            if self.strip:  # its end cannot be waited for: pass everything on from here
+                self._gave_up = True
+                held, self._pending = self._pending, b""
+                return out + held
+            self._pending, self._cut = self._pending[-_TAIL:], True
         return out if self.strip else chunk
 
     def close(self) -> bytes:
         """The end of the answer: notes the usage still held; returns what is left to send."""
         held, self._pending = self._pending, b""
-        if not self.streamed:
-            self.usage = _usage_in_tail(held)
-            self.finished = self.usage is not None
+        if not self.streamed or self._cut:
+            self._tail_of_event(held)
             return b""
         if not held.strip():
             return held if self.strip else b""
         event = self._event(held)
         return (event or b"") if self.strip else b""
+
+    def _tail_of_event(self, tail: bytes) -> None:
+        """The usage at the end of an answer or event too long to hold whole."""
+        found = _ollama_counts_in(tail) if self.format is Format.OLLAMA else _usage_in_tail(tail)
+        if found is not None:
+            self.usage, self.finished = found, True
 
     def _split(self, data: bytes) -> tuple[list[tuple[bytes, bytes]], bytes]:
         """Complete events (or lines) with what ended each, and the unfinished rest."""
@@ -222,7 +284,7 @@ class UsageTap:
         if not isinstance(document, dict):
             return event
         if self.format is Format.RESPONSES:
-            if document.get("type") == "response.completed":
+            if document.get("type") in _RESPONSES_ENDS:  # failed and incomplete ones used tokens too
                 self.finished = True
                 response = document.get("response")
                 self.usage = _openai_usage(response.get("usage") if isinstance(response, dict) else None)
@@ -235,19 +297,37 @@ class UsageTap:
 
 
 _TAIL = 64 * 1024
+_RESPONSES_ENDS = frozenset({"response.completed", "response.incomplete", "response.failed"})
 _USAGE_KEY = re.compile(rb'"usage"\s*:\s*\{')
+_OLLAMA_COUNT = re.compile(rb'"(prompt_eval_count|eval_count)"\s*:\s*(\d{1,13})\b')
 
 
 def _usage_in_tail(tail: bytes) -> Usage | None:
-    """The last `usage` object of an OpenAI-format JSON body, read from its end."""
-    for found in reversed(list(_USAGE_KEY.finditer(tail))):
-        start = found.end() - 1
-        depth = 0
-        for index in range(start, len(tail)):
-            depth += {ord("{"): 1, ord("}"): -1}.get(tail[index], 0)
+    """The last `usage` object of an OpenAI-format JSON body, read from its end (one linear scan)."""
+    matches = list(_USAGE_KEY.finditer(tail))
+    if not matches:
+        return None
+    found = matches[-1]
+    start, depth, quoted, escaped = found.end() - 1, 0, False, False
+    for index in range(start, len(tail)):
+        byte = tail[index]
+        if quoted:
+            escaped, quoted = (False, True) if escaped else (byte == 0x5C, byte != 0x22)
+        elif byte == 0x22:
+            quoted = True
+        elif byte == 0x7B:
+            depth += 1
+        elif byte == 0x7D:
+            depth -= 1
             if depth == 0:
                 return _openai_usage(_loads(tail[start : index + 1]))
     return None
+
+
+def _ollama_counts_in(tail: bytes) -> Usage | None:
+    """Ollama's counts from the end of a final object too long to hold (a batch of embeddings)."""
+    counts = {name: int(value) for name, value in _OLLAMA_COUNT.findall(tail)}
+    return _ollama_usage({k.decode(): v for k, v in counts.items()})
 
 
 def _data_of(event: bytes) -> bytes | None:

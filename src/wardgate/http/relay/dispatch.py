@@ -112,6 +112,8 @@ async def _proxy(request: Request, upstream: Upstream, send: Send) -> Response |
     if has_dot_segment(path):
         detail = "Paths with '.' or '..' segments are refused."
         return JSONResponse({"detail": detail}, status_code=400)
+    if upstream.mount and "//" in path:  # a model server behind a slash-merging proxy reads another path
+        return JSONResponse({"detail": "Paths with empty segments are refused."}, status_code=400)
     try:
         principal = await authenticate_caller(request, prefer_cookie=not upstream.strips_authorization)
     except AuthenticationError:
@@ -143,6 +145,8 @@ async def proxy_websocket(websocket: WebSocket, path: str) -> None:
     try:
         principal = await authenticate_caller(websocket, prefer_cookie=not upstream.strips_authorization)
         admit(principal, upstream, path)
+        if classify(upstream.name, "GET", path[len(upstream.mount) :]) is not None:
+            gw.model_rules.require_manager(principal)  # a realtime model session: never metered
     except (ApiError, StoreUnavailableError):
         await websocket.close(code=POLICY_VIOLATION)
         return

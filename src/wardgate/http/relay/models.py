@@ -23,10 +23,10 @@ from functools import partial
 import anyio.to_thread
 from starlette.datastructures import Headers, UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.types import Send
 
-from wardgate.errors import BadRequestError, RateLimitedError, TooLargeError
+from wardgate.errors import BadRequestError, RateLimitedError, TooLargeError, UnsupportedMediaError
 from wardgate.gateway import Gateway
 from wardgate.http.deps import gateway
 from wardgate.http.relay.streaming import Exchange, ReverseProxy
@@ -38,6 +38,12 @@ from wardgate.usage.recorder import CallRecord
 from wardgate.usage.wire import Format, ModelRequest, UsageTap, form_request, read_json_request
 
 UNMETERED_ENDPOINTS = frozenset({"api/show"})  # uses no tokens: ruled, not metered
+BYTES_PER_TOKEN = 4  # for an estimate, when an answer reports no usage (a rough mean for text)
+LARGE_JSON = 256 * 1024  # bytes: a body this large is parsed in a worker thread, off the event loop
+BACKGROUND_UNMETERED = (
+    "A background response is answered elsewhere, later, and cannot be counted against your budget: "
+    "send the request without background."
+)
 
 
 async def forward_model_call(
@@ -69,11 +75,11 @@ async def _use(
     call: ModelCall,
     send: Send,
 ) -> None:
-    body = await _read_body(request, gw.model_rules.max_request_bytes)
-    if call.multipart:
-        wanted = await _multipart_model(request, body)
-    else:
-        wanted = read_json_request(body, call.format, call.endpoint)
+    try:
+        body = await _read_body(request, gw.model_rules.max_request_bytes)
+    except ClientDisconnect:
+        return  # nobody to answer
+    wanted = await _wanted(request, call, body)
     model = gw.model_rules.require(caller, wanted.model)
     forwarded = wanted.body if wanted.body else body
     if call.endpoint in UNMETERED_ENDPOINTS:
@@ -82,6 +88,8 @@ async def _use(
     user = caller.user
     found = gw.model_rules.allowances(user, caller.key if isinstance(caller, KeyPrincipal) else None)
     reservation = Reservation((), wanted.max_tokens or 0)  # no budget applies: nothing to count
+    if found and wanted.background:
+        raise BadRequestError(BACKGROUND_UNMETERED, code="background_not_metered")
     if found:
         try:
             reservation = await anyio.to_thread.run_sync(
@@ -90,7 +98,7 @@ async def _use(
         except RateLimitedError as exc:
             gw.audit.refused("usage.budget_exhausted", exc, actor=user.email, subject=user.email)
             raise
-    metered = _MeteredCall(gw, caller, upstream, call, wanted, model, reservation)
+    metered = _MeteredCall(gw, caller, upstream, call, wanted, model, reservation, len(forwarded))
     try:
         await proxy.forward(
             request,
@@ -119,9 +127,10 @@ class _MeteredCall:
         wanted: ModelRequest,
         model: str,
         reservation: Reservation,
+        sent: int,
     ) -> None:
         self.gw, self.caller, self.upstream, self.call = gw, caller, upstream, call
-        self.wanted, self.model, self.reservation = wanted, model, reservation
+        self.wanted, self.model, self.reservation, self.sent = wanted, model, reservation, sent
         self.tap = UsageTap(call.format, streamed=wanted.stream, strip=wanted.asks_usage)
         self.exchange = Exchange()
         self.at, self.started = int(time.time()), time.monotonic()
@@ -135,12 +144,17 @@ class _MeteredCall:
         if self.reservation.counters:  # no budget, no database work (and no thread hop)
             await anyio.to_thread.run_sync(self.gw.budgets.settle, self.reservation, self.used())
 
-    def used(self) -> int | None:
+    def used(self) -> int:
         """Tokens to charge: the reported ones; none for a call the upstream refused or never
-        answered; the reservation (None) for an answer that reports nothing."""
+        answered; for an answer that reports nothing (a server that never does, a client that left
+        before the usage came), an estimate of one token per `BYTES_PER_TOKEN` sent and received,
+        at least what was reserved."""
         if self.tap.usage is not None:
             return self.tap.usage.total
-        return None if 200 <= self.exchange.status < 300 else 0
+        if not 200 <= self.exchange.status < 300:
+            return 0
+        estimate = (self.sent + self.tap.seen) // BYTES_PER_TOKEN
+        return max(estimate, self.reservation.tokens)
 
     def record(self) -> CallRecord:
         usage, exchange, key = self.tap.usage, self.exchange, self.caller
@@ -180,6 +194,22 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return b"".join(parts)
 
 
+async def _wanted(request: Request, call: ModelCall, body: bytes) -> ModelRequest:
+    """What the call asks for. OpenAI-format calls must say their body is JSON (a server that parsed
+    it as a form would read another model); Ollama parses JSON whatever the header says."""
+    media = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+    if call.multipart:
+        if media != "multipart/form-data":
+            raise UnsupportedMediaError(
+                "This request takes multipart/form-data.", code="unsupported_media_type"
+            )
+        return await _multipart_model(request, body)
+    if call.format is not Format.OLLAMA and media != "application/json":
+        raise UnsupportedMediaError("This request takes application/json.")
+    read = partial(read_json_request, body, call.format, call.endpoint)
+    return await anyio.to_thread.run_sync(read) if len(body) > LARGE_JSON else read()
+
+
 def _too_large(limit: int) -> TooLargeError:
     return TooLargeError(f"A model request may be at most {limit} bytes.", code="model_request_too_large")
 
@@ -196,8 +226,10 @@ async def _multipart_model(request: Request, body: bytes) -> ModelRequest:
     except MultiPartException as exc:
         raise BadRequestError(f"The form could not be read: {exc.message}", code="invalid_form") from None
     try:
-        model = form.get("model")
-        return form_request(model if isinstance(model, str) else None)
+        models = form.getlist("model")
+        if len(models) > 1 or (models and not isinstance(models[0], str)):
+            raise BadRequestError("The form must name one model, as a text field.", code="invalid_form")
+        return form_request(models[0] if models else None)  # type: ignore[arg-type]
     finally:
         for value in form.values():
             if isinstance(value, UploadFile):

@@ -248,6 +248,8 @@ async def _answer(
         await _refuse(request, send, 502, f"The {upstream.name} service is unavailable.")
         return
     shaping.answered(answer.status)
+    if not 200 <= answer.status < 300:
+        shaping.tap = None  # a refusal carries no usage (and may echo what the client sent)
     try:
         if _is_small(answer) or (shaping.rewrite is not None and answer.status == 200):
             await _send_whole(answer, request, cancellation, send, shaping)

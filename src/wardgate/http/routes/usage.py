@@ -1,7 +1,8 @@
 """GET /api/v1/usage: tokens used through wardgate, and what is left of each budget.
 
-Everyone sees their own usage; admins may ask for anyone's, a key's, a group's or a model's. Never a
-prompt or a completion: wardgate does not keep them.
+Everyone sees their own usage; admins may ask for anyone's, a key's, a group's or a model's. Signed-in
+people only, as every route of wardgate's own API: an API key reads nothing here. Never a prompt or
+a completion: wardgate does not keep them.
 """
 
 from __future__ import annotations
@@ -15,10 +16,10 @@ from pydantic import BaseModel, Field
 from wardgate.config.values import Role
 from wardgate.errors import NotFoundError, PermissionDeniedError
 from wardgate.gateway import Gateway
-from wardgate.http.deps import CallerDep, GatewayDep
+from wardgate.http.deps import CurrentUser, GatewayDep
 from wardgate.http.errors import ERROR_RESPONSES
 from wardgate.http.schemas import LAST_UNIX_TIME
-from wardgate.identity.authentication import Caller, KeyPrincipal
+from wardgate.identity.authentication import Caller
 from wardgate.sessions.records import UserState
 from wardgate.usage.budgets import BudgetState
 from wardgate.usage.reports import Grouping, Tally, UsageQuery
@@ -80,7 +81,7 @@ def _totals(tally: Tally) -> dict[str, int]:
 @router.get("", response_model=UsageReport, summary="Token usage and budgets")
 @router.get("/", response_model=UsageReport, include_in_schema=False)
 async def usage_report(
-    caller: CallerDep,
+    caller: CurrentUser,
     gw: GatewayDep,
     user_id: str | None = Query(None, max_length=64, description="admins: whose usage (default: yours)"),
     api_key_id: str | None = Query(None, max_length=64),
@@ -91,7 +92,7 @@ async def usage_report(
     group_by: Grouping | None = None,
 ) -> UsageReport:
     """Totals and usage by model over the period (and by `group_by`), with the budgets of the person
-    the report is about (and of the key, for a key's report or a call made with a key)."""
+    the report is about."""
     is_admin = caller.user.role == Role.ADMIN
     if not is_admin and (user_id not in (None, caller.user.id) or group is not None):
         raise PermissionDeniedError(ADMINS_ONLY, code="usage_of_others")
@@ -128,8 +129,7 @@ def budget_states(gw: Gateway, caller: Caller, user_id: str | None) -> list[Budg
     person: UserState | None = gw.registry.view.users.get(user_id)
     if person is None:
         raise NotFoundError("User not found.")
-    key = caller.key if isinstance(caller, KeyPrincipal) and caller.user.id == user_id else None
-    return gw.budgets.states(gw.model_rules.allowances(person, key))
+    return gw.budgets.states(gw.model_rules.allowances(person))
 
 
 def _budget(state: BudgetState) -> BudgetInfo:
