@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 
 import pytest
 from sqlalchemy import select
@@ -12,8 +13,9 @@ from wardgate.config.model_access import Budget
 from wardgate.errors import RateLimitedError
 from wardgate.gateway import Gateway
 from wardgate.storage import schema
-from wardgate.storage.models import BudgetCounter
+from wardgate.storage.models import BudgetCounter, UsageRecord
 from wardgate.usage.budgets import Allowance
+from wardgate.usage.recorder import CallRecord
 
 DAY = Budget(100, "1d")
 OWN = Allowance("user:u1:1d", "user", "u1", DAY)
@@ -67,3 +69,19 @@ def test_a_settlement_the_database_cannot_take_leaves_the_reservation(gateway: G
     )
     broken.budgets.settle(held, 5)  # logged, not raised: the answer was given already
     assert used(gateway, OWN.scope) == 40
+
+
+def test_a_record_the_database_refuses_is_dropped_and_the_others_written(gateway: Gateway) -> None:
+    """Found by review: one refused row kept its whole batch failing at every flush, for good."""
+    good = CallRecord(
+        1, "u1", None, "openai", "chat/completions", "m", 1, 2, None, None, 5, 1, 200, False, True, True
+    )
+    refused = replace(good, model="x" * 300)  # longer than the column: PostgreSQL refuses it
+    for record in (good, refused, good):
+        gateway.usage.add(record)
+    gateway.usage.flush()
+    with gateway.engine.connect() as conn:
+        models = conn.scalars(select(UsageRecord.model)).all()
+    postgres = gateway.engine.dialect.name == "postgresql"
+    assert models.count("m") == 2 and len(models) == (2 if postgres else 3)
+    assert gateway.usage.pending == 0
