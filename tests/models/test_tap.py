@@ -183,3 +183,11 @@ def test_a_stated_maximum_is_believed_only_so_far() -> None:
         b'{"model":"m","options":{"num_predict":100000000000000000000}}', Format.OLLAMA, "api/generate"
     )
     assert request.max_tokens == MAX_COUNT
+
+
+@given(st.lists(st.integers(min_value=0), max_size=8))
+def test_a_stream_with_carriage_returns_alone_is_cut_into_events_too(cuts: list[int]) -> None:
+    """Found by review: SSE that ends its lines with CR alone was held whole."""
+    tap = UsageTap(Format.OPENAI, streamed=True, strip=True)
+    out = run(tap, WITH.replace(b"\n", b"\r"), cuts)
+    assert out.replace(b"\r", b"\n") == WITHOUT and tap.usage == Usage(3, 2, 1, None)

@@ -27,7 +27,8 @@ from wardgate.errors import BadRequestError
 
 MAX_EVENT = 1024 * 1024  # bytes of one stream event or line held while waiting for its end
 _USAGE_NULL = re.compile(rb',\s*"usage"\s*:\s*null(?=\s*[,}])|"usage"\s*:\s*null\s*,')
-_EVENT_END = re.compile(rb"\r?\n\r?\n")
+_LINE_END = rb"(?:\r\n|\r(?!\n)|\n)"  # SSE allows all three (a lone CR too)
+_EVENT_END = re.compile(_LINE_END + _LINE_END)
 
 
 class Format(enum.Enum):
