@@ -68,16 +68,32 @@ class Directory:
 def _begins_with(prefix: str, postgres: bool) -> ColumnElement[bool]:
     """Address or lower-cased name beginning with `prefix`, as index ranges [prefix, successor).
     In byte (code point) order every string with the prefix lies in that range and no other does;
-    PostgreSQL is asked for that order explicitly (the "C" collation of ix_users_*_prefix)."""
+    PostgreSQL is asked for that order explicitly (the "C" collation of ix_users_*_prefix). The
+    databases lower-case ASCII only (SQLite always; PostgreSQL in the "C" locale), so a name that
+    begins with a capital outside ASCII ("Élodie") is looked for with that capital too."""
     email: ColumnElement[str] = User.email.expression
     name: ColumnElement[str] = func.lower(User.name)
     if postgres:
         email, name = email.collate("C"), name.collate("C")
-    return or_(_range(email, prefix), _range(name, prefix))
+    ranges = [_range(email, prefix), _range(name, prefix)]
+    capital = prefix[:1].upper() + prefix[1:]
+    if not prefix[:1].isascii() and capital != prefix:
+        ranges.append(_range(name, capital))
+    return or_(*ranges)
 
 
 def _range(column: ColumnElement[str], prefix: str) -> ColumnElement[bool]:
-    last = ord(prefix[-1])
-    if last == 0x10FFFF:  # no successor: the range is open above, the prefix test exact
+    successor = _successor(prefix)
+    if successor is None:  # only U+10FFFF: nothing follows it, the prefix test is exact
         return and_(column >= prefix, column.startswith(prefix, autoescape=True))
-    return and_(column >= prefix, column < prefix[:-1] + chr(last + 1))
+    return and_(column >= prefix, column < successor)
+
+
+def _successor(prefix: str) -> str | None:
+    """The least string greater than every string beginning with `prefix` (code point order);
+    surrogates, which no text holds, are stepped over."""
+    kept = prefix.rstrip("\U0010ffff")
+    if not kept:
+        return None
+    last = ord(kept[-1]) + 1
+    return kept[:-1] + chr(0xE000 if 0xD800 <= last <= 0xDFFF else last)

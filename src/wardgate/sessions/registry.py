@@ -167,6 +167,7 @@ class SessionRegistry:
         self._touches: dict[str, _Touch] = {}
         self._dropped_touches = 0
         self._touches_written = time.monotonic()
+        self._touch_lock = threading.Lock()
         self._key_touches: dict[str, int] = {}  # API key id -> last used
         self._lock = threading.Lock()  # the view's contents
         # One sync at a time, reads and apply together: two overlapping syncs (the poll and a notice)
@@ -327,11 +328,12 @@ class SessionRegistry:
         """Note that a session was used now (written to the database by `flush_touches`). At most
         `MAX_PENDING_TOUCHES` sessions per interval: past that, uses of further sessions go unrecorded
         until the next flush (memory stays bounded; "last seen" is a hint, never a security check)."""
-        touches = self._touches
-        if len(touches) >= MAX_PENDING_TOUCHES and session_id not in touches:
-            self._dropped_touches += 1
-            return
-        touches[session_id] = _Touch(int(time.time()), user_id, ip)
+        with self._touch_lock:  # the flush swaps the dict in a worker thread
+            touches = self._touches
+            if len(touches) >= MAX_PENDING_TOUCHES and session_id not in touches:
+                self._dropped_touches += 1
+                return
+            touches[session_id] = _Touch(int(time.time()), user_id, ip)
 
     def touch_api_key(self, key_id: str) -> None:
         """Note that an API key was used now (written by `flush_touches`, never per request)."""
@@ -354,8 +356,9 @@ class SessionRegistry:
         if due_only and now - self._touches_written < LAST_SEEN_INTERVAL:
             return
         self._touches_written = now
-        touches, self._touches = self._touches, {}
-        key_touches, self._key_touches = self._key_touches, {}
+        with self._touch_lock:
+            touches, self._touches = self._touches, {}
+            key_touches, self._key_touches = self._key_touches, {}
         if self._dropped_touches:
             log.info(
                 "%d session uses not recorded: more than %d sessions in one interval",
@@ -363,7 +366,10 @@ class SessionRegistry:
                 MAX_PENDING_TOUCHES,
             )
             self._dropped_touches = 0
-        users = sorted({t.user_id: t.at for t in touches.values()}.items())
+        latest: dict[str, int] = {}
+        for touch in touches.values():  # a person's last use: the latest of their sessions'
+            latest[touch.user_id] = max(touch.at, latest.get(touch.user_id, 0))
+        users = sorted(latest.items())
         sessions = sorted(touches.items())
         # Each chunk locks rows in the order every other writer uses: the user first, then its API
         # keys and sessions (each sorted, for flushes on other instances). Opposite orders deadlock on

@@ -95,6 +95,8 @@ class ViewSync:
                 flush()
             except SQLAlchemyError as exc:  # the others are still written
                 failure = exc
+            except Exception:  # a bug in one batched write: logged; the others are still written
+                log.exception("a batched write failed")
         if failure is not None:
             raise failure
 

@@ -15,10 +15,11 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from sqlalchemy import ColumnElement, Select, and_, func, or_, select
+from sqlalchemy import ColumnElement, Select, func, literal, select, tuple_
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from wardgate.errors import BadRequestError
@@ -28,6 +29,8 @@ MAX_OFFSET = 10_000  # deepest row a numbered page may start at; past it, follow
 INVALID_CURSOR = "Invalid cursor: pass back the next_cursor of the previous page unchanged."
 _MAX_CURSOR = 200  # characters
 _LAST_TIME = 2**53
+_KEY = re.compile(r"[0-9A-Za-z-]{1,64}")  # a UUID or a number: nothing a database could choke on
+_DIGITS = re.compile(r"[0-9]{1,19}")
 T = TypeVar("T")
 
 
@@ -51,7 +54,7 @@ class Cursor:
             at, key = json.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
         except (ValueError, TypeError, binascii.Error):
             raise BadRequestError(INVALID_CURSOR, code="invalid_cursor") from None
-        if type(at) is not int or not 0 <= at < _LAST_TIME or type(key) is not str or len(key) > 64:
+        if type(at) is not int or not 0 <= at < _LAST_TIME or type(key) is not str or not _KEY.fullmatch(key):
             raise BadRequestError(INVALID_CURSOR, code="invalid_cursor")
         return cls(at, str(key))
 
@@ -65,11 +68,12 @@ class Order:
     ascending: bool = False
 
     def after(self, cursor: Cursor) -> ColumnElement[bool]:
-        """Rows that come after `cursor` in this order."""
+        """Rows that come after `cursor` in this order: one row-value comparison, which both
+        databases answer with a range of the (at, key) index (an OR of two ranges, PostgreSQL
+        would answer by filtering every row before the cursor)."""
         key: object = int(cursor.key) if self._int_key else cursor.key
-        if self.ascending:
-            return or_(self.at > cursor.at, and_(self.at == cursor.at, self.key > key))
-        return or_(self.at < cursor.at, and_(self.at == cursor.at, self.key < key))
+        here, there = tuple_(self.at, self.key), tuple_(literal(cursor.at), literal(key))
+        return here > there if self.ascending else here < there
 
     def apply(self, query: Select[tuple[object]]) -> Select[tuple[object]]:
         if self.ascending:
@@ -89,7 +93,7 @@ def parse_cursor(cursor: str | None, order: Order) -> Cursor | None:
     if cursor is None:
         return None
     parsed = Cursor.decode(cursor)
-    if order.key.type.python_type is int and not parsed.key.isdigit():
+    if order.key.type.python_type is int and not (_DIGITS.fullmatch(parsed.key) and int(parsed.key) < 2**63):
         raise BadRequestError(INVALID_CURSOR, code="invalid_cursor")
     return parsed
 

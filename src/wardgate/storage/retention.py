@@ -14,7 +14,7 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 import anyio.to_thread
@@ -78,6 +78,7 @@ class Housekeeper:
         self._stopping = threading.Event()
         self._task: asyncio.Task[None] | None = None
         self._running: asyncio.Future[dict[str, int]] | None = None
+        self._sleep: Callable[[float], Awaitable[None]] = asyncio.sleep  # a test's clock may stand in
 
     def run_once(self, now: int | None = None) -> dict[str, int]:
         """Every job once (a failing job is logged, the others still run); rows deleted per job."""
@@ -111,7 +112,7 @@ class Housekeeper:
     async def _loop(self) -> None:
         delay = FIRST_RUN_AFTER * (1 + random.random())  # noqa: S311 - spreading instances, not a secret
         while True:
-            await asyncio.sleep(delay)
+            await self._sleep(delay)
             self._running = asyncio.ensure_future(anyio.to_thread.run_sync(self.run_once))
             backlog = False
             try:

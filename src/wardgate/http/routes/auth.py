@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from functools import partial
+from urllib.parse import urlencode
 
 import anyio.to_thread
 from fastapi import APIRouter, Query, Request, Response
@@ -149,8 +150,8 @@ async def list_sessions(
     fetch = partial(gw.directory.sessions_of, principal.user.id, cursor=cursor, limit=limit)
     found = await anyio.to_thread.run_sync(fetch)
     if found.next_cursor is not None:
-        following = request.url.include_query_params(cursor=found.next_cursor, limit=limit)
-        response.headers["Link"] = f'<{following}>; rel="next"'
+        following = urlencode({"cursor": found.next_cursor, "limit": limit})
+        response.headers["Link"] = f'<{request.url.path}?{following}>; rel="next"'  # relative: no Host
     return [
         SessionInfo(
             id=r.id,
