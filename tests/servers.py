@@ -12,7 +12,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import IO, Any, NoReturn
 
@@ -105,12 +105,12 @@ def _wait_healthy(
 
 
 @contextmanager
-def fake_upstream_process() -> Iterator[str]:
-    """The fake OpenAI/Ollama/app server (tests.fakes.upstream) as its own process: its base URL,
-    once it answers; always stopped."""
+def fake_process(module: str, ready_path: str) -> Iterator[str]:
+    """A fake server (`python -m <module> PORT`) as its own process: its base URL once `ready_path`
+    answers; refused (RuntimeError) if it exits or is not up within 20 s; always stopped."""
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "tests.fakes.upstream", str(port)],
+        [sys.executable, "-m", module, str(port)],
         cwd=Path(__file__).parents[1],
         stdout=subprocess.DEVNULL,  # a pipe nobody reads would block it once full
         stderr=subprocess.DEVNULL,
@@ -118,15 +118,22 @@ def fake_upstream_process() -> Iterator[str]:
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
+        while True:
             try:
-                httpx.get(f"{base}/state", timeout=1)
+                httpx.get(f"{base}{ready_path}", timeout=1)
                 break
             except httpx.HTTPError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"{module} did not start") from None
                 time.sleep(0.05)
         yield base
     finally:
         stop(process)
+
+
+def fake_upstream_process() -> AbstractContextManager[str]:
+    """The fake OpenAI/Ollama/app server of the proxy tests (tests.fakes.upstream)."""
+    return fake_process("tests.fakes.upstream", "/state")
 
 
 def stop(process: subprocess.Popen[Any]) -> None:

@@ -4,11 +4,9 @@
 from __future__ import annotations
 
 import sqlite3
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,7 +14,7 @@ from typing import Any
 import httpx
 
 from tests.conftest import PASSWORD, SECRET
-from tests.servers import free_port, stop, wardgate_process
+from tests.servers import fake_process, wardgate_process
 
 ROOT = Path(__file__).parents[2]
 UPSTREAM_KEY = "sk-upstream-secret-0123456789"
@@ -33,30 +31,9 @@ roles = ["admin"]
 """
 
 
-@contextmanager
-def fake_models_process() -> Iterator[str]:
-    """The fake OpenAI + Ollama server as its own process: its base URL once it answers."""
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "tests.fakes.models", str(port)],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                httpx.get(f"{url}/api/version", timeout=1)
-                break
-            except httpx.HTTPError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("the fake model server did not start") from None
-                time.sleep(0.05)
-        yield url
-    finally:
-        stop(process)
+def fake_models_process() -> AbstractContextManager[str]:
+    """The fake OpenAI + Ollama server (tests.fakes.models) as its own process."""
+    return fake_process("tests.fakes.models", "/api/version")
 
 
 @dataclass

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import base64
 import json
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,8 +20,6 @@ import pytest
 from openai import BadRequestError, NotFoundError, OpenAI
 from openai.types.chat import ChatCompletionMessageParam
 
-from tests.servers import free_port, stop
-
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).parents[2]
@@ -31,29 +27,9 @@ WORDS5 = "w0 w1 w2 w3 w4"
 
 
 @pytest.fixture(scope="module")
-def base() -> Iterator[str]:
-    """The fake model server as its own process on a free port: its base URL once it answers."""
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "tests.fakes.models", str(port)],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,  # a pipe nobody reads would block it once full
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                httpx.get(f"{url}/api/version", timeout=1)
-                break
-            except httpx.HTTPError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("the fake model server did not start") from None
-                time.sleep(0.05)
-        yield url
-    finally:
-        stop(process)
+def base(models_server: str) -> str:
+    """The fake model server's base URL (tests/models/conftest.py starts it once)."""
+    return models_server
 
 
 @pytest.fixture(scope="module")
