@@ -69,7 +69,11 @@ class TestChannelContract:
             publisher.start()
             await asyncio.wait_for(notice.wait(), 2)
             await asyncio.to_thread(publisher.join, 2)
+            # Stopped as ViewSync stops it: redis-py's reads may swallow a cancellation (seen once in
+            # CI: the listener ran on and asyncio.run waited for it until the 120 s timeout).
+            channel.close()
             task.cancel()
+            await asyncio.wait([task], timeout=2)
             return events
 
         assert asyncio.run(scenario())[:2] == ["connected=True", "notice"]
