@@ -205,6 +205,7 @@ def test_production_review_finds_weak_settings(tmp_path: Path) -> None:
         "HSTS",
         "WEBUI_SESSION_COOKIE_SECURE",
         "WEBUI_URL",
+        "MFA_REQUIRED_ROLES",
     ):
         assert name in text
     strong = load_settings(
@@ -214,6 +215,7 @@ def test_production_review_finds_weak_settings(tmp_path: Path) -> None:
             "WEBUI_SESSION_COOKIE_SECURE": "true",
             "WEBUI_URL": "https://chat.example.com",
             "ENABLE_SIGNUP": "false",
+            "MFA_REQUIRED_ROLES": "admin",
         }
     )
     assert production_findings(strong) == []

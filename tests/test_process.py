@@ -274,6 +274,7 @@ def test_check_production_fails_on_the_default_configuration(
         WEBUI_SECRET_KEY=SECRET,
         WEBUI_SESSION_COOKIE_SECURE="true",
         WEBUI_URL="https://chat.example.com",
+        MFA_REQUIRED_ROLES="admin",
     )
     result = command(hardened, "check", "--production")
     assert result.code == 0, result.err
@@ -353,7 +354,7 @@ def test_user_commands_reach_a_running_server(
     assert "alice@example.com (user)" in created
     listing = user("list")
     assert re.search(r"admin@example\.com\s+admin\s+active", listing)
-    assert re.search(r"alice@example\.com\s+user\s+active\s+Alice", listing)
+    assert re.search(r"alice@example\.com\s+user\s+active\s+no-mfa\s+Alice", listing)
 
     alice = server.signin("alice@example.com", alice_password)
     # (Right after the CLI created her, the server's view may not know her yet; see

@@ -100,6 +100,7 @@ def _user_parser(users: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         ("enable", "enable a disabled account", _user_enable),
         ("delete", "delete an account (ends its sessions)", _user_delete),
         ("revoke-sessions", "end every session of an account", _user_revoke),
+        ("reset-mfa", "remove every second factor of an account (ends its sessions)", _user_reset_mfa),
     ):
         sub = users.add_parser(name, help=helptext)
         sub.add_argument("email")
@@ -234,7 +235,8 @@ def _user_list(settings: Settings, _args: argparse.Namespace) -> int:
         page = directory.users(cursor=cursor, limit=500)
         for row in page.rows:
             state = "active" if row.active else "disabled"
-            print(f"{row.id}  {row.email}  {row.role}  {state}  {row.name}")
+            factor = "mfa" if row.mfa_enabled else "no-mfa"
+            print(f"{row.id}  {row.email}  {row.role}  {state}  {factor}  {row.name}")
         if page.next_cursor is None:
             return 0
         cursor = page.next_cursor
@@ -271,4 +273,12 @@ def _user_revoke(settings: Settings, args: argparse.Namespace) -> int:
     gateway = _offline(settings)
     gateway.accounts.revoke_all_sessions(_target(gateway, args.email).id)
     print(f"ended every session of {args.email}")
+    return 0
+
+
+def _user_reset_mfa(settings: Settings, args: argparse.Namespace) -> int:
+    """The way back in for an account (the last admin's, say) that lost every factor and code."""
+    gateway = _offline(settings)
+    gateway.mfa.reset(_system_actor(), _target(gateway, args.email).id)
+    print(f"removed every second factor of {args.email} and ended its sessions")
     return 0

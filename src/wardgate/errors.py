@@ -85,6 +85,12 @@ class PermissionDeniedError(ApiError):
     code = "forbidden"
 
 
+class EnrolmentRequiredError(PermissionDeniedError):
+    """The account's role needs a second factor it does not have: it may only enrol one."""
+
+    code = "mfa_enrolment_required"
+
+
 class NotFoundError(ApiError):
     """The object does not exist (or the caller may not know it does)."""
 

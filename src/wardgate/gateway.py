@@ -27,9 +27,14 @@ from wardgate.identity.directory import Directory
 from wardgate.identity.key_material import ApiKeyHasher
 from wardgate.identity.records import AccountPolicy, AuthLimits
 from wardgate.identity.validation import PasswordPolicy
+from wardgate.mfa.factors import FactorStore
+from wardgate.mfa.passkeys import CeremonySealer, RelyingParty
+from wardgate.mfa.recovery import RecoveryCodeHasher
+from wardgate.mfa.service import MfaPolicy, MfaService
 from wardgate.oauth.service import SignOn, sign_on_from_settings
 from wardgate.proxy.models import ModelRules
 from wardgate.proxy.upstreams import UpstreamTable, upstreams_from_settings
+from wardgate.security.keys import MFA_SECRETS, fernet_key
 from wardgate.security.passwords import PasswordHasher
 from wardgate.security.ratelimit import Limit, RateLimiter
 from wardgate.security.tokens import TokenCodec
@@ -59,6 +64,7 @@ class Gateway:
     limiter: RateLimiter
     audit: AuditLog
     accounts: AccountService
+    mfa: MfaService  # second factors: enrolment, the sign-in step, step-up
     directory: Directory  # accounts and sessions, read a page at a time
     api_keys: ApiKeyService
     authenticator: Authenticator
@@ -111,6 +117,15 @@ class Gateway:
         accounts = AccountService(sessions, registry, hasher, codec, account_policy(s), limiter, audit)
         api_keys = ApiKeyService(sessions, registry, ApiKeyHasher(s.secret_key), api_key_policy(s), audit)
         failures = Limit.of("auth-failure", s.auth_failure_rate_limit)
+        mfa = MfaService(
+            sessions,
+            accounts,
+            FactorStore(sessions, mfa_keys(s), RecoveryCodeHasher(s.secret_key)),
+            CeremonySealer(s.secret_key),
+            limiter,
+            audit,
+            mfa_policy(s),
+        )
         return cls(
             settings=s,
             engine=engine,
@@ -121,6 +136,7 @@ class Gateway:
             limiter=limiter,
             audit=audit,
             accounts=accounts,
+            mfa=mfa,
             directory=Directory(sessions),
             api_keys=api_keys,
             authenticator=Authenticator(codec, registry, api_keys, limiter, failures),
@@ -138,6 +154,7 @@ class Gateway:
                     Job("expired revocations in memory", registry.prune_view),
                     Job("usage records", usage.prune),
                     Job("budget counters", budgets.prune),
+                    Job("pending second-factor sign-ins", mfa.prune),
                 ]
             ),
         )
@@ -188,6 +205,29 @@ def account_policy(s: Settings) -> AccountPolicy:
             Limit.of("password-change", s.password_change_rate_limit),
         ),
     )
+
+
+def mfa_policy(s: Settings) -> MfaPolicy:
+    """When second factors are required and how they are checked, from the settings."""
+    return MfaPolicy(
+        required_roles=s.mfa_required_roles,
+        step_up_max_age=int(s.mfa_step_up_max_age.total_seconds()),
+        codes=Limit.of("mfa", s.mfa_rate_limit),
+        signin_ip=Limit.of("signin-ip", s.signin_ip_rate_limit),
+        issuer=s.webui_name,
+        passwordless=s.enable_password_auth,
+        relying_party=RelyingParty.from_url(s.webui_url, s.webui_name),
+    )
+
+
+def mfa_keys(s: Settings) -> list[bytes]:
+    """The TOTP-secret encryption keys, newest first: `MFA_ENCRYPTION_KEY` when set (a list, for
+    rotation), then always the one derived from `WEBUI_SECRET_KEY` for this purpose alone — the
+    default, so that setting the variable later still opens the secrets made before (and
+    re-encrypts them under its first key as they are used)."""
+    derived = fernet_key(s.secret_key, MFA_SECRETS)
+    configured = [key.get_secret_value().encode("ascii") for key in s.mfa_encryption_key or ()]
+    return [*configured, derived] if derived not in configured else configured
 
 
 def api_key_policy(s: Settings) -> ApiKeyPolicy:

@@ -56,4 +56,4 @@ def sign_in(page: Page, base: str, email: str, password: str = PASSWORD) -> None
     page.goto(f"{base}/auth")
     page.get_by_label("Email").fill(email)
     page.get_by_label("Password").fill(password)
-    page.get_by_role("button", name="Sign in").click()
+    page.get_by_role("button", name="Sign in", exact=True).click()

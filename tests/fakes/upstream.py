@@ -103,6 +103,11 @@ async def facts(request: Request) -> JSONResponse:
     )
 
 
+async def headers(request: Request) -> JSONResponse:
+    """Every header as received, in order, repeats kept (forward-auth tests read the identity)."""
+    return JSONResponse([[n.decode("latin-1"), v.decode("latin-1")] for n, v in request.headers.raw])
+
+
 async def state(_request: Request) -> JSONResponse:
     return JSONResponse(STATE)
 
@@ -187,6 +192,7 @@ ROUTES = [
     Route("/v1/stream", chat_completions, methods=["POST"]),  # the same, on a path that is not a model call
     Route("/api/chat", ollama_chat, methods=["POST"]),
     Route("/state", state),
+    Route("/echo-headers", headers),
     Route("/slow", slow),
     Route("/think", think),
     Route("/smuggled", smuggled),

@@ -33,6 +33,7 @@ USER_KEYS = {
     "last_active_at",
     "allowed_models",
     "token_budget",
+    "mfa_enabled",
 }
 NOT_UUIDS = ["not-a-uuid", "1", "1 OR 1=1", "%27%3B--", "x" * 300]
 

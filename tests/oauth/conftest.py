@@ -28,9 +28,10 @@ APP = "http://testserver"
 
 
 @contextmanager
-def running_oidc_provider(app: str) -> Iterator[str]:
+def running_oidc_provider(app: str, *, backchannel: bool = False) -> Iterator[str]:
     """Run the real OpenID Connect provider on a free loopback port, knowing `app`'s callbacks and
-    post-logout page; yield its issuer URL and stop it afterwards."""
+    post-logout page (and, with `backchannel`, its back-channel logout URI); yield its issuer URL
+    and stop it afterwards."""
     if not (PROVIDER_DIR / "node_modules" / "oidc-provider").is_dir():
         service_missing("the oidc-provider package", "run ./scripts/test, or ./scripts/setup-node")
     node = shutil.which("node")
@@ -41,6 +42,7 @@ def running_oidc_provider(app: str) -> Iterator[str]:
         "PORT": str(free_port()),
         "REDIRECT_URIS": ",".join(callbacks),
         "POST_LOGOUT_REDIRECT_URIS": f"{app}/auth",
+        **({"BACKCHANNEL_LOGOUT_URI": f"{app}/oauth/oidc/backchannel-logout"} if backchannel else {}),
     }
     process = subprocess.Popen(
         [node, "provider.mjs"],
@@ -154,8 +156,9 @@ def refusal_code(response: httpx.Response) -> str | None:
 class Browser:
     """Follows redirects like a browser: wardgate in-process, providers over real HTTP; keeps cookies."""
 
-    def __init__(self, app: TestClient) -> None:
-        self.app = app
+    def __init__(self, app: TestClient | httpx.Client, base: str = APP) -> None:
+        self.app = app  # wardgate in-process, or an HTTP client of a wardgate process at `base`
+        self.base = base
         self.web = httpx.Client(follow_redirects=False, timeout=10)
 
     def close(self) -> None:
@@ -164,8 +167,8 @@ class Browser:
 
     def get(self, url: str) -> httpx.Response:
         """GET at wardgate (relative or http://testserver URLs) or at a provider."""
-        if url.startswith(APP) or url.startswith("/"):
-            return self.app.get(url.removeprefix(APP), follow_redirects=False)
+        if url.startswith(self.base) or url.startswith("/"):
+            return self.app.get(url.removeprefix(self.base), follow_redirects=False)
         return self.web.get(url)
 
     def start(self, provider: str = "oidc", redirect: str | None = None) -> str:
@@ -183,7 +186,7 @@ class Browser:
         for _ in range(20):
             if response.status_code in (302, 303):
                 location = urljoin(str(response.url), response.headers["location"])
-                if location.startswith(APP):
+                if location.startswith(self.base):
                     return location
                 response = self.web.get(location)
                 continue

@@ -18,6 +18,7 @@ from datetime import timedelta
 from enum import Enum
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from dotenv import dotenv_values
 from pydantic import AliasChoices, SecretStr, ValidationError
@@ -87,6 +88,19 @@ def cross_field_problems(settings: Settings) -> list[str]:
     for name, path in (("SSL_CERTFILE", settings.ssl_certfile), ("SSL_KEYFILE", settings.ssl_keyfile)):
         if path is not None and not path.is_file():
             problems.append(f"{name}={str(path)!r}: file not found")
+    if settings.forward_auth_file is not None and not settings.webui_url:
+        problems.append(
+            "FORWARD_AUTH_FILE needs WEBUI_URL: the address of wardgate's sign-in page, where the "
+            "protected sites send people who are not signed in"
+        )
+    if settings.session_cookie_domain and settings.webui_url:
+        host = (urlsplit(settings.webui_url).hostname or "").lower()
+        domain = settings.session_cookie_domain
+        if host != domain and not host.endswith("." + domain):
+            problems.append(
+                f"SESSION_COOKIE_DOMAIN={domain}: WEBUI_URL's host {host} is not within it; the "
+                "browser would refuse the cookie"
+            )
     if settings.data_dir.exists() and not settings.data_dir.is_dir():
         problems.append(f"DATA_DIR={str(settings.data_dir)!r}: not a directory")
     return problems

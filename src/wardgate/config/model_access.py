@@ -31,12 +31,11 @@ import calendar
 import fnmatch
 import re
 import time
-import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
+from wardgate.config.toml_files import only_keys, read_toml
 from wardgate.config.values import ROLE_NAMES, Role
 
 PERIODS = ("1h", "1d", "7d", "30d")
@@ -133,14 +132,8 @@ class ModelAccess:
 
 def load_model_access(path_text: str) -> ModelAccess:
     """Read and check the file; ValueError naming what is wrong (the variable is named by the caller)."""
-    path = Path(path_text)
-    try:
-        document = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ValueError(f"cannot read {path_text!r} ({exc.strerror or type(exc).__name__})") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{path_text!r} is not valid TOML ({exc})") from None
-    _only(document, {"models", "budgets", "management"}, "the file")
+    document = read_toml(path_text)
+    only_keys(document, {"models", "budgets", "management"}, "the file")
     models = _table(document, "models", {"roles", "groups"})
     budgets = _table(document, "budgets", {"roles", "groups"})
     management = _table(document, "management", {"roles"})
@@ -164,14 +157,8 @@ def _table(parent: Mapping[str, Any], name: str, keys: set[str] | None = None) -
     if not isinstance(value, dict):
         raise ValueError(f"[{name}] must be a table")
     if keys is not None:
-        _only(value, keys, f"[{name}]")
+        only_keys(value, keys, f"[{name}]")
     return value
-
-
-def _only(table: Mapping[str, Any], keys: set[str], where: str) -> None:
-    unknown = sorted(set(table) - keys)
-    if unknown:
-        raise ValueError(f"unknown key {unknown[0][:40]!r} in {where}; expected {', '.join(sorted(keys))}")
 
 
 def _role(name: str) -> Role:

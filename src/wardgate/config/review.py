@@ -66,6 +66,14 @@ def production_findings(settings: Settings) -> list[str]:
             "audit) and the scheme can be spoofed.",
             "list only your reverse proxy's addresses.",
         )
+    if Role.ADMIN not in s.mfa_required_roles:
+        add(
+            "MFA_REQUIRED_ROLES",
+            "admins may sign in without a second factor, so one phished or reused password "
+            "takes over the whole deployment.",
+            "set MFA_REQUIRED_ROLES=admin (admins then enrol an authenticator app or a passkey "
+            "at their next sign-in).",
+        )
     if s.enable_signup and s.default_user_role in (Role.USER, Role.ADMIN):
         add(
             "ENABLE_SIGNUP/DEFAULT_USER_ROLE",

@@ -47,6 +47,7 @@ from wardgate.config.fields import (
     parsed,
     same,
 )
+from wardgate.config.forward_auth import ForwardAuth, load_forward_auth
 from wardgate.config.model_access import ModelAccess, load_model_access
 from wardgate.config.network import TrustedProxies
 from wardgate.config.values import Role, parse_rate, printable
@@ -148,12 +149,27 @@ class Settings(BaseSettings):
         parse_rate("30/1m"), validation_alias=_env("AUTH_FAILURE_RATE_LIMIT")
     )
 
+    # --- second factors (wardgate's own) --------------------------------------------------------
+    mfa_required_roles: Roles = Field(frozenset(), validation_alias=_env("MFA_REQUIRED_ROLES"))
+    mfa_step_up_max_age: Annotated[timedelta, parsed(values.parse_step_up_age)] = Field(
+        timedelta(minutes=10), validation_alias=_env("MFA_STEP_UP_MAX_AGE")
+    )
+    mfa_rate_limit: RateValue = Field(parse_rate("10/5m"), validation_alias=_env("MFA_RATE_LIMIT"))
+    mfa_encryption_key: (
+        Annotated[tuple[SecretStr, ...], parsed(lambda v: tuple(SecretStr(k) for k in values.fernet_keys(v)))]
+        | None
+    ) = Field(None, validation_alias=_env("MFA_ENCRYPTION_KEY"))
+    oauth_mfa_acr_values: Scopes = Field((), validation_alias=_env("OAUTH_MFA_ACR_VALUES"))
+
     # --- cookies --------------------------------------------------------------------------------
     webui_session_cookie_same_site: Annotated[SameSite, parsed(str.lower)] = Field(
         "lax", validation_alias=_env("WEBUI_SESSION_COOKIE_SAME_SITE")
     )
     webui_session_cookie_secure: OptionalBool = Field(
         None, validation_alias=_env("WEBUI_SESSION_COOKIE_SECURE")
+    )
+    session_cookie_domain: Annotated[str, parsed(values.cookie_domain)] | None = Field(
+        None, validation_alias=_env("SESSION_COOKIE_DOMAIN")
     )
     webui_auth_cookie_same_site: Annotated[SameSite, parsed(str.lower)] | None = Field(
         None, validation_alias=_env("WEBUI_AUTH_COOKIE_SAME_SITE")
@@ -290,6 +306,9 @@ class Settings(BaseSettings):
     upstream_timeout: float = Field(300, gt=0, le=86400, validation_alias=_env("UPSTREAM_TIMEOUT"))
     model_access_file: Annotated[InstanceOf[ModelAccess], parsed(load_model_access)] = Field(
         ModelAccess(), validation_alias=_env("MODEL_ACCESS_FILE")
+    )
+    forward_auth_file: Annotated[InstanceOf[ForwardAuth], parsed(load_forward_auth)] | None = Field(
+        None, validation_alias=_env("FORWARD_AUTH_FILE")
     )
     model_request_max_bytes: int = Field(
         4 * 1024 * 1024, ge=1024, le=1024**3, validation_alias=_env("MODEL_REQUEST_MAX_BYTES")
@@ -453,6 +472,7 @@ SECRET_FIELDS = frozenset(
         "github_client_secret",
         "oauth_client_secret",
         "oauth_session_token_encryption_key",
+        "mfa_encryption_key",
     }
 )
 URL_FIELDS = frozenset({"redis_url", "database_url"})  # may carry a password: shown masked

@@ -187,6 +187,29 @@ def email_address(value: str) -> str:
     return validated.normalized.lower()
 
 
+_DOMAIN = re.compile(r"([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z][a-z0-9-]{0,61}[a-z0-9]")
+
+
+def cookie_domain(value: str) -> str:
+    """A parent domain for the session cookie (`example.com`: every subdomain shares the sign-in)."""
+    domain = value.strip().lower().removeprefix(".")
+    if not _DOMAIN.fullmatch(domain) or len(domain) > 253:
+        raise ValueError("expected a domain name such as example.com (no scheme, port or path)")
+    return domain
+
+
+def parse_step_up_age(value: str) -> timedelta:
+    """How long a second factor counts as recent: a duration from one minute to one day."""
+    form = "a duration from 1m to 1d, such as 10m or 1h"
+    try:
+        age = parse_duration(value)
+    except ValueError:
+        raise ValueError(f"expected {form}") from None
+    if age is None or not timedelta(minutes=1) <= age <= timedelta(days=1):
+        raise ValueError(f"expected {form}")
+    return age
+
+
 def json_or_comma_list(value: str) -> tuple[str, ...]:
     """A JSON array of strings, or a comma-separated list (Open WebUI's `OAUTH_BLOCKED_GROUPS`)."""
     text = value.strip()

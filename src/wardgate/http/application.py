@@ -3,6 +3,8 @@
 Outside in (docs/architecture.md follows one request through it):
 
 1. TrustedProxyMiddleware   client IP, scheme and host from FORWARDED_ALLOW_IPS peers only
+   UpgradeAsRequestMiddleware (with FORWARD_AUTH_FILE) a proxy's forward-auth question that came
+                            as a WebSocket handshake, answered as the GET it is
 2. AuditContextMiddleware   tells the audit log where the request comes from
 3. SecurityHeadersMiddleware precomputed headers on every response, errors included
 4. HeaderSizeLimitMiddleware 431 beyond MAX_HEADER_SIZE or 100 header fields
@@ -32,11 +34,25 @@ from wardgate.http.middleware.csrf import CSRFMiddleware
 from wardgate.http.middleware.security_headers import SecurityHeadersMiddleware
 from wardgate.http.middleware.size_limits import BodySizeLimitMiddleware, HeaderSizeLimitMiddleware
 from wardgate.http.middleware.trusted_proxy import TrustedProxyMiddleware
+from wardgate.http.middleware.upgrade_as_request import UpgradeAsRequestMiddleware
 from wardgate.http.relay import dispatch
 from wardgate.http.relay.dispatch import UpstreamDispatch
 from wardgate.http.relay.streaming import ReverseProxy
 from wardgate.http.rendering import STATIC
-from wardgate.http.routes import api_keys, audit, auth, oauth, pages, public, usage, usage_pages, users
+from wardgate.http.routes import (
+    api_keys,
+    audit,
+    auth,
+    authz,
+    mfa,
+    mfa_pages,
+    oauth,
+    pages,
+    public,
+    usage,
+    usage_pages,
+    users,
+)
 from wardgate.http.site import Site
 from wardgate.identity.authentication import TOKEN_COOKIE
 from wardgate.proxy.client import UpstreamClient
@@ -46,7 +62,16 @@ from wardgate.security.headers import build_header_policy
 __all__ = ["ASGIApp", "build_application"]
 
 # Sign-in and sign-up forms are checked for a foreign Origin even without a cookie (login CSRF).
-LOGIN_PATHS = ("/api/v1/auths/signin", "/api/v1/auths/signup", "/auth/signin", "/auth/signup")
+# Routes that start a session without needing one: checked for login CSRF even without a cookie.
+LOGIN_PATHS = (
+    "/api/v1/auths/signin",
+    "/api/v1/auths/signup",
+    "/api/v1/auths/mfa/verify",
+    "/api/v1/auths/mfa/passkeys/signin/finish",
+    "/auth/signin",
+    "/auth/signup",
+    "/auth/mfa",
+)
 
 
 def build_routes(gateway: Gateway) -> FastAPI:
@@ -87,7 +112,8 @@ def build_routes(gateway: Gateway) -> FastAPI:
     install_error_handlers(app)
     prefix = site.prefix  # WARDGATE_PATH_PREFIX: keeps wardgate's routes clear of the app's
     owned = [app.openapi_url] if app.openapi_url else []  # path templates UpstreamDispatch leaves to FastAPI
-    for module in (auth, api_keys, users, audit, usage, public, oauth, pages, usage_pages):
+    routers = (auth, mfa, authz, api_keys, users, audit, usage, public, oauth, pages, mfa_pages, usage_pages)
+    for module in routers:
         app.include_router(module.router, prefix=prefix)
         owned += [prefix + route.path for route in module.router.routes if isinstance(route, Route)]
     app.mount(f"{prefix}/static", StaticFiles(directory=STATIC), name="static")
@@ -121,4 +147,7 @@ def build_application(gateway: Gateway) -> ASGIApp:
     policy = build_header_policy(s.security_headers)
     app = SecurityHeadersMiddleware(app, policy, enforce_on_proxied=s.proxy_enforce_security_headers)
     app = AuditContextMiddleware(app)
+    if s.forward_auth_file is not None:  # a proxy's question about a WebSocket, answered as a request
+        decisions = [f"{s.route_prefix}/api/v1/authz/{name}" for name in ("forward-auth", "auth-request")]
+        app = UpgradeAsRequestMiddleware(app, decisions)
     return TrustedProxyMiddleware(app, s.forwarded_allow_ips)

@@ -14,10 +14,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
+import anyio.to_thread
 from fastapi import Depends
 from starlette.requests import HTTPConnection
 
-from wardgate.errors import AuthenticationError, PermissionDeniedError
+from wardgate.errors import AuthenticationError, EnrolmentRequiredError, PermissionDeniedError
 from wardgate.gateway import Gateway
 from wardgate.http.site import Site
 from wardgate.identity.authentication import KEYS_NOT_HERE, TOKEN_COOKIE, Caller, Credential, Principal
@@ -86,13 +87,27 @@ def session_cookie(conn: HTTPConnection) -> str | None:
     return conn.cookies.get(TOKEN_COOKIE)
 
 
-async def _caller(conn: HTTPConnection, *, keys_allowed: bool, prefer_cookie: bool = False) -> Caller:
+ENROL_FIRST = (
+    "Your role requires a second factor: set up an authenticator app or a passkey on your account "
+    "page before doing anything else."
+)
+
+
+async def _caller(
+    conn: HTTPConnection, *, keys_allowed: bool, prefer_cookie: bool = False, enrolling: bool = False
+) -> Caller:
     cookie = session_cookie(conn) if prefer_cookie else None
     credential = Credential(cookie, "cookie") if cookie else read_credential(conn)
     peer = conn.scope.get("client")
     ip = peer[0] if peer else None  # as client_info(): already resolved by the trusted-proxy middleware
-    caller = await gateway(conn).authenticator.authenticate(credential, ip=ip, keys_allowed=keys_allowed)
+    gw = gateway(conn)
+    caller = await gw.authenticator.authenticate(credential, ip=ip, keys_allowed=keys_allowed)
     conn.state.principal = caller
+    # MFA_REQUIRED_ROLES: such an account, without a factor, reaches nothing but its enrolment
+    # (an API key of it neither). Pure CPU: the view carries whether the account has a factor.
+    claims = caller.claims if isinstance(caller, Principal) else None
+    if not enrolling and gw.mfa.enrolment_required(caller.user, claims):
+        raise EnrolmentRequiredError(ENROL_FIRST)
     return caller
 
 
@@ -101,16 +116,29 @@ async def authenticate(conn: HTTPConnection) -> Principal:
 
     API keys are refused here (403): this is the dependency of wardgate's own routes.
     """
-    caller = await _caller(conn, keys_allowed=False)
+    return await _principal(conn, enrolling=False)
+
+
+async def authenticate_enrolling(conn: HTTPConnection) -> Principal:
+    """As `authenticate`, also for an account that must enrol a second factor first: the routes
+    that show, enrol and verify factors."""
+    return await _principal(conn, enrolling=True)
+
+
+async def _principal(conn: HTTPConnection, *, enrolling: bool) -> Principal:
+    caller = await _caller(conn, keys_allowed=False, enrolling=enrolling)
     if not isinstance(caller, Principal):  # unreachable: keys are refused above
         raise PermissionDeniedError(KEYS_NOT_HERE, code="api_key_not_allowed_here")
     return caller
 
 
-async def optional_principal(conn: HTTPConnection) -> Principal | None:
-    """The signed-in person, or None (pages redirect instead of answering 401)."""
+async def optional_principal(conn: HTTPConnection, *, enrolling: bool = False) -> Principal | None:
+    """The signed-in person, or None (pages redirect instead of answering 401).
+
+    An account that must enrol a second factor raises EnrolmentRequiredError unless `enrolling`:
+    pages are sent to the enrolment on /account by its handler (`wardgate.http.errors`)."""
     try:
-        return await authenticate(conn)
+        return await _principal(conn, enrolling=enrolling)
     except AuthenticationError:
         return None
 
@@ -139,7 +167,41 @@ async def require_admin_user(principal: Annotated[Principal, Depends(authenticat
     return principal
 
 
+async def _stepped_up(conn: HTTPConnection, principal: Principal) -> Principal:
+    """For sensitive changes: an account with a second factor must have shown it in this session
+    within MFA_STEP_UP_MAX_AGE (403 `step_up_required` otherwise; `POST /api/v1/auths/mfa/step-up`)."""
+    if principal.user.mfa:  # accounts without a factor: nothing to ask, no query
+        check = gateway(conn).mfa.require_step_up
+        await anyio.to_thread.run_sync(check, principal.user, principal.claims)
+    return principal
+
+
+async def require_fresh_user(
+    conn: HTTPConnection, principal: Annotated[Principal, Depends(authenticate)]
+) -> Principal:
+    """A signed-in person who, if they have a second factor, showed it recently."""
+    return await _stepped_up(conn, principal)
+
+
+async def require_fresh_verified(
+    conn: HTTPConnection, principal: Annotated[Principal, Depends(require_verified)]
+) -> Principal:
+    """A user or admin who, if they have a second factor, showed it recently."""
+    return await _stepped_up(conn, principal)
+
+
+async def require_fresh_admin(
+    conn: HTTPConnection, principal: Annotated[Principal, Depends(require_admin_user)]
+) -> Principal:
+    """An admin who, if they have a second factor, showed it recently (every change of a user)."""
+    return await _stepped_up(conn, principal)
+
+
 CurrentUser = Annotated[Principal, Depends(authenticate)]
+FreshUser = Annotated[Principal, Depends(require_fresh_user)]
+FreshVerifiedUser = Annotated[Principal, Depends(require_fresh_verified)]
+FreshAdmin = Annotated[Principal, Depends(require_fresh_admin)]
+EnrollingUser = Annotated[Principal, Depends(authenticate_enrolling)]
 VerifiedUser = Annotated[Principal, Depends(require_verified)]
 AdminUser = Annotated[Principal, Depends(require_admin_user)]
 CallerDep = Annotated[Caller, Depends(authenticate_caller)]

@@ -7,10 +7,10 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, RedirectResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from wardgate.errors import ApiError, StoreUnavailableError
+from wardgate.errors import ApiError, EnrolmentRequiredError, StoreUnavailableError
 from wardgate.http.schemas import ErrorBody
 
 log = logging.getLogger(__name__)
@@ -54,6 +54,16 @@ def _api_error(_request: Request, exc: Exception) -> JSONResponse:
     return error_response(exc)
 
 
+def _enrolment_required(request: Request, exc: Exception) -> Response:
+    """API callers get the 403; people on a page are sent to the enrolment on their account page."""
+    if not isinstance(exc, EnrolmentRequiredError):
+        raise exc
+    site = request.app.state.site
+    if request.url.path.startswith(site.at("/api/")) or request.method not in ("GET", "HEAD", "POST"):
+        return error_response(exc)
+    return RedirectResponse(site.at("/account?notice=mfa-required#mfa"), status_code=303)
+
+
 def _http_error(_request: Request, exc: Exception) -> JSONResponse:
     if not isinstance(exc, StarletteHTTPException):
         raise exc
@@ -77,6 +87,7 @@ def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
 
 def install_error_handlers(app: FastAPI) -> None:
     """Register the handlers that turn every error into a JSON `detail`."""
+    app.add_exception_handler(EnrolmentRequiredError, _enrolment_required)
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)

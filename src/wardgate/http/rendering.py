@@ -6,9 +6,10 @@ import re
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, urlsplit
 
 from fastapi import Request
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, RedirectResponse
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from wardgate.identity.authentication import Principal
@@ -30,6 +31,34 @@ def safe_redirect_path(target: str | None, default: str = "/") -> str:
     if _CONTROL.search(target) or ":" in target.split("?", 1)[0].split("/", 2)[1]:
         return default
     return target
+
+
+def return_target(request: Request, target: str | None, default: str = "/") -> str:
+    """Where to send a person after signing in: a path here (`safe_redirect_path`), or an absolute
+    http(s) URL on a host that FORWARD_AUTH_FILE protects (the app that sent them to sign in) —
+    never anywhere else, so the sign-in page is no open redirect."""
+    path = safe_redirect_path(target, "")
+    if path:
+        return path
+    guarded = request.app.state.site.forward_auth
+    if guarded is None or not target or len(target) > 2048 or _CONTROL.search(target):
+        return default
+    try:
+        parts = urlsplit(target)
+    except ValueError:
+        return default
+    if parts.scheme not in ("http", "https") or not parts.hostname or "@" in parts.netloc:
+        return default
+    return target if guarded.site_for(parts.netloc.lower()) is not None else default
+
+
+def leave_for(request: Request, target: str) -> RedirectResponse:
+    """The answer to a form that ends at `target`: a redirect, through `/auth/continue` for another
+    site's address (CSP `form-action 'self'` also covers where a form's redirects lead)."""
+    if target.startswith("/"):
+        return RedirectResponse(target, status_code=303)
+    onward = request.app.state.site.at(f"/auth/continue?to={quote(target, safe='')}")
+    return RedirectResponse(onward, status_code=303)
 
 
 def _when(epoch: int | None) -> str:

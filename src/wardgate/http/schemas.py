@@ -107,6 +107,7 @@ class UserModel(BaseModel):
     last_active_at: int | None = None
     allowed_models: list[str] | None = None
     token_budget: TokenBudget | None = None
+    mfa_enabled: bool = False  # has a second factor (which ones: the admin page)
 
 
 class UserList(BaseModel):
@@ -169,3 +170,116 @@ class Health(BaseModel):
     sessions: Literal["synchronised", "stale"] | None = None
     rate_limits: str | None = None
     revocation_channel: Literal["connected", "disconnected", "not configured"] | None = None
+
+
+# --- second factors (wardgate's own; Open WebUI has none) -----------------------------------------
+
+
+class _Strict(BaseModel):
+    """A request body whose unknown fields are refused (a typo must not silently do less)."""
+
+    model_config = ConfigDict(extra="forbid", str_max_length=4096)
+
+
+class MfaRequiredResult(BaseModel):
+    """POST /api/v1/auths/signin for an account with a second factor: no session yet."""
+
+    mfa_required: Literal[True] = True
+    mfa_token: str
+    methods: list[str]
+
+
+class MfaCodeForm(_Strict):
+    """POST /api/v1/auths/mfa/verify: the pending sign-in's token and a TOTP or recovery code."""
+
+    mfa_token: str = Field(max_length=128)
+    code: str = Field(max_length=64)
+
+
+class CodeForm(_Strict):
+    """A TOTP or recovery code (enable, step-up)."""
+
+    code: str = Field(max_length=64)
+
+
+class OptionalCodeForm(_Strict):
+    """POST /api/v1/auths/mfa/totp/disable: a current code, or none after a recent step-up."""
+
+    code: str | None = Field(None, max_length=64)
+
+
+class EmptyForm(_Strict):
+    """A request with nothing to say (its body may be `{}` or absent)."""
+
+
+class TotpSetupResult(BaseModel):
+    """The new secret, as text and as the address an authenticator app reads from a QR code."""
+
+    secret: str
+    otpauth_uri: str
+
+
+class RecoveryCodes(BaseModel):
+    """Recovery codes, shown this once."""
+
+    recovery_codes: list[str]
+
+
+class StepUpResult(BaseModel):
+    """Until when this session counts as having shown a second factor (Unix time)."""
+
+    step_up_until: int
+
+
+class PasskeyOut(BaseModel):
+    """A passkey of the account (never key material)."""
+
+    id: str
+    name: str
+    created_at: int
+    last_used_at: int | None
+
+
+class MfaStatus(BaseModel):
+    """GET /api/v1/auths/mfa: the account's factors, never a secret."""
+
+    methods: list[str]
+    totp: bool
+    passkeys: list[PasskeyOut]
+    recovery_codes_left: int
+    required: bool  # the account's role requires a second factor (MFA_REQUIRED_ROLES)
+    step_up_until: int | None  # this session's recent second factor counts until then
+    passkeys_available: bool  # WEBUI_URL names a host passkeys can be bound to
+
+
+class CeremonyStart(BaseModel):
+    """A begun passkey ceremony: its token, and the options for the browser's WebAuthn call."""
+
+    ceremony: str
+    options: dict[str, object]
+
+
+class PasskeySigninBegin(_Strict):
+    """Begin a passkey sign-in: with `mfa_token` as the second step, without it email-free."""
+
+    mfa_token: str | None = Field(None, max_length=128)
+
+
+class PasskeyAssertion(_Strict):
+    """A ceremony's token and the browser's answer (PublicKeyCredential as JSON)."""
+
+    ceremony: str = Field(max_length=2048)
+    credential: dict[str, object]
+
+
+class PasskeyRegistration(PasskeyAssertion):
+    """A new passkey's answer and the name its owner gives it."""
+
+    name: str = Field("Passkey", min_length=1, max_length=64)
+
+
+class PasskeyAddedResult(BaseModel):
+    """The new passkey; recovery codes when it is the account's first factor (shown once)."""
+
+    passkey: PasskeyOut
+    recovery_codes: list[str] | None

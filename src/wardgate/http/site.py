@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from starlette.requests import HTTPConnection
 
 from wardgate.config.fields import SameSite
+from wardgate.config.forward_auth import ForwardAuth
 from wardgate.config.loading import redacted_settings
 from wardgate.config.review import production_findings
 from wardgate.config.settings import Settings
@@ -22,6 +23,7 @@ class CookiePolicy:
 
     same_site: SameSite
     secure: bool | None  # None: Secure when the request is HTTPS
+    domain: str | None = None  # SESSION_COOKIE_DOMAIN: shared by the subdomains (forward auth)
 
     def is_secure(self, scheme: str) -> bool:
         """The Secure flag for a request with this (client-facing) scheme."""
@@ -49,6 +51,7 @@ class Site:
     sign_on_providers: tuple[tuple[str, str], ...]  # (id, name) of each single sign-on provider
     configuration: tuple[tuple[str, str], ...]  # the effective settings, secrets redacted (/admin)
     findings: tuple[str, ...]  # the production review (/admin)
+    forward_auth: ForwardAuth | None = None  # FORWARD_AUTH_FILE: the sites guarded for a proxy
 
     @classmethod
     def from_settings(cls, s: Settings, *, has_app: bool, providers: dict[str, str]) -> Site:
@@ -58,7 +61,7 @@ class Site:
             prefix=s.route_prefix,
             public_url=s.webui_url,
             origin=s.site_origin,
-            cookie=CookiePolicy(s.auth_cookie_same_site, s.auth_cookie_secure),
+            cookie=CookiePolicy(s.auth_cookie_same_site, s.auth_cookie_secure, s.session_cookie_domain),
             state_cookie_secure=s.webui_session_cookie_secure,
             api_key_header=s.custom_api_key_header,
             api_keys_enabled=s.enable_api_keys,
@@ -71,7 +74,13 @@ class Site:
             sign_on_providers=tuple(providers.items()),
             configuration=tuple(redacted_settings(s).items()),
             findings=tuple(production_findings(s)),
+            forward_auth=s.forward_auth_file,
         )
+
+    @property
+    def sign_in_url(self) -> str | None:
+        """The sign-in page's absolute address (WEBUI_URL), where protected sites send people."""
+        return f"{self.public_url.rstrip('/')}{self.prefix}/auth" if self.public_url else None
 
     def at(self, path: str) -> str:
         """A path of wardgate's own pages and API (under the prefix)."""

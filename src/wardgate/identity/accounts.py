@@ -18,7 +18,7 @@ import secrets
 import threading
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
@@ -37,7 +37,15 @@ from wardgate.errors import (
     StoreUnavailableError,
 )
 from wardgate.identity import session_rows
-from wardgate.identity.records import KEEP, AccountPolicy, ClientInfo, SignedIn, UserChanges
+from wardgate.identity.records import (
+    KEEP,
+    AccountPolicy,
+    ClientInfo,
+    MfaRequired,
+    SignedIn,
+    SsoSession,
+    UserChanges,
+)
 from wardgate.identity.rules import ACCOUNT_DISABLED, INVALID_CREDENTIALS, role_named
 from wardgate.identity.validation import clean_name, normalise_email
 from wardgate.security.passwords import PasswordHasher, Verification
@@ -60,6 +68,7 @@ _IP_LOCK_WAIT_SECONDS = 5.0
 
 
 RECENT_SIGNIN = 600  # seconds: how recent a sign-in proves presence, for accounts without a password
+SecondStep = Callable[[UserState, ClientInfo, str, SsoSession | None], MfaRequired]
 
 
 def _now() -> int:
@@ -104,6 +113,9 @@ class AccountService:
         self._limiter = limiter
         self._audit = audit
         self._ip_locks = [threading.Lock() for _ in range(64)]  # striped: one per client IP, bounded
+        # Set by the second-factor service (`wardgate.mfa`), which builds on this one: for accounts
+        # with a factor, a first factor leads to it instead of to a session.
+        self.second_step: SecondStep | None = None
 
     # --- creating accounts --------------------------------------------------------------------
 
@@ -195,8 +207,9 @@ class AccountService:
 
     # --- signing in and out -----------------------------------------------------------------------
 
-    def signin(self, email: str, password: str, client: ClientInfo) -> SignedIn:
-        """Check credentials; unknown email and wrong password cost the same and read the same."""
+    def signin(self, email: str, password: str, client: ClientInfo) -> SignedIn | MfaRequired:
+        """Check credentials; unknown email and wrong password cost the same and read the same.
+        An account with a second factor gets the step for it (`MfaRequired`), not a session."""
         try:
             email = normalise_email(email)
         except BadRequestError:
@@ -209,7 +222,7 @@ class AccountService:
         with self._sessions() as db:
             return db.scalar(select(User.id).where(User.email == email)) is not None
 
-    def _signin(self, email: str, password: str, client: ClientInfo, entry: Entry) -> SignedIn:
+    def _signin(self, email: str, password: str, client: ClientInfo, entry: Entry) -> SignedIn | MfaRequired:
         # Per (account, IP) the attempt is counted *before* the password check, atomically, so N
         # concurrent guesses cannot all slip through; another IP is unaffected (no lock-out) and a
         # success clears it. Per IP across accounts (spraying) only failures count, so check, verify
@@ -239,7 +252,7 @@ class AccountService:
             raise PermissionDeniedError(ACCOUNT_DISABLED, code="account_disabled")
         if verification.new_hash is not None:
             self._store_upgraded_hash(row, verification.new_hash)
-        return self._start_session(UserState.from_row(row), client, "password")
+        return self.begin_session(UserState.from_row(row), client, "password")
 
     def _verify_credentials(self, email: str, password: str) -> tuple[User | None, Verification]:
         with self._sessions() as db:
@@ -255,11 +268,40 @@ class AccountService:
                 .values(password_hash=new_hash)
             )
 
-    def _start_session(self, user: UserState, client: ClientInfo, method: str) -> SignedIn:
+    def begin_session(
+        self,
+        user: UserState,
+        client: ClientInfo,
+        method: str,
+        *,
+        second_factor: bool = False,
+        sso: SsoSession | None = None,
+    ) -> SignedIn | MfaRequired:
+        """After a first factor: a session, or — for an account with a second factor that this
+        sign-in has not already shown (`second_factor`: an identity provider's MFA) — its step.
+        `sso`: the provider session it came from."""
+        if user.mfa and not second_factor and self.second_step is not None:
+            return self.second_step(user, client, method, sso)
+        if second_factor:  # the provider's word: the token says so, for MFA_REQUIRED_ROLES
+            return self._start_session(user, client, method, mfa_at=_now(), provider_mfa=True, sso=sso)
+        return self._start_session(user, client, method, sso=sso)
+
+    def _start_session(
+        self,
+        user: UserState,
+        client: ClientInfo,
+        method: str,
+        *,
+        mfa_at: int | None = None,
+        provider_mfa: bool = False,
+        sso: SsoSession | None = None,
+    ) -> SignedIn:
         """A new session, within the account's bounds (`session_rows`): at most `max_sessions` live,
-        the oldest ending first."""
+        the oldest ending first. `mfa_at`: when a second factor was shown for it; `provider_mfa`: an
+        identity provider showed it (the token's `mfa` claim, which counts for MFA_REQUIRED_ROLES
+        while the account has no factor of wardgate's)."""
         cap = self.policy.max_sessions
-        issued = self._codec.issue(user.id, user.session_stamp)
+        issued = self._codec.issue(user.id, user.session_stamp, mfa=provider_mfa)
         now = issued.issued_at
         with self._sessions() as db, db.begin():
             session_rows.refuse_past_ended_bound(db, user.id, cap, now)
@@ -273,6 +315,9 @@ class AccountService:
                     last_seen_at=now,
                     ip=client.ip,
                     user_agent=(client.user_agent or "")[:256] or None,
+                    mfa_at=mfa_at,
+                    sso_provider=sso.provider if sso else None,
+                    sso_sid=sso.sid if sso else None,
                 )
             )
             surplus = session_rows.end_surplus(db, user.id, issued.session_id, cap, now)
@@ -288,9 +333,17 @@ class AccountService:
             )
         return SignedIn(user=user, token=issued)
 
-    def start_session(self, user: UserState, client: ClientInfo, method: str) -> SignedIn:
-        """Start a session for a user another mechanism authenticated (single sign-on: "oauth")."""
-        return self._start_session(user, client, method)
+    def start_session(
+        self,
+        user: UserState,
+        client: ClientInfo,
+        method: str,
+        *,
+        mfa_at: int | None = None,
+        sso: SsoSession | None = None,
+    ) -> SignedIn:
+        """Start a session for a user another mechanism authenticated (a second factor, a passkey)."""
+        return self._start_session(user, client, method, mfa_at=mfa_at, sso=sso)
 
     def apply_provider_role(self, user_id: str, role: str) -> UserState:
         """Set the role an identity provider's claims grant (re-applied at every SSO sign-in)."""
@@ -321,6 +374,29 @@ class AccountService:
             log_session_revoked(db, user_id, session_id, session.expires_at)
             expires_at = session.expires_at
         self._registry.session_revoked(session_id, expires_at)
+
+    def end_sso_sessions(self, provider: str, *, sid: str | None, user_id: str | None) -> int:
+        """End the live sessions that a provider session began (OpenID Connect Back-Channel Logout):
+        those with its `sid`, and/or every one of `user_id`'s from this provider. How many ended."""
+        now = _now()
+        query = select(AuthSession).where(
+            AuthSession.sso_provider == provider,
+            AuthSession.revoked_at.is_(None),
+            (AuthSession.expires_at.is_(None)) | (AuthSession.expires_at > now),
+        )
+        if sid is not None:
+            query = query.where(AuthSession.sso_sid == sid)
+        if user_id is not None:
+            query = query.where(AuthSession.user_id == user_id)
+        with self._sessions() as db, db.begin():
+            ended = db.scalars(query.limit(self.policy.max_sessions * 10).with_for_update()).all()
+            for session in ended:
+                session.revoked_at = now
+                log_session_revoked(db, session.user_id, session.id, session.expires_at)
+            gone = [(s.id, s.expires_at) for s in ended]
+        for session_id, expires_at in gone:
+            self._registry.session_revoked(session_id, expires_at)
+        return len(gone)
 
     # --- changing accounts --------------------------------------------------------------------------
 
@@ -497,6 +573,23 @@ class AccountService:
             )
 
     # --- reading ----------------------------------------------------------------------------------
+
+    def current_user(self, user_id: str) -> UserState:
+        """The user as the database has it now (read only; the view is not touched)."""
+        with self._sessions() as db:
+            row = db.get(User, user_id)
+            if row is None:
+                raise NotFoundError("User not found.")
+            return UserState.from_row(row, load_groups(db, [user_id]).get(user_id, ()))
+
+    def refresh_user(self, user_id: str) -> UserState:
+        """After another service changed the user in its own transaction (with its change-log
+        entry): the user as it is now, handed to this process's view when nothing newer got there
+        first (`SessionRegistry.user_reloaded`)."""
+        state = self._registry.user_reloaded(user_id)
+        if state is None:
+            raise NotFoundError("User not found.")
+        return state
 
     def get_user(self, user_id: str) -> User:
         """One account row, or NotFoundError."""

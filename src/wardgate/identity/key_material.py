@@ -35,7 +35,7 @@ from wardgate.security.keys import API_KEY_DIGEST, derive_key
 KEY_PREFIX = "sk-"
 KEY_PATTERN = re.compile(r"sk-[0-9a-f]{64}")
 DISPLAY_LENGTH = 11  # "sk-" and 8 hex digits: shown in lists and the audit log (32 of 256 bits)
-UPSTREAMS = ("ollama", "openai", "app")  # the reverse proxy's upstream names
+UPSTREAMS = ("ollama", "openai", "app", "forward-auth")  # the proxy's upstreams, and forward auth
 DEFAULT_NAME = "default"  # the key of Open WebUI's one-key-per-user routes
 _MAX_LIFETIME = 10 * 366 * 86400
 

@@ -43,6 +43,25 @@ class SignedIn:
 
 
 @dataclass(frozen=True, slots=True)
+class SsoSession:
+    """Where a single sign-on session came from: the provider, and its session id (OIDC `sid`),
+    which a back-channel logout names."""
+
+    provider: str
+    sid: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class MfaRequired:
+    """A first factor that passed, for an account that has a second: no session yet, a token for
+    the second step (`wardgate.mfa`) and the methods the account can use for it."""
+
+    user: UserState
+    token: str
+    methods: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class ClientInfo:
     """Where a request came from, as far as the trusted-proxy layer could tell."""
 

@@ -96,3 +96,20 @@ def address_domain(address: str) -> str:
 def is_true(value: Any) -> bool:
     """A boolean claim: JSON true, or the string "true" some providers send (AWS Cognito)."""
     return value is True or (isinstance(value, str) and value.strip().lower() == "true")
+
+
+# RFC 8176 authentication method references that are a second factor (or say there were several);
+# "pwd", "pin" and "kba" alone are not, nor is a provider's own session ("sso" is no RFC 8176 value).
+SECOND_FACTOR_AMR = frozenset(
+    {"mfa", "otp", "hwk", "swk", "sc", "fpt", "face", "iris", "retina", "vbm", "sms", "tel"}
+)
+
+
+def shows_second_factor(claims: Mapping[str, Any], acr_values: Iterable[str]) -> bool:
+    """Whether the ID token says the person showed a second factor at the provider: an `amr` value
+    of RFC 8176 that is one (OIDC Core §2), or an `acr` the deployment lists (OAUTH_MFA_ACR_VALUES)."""
+    amr = claims.get("amr")
+    if isinstance(amr, list) and any(isinstance(v, str) and v.lower() in SECOND_FACTOR_AMR for v in amr):
+        return True
+    acr = claims.get("acr")
+    return isinstance(acr, str) and acr in set(acr_values)

@@ -257,7 +257,11 @@ def oidc_identity(
     if isinstance(userinfo, dict):
         if str(userinfo.get("sub")) != str(id_claims.get("sub")):
             raise ProviderError(TOKEN_INVALID, code="provider_userinfo_sub")  # OIDC Core §5.3.2
-        claims.update({k: v for k, v in userinfo.items() if k not in ("iss", "aud", "sub")})
+        # How the person authenticated (`amr`, `acr`) and the provider's session (`sid`) are the ID
+        # token's word alone (OIDC Core §2, Back-Channel Logout §2.1).
+        claims.update(
+            {k: v for k, v in userinfo.items() if k not in ("iss", "aud", "sub", "amr", "acr", "sid")}
+        )
     subject = claim_at(claims, provider.sub_claim)
     if subject in (None, ""):
         raise ProviderError(NO_SUBJECT, code="provider_no_subject")

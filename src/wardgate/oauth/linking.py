@@ -146,6 +146,7 @@ class LinkPolicy:
     groups_separator: str = ";"
     blocked_groups: tuple[str, ...] = ()
     upstream_groups: bool = False  # an upstream admits members of listed groups only
+    mfa_acr_values: tuple[str, ...] = ()  # `acr` values that mean the provider asked for a second factor
 
     @property
     def needs_groups(self) -> bool:

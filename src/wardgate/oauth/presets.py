@@ -178,6 +178,7 @@ def link_policy(s: Settings) -> LinkPolicy:
         groups_separator=s.oauth_groups_separator,
         blocked_groups=s.oauth_blocked_groups,
         upstream_groups=bool(s.ollama_allowed_groups or s.openai_allowed_groups or s.upstream_allowed_groups),
+        mfa_acr_values=s.oauth_mfa_acr_values,
     )
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 from types import MappingProxyType
 
 from wardgate.identity.rules import ACCOUNT_DISABLED
+from wardgate.oauth.backchannel import LOGOUT_TOKEN_USED
+from wardgate.oauth.backchannel import REFUSED as LOGOUT_REFUSED
 from wardgate.oauth.flow import CODE_REFUSED, ISSUER_MISMATCH, NO_SUBJECT, TOKEN_INVALID
 from wardgate.oauth.linking import (
     DOMAIN_NOT_ALLOWED,
@@ -40,6 +42,9 @@ GENERAL = "The sign-in could not be completed. Please try again, or sign in anot
 REFUSALS = MappingProxyType(
     {
         "account_disabled": ACCOUNT_DISABLED,
+        # Back-channel logout answers a provider's server, not a person; listed for completeness.
+        "logout_token_invalid": LOGOUT_REFUSED,
+        "logout_token_used": LOGOUT_TOKEN_USED,
         "email_taken": EMAIL_TAKEN,
         "oauth_admin_merge": MERGE_ADMIN,
         "oauth_already_linked": MERGE_TAKEN,

@@ -21,14 +21,18 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import anyio.to_thread
 import httpx2
 from authlib.integrations.base_client import OAuthError
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from wardgate.audit.log import AuditLog
 from wardgate.config.settings import Settings
-from wardgate.errors import ApiError, NotFoundError, PermissionDeniedError, ProviderError
+from wardgate.errors import ApiError, BadRequestError, NotFoundError, PermissionDeniedError, ProviderError
 from wardgate.identity.accounts import AccountService
-from wardgate.identity.records import ClientInfo, SignedIn
+from wardgate.identity.records import ClientInfo, MfaRequired, SignedIn, SsoSession
 from wardgate.oauth import flow
+from wardgate.oauth.backchannel import LOGOUT_TOKEN_USED, Logout, verify_logout_token
+from wardgate.oauth.claims import shows_second_factor
 from wardgate.oauth.linking import (
     LINK_OTHER_BROWSER,
     LINK_SESSION_ENDED,
@@ -47,6 +51,7 @@ from wardgate.oauth.presets import (
 )
 from wardgate.oauth.state import LoginStateSealer, StateLedger
 from wardgate.oauth.token_store import ProviderTokens, ProviderTokenStore, token_cipher
+from wardgate.storage.models import OAuthIdentity, OAuthStateUse
 
 log = logging.getLogger(__name__)
 UNKNOWN_PROVIDER = "Unknown or disabled sign-in provider."
@@ -60,6 +65,7 @@ class Completed:
     next_path: str
     linked: bool = False  # a link from the account page
     sessions_ended: bool = False  # the account's earlier sessions and API keys ended
+    mfa: MfaRequired | None = None  # the account's own second factor is still to be shown
 
 
 class SignOn:
@@ -103,6 +109,46 @@ class SignOn:
         if found is None:
             raise NotFoundError(UNKNOWN_PROVIDER, code="unknown_provider")
         return found
+
+    async def backchannel_logout(self, provider_id: str, token: str) -> int:
+        """OpenID Connect Back-Channel Logout: verify the provider's logout token, accept its `jti`
+        once (on every instance), and end the sessions it names; how many ended."""
+        provider = self.provider(provider_id)
+        if not provider.is_oidc:
+            raise NotFoundError(UNKNOWN_PROVIDER, code="unknown_provider")
+        try:
+            metadata = await self.directory.metadata(provider)
+            logout = await verify_logout_token(self.directory, provider, metadata, token)
+            await anyio.to_thread.run_sync(self._consume_logout, logout)
+        except ApiError as exc:
+            self._audit.record("auth.backchannel_logout", "refused", detail=f"oauth:{provider.id} {exc.code}")
+            raise
+        user_id = None
+        if logout.sub is not None:
+            user_id = await anyio.to_thread.run_sync(self._user_of_subject, logout.issuer, logout.sub)
+            if user_id is None:  # nobody here has that account: nothing to end
+                return 0
+        end = partial(self._accounts.end_sso_sessions, provider.id, sid=logout.sid, user_id=user_id)
+        ended = await anyio.to_thread.run_sync(end)
+        self._audit.record(
+            "auth.backchannel_logout", "success", detail=f"oauth:{provider.id} {ended} session(s) ended"
+        )
+        return ended
+
+    def _consume_logout(self, logout: Logout) -> None:
+        try:
+            with self._sessions() as db, db.begin():
+                db.add(OAuthStateUse(id=logout.use_id, expires_at=logout.forget_after))
+        except IntegrityError:
+            raise BadRequestError(LOGOUT_TOKEN_USED, code="logout_token_used") from None
+
+    def _user_of_subject(self, issuer: str, subject: str) -> str | None:
+        with self._sessions() as db:
+            return db.scalar(
+                select(OAuthIdentity.user_id).where(
+                    OAuthIdentity.issuer == issuer, OAuthIdentity.subject == subject
+                )
+            )
 
     async def begin(
         self, provider_id: str, redirect_uri: str, next_path: str, *, link: LinkRequest | None = None
@@ -171,7 +217,15 @@ class SignOn:
             if not linked.sessions_ended:  # the browser's own session goes on
                 return Completed(None, login.next_path, linked=True)
         user = linked.user
-        signed = await anyio.to_thread.run_sync(self._accounts.start_session, user, client, "oauth")
+        # The provider's word that it asked for a second factor counts as one; otherwise an account
+        # with a factor of wardgate's shows it next (the provider's tokens are not kept then).
+        shown = shows_second_factor(identity.claims, self._policy.mfa_acr_values)
+        sid = identity.claims.get("sid")  # the provider's session, named by a back-channel logout
+        sso = SsoSession(provider.id, sid if isinstance(sid, str) and 0 < len(sid) <= 255 else None)
+        begin = partial(self._accounts.begin_session, user, client, "oauth", second_factor=shown, sso=sso)
+        signed = await anyio.to_thread.run_sync(begin)
+        if isinstance(signed, MfaRequired):
+            return Completed(None, login.next_path, mfa=signed)
         tokens = ProviderTokens.from_response(provider.id, token, now=int(time.time()))
         await anyio.to_thread.run_sync(self.tokens.save, signed.token.session_id, user.id, tokens)
         return Completed(signed, login.next_path, request is not None, linked.sessions_ended)

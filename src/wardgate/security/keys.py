@@ -15,6 +15,9 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 API_KEY_DIGEST = b"wardgate/api-key-digest/v1"
 OAUTH_TOKENS = b"wardgate/oauth-session-token-encryption/v1"
 OAUTH_LOGIN_STATE = b"wardgate/oauth-login-state/v1"
+MFA_SECRETS = b"wardgate/mfa-secret-encryption/v1"
+RECOVERY_CODE_DIGEST = b"wardgate/mfa-recovery-code-digest/v1"
+PASSKEY_CEREMONY = b"wardgate/passkey-ceremony/v1"
 
 
 def derive_key(secret: str, info: bytes) -> bytes:

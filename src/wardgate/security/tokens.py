@@ -41,6 +41,7 @@ class Claims:
     session_stamp: str
     issued_at: int
     expires_at: int | None
+    mfa: bool = False  # an identity provider showed a second factor when the session began
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,8 +67,12 @@ class TokenCodec:
         # re-checked on every hit, and revocation is the view's job on every request anyway.
         self._verified = functools.lru_cache(maxsize=VERIFIED_CACHE_SIZE)(self._verify_uncached)
 
-    def issue(self, user_id: str, session_stamp: str, *, now: float | None = None) -> IssuedToken:
-        """Sign a new session token for `user_id`."""
+    def issue(
+        self, user_id: str, session_stamp: str, *, now: float | None = None, mfa: bool = False
+    ) -> IssuedToken:
+        """Sign a new session token for `user_id`; `mfa`: an identity provider showed a second factor
+        at this sign-in (a claim of wardgate's, so that a role that requires one is checked without
+        I/O)."""
         issued_at = int(now if now is not None else time.time())
         expires_at = issued_at + int(self.lifetime.total_seconds()) if self.lifetime else None
         session_id = str(uuid.uuid4())
@@ -80,6 +85,8 @@ class TokenCodec:
         }
         if expires_at is not None:
             claims["exp"] = expires_at
+        if mfa:
+            claims["mfa"] = True
         token = jwt.encode(claims, self._keys[0], algorithm=ALGORITHM)
         return IssuedToken(token=token, session_id=session_id, issued_at=issued_at, expires_at=expires_at)
 
@@ -104,6 +111,7 @@ class TokenCodec:
                 session_stamp=_text(payload["session_stamp"]),
                 issued_at=_number(payload["iat"]),
                 expires_at=None if exp is None else _number(exp),
+                mfa=payload.get("mfa") is True,
             )
         except (KeyError, TypeError, ValueError):
             raise AuthenticationError("Invalid or expired session token.", code="invalid_token") from None

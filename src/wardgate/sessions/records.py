@@ -36,6 +36,7 @@ class UserState:
     groups: tuple[str, ...] = ()
     allowed_models: tuple[str, ...] | None = None  # None: what the role and groups allow
     token_budget: Budget | None = None
+    mfa: bool = False  # has a confirmed second factor
 
     @classmethod
     def from_row(cls, row: User, groups: tuple[str, ...] = ()) -> UserState:
@@ -51,6 +52,7 @@ class UserState:
             groups,
             tuple(json.loads(row.allowed_models)) if row.allowed_models is not None else None,
             parse_budget(json.loads(row.token_budget)) if row.token_budget else None,
+            bool(row.mfa_enabled),
         )
 
 
@@ -93,6 +95,7 @@ class ApiKeyState:
     rate: RateLimitItem | None  # the key's own limit, on top of API_KEY_RATE_LIMIT
     models: tuple[str, ...] | None = None  # None: what its owner may use
     token_budget: Budget | None = None
+    mfa: bool = False  # has a confirmed second factor
 
     @classmethod
     def from_row(cls, row: ApiKey) -> ApiKeyState:

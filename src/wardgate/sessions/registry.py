@@ -297,6 +297,22 @@ class SessionRegistry:
             self.view.put_user(user)
         self._notify()
 
+    def user_reloaded(self, user_id: str) -> UserState | None:
+        """Read a user another service changed (with its change-log entry) and put it in the view,
+        unless the view took a newer change meanwhile (then that one, or the sync, is newer than
+        what was read: an older snapshot must never replace it)."""
+        generation = self._generation
+        with self._sessions() as db:
+            row = db.get(User, user_id)
+            state = UserState.from_row(row, load_groups(db, [user_id]).get(user_id, ())) if row else None
+        if state is not None:
+            with self._lock:
+                if self._generation == generation:
+                    self._generation += 1
+                    self.view.put_user(state)
+            self._notify()
+        return state
+
     def user_deleted(self, user_id: str) -> None:
         """A local write deleted this user."""
         with self._lock:

@@ -2,7 +2,18 @@
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -37,6 +48,9 @@ class User(Base):
     last_active_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     allowed_models: Mapped[str | None] = mapped_column(Text, nullable=True)  # JSON list; NULL: inherit
     token_budget: Mapped[str | None] = mapped_column(Text, nullable=True)  # JSON budget; NULL: none
+    # Whether a confirmed second factor exists: kept with the factor tables in one transaction, so
+    # that the view (and every request) knows it without a query.
+    mfa_enabled: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
 
 
 class AuthSession(Base):
@@ -52,6 +66,7 @@ class AuthSession(Base):
             postgresql_where=text("revoked_at IS NOT NULL"),
         ),
         Index("ix_auth_sessions_expires", "expires_at"),
+        Index("ix_auth_sessions_sso", "sso_provider", "sso_sid"),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
@@ -63,6 +78,10 @@ class AuthSession(Base):
     ip: Mapped[str | None] = mapped_column(String(64), nullable=True)
     user_agent: Mapped[str | None] = mapped_column(String(512), nullable=True)
     revoked_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    mfa_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)  # last second factor, if any
+    # A single sign-on session: the provider and its session id (`sid`), for back-channel logout.
+    sso_provider: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    sso_sid: Mapped[str | None] = mapped_column(String(255), nullable=True)
 
 
 class AuthChange(Base):
@@ -243,3 +262,69 @@ class BudgetCounter(Base):
     tokens: Mapped[int] = mapped_column(BigInteger, default=0)
     requests: Mapped[int] = mapped_column(BigInteger, default=0)
     expires_at: Mapped[int] = mapped_column(BigInteger, index=True)  # the period's end: then pruned
+
+
+# --- second factors (wardgate.mfa) -------------------------------------------------------------------
+
+
+class TotpFactor(Base):
+    """An authenticator app: the secret encrypted (MultiFernet), the last time step it accepted."""
+
+    __tablename__ = "mfa_totp"
+
+    user_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    ciphertext: Mapped[str] = mapped_column(Text)
+    confirmed_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)  # NULL: being set up
+    last_step: Mapped[int] = mapped_column(BigInteger, default=0)  # codes at or before it are spent
+    created_at: Mapped[int] = mapped_column(BigInteger)
+
+
+class RecoveryCode(Base):
+    """One single-use recovery code, stored as a keyed digest (HMAC-SHA256)."""
+
+    __tablename__ = "mfa_recovery_codes"
+    __table_args__ = (Index("ix_mfa_recovery_codes_user", "user_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    user_id: Mapped[str] = mapped_column(String(36), ForeignKey("users.id", ondelete="CASCADE"))
+    code_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    used_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+
+
+class Passkey(Base):
+    """A WebAuthn credential: its public key and the signature counter last seen."""
+
+    __tablename__ = "mfa_passkeys"
+    __table_args__ = (Index("ix_mfa_passkeys_user", "user_id"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    user_id: Mapped[str] = mapped_column(String(36), ForeignKey("users.id", ondelete="CASCADE"))
+    credential_id: Mapped[str] = mapped_column(String(1400), unique=True)  # base64url, up to 1,023 bytes
+    name: Mapped[str] = mapped_column(String(64))
+    public_key: Mapped[bytes] = mapped_column(LargeBinary)
+    sign_count: Mapped[int] = mapped_column(BigInteger, default=0)
+    transports: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    last_used_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+
+
+class PendingSignin(Base):
+    """A sign-in that passed its first factor and awaits the second (the `mfa_token`).
+
+    The id is the SHA-256 of the token handed to the client, so a database read gives no usable token.
+    """
+
+    __tablename__ = "mfa_pending_signins"
+    __table_args__ = (Index("ix_mfa_pending_signins_expires", "expires_at"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[str] = mapped_column(String(36), ForeignKey("users.id", ondelete="CASCADE"))
+    auth_method: Mapped[str] = mapped_column(String(32))  # the first factor: "password", "oauth"
+    sso_provider: Mapped[str | None] = mapped_column(String(32), nullable=True)  # as on auth_sessions
+    sso_sid: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    ip: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    expires_at: Mapped[int] = mapped_column(BigInteger)

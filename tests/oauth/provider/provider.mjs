@@ -1,7 +1,7 @@
 // A real OpenID Connect provider for wardgate's end-to-end tests (panva/oidc-provider).
 //
 // Started by tests/oauth/conftest.py as `node provider.mjs` with PORT, REDIRECT_URIS and
-// POST_LOGOUT_REDIRECT_URIS (comma-separated) in the environment; prints "ready <issuer>" once it
+// POST_LOGOUT_REDIRECT_URIS (comma-separated), and optionally BACKCHANNEL_LOGOUT_URI, in the environment; prints "ready <issuer>" once it
 // listens. devInteractions accepts any password: the login name picks one of the ACCOUNTS below.
 // Claims are released by scope only (the `groups` claim only when the `groups` scope is granted), as
 // Okta, Keycloak and authentik do. Tests change an account with `PUT /test/accounts/<login>` (JSON
@@ -46,10 +46,19 @@ const provider = new Provider(issuer, {
       grant_types: ["authorization_code", "refresh_token"],
       response_types: ["code"],
       token_endpoint_auth_method: "client_secret_basic",
+      // Back-Channel Logout 1.0: told of every session that ends here, by sid (when set).
+      ...(process.env.BACKCHANNEL_LOGOUT_URI
+        ? { backchannel_logout_uri: process.env.BACKCHANNEL_LOGOUT_URI,
+            backchannel_logout_session_required: true }
+        : {}),
     },
   ],
   pkce: { required: () => true },
-  features: { devInteractions: { enabled: true }, rpInitiatedLogout: { enabled: true } },
+  features: {
+    devInteractions: { enabled: true },
+    rpInitiatedLogout: { enabled: true },
+    backchannelLogout: { enabled: true },
+  },
   claims: {
     openid: ["sub"],
     email: ["email", "email_verified", "xms_edov"],
@@ -67,6 +76,12 @@ const provider = new Provider(issuer, {
     },
   }),
   cookies: { keys: ["wardgate-tests-only-cookie-key"] },
+  // Back-channel logouts go to wardgate on loopback, which the provider's SSRF protection (a
+  // dispatcher refusing special-use addresses) would stop: a test-only provider on loopback.
+  fetch: (url, options) => {
+    const { dispatcher, ...rest } = options;
+    return globalThis.fetch(url, rest);
+  },
 });
 
 // Test-only: replace an account's claims (the provider runs on loopback for one test session).
@@ -78,6 +93,9 @@ provider.use(async (ctx, next) => {
   ACCOUNTS[match[1]] = JSON.parse(body);
   ctx.status = 204;
 });
+
+// Failed back-channel deliveries are logged (stderr), or a refusal by wardgate would go unseen.
+provider.on("backchannel.error", (ctx, err) => console.error(`backchannel.error ${err.message}`));
 
 provider.listen(port, "127.0.0.1", () => {
   console.log(`ready ${issuer}`);

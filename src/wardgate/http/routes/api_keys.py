@@ -17,7 +17,7 @@ from fastapi import APIRouter, Depends, Path, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from wardgate.errors import BadRequestError, NotFoundError
-from wardgate.http.deps import AdminUser, CurrentUser, GatewayDep, VerifiedUser
+from wardgate.http.deps import AdminUser, CurrentUser, FreshAdmin, FreshVerifiedUser, GatewayDep
 from wardgate.http.errors import ERROR_RESPONSES
 from wardgate.http.schemas import TokenBudget
 from wardgate.identity.api_keys import CreatedKey
@@ -46,8 +46,10 @@ class ApiKeyForm(BaseModel):
     name: str = Field(DEFAULT_NAME, max_length=64)
     expires_in_days: int | None = Field(None, ge=1, le=3650, description="Lifetime in days.")
     expires_at: int | None = Field(None, description="Expiry as Unix time; or use expires_in_days.")
-    upstreams: list[Literal["ollama", "openai", "app"]] | None = Field(
-        None, max_length=3, description="Only these upstreams; absent: any."
+    upstreams: list[Literal["ollama", "openai", "app", "forward-auth"]] | None = Field(
+        None,
+        max_length=4,
+        description="Only these upstreams (forward-auth: sites FORWARD_AUTH_FILE guards); absent: any.",
     )
     paths: list[str] | None = Field(
         None, max_length=32, description="Only paths under these prefixes (segment boundary); absent: any."
@@ -136,7 +138,7 @@ def _new_key(form: ApiKeyForm) -> NewKey:
 
 
 @router.post("/api/v1/auths/api_key", response_model=OpenWebUIApiKey, summary="Create your API key")
-async def create_default_key(principal: VerifiedUser, gw: GatewayDep) -> OpenWebUIApiKey:
+async def create_default_key(principal: FreshVerifiedUser, gw: GatewayDep) -> OpenWebUIApiKey:
     """Create a key named "default", replacing the previous one; the key is shown only now."""
     create = partial(gw.api_keys.create, principal.user, NewKey(), replace=True)
     created: CreatedKey = await anyio.to_thread.run_sync(create)
@@ -167,7 +169,7 @@ async def list_own_keys(principal: CurrentUser, gw: GatewayDep) -> list[ApiKeyIn
 
 
 @router.post("/api/v1/auths/api_keys", response_model=NewApiKey, summary="Create a named API key")
-async def create_key(form: ApiKeyForm, principal: VerifiedUser, gw: GatewayDep) -> NewApiKey:
+async def create_key(form: ApiKeyForm, principal: FreshVerifiedUser, gw: GatewayDep) -> NewApiKey:
     """Create a key; the response is the only time the key itself is shown."""
     create = partial(gw.api_keys.create, principal.user, _new_key(form))
     created: CreatedKey = await anyio.to_thread.run_sync(create)
@@ -210,7 +212,7 @@ async def list_user_keys(user_id: str, _admin: AdminUser, gw: GatewayDep) -> lis
 @router.delete(
     "/api/v1/users/{user_id}/api_keys/{key_id}", response_model=bool, summary="Revoke an account's key"
 )
-async def revoke_user_key(user_id: str, admin: AdminUser, gw: GatewayDep, key_id: str = _KeyId) -> bool:
+async def revoke_user_key(user_id: str, admin: FreshAdmin, gw: GatewayDep, key_id: str = _KeyId) -> bool:
     """Revoke any account's key (admin); 404 when the key is not that account's."""
     await anyio.to_thread.run_sync(gw.api_keys.revoke, admin.user, user_id, key_id)
     return True

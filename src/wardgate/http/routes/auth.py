@@ -9,13 +9,22 @@ import anyio.to_thread
 from fastapi import APIRouter, Query, Request, Response
 
 from wardgate.errors import AuthenticationError, PermissionDeniedError
-from wardgate.http.cookies import clear_token_cookie, set_token_cookie
-from wardgate.http.deps import AdminUser, ClientDep, CurrentUser, GatewayDep, SiteDep, read_credential
+from wardgate.http.cookies import MFA_COOKIE, clear_mfa_cookie, clear_token_cookie, set_token_cookie
+from wardgate.http.deps import (
+    ClientDep,
+    CurrentUser,
+    FreshAdmin,
+    FreshUser,
+    GatewayDep,
+    SiteDep,
+    read_credential,
+)
 from wardgate.http.errors import ERROR_RESPONSES
 from wardgate.http.routes.oauth import signout_redirect_url
 from wardgate.http.schemas import (
     AddedUser,
     AddUserForm,
+    MfaRequiredResult,
     SessionInfo,
     SessionUser,
     SigninForm,
@@ -23,7 +32,7 @@ from wardgate.http.schemas import (
     SignupForm,
     UpdatePasswordForm,
 )
-from wardgate.identity.records import SignedIn
+from wardgate.identity.records import MfaRequired, SignedIn
 from wardgate.sessions.records import UserState
 
 router = APIRouter(prefix="/api/v1/auths", tags=["auths"], responses=ERROR_RESPONSES)
@@ -42,8 +51,11 @@ def session_user(user: UserState, token: str, expires_at: int | None) -> Session
     )
 
 
-def _signed_in(result: SignedIn, request: Request, response: Response) -> SessionUser:
+def signed_in(result: SignedIn, request: Request, response: Response) -> SessionUser:
+    """The session response, its cookie set (and a finished pending sign-in's cookie cleared)."""
     set_token_cookie(response, request, result.token)
+    if MFA_COOKIE in request.cookies:
+        clear_mfa_cookie(response, request)
     response.headers["Cache-Control"] = "no-store"
     return session_user(result.user, result.token.token, result.token.expires_at)
 
@@ -56,17 +68,29 @@ async def get_session_user(principal: CurrentUser, response: Response) -> Sessio
     return session_user(principal.user, token, principal.claims.expires_at)
 
 
-@router.post("/signin", response_model=SessionUser, summary="Sign in with email and password")
+def mfa_required(result: MfaRequired, response: Response) -> MfaRequiredResult:
+    """The answer for a first factor that leads to a second: no token, no cookie."""
+    response.headers["Cache-Control"] = "no-store"
+    return MfaRequiredResult(mfa_token=result.token, methods=list(result.methods))
+
+
+@router.post(
+    "/signin", response_model=SessionUser | MfaRequiredResult, summary="Sign in with email and password"
+)
 async def signin(
     form: SigninForm, request: Request, response: Response, gw: GatewayDep, site: SiteDep, client: ClientDep
-) -> SessionUser:
-    """Check the password and start a session (token in the body and in an HttpOnly cookie)."""
+) -> SessionUser | MfaRequiredResult:
+    """Check the password and start a session (token in the body and in an HttpOnly cookie). For an
+    account with a second factor: `{"mfa_required": true, "mfa_token", "methods"}` and no session,
+    which `POST /api/v1/auths/mfa/verify` (or a passkey) completes."""
     if not site.password_auth:
         raise PermissionDeniedError(
             "Password sign-in is disabled on this site.", code="password_auth_disabled"
         )
     result = await anyio.to_thread.run_sync(gw.accounts.signin, form.email, form.password, client)
-    return _signed_in(result, request, response)
+    if isinstance(result, MfaRequired):
+        return mfa_required(result, response)
+    return signed_in(result, request, response)
 
 
 @router.post("/signup", response_model=SessionUser, summary="Create an account")
@@ -75,7 +99,7 @@ async def signup(
 ) -> SessionUser:
     """Create an account and sign it in; the first account ever becomes the admin."""
     result = await anyio.to_thread.run_sync(gw.accounts.signup, form.name, form.email, form.password, client)
-    return _signed_in(result, request, response)
+    return signed_in(result, request, response)
 
 
 async def _signout(request: Request, response: Response, gw: GatewayDep) -> SignoutResult:
@@ -112,7 +136,7 @@ async def signout_get(request: Request, response: Response, gw: GatewayDep) -> S
 
 @router.post("/update/password", response_model=bool, summary="Change your password")
 async def update_password(
-    form: UpdatePasswordForm, principal: CurrentUser, request: Request, response: Response, gw: GatewayDep
+    form: UpdatePasswordForm, principal: FreshUser, request: Request, response: Response, gw: GatewayDep
 ) -> bool:
     """Change the password; every session of the account ends, this one included."""
     await anyio.to_thread.run_sync(
@@ -123,7 +147,7 @@ async def update_password(
 
 
 @router.post("/add", response_model=AddedUser, summary="Create an account (admin)")
-async def add_user(form: AddUserForm, _admin: AdminUser, gw: GatewayDep) -> AddedUser:
+async def add_user(form: AddUserForm, _admin: FreshAdmin, gw: GatewayDep) -> AddedUser:
     """Create an account with a role; unlike Open WebUI no session token for it is handed out."""
     create = partial(gw.accounts.create_user, form.name, form.email, form.password, role=form.role)
     user = await anyio.to_thread.run_sync(create)

@@ -20,12 +20,13 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import quote
 
+import anyio.to_thread
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import RedirectResponse, Response
 
 from wardgate.errors import ApiError, NotFoundError
 from wardgate.gateway import Gateway
-from wardgate.http.cookies import set_token_cookie
+from wardgate.http.cookies import set_mfa_cookie, set_token_cookie
 from wardgate.http.deps import ClientDep, GatewayDep, authenticate, site
 from wardgate.http.rendering import render
 from wardgate.http.schemas import ErrorBody
@@ -114,7 +115,12 @@ async def start_link(request: Request, gw: Gateway, provider: str, principal: Pr
     """The account page's "link" button (`POST /oauth/{provider}/link`, in `pages`, once the person
     proved presence): start the flow bound, in the sealed state, to the signed-in person and this
     very session; the callback links the identity to their account only in the browser holding that
-    session, and only while it is live. Answers with a page that continues to the provider."""
+    session, and only while it is live. Answers with a page that continues to the provider.
+
+    A linked provider is a new way in, whose own `amr` may count as a second factor: for an account
+    with a factor it is a factor change, and needs a recent one (403 `step_up_required`)."""
+    if principal.user.mfa:
+        await anyio.to_thread.run_sync(gw.mfa.require_step_up, principal.user, principal.claims)
     sign_on = _sign_on(gw)
     name = sign_on.provider(provider).name  # 404 for an unknown provider
     link = LinkRequest(principal.user.id, principal.claims.session_id)
@@ -147,6 +153,14 @@ async def _callback(provider: str, request: Request, gw: Gateway, client: Client
     except ApiError as exc:
         return _refusal(request, exc.code)
     target = safe_redirect_path(done.next_path)
+    if done.mfa is not None:  # the account's own second factor, on the sign-in page
+        response = RedirectResponse(site(request).at(f"/auth?redirect={quote(target, safe='/')}"), 302)
+        response.delete_cookie(
+            STATE_COOKIE, path=_cookie_path(request), secure=_secure(request), httponly=True
+        )
+        set_mfa_cookie(response, request, done.mfa.token)
+        response.headers["Cache-Control"] = "no-store"
+        return response
     if done.linked:  # back to the account page, saying what happened
         target += "?notice=linked-signed-out" if done.sessions_ended else "?notice=linked"
     response = RedirectResponse(target, status_code=302)
@@ -185,3 +199,18 @@ async def signout_redirect_url(request: Request, gw: Gateway, claims: Claims | N
     post_logout = configured or f"{where.public_base(request)}{where.at('/auth')}"
     provider_url = await gw.sign_on.end_session_url(claims.session_id, post_logout)
     return provider_url or configured
+
+
+@router.post(
+    "/oauth/{provider}/backchannel-logout",
+    status_code=200,
+    summary="OpenID Connect Back-Channel Logout (register this URI at the provider)",
+    response_class=Response,
+)
+async def backchannel_logout(request: Request, gw: GatewayDep, provider: str = _PROVIDER) -> Response:
+    """The provider's server posts `logout_token` (form-encoded) when a person's session there ends;
+    every wardgate session it began ends, everywhere. 200 when accepted, 400 when refused."""
+    form = await request.form()
+    token = form.get("logout_token")
+    await _sign_on(gw).backchannel_logout(provider, token if isinstance(token, str) else "")
+    return Response(status_code=200, headers={"Cache-Control": "no-store"})

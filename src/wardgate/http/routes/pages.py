@@ -1,7 +1,8 @@
 """The pages people see: sign-in (/auth), their account (/account) and administration (/admin).
 
 Forms post to same-origin handlers (no inline script; the strict CSP holds) and every state change
-passes the CSRF middleware's Origin check like the JSON API does.
+passes the CSRF middleware's Origin check like the JSON API does. The second-factor forms are in
+`mfa_pages`, which renders through the helpers here (`account_view`, `mfa_step`).
 """
 
 from __future__ import annotations
@@ -20,13 +21,13 @@ from wardgate.audit.log import AuditQuery
 from wardgate.config.values import Role
 from wardgate.errors import ApiError, BadRequestError, PermissionDeniedError
 from wardgate.gateway import Gateway
-from wardgate.http.cookies import clear_token_cookie, set_token_cookie
+from wardgate.http.cookies import MFA_COOKIE, clear_mfa_cookie, clear_token_cookie, set_token_cookie
 from wardgate.http.deps import client_info, gateway, optional_principal, site
-from wardgate.http.rendering import render, safe_redirect_path
+from wardgate.http.rendering import leave_for, render, return_target
 from wardgate.http.routes.oauth import signout_redirect_url, start_link
 from wardgate.http.routes.usage_pages import account_usage, admin_usage
 from wardgate.identity.authentication import TOKEN_COOKIE, Principal
-from wardgate.identity.records import UserChanges
+from wardgate.identity.records import MfaRequired, UserChanges
 from wardgate.identity.rules import ADMIN_REQUIRED, require_admin
 from wardgate.oauth.refusals import refusal_message
 from wardgate.storage.paging import Cursor
@@ -56,18 +57,30 @@ _NOTICES = {
         "The sign-in provider is linked: you can sign in with it from now on. Every other session and "
         "API key of this account has ended."
     ),
+    "mfa-required": (
+        "Your role requires a second factor. Set up an authenticator app or a passkey below: until "
+        "then your account can do nothing else."
+    ),
+    "stepped-up": "Confirmed. You can make the change now.",
+    "totp-off": "The authenticator app is turned off.",
+    "passkey-added": "The passkey is added.",
+    "passkey-removed": "The passkey is removed.",
+    "mfa-reset": (
+        "Second factors reset: that account signs in with its password alone now, and its sessions "
+        "have ended."
+    ),
 }
 
 
-def _at(request: Request, path: str) -> str:
+def page_path(request: Request, path: str) -> str:
     """A path of wardgate's own pages (they live under WARDGATE_PATH_PREFIX)."""
     return site(request).at(path)
 
 
-def _to_auth(request: Request, target: str | None = None) -> RedirectResponse:
+def to_auth(request: Request, target: str | None = None) -> RedirectResponse:
     """To the sign-in page, coming back to `target` (this address by default) afterwards."""
     target = target or request.url.path + (f"?{request.url.query}" if request.url.query else "")
-    response = RedirectResponse(_at(request, f"/auth?redirect={_quote(target)}"), status_code=303)
+    response = RedirectResponse(page_path(request, f"/auth?redirect={_quote(target)}"), status_code=303)
     if request.cookies.get(TOKEN_COOKIE):
         clear_token_cookie(response, request)
     return response
@@ -77,9 +90,9 @@ def _quote(text: str) -> str:
     return quote(text, safe="/")
 
 
-def _home_for(request: Request) -> str:
+def home_for(request: Request) -> str:
     """Where a signed-in person goes by default: the protected app if there is one, else the account."""
-    return "/" if site(request).has_app else _at(request, "/account")
+    return "/" if site(request).has_app else page_path(request, "/account")
 
 
 @router.get("/")
@@ -89,7 +102,7 @@ async def home(request: Request) -> Response:
     With an app upstream and no WARDGATE_PATH_PREFIX, "/" is the app's: `UpstreamDispatch` sends it there.
     """
     principal = await optional_principal(request)
-    return RedirectResponse(_home_for(request) if principal else _at(request, "/auth"), status_code=303)
+    return RedirectResponse(home_for(request) if principal else page_path(request, "/auth"), status_code=303)
 
 
 @router.get("/auth")
@@ -99,35 +112,71 @@ async def auth_page(
     """Sign in, sign up when enabled, or create the first admin on a fresh install.
 
     `error` is a refusal code (single sign-on sends people back here with one): its fixed message is
-    shown, never text from the address.
+    shown, never text from the address. A single sign-on that still needs the account's own second
+    factor comes back here with the pending sign-in in a cookie: the page shows that step.
     """
     principal = await optional_principal(request)
     if principal is not None and not error:
-        return RedirectResponse(safe_redirect_path(redirect, _home_for(request)), status_code=303)
+        return RedirectResponse(return_target(request, redirect, home_for(request)), status_code=303)
+    pending = request.cookies.get(MFA_COOKIE)
+    if pending and not error:
+        return await mfa_step(request, pending, redirect=redirect)
     message = refusal_message(error[:64]) if error else None
     return await _auth_form(request, redirect=redirect, mode=mode, error=message, notice=_NOTICES.get(notice))
 
 
 async def _auth_form(request: Request, *, status_code: int = 200, **context: Any) -> Response:
+    """The sign-in page: its forms, or a sign-in's second step (`mode="mfa"` with an `mfa_token`)."""
     where = site(request)
-    onboarding = not await anyio.to_thread.run_sync(gateway(request).accounts.has_users)
-    mode = "signup" if context.pop("mode", "signin") == "signup" and where.signup_open else "signin"
+    gw = gateway(request)
+    onboarding = not await anyio.to_thread.run_sync(gw.accounts.has_users)
+    wanted = context.pop("mode", "signin")
+    mode = "signin"
+    if wanted == "signup" and where.signup_open:
+        mode = "signup"
+    elif wanted == "mfa" and context.get("mfa_token"):
+        mode = "mfa"
     values = {
         "email": "",
         "name": "",
-        "redirect": safe_redirect_path(context.pop("redirect", ""), _home_for(request)),
+        "redirect": return_target(request, context.pop("redirect", ""), home_for(request)),
         "providers": dict(where.sign_on_providers),
         "onboarding": onboarding,
         "mode": mode,
         "signup_enabled": where.signup_open,
         "password_auth": where.password_auth,
         "min_length": where.password_min_length,
+        "passkeys": gw.mfa.policy.relying_party is not None,
+        "mfa_token": "",
+        "methods": (),
         **context,
     }
     return render(request, "auth.html", status_code=status_code, **values)
 
 
-async def _form(request: Request) -> dict[str, str]:
+async def mfa_step(
+    request: Request, token: str, *, redirect: str, error: str | None = None, status_code: int = 200
+) -> Response:
+    """A sign-in's second step for the pending sign-in `token`; once that has ended (used, expired,
+    too many wrong codes), the sign-in form saying so."""
+    try:
+        methods = await anyio.to_thread.run_sync(gateway(request).mfa.pending_methods, token)
+    except ApiError as exc:
+        response = await _auth_form(request, status_code=exc.status_code, redirect=redirect, error=exc.detail)
+        clear_mfa_cookie(response, request)
+        return response
+    return await _auth_form(
+        request,
+        status_code=status_code,
+        redirect=redirect,
+        error=error,
+        mode="mfa",
+        mfa_token=token,
+        methods=methods,
+    )
+
+
+async def form_fields(request: Request) -> dict[str, str]:
     form = await request.form()
     return {key: value for key, value in form.items() if isinstance(value, str)}
 
@@ -135,9 +184,9 @@ async def _form(request: Request) -> dict[str, str]:
 @router.post("/auth/signin")
 async def signin_form(request: Request) -> Response:
     """The sign-in form: on success set the cookie and go to the requested page."""
-    form = await _form(request)
+    form = await form_fields(request)
     gw = gateway(request)
-    target = safe_redirect_path(form.get("redirect"), _home_for(request))
+    target = return_target(request, form.get("redirect"), home_for(request))
     if not site(request).password_auth:
         return await _auth_form(
             request, status_code=403, redirect=target, error="Password sign-in is disabled on this site."
@@ -154,9 +203,13 @@ async def signin_form(request: Request) -> Response:
             error=exc.detail,
             email=form.get("email", "")[:320],
         )
+    if isinstance(result, MfaRequired):  # the password passed; the second step is next, same page
+        return await _auth_form(
+            request, redirect=target, mode="mfa", mfa_token=result.token, methods=result.methods
+        )
     if result.user.role == Role.PENDING:
-        target = _at(request, "/account")
-    response = RedirectResponse(target, status_code=303)
+        target = page_path(request, "/account")
+    response = leave_for(request, target)
     set_token_cookie(response, request, result.token)
     return response
 
@@ -164,9 +217,9 @@ async def signin_form(request: Request) -> Response:
 @router.post("/auth/signup")
 async def signup_form(request: Request) -> Response:
     """The sign-up (and first-admin) form."""
-    form = await _form(request)
+    form = await form_fields(request)
     gw = gateway(request)
-    target = safe_redirect_path(form.get("redirect"), _home_for(request))
+    target = return_target(request, form.get("redirect"), home_for(request))
     try:
         result = await anyio.to_thread.run_sync(
             gw.accounts.signup,
@@ -185,11 +238,21 @@ async def signup_form(request: Request) -> Response:
             email=form.get("email", "")[:320],
             name=form.get("name", "")[:255],
         )
-    response = RedirectResponse(
-        _at(request, "/account") if result.user.role == Role.PENDING else target, status_code=303
+    response = leave_for(
+        request, page_path(request, "/account") if result.user.role == Role.PENDING else target
     )
     set_token_cookie(response, request, result.token)
     return response
+
+
+@router.get("/auth/continue")
+async def continue_page(request: Request, to: str = "") -> Response:
+    """After a sign-in form, on to the protected app it came from (FORWARD_AUTH_FILE): a page that
+    moves on by itself, since a form's redirect may not leave this origin under the CSP."""
+    target = return_target(request, to, home_for(request))
+    if target.startswith("/"):
+        return RedirectResponse(target, status_code=303)
+    return render(request, "continue.html", target=target, principal=await optional_principal(request))
 
 
 @router.post("/auth/signout")
@@ -197,7 +260,7 @@ async def signout_form(request: Request) -> Response:
     """Sign out this browser: the session is revoked, the cookie cleared, and for an SSO session the
     provider's session is ended too (a page, not a redirect: CSP form-action covers redirects)."""
     gw = gateway(request)
-    principal = await optional_principal(request)
+    principal = await optional_principal(request, enrolling=True)  # one who must enrol may leave
     provider_url = None
     if principal is not None:
         provider_url = await signout_redirect_url(request, gw, principal.claims)
@@ -206,21 +269,30 @@ async def signout_form(request: Request) -> Response:
     if provider_url:
         response = render(request, "signed_out.html", provider_url=provider_url)
     else:
-        response = RedirectResponse(_at(request, "/auth?notice=signed-out"), status_code=303)
+        response = RedirectResponse(page_path(request, "/auth?notice=signed-out"), status_code=303)
     clear_token_cookie(response, request)
+    if MFA_COOKIE in request.cookies:  # a second step a single sign-on left and a passkey finished
+        clear_mfa_cookie(response, request)
     return response
 
 
 @router.get("/account")
-async def account_page(request: Request, notice: str = "", sessions: str | None = None) -> Response:
-    """Profile, password change and the person's own sessions (`sessions`: a page's cursor)."""
-    principal = await optional_principal(request)
+async def account_page(
+    request: Request, notice: str = "", sessions: str | None = None, confirm: str | None = None
+) -> Response:
+    """Profile, second factors, password change and the person's own sessions (`sessions`: a page's
+    cursor; `confirm`: show the "Confirm it is you" form, where a passkey ceremony asked for it).
+
+    Open to an account that must enrol a second factor first; its other forms stay refused."""
+    principal = await optional_principal(request, enrolling=True)
     if principal is None:
-        return _to_auth(request)
-    return await _account_view(request, principal, notice=_NOTICES.get(notice), cursor=sessions)
+        return to_auth(request)
+    return await account_view(
+        request, principal, notice=_NOTICES.get(notice), cursor=sessions, step_up=confirm is not None
+    )
 
 
-async def _account_view(
+async def account_view(
     request: Request,
     principal: Principal,
     *,
@@ -228,7 +300,10 @@ async def _account_view(
     error: str | None = None,
     status_code: int = 200,
     cursor: str | None = None,
+    **second: Any,
 ) -> Response:
+    """The account page; `second`: what the second-factor section shows this time (`step_up`,
+    `step_up_return`, `totp_setup`, `recovery_codes`)."""
     gw = gateway(request)
     fetch = partial(gw.directory.sessions_of, principal.user.id, cursor=_cursor(cursor), limit=PAGE_ROWS)
     sessions = await anyio.to_thread.run_sync(fetch)
@@ -255,10 +330,23 @@ async def _account_view(
         identities=linked,
         linkable=linkable,
         **usage,
+        **await second_factors(gw, principal),
+        **second,
         notice=notice or pending,
         error=error,
         status_code=status_code,
     )
+
+
+async def second_factors(gw: Gateway, principal: Principal) -> dict[str, Any]:
+    """What the pages show of the person's own second factors, and the "Confirm it is you" form."""
+    factors = await anyio.to_thread.run_sync(gw.mfa.factors_of, principal.user.id)
+    return {
+        "factors": factors,
+        "must_enrol": gw.mfa.enrolment_required(principal.user, principal.claims) and not factors.any,
+        "passkeys_available": gw.mfa.policy.relying_party is not None,
+        "step_up_minutes": max(1, gw.mfa.policy.step_up_max_age // 60),
+    }
 
 
 async def _identities(
@@ -292,13 +380,19 @@ async def _account_action(
 ) -> Response:
     principal = await optional_principal(request)
     if principal is None:
-        return _to_auth(request)
+        return to_auth(request)
     gw = gateway(request)
     try:
         location = await action(gw, principal)
     except ApiError as exc:  # shown on the page it came from; never carried in an address
-        return await _account_view(request, principal, error=exc.detail, status_code=exc.status_code)
-    response = RedirectResponse(_at(request, location), status_code=303)
+        return await account_view(
+            request,
+            principal,
+            error=exc.detail,
+            status_code=exc.status_code,
+            step_up=exc.code == "step_up_required",
+        )
+    response = RedirectResponse(page_path(request, location), status_code=303)
     if location.startswith("/auth"):
         clear_token_cookie(response, request)
     return response
@@ -309,10 +403,10 @@ async def link_provider_form(request: Request, provider: str = Path(max_length=6
     """The account page's "Link <provider>" button: the person proves presence first (the current
     password, or a sign-in from the last ten minutes), so that a borrowed or stolen session cannot
     bind its own provider identity to the account as a way back in."""
-    form = await _form(request)
+    form = await form_fields(request)
     principal = await optional_principal(request)
     if principal is None:
-        return _to_auth(request, "/account")  # a form post is not a page to come back to
+        return to_auth(request, "/account")  # a form post is not a page to come back to
     gw = gateway(request)
     confirm = partial(
         gw.accounts.confirm_presence, principal.user.id, form.get("password"), principal.claims.issued_at
@@ -321,15 +415,16 @@ async def link_provider_form(request: Request, provider: str = Path(max_length=6
         await anyio.to_thread.run_sync(confirm)
         return await start_link(request, gw, provider, principal)
     except ApiError as exc:  # shown on the account page, like its other forms
-        return await _account_view(request, principal, error=exc.detail, status_code=exc.status_code)
+        return await account_view(request, principal, error=exc.detail, status_code=exc.status_code)
 
 
 @router.post("/account/password")
 async def change_password_form(request: Request) -> Response:
     """Change the password; every session ends, so the person signs in again."""
-    form = await _form(request)
+    form = await form_fields(request)
 
     async def act(gw: Gateway, principal: Principal) -> str:
+        await anyio.to_thread.run_sync(gw.mfa.require_step_up, principal.user, principal.claims)
         await anyio.to_thread.run_sync(
             gw.accounts.change_password,
             principal.user.id,
@@ -373,7 +468,7 @@ async def admin_page(request: Request, q: str = "", notice: str = "", after: str
     (`after`: the cursor of a page of users)."""
     principal = await optional_principal(request)
     if principal is None:
-        return _to_auth(request)
+        return to_auth(request)
     return await _admin_view(request, principal, query=q[:320], notice=_NOTICES.get(notice), cursor=after)
 
 
@@ -386,7 +481,9 @@ async def _admin_view(
     error: str | None = None,
     status_code: int = 200,
     cursor: str | None = None,
+    step_up_return: str | None = None,
 ) -> Response:
+    """The admin page; with `step_up_return`, the "Confirm it is you" form that comes back there."""
     if principal.user.role != Role.ADMIN:
         return render(
             request,
@@ -403,6 +500,8 @@ async def _admin_view(
     pending = await anyio.to_thread.run_sync(partial(gw.directory.users, role=Role.PENDING, limit=PAGE_ROWS))
     events = await anyio.to_thread.run_sync(partial(gw.audit.query, AuditQuery(), limit=PAGE_ROWS))
     usage = await admin_usage(gw, principal)
+    kinds = await anyio.to_thread.run_sync(gw.mfa.factors.kinds_of, [u.id for u in users.rows])
+    confirm = await second_factors(gw, principal) if step_up_return else {}
     return render(
         request,
         "admin.html",
@@ -419,6 +518,11 @@ async def _admin_view(
         findings=site(request).findings,
         events=events.rows,
         **usage,
+        factor_kinds=kinds,
+        required_roles={role.value for role in gw.mfa.policy.required_roles},
+        **confirm,
+        step_up=step_up_return is not None,
+        step_up_return=step_up_return,
         notice=notice,
         error=error,
         status_code=status_code,
@@ -426,24 +530,35 @@ async def _admin_view(
 
 
 async def _admin_action(
-    request: Request, user_id: str, change: Callable[[Gateway, Principal], None]
+    request: Request, user_id: str, change: Callable[[Gateway, Principal], None], notice: str = "user"
 ) -> Response:
+    """Every admin change needs a recent second factor of the admin (who has one): a step-up."""
     principal = await optional_principal(request)
     if principal is None:
-        return _to_auth(request)
+        return to_auth(request)
     gw = gateway(request)
+    anchor = f"#user-{user_id}" if user_id else "#users"
     try:
         require_admin(principal.user)
+        await anyio.to_thread.run_sync(gw.mfa.require_step_up, principal.user, principal.claims)
         await anyio.to_thread.run_sync(change, gw, principal)
     except ApiError as exc:  # shown on the page it came from; never carried in an address
-        return await _admin_view(request, principal, error=exc.detail, status_code=exc.status_code)
-    return RedirectResponse(_at(request, f"/admin?notice=user#user-{user_id}"), status_code=303)
+        stepped = page_path(request, f"/admin?notice=stepped-up{anchor}")
+        return await _admin_view(
+            request,
+            principal,
+            error=exc.detail,
+            status_code=exc.status_code,
+            step_up_return=stepped if exc.code == "step_up_required" else None,
+        )
+    return RedirectResponse(page_path(request, f"/admin?notice={notice}{anchor}"), status_code=303)
 
 
 @router.post("/admin/users/{user_id}/{action}")
 async def admin_user_form(request: Request, user_id: str, action: str) -> Response:
-    """Role change, enable, disable, revoke sessions or delete, from the admin page."""
-    form = await _form(request)
+    """Role change, enable, disable, revoke sessions, reset second factors or delete, from the admin
+    page."""
+    form = await form_fields(request)
     try:
         user_id = str(UUID(user_id))
     except ValueError:
@@ -461,7 +576,9 @@ async def admin_user_form(request: Request, user_id: str, action: str) -> Respon
             gw.accounts.revoke_all_sessions(user_id, actor=principal.user.email)
         elif action == "delete":
             gw.accounts.delete_user(principal.user, user_id)
+        elif action == "reset-mfa":
+            gw.mfa.reset(principal.user, user_id)
         else:
             raise PermissionDeniedError("Unknown action.")
 
-    return await _admin_action(request, user_id, change)
+    return await _admin_action(request, user_id, change, "mfa-reset" if action == "reset-mfa" else "user")

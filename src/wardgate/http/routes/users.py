@@ -11,7 +11,7 @@ import anyio.to_thread
 from fastapi import APIRouter, Query
 
 from wardgate.errors import NotFoundError
-from wardgate.http.deps import AdminUser, GatewayDep
+from wardgate.http.deps import AdminUser, FreshAdmin, GatewayDep
 from wardgate.http.errors import ERROR_RESPONSES
 from wardgate.http.schemas import TokenBudget, UserList, UserModel, UserUpdateForm
 from wardgate.identity.records import KEEP, UserChanges
@@ -35,6 +35,7 @@ def user_model(row: User) -> UserModel:
         last_active_at=row.last_active_at,
         allowed_models=json.loads(row.allowed_models) if row.allowed_models is not None else None,
         token_budget=TokenBudget.of_json(row.token_budget),
+        mfa_enabled=bool(row.mfa_enabled),
     )
 
 
@@ -73,7 +74,7 @@ async def get_user(user_id: str, _admin: AdminUser, gw: GatewayDep) -> UserModel
 
 
 @router.post("/{user_id}/update", response_model=UserModel, summary="Edit an account")
-async def update_user(user_id: str, form: UserUpdateForm, admin: AdminUser, gw: GatewayDep) -> UserModel:
+async def update_user(user_id: str, form: UserUpdateForm, admin: FreshAdmin, gw: GatewayDep) -> UserModel:
     """Change role, name, email, password, enabled state, the models the person may use
     (`allowed_models`, null: inherit) or their token budget (null: none of their own); a password
     change or disabling ends sessions."""
@@ -94,14 +95,24 @@ async def update_user(user_id: str, form: UserUpdateForm, admin: AdminUser, gw: 
 
 
 @router.delete("/{user_id}", response_model=bool, summary="Delete an account")
-async def delete_user(user_id: str, admin: AdminUser, gw: GatewayDep) -> bool:
+async def delete_user(user_id: str, admin: FreshAdmin, gw: GatewayDep) -> bool:
     """Delete an account and end its sessions; never yourself, never the last admin."""
     await anyio.to_thread.run_sync(gw.accounts.delete_user, admin.user, _user_id(user_id))
     return True
 
 
 @router.post("/{user_id}/sessions/revoke", response_model=bool, summary="End every session of an account")
-async def revoke_sessions(user_id: str, _admin: AdminUser, gw: GatewayDep) -> bool:
+async def revoke_sessions(user_id: str, admin: FreshAdmin, gw: GatewayDep) -> bool:
     """Sign the account out everywhere."""
-    await anyio.to_thread.run_sync(gw.accounts.revoke_all_sessions, _user_id(user_id))
+    revoke = partial(gw.accounts.revoke_all_sessions, _user_id(user_id), actor=admin.user.email)
+    await anyio.to_thread.run_sync(revoke)
+    return True
+
+
+@router.post("/{user_id}/mfa/reset", response_model=bool, summary="Remove every second factor of an account")
+async def reset_mfa(user_id: str, admin: FreshAdmin, gw: GatewayDep) -> bool:
+    """For someone who lost every factor and every recovery code: their factors and recovery codes
+    are removed and their sessions and API keys end (audited). They sign in with their password and
+    enrol again."""
+    await anyio.to_thread.run_sync(gw.mfa.reset, admin.user, _user_id(user_id))
     return True

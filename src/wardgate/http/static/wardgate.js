@@ -1,4 +1,5 @@
-// wardgate pages: the only script. Asks for confirmation before destructive form submissions.
+// wardgate pages: asks for confirmation before destructive form submissions (passkeys.js, on the
+// pages that offer passkeys, runs their ceremonies).
 "use strict";
 document.addEventListener("submit", (event) => {
   const button = event.submitter;
