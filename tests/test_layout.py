@@ -30,6 +30,7 @@ LAYERS: dict[str, set[str]] = {
     "identity": {"config", "security", "storage", "audit", "sessions"},
     "oauth": {"config", "security", "storage", "audit", "sessions", "identity"},
     "mfa": {"config", "security", "storage", "audit", "sessions", "identity"},
+    "ldap": {"config", "security", "storage", "audit", "sessions", "identity"},
     "usage": {"config", "storage"},
     "proxy": {"config", "sessions", "identity", "usage"},
     "gateway": {
@@ -41,6 +42,7 @@ LAYERS: dict[str, set[str]] = {
         "identity",
         "oauth",
         "mfa",
+        "ldap",
         "proxy",
         "usage",
     },
@@ -54,6 +56,7 @@ LAYERS: dict[str, set[str]] = {
         "identity",
         "oauth",
         "mfa",
+        "ldap",
         "proxy",
         "usage",
         "gateway",

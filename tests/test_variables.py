@@ -50,6 +50,22 @@ INVALID = {
     "PASSWORD_CHANGE_RATE_LIMIT": "5/0m",
     "AUTH_FAILURE_RATE_LIMIT": "-1/1m",
     "MFA_REQUIRED_ROLES": "root",
+    "ENABLE_LDAP": "maybe",
+    "LDAP_SERVER_LABEL": "x" * 300,
+    "LDAP_SERVER_HOST": "ldaps://dir.example.com",
+    "LDAP_SERVER_PORT": "70000",
+    "LDAP_ATTRIBUTE_FOR_MAIL": "mail)(x",
+    "LDAP_ATTRIBUTE_FOR_USERNAME": "1uid",
+    "LDAP_APP_DN": "cn=app\ndc=x",
+    "LDAP_APP_PASSWORD": "   ",
+    "LDAP_SEARCH_BASE": "x" * 2000,
+    "LDAP_SEARCH_FILTERS": "objectClass=person",
+    "LDAP_USE_TLS": "sometimes",
+    "LDAP_CA_CERT_FILE": "/nonexistent/ca.pem",
+    "LDAP_VALIDATE_CERT": "perhaps",
+    "LDAP_CIPHERS": "NOT-A-CIPHER-LIST",
+    "ENABLE_LDAP_GROUP_MANAGEMENT": "y",
+    "LDAP_ATTRIBUTE_FOR_GROUPS": "member of",
     "FORWARD_AUTH_FILE": "/nonexistent/forward-auth.toml",
     "SESSION_COOKIE_DOMAIN": "https://example.com/",
     "MFA_STEP_UP_MAX_AGE": "-1",
@@ -167,6 +183,7 @@ DEPRECATED = {
     "OAUTH_GROUP_CLAIM": "my groups",
     "API_KEY_ALLOWED_ENDPOINTS": "ollama",
     "ENABLE_API_KEY_ENDPOINT_RESTRICTIONS": "restricted",
+    "LDAP_SEARCH_FILTER": "uid=*",  # Open WebUI's other spelling
 }
 SECRETS = {
     "WEBUI_SECRET_KEY",
@@ -177,6 +194,8 @@ SECRETS = {
     "OAUTH_CLIENT_SECRET",
     "OAUTH_SESSION_TOKEN_ENCRYPTION_KEY",
     "OPENAI_API_KEY",
+    "MFA_ENCRYPTION_KEY",
+    "LDAP_APP_PASSWORD",
 }
 
 

@@ -27,6 +27,8 @@ from wardgate.identity.directory import Directory
 from wardgate.identity.key_material import ApiKeyHasher
 from wardgate.identity.records import AccountPolicy, AuthLimits
 from wardgate.identity.validation import PasswordPolicy
+from wardgate.ldap.directory import LdapConfig, LdapDirectory
+from wardgate.ldap.signin import LdapSignIn
 from wardgate.mfa.factors import FactorStore
 from wardgate.mfa.passkeys import CeremonySealer, RelyingParty
 from wardgate.mfa.recovery import RecoveryCodeHasher
@@ -70,6 +72,7 @@ class Gateway:
     authenticator: Authenticator
     upstreams: UpstreamTable
     sign_on: SignOn | None  # single sign-on, when a provider is configured
+    ldap: LdapSignIn | None  # directory sign-in, with ENABLE_LDAP
     model_rules: ModelRules  # who may use which model, and who may manage the model servers
     budgets: BudgetLedger  # token budgets, counted in the database every instance shares
     usage: UsageRecorder  # usage records, written in bulk
@@ -142,6 +145,7 @@ class Gateway:
             authenticator=Authenticator(codec, registry, api_keys, limiter, failures),
             upstreams=upstreams_from_settings(s),
             sign_on=sign_on_from_settings(s, accounts, sessions, audit),
+            ldap=ldap_from_settings(s, accounts, sessions, limiter, audit),
             model_rules=ModelRules(s.model_access_file, s.model_request_max_bytes),
             budgets=budgets,
             usage=usage,
@@ -204,6 +208,44 @@ def account_policy(s: Settings) -> AccountPolicy:
             Limit.of("signup", s.signup_rate_limit),
             Limit.of("password-change", s.password_change_rate_limit),
         ),
+    )
+
+
+def ldap_from_settings(
+    s: Settings,
+    accounts: AccountService,
+    sessions: sessionmaker[Session],
+    limiter: RateLimiter,
+    audit: AuditLog,
+) -> LdapSignIn | None:
+    """Directory sign-in for these settings; None without ENABLE_LDAP."""
+    if not s.enable_ldap:
+        return None
+    config = LdapConfig(
+        host=s.ldap_server_host,
+        port=s.ldap_server_port or (636 if s.ldap_use_tls else 389),
+        use_tls=s.ldap_use_tls,
+        validate_cert=s.ldap_validate_cert,
+        ca_cert_file=str(s.ldap_ca_cert_file) if s.ldap_ca_cert_file else None,
+        ciphers=s.ldap_ciphers,
+        app_dn=s.ldap_app_dn,
+        app_password=s.ldap_app_password.get_secret_value() if s.ldap_app_password else None,
+        search_base=s.ldap_search_base or "",
+        search_filter=s.ldap_search_filters,
+        username_attribute=s.ldap_attribute_for_username,
+        mail_attribute=s.ldap_attribute_for_mail,
+        groups_attribute=s.ldap_attribute_for_groups if s.enable_ldap_group_management else None,
+        label=s.ldap_server_label,
+    )
+    limits = account_policy(s).limits
+    return LdapSignIn(
+        LdapDirectory(config),
+        accounts,
+        sessions,
+        limiter,
+        limits,
+        audit,
+        manage_groups=s.enable_ldap_group_management,
     )
 
 

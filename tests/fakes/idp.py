@@ -65,6 +65,7 @@ class FakeIdP:
     refresh: dict[str, dict[str, Any]] = field(default_factory=dict)
     token_requests: list[dict[str, str]] = field(default_factory=list)
     logouts: list[dict[str, str]] = field(default_factory=list)
+    jwks_fetches: int = 0
     key: RSAKey = field(default_factory=lambda: RSAKey.generate_key(2048, parameters={"kid": "k1"}))
     other_key: RSAKey = field(default_factory=lambda: RSAKey.generate_key(2048, parameters={"kid": "k1"}))
 
@@ -73,6 +74,7 @@ class FakeIdP:
         self.claims, self.emails, self.tamper = {}, [], set()
         self.codes.clear(), self.access.clear(), self.refresh.clear()
         self.token_requests.clear(), self.logouts.clear()
+        self.jwks_fetches = 0
         self.token_lifetime = 3600
 
     # --- OpenID Connect -------------------------------------------------------------------------
@@ -104,6 +106,7 @@ class FakeIdP:
         )
 
     def jwks(self, _request: Request) -> Response:
+        self.jwks_fetches += 1
         return JSONResponse(KeySet([self.key]).as_dict(private=False))
 
     def authorize(self, request: Request) -> Response:

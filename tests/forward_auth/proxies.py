@@ -15,7 +15,7 @@ import httpx
 
 from tests.servers import free_port, service_missing, stop
 
-NGINX = """
+NGINX = r"""
 worker_processes 1;
 pid        {run}/nginx.pid;
 error_log  {run}/error.log warn;
@@ -29,6 +29,11 @@ http {{
     uwsgi_temp_path       {run}/uwsgi;
     scgi_temp_path        {run}/scgi;
     map $http_upgrade $connection_upgrade {{ default upgrade; '' close; }}
+    # wardgate's session cookie is for wardgate: the app gets every other cookie, never that one.
+    map $http_cookie $cookie_for_app {{
+        default $http_cookie;
+        "~^(?<before>.*?)(?:^|;\s*)token=[^;]*(?<after>.*)$" "$before$after";
+    }}
     upstream wardgate {{ server {wardgate}; keepalive 16; }}
     upstream app      {{ server {app}; keepalive 16; }}
     server {{
@@ -47,6 +52,7 @@ http {{
             proxy_set_header Remote-Name   $wg_name;
             proxy_set_header Remote-Groups $wg_groups;
             proxy_set_header Remote-Role   $wg_role;
+            proxy_set_header Cookie $cookie_for_app;
             proxy_set_header Host $http_host;
             proxy_set_header Upgrade $http_upgrade;
             proxy_set_header Connection $connection_upgrade;
@@ -66,7 +72,7 @@ http {{
             proxy_set_header Content-Length "";
             proxy_set_header Connection "";
             proxy_http_version 1.1;
-            proxy_set_header X-Original-URL $scheme://$http_host$request_uri;
+            proxy_set_header X-Original-URL http://127.0.0.1:{port}$request_uri;  # this server's own
             proxy_set_header X-Original-Method $request_method;
             proxy_set_header X-Forwarded-For $remote_addr;
         }}
@@ -74,7 +80,7 @@ http {{
 }}
 """
 
-CADDY = """
+CADDY = r"""
 {{
 	admin off
 	auto_https off
@@ -85,7 +91,9 @@ http://127.0.0.1:{port} {{
 		uri /api/v1/authz/forward-auth
 		copy_headers Remote-User Remote-Email Remote-Name Remote-Groups Remote-Role
 	}}
-	reverse_proxy {app}
+	reverse_proxy {app} {{
+		header_up Cookie "(^|;\s*)token=[^;]*" "${{1}}token="
+	}}
 }}
 """
 

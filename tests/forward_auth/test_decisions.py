@@ -75,7 +75,10 @@ def test_rules_per_path_role_and_group(guard: TestClient) -> None:
     assert ask(guard, "app.example.test", "/admin/", user).status_code == 403  # type: ignore[attr-defined]
     assert ask(guard, "app.example.test", "/administrator", user).status_code == 200  # type: ignore[attr-defined]
     # Paths another reader could resolve into /admin must pass the site's every rule.
-    for sneaky in ("/x/../admin", "/%61dmin", "//admin", "/static/../admin", "/static/%2e%2e/admin"):
+    sneaky_paths = ("/x/../admin", "/%61dmin", "//admin", "/static/../admin", "/static/%2e%2e/admin")
+    # `;` parameters (Tomcat, Spring: /static/..;/admin is /admin), `#`, and case (IIS: /ADMIN).
+    sneaky_paths += ("/static/..;/admin", "/admin;x=1", "/ADMIN", "/Admin/x", "/static#/../admin")
+    for sneaky in sneaky_paths:
         assert ask(guard, "app.example.test", sneaky, user).status_code == 403, sneaky  # type: ignore[attr-defined]
         assert ask(guard, "app.example.test", sneaky, admin).status_code == 200, sneaky  # type: ignore[attr-defined]
     # A group rule: neither has the group.
@@ -87,6 +90,8 @@ def test_public_paths_need_no_session_and_carry_no_identity(guard: TestClient) -
     assert answer.status_code == 200  # type: ignore[attr-defined]
     assert answer.headers["remote-user"] == ""  # type: ignore[attr-defined]  # empty: the proxy drops a forged one
     assert ask(guard, "app.example.test", "/static/../admin").status_code == 401  # type: ignore[attr-defined]
+    assert ask(guard, "app.example.test", "/static/..;/admin").status_code == 401  # type: ignore[attr-defined]
+    assert ask(guard, "app.example.test", "/STATIC/app.js").status_code == 401  # type: ignore[attr-defined]
     assert ask(guard, "app.example.test", "/healthz").status_code == 401  # type: ignore[attr-defined]
 
 
@@ -179,6 +184,8 @@ def test_after_sign_in_the_way_back_leads_only_to_protected_sites(guard: TestCli
         ("https://evil.test/", None),
         ("https://app.example.test@evil.test/", None),
         ("javascript:alert(1)", None),
+        ("http://app.example.test/chat", None),  # no way back over plain HTTP from HTTPS
+        ("https://app.example.test:8443/", None),  # another service on the host
         ("//evil.test/", None),
     ):
         form = {"email": "user@example.test", "password": PASSWORD, "redirect": target}

@@ -28,6 +28,10 @@ public = ["/state"]
 [[sites.paths]]
 prefix = "/admin"
 roles = ["admin"]
+
+[[sites]]
+host = "other.example.test"
+public = ["/"]
 """
 
 
@@ -115,6 +119,23 @@ def test_the_app_gets_wardgate_identity_and_none_the_client_forged(
 
 
 @pytest.mark.parametrize("proxy", ["nginx", "caddy"])
+def test_the_app_never_gets_the_session_cookie(stack: Stack, admin: str, proxy: str) -> None:
+    base = getattr(stack, proxy)
+    answer = httpx.get(f"{base}/echo-headers", cookies={"app": "1", "token": admin, "z": "2"})
+    assert answer.status_code == 200
+    cookies = [value for name, value in answer.json() if name.lower() == "cookie"]
+    assert cookies and admin not in cookies[0] and "app=1" in cookies[0] and "z=2" in cookies[0]
+    assert "token=" not in cookies[0] or "token=;" in cookies[0]  # gone (nginx) or emptied (Caddy)
+
+
+def test_a_host_the_client_names_does_not_choose_the_rules(stack: Stack) -> None:
+    """nginx asks about its own URL (X-Original-URL with a fixed host): a `Host` naming another,
+    public site changes nothing."""
+    forged = httpx.get(f"{stack.nginx}/admin/x", headers={"Host": "other.example.test"})
+    assert forged.status_code in (302, 401)
+
+
+@pytest.mark.parametrize("proxy", ["nginx", "caddy"])
 def test_rules_and_public_paths(stack: Stack, admin: str, proxy: str) -> None:
     base = getattr(stack, proxy)
     user = _session(stack, f"user-{proxy}@example.test")
@@ -122,6 +143,9 @@ def test_rules_and_public_paths(stack: Stack, admin: str, proxy: str) -> None:
     assert httpx.get(f"{base}/admin/x", cookies={"token": admin}).status_code == 200
     public = httpx.get(f"{base}/state", headers=FORGED)  # no session needed
     assert public.status_code == 200
+    for sneaky in ("/state/..;/admin/x", "/state/%2e%2e/admin/x", "/ADMIN/x", "/admin;x=1"):
+        assert httpx.get(f"{base}{sneaky}").status_code in (302, 400, 401), sneaky  # never the app
+        assert httpx.get(f"{base}{sneaky}", cookies={"token": user}).status_code in (400, 403), sneaky
 
 
 @pytest.mark.parametrize("proxy", ["nginx", "caddy"])

@@ -21,7 +21,12 @@ def shared_database() -> Iterator[str]:
 def test_a_code_used_on_one_instance_is_refused_on_another(
     make_client: Callable[..., TestClient], shared_database: str
 ) -> None:
-    settings = {"WEBUI_URL": SITE, "DATABASE_URL": shared_database, "REDIS_URL": REDIS_URL or ""}
+    settings = {
+        "WEBUI_URL": SITE,
+        "DATABASE_URL": shared_database,
+        "REDIS_URL": REDIS_URL or "",
+        "REDIS_KEY_PREFIX": f"mfa-{shared_database.rsplit('/', 1)[1]}",  # limits of its own
+    }
     a, b = make_client(**settings), make_client(**settings)
     token = new_account(a, "ada@example.com")
     secret, codes = enrol_totp(a, token)

@@ -16,6 +16,7 @@ from starlette.testclient import TestClient
 
 from tests.conftest import SECRET
 from tests.fakes.idp import CLIENT_ID, FakeIdP
+from tests.mfa.conftest import totp_code
 from tests.oauth.conftest import Browser, fake_env, oidc_env, running_oidc_provider
 from tests.servers import free_port, wardgate_process
 from wardgate.oauth.backchannel import EVENT
@@ -129,6 +130,30 @@ def test_a_foreign_signature_or_garbage_is_refused(signed_in: tuple[Browser, Bro
     assert _me(alice) == 200
 
 
+def test_unknown_keys_do_not_flood_the_provider(signed_in: tuple[Browser, Browser], idp: FakeIdP) -> None:
+    alice, _ = signed_in
+    before = idp.jwks_fetches
+    stranger = RSAKey.generate_key(2048, parameters={"kid": "made-up"})
+    for _ in range(20):
+        assert _post(alice, logout_token(idp, key=stranger, sid="sid-a")).status_code == 400
+    assert idp.jwks_fetches - before <= 1
+
+
+def test_with_another_subject_claim_the_sid_decides(
+    make_client: MakeClient, idp: FakeIdP, browser_for: MakeBrowser
+) -> None:
+    app = make_client(**fake_env(idp, ENABLE_OAUTH_SIGNUP="true", OAUTH_SUB_CLAIM="email"))
+    browser = browser_for(app)
+    idp.claims = {"sub": "a-1", "sid": "sid-a", "email": "a@example.test", "email_verified": True}
+    assert browser.sign_in().status_code == 302
+    token = app.cookies["token"]
+    app.cookies.clear()
+    assert _post(browser, logout_token(idp, sub="a-1")).status_code == 200  # sub alone: not ours
+    assert app.get("/api/v1/auths/", headers={"authorization": f"Bearer {token}"}).status_code == 200
+    assert _post(browser, logout_token(idp, sub="a-1", sid="sid-a")).status_code == 200
+    assert app.get("/api/v1/auths/", headers={"authorization": f"Bearer {token}"}).status_code == 401
+
+
 @pytest.mark.slow
 def test_the_real_provider_ends_the_wardgate_session(tmp_path: Any) -> None:
     port = free_port()
@@ -163,3 +188,22 @@ def test_the_real_provider_ends_the_wardgate_session(tmp_path: Any) -> None:
             assert dave_app.get("/api/v1/auths/").status_code == 200
             alice.close()
             dave.close()
+
+
+def test_a_second_step_still_open_for_that_provider_session_ends_too(
+    make_client: MakeClient, idp: FakeIdP, browser_for: MakeBrowser
+) -> None:
+    app = make_client(**fake_env(idp, ENABLE_OAUTH_SIGNUP="true"))
+    browser = browser_for(app)
+    idp.claims = {"sub": "a-1", "sid": "sid-a", "email": "a@example.test", "email_verified": True}
+    assert browser.sign_in().status_code == 302
+    secret = app.post("/api/v1/auths/mfa/totp/setup").json()["secret"]
+    assert app.post("/api/v1/auths/mfa/totp/enable", json={"code": totp_code(secret)}).status_code == 200
+    app.post("/api/v1/auths/signout")
+    app.cookies.clear()
+    browser.sign_in()  # the account's own factor is asked: a pending sign-in, tagged sid-a
+    pending = app.cookies["wardgate_mfa"]
+    assert _post(browser, logout_token(idp, sid="sid-a")).status_code == 200
+    code = totp_code(secret, steps_ahead=1)
+    refused = app.post("/api/v1/auths/mfa/verify", json={"mfa_token": pending, "code": code})
+    assert refused.status_code == 400

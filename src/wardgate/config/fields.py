@@ -78,6 +78,9 @@ ProviderUrl = Annotated[str, parsed(network.provider_url)]
 UpstreamUrl = Annotated[str, parsed(network.upstream_url)]
 Separator = Annotated[str, BeforeValidator(lambda v: _separator(v))]
 FilePath = Annotated[Path, parsed(Path)]
+LdapAttribute = Annotated[
+    str, parsed(lambda v: matching(values.LDAP_ATTRIBUTE, v, "an LDAP attribute name such as uid or mail"))
+]
 Directory = Annotated[Path, BeforeValidator(lambda v: _directory(v))]
 
 

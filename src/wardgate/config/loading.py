@@ -85,9 +85,22 @@ def cross_field_problems(settings: Settings) -> list[str]:
     problems.extend(sign_on_problems(settings))
     if bool(settings.ssl_certfile) != bool(settings.ssl_keyfile):
         problems.append("SSL_CERTFILE / SSL_KEYFILE: set both to serve HTTPS directly, or neither")
-    for name, path in (("SSL_CERTFILE", settings.ssl_certfile), ("SSL_KEYFILE", settings.ssl_keyfile)):
+    files = (
+        ("SSL_CERTFILE", settings.ssl_certfile),
+        ("SSL_KEYFILE", settings.ssl_keyfile),
+        ("LDAP_CA_CERT_FILE", settings.ldap_ca_cert_file),
+    )
+    for name, path in files:
         if path is not None and not path.is_file():
             problems.append(f"{name}={str(path)!r}: file not found")
+    if settings.enable_ldap and not settings.ldap_search_base:
+        problems.append(
+            "ENABLE_LDAP=true needs LDAP_SEARCH_BASE, where people are looked up (dc=example,dc=org)"
+        )
+    if settings.ldap_app_dn and not settings.ldap_app_password:
+        problems.append(
+            "LDAP_APP_DN is set without LDAP_APP_PASSWORD; set both, or neither (anonymous search)"
+        )
     if settings.forward_auth_file is not None and not settings.webui_url:
         problems.append(
             "FORWARD_AUTH_FILE needs WEBUI_URL: the address of wardgate's sign-in page, where the "

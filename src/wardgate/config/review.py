@@ -66,6 +66,19 @@ def production_findings(settings: Settings) -> list[str]:
             "audit) and the scheme can be spoofed.",
             "list only your reverse proxy's addresses.",
         )
+    if s.enable_ldap and not s.ldap_use_tls:
+        add(
+            "LDAP_USE_TLS",
+            "directory sign-in sends every password to the LDAP server in the clear.",
+            "set LDAP_USE_TLS=true (LDAPS, port 636) and LDAP_CA_CERT_FILE for a private CA.",
+        )
+    if s.enable_ldap and s.ldap_use_tls and not s.ldap_validate_cert:
+        add(
+            "LDAP_VALIDATE_CERT",
+            "the directory's certificate is not checked: anyone on the path can pose as it and read "
+            "every password.",
+            "set LDAP_VALIDATE_CERT=true and LDAP_CA_CERT_FILE to the directory's CA.",
+        )
     if Role.ADMIN not in s.mfa_required_roles:
         add(
             "MFA_REQUIRED_ROLES",

@@ -30,6 +30,7 @@ from wardgate.config.fields import (
     Groups,
     HeaderName,
     HeaderSecret,
+    LdapAttribute,
     Lifetime,
     Name,
     OptionalBool,
@@ -147,6 +148,34 @@ class Settings(BaseSettings):
     )
     auth_failure_rate_limit: RateValue = Field(
         parse_rate("30/1m"), validation_alias=_env("AUTH_FAILURE_RATE_LIMIT")
+    )
+
+    # --- LDAP and Active Directory (Open WebUI's names) ----------------------------------------------
+    enable_ldap: Bool = Field(False, validation_alias=_env("ENABLE_LDAP"))
+    ldap_server_label: Name = Field("LDAP Server", validation_alias=_env("LDAP_SERVER_LABEL"))
+    ldap_server_host: Annotated[str, parsed(values.host_name)] = Field(
+        "localhost", validation_alias=_env("LDAP_SERVER_HOST")
+    )
+    ldap_server_port: int | None = Field(None, ge=1, le=65535, validation_alias=_env("LDAP_SERVER_PORT"))
+    ldap_attribute_for_mail: LdapAttribute = Field("mail", validation_alias=_env("LDAP_ATTRIBUTE_FOR_MAIL"))
+    ldap_attribute_for_username: LdapAttribute = Field(
+        "uid", validation_alias=_env("LDAP_ATTRIBUTE_FOR_USERNAME")
+    )
+    ldap_app_dn: Text | None = Field(None, validation_alias=_env("LDAP_APP_DN"))
+    ldap_app_password: Secret | None = Field(None, validation_alias=_env("LDAP_APP_PASSWORD"))
+    ldap_search_base: Text | None = Field(None, validation_alias=_env("LDAP_SEARCH_BASE"))
+    ldap_search_filters: Annotated[str, parsed(values.ldap_filter, limit=1024)] | None = Field(
+        None, validation_alias=_env("LDAP_SEARCH_FILTERS", "LDAP_SEARCH_FILTER")
+    )
+    ldap_use_tls: Bool = Field(True, validation_alias=_env("LDAP_USE_TLS"))
+    ldap_ca_cert_file: FilePath | None = Field(None, validation_alias=_env("LDAP_CA_CERT_FILE"))
+    ldap_validate_cert: Bool = Field(True, validation_alias=_env("LDAP_VALIDATE_CERT"))
+    ldap_ciphers: Annotated[str, parsed(values.cipher_list)] | None = Field(
+        None, validation_alias=_env("LDAP_CIPHERS")
+    )
+    enable_ldap_group_management: Bool = Field(False, validation_alias=_env("ENABLE_LDAP_GROUP_MANAGEMENT"))
+    ldap_attribute_for_groups: LdapAttribute = Field(
+        "memberOf", validation_alias=_env("LDAP_ATTRIBUTE_FOR_GROUPS")
     )
 
     # --- second factors (wardgate's own) --------------------------------------------------------
@@ -473,6 +502,7 @@ SECRET_FIELDS = frozenset(
         "oauth_client_secret",
         "oauth_session_token_encryption_key",
         "mfa_encryption_key",
+        "ldap_app_password",
     }
 )
 URL_FIELDS = frozenset({"redis_url", "database_url"})  # may carry a password: shown masked

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
+import ssl
 from dataclasses import dataclass
 from datetime import timedelta
 from enum import StrEnum
@@ -196,6 +197,39 @@ def cookie_domain(value: str) -> str:
     if not _DOMAIN.fullmatch(domain) or len(domain) > 253:
         raise ValueError("expected a domain name such as example.com (no scheme, port or path)")
     return domain
+
+
+LDAP_ATTRIBUTE = re.compile(r"[A-Za-z][A-Za-z0-9-]{0,63}")  # RFC 4512 §1.4 descr
+_HOST_NAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\]")
+
+
+def host_name(value: str) -> str:
+    """A host name or IP address (no scheme, port or path)."""
+    if not _HOST_NAME.fullmatch(value.strip()):
+        raise ValueError("expected a host name or IP address such as ldap.example.com (no scheme or port)")
+    return value.strip()
+
+
+def ldap_filter(value: str) -> str:
+    """An LDAP filter fragment (RFC 4515) to AND into the user search: parenthesised and balanced."""
+    text = value.strip()
+    depth = 0
+    for char in text:
+        depth += {"(": 1, ")": -1}.get(char, 0)
+        if depth < 0:
+            break
+    if not (text.startswith("(") and text.endswith(")")) or depth != 0:
+        raise ValueError("expected a parenthesised LDAP filter such as (objectClass=person)")
+    return text
+
+
+def cipher_list(value: str) -> str:
+    """An OpenSSL cipher list (`LDAP_CIPHERS`), checked now rather than silently ignored later."""
+    try:
+        ssl.create_default_context().set_ciphers(value)
+    except ssl.SSLError:
+        raise ValueError("expected an OpenSSL cipher list such as ECDHE+AESGCM:!aNULL") from None
+    return value
 
 
 def parse_step_up_age(value: str) -> timedelta:

@@ -66,11 +66,13 @@ __all__ = ["ASGIApp", "build_application"]
 LOGIN_PATHS = (
     "/api/v1/auths/signin",
     "/api/v1/auths/signup",
+    "/api/v1/auths/ldap",
     "/api/v1/auths/mfa/verify",
     "/api/v1/auths/mfa/passkeys/signin/finish",
     "/auth/signin",
     "/auth/signup",
     "/auth/mfa",
+    "/auth/ldap",
 )
 
 

@@ -49,7 +49,17 @@ def return_target(request: Request, target: str | None, default: str = "/") -> s
         return default
     if parts.scheme not in ("http", "https") or not parts.hostname or "@" in parts.netloc:
         return default
-    return target if guarded.site_for(parts.netloc.lower()) is not None else default
+    site = request.app.state.site
+    if parts.scheme == "http" and not (site.public_url or "").startswith("http://"):
+        return default  # no way back over plain HTTP from an HTTPS deployment
+    try:
+        port = parts.port
+    except ValueError:
+        return default
+    found = guarded.site_for(parts.netloc.lower())
+    if found is None or (":" not in found.host and port not in (None, 80 if parts.scheme == "http" else 443)):
+        return default  # a site named without a port is its default port here, not any service
+    return target
 
 
 def leave_for(request: Request, target: str) -> RedirectResponse:

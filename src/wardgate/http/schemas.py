@@ -29,6 +29,14 @@ class SigninForm(BaseModel):
     password: str = Field(max_length=4096)
 
 
+class LdapForm(BaseModel):
+    """POST /api/v1/auths/ldap (Open WebUI's shape): the directory name and password."""
+
+    model_config = ConfigDict(str_max_length=4096)
+    user: str = Field(max_length=256)
+    password: str = Field(max_length=4096)
+
+
 class SignupForm(BaseModel):
     """POST /api/v1/auths/signup."""
 

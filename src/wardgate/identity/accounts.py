@@ -58,6 +58,7 @@ from wardgate.storage.models import (
     ApiKey,
     AppState,
     AuthSession,
+    PendingSignin,
     User,
     UserGroup,
 )
@@ -388,7 +389,13 @@ class AccountService:
             query = query.where(AuthSession.sso_sid == sid)
         if user_id is not None:
             query = query.where(AuthSession.user_id == user_id)
+        pending = delete(PendingSignin).where(PendingSignin.sso_provider == provider)
+        if sid is not None:
+            pending = pending.where(PendingSignin.sso_sid == sid)
+        if user_id is not None:
+            pending = pending.where(PendingSignin.user_id == user_id)
         with self._sessions() as db, db.begin():
+            db.execute(pending)  # a second step still open for that provider session ends too
             ended = db.scalars(query.limit(self.policy.max_sessions * 10).with_for_update()).all()
             for session in ended:
                 session.revoked_at = now

@@ -31,6 +31,7 @@ LEEWAY = 60  # clock skew between the provider and wardgate
 MAX_TOKEN = 16_384
 REFUSED = "The logout token was refused."
 LOGOUT_TOKEN_USED = "This logout token was already used."  # noqa: S105 - a message
+UNSIGNED = "logout_token_unsigned"  # refused before its signature held: not audited (anyone can send)
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,9 +54,9 @@ class Logout:
         return "bcl:" + hashlib.sha256(f"{self.issuer}\n{self.jti}".encode()).hexdigest()[:56]
 
 
-def _refuse(reason: str) -> BadRequestError:
+def _refuse(reason: str, code: str = "logout_token_invalid") -> BadRequestError:
     log.warning("back-channel logout refused: %s", reason)
-    return BadRequestError(REFUSED, code="logout_token_invalid")
+    return BadRequestError(REFUSED, code=code)
 
 
 async def verify_logout_token(
@@ -63,7 +64,7 @@ async def verify_logout_token(
 ) -> Logout:
     """The verified logout of `token`; BadRequestError (400, as §2.8 asks) otherwise."""
     if not token or len(token) > MAX_TOKEN:
-        raise _refuse("missing or oversized")
+        raise _refuse("missing or oversized", UNSIGNED)
     try:
         try:
             decoded = jwt.decode(token, await directory.key_set(provider), algorithms=metadata.signing_algs)
@@ -71,7 +72,7 @@ async def verify_logout_token(
             keys: KeySet = await directory.key_set(provider, refresh=True)
             decoded = jwt.decode(token, keys, algorithms=metadata.signing_algs)
     except (JoseError, ValueError, TypeError) as exc:
-        raise _refuse(f"signature or form ({type(exc).__name__})") from None
+        raise _refuse(f"signature or form ({type(exc).__name__})", UNSIGNED) from None
     typ = str(decoded.header.get("typ", "logout+jwt")).lower()
     if typ not in ("logout+jwt", "application/logout+jwt", "jwt"):  # §2.4: explicit typing, when given
         raise _refuse(f"typ {typ[:40]!r}")

@@ -93,6 +93,9 @@ def parse_discovery(provider: ProviderConfig, document: Any) -> ServerMetadata:
     )
 
 
+KEY_REFRESH_GAP = 30.0  # seconds between two key-set fetches forced by an unknown `kid`
+
+
 class ProviderDirectory:
     """Metadata and key sets per provider, cached for `ttl` seconds."""
 
@@ -121,8 +124,12 @@ class ProviderDirectory:
     async def key_set(self, provider: ProviderConfig, *, refresh: bool = False) -> KeySet:
         """The provider's signing keys (JWKS); `refresh` refetches them."""
         cached = self._keys.get(provider.id)
-        if not refresh and cached is not None and time.monotonic() - cached[0] < self._ttl:
-            return cached[1]
+        if cached is not None:
+            age = time.monotonic() - cached[0]
+            # A refresh (a token with an unknown `kid`) refetches at most every KEY_REFRESH_GAP
+            # seconds: tokens anyone can make up must not turn into a flood of fetches.
+            if age < self._ttl and (not refresh or age < KEY_REFRESH_GAP):
+                return cached[1]
         metadata = await self.metadata(provider)
         document = await self._get_json(provider, metadata.jwks_uri or "")
         try:

@@ -45,6 +45,7 @@ REFUSALS = MappingProxyType(
         # Back-channel logout answers a provider's server, not a person; listed for completeness.
         "logout_token_invalid": LOGOUT_REFUSED,
         "logout_token_used": LOGOUT_TOKEN_USED,
+        "logout_token_unsigned": LOGOUT_REFUSED,
         "email_taken": EMAIL_TAKEN,
         "oauth_admin_merge": MERGE_ADMIN,
         "oauth_already_linked": MERGE_TAKEN,

@@ -31,7 +31,7 @@ from wardgate.errors import ApiError, BadRequestError, NotFoundError, Permission
 from wardgate.identity.accounts import AccountService
 from wardgate.identity.records import ClientInfo, MfaRequired, SignedIn, SsoSession
 from wardgate.oauth import flow
-from wardgate.oauth.backchannel import LOGOUT_TOKEN_USED, Logout, verify_logout_token
+from wardgate.oauth.backchannel import LOGOUT_TOKEN_USED, UNSIGNED, Logout, verify_logout_token
 from wardgate.oauth.claims import shows_second_factor
 from wardgate.oauth.linking import (
     LINK_OTHER_BROWSER,
@@ -121,13 +121,18 @@ class SignOn:
             logout = await verify_logout_token(self.directory, provider, metadata, token)
             await anyio.to_thread.run_sync(self._consume_logout, logout)
         except ApiError as exc:
-            self._audit.record("auth.backchannel_logout", "refused", detail=f"oauth:{provider.id} {exc.code}")
+            if exc.code != UNSIGNED:  # made-up tokens are logged, not stored: anyone can post them
+                self._audit.record(
+                    "auth.backchannel_logout", "refused", detail=f"oauth:{provider.id} {exc.code}"
+                )
             raise
         user_id = None
-        if logout.sub is not None:
+        # `sub` names the person only where wardgate keys identities by it (OAUTH_SUB_CLAIM unset);
+        # otherwise, and for a subject nobody here has, the `sid` alone decides.
+        if logout.sub is not None and provider.sub_claim == "sub":
             user_id = await anyio.to_thread.run_sync(self._user_of_subject, logout.issuer, logout.sub)
-            if user_id is None:  # nobody here has that account: nothing to end
-                return 0
+        if user_id is None and logout.sid is None:
+            return 0
         end = partial(self._accounts.end_sso_sessions, provider.id, sid=logout.sid, user_id=user_id)
         ended = await anyio.to_thread.run_sync(end)
         self._audit.record(

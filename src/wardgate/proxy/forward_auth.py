@@ -115,17 +115,18 @@ def _admit(site: Site, original: Original, caller: Caller, names: Mapping[str, s
     if not all(rule.admits(user.role, user.groups) for rule in site.rules_for(original.path)):
         return Decision(403, NOT_ALLOWED)
     values = {
-        "user": user.email,
-        "email": user.email,
-        "name": user.name,
-        "groups": ",".join(user.groups),
-        "role": user.role.value,
+        "user": _header_value(user.email),
+        "email": _header_value(user.email),
+        "name": _header_value(user.name),
+        # Each name encoded on its own, a comma in it too: "eng,admins" stays one group.
+        "groups": b",".join(_header_value(g, keep=_KEPT.replace(",", "")) for g in user.groups),
+        "role": _header_value(user.role.value),
     }
-    headers = tuple((names[key].encode("ascii"), _header_value(value)) for key, value in values.items())
+    headers = tuple((names[key].encode("ascii"), value) for key, value in values.items())
     return Decision(200, headers=headers)
 
 
-def _header_value(value: str) -> bytes:
+def _header_value(value: str, keep: str = _KEPT) -> bytes:
     """ASCII as it is; anything else percent-encoded as UTF-8 (as the built-in proxy's identity
     headers, Open WebUI's convention), so no proxy or app has to guess a header's charset."""
-    return quote(_UNSAFE.sub("", value), safe=_KEPT).encode("ascii")
+    return quote(_UNSAFE.sub("", value), safe=keep).encode("ascii")

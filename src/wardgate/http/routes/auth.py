@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
 from urllib.parse import urlencode
 
 import anyio.to_thread
 from fastapi import APIRouter, Query, Request, Response
 
-from wardgate.errors import AuthenticationError, PermissionDeniedError
+from wardgate.errors import AuthenticationError, BadRequestError, PermissionDeniedError
 from wardgate.http.cookies import MFA_COOKIE, clear_mfa_cookie, clear_token_cookie, set_token_cookie
 from wardgate.http.deps import (
     ClientDep,
@@ -24,6 +25,7 @@ from wardgate.http.routes.oauth import signout_redirect_url
 from wardgate.http.schemas import (
     AddedUser,
     AddUserForm,
+    LdapForm,
     MfaRequiredResult,
     SessionInfo,
     SessionUser,
@@ -32,6 +34,7 @@ from wardgate.http.schemas import (
     SignupForm,
     UpdatePasswordForm,
 )
+from wardgate.http.site import Site
 from wardgate.identity.records import MfaRequired, SignedIn
 from wardgate.sessions.records import UserState
 
@@ -83,11 +86,34 @@ async def signin(
     """Check the password and start a session (token in the body and in an HttpOnly cookie). For an
     account with a second factor: `{"mfa_required": true, "mfa_token", "methods"}` and no session,
     which `POST /api/v1/auths/mfa/verify` (or a passkey) completes."""
+    signin = partial(gw.accounts.signin, form.email, form.password, client)
+    return await _password_signin(signin, site, request, response)
+
+
+@router.post(
+    "/ldap", response_model=SessionUser | MfaRequiredResult, summary="Sign in with the directory (LDAP)"
+)
+async def ldap_signin(
+    form: LdapForm, request: Request, response: Response, gw: GatewayDep, site: SiteDep, client: ClientDep
+) -> SessionUser | MfaRequiredResult:
+    """Open WebUI's directory sign-in: `{user, password}` checked against LDAP_SERVER_HOST; the same
+    answer as `/signin` (a second factor included). 503 when the directory cannot be reached."""
+    if gw.ldap is None:
+        raise BadRequestError("Directory (LDAP) sign-in is not enabled on this site.", code="ldap_disabled")
+    signin = partial(gw.ldap.signin, form.user, form.password, client)
+    return await _password_signin(signin, site, request, response)
+
+
+async def _password_signin(
+    signin: Callable[[], SignedIn | MfaRequired], site: Site, request: Request, response: Response
+) -> SessionUser | MfaRequiredResult:
+    """A password sign-in (wardgate's or the directory's, both off with ENABLE_PASSWORD_AUTH=false):
+    the session, or the second step."""
     if not site.password_auth:
         raise PermissionDeniedError(
             "Password sign-in is disabled on this site.", code="password_auth_disabled"
         )
-    result = await anyio.to_thread.run_sync(gw.accounts.signin, form.email, form.password, client)
+    result = await anyio.to_thread.run_sync(signin)
     if isinstance(result, MfaRequired):
         return mfa_required(result, response)
     return signed_in(result, request, response)

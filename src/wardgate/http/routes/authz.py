@@ -18,9 +18,9 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from wardgate.errors import ApiError, AuthenticationError
-from wardgate.http.deps import ENROL_FIRST, gateway, read_credential, site
+from wardgate.http.deps import ENROL_FIRST, gateway, read_credential, session_cookie, site
 from wardgate.http.errors import ERROR_RESPONSES
-from wardgate.identity.authentication import Caller, Principal
+from wardgate.identity.authentication import Caller, Credential, Principal
 from wardgate.proxy.forward_auth import Decision, Original, decide
 
 router = APIRouter(prefix="/api/v1/authz", tags=["forward auth"], responses=ERROR_RESPONSES)
@@ -31,7 +31,10 @@ async def _caller(request: Request) -> tuple[Caller | None, Decision | None]:
     """The caller behind the client's credential, or why there is none (401/403/429/503)."""
     gw = gateway(request)
     try:
-        credential = read_credential(request)
+        # The session cookie first: an `Authorization` header beside it belongs to the app (its own
+        # API token, Basic), not to wardgate, and must not stand in for the signed-in person.
+        cookie = session_cookie(request)
+        credential = Credential(cookie, "cookie") if cookie else read_credential(request)
         peer = request.scope.get("client")
         caller = await gw.authenticator.authenticate(
             credential, ip=peer[0] if peer else None, keys_allowed=True

@@ -28,12 +28,12 @@ from wardgate.errors import ApiError, NotFoundError
 from wardgate.gateway import Gateway
 from wardgate.http.cookies import set_mfa_cookie, set_token_cookie
 from wardgate.http.deps import ClientDep, GatewayDep, authenticate, site
-from wardgate.http.rendering import render
+from wardgate.http.rendering import render, return_target
 from wardgate.http.schemas import ErrorBody
 from wardgate.identity.authentication import Principal
 from wardgate.oauth.linking import LinkRequest
 from wardgate.oauth.service import SignOn
-from wardgate.oauth.state import STATE_LIFETIME, safe_redirect_path
+from wardgate.oauth.state import STATE_LIFETIME
 from wardgate.security.tokens import Claims
 
 STATE_COOKIE = "wardgate_oauth"
@@ -99,11 +99,12 @@ async def oauth_login(
     provider: str = _PROVIDER,
     redirect: str = Query("/", max_length=2048),
 ) -> Response:
-    """Start the authorization-code flow; `redirect` is where to go afterwards (same-site paths only)."""
+    """Start the authorization-code flow; `redirect` is where to go afterwards (a path here, or a
+    site that forward auth protects)."""
     sign_on = _sign_on(gw)
     redirect_uri = _redirect_uri(request, sign_on, provider)
     try:
-        url, sealed = await sign_on.begin(provider, redirect_uri, safe_redirect_path(redirect))
+        url, sealed = await sign_on.begin(provider, redirect_uri, return_target(request, redirect))
     except ApiError as exc:
         return _refusal(request, exc.code)
     response = RedirectResponse(url, status_code=302)
@@ -152,7 +153,7 @@ async def _callback(provider: str, request: Request, gw: Gateway, client: Client
         )
     except ApiError as exc:
         return _refusal(request, exc.code)
-    target = safe_redirect_path(done.next_path)
+    target = return_target(request, done.next_path)  # a path here, or a site FORWARD_AUTH_FILE lists
     if done.mfa is not None:  # the account's own second factor, on the sign-in page
         response = RedirectResponse(site(request).at(f"/auth?redirect={quote(target, safe='/')}"), 302)
         response.delete_cookie(

@@ -27,7 +27,7 @@ from wardgate.http.rendering import leave_for, render, return_target
 from wardgate.http.routes.oauth import signout_redirect_url, start_link
 from wardgate.http.routes.usage_pages import account_usage, admin_usage
 from wardgate.identity.authentication import TOKEN_COOKIE, Principal
-from wardgate.identity.records import MfaRequired, UserChanges
+from wardgate.identity.records import MfaRequired, SignedIn, UserChanges
 from wardgate.identity.rules import ADMIN_REQUIRED, require_admin
 from wardgate.oauth.refusals import refusal_message
 from wardgate.storage.paging import Cursor
@@ -147,6 +147,8 @@ async def _auth_form(request: Request, *, status_code: int = 200, **context: Any
         "password_auth": where.password_auth,
         "min_length": where.password_min_length,
         "passkeys": gw.mfa.policy.relying_party is not None,
+        "ldap_label": gw.ldap.directory.config.label if gw.ldap is not None else None,
+        "ldap_user": "",
         "mfa_token": "",
         "methods": (),
         **context,
@@ -186,22 +188,43 @@ async def signin_form(request: Request) -> Response:
     """The sign-in form: on success set the cookie and go to the requested page."""
     form = await form_fields(request)
     gw = gateway(request)
+    signin = partial(
+        gw.accounts.signin, form.get("email", ""), form.get("password", ""), client_info(request)
+    )
+    return await _password_form(request, form, signin, email=form.get("email", "")[:320])
+
+
+@router.post("/auth/ldap")
+async def ldap_form(request: Request) -> Response:
+    """The directory form (ENABLE_LDAP): as the sign-in form, with the directory's user name."""
+    form = await form_fields(request)
+    ldap = gateway(request).ldap
+    if ldap is None:
+        return await _auth_form(
+            request, status_code=404, error="Directory sign-in is not enabled on this site."
+        )
+    signin = partial(ldap.signin, form.get("user", ""), form.get("password", ""), client_info(request))
+    return await _password_form(request, form, signin, ldap_user=form.get("user", "")[:256])
+
+
+async def _password_form(
+    request: Request,
+    form: dict[str, str],
+    signin: Callable[[], SignedIn | MfaRequired],
+    **kept: str,
+) -> Response:
+    """A password sign-in (wardgate's own, or the directory's): the cookie and the way on, the
+    second step, or the form again with the refusal (and what was typed, never the password)."""
     target = return_target(request, form.get("redirect"), home_for(request))
     if not site(request).password_auth:
         return await _auth_form(
             request, status_code=403, redirect=target, error="Password sign-in is disabled on this site."
         )
     try:
-        result = await anyio.to_thread.run_sync(
-            gw.accounts.signin, form.get("email", ""), form.get("password", ""), client_info(request)
-        )
+        result = await anyio.to_thread.run_sync(signin)
     except ApiError as exc:
         return await _auth_form(
-            request,
-            status_code=exc.status_code,
-            redirect=target,
-            error=exc.detail,
-            email=form.get("email", "")[:320],
+            request, status_code=exc.status_code, redirect=target, error=exc.detail, **kept
         )
     if isinstance(result, MfaRequired):  # the password passed; the second step is next, same page
         return await _auth_form(

@@ -26,7 +26,7 @@ async def public_config(gw: GatewayDep, site: SiteDep) -> dict[str, object]:
         "features": {
             "auth": True,
             "auth_trusted_header": False,
-            "enable_ldap": False,
+            "enable_ldap": gw.ldap is not None,
             "enable_api_key": site.api_keys_enabled,
             "enable_signup": site.signup_open,
             "enable_login_form": site.login_form,
