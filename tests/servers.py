@@ -51,6 +51,7 @@ def wardgate_process(
     verify: ssl.SSLContext | bool = False,
     timeout: float = 30.0,
     pids: list[int] | None = None,
+    health: str = "/health",
 ) -> Iterator[str]:
     """Run `wardgate serve` with `env` (merged over a minimal environment); yield its base URL (and
     append its process id to `pids`, for a test that reads /proc)."""
@@ -77,7 +78,7 @@ def wardgate_process(
             pids.append(process.pid)
         base = f"{scheme}://localhost:{port}" if scheme == "https" else f"{scheme}://127.0.0.1:{port}"
         try:
-            _wait_healthy(process, output, base, verify, timeout)
+            _wait_healthy(process, output, base + health, verify, timeout)
             yield base
         finally:
             stop(process)
@@ -86,7 +87,7 @@ def wardgate_process(
 def _wait_healthy(
     process: subprocess.Popen[str],
     output: IO[str],
-    base: str,
+    url: str,
     verify: ssl.SSLContext | bool,
     timeout: float,
 ) -> None:
@@ -96,12 +97,12 @@ def _wait_healthy(
             output.seek(0)
             raise RuntimeError(f"wardgate exited with {process.returncode}:\n{output.read()}")
         try:
-            if httpx.get(f"{base}/health", verify=verify, timeout=1).status_code == 200:
+            if httpx.get(url, verify=verify, timeout=1).status_code == 200:
                 return
         except httpx.HTTPError:
             pass
         time.sleep(0.05)
-    raise TimeoutError(f"wardgate did not become healthy at {base}")
+    raise TimeoutError(f"wardgate did not become healthy at {url}")
 
 
 @contextmanager

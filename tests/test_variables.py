@@ -67,6 +67,7 @@ INVALID = {
     "ENABLE_LDAP_GROUP_MANAGEMENT": "y",
     "LDAP_ATTRIBUTE_FOR_GROUPS": "member of",
     "FORWARD_AUTH_FILE": "/nonexistent/forward-auth.toml",
+    "UPSTREAM_SIGNOUT_PATH": "/api/../signout",
     "SESSION_COOKIE_DOMAIN": "https://example.com/",
     "MFA_STEP_UP_MAX_AGE": "-1",
     "MFA_RATE_LIMIT": "ten/5m",

@@ -21,7 +21,8 @@ from tests.servers import free_port
 from wardgate.config import load_settings
 from wardgate.config.review import production_findings
 from wardgate.errors import ConfigError
-from wardgate.storage.models import AuditEvent
+from wardgate.ldap.directory import tls_context
+from wardgate.storage.models import AuditEvent, OAuthIdentity
 
 pytestmark = pytest.mark.slow
 LDAP = "/api/v1/auths/ldap"
@@ -183,3 +184,53 @@ def test_the_production_review_flags_plain_or_unchecked_tls(tmp_path: Path) -> N
     )
     unchecked = load_settings({**base, "LDAP_VALIDATE_CERT": "false"})
     assert any("LDAP_VALIDATE_CERT" in f for f in production_findings(unchecked))
+
+
+@pytest.mark.parametrize("password", ["pass\tword", "\u00ad", "\u0627a", "nul\x00byte"])
+def test_passwords_ldap_cannot_hold_are_refused_not_a_server_error(
+    make_client: MakeClient, slapd: Directory, password: str
+) -> None:
+    client = make_client(**slapd.env())
+    refused(ldap(client, "alice", password), 400)
+    assert ldap(client, "alice", "alice-password").status_code == 200
+
+
+def test_the_accounts_survive_a_move_to_another_address(make_client: MakeClient, slapd: Directory) -> None:
+    before = make_client(**slapd.env(LDAP_USE_TLS="false", LDAP_SERVER_PORT=str(slapd.ldap_port)))
+    first = ldap(before, "bob", "bob-password").json()["id"]
+    after = make_client(**slapd.env(LDAP_SERVER_HOST="localhost"))  # now LDAPS, by name
+    assert ldap(after, "bob", "bob-password").json()["id"] == first
+
+
+def test_a_directory_address_is_no_proof_for_merging_a_provider_sign_in(
+    make_client: MakeClient, slapd: Directory
+) -> None:
+    client = make_client(**slapd.env())
+    ldap(client, "alice", "alice-password")
+    with gateway_of(client).sessions() as db:
+        proofs = list(
+            db.scalars(select(OAuthIdentity.email_verified).where(OAuthIdentity.provider == "ldap"))
+        )
+    assert proofs == [False]
+
+
+def test_concurrent_guesses_from_one_address_stop_at_the_limit(
+    make_client: MakeClient, slapd: Directory
+) -> None:
+    client = make_client(**slapd.env(SIGNIN_IP_RATE_LIMIT="3/3m"))
+    statuses: list[int] = []
+
+    def guess(i: int) -> None:
+        statuses.append(client.post(LDAP, json={"user": f"nobody{i}", "password": "x"}).status_code)
+
+    threads = [threading.Thread(target=guess, args=(i,)) for i in range(20)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert statuses.count(400) <= 3 and set(statuses) <= {400, 429}
+
+
+def test_no_cipher_list_can_skip_the_certificate() -> None:
+    context = tls_context(True, None, "ALL:@SECLEVEL=0")
+    assert not any("ADH" in c["name"] or "AECDH" in c["name"] for c in context.get_ciphers())

@@ -336,6 +336,9 @@ class Settings(BaseSettings):
     model_access_file: Annotated[InstanceOf[ModelAccess], parsed(load_model_access)] = Field(
         ModelAccess(), validation_alias=_env("MODEL_ACCESS_FILE")
     )
+    upstream_signout_path: Annotated[str, parsed(values.request_path, limit=256)] = Field(
+        "/api/v1/auths/signout", validation_alias=_env("UPSTREAM_SIGNOUT_PATH")
+    )
     forward_auth_file: Annotated[InstanceOf[ForwardAuth], parsed(load_forward_auth)] | None = Field(
         None, validation_alias=_env("FORWARD_AUTH_FILE")
     )

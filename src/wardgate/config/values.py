@@ -223,6 +223,13 @@ def ldap_filter(value: str) -> str:
     return text
 
 
+def request_path(value: str) -> str:
+    """A plain request path such as /api/v1/auths/signout (no dot segments, `//`, `%` or controls)."""
+    if not is_plain_path(value):
+        raise ValueError("expected a plain path such as /api/v1/auths/signout")
+    return value
+
+
 def cipher_list(value: str) -> str:
     """An OpenSSL cipher list (`LDAP_CIPHERS`), checked now rather than silently ignored later."""
     try:

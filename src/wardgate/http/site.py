@@ -52,6 +52,7 @@ class Site:
     configuration: tuple[tuple[str, str], ...]  # the effective settings, secrets redacted (/admin)
     findings: tuple[str, ...]  # the production review (/admin)
     forward_auth: ForwardAuth | None = None  # FORWARD_AUTH_FILE: the sites guarded for a proxy
+    app_signout_path: str = "/api/v1/auths/signout"  # UPSTREAM_SIGNOUT_PATH: the app's own sign-out
 
     @classmethod
     def from_settings(cls, s: Settings, *, has_app: bool, providers: dict[str, str]) -> Site:
@@ -75,6 +76,7 @@ class Site:
             configuration=tuple(redacted_settings(s).items()),
             findings=tuple(production_findings(s)),
             forward_auth=s.forward_auth_file,
+            app_signout_path=s.upstream_signout_path,
         )
 
     @property

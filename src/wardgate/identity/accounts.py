@@ -18,7 +18,7 @@ import secrets
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
@@ -219,6 +219,20 @@ class AccountService:
             entry.resolve = lambda: email if email and self._is_account(email) else None
             return self._signin(email, password, client, entry)
 
+    @contextlib.contextmanager
+    def address_lock(self, ip_key: str) -> Iterator[None]:
+        """The sign-in lock of one client address (striped, bounded), for a check-verify-count
+        sequence another first factor runs (the directory's); BusyError instead of a queue."""
+        lock = self._ip_locks[hash(ip_key) % len(self._ip_locks)]
+        if not lock.acquire(timeout=_IP_LOCK_WAIT_SECONDS):
+            raise BusyError(
+                "Too many sign-ins at once from your address; try again in a moment.", retry_after=2
+            )
+        try:
+            yield
+        finally:
+            lock.release()
+
     def _is_account(self, email: str) -> bool:
         with self._sessions() as db:
             return db.scalar(select(User.id).where(User.email == email)) is not None
@@ -234,20 +248,13 @@ class AccountService:
         ip_key, account_key = f"signin-ip:{bucket}", f"signin:{email}:{bucket}"
         self._limiter.check(self._limits.signin_ip, ip_key)
         self._limiter.hit(self._limits.signin, account_key)
-        lock = self._ip_locks[hash(ip_key) % len(self._ip_locks)]
-        if not lock.acquire(timeout=_IP_LOCK_WAIT_SECONDS):  # never queue without bound
-            raise BusyError(
-                "Too many sign-ins at once from your address; try again in a moment.", retry_after=2
-            )
-        try:
+        with self.address_lock(ip_key):
             self._limiter.check(self._limits.signin_ip, ip_key)
             row, verification = self._verify_credentials(email, password)
             entry.subject = row.email if row is not None else None
             if row is None or not verification.ok:
                 self._limiter.count(self._limits.signin_ip, ip_key)
                 raise BadRequestError(INVALID_CREDENTIALS, code="invalid_credentials")
-        finally:
-            lock.release()
         self._limiter.clear(self._limits.signin, account_key)
         if not row.active:
             raise PermissionDeniedError(ACCOUNT_DISABLED, code="account_disabled")

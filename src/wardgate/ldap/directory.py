@@ -14,11 +14,12 @@ from __future__ import annotations
 import logging
 import re
 import ssl
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
 from ldap3 import NONE, SUBTREE, Connection, Server, Tls
-from ldap3.core.exceptions import LDAPException
+from ldap3.core.exceptions import LDAPException, LDAPPasswordIsMandatoryError, LDAPSASLPrepError
 from ldap3.utils.conv import escape_filter_chars
 from ldap3.utils.dn import parse_dn
 
@@ -62,8 +63,9 @@ class LdapConfig:
 
     @property
     def issuer(self) -> str:
-        """What identities from this directory are keyed under (with the entry's id)."""
-        return f"{'ldaps' if self.use_tls else 'ldap'}://{self.host}:{self.port}/{self.search_base}"
+        """What identities from this directory are keyed under (with the entry's id): its search
+        base, not its address, so moving to LDAPS, a DNS name or another server keeps the accounts."""
+        return f"ldap:{self.search_base}"[:512]
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,8 +83,8 @@ def tls_context(validate: bool, ca_file: str | None, ciphers: str | None) -> ssl
     """The client TLS context: the system's authorities (or `ca_file`), the host name checked by
     Python's ssl (IP addresses in certificates included), unless `validate` is off."""
     context = ssl.create_default_context(cafile=ca_file)
-    if ciphers:
-        context.set_ciphers(ciphers)  # ssl.SSLError for a list OpenSSL does not know
+    if ciphers:  # never the anonymous suites, whatever the list: they skip the certificate
+        context.set_ciphers(f"{ciphers}:!aNULL:!eNULL")
     if not validate:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
@@ -128,20 +130,36 @@ class LdapDirectory:
         return Server(c.host, port=c.port, use_ssl=c.use_tls, tls=tls, get_info=NONE, connect_timeout=TIMEOUT)
 
     def _bound(self, server: Server, dn: str | None, password: str | None) -> Connection | None:
-        """A connection bound as `dn` (anonymously without one), or None when the bind is refused;
-        DirectoryUnavailableError when the server cannot be reached."""
-        conn = Connection(server, user=dn, password=password, receive_timeout=TIMEOUT, raise_exceptions=False)
+        """A connection bound as `dn` (anonymously without one), or None when the bind is refused
+        (a password that LDAP's SASLprep rejects, RFC 4013, included); DirectoryUnavailableError when
+        the server cannot be reached. Referrals are never followed: they would carry the bind to
+        another server, in the clear if its URL says `ldap://`."""
+        conn = Connection(
+            server,
+            user=dn,
+            password=password,
+            receive_timeout=TIMEOUT,
+            raise_exceptions=False,
+            auto_referrals=False,
+        )
         try:
             conn.open()
-            if conn.bind():
-                return conn
         except LDAPException as exc:
             log.warning("directory %s:%s unreachable: %s", self.config.host, self.config.port, exc)
             if conn.socket is not None:  # ldap3 leaves a socket that failed to connect open
                 conn.socket.close()
-            conn.unbind()
             raise DirectoryUnavailableError(UNAVAILABLE) from None
-        conn.unbind()
+        try:
+            bound = conn.bind()
+        except (LDAPSASLPrepError, LDAPPasswordIsMandatoryError):
+            bound = False  # not a password the directory could hold: refused like a wrong one
+        except LDAPException as exc:
+            log.warning("directory %s:%s failed: %s", self.config.host, self.config.port, exc)
+            _close(conn)
+            raise DirectoryUnavailableError(UNAVAILABLE) from None
+        if bound:
+            return conn
+        _close(conn)
         return None
 
     def verify(self, username: str, password: str) -> LdapPerson:
@@ -154,18 +172,23 @@ class LdapDirectory:
         server = self._server()
         service = self._bound(server, c.app_dn, c.app_password)
         if service is None:
-            raise DirectoryUnavailableError("wardgate's own account was refused by the directory.")
+            log.error("the directory refused LDAP_APP_DN's bind")
+            raise DirectoryUnavailableError(UNAVAILABLE)
         try:
             entry = self._find(service, username)
         finally:
-            service.unbind()
-        person = self._bound(server, entry["dn"], password)
-        if person is None:
+            _close(service)
+        # An unknown name costs a bind too, as a known one does: the time taken says nothing.
+        dn = entry["dn"] if entry is not None else f"cn=wardgate-no-such-person,{c.search_base}"
+        person = self._bound(server, dn, password)
+        if person is None or entry is None:
+            if person is not None:
+                _close(person)
             raise _invalid()
-        person.unbind()
+        _close(person)
         return self._person(entry)
 
-    def _find(self, conn: Connection, username: str) -> dict[str, Any]:
+    def _find(self, conn: Connection, username: str) -> dict[str, Any] | None:
         c = self.config
         name_filter = f"({c.username_attribute}={escape_filter_chars(username)})"
         search = f"(&{name_filter}{c.search_filter})" if c.search_filter else name_filter
@@ -178,11 +201,11 @@ class LdapDirectory:
             raise DirectoryUnavailableError(UNAVAILABLE) from None
         entries = [e for e in conn.response or () if e.get("type") == "searchResEntry"]
         if len(entries) != 1:  # nobody (the same answer as a wrong password), or ambiguous
-            raise _invalid()
+            return None
         entry: dict[str, Any] = entries[0]
         names = [str(v).lower() for v in _values(entry, c.username_attribute)]
         if username.lower() not in names:  # the server matched loosely: not this name
-            raise _invalid()
+            return None
         return entry
 
     def _person(self, entry: dict[str, Any]) -> LdapPerson:
@@ -195,7 +218,7 @@ class LdapDirectory:
             )
         email = normalise_email(str(mails[0]))
         names = _values(entry, "displayName") or _values(entry, "cn")
-        key = (_values(entry, "entryUUID") or _values(entry, "objectGUID") or [entry["dn"]])[0]
+        key = _entry_id(entry)
         groups: list[str] = []
         if c.groups_attribute:
             for dn in _values(entry, c.groups_attribute)[:MAX_GROUPS]:
@@ -204,7 +227,7 @@ class LdapDirectory:
                 except (LDAPException, IndexError):
                     continue
         return LdapPerson(
-            key=str(key)[:255],
+            key=key,
             dn=str(entry["dn"]),
             email=email,
             name=str(names[0])[:255] if names else email,
@@ -227,6 +250,29 @@ def _unescape(value: str) -> str:
         position = match.end()
     out += value[position:].encode()
     return out.decode("utf-8", "replace")
+
+
+def _entry_id(entry: dict[str, Any]) -> str:
+    """The entry's lasting id: entryUUID (RFC 4530), Active Directory's objectGUID (16 bytes,
+    little-endian), else its DN."""
+    uuid_value = _values(entry, "entryUUID")
+    if uuid_value:
+        return str(uuid_value[0])[:255]
+    guid = _values(entry, "objectGUID")
+    if guid and isinstance(guid[0], bytes | bytearray) and len(guid[0]) == 16:
+        return str(uuid.UUID(bytes_le=bytes(guid[0])))
+    if guid and isinstance(guid[0], str):
+        return guid[0].strip("{}")[:255]
+    return str(entry["dn"])[:255]
+
+
+def _close(conn: Connection) -> None:
+    """Unbind, whatever state the connection is in (a failed one may not be able to send)."""
+    try:
+        conn.unbind()
+    except LDAPException:
+        if conn.socket is not None:
+            conn.socket.close()
 
 
 def _values(entry: dict[str, Any], attribute: str) -> list[Any]:

@@ -11,19 +11,23 @@ here, the admin's included (Open WebUI links by address alone).
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import time
 import uuid
+from collections.abc import Iterator
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from wardgate.audit.log import AuditLog
-from wardgate.errors import BadRequestError, PermissionDeniedError
+from wardgate.errors import BadRequestError, BusyError, PermissionDeniedError
 from wardgate.identity.accounts import AccountService
 from wardgate.identity.records import AuthLimits, ClientInfo, MfaRequired, SignedIn
 from wardgate.identity.rules import ACCOUNT_DISABLED
-from wardgate.ldap.directory import LdapDirectory, LdapPerson
+from wardgate.identity.validation import clean_name
+from wardgate.ldap.directory import DirectoryUnavailableError, LdapDirectory, LdapPerson
 from wardgate.security.ratelimit import RateLimiter
 from wardgate.sessions.records import UserState
 from wardgate.storage.models import OAuthIdentity
@@ -33,6 +37,28 @@ EMAIL_TAKEN = (
     "An account with this email address already exists here and is not linked to the directory. "
     "Sign in with it, or ask an administrator."
 )
+
+
+MAX_CONCURRENT = 8  # directory questions at once, per process
+_questions = threading.BoundedSemaphore(MAX_CONCURRENT)
+
+
+@contextlib.contextmanager
+def _asking() -> Iterator[None]:
+    if not _questions.acquire(timeout=5):
+        raise BusyError("The directory is busy; try again in a moment.", retry_after=2)
+    try:
+        yield
+    finally:
+        _questions.release()
+
+
+def _name(person: LdapPerson) -> str:
+    """The directory's display name when it is a usable one, else the address's local part."""
+    try:
+        return clean_name(person.name)
+    except BadRequestError:
+        return person.email.split("@", 1)[0][:255] or "user"
 
 
 class LdapSignIn:
@@ -65,11 +91,16 @@ class LdapSignIn:
             name_key = f"signin:ldap:{username.strip().lower()[:256]}:{bucket}"
             self._limiter.check(self._limits.signin_ip, ip_key)
             self._limiter.hit(self._limits.signin, name_key)
-            try:
-                person = self.directory.verify(username, password)
-            except BadRequestError:
-                self._limiter.count(self._limits.signin_ip, ip_key)
-                raise
+            # As the password sign-in: check, ask and count under the address's lock, so that
+            # concurrent guesses from one address cannot all pass the check; and at most
+            # MAX_CONCURRENT questions at once, so a slow directory cannot take every worker.
+            with self._accounts.address_lock(ip_key), _asking():
+                self._limiter.check(self._limits.signin_ip, ip_key)
+                try:
+                    person = self.directory.verify(username, password)
+                except (BadRequestError, DirectoryUnavailableError):
+                    self._limiter.count(self._limits.signin_ip, ip_key)
+                    raise
             self._limiter.clear(self._limits.signin, name_key)
             user = self._account(person)
             entry.subject = user.email
@@ -86,10 +117,12 @@ class LdapSignIn:
         if self._accounts.find_by_email(person.email) is not None:
             raise PermissionDeniedError(EMAIL_TAKEN, code="ldap_email_taken")
         try:
-            user = self._accounts.create_user(person.name, person.email, None, role=None)
-        except BadRequestError as exc:  # a concurrent first sign-in of the same person won
-            winner = self._linked(person)
-            if exc.code == "email_taken" and winner is not None:
+            user = self._accounts.create_user(_name(person), person.email, None, role=None)
+        except BadRequestError as exc:
+            if exc.code != "email_taken":
+                raise
+            winner = self._linked(person)  # a concurrent first sign-in of the same person won
+            if winner is not None:
                 return self._accounts.current_user(winner)
             raise PermissionDeniedError(EMAIL_TAKEN, code="ldap_email_taken") from None
         self._link(person, user.id)
@@ -119,11 +152,13 @@ class LdapSignIn:
                     OAuthIdentity(
                         id=str(uuid.uuid4()),
                         provider=PROVIDER,
-                        issuer=self.directory.config.issuer[:512],
+                        issuer=self.directory.config.issuer,
                         subject=person.key,
                         user_id=user_id,
                         email=person.email,
-                        email_verified=True,  # the directory's own record
+                        # Not proof of the address for merging a provider's sign-in into this
+                        # account: a directory may let people set their own `mail`.
+                        email_verified=False,
                         created_at=now,
                         last_login_at=now,
                     )

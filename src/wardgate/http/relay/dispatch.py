@@ -17,6 +17,7 @@ import re
 from functools import partial
 from urllib.parse import quote
 
+import anyio.to_thread
 from fastapi import APIRouter, FastAPI, WebSocket
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -25,11 +26,14 @@ from starlette.routing import compile_path
 from starlette.types import Message, Receive, Scope, Send
 
 from wardgate.errors import ApiError, AuthenticationError, StoreUnavailableError
+from wardgate.http.cookies import clear_token_cookie
 from wardgate.http.deps import authenticate_caller, gateway, site
 from wardgate.http.errors import error_response, unexpected_error_response
 from wardgate.http.relay.models import forward_model_call
 from wardgate.http.relay.streaming import ReverseProxy
 from wardgate.http.relay.websocket import POLICY_VIOLATION, relay_websocket
+from wardgate.http.routes.oauth import signout_redirect_url
+from wardgate.identity.authentication import Principal
 from wardgate.proxy.admission import admit
 from wardgate.proxy.models import classify
 from wardgate.proxy.upstreams import Upstream
@@ -122,6 +126,8 @@ async def _proxy(request: Request, upstream: Upstream, send: Send) -> Response |
             return RedirectResponse(site(request).at(f"/auth?redirect={target}"), status_code=303)
         raise
     admit(principal, upstream, path)
+    if upstream.name == "app" and path == site(request).app_signout_path and isinstance(principal, Principal):
+        return await sign_out_through_app(request, principal, upstream)
     call = classify(upstream.name, request.method, path[len(upstream.mount) :])
     if call is not None:
         await forward_model_call(request, principal, upstream, call, send)
@@ -129,6 +135,40 @@ async def _proxy(request: Request, upstream: Upstream, send: Send) -> Response |
     proxy: ReverseProxy = request.app.state.proxy
     await proxy.forward(request, principal, upstream, send)
     return None
+
+
+async def sign_out_through_app(request: Request, principal: Principal, upstream: Upstream) -> Response:
+    """The app's own sign-out (Open WebUI's menu posts to `UPSTREAM_SIGNOUT_PATH`) ends the wardgate
+    session too: otherwise the next page would sign the person straight back in through the
+    identity headers. The app is told first (it ends its own session and clears its cookies, which
+    are passed on); then the wardgate session is revoked everywhere, its cookie cleared, and the
+    answer's `redirect_url` — where Open WebUI sends the browser — is the provider's end-session
+    page for a single sign-on session, else wardgate's sign-in page."""
+    gw = gateway(request)
+    proxy: ReverseProxy = request.app.state.proxy
+    answer = _Collected()
+    await proxy.forward(request, principal, upstream, answer.send)
+    redirect = await signout_redirect_url(request, gw, principal.claims)
+    await anyio.to_thread.run_sync(gw.accounts.signout, principal.claims)
+    response = JSONResponse(
+        {"status": True, "redirect_url": redirect or site(request).at("/auth?notice=signed-out")},
+        headers={"Cache-Control": "no-store"},
+    )
+    response.raw_headers.extend(answer.cookies)  # the app's own cookies, ended as it asked
+    clear_token_cookie(response, request)
+    return response
+
+
+class _Collected:
+    """An answer kept rather than sent: only the cookies it sets are used (bounded in size)."""
+
+    def __init__(self) -> None:
+        self.cookies: list[tuple[bytes, bytes]] = []
+
+    async def send(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            set_cookies = [(k, v) for k, v in message.get("headers", []) if k.lower() == b"set-cookie"]
+            self.cookies = set_cookies[:32]
 
 
 @router.websocket("/{path:path}")
