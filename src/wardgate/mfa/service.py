@@ -10,6 +10,11 @@ Step-up: a session remembers when a second factor was last shown in it (`auth_se
 sensitive changes of an account that has a factor need that to be within `MFA_STEP_UP_MAX_AGE`.
 Adding the first factor needs a fresh sign-in instead, so that a borrowed session cannot lock its
 owner out with a factor of its own.
+
+Why one module of this size: every operation here decides whether a second factor was shown, and
+they share the same few rules (the pending sign-in's life, the per-account attempt count, the
+step-up window, the last-factor rule); read together, a gap between them is easy to see. The
+factor rows (`factors`) and each kind's checks (`totp`, `recovery`, `passkeys`) live apart.
 """
 
 from __future__ import annotations

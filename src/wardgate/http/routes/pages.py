@@ -3,6 +3,9 @@
 Forms post to same-origin handlers (no inline script; the strict CSP holds) and every state change
 passes the CSRF middleware's Origin check like the JSON API does. The second-factor forms are in
 `mfa_pages`, which renders through the helpers here (`account_view`, `mfa_step`).
+
+Why one module of this size: three pages and their forms share the sign-in redirect rules and the
+"refusal shown on the page it came from" pattern; `/admin` is the next part to move out.
 """
 
 from __future__ import annotations
