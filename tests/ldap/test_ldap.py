@@ -4,7 +4,9 @@ local account by address, a silent local fall-back when the directory is down.""
 
 from __future__ import annotations
 
+import socket
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,7 @@ from tests.servers import free_port
 from wardgate.config import load_settings
 from wardgate.config.review import production_findings
 from wardgate.errors import ConfigError
+from wardgate.ldap import directory
 from wardgate.ldap.directory import tls_context
 from wardgate.storage.models import AuditEvent, OAuthIdentity
 
@@ -234,3 +237,40 @@ def test_concurrent_guesses_from_one_address_stop_at_the_limit(
 def test_no_cipher_list_can_skip_the_certificate() -> None:
     context = tls_context(True, None, "ALL:@SECLEVEL=0")
     assert not any("ADH" in c["name"] or "AECDH" in c["name"] for c in context.get_ciphers())
+
+
+def test_a_directory_that_trickles_is_cut_off(
+    make_client: MakeClient, slapd: Directory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server that accepts, then sends an LDAP answer a byte at a time (each read within
+    ldap3's timeout), is cut off by the sign-in's deadline: 503, the worker thread free again."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    stop = threading.Event()
+
+    def trickle() -> None:
+        while not stop.is_set():
+            try:
+                peer, _ = listener.accept()
+            except OSError:
+                return
+            with peer:
+                try:
+                    peer.sendall(b"\x30\x84\x00\x00\x10\x00")  # a long answer begins
+                    while not stop.wait(0.5):
+                        peer.sendall(b"\x02")
+                except OSError:
+                    continue
+
+    threading.Thread(target=trickle, daemon=True).start()
+    monkeypatch.setattr(directory, "DEADLINE", 2.0)
+    port = listener.getsockname()[1]
+    client = make_client(**slapd.env(LDAP_USE_TLS="false", LDAP_SERVER_PORT=str(port)))
+    started = time.monotonic()
+    try:
+        refused(ldap(client, "alice", "alice-password"), 503)
+        assert time.monotonic() - started < 8
+    finally:
+        stop.set()
+        listener.close()

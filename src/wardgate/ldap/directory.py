@@ -11,9 +11,12 @@ Safe where Open WebUI's and others' were not:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
+import socket
 import ssl
+import threading
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -29,6 +32,7 @@ from wardgate.identity.validation import normalise_email
 
 log = logging.getLogger(__name__)
 TIMEOUT = 5  # seconds to connect, and to wait for each answer (ldap3 wants an int)
+DEADLINE = 15.0  # seconds for a whole sign-in: a server that answers a byte at a time is cut off
 MAX_GROUPS = 256
 
 
@@ -129,7 +133,9 @@ class LdapDirectory:
         )
         return Server(c.host, port=c.port, use_ssl=c.use_tls, tls=tls, get_info=NONE, connect_timeout=TIMEOUT)
 
-    def _bound(self, server: Server, dn: str | None, password: str | None) -> Connection | None:
+    def _bound(
+        self, server: Server, dn: str | None, password: str | None, deadline: _Deadline
+    ) -> Connection | None:
         """A connection bound as `dn` (anonymously without one), or None when the bind is refused
         (a password that LDAP's SASLprep rejects, RFC 4013, included); DirectoryUnavailableError when
         the server cannot be reached. Referrals are never followed: they would carry the bind to
@@ -142,6 +148,7 @@ class LdapDirectory:
             raise_exceptions=False,
             auto_referrals=False,
         )
+        deadline.watch(conn)
         try:
             conn.open()
         except LDAPException as exc:
@@ -168,9 +175,13 @@ class LdapDirectory:
         username = username.strip()
         if not username or not password or len(username) > 256 or len(password) > 4096:
             raise _invalid()
-        c = self.config
         server = self._server()
-        service = self._bound(server, c.app_dn, c.app_password)
+        with _Deadline(DEADLINE) as deadline:
+            return self._verify(server, username, password, deadline)
+
+    def _verify(self, server: Server, username: str, password: str, deadline: _Deadline) -> LdapPerson:
+        c = self.config
+        service = self._bound(server, c.app_dn, c.app_password, deadline)
         if service is None:
             log.error("the directory refused LDAP_APP_DN's bind")
             raise DirectoryUnavailableError(UNAVAILABLE)
@@ -180,7 +191,7 @@ class LdapDirectory:
             _close(service)
         # An unknown name costs a bind too, as a known one does: the time taken says nothing.
         dn = entry["dn"] if entry is not None else f"cn=wardgate-no-such-person,{c.search_base}"
-        person = self._bound(server, dn, password)
+        person = self._bound(server, dn, password, deadline)
         if person is None or entry is None:
             if person is not None:
                 _close(person)
@@ -264,6 +275,35 @@ def _entry_id(entry: dict[str, Any]) -> str:
     if guid and isinstance(guid[0], str):
         return guid[0].strip("{}")[:255]
     return str(entry["dn"])[:255]
+
+
+class _Deadline:
+    """Cuts the connections of one sign-in when it has taken `seconds` in all (ldap3's timeout is per
+    read, so a directory that trickles bytes would hold a worker thread for ever): their sockets are
+    shut down, the read in progress ends, and the sign-in answers 503."""
+
+    def __init__(self, seconds: float) -> None:
+        self._connections: list[Connection] = []
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+
+    def __enter__(self) -> _Deadline:
+        self._timer.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._timer.cancel()
+
+    def watch(self, conn: Connection) -> None:
+        """Cut this connection too when time runs out."""
+        self._connections.append(conn)
+
+    def _expire(self) -> None:
+        log.warning("a directory sign-in took longer than %s s: cut off", DEADLINE)
+        for conn in self._connections:
+            if conn.socket is not None:
+                with contextlib.suppress(OSError):
+                    conn.socket.shutdown(socket.SHUT_RDWR)
 
 
 def _close(conn: Connection) -> None:
