@@ -128,17 +128,8 @@ def nginx(run: Path, wardgate: str, app: str, *, direct: str = "/direct/") -> It
     config.write_text(
         NGINX.format(run=run, port=port, wardgate=_hostport(wardgate), app=_hostport(app), direct=direct)
     )
-    log = run / "error.log"
-    with log.open("wb") as out:  # the child keeps its own copy of the descriptor
-        process = subprocess.Popen(
-            [_binary("nginx"), "-p", str(run), "-c", str(config)], stdout=subprocess.DEVNULL, stderr=out
-        )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        _wait(base, process, log)
+    with _running([_binary("nginx"), "-p", str(run), "-c", str(config)], port, run / "error.log") as base:
         yield base
-    finally:
-        stop(process)
 
 
 @contextmanager
@@ -149,14 +140,16 @@ def caddy(run: Path, wardgate: str, app: str) -> Iterator[str]:
     config = run / "Caddyfile"
     config.write_text(CADDY.format(port=port, wardgate=_hostport(wardgate), app=_hostport(app)))
     env = {**os.environ, "XDG_DATA_HOME": str(run / "data"), "XDG_CONFIG_HOME": str(run / "config")}
-    log = run / "caddy.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [_binary("caddy"), "run", "--config", str(config), "--adapter", "caddyfile"],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+    argv = [_binary("caddy"), "run", "--config", str(config), "--adapter", "caddyfile"]
+    with _running(argv, port, run / "caddy.log", env=env) as base:
+        yield base
+
+
+@contextmanager
+def _running(argv: list[str], port: int, log: Path, env: dict[str, str] | None = None) -> Iterator[str]:
+    """Run a proxy (its output to `log`) until it listens on `port`; its base URL; stopped by pid."""
+    with log.open("wb") as out:  # the child keeps its own copy of the descriptor
+        process = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:
         _wait(base, process, log)

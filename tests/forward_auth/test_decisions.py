@@ -199,3 +199,52 @@ def test_after_sign_in_the_way_back_leads_only_to_protected_sites(guard: TestCli
         assert location.startswith("/auth/continue?to=")  # the form's CSP: no redirect elsewhere
         page = guard.get(location, follow_redirects=False)
         assert page.status_code == 200 and f'content="0;url={expected}"'.replace("&", "&amp;") in page.text
+
+
+def test_a_parent_domain_cookie_and_no_host_only_one_beside_it(
+    make_client: Callable[..., TestClient], tmp_path: Path
+) -> None:
+    client = make_client(
+        base_url=WARDGATE,
+        FORWARD_AUTH_FILE=write_rules(tmp_path),
+        WEBUI_URL=WARDGATE,
+        SESSION_COOKIE_DOMAIN="example.test",
+    )
+    body = {"name": "Ada", "email": "ada@example.test", "password": PASSWORD}
+    cookies = client.post("/api/v1/auths/signup", json=body).headers.get_list("set-cookie")
+    given = [c for c in cookies if c.startswith("token=") and "Max-Age=0" not in c]
+    assert len(given) == 1 and "Domain=example.test" in given[0]
+    cleared = [c for c in cookies if c.startswith("token=") and "Max-Age=0" in c]
+    assert cleared and all("Domain=" not in c for c in cleared)  # a host-only one from before goes
+    out = client.post("/api/v1/auths/signout").headers.get_list("set-cookie")
+    assert sum(c.startswith("token=") and "Max-Age=0" in c for c in out) == 2  # both forms ended
+
+
+def test_a_cookie_domain_must_contain_the_sign_in_host(tmp_path: Path) -> None:
+    env = {"DATA_DIR": str(tmp_path), "WEBUI_URL": WARDGATE, "SESSION_COOKIE_DOMAIN": "other.test"}
+    with pytest.raises(ConfigError, match="SESSION_COOKIE_DOMAIN"):
+        load_settings(env)
+
+
+def test_a_role_that_must_enrol_and_the_app_own_authorization(
+    make_client: Callable[..., TestClient], tmp_path: Path
+) -> None:
+    strict = make_client(
+        base_url=WARDGATE,
+        FORWARD_AUTH_FILE=write_rules(tmp_path),
+        WEBUI_URL=WARDGATE,
+        MFA_REQUIRED_ROLES="admin",
+        DEFAULT_USER_ROLE="user",
+    )
+    admin = signup(strict, "admin@example.test")["token"]
+    refused = ask(strict, "app.example.test", "/", admin)
+    assert refused.status_code == 403 and "second factor" in refused.json()["detail"]  # type: ignore[attr-defined]
+    user = signup(strict, "user@example.test")["token"]
+    headers = {
+        "host": "app.example.test",
+        "x-forwarded-uri": "/",
+        "authorization": "Basic YXBwOnRva2Vu",  # the app's own credential
+        "cookie": f"token={user}",
+    }
+    beside = strict.get(FORWARD, headers=headers)
+    assert beside.status_code == 200 and beside.headers["remote-user"] == "user@example.test"

@@ -13,6 +13,7 @@ from cryptography.fernet import Fernet
 
 from wardgate import oauth
 from wardgate.errors import BadRequestError
+from wardgate.http.rendering import safe_redirect_path
 from wardgate.oauth.claims import claim_at, claim_values, exact_address, first_blocked, is_true, mapped_role
 from wardgate.oauth.flow import link_request, missing_scopes, new_login
 from wardgate.oauth.linking import MERGE_UNPROVEN, SCOPE_NARROWED, LinkRequest
@@ -25,7 +26,6 @@ from wardgate.oauth.state import (
     STATE_MISSING,
     LoginState,
     LoginStateSealer,
-    safe_redirect_path,
 )
 
 CLAIMS = {

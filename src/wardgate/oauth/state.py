@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hmac
 import json
-import re
 import time
 from dataclasses import asdict, dataclass
 
@@ -35,8 +34,6 @@ STATE_MISSING = (
 STATE_EXPIRED = "The sign-in took too long or was interrupted. Please try again."
 STATE_MISMATCH = "The sign-in response does not belong to the sign-in this browser started. Please try again."
 STATE_USED = "This sign-in response has already been used. Please sign in again."
-_MAX_PATH = 2048
-_SAFE_PATH = re.compile(r"/(?![/\\])[\x21-\x5b\x5d-\x7e]*")  # printable ASCII, no backslash
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,17 +51,6 @@ class LoginState:
     # A link from the account page: the person and the session that asked (both None for a sign-in).
     link_user: str | None = None
     link_session: str | None = None
-
-
-def safe_redirect_path(value: str | None) -> str:
-    """A same-origin path to go to after sign-in, or "/".
-
-    Only a path-absolute reference passes: no scheme, no `//host` or `/\\host` (browsers read both as
-    another host), no backslash, space or control character anywhere (OWASP Unvalidated Redirects).
-    """
-    if value and len(value) <= _MAX_PATH and _SAFE_PATH.fullmatch(value):
-        return value
-    return "/"
 
 
 class LoginStateSealer:

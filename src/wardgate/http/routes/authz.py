@@ -18,9 +18,9 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from wardgate.errors import ApiError, AuthenticationError
-from wardgate.http.deps import ENROL_FIRST, gateway, read_credential, session_cookie, site
+from wardgate.http.deps import authenticate_caller, site
 from wardgate.http.errors import ERROR_RESPONSES
-from wardgate.identity.authentication import Caller, Credential, Principal
+from wardgate.identity.authentication import Caller
 from wardgate.proxy.forward_auth import Decision, Original, decide
 
 router = APIRouter(prefix="/api/v1/authz", tags=["forward auth"], responses=ERROR_RESPONSES)
@@ -28,25 +28,15 @@ _OFF = Decision(404, "Forward auth is not configured (FORWARD_AUTH_FILE).")
 
 
 async def _caller(request: Request) -> tuple[Caller | None, Decision | None]:
-    """The caller behind the client's credential, or why there is none (401/403/429/503)."""
-    gw = gateway(request)
+    """The caller behind the client's credential, or why there is none (401; 403 for an account
+    that must enrol a second factor first; 429). The session cookie counts first: an
+    `Authorization` header beside it belongs to the app (its own API token, Basic), not to wardgate."""
     try:
-        # The session cookie first: an `Authorization` header beside it belongs to the app (its own
-        # API token, Basic), not to wardgate, and must not stand in for the signed-in person.
-        cookie = session_cookie(request)
-        credential = Credential(cookie, "cookie") if cookie else read_credential(request)
-        peer = request.scope.get("client")
-        caller = await gw.authenticator.authenticate(
-            credential, ip=peer[0] if peer else None, keys_allowed=True
-        )
+        return await authenticate_caller(request, prefer_cookie=True), None
     except AuthenticationError as exc:
         return None, Decision(401, exc.detail)
     except ApiError as exc:
         return None, Decision(exc.status_code, exc.detail)
-    claims = caller.claims if isinstance(caller, Principal) else None
-    if gw.mfa.enrolment_required(caller.user, claims):
-        return None, Decision(403, ENROL_FIRST)
-    return caller, None
 
 
 def _answer(decision: Decision) -> Response:

@@ -52,18 +52,10 @@
     for (const c of options.excludeCredentials || []) c.id = toBytes(c.id);
     const credential = await navigator.credentials.create({ publicKey: options });
     const r = credential.response;
-    return {
-      id: credential.id,
-      rawId: toText(credential.rawId),
-      type: credential.type,
-      response: {
-        clientDataJSON: toText(r.clientDataJSON),
-        attestationObject: toText(r.attestationObject),
-        transports: typeof r.getTransports === "function" ? r.getTransports() : [],
-      },
-      clientExtensionResults: credential.getClientExtensionResults(),
-      authenticatorAttachment: credential.authenticatorAttachment,
-    };
+    return asJSON(credential, {
+      attestationObject: toText(r.attestationObject),
+      transports: typeof r.getTransports === "function" ? r.getTransports() : [],
+    });
   }
 
   async function get(options) {
@@ -71,16 +63,21 @@
     for (const c of options.allowCredentials || []) c.id = toBytes(c.id);
     const credential = await navigator.credentials.get({ publicKey: options });
     const r = credential.response;
+    return asJSON(credential, {
+      authenticatorData: toText(r.authenticatorData),
+      signature: toText(r.signature),
+      userHandle: r.userHandle ? toText(r.userHandle) : null,
+    });
+  }
+
+  // A PublicKeyCredential as the server reads it (WebAuthn's JSON form): the ceremony's own fields
+  // in `response`, beside what every credential carries.
+  function asJSON(credential, fields) {
     return {
       id: credential.id,
       rawId: toText(credential.rawId),
       type: credential.type,
-      response: {
-        clientDataJSON: toText(r.clientDataJSON),
-        authenticatorData: toText(r.authenticatorData),
-        signature: toText(r.signature),
-        userHandle: r.userHandle ? toText(r.userHandle) : null,
-      },
+      response: { clientDataJSON: toText(credential.response.clientDataJSON), ...fields },
       clientExtensionResults: credential.getClientExtensionResults(),
       authenticatorAttachment: credential.authenticatorAttachment,
     };
