@@ -20,6 +20,20 @@ from wardgate.config.loading import env_name
 INVALID = {
     "WEBUI_SECRET_KEY": "   ",
     "JWT_EXPIRES_IN": "1y",
+    "WEBUI_SECRET_KEY_FALLBACKS": "old-key,,older-key",
+    "UVICORN_WORKERS": "0",
+    "METRICS_TOKEN": "two\nlines",
+    "METRICS_ALLOW_IPS": "10.0.0.1/8",
+    "ENABLE_OTEL": "enabled",
+    "ENABLE_OTEL_TRACES": "y",
+    "OTEL_EXPORTER_OTLP_ENDPOINT": "collector:4317",
+    "OTEL_EXPORTER_OTLP_INSECURE": "insecure",
+    "OTEL_OTLP_SPAN_EXPORTER": "zipkin",
+    "OTEL_SERVICE_NAME": "bad\x07name",
+    "OTEL_TRACES_SAMPLER": "sometimes",
+    "OTEL_TRACES_SAMPLER_ARG": "2",
+    "OTEL_BASIC_AUTH_USERNAME": "a\x07b",
+    "OTEL_BASIC_AUTH_PASSWORD": "   ",
     "WEBUI_AUTH": "false",
     "ENABLE_SIGNUP": "maybe",
     "DEFAULT_USER_ROLE": "root",
@@ -197,6 +211,9 @@ SECRETS = {
     "OPENAI_API_KEY",
     "MFA_ENCRYPTION_KEY",
     "LDAP_APP_PASSWORD",
+    "WEBUI_SECRET_KEY_FALLBACKS",
+    "METRICS_TOKEN",
+    "OTEL_BASIC_AUTH_PASSWORD",
 }
 
 

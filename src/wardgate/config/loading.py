@@ -116,6 +116,27 @@ def cross_field_problems(settings: Settings) -> list[str]:
             )
     if settings.data_dir.exists() and not settings.data_dir.is_dir():
         problems.append(f"DATA_DIR={str(settings.data_dir)!r}: not a directory")
+    problems.extend(_operations_problems(settings))
+    return problems
+
+
+def _operations_problems(settings: Settings) -> list[str]:
+    """Key rotation, metrics and traces."""
+    problems: list[str] = []
+    current = settings.webui_secret_key.get_secret_value() if settings.webui_secret_key else None
+    if current is not None and any(
+        k.get_secret_value() == current for k in settings.webui_secret_key_fallbacks
+    ):
+        problems.append("WEBUI_SECRET_KEY_FALLBACKS lists WEBUI_SECRET_KEY itself; list only earlier keys")
+    if settings.webui_secret_key_fallbacks and settings.webui_secret_key is None:
+        problems.append(
+            "WEBUI_SECRET_KEY_FALLBACKS needs WEBUI_SECRET_KEY: a key generated into DATA_DIR "
+            "cannot be rotated; set the new key explicitly"
+        )
+    if settings.metrics_token is not None and len(settings.metrics_token.get_secret_value()) < 32:
+        problems.append("METRICS_TOKEN: at least 32 characters (`wardgate gen-secret` makes one)")
+    if bool(settings.otel_basic_auth_username) != bool(settings.otel_basic_auth_password):
+        problems.append("OTEL_BASIC_AUTH_USERNAME / OTEL_BASIC_AUTH_PASSWORD: set both, or neither")
     return problems
 
 

@@ -86,6 +86,10 @@ class Settings(BaseSettings):
     webui_secret_key: Secret | None = Field(
         None, validation_alias=_env("WEBUI_SECRET_KEY", "WEBUI_JWT_SECRET_KEY")
     )
+    webui_secret_key_fallbacks: Annotated[
+        tuple[SecretStr, ...],
+        parsed(lambda v: tuple(SecretStr(k) for k in values.secret_list(v)), limit=8 * 4097),
+    ] = Field((), validation_alias=_env("WEBUI_SECRET_KEY_FALLBACKS"))
     jwt_expires_in: Lifetime = Field(timedelta(days=7), validation_alias=_env("JWT_EXPIRES_IN"))
     webui_auth: Bool = Field(True, validation_alias=_env("WEBUI_AUTH"))
 
@@ -236,6 +240,37 @@ class Settings(BaseSettings):
     secret_key_source: Literal["environment", "file"] = "environment"  # noqa: S105
     security_headers: dict[str, str | None] = Field(default_factory=dict)
     """The security-header variables, checked (None: unset, "": switched off); see `headers`."""
+
+    # --- operations: processes, metrics, traces -----------------------------------------------
+    uvicorn_workers: int = Field(1, ge=1, le=64, validation_alias=_env("UVICORN_WORKERS"))
+    metrics_token: HeaderSecret | None = Field(None, validation_alias=_env("METRICS_TOKEN"))
+    metrics_allow_ips: Annotated[InstanceOf[TrustedProxies], parsed(network.trusted_proxies)] = Field(
+        TrustedProxies(), validation_alias=_env("METRICS_ALLOW_IPS")
+    )
+    enable_otel: Bool = Field(False, validation_alias=_env("ENABLE_OTEL"))
+    enable_otel_traces: Bool = Field(False, validation_alias=_env("ENABLE_OTEL_TRACES"))
+    otel_exporter_otlp_endpoint: UpstreamUrl = Field(
+        "http://localhost:4317", validation_alias=_env("OTEL_EXPORTER_OTLP_ENDPOINT")
+    )
+    otel_exporter_otlp_insecure: Bool = Field(False, validation_alias=_env("OTEL_EXPORTER_OTLP_INSECURE"))
+    otel_otlp_span_exporter: Annotated[Literal["grpc", "http"], parsed(str.lower)] = Field(
+        "grpc", validation_alias=_env("OTEL_OTLP_SPAN_EXPORTER")
+    )
+    otel_service_name: Name = Field("wardgate", validation_alias=_env("OTEL_SERVICE_NAME"))
+    otel_traces_sampler: Annotated[
+        Literal[
+            "always_on",
+            "always_off",
+            "traceidratio",
+            "parentbased_always_on",
+            "parentbased_always_off",
+            "parentbased_traceidratio",
+        ],
+        parsed(str.lower),
+    ] = Field("parentbased_always_on", validation_alias=_env("OTEL_TRACES_SAMPLER"))
+    otel_traces_sampler_arg: float = Field(1.0, ge=0, le=1, validation_alias=_env("OTEL_TRACES_SAMPLER_ARG"))
+    otel_basic_auth_username: Name = Field("", validation_alias=_env("OTEL_BASIC_AUTH_USERNAME"))
+    otel_basic_auth_password: Secret | None = Field(None, validation_alias=_env("OTEL_BASIC_AUTH_PASSWORD"))
 
     # --- single sign-on (OAuth 2.0 / OpenID Connect; docs/sso.md) ------------------------------
     # A provider is on when its client id and secret are set; `sign_on.sign_on_problems` refuses
@@ -506,6 +541,9 @@ SECRET_FIELDS = frozenset(
         "oauth_session_token_encryption_key",
         "mfa_encryption_key",
         "ldap_app_password",
+        "webui_secret_key_fallbacks",
+        "metrics_token",
+        "otel_basic_auth_password",
     }
 )
 URL_FIELDS = frozenset({"redis_url", "database_url"})  # may carry a password: shown masked

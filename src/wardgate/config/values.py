@@ -281,6 +281,25 @@ def fernet_keys(value: str) -> tuple[str, ...]:
     return keys
 
 
+def secret_list(value: str) -> tuple[str, ...]:
+    """`WEBUI_SECRET_KEY_FALLBACKS`: earlier secret keys, comma-separated, newest first (at most 8).
+
+    Spaces around each key are dropped (generated keys have none); blank and repeated entries
+    are refused.
+    """
+    keys = tuple(key.strip() for key in value.split(","))
+    if len(keys) > 8:
+        raise ValueError("at most 8 earlier keys; drop the oldest once their tokens have expired")
+    for position, key in enumerate(keys, start=1):
+        if not key:
+            raise ValueError(f"key {position} of {len(keys)} is blank; separate keys with single commas")
+        if len(key) > 4096:
+            raise ValueError(f"key {position} of {len(keys)} is longer than 4096 characters")
+    if len(set(keys)) != len(keys):
+        raise ValueError("a key is listed twice")
+    return keys
+
+
 _HOST_LABEL = r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"  # "_": container and service names
 _HOSTNAME = re.compile(rf"{_HOST_LABEL}(?:\.{_HOST_LABEL})*\.?", re.ASCII)
 
