@@ -15,15 +15,17 @@ from tests.conftest import REDIS_URL
 from tests.scaleout.harness import PrivateRedis
 from wardgate.config import Settings
 from wardgate.gateway import Gateway
-from wardgate.sessions.channel import ChangeChannel, InProcessChannel, RedisChangeChannel
+from wardgate.sessions.channel import ChangeChannel, FileChangeChannel, InProcessChannel, RedisChangeChannel
 
 
-@pytest.fixture(params=["in-process", pytest.param("redis", marks=pytest.mark.redis)])
-def channel(request: pytest.FixtureRequest) -> Iterator[ChangeChannel]:
+@pytest.fixture(params=["in-process", "file", pytest.param("redis", marks=pytest.mark.redis)])
+def channel(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ChangeChannel]:
     """Each implementation; the Redis one under a prefix of its own on the shared server."""
     made: ChangeChannel
     if request.param == "in-process":
         made = InProcessChannel()
+    elif request.param == "file":
+        made = FileChangeChannel(tmp_path / "run" / "changes")
     else:
         assert REDIS_URL  # the `redis` marker skips (or fails, under ./scripts/test) without it
         made = RedisChangeChannel(REDIS_URL, prefix=f"wgtest-{uuid.uuid4().hex[:8]}")

@@ -162,11 +162,15 @@ def prefix() -> str:
     return f"wgtest-{uuid.uuid4().hex[:10]}"
 
 
-@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
-def limiter(request: pytest.FixtureRequest, prefix: str) -> Iterator[RateLimiter]:
-    """A limiter on in-process memory, and one on the shared Redis under a unique prefix."""
+@pytest.fixture(params=["memory", "workers", pytest.param("redis", marks=pytest.mark.redis)])
+def limiter(request: pytest.FixtureRequest, prefix: str, tmp_path: Path) -> Iterator[RateLimiter]:
+    """A limiter on in-process memory, one on the workers' shared file, and one on the shared
+    Redis under a unique prefix."""
     if request.param == "memory":
         yield RateLimiter(None)
+        return
+    if request.param == "workers":
+        yield RateLimiter(None, shared_file=tmp_path / "ratelimits.db")
         return
     if not REDIS_URL:
         service_missing("Redis (WARDGATE_TEST_REDIS_URL)", SERVICES_HOW)
@@ -190,9 +194,9 @@ class TestLimiterContract:
     """What every storage must do; run against memory and real Redis."""
 
     def test_backend_names_the_storage(self, limiter: RateLimiter) -> None:
-        assert limiter.backend in ("memory", "redis")
+        assert limiter.backend in ("memory", "workers", "redis")
         limiter.hit(THREE_PER_MINUTE, "k")
-        assert limiter.backend in ("memory", "redis")
+        assert limiter.backend in ("memory", "workers", "redis")
 
     def test_hits_are_allowed_up_to_the_limit_then_refused_with_a_wait(self, limiter: RateLimiter) -> None:
         for _ in range(3):

@@ -20,11 +20,15 @@ from wardgate.config.values import ROLE_NAMES, Role
 from wardgate.errors import ApiError, ConfigError, StoreError
 from wardgate.gateway import Gateway
 from wardgate.http import server
+from wardgate.http.application import ASGIApp
 from wardgate.identity.records import UserChanges
 from wardgate.sessions.records import UserState
 from wardgate.storage import db, schema
 
 log = logging.getLogger("wardgate")
+
+
+_LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -35,9 +39,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"wardgate: {exc}", file=sys.stderr)
         return 2 if args.command != "check" else 1
-    logging.basicConfig(
-        level=settings.global_log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logging.basicConfig(level=settings.global_log_level, format=_LOG_FORMAT)
     handler: Callable[[Settings, argparse.Namespace], int] = args.handler
     try:
         return handler(settings, args)
@@ -115,8 +117,30 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     for finding in production_findings(settings):
         log.warning("configuration: %s", finding)
     host, port = args.host or settings.host, args.port or settings.port
-    server.run(create_app(settings), settings, host=host, port=port, certfile=certfile, keyfile=keyfile)
+    if settings.uvicorn_workers == 1:
+        server.run(create_app(settings), settings, host=host, port=port, certfile=certfile, keyfile=keyfile)
+        return 0
+    # The workers are spawned, and load the settings again from the environment they inherit: give
+    # them this one, with the host and port chosen here.
+    os.environ.update({"HOST": host, "PORT": str(port)})
+    server.run_workers(
+        f"{__name__}:{worker_app.__name__}",
+        settings,
+        host=host,
+        port=port,
+        certfile=certfile,
+        keyfile=keyfile,
+        on_exit=lambda pid: None,
+    )
     return 0
+
+
+def worker_app() -> ASGIApp:
+    """The application of one worker process (`UVICORN_WORKERS`), from the environment it inherited."""
+    settings = load_settings(read_environment(os.environ))
+    logging.basicConfig(level=settings.global_log_level, format=_LOG_FORMAT)
+    server.configure_worker(settings)
+    return create_app(settings)
 
 
 def _check(settings: Settings, args: argparse.Namespace) -> int:

@@ -100,10 +100,17 @@ class Gateway:
             ) from None
         sessions = db.session_factory(engine)
         audit = AuditLog(sessions, retention_days=s.audit_retention_days)
+        # Several worker processes share a machine's run directory (`UVICORN_WORKERS`).
+        shared = s.data_dir / "run" if s.uvicorn_workers > 1 else None
         limiter = RateLimiter(
-            s.redis_url, key_prefix=s.redis_key_prefix, ipv6_prefix=s.rate_limit_ipv6_prefix
+            s.redis_url,
+            key_prefix=s.redis_key_prefix,
+            ipv6_prefix=s.rate_limit_ipv6_prefix,
+            shared_file=shared / "ratelimits.db" if shared else None,
         )
-        channel = channel_from_url(s.redis_url, prefix=s.redis_key_prefix)
+        channel = channel_from_url(
+            s.redis_url, prefix=s.redis_key_prefix, shared_file=shared / "changes" if shared else None
+        )
         registry = SessionRegistry(
             sessions,
             stale_after=max(10.0, 5 * s.session_sync_interval),

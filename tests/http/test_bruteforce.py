@@ -223,7 +223,7 @@ def test_a_refused_sprayer_cannot_grow_the_limiter_with_made_up_accounts(
     site = make_site(SIGNIN_IP_RATE_LIMIT="3/3m")
     for i in range(3):
         assert_incorrect(site.signin(f"user{i}@example.com", WRONG, ip=ATTACKER))
-    events = site.gateway.limiter._memory.events  # the limits library's moving-window store
+    events = site.gateway.limiter._local.events  # the limits library's moving-window store
     keys = len(events)
     for i in range(200):
         assert_limited(site.signin(f"made-up-{i}@example.com", WRONG, ip=ATTACKER), 180)

@@ -30,12 +30,15 @@ import asyncio
 import ctypes
 import ctypes.util
 import logging
+import socket
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.supervisors.multiprocess import Multiprocess
 
 from wardgate.config.network import TrustedProxies, address_bucket
 from wardgate.config.settings import Settings
@@ -220,31 +223,96 @@ def return_large_allocations() -> bool:
     return bool(mallopt(_M_MMAP_THRESHOLD, _LARGE_ALLOCATION))
 
 
-def run(
-    app: ASGIApp, settings: Settings, *, host: str, port: int, certfile: str | None, keyfile: str | None
-) -> None:
-    """Serve `app` until SIGINT or SIGTERM, then drain for `GRACEFUL_SHUTDOWN_TIMEOUT` seconds."""
-    if not return_large_allocations():
-        log.info("not glibc: large allocations are returned as the C library decides")
-    limits = ConnectionLimits(
+def connection_limits(settings: Settings) -> ConnectionLimits:
+    """What one connection and one client may take, from the settings (per worker process)."""
+    return ConnectionLimits(
         max_head_bytes=settings.max_header_size,
         head_timeout=settings.client_header_timeout,
         max_per_client=settings.max_connections_per_ip,
         ipv6_prefix=settings.rate_limit_ipv6_prefix,
         trusted=settings.forwarded_allow_ips,
     )
-    uvicorn.run(
-        app,
-        host=host,
-        port=port,
-        http=protocol_for(limits),
-        ssl_certfile=certfile,
-        ssl_keyfile=keyfile,
-        proxy_headers=False,  # TrustedProxyMiddleware decides, from FORWARDED_ALLOW_IPS
-        server_header=False,
-        date_header=True,
-        log_level=settings.global_log_level.lower(),
-        access_log=False,
-        timeout_keep_alive=settings.keep_alive_timeout,
-        timeout_graceful_shutdown=settings.graceful_shutdown_timeout,
+
+
+class WorkerHttpProtocol(BoundedHttpToolsProtocol):
+    """The protocol of a worker process (`UVICORN_WORKERS`), importable by name in the worker; its
+    limits are set there, from the same settings, before it serves (`configure_worker`)."""
+
+    open_per_client: ClassVar[Counter[str]] = Counter()
+
+
+def configure_worker(settings: Settings) -> None:
+    """Bind this worker process's protocol to the limits of `settings`; return large allocations."""
+    WorkerHttpProtocol.limits = connection_limits(settings)
+    return_large_allocations()
+
+
+class WorkerSupervisor(Multiprocess):
+    """uvicorn's supervisor of worker processes (restarts a worker that dies or hangs, stops them all
+    on SIGINT/SIGTERM, replaces them one by one on SIGHUP), telling `on_exit` which ended."""
+
+    def __init__(
+        self, config: uvicorn.Config, sockets: list[socket.socket], on_exit: Callable[[int], None]
+    ) -> None:
+        super().__init__(config, sockets)
+        self._on_exit = on_exit
+
+    def keep_subprocess_alive(self) -> None:
+        """Replace the workers that died, then report them."""
+        before = {process.pid for process in self.processes}
+        super().keep_subprocess_alive()
+        for pid in before - {process.pid for process in self.processes}:
+            if pid is not None:
+                self._on_exit(pid)
+
+
+def _options(
+    settings: Settings, *, host: str, port: int, certfile: str | None, keyfile: str | None
+) -> dict[str, Any]:
+    return {
+        "host": host,
+        "port": port,
+        "ssl_certfile": certfile,
+        "ssl_keyfile": keyfile,
+        "proxy_headers": False,  # TrustedProxyMiddleware decides, from FORWARDED_ALLOW_IPS
+        "server_header": False,
+        "date_header": True,
+        "log_level": settings.global_log_level.lower(),
+        "access_log": False,
+        "timeout_keep_alive": settings.keep_alive_timeout,
+        "timeout_graceful_shutdown": settings.graceful_shutdown_timeout,
+    }
+
+
+def run(
+    app: ASGIApp, settings: Settings, *, host: str, port: int, certfile: str | None, keyfile: str | None
+) -> None:
+    """Serve `app` in this process until SIGINT or SIGTERM, then drain for `GRACEFUL_SHUTDOWN_TIMEOUT`."""
+    if not return_large_allocations():
+        log.info("not glibc: large allocations are returned as the C library decides")
+    options = _options(settings, host=host, port=port, certfile=certfile, keyfile=keyfile)
+    uvicorn.run(app, http=protocol_for(connection_limits(settings)), **options)
+
+
+def run_workers(
+    factory: str,
+    settings: Settings,
+    *,
+    host: str,
+    port: int,
+    certfile: str | None,
+    keyfile: str | None,
+    on_exit: Callable[[int], None],
+) -> None:
+    """Serve with `UVICORN_WORKERS` processes sharing one listening socket; each builds its own
+    application by calling `factory` ("module:function", the process's settings come from the
+    environment it inherits) and must call `configure_worker`."""
+    options = _options(settings, host=host, port=port, certfile=certfile, keyfile=keyfile)
+    config = uvicorn.Config(
+        factory,
+        factory=True,
+        workers=settings.uvicorn_workers,
+        http=f"{WorkerHttpProtocol.__module__}:{WorkerHttpProtocol.__qualname__}",
+        **options,
     )
+    WorkerSupervisor(config, sockets=[config.bind_socket()], on_exit=on_exit).run()

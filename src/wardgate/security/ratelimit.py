@@ -1,8 +1,11 @@
 """Rate limits on the `limits` library (moving window), shared through Redis when configured.
 
 Storage is chosen by URL: in-process memory by default, Redis when `REDIS_URL` is set (keys under
-`REDIS_KEY_PREFIX`). If Redis fails, limits fall back to this process's memory — logged and reported
-by `/health`, never "no limit" — and Redis is retried in the background until it answers again.
+`REDIS_KEY_PREFIX`). If Redis fails, limits fall back to this machine's local storage — logged and
+reported by `/health`, never "no limit" — and Redis is retried in the background until it answers
+again. The local storage is the process's memory, or, with several worker processes on the machine
+(`UVICORN_WORKERS`), an SQLite file they share (`SqliteRateStorage`), so that the workers count
+together exactly as one process would; when that file cannot answer, the attempt is refused (503).
 
 A `Limit` names a rate (`wardgate.config.values.Rate`, parsed at load from forms such as `5/3m`) and
 a bucket key per caller, IP or account; the counting is the `limits` library's moving window.
@@ -15,6 +18,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TypeVar
 
 from limits import RateLimitItem
@@ -24,7 +28,8 @@ from limits.strategies import MovingWindowRateLimiter
 
 from wardgate.config.network import address_bucket
 from wardgate.config.values import Rate
-from wardgate.errors import RateLimitedError
+from wardgate.errors import RateLimitedError, StoreUnavailableError
+from wardgate.security.rate_storage import SqliteRateStorage
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -48,10 +53,17 @@ class RateLimiter:
     """Moving-window limits over Redis or memory, degrading to memory (never to nothing)."""
 
     def __init__(
-        self, redis_url: str | None = None, *, key_prefix: str = "wardgate", ipv6_prefix: int = 128
+        self,
+        redis_url: str | None = None,
+        *,
+        key_prefix: str = "wardgate",
+        ipv6_prefix: int = 128,
+        shared_file: Path | None = None,
     ) -> None:
         self.ipv6_prefix = ipv6_prefix  # RATE_LIMIT_IPV6_PREFIX; 128: every address apart
-        self._memory: Storage = MemoryStorage()
+        self._local: Storage = (
+            SqliteRateStorage(shared_file, wrap_exceptions=True) if shared_file else MemoryStorage()
+        )
         self._redis: Storage | None = None
         if redis_url:
             self._redis = RedisStorage(
@@ -66,10 +78,11 @@ class RateLimiter:
 
     @property
     def backend(self) -> str:
-        """`redis`, `memory`, or `memory (redis unavailable)`."""
+        """`redis`, `memory` or `workers` (the shared file); `… (redis unavailable)` when degraded."""
+        local = "workers" if isinstance(self._local, SqliteRateStorage) else "memory"
         if self._redis is None:
-            return "memory"
-        return "memory (redis unavailable)" if self._degraded_since is not None else "redis"
+            return local
+        return f"{local} (redis unavailable)" if self._degraded_since is not None else "redis"
 
     def client_key(self, ip: str | None) -> str:
         """The bucket a client address counts in: IPv6 grouped by its network (`address_bucket`)."""
@@ -118,12 +131,17 @@ class RateLimiter:
         try:
             return operation(storage)
         except StorageError as exc:
+            if storage is not self._redis:
+                raise _local_unavailable(exc) from exc
             self._degrade(type(exc).__name__)
-            return operation(self._memory)
+        try:
+            return operation(self._local)
+        except StorageError as exc:
+            raise _local_unavailable(exc) from exc
 
     def _storage(self) -> Storage:
         if self._redis is None:
-            return self._memory
+            return self._local
         with self._lock:
             degraded_since = self._degraded_since
         if degraded_since is None:
@@ -133,7 +151,7 @@ class RateLimiter:
             with self._lock:
                 self._degraded_since = None
             return self._redis
-        return self._memory
+        return self._local
 
     def _redis_answers(self) -> bool:
         if self._redis is None:
@@ -153,3 +171,9 @@ class RateLimiter:
             self._degraded_since = time.monotonic()
         if first:
             log.error("rate limits: Redis unavailable (%s); falling back to per-instance limits", reason)
+
+
+def _local_unavailable(exc: StorageError) -> StoreUnavailableError:
+    """The workers' shared file did not answer: refuse (never count nothing)."""
+    log.error("rate limits: the shared counter file failed (%s)", type(exc.storage_error).__name__)
+    return StoreUnavailableError("the rate-limit counters cannot be read; try again shortly")

@@ -7,6 +7,10 @@ forged notice can only cause an extra sync, never an accepted token. Two impleme
   subscription is down the instance cannot know what it missed: `ViewSync` marks its view untrusted
   and every request is checked against the database (fail closed) until the subscription is back
   and a full sync has run.
+- `FileChangeChannel`: the worker processes of one instance (`UVICORN_WORKERS`) without Redis. A
+  notice is a new stamp written into a small shared file that every worker maps into memory and
+  looks at every `_FILE_LOOK_EVERY` seconds: reading 8 bytes of shared memory costs nothing, and a
+  stamp is state, not a message, so a notice cannot be lost while a worker is busy or restarting.
 - `InProcessChannel`: the processes' own hub, for a single instance without Redis (the poll of the
   change log is then the only way to learn of other writers, such as the command line). Every
   listener of one hub hears every notice at once, so several instances in one process (tests) stay
@@ -16,9 +20,14 @@ forged notice can only cause an extra sync, never an accepted token. Two impleme
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
+import mmap
+import os
+import struct
 import threading
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Protocol
 
 import redis
@@ -30,6 +39,8 @@ _PUBLISH_TIMEOUT = 0.5
 _RECONNECT_DELAYS = (0.2, 0.5, 1.0, 2.0)
 _WAIT = 0.5  # seconds per read of the subscription
 _PING_EVERY = 5.0  # seconds of silence before a ping checks the connection
+_FILE_LOOK_EVERY = 0.01  # seconds between looks at the shared stamp: revocations reach every worker in ~10 ms
+_STAMP = struct.Struct("<Q")
 
 OnNotice = Callable[[], Awaitable[None]]
 OnState = Callable[[bool], Awaitable[None]]
@@ -89,6 +100,49 @@ class InProcessChannel:
 
     def close(self) -> None:
         """Nothing to release."""
+
+
+class FileChangeChannel:
+    """Notices between the processes of one machine through a stamp in a shared, memory-mapped file."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            if os.fstat(descriptor).st_size < _STAMP.size:
+                os.ftruncate(descriptor, _STAMP.size)  # zeros; a concurrent grow to the same size is harmless
+            self._map = mmap.mmap(descriptor, _STAMP.size)
+        finally:
+            os.close(descriptor)  # the mapping keeps the file open
+        # Unique per notice across processes: a writer's pid and its own sequence. Any change of the
+        # stamp means "sync"; two writers racing leave one of their stamps, which is still a change.
+        self._sequence = itertools.count(1)
+        self._closing = False
+
+    @property
+    def connected(self) -> bool:
+        """Always: a stamp is state in the file, not a message that can be missed."""
+        return True
+
+    def publish(self) -> None:
+        """Write a new stamp (any thread; an aligned 8-byte store is never seen half-written)."""
+        if not self._closing:
+            self._map[: _STAMP.size] = _STAMP.pack((os.getpid() << 32 | next(self._sequence)) & (2**64 - 1))
+
+    async def listen(self, on_notice: OnNotice, on_state: OnState) -> None:
+        """Look at the stamp every `_FILE_LOOK_EVERY` seconds; call `on_notice` when it changed."""
+        seen = self._map[: _STAMP.size]
+        await on_state(True)
+        while not self._closing:
+            await asyncio.sleep(_FILE_LOOK_EVERY)
+            stamp = self._map[: _STAMP.size]
+            if stamp != seen:
+                seen = stamp
+                await on_notice()
+
+    def close(self) -> None:
+        """Stop listening; the mapping is released with the object (a listener may still look once)."""
+        self._closing = True
 
 
 class RedisChangeChannel:
@@ -169,8 +223,11 @@ class RedisChangeChannel:
         self._publisher.close()
 
 
-def channel_from_url(redis_url: str | None, *, prefix: str) -> ChangeChannel:
-    """Redis's channel when `REDIS_URL` is set, else this process's own."""
+def channel_from_url(redis_url: str | None, *, prefix: str, shared_file: Path | None = None) -> ChangeChannel:
+    """Redis's channel when `REDIS_URL` is set; else the workers' shared file when there are
+    several worker processes (`shared_file`); else this process's own."""
     if redis_url:
         return RedisChangeChannel(redis_url, prefix=prefix)
+    if shared_file is not None:
+        return FileChangeChannel(shared_file)
     return InProcessChannel()
