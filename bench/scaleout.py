@@ -18,6 +18,10 @@ scale-out buys on such a box is availability, not throughput; on more cores it b
     .venv/bin/python bench/scaleout.py [--duration 8] [--connections 30] [--signouts 60]
         [--postgres-url postgresql+psycopg://postgres@127.0.0.1:55432/postgres]
 
+With `--workers`, one instance instead (SQLite, no Redis, nothing else to start) with
+`UVICORN_WORKERS=1` and then `2` under the same `wrk` load, side by side, and the revocation delay
+between its workers (fresh connections land on either).
+
 The PostgreSQL server is the one `./scripts/services start` runs (its URL is the default); a
 database is created for the run and dropped afterwards. Everything listens on loopback only.
 """
@@ -148,13 +152,14 @@ def instances(workdir: Path, env: dict[str, str], count: int) -> Iterator[list[s
 
 
 def wait_ready(url: str, process: subprocess.Popen[bytes], deadline: float) -> None:
-    """Poll /health?ready=true until the revocation channel is connected."""
+    """Poll /health?ready=true until the revocation channel is connected (or, alone, not needed)."""
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"wardgate at {url} exited with {process.returncode}")
         with contextlib.suppress(httpx.HTTPError):
             body = httpx.get(f"{url}/health?ready=true", timeout=1).json()
-            if body.get("revocation_channel") == "connected" and body.get("sessions") == "synchronised":
+            channel_ready = body.get("revocation_channel") in ("connected", "not configured")
+            if channel_ready and body.get("sessions") == "synchronised":
                 return
         time.sleep(0.1)
     raise RuntimeError(f"wardgate at {url} was not ready within {STARTUP_SECONDS:.0f} s")
@@ -327,6 +332,47 @@ def percentile(values: list[float], percent: float) -> float:
 # --- the run --------------------------------------------------------------------------------------
 
 
+def workers_main(args: argparse.Namespace) -> int:
+    """`--workers`: one instance on SQLite without Redis, `UVICORN_WORKERS` 1 then 2, same load."""
+    email, password = "bench@example.com", secrets.token_urlsafe(18)
+    started = time.monotonic()
+    runs: dict[str, Load] = {}
+    delays: list[float] = []
+    for count in (1, 2):
+        with tempfile.TemporaryDirectory(prefix="wardgate-workers-") as tmp:
+            env = {
+                "UVICORN_WORKERS": str(count),
+                "WEBUI_SECRET_KEY": secrets.token_urlsafe(48),
+                "GLOBAL_LOG_LEVEL": "WARNING",
+            }
+            with instances(Path(tmp), env, 1) as (url,):
+                time.sleep(3)  # the health check answers once one worker serves; let the others start
+                sign_up(url, email, password)
+                token = sign_in(url, email, password)
+                runs[f"{count} worker{'s' if count > 1 else ''}"] = wrk_load(
+                    [url], token, args.connections, args.duration, Path(tmp)
+                )
+                if count == 2:
+                    delays = propagation([url, url, url], email, password, args.signouts)
+    cores = len(os.sched_getaffinity(0))
+    print(f"\nwardgate UVICORN_WORKERS, SQLite, no Redis, loopback, wrk -t1 -c{args.connections}")
+    print(f"{'GET /api/v1/auths/ (Bearer)':<30} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}")
+    for label, load in runs.items():
+        figures = f"{load.requests_per_s:>9.0f} {load.p50_ms:>8.2f} {load.p99_ms:>8.2f} {load.errors:>7}"
+        print(f"{label:<30} {figures}")
+    one, two = runs.values()
+    print(f"{'ratio 2 / 1':<30} {two.requests_per_s / one.requests_per_s:>9.2f}")
+    found = [d * 1000 for d in delays if d != float("inf")]
+    print(f"\nrevocation across workers: {args.signouts} sign-outs, until fresh connections refuse the token")
+    print(f"{'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'>100 ms':>8} {'never':>6}")
+    print(
+        f"{percentile(found, 50):>8.1f} {percentile(found, 99):>8.1f} {max(found):>8.1f} "
+        f"{sum(d > 100 for d in found):>8} {len(delays) - len(found):>6}"
+    )
+    print(f"\n(run took {time.monotonic() - started:.0f} s; machine: {cores} CPU(s), shared with wrk)")
+    return 0
+
+
 def main() -> int:
     """Run both measurements and print the table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -334,7 +380,12 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=30, help="concurrent connections in total")
     parser.add_argument("--signouts", type=int, default=60, help="sign-outs for the propagation figures")
     parser.add_argument("--postgres-url", default=SERVICES_POSTGRES, help="a PostgreSQL server (admin URL)")
+    parser.add_argument(
+        "--workers", action="store_true", help="instead: 1 vs 2 worker processes, one instance"
+    )
     args = parser.parse_args()
+    if args.workers:
+        return workers_main(args)
     use_wrk = shutil.which("wrk") is not None
     email, password = "bench@example.com", secrets.token_urlsafe(18)
     started = time.monotonic()
