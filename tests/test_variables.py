@@ -22,6 +22,16 @@ INVALID = {
     "JWT_EXPIRES_IN": "1y",
     "WEBUI_SECRET_KEY_FALLBACKS": "old-key,,older-key",
     "UVICORN_WORKERS": "0",
+    "SMTP_HOST": "mail server",
+    "SMTP_PORT": "0",
+    "SMTP_SECURITY": "ssl",
+    "SMTP_USERNAME": "a\x07b",
+    "SMTP_PASSWORD": "   ",
+    "SMTP_FROM": "not-an-address",
+    "SMTP_CA_CERT_FILE": "/nonexistent/ca.pem",
+    "SMTP_TIMEOUT": "0",
+    "PASSWORD_RESET_EXPIRES_IN": "1y",
+    "PASSWORD_RESET_RATE_LIMIT": "often",
     "METRICS_TOKEN": "two\nlines",
     "METRICS_ALLOW_IPS": "10.0.0.1/8",
     "ENABLE_OTEL": "enabled",
@@ -214,6 +224,7 @@ SECRETS = {
     "WEBUI_SECRET_KEY_FALLBACKS",
     "METRICS_TOKEN",
     "OTEL_BASIC_AUTH_PASSWORD",
+    "SMTP_PASSWORD",
 }
 
 

@@ -89,6 +89,7 @@ def cross_field_problems(settings: Settings) -> list[str]:
         ("SSL_CERTFILE", settings.ssl_certfile),
         ("SSL_KEYFILE", settings.ssl_keyfile),
         ("LDAP_CA_CERT_FILE", settings.ldap_ca_cert_file),
+        ("SMTP_CA_CERT_FILE", settings.smtp_ca_cert_file),
     )
     for name, path in files:
         if path is not None and not path.is_file():
@@ -120,6 +121,26 @@ def cross_field_problems(settings: Settings) -> list[str]:
     return problems
 
 
+def _mail_problems(settings: Settings) -> list[str]:
+    """Password-reset email: complete, and never a password sent in clear text."""
+    problems: list[str] = []
+    if settings.smtp_host is None:
+        return problems
+    if not settings.smtp_from:
+        problems.append("SMTP_HOST needs SMTP_FROM, the sender address of the password-reset email")
+    if not settings.webui_url:
+        problems.append("SMTP_HOST needs WEBUI_URL: the reset link points at the public address")
+    if bool(settings.smtp_username) != bool(settings.smtp_password):
+        problems.append("SMTP_USERNAME / SMTP_PASSWORD: set both, or neither")
+    loopback = settings.smtp_host in ("localhost", "127.0.0.1", "::1")
+    if settings.smtp_security == "none" and settings.smtp_password and not loopback:
+        problems.append(
+            "SMTP_SECURITY=none with SMTP_PASSWORD: the password would cross the network in clear "
+            "text; use starttls or tls (plain text is accepted only to a server on this machine)"
+        )
+    return problems
+
+
 def _operations_problems(settings: Settings) -> list[str]:
     """Key rotation, metrics and traces."""
     problems: list[str] = []
@@ -135,6 +156,7 @@ def _operations_problems(settings: Settings) -> list[str]:
         )
     if settings.metrics_token is not None and len(settings.metrics_token.get_secret_value()) < 32:
         problems.append("METRICS_TOKEN: at least 32 characters (`wardgate gen-secret` makes one)")
+    problems.extend(_mail_problems(settings))
     if bool(settings.otel_basic_auth_username) != bool(settings.otel_basic_auth_password):
         problems.append("OTEL_BASIC_AUTH_USERNAME / OTEL_BASIC_AUTH_PASSWORD: set both, or neither")
     return problems

@@ -241,6 +241,28 @@ class Settings(BaseSettings):
     security_headers: dict[str, str | None] = Field(default_factory=dict)
     """The security-header variables, checked (None: unset, "": switched off); see `headers`."""
 
+    # --- email (password reset links) ------------------------------------------------------------
+    smtp_host: Annotated[str, parsed(values.host_name)] | None = Field(
+        None, validation_alias=_env("SMTP_HOST")
+    )
+    smtp_port: int = Field(587, ge=1, le=65535, validation_alias=_env("SMTP_PORT"))
+    smtp_security: Annotated[Literal["starttls", "tls", "none"], parsed(str.lower)] = Field(
+        "starttls", validation_alias=_env("SMTP_SECURITY")
+    )
+    smtp_username: Name = Field("", validation_alias=_env("SMTP_USERNAME"))
+    smtp_password: Secret | None = Field(None, validation_alias=_env("SMTP_PASSWORD"))
+    smtp_from: Annotated[str, parsed(values.email_address)] | None = Field(
+        None, validation_alias=_env("SMTP_FROM")
+    )
+    smtp_ca_cert_file: FilePath | None = Field(None, validation_alias=_env("SMTP_CA_CERT_FILE"))
+    smtp_timeout: float = Field(10, gt=0, le=120, validation_alias=_env("SMTP_TIMEOUT"))
+    password_reset_expires_in: Annotated[timedelta, parsed(values.parse_step_up_age)] = Field(
+        timedelta(minutes=30), validation_alias=_env("PASSWORD_RESET_EXPIRES_IN")
+    )
+    password_reset_rate_limit: RateValue = Field(
+        parse_rate("3/1h"), validation_alias=_env("PASSWORD_RESET_RATE_LIMIT")
+    )
+
     # --- operations: processes, metrics, traces -----------------------------------------------
     uvicorn_workers: int = Field(1, ge=1, le=64, validation_alias=_env("UVICORN_WORKERS"))
     metrics_token: HeaderSecret | None = Field(None, validation_alias=_env("METRICS_TOKEN"))
@@ -544,6 +566,7 @@ SECRET_FIELDS = frozenset(
         "webui_secret_key_fallbacks",
         "metrics_token",
         "otel_basic_auth_password",
+        "smtp_password",
     }
 )
 URL_FIELDS = frozenset({"redis_url", "database_url"})  # may carry a password: shown masked
