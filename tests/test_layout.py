@@ -23,15 +23,16 @@ SRC = Path(wardgate.__file__).parent
 # its own package and `wardgate.errors`; anything not listed here is refused.
 LAYERS: dict[str, set[str]] = {
     "config": set(),
+    "observability": set(),  # metrics and traces: every layer may report to it
     "security": {"config"},
     "storage": {"config"},
     "audit": {"storage"},
-    "sessions": {"config", "security", "storage"},
+    "sessions": {"config", "security", "storage", "observability"},
     "identity": {"config", "security", "storage", "audit", "sessions"},
     "oauth": {"config", "security", "storage", "audit", "sessions", "identity"},
     "mfa": {"config", "security", "storage", "audit", "sessions", "identity"},
     "ldap": {"config", "security", "storage", "audit", "sessions", "identity"},
-    "usage": {"config", "storage"},
+    "usage": {"config", "storage", "observability"},
     "proxy": {"config", "sessions", "identity", "usage"},
     "gateway": {
         "config",
@@ -60,9 +61,10 @@ LAYERS: dict[str, set[str]] = {
         "proxy",
         "usage",
         "gateway",
+        "observability",
     },
     "app": {"config", "gateway", "http"},
-    "cli": {"config", "storage", "sessions", "identity", "gateway", "http", "app"},
+    "cli": {"config", "storage", "sessions", "identity", "gateway", "http", "app", "observability"},
     "errors": set(),
     "__init__": {"config"},
     "__main__": {"cli"},

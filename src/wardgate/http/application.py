@@ -3,6 +3,8 @@
 Outside in (docs/architecture.md follows one request through it):
 
 1. TrustedProxyMiddleware   client IP, scheme and host from FORWARDED_ALLOW_IPS peers only
+   TracingMiddleware        (with ENABLE_OTEL_TRACES) a server span around the request
+   RequestMetricsMiddleware (with METRICS_TOKEN or METRICS_ALLOW_IPS) route class, status, duration
    UpgradeAsRequestMiddleware (with FORWARD_AUTH_FILE) a proxy's forward-auth question that came
                             as a WebSocket handshake, answered as the GET it is
 2. AuditContextMiddleware   tells the audit log where the request comes from
@@ -18,7 +20,9 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from types import ModuleType
 
+import anyio.to_thread
 from fastapi import FastAPI
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
@@ -26,13 +30,16 @@ from starlette.routing import Route
 from starlette.types import ASGIApp
 
 from wardgate import __version__
+from wardgate.config.settings import Settings
 from wardgate.gateway import Gateway
 from wardgate.http.errors import install_error_handlers
 from wardgate.http.middleware.audit_context import AuditContextMiddleware
 from wardgate.http.middleware.cors import CORSGuardMiddleware
 from wardgate.http.middleware.csrf import CSRFMiddleware
+from wardgate.http.middleware.request_metrics import RequestMetricsMiddleware, RouteClasses
 from wardgate.http.middleware.security_headers import SecurityHeadersMiddleware
 from wardgate.http.middleware.size_limits import BodySizeLimitMiddleware, HeaderSizeLimitMiddleware
+from wardgate.http.middleware.tracing import TracingMiddleware
 from wardgate.http.middleware.trusted_proxy import TrustedProxyMiddleware
 from wardgate.http.middleware.upgrade_as_request import UpgradeAsRequestMiddleware
 from wardgate.http.relay import dispatch
@@ -44,6 +51,7 @@ from wardgate.http.routes import (
     audit,
     auth,
     authz,
+    metrics,
     mfa,
     mfa_pages,
     oauth,
@@ -53,8 +61,10 @@ from wardgate.http.routes import (
     usage_pages,
     users,
 )
+from wardgate.http.routes.metrics import MetricsAccess
 from wardgate.http.site import Site
 from wardgate.identity.authentication import TOKEN_COOKIE
+from wardgate.observability.tracing import TraceExport, Tracing
 from wardgate.proxy.client import UpstreamClient
 from wardgate.proxy.identity import ForwardingRules, IdentityHeaders
 from wardgate.security.headers import build_header_policy
@@ -76,12 +86,14 @@ LOGIN_PATHS = (
 )
 
 
-def build_routes(gateway: Gateway) -> FastAPI:
+def build_routes(gateway: Gateway, *, tracing: Tracing | None = None) -> FastAPI:
     """The FastAPI application with every route and error handler, without the outer middleware."""
 
     s = gateway.settings
     providers = gateway.sign_on.display_names() if gateway.sign_on else {}
     site = Site.from_settings(s, has_app=gateway.upstreams.has_app, providers=providers)
+    token = s.metrics_token.get_secret_value().encode() if s.metrics_token else None
+    metrics_access = MetricsAccess(token, s.metrics_allow_ips)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -94,12 +106,14 @@ def build_routes(gateway: Gateway) -> FastAPI:
             s.webui_auth_trusted_role_header,
         )
         rules = ForwardingRules(identity, site.api_key_header, s.forward_underscore_headers)
-        app.state.proxy = ReverseProxy(client, rules, gateway.authenticator.is_ours)
+        app.state.proxy = ReverseProxy(client, rules, gateway.authenticator.is_ours, tracing=tracing)
         try:
             yield
         finally:
             await client.aclose()
             await gateway.stop()
+            if tracing is not None:
+                await anyio.to_thread.run_sync(tracing.shutdown)  # exports what is pending
 
     app = FastAPI(
         title="wardgate",
@@ -111,10 +125,14 @@ def build_routes(gateway: Gateway) -> FastAPI:
     )
     app.state.gateway = gateway
     app.state.site = site
+    app.state.metrics_access = metrics_access
     install_error_handlers(app)
     prefix = site.prefix  # WARDGATE_PATH_PREFIX: keeps wardgate's routes clear of the app's
     owned = [app.openapi_url] if app.openapi_url else []  # path templates UpstreamDispatch leaves to FastAPI
-    routers = (auth, mfa, authz, api_keys, users, audit, usage, public, oauth, pages, mfa_pages, usage_pages)
+    routers: list[ModuleType] = [auth, mfa, authz, api_keys, users, audit, usage, public, oauth, pages]
+    routers += [mfa_pages, usage_pages]
+    if metrics_access.enabled:  # otherwise the path is not wardgate's
+        routers.append(metrics)
     for module in routers:
         app.include_router(module.router, prefix=prefix)
         owned += [prefix + route.path for route in module.router.routes if isinstance(route, Route)]
@@ -134,7 +152,9 @@ def build_routes(gateway: Gateway) -> FastAPI:
 def build_application(gateway: Gateway) -> ASGIApp:
     """Wrap the routes in the middleware stack, innermost first."""
     s = gateway.settings
-    app: ASGIApp = UpstreamDispatch(build_routes(gateway))  # HTTP to upstreams bypasses FastAPI's router
+    tracing = Tracing.start(trace_export(s)) if s.enable_otel and s.enable_otel_traces else None
+    routes = build_routes(gateway, tracing=tracing)
+    app: ASGIApp = UpstreamDispatch(routes)  # HTTP to upstreams bypasses FastAPI's router
     app = BodySizeLimitMiddleware(app, s.max_body_size)
     app = CSRFMiddleware(
         app,
@@ -152,4 +172,24 @@ def build_application(gateway: Gateway) -> ASGIApp:
     if s.forward_auth_file is not None:  # a proxy's question about a WebSocket, answered as a request
         decisions = [f"{s.route_prefix}/api/v1/authz/{name}" for name in ("forward-auth", "auth-request")]
         app = UpgradeAsRequestMiddleware(app, decisions)
+    classes = RouteClasses(s.route_prefix)
+    if routes.state.metrics_access.enabled:  # nobody may read them: not measured
+        app = RequestMetricsMiddleware(app, classes)
+    if tracing is not None:
+        app = TracingMiddleware(app, tracing, classes)
     return TrustedProxyMiddleware(app, s.forwarded_allow_ips)
+
+
+def trace_export(s: Settings) -> TraceExport:
+    """Where spans go, from Open WebUI's `OTEL_*` variables."""
+    password = s.otel_basic_auth_password
+    return TraceExport(
+        endpoint=str(s.otel_exporter_otlp_endpoint),
+        insecure=s.otel_exporter_otlp_insecure,
+        protocol=s.otel_otlp_span_exporter,
+        service_name=s.otel_service_name,
+        sampler=s.otel_traces_sampler,
+        sampler_arg=s.otel_traces_sampler_arg,
+        username=s.otel_basic_auth_username,
+        password=password.get_secret_value() if password else None,
+    )

@@ -18,12 +18,19 @@ import anyio.to_thread
 from fastapi import Depends
 from starlette.requests import HTTPConnection
 
-from wardgate.errors import AuthenticationError, EnrolmentRequiredError, PermissionDeniedError
+from wardgate.errors import (
+    ApiError,
+    AuthenticationError,
+    EnrolmentRequiredError,
+    PermissionDeniedError,
+    StoreUnavailableError,
+)
 from wardgate.gateway import Gateway
 from wardgate.http.site import Site
 from wardgate.identity.authentication import KEYS_NOT_HERE, TOKEN_COOKIE, Caller, Credential, Principal
 from wardgate.identity.records import ClientInfo
 from wardgate.identity.rules import require_admin, require_approved
+from wardgate.observability.metrics import observe_authentication, refusal_outcome
 
 
 def gateway(conn: HTTPConnection) -> Gateway:
@@ -96,12 +103,24 @@ ENROL_FIRST = (
 async def _caller(
     conn: HTTPConnection, *, keys_allowed: bool, prefer_cookie: bool = False, enrolling: bool = False
 ) -> Caller:
-    cookie = session_cookie(conn) if prefer_cookie else None
-    credential = Credential(cookie, "cookie") if cookie else read_credential(conn)
     peer = conn.scope.get("client")
     ip = peer[0] if peer else None  # as client_info(): already resolved by the trusted-proxy middleware
     gw = gateway(conn)
-    caller = await gw.authenticator.authenticate(credential, ip=ip, keys_allowed=keys_allowed)
+    try:
+        cookie = session_cookie(conn) if prefer_cookie else None
+        credential = Credential(cookie, "cookie") if cookie else read_credential(conn)
+    except AuthenticationError:  # an unusable header, two session cookies
+        observe_authentication("invalid")
+        raise
+    try:
+        caller = await gw.authenticator.authenticate(credential, ip=ip, keys_allowed=keys_allowed)
+    except ApiError as exc:
+        observe_authentication(refusal_outcome(exc.status_code, exc.code))
+        raise
+    except StoreUnavailableError:
+        observe_authentication("unavailable")
+        raise
+    observe_authentication("session" if isinstance(caller, Principal) else "api_key")
     conn.state.principal = caller
     # MFA_REQUIRED_ROLES: such an account, without a factor, reaches nothing but its enrolment
     # (an API key of it neither). Pure CPU: the view carries whether the account has a factor.

@@ -10,8 +10,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from wardgate.errors import ApiError, EnrolmentRequiredError, StoreUnavailableError
+from wardgate.errors import ApiError, EnrolmentRequiredError, RateLimitedError, StoreUnavailableError
 from wardgate.http.schemas import ErrorBody
+from wardgate.observability.metrics import observe_refusal
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +33,8 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 def error_response(exc: ApiError | StoreUnavailableError | StarletteHTTPException) -> JSONResponse:
     """The JSON refusal for an error (also used where FastAPI's handlers do not run)."""
+    if isinstance(exc, RateLimitedError):  # rate limits, budgets and admission control, counted
+        observe_refusal(exc.code, exc.bucket)
     if isinstance(exc, StoreUnavailableError):
         log.warning("store unavailable: %s", exc)
         return JSONResponse(

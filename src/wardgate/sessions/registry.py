@@ -417,6 +417,16 @@ class SessionRegistry:
         """Delete change-log entries every instance has long applied (a housekeeping job)."""
         return prune_before(self._sessions, AuthChange.at, now - _CHANGE_LOG_RETENTION, stopping=stopping)
 
+    def live_sessions(self, now: int) -> int:
+        """Sessions neither ended nor expired, counted in the database (for `/metrics`, read only)."""
+        unexpired = func.coalesce(AuthSession.expires_at, now + 1) > now  # no expiry: never expires
+        query = select(func.count()).select_from(AuthSession).where(AuthSession.revoked_at.is_(None))
+        try:
+            with self._sessions() as db:
+                return int(db.scalar(query.where(unexpired)) or 0)
+        except SQLAlchemyError as exc:
+            raise StoreUnavailableError(f"cannot count sessions ({type(exc).__name__})") from None
+
 
 def _live_revocations(db: Session, now: int) -> dict[str, int | None]:
     """Revoked sessions whose tokens are still valid, by the partial index ix_auth_sessions_revoked_expiry:

@@ -18,6 +18,7 @@ from sqlalchemy import insert
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
+from wardgate.observability.metrics import count_tokens
 from wardgate.storage.models import UsageRecord
 from wardgate.storage.retention import prune_before
 
@@ -60,6 +61,9 @@ class UsageRecorder:
         self._lock = threading.Lock()  # appends come from the event loop, flushes from a worker thread
 
     def add(self, record: CallRecord) -> None:
+        """Queue one call's record (no I/O), and count the tokens it used (`/metrics`)."""
+        if record.metered:
+            count_tokens(record.upstream, record.model, record.prompt_tokens, record.completion_tokens)
         with self._lock:
             if len(self._pending) >= MAX_PENDING:
                 self._dropped += 1

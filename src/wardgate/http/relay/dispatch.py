@@ -29,6 +29,7 @@ from wardgate.errors import ApiError, AuthenticationError, StoreUnavailableError
 from wardgate.http.cookies import clear_token_cookie
 from wardgate.http.deps import authenticate_caller, gateway, site
 from wardgate.http.errors import error_response, unexpected_error_response
+from wardgate.http.middleware.request_metrics import ROUTE_CLASS_KEY
 from wardgate.http.relay.models import forward_model_call
 from wardgate.http.relay.streaming import ReverseProxy
 from wardgate.http.relay.websocket import POLICY_VIOLATION, relay_websocket
@@ -83,8 +84,10 @@ class UpstreamDispatch:
             return
         upstream = self.app.state.gateway.upstreams.route(scope["path"])
         if upstream is None:
+            scope[ROUTE_CLASS_KEY] = "other"
             await self.app(scope, receive, send)  # FastAPI's 404
             return
+        scope[ROUTE_CLASS_KEY] = f"relay:{upstream.name}"  # upstream names are configured: bounded
         scope["app"] = self.app  # as Starlette sets it: the routes' helpers read app.state
         started = False
 

@@ -32,6 +32,8 @@ from wardgate.errors import UpstreamError, UpstreamTimeoutError
 from wardgate.http.middleware.security_headers import PROXIED_STATE_KEY
 from wardgate.http.scope import header
 from wardgate.identity.authentication import Caller
+from wardgate.observability.metrics import UpstreamCall
+from wardgate.observability.tracing import TRACE_HEADERS, Tracing
 from wardgate.proxy.client import Cancellation, UpstreamClient, UpstreamResponse
 from wardgate.proxy.identity import ForwardingRules, response_headers, upstream_request_headers
 from wardgate.proxy.upstreams import Upstream
@@ -110,10 +112,13 @@ class ReverseProxy:
         client: UpstreamClient,
         rules: ForwardingRules,
         is_ours: Callable[[str], bool],
+        *,
+        tracing: Tracing | None = None,
     ) -> None:
         self._client = client
         self.rules = rules
         self.is_ours = is_ours
+        self.tracing = tracing  # ENABLE_OTEL_TRACES: a client span per call, its context sent upstream
 
     async def forward(
         self,
@@ -159,25 +164,39 @@ class ReverseProxy:
             body = inbound.body()  # an upload: streamed as it arrives, held to its declared length
         cancellation = Cancellation()
         watch = _DisconnectWatch(inbound, cancellation)
+        shaping = _Shaping(UpstreamCall(upstream.name), tap, rewrite, exchange, before_end)
         try:
-            pending = self._client.request(
-                method, url, headers, body, length=length, cancellation=cancellation
-            )
-            await _answer(
-                request, upstream, pending, cancellation, send, _Shaping(tap, rewrite, exchange, before_end)
-            )
+            if self.tracing is None:
+                pending = self._client.request(
+                    method, url, headers, body, length=length, cancellation=cancellation
+                )
+                await _answer(request, upstream, pending, cancellation, send, shaping)
+                return
+            with self.tracing.client_span(upstream.name, method, url) as span:
+                # The upstream sees this call's span as its parent, never a client's own trace headers.
+                headers = [(n, v) for n, v in headers if n.lower() not in TRACE_HEADERS]
+                headers += self.tracing.context_headers()
+                pending = self._client.request(
+                    method, url, headers, body, length=length, cancellation=cancellation
+                )
+                await _answer(request, upstream, pending, cancellation, send, shaping)
+                span.set_attribute("http.response.status_code", shaping.status)
         finally:
             watch.stop()
+            shaping.call.ended()
 
 
 @dataclass
 class _Shaping:
-    """What a model call adds to relaying an answer: a tap, a rewrite, an exchange to fill in."""
+    """How one answer is relayed: its metrics, and what a model call adds (a tap, a rewrite, an
+    exchange to fill in)."""
 
+    call: UpstreamCall  # its metrics
     tap: Tap | None = None
     rewrite: Callable[[bytes], bytes] | None = None
     exchange: Exchange | None = None
     before_end: Callable[[], Awaitable[None]] | None = None
+    status: int = 0  # the upstream's status, or the 502/504 that replaced its answer
 
     async def ending(self) -> None:
         """The answer is about to end: its usage is known (budgets are charged before a client can
@@ -186,6 +205,7 @@ class _Shaping:
             await self.before_end()
 
     def answered(self, status: int) -> None:
+        self.status = status
         if self.exchange is not None:
             self.exchange.status = status
 
@@ -237,6 +257,7 @@ async def _answer(
         return
     except UpstreamTimeoutError:
         log.warning("upstream %s timed out", upstream.name)
+        shaping.call.failed("timeout")
         shaping.answered(504)
         await _refuse(request, send, 504, f"The {upstream.name} service did not answer in time.")
         return
@@ -244,9 +265,11 @@ async def _answer(
         if cancellation.cancelled:
             return  # the client left: nobody to answer
         log.warning("upstream %s unavailable (%s)", upstream.name, exc)
+        shaping.call.failed("unavailable")
         shaping.answered(502)
         await _refuse(request, send, 502, f"The {upstream.name} service is unavailable.")
         return
+    shaping.call.answered(answer.status)
     shaping.answered(answer.status)
     if not 200 <= answer.status < 300:
         shaping.tap = None  # a refusal carries no usage (and may echo what the client sent)
@@ -292,6 +315,7 @@ async def _send_whole(
         if cancellation.cancelled:
             return
         log.warning("upstream answer broke off (%s)", exc)
+        shaping.call.failed("broken")
         await _refuse(request, send, 502, "The upstream answer broke off.")
         return
     sent = body  # as sent: still encoded, unless wardgate reads it (then it asked for no encoding)
@@ -327,6 +351,8 @@ async def _relay(
     except UpstreamError as exc:
         if not cancellation.cancelled:
             log.warning("upstream stream broke off (%s)", exc)
+            if shaping is not None:
+                shaping.call.failed("broken")
         return
     rest = tap.close() if tap is not None else b""
     if shaping is not None:
