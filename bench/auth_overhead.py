@@ -1,14 +1,18 @@
 """What authentication costs: `GET /health` vs an authenticated `GET /api/v1/auths/`, with sign-in load.
 
-One `wardgate serve` process is started in a temporary DATA_DIR (SQLite) on a free loopback port and
-measured in three scenarios, one after the other, in the same run:
+One `wardgate serve` process is started in a temporary DATA_DIR (SQLite) on a free loopback port,
+beside it a bare FastAPI app (bench/bare_app.py: one `async def` route, a constant JSON body, served
+by wardgate's own `server.run()`: same uvloop, httptools protocol class and uvicorn options), and
+the two are measured in four scenarios, one after the other, in the same run:
 
-(a) `GET /health`                        the floor: routing, middleware, a JSON body
+(0) bare `GET /bare`                     the framework's floor: server, FastAPI routing, JSON
+(a) `GET /health`                        wardgate's floor: its middleware, routing, a JSON body
 (b) `GET /api/v1/auths/` with a Bearer   (a) + JWT verification + the in-memory revocation check
 (c) (b) while sign-ins run concurrently  Argon2id (~20 ms of CPU each) competing for the same cores
 
-and prints requests/s, p50 and p99 latency, then the ratios the issue sets goals for:
-throughput b/a >= 0.6 and p99(c) <= 3 x p99(b).
+and prints requests/s, p50 and p99 latency, then the ratios the issues set goals for:
+throughput b/a >= 0.6, p99(c) <= 3 x p99(b), throughput b/0 >= 0.8 and p99(b) <= 2 x p99(0).
+Only one server is under load at a time; the other is idle.
 
 The load comes from `wrk -t1` (one core left for the server) when installed (`apt-get install wrk`),
 otherwise from a slower asyncio + httpx generator in this process. Absolute numbers depend on the
@@ -50,6 +54,10 @@ SIGNUP = "/api/v1/auths/signup"
 SIGNIN = "/api/v1/auths/signin"
 GOAL_THROUGHPUT = 0.6  # b/a must be at least this
 GOAL_P99 = 3.0  # p99(c)/p99(b) must be at most this
+GOAL_BARE_THROUGHPUT = 0.8  # b/0 must be at least this (issue 17)
+GOAL_BARE_P99 = 2.0  # p99(b)/p99(0) must be at most this (issue 17)
+BARE = "/bare"
+BARE_APP = Path(__file__).with_name("bare_app.py")
 STARTUP_SECONDS = 30.0
 MAX_SIGNIN_CLIENTS = 16
 # Every sign-in comes from 127.0.0.1, and the per-IP limits count successes too: at their defaults
@@ -116,37 +124,43 @@ def server_env(data_dir: Path, port: int, extra: list[str]) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def running_server(workdir: Path, extra_env: list[str]) -> Iterator[Server]:
-    """Start `python -m wardgate serve`, wait until /health answers, always stop it."""
+def running_server(
+    workdir: Path, extra_env: list[str], command: list[str] | None = None, probe: str = HEALTH
+) -> Iterator[Server]:
+    """Start `python -m wardgate serve` (or `command`), wait until `probe` answers, always stop it."""
     port = harness.free_port()
-    log_path = workdir / "server.log"
+    name = "server" if command is None else Path(command[-1]).stem
+    log_path = workdir / f"{name}.log"
+    data_dir = workdir if command is None else workdir / name  # the bare app writes nothing; kept apart
+    data_dir.mkdir(exist_ok=True)
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "wardgate", "serve"],
-            env=server_env(workdir, port, extra_env),
+            command or [sys.executable, "-m", "wardgate", "serve"],
+            env=server_env(data_dir, port, extra_env),
             cwd=workdir,
             stdout=log,
             stderr=subprocess.STDOUT,
         )
     try:
         server = Server(f"http://127.0.0.1:{port}", process.pid, log_path)
-        wait_until_healthy(server, process)
+        wait_until_healthy(server, process, probe)
         yield server
     finally:
         harness.stop_process(process)
 
 
-def wait_until_healthy(server: Server, process: subprocess.Popen[bytes]) -> None:
-    """Poll /health until it answers 200; fail with the server's log if it exits or never answers."""
+def wait_until_healthy(server: Server, process: subprocess.Popen[bytes], probe: str = HEALTH) -> None:
+    """Poll `probe` until it answers 200; fail with the server's log if it exits or never answers."""
     deadline = time.monotonic() + STARTUP_SECONDS
+    name = server.log_path.stem
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"wardgate exited with {process.returncode}:\n{log_tail(server)}")
+            raise RuntimeError(f"{name} exited with {process.returncode}:\n{log_tail(server)}")
         with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(server.base_url + HEALTH, timeout=1).status_code == 200:
+            if httpx.get(server.base_url + probe, timeout=1).status_code == 200:
                 return
         time.sleep(0.1)
-    raise RuntimeError(f"wardgate did not answer within {STARTUP_SECONDS:.0f} s:\n{log_tail(server)}")
+    raise RuntimeError(f"{name} did not answer within {STARTUP_SECONDS:.0f} s:\n{log_tail(server)}")
 
 
 def log_tail(server: Server, lines: int = 30) -> str:
@@ -309,11 +323,14 @@ def choose_generator(args: argparse.Namespace, workdir: Path) -> tuple[LoadGener
 
 
 def measure_round(
-    args: argparse.Namespace, load: LoadGenerator, server: Server, accounts: list[Account]
+    args: argparse.Namespace, load: LoadGenerator, servers: tuple[Server, Server], accounts: list[Account]
 ) -> tuple[dict[str, Result], SigninLoad]:
-    """Scenarios (a), (b), (c) back to back against the same server; accounts[0] is the reader."""
+    """Scenarios (0), (a), (b), (c) back to back; (0) on the bare app, the rest on wardgate, whose
+    accounts[0] is the reader."""
+    bare, server = servers
     token = accounts[0].token
-    results = {"a": load(server.base_url + HEALTH, None, args.duration)}
+    results = {"0": load(bare.base_url + BARE, None, args.duration)}
+    results["a"] = load(server.base_url + HEALTH, None, args.duration)
     results["b"] = load(server.base_url + SESSION_USER, token, args.duration)
     with SigninLoad(server.base_url, accounts[1:], args.signin_rate) as signins:
         time.sleep(1.0)  # let the sign-in threads reach a steady state first
@@ -325,6 +342,16 @@ def ratios(results: dict[str, Result]) -> tuple[float, float]:
     """(throughput b/a, p99 c/b)."""
     throughput = results["b"].requests_per_s / results["a"].requests_per_s
     return throughput, results["c"].p99_ms / results["b"].p99_ms
+
+
+def bare_ratios(results: dict[str, Result]) -> tuple[float, float, float]:
+    """(throughput a/0, throughput b/0, p99 b/0): wardgate against the bare FastAPI route."""
+    floor = results["0"]
+    return (
+        results["a"].requests_per_s / floor.requests_per_s,
+        results["b"].requests_per_s / floor.requests_per_s,
+        results["b"].p99_ms / floor.p99_ms,
+    )
 
 
 def median_results(rounds: list[dict[str, Result]]) -> dict[str, Result]:
@@ -345,6 +372,7 @@ def median_results(rounds: list[dict[str, Result]]) -> dict[str, Result]:
 def print_table(results: dict[str, Result], signin_clients: int) -> None:
     """The scenarios side by side."""
     labels = {
+        "0": f"(0) bare FastAPI GET {BARE}",
         "a": f"(a) GET {HEALTH}",
         "b": f"(b) GET {SESSION_USER} (Bearer)",
         "c": f"(c) (b) + {signin_clients} sign-in clients",
@@ -366,13 +394,23 @@ def print_ratios(throughput: float, p99: float) -> None:
     print(f"p99 c/b          {p99:5.2f}  (goal <= {GOAL_P99})  {ok_p}")
 
 
-def describe_setup(args: argparse.Namespace, server: Server, generator: str) -> None:
+def print_bare_ratios(health: float, throughput: float, p99: float) -> None:
+    """wardgate against the bare route: the issue-17 goals, with PASS/MISS, and /health for scale."""
+    ok_t = "PASS" if throughput >= GOAL_BARE_THROUGHPUT else "MISS"
+    ok_p = "PASS" if p99 <= GOAL_BARE_P99 else "MISS"
+    print(f"throughput a/0   {health:5.2f}  (wardgate's /health against the bare route)")
+    print(f"throughput b/0   {throughput:5.2f}  (goal >= {GOAL_BARE_THROUGHPUT})  {ok_t}")
+    print(f"p99 b/0          {p99:5.2f}  (goal <= {GOAL_BARE_P99})  {ok_p}")
+
+
+def describe_setup(args: argparse.Namespace, server: Server, bare: Server, generator: str) -> None:
     """What was measured with what, so that two runs can be compared honestly."""
     native = native_modules(server.pid)
     shown = {k: "unknown" if v is None else ("yes" if v else "NO") for k, v in native.items()}
     pace = f"paced at {args.signin_rate:g}/s in total" if args.signin_rate > 0 else "unpaced (closed loop)"
     print(f"server: pid {server.pid}, {server.base_url}, ", end="")
     print(f"uvloop {shown['uvloop']}, httptools {shown['httptools']}")
+    print(f"bare app: pid {bare.pid}, {bare.base_url}{BARE}, same server.run() and protocol class")
     print(f"load: {generator}, {args.connections} connections, {args.duration} s per scenario, ", end="")
     print(f"{args.rounds} round(s); {_cores()} cores")
     print(f"sign-ins in (c): {args.signin_clients} clients, {pace}")
@@ -390,7 +428,11 @@ def report(rounds: list[tuple[dict[str, Result], SigninLoad]], signin_clients: i
     for number, (results, signins) in enumerate(rounds, 1):
         if len(rounds) > 1:
             throughput, p99 = ratios(results)
-            print(f"round {number}: b/a {throughput:.2f}, p99 c/b {p99:.2f}; {signins.summary()}")
+            _, over_bare, p99_bare = bare_ratios(results)
+            print(
+                f"round {number}: b/a {throughput:.2f}, p99 c/b {p99:.2f}, b/0 {over_bare:.2f}, "
+                f"p99 b/0 {p99_bare:.2f}; {signins.summary()}"
+            )
     table = median_results([r for r, _ in rounds])
     if len(rounds) > 1:
         print("\nmedian over rounds:")
@@ -403,6 +445,7 @@ def report(rounds: list[tuple[dict[str, Result], SigninLoad]], signin_clients: i
         print("WARNING: some requests failed (non-2xx, socket errors or timeouts); see the errors column.")
     print()
     print_ratios(*ratios(table))
+    print_bare_ratios(*bare_ratios(table))
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -439,12 +482,18 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="wardgate-bench-") as tmp:
         workdir = Path(tmp)
         load, generator = choose_generator(args, workdir)
-        with running_server(workdir, args.server_env) as server:
+        bare_command = [sys.executable, str(BARE_APP)]
+        with (
+            running_server(workdir, args.server_env) as server,
+            running_server(workdir, args.server_env, bare_command, probe=BARE) as bare,
+        ):
             accounts = [sign_up(server.base_url, i) for i in range(args.signin_clients + 1)]
-            load(server.base_url + HEALTH, None, 2)  # warm-ups, not reported
+            load(bare.base_url + BARE, None, 2)  # warm-ups, not reported
+            load(server.base_url + HEALTH, None, 2)
             load(server.base_url + SESSION_USER, accounts[0].token, 2)
-            describe_setup(args, server, generator)
-            rounds = [measure_round(args, load, server, accounts) for _ in range(args.rounds)]
+            describe_setup(args, server, bare, generator)
+            servers = (bare, server)
+            rounds = [measure_round(args, load, servers, accounts) for _ in range(args.rounds)]
     report(rounds, args.signin_clients)
     return 0
 
