@@ -44,7 +44,7 @@ from wardgate.sessions.channel import channel_from_url
 from wardgate.sessions.records import KeyScope
 from wardgate.sessions.registry import SessionRegistry
 from wardgate.sessions.sync import ViewSync
-from wardgate.storage import db, schema
+from wardgate.storage import db, revision
 from wardgate.storage.retention import Housekeeper, Job
 from wardgate.usage.budgets import BudgetLedger
 from wardgate.usage.recorder import UsageRecorder
@@ -177,7 +177,11 @@ class Gateway:
         await self.housekeeper.start()
 
     def _start_blocking(self) -> None:
-        schema.upgrade(self.engine, lock_dir=self.settings.data_dir)
+        if not revision.at_newest(self.engine):
+            # Alembic is imported only when there is something to migrate (11 MB, 100 ms).
+            from wardgate.storage import schema
+
+            schema.upgrade(self.engine, lock_dir=self.settings.data_dir)
         self.registry.load()
         for finding in production_findings(self.settings):
             self.audit.record("config.warning", "failure", actor="wardgate", detail=finding.split(":", 1)[0])

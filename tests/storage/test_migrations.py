@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import re
 import sqlite3
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,7 @@ from wardgate.identity.records import ClientInfo, UserChanges
 from wardgate.sessions.registry import UserState
 from wardgate.storage import db, schema
 from wardgate.storage.models import PREFIX_INDEXES, Base
+from wardgate.storage.revision import at_newest, newest
 
 LEGACY = Path(__file__).parent / "legacy"
 FIXTURE_PASSWORD = "correct-horse-battery"
@@ -76,6 +79,37 @@ def test_the_chain_is_linear_numbered_and_has_one_head() -> None:
     assert [r.down for r in chain] == [None, *[r.id for r in chain[:-1]]]
     files = sorted(p.name for p in (schema.MIGRATIONS / "versions").glob("*.py"))
     assert [name[:4] for name in files] == [r.id for r in chain]  # file names follow the chain too
+
+
+def test_the_start_up_check_names_the_head_alembic_does(database_url: str, tmp_path: Path) -> None:
+    assert newest() == schema.head()
+    engine = _engine(database_url)
+    assert not at_newest(engine)  # no schema at all
+    previous = schema.history()[-2].id
+    schema.upgrade(engine, lock_dir=tmp_path, revision=previous)
+    assert not at_newest(engine)  # one migration behind: the start must migrate
+    schema.upgrade(engine, lock_dir=tmp_path)
+    assert at_newest(engine)
+    engine.dispose()
+
+
+def test_a_start_at_the_head_does_not_load_alembic(tmp_path: Path) -> None:
+    """Alembic is 11 MB and 100 ms of imports: only a start that migrates pays for them."""
+    script = (
+        "import asyncio, sys\n"
+        "from wardgate.config import load_settings\n"
+        "from wardgate.gateway import Gateway\n"
+        f"settings = load_settings({{'DATA_DIR': {str(tmp_path)!r}}})\n"
+        "async def start():\n"
+        "    gateway = Gateway.build(settings)\n"
+        "    await gateway.start(); await gateway.stop()\n"
+        "asyncio.run(start())\n"
+        "print('first', 'alembic' in sys.modules)\n"
+    )
+    first = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    again = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert first.stdout.split() == ["first", "True"]  # a new database is migrated
+    assert again.stdout.split() == ["first", "False"]
 
 
 def test_models_and_migrations_agree(database_url: str) -> None:
