@@ -71,6 +71,7 @@ class SessionView:
     revoked: dict[str, int | None] = field(default_factory=dict)  # session id -> expiry (None: never)
     api_keys: dict[str, ApiKeyState] = field(default_factory=dict)  # digest -> key
     api_key_ids: dict[str, str] = field(default_factory=dict)  # key id -> digest
+    api_key_version: int = 0  # bumped by every key change: a lookup that raced one looks again
     synced_at: float = field(default_factory=time.monotonic)
     retired: dict[tuple[str, str], int] = field(default_factory=dict)  # (user id, stamp) replaced -> when
     deleted: dict[str, int] = field(default_factory=dict)  # users deleted since start -> when
@@ -114,16 +115,28 @@ class SessionView:
             raise AuthenticationError(INVALID_KEY, code="unknown_api_key")
         return key, check_api_key_owner(key, self.users.get(key.user_id), now)
 
+    def api_key_by_id(self, key_id: str) -> ApiKeyState | None:
+        """The key with this id as the view holds it now (its digest may have changed since)."""
+        digest = self.api_key_ids.get(key_id)
+        return self.api_keys.get(digest) if digest is not None else None
+
     def put_api_key(self, key: ApiKeyState) -> None:
-        """Record a key (new, or reloaded after a change)."""
+        """Record a key (new, or reloaded after a change). A re-digested key's earlier digest goes:
+        left behind, it would still admit the key after its revocation, which drops the new one only.
+        The new entry is in place before the old one leaves, so a lookup finds one or the other."""
+        old = self.api_key_ids.get(key.id)
         self.api_keys[key.digest] = key
         self.api_key_ids[key.id] = key.digest
+        if old is not None and old != key.digest:
+            self.api_keys.pop(old, None)
+        self.api_key_version += 1
 
     def drop_api_key(self, key_id: str) -> None:
         """Forget a revoked key: it is refused from now on."""
         digest = self.api_key_ids.pop(key_id, None)
         if digest is not None:
             self.api_keys.pop(digest, None)
+        self.api_key_version += 1
 
     def prune(self, now: int) -> None:
         """Drop what can no longer refuse anything: revoked sessions whose tokens have expired
@@ -195,6 +208,7 @@ class SessionRegistry:
             self.view.revoked = revoked
             self.view.api_keys = {key.digest: key for key in keys}
             self.view.api_key_ids = {key.id: key.digest for key in keys}
+            self.view.api_key_version += 1
             self._cursor = max(0, cursor - _OVERLAP_ROWS)
             self.view.synced_at = time.monotonic()
 
