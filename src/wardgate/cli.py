@@ -18,7 +18,7 @@ from wardgate.config.loading import read_environment
 from wardgate.config.review import production_findings
 from wardgate.config.values import ROLE_NAMES, Role
 from wardgate.errors import ApiError, ConfigError, StoreError
-from wardgate.gateway import Gateway
+from wardgate.gateway import Gateway, key_ids
 from wardgate.http import server
 from wardgate.http.application import ASGIApp
 from wardgate.identity.records import UserChanges
@@ -65,6 +65,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.set_defaults(handler=_serve)
     check = commands.add_parser("check", help="validate the configuration and print it, secrets redacted")
     check.add_argument("--production", action="store_true", help="also fail on production security findings")
+    check.add_argument(
+        "--keys", action="store_true", help="also count, in the database, what each secret's key still holds"
+    )
     check.set_defaults(handler=_check)
     commands.add_parser("gen-secret", help="print a new random WEBUI_SECRET_KEY").set_defaults(
         handler=_gen_secret
@@ -146,6 +149,7 @@ def worker_app() -> ASGIApp:
 def _check(settings: Settings, args: argparse.Namespace) -> int:
     for name, value in redacted_settings(settings).items():
         print(f"{name}={value}")
+    _report_keys(settings, count=args.keys)
     findings = production_findings(settings)
     for finding in findings:
         print(f"finding: {finding}", file=sys.stderr)
@@ -154,6 +158,46 @@ def _check(settings: Settings, args: argparse.Namespace) -> int:
         return 1
     print("configuration OK", file=sys.stderr)
     return 0
+
+
+def _report_keys(settings: Settings, *, count: bool) -> None:
+    """Each secret by its key id (never the secret) and, with `count`, what the database still holds
+    under it: what stops working once that secret leaves WEBUI_SECRET_KEY_FALLBACKS."""
+    ids = key_ids(settings)
+    keys, codes, totp = _key_usage(settings) if count else ({}, {}, (0, 0))
+    for n, kid in enumerate(ids):
+        role = "WEBUI_SECRET_KEY, signs" if n == 0 else f"WEBUI_SECRET_KEY_FALLBACKS #{n}, accepted"
+        held = f": {keys.get(kid, 0)} API keys, {codes.get(kid, 0)} accounts' recovery codes"
+        print(f"key {kid} ({role}){held if count else ''}")
+    if not count:
+        return
+    print(
+        f"key not recorded (stored before key ids, under the secret of that time): {keys.get(None, 0)} "
+        f"API keys (recorded at their next use), {codes.get(None, 0)} accounts' recovery codes"
+    )
+    dropped = sum(n for kid, n in keys.items() if kid is not None and kid not in ids)
+    print(f"keys no longer configured: {dropped} API keys (they no longer work)")
+    print(
+        f"TOTP secrets under an older key: {totp[0]} (re-encrypted at their next use); unreadable: {totp[1]}"
+    )
+
+
+def _key_usage(
+    settings: Settings,
+) -> tuple[dict[str | None, int], dict[str | None, int], tuple[int, int]]:
+    """API keys and recovery codes by key id, and the TOTP secrets not under the newest key."""
+    gateway = Gateway.build(settings)
+    try:
+        if schema.current(gateway.engine) != schema.head():
+            raise StoreError("the database is not at the newest revision: run `wardgate db upgrade`")
+        factors = gateway.mfa.factors
+        return (
+            gateway.api_keys.count_by_secret(),
+            factors.recovery_codes_by_secret(),
+            factors.totp_secrets_behind(),
+        )
+    finally:
+        gateway.engine.dispose()
 
 
 def _gen_secret(_settings: Settings, _args: argparse.Namespace) -> int:

@@ -36,7 +36,7 @@ from wardgate.mfa.service import MfaPolicy, MfaService
 from wardgate.oauth.service import SignOn, sign_on_from_settings
 from wardgate.proxy.models import ModelRules
 from wardgate.proxy.upstreams import UpstreamTable, upstreams_from_settings
-from wardgate.security.keys import MFA_SECRETS, fernet_key
+from wardgate.security.keys import MFA_SECRETS, secret_ring
 from wardgate.security.passwords import PasswordHasher
 from wardgate.security.ratelimit import Limit, RateLimiter
 from wardgate.security.tokens import TokenCodec
@@ -119,19 +119,23 @@ class Gateway:
         )
         usage = UsageRecorder(sessions, retention_days=s.usage_retention_days)
         budgets = BudgetLedger(sessions)
+        ring = secret_ring(s)  # WEBUI_SECRET_KEY and its fallbacks
+        api_keys = ApiKeyService(sessions, registry, ApiKeyHasher(ring), api_key_policy(s), audit)
         sync = ViewSync(
-            registry, channel, interval=s.session_sync_interval, flushers=[audit.flush, usage.flush]
+            registry,
+            channel,
+            interval=s.session_sync_interval,
+            flushers=[audit.flush, usage.flush, api_keys.flush_redigests],
         )
-        codec = TokenCodec([s.secret_key], s.jwt_expires_in)
+        codec = TokenCodec(ring.secrets, s.jwt_expires_in)
         hasher = PasswordHasher(max_concurrent=s.password_hash_concurrency)
         accounts = AccountService(sessions, registry, hasher, codec, account_policy(s), limiter, audit)
-        api_keys = ApiKeyService(sessions, registry, ApiKeyHasher(s.secret_key), api_key_policy(s), audit)
         failures = Limit.of("auth-failure", s.auth_failure_rate_limit)
         mfa = MfaService(
             sessions,
             accounts,
-            FactorStore(sessions, mfa_keys(s), RecoveryCodeHasher(s.secret_key)),
-            CeremonySealer(s.secret_key),
+            FactorStore(sessions, mfa_keys(s), RecoveryCodeHasher(ring)),
+            CeremonySealer(ring),
             limiter,
             audit,
             mfa_policy(s),
@@ -277,10 +281,16 @@ def mfa_keys(s: Settings) -> list[bytes]:
     """The TOTP-secret encryption keys, newest first: `MFA_ENCRYPTION_KEY` when set (a list, for
     rotation), then always the one derived from `WEBUI_SECRET_KEY` for this purpose alone — the
     default, so that setting the variable later still opens the secrets made before (and
-    re-encrypts them under its first key as they are used)."""
-    derived = fernet_key(s.secret_key, MFA_SECRETS)
+    re-encrypts them under its first key as they are used). Then the keys derived from each of
+    `WEBUI_SECRET_KEY_FALLBACKS`, so that a rotation of the site's secret keeps them readable."""
     configured = [key.get_secret_value().encode("ascii") for key in s.mfa_encryption_key or ()]
-    return [*configured, derived] if derived not in configured else configured
+    derived = [key for key in secret_ring(s).fernet_keys(MFA_SECRETS) if key not in configured]
+    return [*configured, *derived]
+
+
+def key_ids(s: Settings) -> tuple[str, ...]:
+    """The key id of `WEBUI_SECRET_KEY`, then of each fallback (`wardgate check`: never the secrets)."""
+    return secret_ring(s).ids
 
 
 def api_key_policy(s: Settings) -> ApiKeyPolicy:

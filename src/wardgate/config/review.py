@@ -34,6 +34,15 @@ def production_findings(settings: Settings) -> list[str]:
             "brute-forced from one token (RFC 7518 §3.2).",
             "use `wardgate gen-secret`.",
         )
+    fallbacks = enumerate(s.webui_secret_key_fallbacks, 1)
+    short = [n for n, key in fallbacks if len(key.get_secret_value().encode()) < MIN_SECRET_BYTES]
+    if short:
+        add(
+            "WEBUI_SECRET_KEY_FALLBACKS",
+            f"fallback #{', #'.join(map(str, short))} shorter than {MIN_SECRET_BYTES} bytes; a fallback "
+            "still verifies tokens, so one brute-forced from a token signed with it forges sessions.",
+            "finish the rotation and remove it (`wardgate check --keys` shows what it still holds).",
+        )
     if s.auth_cookie_secure is not True:
         add(
             "WEBUI_SESSION_COOKIE_SECURE",

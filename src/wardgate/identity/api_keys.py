@@ -10,6 +10,9 @@ Rules (docs/api-keys.md):
   instance at once, even before the deletion reaches it.
 - Admission is pure memory (view lookup by digest, in-process rate limit); only a stale view or a
   refusal touches the database.
+- Rotation (`WEBUI_SECRET_KEY_FALLBACKS`): a key is looked up under the current secret's digest, then
+  under each fallback's; one found under a fallback's is stored again under the current secret's
+  (`redigests`), so that it keeps working once the fallback is dropped.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from wardgate.identity.key_material import (
     generate_key,
     is_well_formed,
 )
+from wardgate.identity.redigests import PendingRedigests
 from wardgate.identity.rules import require_approved
 from wardgate.security.ratelimit import Limit, RateLimiter
 from wardgate.sessions.changes import log_api_key_change
@@ -56,6 +60,7 @@ from wardgate.sessions.registry import SessionRegistry, load_groups
 from wardgate.storage.models import ApiKey, User
 
 _REFUSAL_AUDIT = Limit.of("api-key-refusal-audit", parse_rate("1/1m"))
+_LOOKUPS = 3  # passes over the digests when a re-digest elsewhere moved the key during one
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +112,7 @@ class ApiKeyService:
         self._limiter = RateLimiter()
         # at most one audit row per key (or client network) and reason a minute
         self._refusals = RateLimiter(ipv6_prefix=policy.ipv6_prefix)
+        self.redigests = PendingRedigests(sessions, registry, hasher.current_id)
 
     # --- creating and revoking --------------------------------------------------------------
 
@@ -155,6 +161,7 @@ class ApiKeyService:
                 name=spec.name,
                 prefix=display_prefix(secret),
                 key_hash=self._hasher.digest(secret),
+                key_id=self._hasher.current_id,
                 session_stamp=user.session_stamp,
                 upstreams="\n".join(spec.upstreams) if spec.upstreams is not None else None,
                 paths="\n".join(spec.paths) if spec.paths is not None else None,
@@ -215,6 +222,12 @@ class ApiKeyService:
             query = select(ApiKey).where(ApiKey.user_id == user_id)
             return list(db.scalars(query.order_by(ApiKey.created_at.desc(), ApiKey.id)))
 
+    def count_by_secret(self) -> dict[str | None, int]:
+        """How many keys are digested under each secret, by key id (None: stored before key ids were)."""
+        with self._sessions() as db:
+            rows = db.execute(select(ApiKey.key_id, func.count()).group_by(ApiKey.key_id)).all()
+        return {kid: int(count) for kid, count in rows}
+
     def list_all(self, *, offset: int = 0, limit: int = 50) -> tuple[list[ApiKey], int]:
         """A page of every account's keys, newest first, and the total count."""
         with self._sessions() as db:
@@ -236,8 +249,35 @@ class ApiKeyService:
             raise AuthenticationError(INVALID_KEY, code="malformed_api_key")
         digest, now = self._hasher.digest(presented), int(time.time())
         if stale:
-            return Admitted(*self._check_in_database(digest, now))
-        return Admitted(*self._registry.view.check_api_key(digest, now))
+            key, owner = self._check_in_database([digest, *self._other_digests(presented)], now)
+        else:
+            key, owner = self._find_in_view(presented, digest, now)
+        if key.digest != digest or key.key_id != self._hasher.current_id:
+            self.redigests.note(key, digest)
+        return Admitted(key, owner)
+
+    def _find_in_view(self, presented: str, digest: str, now: int) -> tuple[ApiKeyState, UserState]:
+        """By the current secret's digest (one HMAC, one dict lookup), then by the fallbacks'."""
+        view = self._registry.view
+        key = view.api_keys.get(digest)
+        others: list[str] | None = None
+        for _ in range(_LOOKUPS if key is None else 0):
+            version = view.api_key_version
+            others = others if others is not None else self._other_digests(presented)
+            key = next(filter(None, map(view.api_keys.get, (digest, *others))), None)
+            if key is not None or view.api_key_version == version:
+                break  # found, or no change raced the lookups: the key is unknown
+        if key is None:
+            raise AuthenticationError(INVALID_KEY, code="unknown_api_key")
+        return key, check_api_key_owner(key, view.users.get(key.user_id), now)
+
+    def _other_digests(self, presented: str) -> list[str]:
+        return [digest for _kid, digest in self._hasher.fallback_digests(presented)]
+
+    def flush_redigests(self) -> None:
+        """Store the keys found under an earlier secret's digest under the current one (one of the
+        batched writes; `wardgate.identity.redigests`)."""
+        self.redigests.flush()
 
     def authorize(self, admitted: Admitted) -> None:
         """Owner allowed and key within its rate (403 / 429); notes the key as used (batched)."""
@@ -256,8 +296,17 @@ class ApiKeyService:
             raise AuthenticationError("API keys are disabled on this site.", code="api_keys_disabled")
         now = int(time.time())
         if stale:
-            return Admitted(*self._check_in_database(key.digest, now))
-        return Admitted(*self._registry.view.check_api_key(key.digest, now))
+            return Admitted(*self._check_in_database(key.id, now))
+        # By id: a re-digest (key rotation) changes the digest of a key admitted earlier.
+        view = self._registry.view
+        for _ in range(_LOOKUPS):
+            version = view.api_key_version
+            found = view.api_key_by_id(key.id)
+            if found is not None:
+                return Admitted(found, check_api_key_owner(found, view.users.get(found.user_id), now))
+            if view.api_key_version == version:
+                break
+        raise AuthenticationError(INVALID_KEY, code="unknown_api_key")
 
     def owner_allowed(self, user: UserState) -> None:
         """403 unless the owner may use keys now (approved; an admin, or users may hold keys)."""
@@ -281,11 +330,13 @@ class ApiKeyService:
                     code="api_key_rate_limited",
                 ) from None
 
-    def _check_in_database(self, digest: str, now: int) -> tuple[ApiKeyState, UserState]:
-        """The slow path when the view is stale: ask the database, refuse if it cannot answer."""
+    def _check_in_database(self, found_by: list[str] | str, now: int) -> tuple[ApiKeyState, UserState]:
+        """The slow path when the view is stale: the key with one of these digests (or this id) from
+        the database, refusing if it cannot answer."""
+        where = ApiKey.key_hash.in_(found_by) if isinstance(found_by, list) else ApiKey.id == found_by
         try:
             with self._sessions() as db:
-                row = db.scalar(select(ApiKey).where(ApiKey.key_hash == digest))
+                row = db.scalar(select(ApiKey).where(where))
                 owner = db.get(User, row.user_id) if row is not None else None
                 state = (
                     UserState.from_row(owner, load_groups(db, [owner.id]).get(owner.id, ()))

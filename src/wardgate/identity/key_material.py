@@ -5,8 +5,10 @@ keys carry ~122). It is shown once, when created; the database keeps only its di
 under a key derived from `WEBUI_SECRET_KEY` with HKDF (RFC 5869) and an info string used for nothing
 else. A slow password hash would add nothing for a 256-bit random secret (nothing to brute-force);
 the HMAC, unlike a bare SHA-256, means a copy of the database alone cannot even confirm that a key
-found somewhere belongs to this site. Consequence, documented: rotating `WEBUI_SECRET_KEY` ends every
-API key, as it ends every session.
+found somewhere belongs to this site. Rotating `WEBUI_SECRET_KEY` keeps keys working while the
+earlier secret is listed in `WEBUI_SECRET_KEY_FALLBACKS`: a key is looked up under the current
+secret's digest first (one HMAC, the common case), then under each fallback's; a key found under a
+fallback is re-digested under the current secret (`ApiKeyService`), so that it outlives the fallback.
 
 Keys are found by digest (a dict in memory, a unique index in the database), never by comparing
 the secret itself: a lookup's timing depends on the digest, which an attacker cannot steer towards a
@@ -24,13 +26,13 @@ from __future__ import annotations
 import hmac
 import re
 import secrets
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 
 from wardgate.config.model_access import Budget, parse_patterns
 from wardgate.config.values import parse_rate, path_prefixes
 from wardgate.errors import BadRequestError
-from wardgate.security.keys import API_KEY_DIGEST, derive_key
+from wardgate.security.keys import API_KEY_DIGEST, SecretRing, as_ring
 
 KEY_PREFIX = "sk-"
 KEY_PATTERN = re.compile(r"sk-[0-9a-f]{64}")
@@ -56,14 +58,22 @@ def display_prefix(key: str) -> str:
 
 
 class ApiKeyHasher:
-    """HMAC-SHA256 digests of keys under a key derived from the site's secret."""
+    """HMAC-SHA256 digests of keys under a key derived from each secret of the site's ring."""
 
-    def __init__(self, site_secret: str) -> None:
-        self._key = derive_key(site_secret, API_KEY_DIGEST)
+    def __init__(self, secrets: SecretRing | str) -> None:
+        ring = as_ring(secrets)
+        self.current_id = ring.current_id
+        (_, self._key), *self._fallbacks = ring.derived(API_KEY_DIGEST)
 
     def digest(self, key: str) -> str:
-        """The hex digest stored for `key`."""
+        """The hex digest stored for `key` (under the current secret)."""
         return hmac.digest(self._key, key.encode(), "sha256").hex()
+
+    def fallback_digests(self, key: str) -> Iterator[tuple[str, str]]:
+        """(key id, digest) of `key` under each fallback secret, newest first, computed as asked."""
+        data = key.encode()
+        for kid, derived in self._fallbacks:
+            yield kid, hmac.digest(derived, data, "sha256").hex()
 
 
 def check_upstreams(values: Sequence[str]) -> tuple[str, ...]:

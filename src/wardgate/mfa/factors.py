@@ -5,6 +5,9 @@ change in the same transaction, so every instance learns it as it learns a role 
 
 Single use holds across instances because it is decided by one conditional UPDATE each: a TOTP step
 only when it is later than the last accepted one, a recovery code only while it is unused.
+
+Key rotation: TOTP secrets open under any configured key and are re-encrypted under the newest as
+they are used; recovery codes are found under any secret of the ring (`recovery`).
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+from cryptography.fernet import InvalidToken
 from sqlalchemy import Select, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
@@ -22,6 +25,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from wardgate.errors import BadRequestError, ConflictError, NotFoundError
 from wardgate.mfa import recovery, totp
 from wardgate.mfa.passkeys import NewPasskey, counter_went_back
+from wardgate.security.keys import FernetRing
 from wardgate.sessions.changes import log_user_change
 from wardgate.storage.models import Passkey, RecoveryCode, TotpFactor, User
 
@@ -89,8 +93,7 @@ class FactorStore:
     ) -> None:
         """`keys`: Fernet keys for the TOTP secrets, newest first (older ones still decrypt)."""
         self._sessions = sessions
-        self._newest = Fernet(keys[0])
-        self._cipher = MultiFernet([Fernet(key) for key in keys])
+        self._cipher = FernetRing(keys)
         self._hasher = hasher
 
     # --- reading ------------------------------------------------------------------------------
@@ -135,6 +138,29 @@ class FactorStore:
             for uid in ids
         }
 
+    def recovery_codes_by_secret(self) -> dict[str | None, int]:
+        """Accounts holding unused recovery codes, by the key id of the secret their digests are under
+        (None: made before key ids were stored). Codes under a dropped secret no longer work."""
+        with self._sessions() as db:
+            rows = db.execute(
+                select(RecoveryCode.key_id, func.count(func.distinct(RecoveryCode.user_id)))
+                .where(RecoveryCode.used_at.is_(None))
+                .group_by(RecoveryCode.key_id)
+            ).all()
+        return {kid: int(count) for kid, count in rows}
+
+    def totp_secrets_behind(self) -> tuple[int, int]:
+        """(TOTP secrets under an older key, re-encrypted at their next use; secrets no configured key
+        opens). For `wardgate check --keys`: it decrypts every secret, in memory, and shows none."""
+        behind = unreadable = 0
+        with self._sessions() as db:
+            for (sealed,) in db.execute(select(TotpFactor.ciphertext)):
+                try:
+                    behind += self._cipher.open(sealed.encode("ascii"))[1] is not None
+                except InvalidToken:
+                    unreadable += 1
+        return behind, unreadable
+
     def passkeys_of(self, user_id: str) -> list[tuple[str, tuple[str, ...]]]:
         """(credential id, transports) of each passkey of `user_id`."""
         with self._sessions() as db:
@@ -170,17 +196,13 @@ class FactorStore:
 
     def _secret(self, row: TotpFactor) -> str | None:
         """The decrypted secret; re-encrypted under the newest key when an older one opened it."""
-        sealed = row.ciphertext.encode("ascii")
         try:
-            return self._newest.decrypt(sealed).decode("ascii")
-        except InvalidToken:
-            pass
-        try:
-            secret = self._cipher.decrypt(sealed).decode("ascii")
+            secret, resealed = self._cipher.open(row.ciphertext.encode("ascii"))
         except InvalidToken:
             return None  # no configured key opens it: the factor cannot be used (an admin resets it)
-        row.ciphertext = self._cipher.rotate(sealed).decode("ascii")  # written with the caller's commit
-        return secret
+        if resealed is not None:
+            row.ciphertext = resealed.decode("ascii")  # written with the caller's commit
+        return secret.decode("ascii")
 
     def use_totp(self, user_id: str, code: str, *, confirmed: bool = True) -> bool:
         """Whether `code` is the account's current TOTP code and not spent; spends its step."""
@@ -232,10 +254,11 @@ class FactorStore:
         """A fresh set of codes; the previous set ends with it."""
         codes = recovery.new_codes()
         digests = [self._hasher.digest(code) for code in codes]
+        kid = self._hasher.current_id
         with self._sessions() as db, db.begin():
             _lock_account(db, user_id)
             db.execute(delete(RecoveryCode).where(RecoveryCode.user_id == user_id))
-            db.add_all(RecoveryCode(user_id=user_id, code_hash=d) for d in digests if d)
+            db.add_all(RecoveryCode(user_id=user_id, code_hash=d, key_id=kid) for d in digests if d)
         return codes
 
     def has_recovery_codes(self, user_id: str) -> bool:
@@ -244,15 +267,15 @@ class FactorStore:
 
     def use_recovery_code(self, user_id: str, code: str) -> bool:
         """Whether `code` is an unused recovery code of `user_id`; spends it."""
-        digest = self._hasher.digest(code)
-        if digest is None:
+        digests = self._hasher.digests(code)  # one per secret of the ring: a code made under any
+        if not digests:
             return False
         with self._sessions() as db, db.begin():
             used = db.execute(
                 update(RecoveryCode)
                 .where(
                     RecoveryCode.user_id == user_id,
-                    RecoveryCode.code_hash == digest,
+                    RecoveryCode.code_hash.in_(digests),
                     RecoveryCode.used_at.is_(None),
                 )
                 .values(used_at=_now())

@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from cryptography.fernet import Fernet, InvalidToken
+from cryptography.fernet import InvalidToken
 from webauthn import (
     generate_authentication_options,
     generate_registration_options,
@@ -39,7 +39,7 @@ from webauthn.helpers.structs import (
 )
 
 from wardgate.errors import BadRequestError
-from wardgate.security.keys import PASSKEY_CEREMONY, fernet_key
+from wardgate.security.keys import PASSKEY_CEREMONY, FernetRing, SecretRing, as_ring
 
 CEREMONY_LIFETIME = 300  # seconds between the options and the browser's answer
 TIMEOUT_MS = 120_000  # the browser's own limit on the prompt
@@ -97,10 +97,12 @@ class NewPasskey:
 
 
 class CeremonySealer:
-    """Seal and open ceremony tokens under a key derived for this purpose alone."""
+    """Seal and open ceremony tokens under a key derived for this purpose alone, from each secret of
+    the ring: sealed with the current one, opened with any (a ceremony begun on an instance that
+    signs with another secret of the ring, during a rolling rotation)."""
 
-    def __init__(self, secret: str, *, lifetime: int = CEREMONY_LIFETIME) -> None:
-        self._fernet = Fernet(fernet_key(secret, PASSKEY_CEREMONY))
+    def __init__(self, secrets: SecretRing | str, *, lifetime: int = CEREMONY_LIFETIME) -> None:
+        self._fernet = FernetRing(as_ring(secrets).fernet_keys(PASSKEY_CEREMONY))
         self._lifetime = lifetime
 
     def seal(self, ceremony: Ceremony) -> str:

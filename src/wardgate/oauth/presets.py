@@ -13,7 +13,7 @@ from urllib.parse import quote
 
 from wardgate.config.settings import Settings
 from wardgate.oauth.linking import LinkPolicy
-from wardgate.security.keys import OAUTH_LOGIN_STATE, OAUTH_TOKENS, fernet_key
+from wardgate.security.keys import OAUTH_LOGIN_STATE, OAUTH_TOKENS, secret_ring
 
 # Google's ID tokens carry either form of its issuer (Google Identity, "Validate an ID token").
 _GOOGLE_ISSUERS = ("https://accounts.google.com", "accounts.google.com")
@@ -185,15 +185,17 @@ def link_policy(s: Settings) -> LinkPolicy:
 def token_keys(s: Settings) -> list[bytes]:
     """The provider-token encryption keys, newest first.
 
-    `OAUTH_SESSION_TOKEN_ENCRYPTION_KEY` when set (a key list, for rotation). Otherwise one key derived
-    from `WEBUI_SECRET_KEY` (`wardgate.security.keys`): never the JWT key itself, no extra file next to
-    the database, and the same on every instance that shares the secret.
+    `OAUTH_SESSION_TOKEN_ENCRYPTION_KEY` when set (a key list, for rotation); then the keys derived
+    from `WEBUI_SECRET_KEY` and each of `WEBUI_SECRET_KEY_FALLBACKS` (`wardgate.security.keys`): never
+    the JWT key itself, no extra file next to the database, the same on every instance that shares
+    the secrets, and rows written before the variable was set (or the secret rotated) stay readable.
     """
-    if s.oauth_session_token_encryption_key is not None:
-        return [key.get_secret_value().encode("ascii") for key in s.oauth_session_token_encryption_key]
-    return [fernet_key(s.secret_key, OAUTH_TOKENS)]
+    explicit = s.oauth_session_token_encryption_key or ()
+    configured = [key.get_secret_value().encode("ascii") for key in explicit]
+    derived = [key for key in secret_ring(s).fernet_keys(OAUTH_TOKENS) if key not in configured]
+    return [*configured, *derived]
 
 
-def state_key(s: Settings) -> bytes:
-    """The Fernet key sealing pending sign-ins (`wardgate.oauth.state`)."""
-    return fernet_key(s.secret_key, OAUTH_LOGIN_STATE)
+def state_keys(s: Settings) -> tuple[bytes, ...]:
+    """The Fernet keys sealing pending sign-ins (`wardgate.oauth.state`), the current secret's first."""
+    return secret_ring(s).fernet_keys(OAUTH_LOGIN_STATE)

@@ -46,7 +46,7 @@ from wardgate.oauth.presets import (
     ProviderConfig,
     configured_providers,
     link_policy,
-    state_key,
+    state_keys,
     token_keys,
 )
 from wardgate.oauth.state import LoginStateSealer, StateLedger
@@ -79,7 +79,7 @@ class SignOn:
         sessions: sessionmaker[Session],
         *,
         token_keys: Sequence[bytes],
-        state_key: bytes,
+        state_keys: Sequence[bytes],
         timeout: float = 10.0,
         tls: ssl.SSLContext | None = None,
         audit: AuditLog | None = None,
@@ -93,7 +93,7 @@ class SignOn:
         self._timeout = timeout
         self._http = httpx2.AsyncClient(verify=self._tls, timeout=timeout, follow_redirects=False)
         self.directory = ProviderDirectory(self._http)
-        self.sealer = LoginStateSealer(state_key)
+        self.sealer = LoginStateSealer(state_keys)
         self.ledger = StateLedger(sessions)
         self.tokens = ProviderTokenStore(sessions, token_cipher(token_keys))
         self._stop_following = self.tokens.follow_session_ends()
@@ -341,6 +341,6 @@ def sign_on_from_settings(
         accounts,
         sessions,
         token_keys=token_keys(settings),
-        state_key=state_key(settings),
+        state_keys=state_keys(settings),
         audit=audit,
     )

@@ -16,14 +16,16 @@ from __future__ import annotations
 import hmac
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
-from cryptography.fernet import Fernet, InvalidToken
+from cryptography.fernet import InvalidToken
 from sqlalchemy import delete
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from wardgate.errors import BadRequestError
+from wardgate.security.keys import FernetRing
 from wardgate.storage.models import OAuthStateUse
 
 STATE_LIFETIME = 600  # seconds between "sign in with ..." and the callback
@@ -54,10 +56,13 @@ class LoginState:
 
 
 class LoginStateSealer:
-    """Seal and open `LoginState` cookies (Fernet: AES-CBC + HMAC-SHA256, timestamped)."""
+    """Seal and open `LoginState` cookies (Fernet: AES-CBC + HMAC-SHA256, timestamped).
 
-    def __init__(self, key: bytes, *, lifetime: int = STATE_LIFETIME) -> None:
-        self._fernet = Fernet(key)
+    Sealed with the first key, opened with any: a sign-in begun on an instance that seals with another
+    secret of the ring (a rolling rotation) still finishes on this one."""
+
+    def __init__(self, keys: bytes | Sequence[bytes], *, lifetime: int = STATE_LIFETIME) -> None:
+        self._fernet = FernetRing([keys] if isinstance(keys, bytes) else keys)
         self.lifetime = lifetime
 
     def seal(self, state: LoginState) -> str:

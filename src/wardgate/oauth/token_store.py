@@ -3,10 +3,10 @@
 The access, refresh and ID tokens a provider issues are kept server-side (the browser only ever holds
 wardgate's HttpOnly session cookie) so that sign-out can name the ID token (`id_token_hint`) and
 later features can call the provider on the user's behalf. They are encrypted with
-`OAUTH_SESSION_TOKEN_ENCRYPTION_KEY` — a list of Fernet keys, newest first: new rows use the newest,
-rows under an older key still decrypt and are re-encrypted at their next write (key rotation,
-cryptography's MultiFernet). A row that no key opens is deleted: the tokens are re-issued at the next
-sign-in, and nothing is ever guessed.
+`OAUTH_SESSION_TOKEN_ENCRYPTION_KEY` — a list of Fernet keys, newest first — then the keys derived
+from `WEBUI_SECRET_KEY` and its fallbacks: new rows use the newest, rows under an older key still
+decrypt and are re-encrypted as they are read (key rotation, cryptography's MultiFernet). A row that
+no key opens is deleted: the tokens are re-issued at the next sign-in, and nothing is ever guessed.
 
 Tokens live no longer than their session. `load` returns them only for a session that is still live
 (so sign-out never hands out the `id_token_hint` of a revoked session), and `follow_session_ends`
@@ -25,10 +25,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from cryptography.fernet import Fernet, InvalidToken, MultiFernet
-from sqlalchemy import Delete, delete, event, or_, select
+from cryptography.fernet import InvalidToken
+from sqlalchemy import Delete, delete, event, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from wardgate.security.keys import FernetRing
 from wardgate.sessions import changes
 from wardgate.storage.models import AuthChange, AuthSession, OAuthToken
 
@@ -83,15 +84,15 @@ class ProviderTokens:
         return f"ProviderTokens(provider={self.provider!r}, expires_at={self.expires_at})"
 
 
-def token_cipher(keys: Sequence[bytes]) -> MultiFernet:
+def token_cipher(keys: Sequence[bytes]) -> FernetRing:
     """MultiFernet over the keys, newest first (encrypts with the first, decrypts with any)."""
-    return MultiFernet([Fernet(key) for key in keys])
+    return FernetRing(keys)
 
 
 class ProviderTokenStore:
     """Encrypted provider tokens by wardgate session id."""
 
-    def __init__(self, sessions: sessionmaker[Session], cipher: MultiFernet) -> None:
+    def __init__(self, sessions: sessionmaker[Session], cipher: FernetRing) -> None:
         self._sessions = sessions
         self._cipher = cipher
 
@@ -135,12 +136,24 @@ class ProviderTokenStore:
             self.delete(session_id)
             return None
         try:
-            data = json.loads(self._cipher.decrypt(ciphertext.encode("ascii")))
+            plain, resealed = self._cipher.open(ciphertext.encode("ascii"))
+            data = json.loads(plain)
         except (InvalidToken, ValueError):
             log.warning("stored provider tokens cannot be decrypted with the configured keys; dropped")
             self.delete(session_id)
             return None
+        if resealed is not None:
+            self._reseal(session_id, ciphertext, resealed.decode("ascii"))
         return ProviderTokens(**data)
+
+    def _reseal(self, session_id: str, old: str, new: str) -> None:
+        """Store tokens read under an older key under the newest, unless a write replaced them since."""
+        with self._sessions() as db, db.begin():
+            db.execute(
+                update(OAuthToken)
+                .where(OAuthToken.session_id == session_id, OAuthToken.ciphertext == old)
+                .values(ciphertext=new)
+            )
 
     def delete(self, session_id: str) -> None:
         """Forget a session's tokens."""

@@ -5,9 +5,11 @@ exact comparison, not a clock comparison. Verification is pure CPU: signature, a
 HS256 (RFC 8725 §3.1: never let the token choose), required claims, expiry. Whether the session is
 still live is the revocation view's business (`wardgate.sessions.registry`).
 
-The codec takes a key ring (itsdangerous-style: sign with the first key, verify with each in turn),
-but wardgate configures exactly one key today, `WEBUI_SECRET_KEY`: changing it ends every session.
-Rotation without signing anyone out needs the older keys configured too, which is not built yet.
+The codec takes a key ring, newest first (`WEBUI_SECRET_KEY`, then `WEBUI_SECRET_KEY_FALLBACKS`):
+it signs with the first and names it in the header's `kid` (RFC 7515 §4.1.4). A token naming a key
+of the ring is checked with that key alone (one HMAC, whatever the ring's length); a token naming
+another key is refused, so a key dropped from the ring ends its tokens; a token without `kid` (issued
+before key ids) is checked with each key in turn, as itsdangerous does.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from datetime import timedelta
 import jwt
 
 from wardgate.errors import AuthenticationError
+from wardgate.security.keys import SecretRing
 
 ALGORITHM = "HS256"
 SESSION_TYPE = "session"
@@ -60,7 +63,10 @@ class TokenCodec:
     def __init__(self, keys: Sequence[str], lifetime: timedelta | None) -> None:
         if not keys or any(not k for k in keys):
             raise ValueError("at least one non-empty signing key is required")
-        self._keys = list(keys)
+        ring = SecretRing(tuple(keys))
+        self._keys = ring.secrets
+        self._by_id = dict(zip(ring.ids, ring.secrets, strict=True))
+        self._signing = ring.secrets[0], {"kid": ring.current_id}
         self.lifetime = lifetime
         # Verified tokens, by their exact text: a repeat costs a dict lookup instead of an HMAC and
         # base64 work. Only successes are cached (lru_cache never stores an exception), expiry is
@@ -87,7 +93,8 @@ class TokenCodec:
             claims["exp"] = expires_at
         if mfa:
             claims["mfa"] = True
-        token = jwt.encode(claims, self._keys[0], algorithm=ALGORITHM)
+        key, header = self._signing
+        token = jwt.encode(claims, key, algorithm=ALGORITHM, headers=header)
         return IssuedToken(token=token, session_id=session_id, issued_at=issued_at, expires_at=expires_at)
 
     def verify(self, token: str) -> Claims:
@@ -116,8 +123,21 @@ class TokenCodec:
         except (KeyError, TypeError, ValueError):
             raise AuthenticationError("Invalid or expired session token.", code="invalid_token") from None
 
+    def _candidates(self, token: str) -> tuple[str, ...]:
+        """The keys that may have signed `token`: the one its `kid` names, or all for a token without."""
+        try:
+            kid = jwt.get_unverified_header(token).get("kid")  # PyJWT refuses a `kid` that is not a string
+        except jwt.PyJWTError:
+            raise AuthenticationError("Invalid or expired session token.", code="invalid_token") from None
+        if kid is None:
+            return self._keys
+        key = self._by_id.get(kid)
+        if key is None:  # a key this ring does not hold (dropped, or never ours): no other key is tried
+            raise AuthenticationError("Invalid or expired session token.", code="invalid_token")
+        return (key,)
+
     def _decode(self, token: str) -> dict[str, object]:
-        for key in self._keys:
+        for key in self._candidates(token):
             try:
                 return jwt.decode(
                     token,

@@ -96,6 +96,7 @@ class ApiKeyState:
     models: tuple[str, ...] | None = None  # None: what its owner may use
     token_budget: Budget | None = None
     mfa: bool = False  # has a confirmed second factor
+    key_id: str | None = None  # the secret `digest` is under (None: recorded before key ids)
 
     @classmethod
     def from_row(cls, row: ApiKey) -> ApiKeyState:
@@ -114,6 +115,7 @@ class ApiKeyState:
             rate=parse_rate(row.rate_limit).item if row.rate_limit else None,
             models=tuple(row.models.split("\n")) if row.models else None,
             token_budget=parse_budget(json.loads(row.token_budget)) if row.token_budget else None,
+            key_id=row.key_id,
         )
 
 

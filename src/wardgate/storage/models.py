@@ -148,6 +148,7 @@ class ApiKey(Base):
     name: Mapped[str] = mapped_column(String(64))
     prefix: Mapped[str] = mapped_column(String(16))  # "sk-" and 8 hex digits, for display
     key_hash: Mapped[str] = mapped_column(String(64), unique=True)  # HMAC-SHA256, hex
+    key_id: Mapped[str | None] = mapped_column(String(16), nullable=True)  # the secret's kid (NULL: older)
     session_stamp: Mapped[str] = mapped_column(String(64))
     upstreams: Mapped[str | None] = mapped_column(Text, nullable=True)  # newline-separated names
     paths: Mapped[str | None] = mapped_column(Text, nullable=True)  # newline-separated prefixes
@@ -290,6 +291,7 @@ class RecoveryCode(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     user_id: Mapped[str] = mapped_column(String(36), ForeignKey("users.id", ondelete="CASCADE"))
     code_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    key_id: Mapped[str | None] = mapped_column(String(16), nullable=True)  # the secret's kid (NULL: older)
     used_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
 
 

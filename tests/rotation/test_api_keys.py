@@ -1,0 +1,177 @@
+"""API keys across a rotation of the site's secret: made under the old secret, found under the
+fallback, re-digested under the new one (on every instance), still working once the fallback is
+dropped, and nothing left behind that a revoked key could use."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import Engine, select
+
+from wardgate.audit.log import AuditLog
+from wardgate.config import load_settings
+from wardgate.errors import AuthenticationError
+from wardgate.gateway import account_policy, api_key_policy
+from wardgate.identity.accounts import AccountService
+from wardgate.identity.api_keys import ApiKeyService
+from wardgate.identity.key_material import ApiKeyHasher, NewKey
+from wardgate.security.keys import SecretRing, key_id
+from wardgate.security.passwords import PasswordHasher
+from wardgate.security.ratelimit import RateLimiter
+from wardgate.security.tokens import TokenCodec
+from wardgate.sessions.records import ApiKeyState, KeyScope, UserState
+from wardgate.sessions.registry import SessionRegistry, SessionView
+from wardgate.storage import db, schema
+from wardgate.storage.models import ApiKey
+
+OLD, NEW = "old-secret-" * 5, "new-secret-" * 5
+SETTINGS = load_settings(
+    {"WEBUI_SECRET_KEY": OLD, "ENABLE_API_KEYS": "true", "USER_PERMISSIONS_FEATURES_API_KEYS": "true"},
+    env_file=None,
+)
+HASHER = PasswordHasher()
+
+
+def key_state(key_id: str, digest: str) -> ApiKeyState:
+    """A key as the view holds it."""
+    return ApiKeyState(key_id, "u", digest, "sk-0", "s", None, KeyScope(), None)
+
+
+class Instance:
+    """One wardgate process's account and key services, with its own secrets, over a shared database."""
+
+    def __init__(self, engine: Engine, ring: SecretRing) -> None:
+        self.sessions = db.session_factory(engine)
+        self.registry = SessionRegistry(self.sessions, stale_after=30, publish=lambda: None)
+        audit = AuditLog(self.sessions)
+        codec = TokenCodec(ring.secrets, timedelta(hours=1))
+        self.accounts = AccountService(
+            self.sessions, self.registry, HASHER, codec, account_policy(SETTINGS), RateLimiter(), audit
+        )
+        self.keys = ApiKeyService(
+            self.sessions, self.registry, ApiKeyHasher(ring), api_key_policy(SETTINGS), audit
+        )
+        self.registry.load()
+
+    def use(self, key: str, *, stale: bool = False) -> UserState:
+        return self.keys.identify(key, stale=stale).user
+
+    def row(self, key_id: str) -> ApiKey:
+        with self.sessions() as s:
+            row = s.get(ApiKey, key_id)
+            assert row is not None
+            return row
+
+
+@pytest.fixture
+def engine(database_url: str) -> Iterator[Engine]:
+    engine = db.create_db_engine(database_url)
+    schema.upgrade(engine)
+    yield engine
+    engine.dispose()
+
+
+def made_before(engine: Engine) -> tuple[Instance, UserState, str, str]:
+    """An instance on the old secret alone, an admin and a key they made: (instance, admin, key, id)."""
+    before = Instance(engine, SecretRing.of(OLD))
+    admin = before.accounts.create_user("Ada", "ada@example.com", "correct-horse-battery", role=None)
+    created = before.keys.create(admin, NewKey(name="ci"))
+    assert created.row.key_id == key_id(OLD)
+    return before, admin, created.key, created.row.id
+
+
+def test_a_key_made_before_the_rotation_survives_it(engine: Engine) -> None:
+    before, admin, key, kid = made_before(engine)
+    old_digest = before.row(kid).key_hash
+    rotated = Instance(engine, SecretRing.of(NEW, [OLD]))
+    assert rotated.use(key).id == admin.id  # found under the fallback's digest
+    assert before.row(kid).key_hash == old_digest  # queued, not written on the request's path
+    rotated.keys.flush_redigests()
+    row = rotated.row(kid)
+    assert row.key_hash == ApiKeyHasher(NEW).digest(key) != old_digest and row.key_id == key_id(NEW)
+    assert rotated.use(key).id == admin.id
+    dropped = Instance(engine, SecretRing.of(NEW))  # the fallback removed
+    assert dropped.use(key).id == admin.id
+    assert dropped.use(key, stale=True).id == admin.id
+
+
+def test_other_instances_follow_a_re_digest(engine: Engine) -> None:
+    before, admin, key, kid = made_before(engine)
+    a, b = Instance(engine, SecretRing.of(NEW, [OLD])), Instance(engine, SecretRing.of(NEW, [OLD]))
+    a.use(key)
+    a.keys.flush_redigests()
+    b.registry.sync()  # the change-log entry the re-digest wrote
+    assert b.registry.view.api_key_ids[kid] == ApiKeyHasher(NEW).digest(key)
+    assert ApiKeyHasher(OLD).digest(key) not in b.registry.view.api_keys
+    assert b.use(key).id == admin.id
+    before.registry.sync()  # an instance still on the old secret alone no longer finds it: why pass 1
+    with pytest.raises(AuthenticationError):
+        before.use(key)
+
+
+def test_revoking_a_re_digested_key_leaves_no_old_digest(engine: Engine) -> None:
+    """The bug this fixed: `put_api_key` kept the old digest's entry when a key's digest changed, so
+    that after a re-digest and a revocation the old digest still admitted the key from memory."""
+    _before, admin, key, kid = made_before(engine)
+    a, b = Instance(engine, SecretRing.of(NEW, [OLD])), Instance(engine, SecretRing.of(NEW, [OLD]))
+    a.use(key)
+    b.use(key)  # b's view holds the old digest
+    a.keys.flush_redigests()
+    b.registry.sync()
+    a.keys.revoke(admin, admin.id, kid)
+    b.registry.sync()
+    for instance in (a, b):
+        assert kid not in instance.registry.view.api_key_ids
+        assert instance.registry.view.api_keys == {}
+        with pytest.raises(AuthenticationError):
+            instance.use(key)
+    b.keys.flush_redigests()  # b had queued a re-digest of the now-revoked key: it writes nothing
+    with b.sessions() as s:
+        assert s.scalars(select(ApiKey)).all() == []
+
+
+def test_the_view_replaces_a_digest_it_holds() -> None:
+    view = SessionView()
+    view.put_api_key(key_state("k1", "old"))
+    view.put_api_key(key_state("k1", "new"))
+    assert set(view.api_keys) == {"new"} and view.api_key_ids == {"k1": "new"}
+    view.drop_api_key("k1")
+    assert view.api_keys == {} and view.api_key_ids == {}
+
+
+def test_a_key_under_the_current_secret_costs_one_digest(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The common case after a rotation: one HMAC, whatever the number of fallbacks."""
+    ring = SecretRing.of(NEW, [f"fallback-{n}-" * 5 for n in range(8)])
+    instance = Instance(engine, ring)
+    admin = instance.accounts.create_user("Ada", "ada@example.com", "correct-horse-battery", role=None)
+    key = instance.keys.create(admin, NewKey()).key
+    calls: list[str] = []
+    real = ApiKeyHasher.fallback_digests
+
+    def counting(self: ApiKeyHasher, presented: str) -> Iterator[tuple[str, str]]:
+        calls.append(presented)
+        return real(self, presented)
+
+    monkeypatch.setattr(ApiKeyHasher, "fallback_digests", counting)
+    for _ in range(5):
+        assert instance.use(key).id == admin.id
+    assert calls == []
+    assert len(instance.keys.redigests) == 0  # nothing to write either
+    with pytest.raises(AuthenticationError):
+        instance.use("sk-" + "0" * 64)  # an unknown key is looked up under each secret
+    assert len(calls) == 1
+
+
+def test_a_key_from_before_key_ids_is_recorded_under_the_current_secret(engine: Engine) -> None:
+    before, admin, key, kid = made_before(engine)
+    with before.sessions() as s, s.begin():
+        s.get(ApiKey, kid).key_id = None  # type: ignore[union-attr]  # as migration 0013 leaves it
+    same = Instance(engine, SecretRing.of(OLD))
+    assert same.use(key).id == admin.id
+    same.keys.flush_redigests()
+    assert same.row(kid).key_id == key_id(OLD)
+    assert same.keys.count_by_secret() == {key_id(OLD): 1}
