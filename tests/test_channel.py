@@ -15,7 +15,8 @@ from tests.conftest import REDIS_URL
 from tests.scaleout.harness import PrivateRedis
 from wardgate.config import Settings
 from wardgate.gateway import Gateway
-from wardgate.sessions.channel import ChangeChannel, FileChangeChannel, InProcessChannel, RedisChangeChannel
+from wardgate.sessions.channel import ChangeChannel, FileChangeChannel, InProcessChannel
+from wardgate.sessions.redis_channel import RedisChangeChannel
 
 
 @pytest.fixture(params=["in-process", "file", pytest.param("redis", marks=pytest.mark.redis)])
@@ -59,8 +60,8 @@ class TestChannelContract:
         self, channel: ChangeChannel, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         # Reads and idle pings every 0.1 s: an answered ping must not count as a notice.
-        monkeypatch.setattr("wardgate.sessions.channel._WAIT", 0.1)
-        monkeypatch.setattr("wardgate.sessions.channel._PING_EVERY", 0.1)
+        monkeypatch.setattr("wardgate.sessions.redis_channel._WAIT", 0.1)
+        monkeypatch.setattr("wardgate.sessions.redis_channel._PING_EVERY", 0.1)
 
         async def scenario() -> list[str]:
             task, events, notice = await _listening(channel)

@@ -20,6 +20,7 @@ unmetered. Periods are calendar windows in UTC (`Budget.window`).
 
 from __future__ import annotations
 
+import importlib
 import logging
 import threading
 import time
@@ -27,8 +28,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import select, update
-from sqlalchemy.dialects.postgresql import insert as postgres_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -188,8 +187,9 @@ class BudgetLedger:
     @staticmethod
     def _ensure(db: Session, scope: str, start: int, end: int) -> None:
         values = {"scope": scope, "window_start": start, "tokens": 0, "requests": 0, "expires_at": end}
-        insert = postgres_insert if db.get_bind().dialect.name == "postgresql" else sqlite_insert
-        db.execute(insert(BudgetCounter).values(**values).on_conflict_do_nothing())
+        # The dialect's own INSERT (ON CONFLICT): its module is loaded already, by the engine.
+        dialect = importlib.import_module(f"sqlalchemy.dialects.{db.get_bind().dialect.name}")
+        db.execute(dialect.insert(BudgetCounter).values(**values).on_conflict_do_nothing())
 
 
 def _used_up(allowance: Allowance, resets_at: int, now: float) -> RateLimitedError:
