@@ -22,6 +22,9 @@ from starlette.middleware.body_limit import RequestBodyLimitMiddleware
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+_HTTP1 = frozenset({"1.0", "1.1"})
+_BODY_HEADERS = frozenset({b"content-length", b"transfer-encoding"})  # ASGI header names are lower-case
+
 
 def _declared_length(scope: Scope) -> int | None:
     """The Content-Length, or None when absent or malformed (the server rejects malformed ones)."""
@@ -43,6 +46,13 @@ class BodySizeLimitMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Refuse a declared oversize body at once; count the others while the app reads them."""
         if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if scope.get("http_version") in _HTTP1 and not any(
+            name in _BODY_HEADERS for name, _ in scope["headers"]
+        ):
+            # HTTP/1 without Content-Length or Transfer-Encoding: the request has no body (RFC 9112
+            # §6.3), nothing to count (most requests). HTTP/2 bodies need neither, so they are counted.
             await self.app(scope, receive, send)
             return
         length = _declared_length(scope)

@@ -81,6 +81,8 @@ class TrustedProxyMiddleware:
         await self.app(scope, receive, send)
 
     def _resolved(self, scope: Scope) -> Scope:
+        if not any(name in _FORWARDING for name, _value in scope["headers"]):
+            return scope  # nothing to believe or drop (ASGI header names are lower-case)
         forwarded: list[tuple[bytes, bytes]] = []
         kept: list[tuple[bytes, bytes]] = []
         for name, value in scope["headers"]:

@@ -18,6 +18,7 @@ from wardgate.http.deps import (
     FreshUser,
     GatewayDep,
     SiteDep,
+    authenticate,
     read_credential,
 )
 from wardgate.http.errors import ERROR_RESPONSES
@@ -64,11 +65,20 @@ def signed_in(result: SignedIn, request: Request, response: Response) -> Session
 
 
 @router.get("/", response_model=SessionUser, summary="The signed-in user")
-async def get_session_user(principal: CurrentUser, response: Response) -> SessionUser:
-    """The session user. The token is echoed only to callers that sent it in a header."""
-    response.headers["Cache-Control"] = "no-store"
+async def get_session_user(request: Request) -> Response:
+    """The session user. The token is echoed only to callers that sent it in a header.
+
+    The route every client polls: authentication is called directly and the body serialised once,
+    because FastAPI's dependency solving and response validation cost more here than the check
+    itself (24 of 94 µs, `bench/layers.py`). The check is the same `authenticate` as `CurrentUser`'s.
+    """
+    principal = await authenticate(request)
     token = principal.token if principal.via == "header" else ""
-    return session_user(principal.user, token, principal.claims.expires_at)
+    body = session_user(principal.user, token, principal.claims.expires_at).model_dump_json()
+    return Response(body, media_type="application/json", headers=_NO_STORE)
+
+
+_NO_STORE = {"Cache-Control": "no-store"}
 
 
 def mfa_required(result: MfaRequired, response: Response) -> MfaRequiredResult:
