@@ -157,6 +157,12 @@ def _operations_problems(settings: Settings) -> list[str]:
     if settings.metrics_token is not None and len(settings.metrics_token.get_secret_value()) < 32:
         problems.append("METRICS_TOKEN: at least 32 characters (`wardgate gen-secret` makes one)")
     problems.extend(_mail_problems(settings))
+    secret = settings.forward_user_info_header_jwt_secret
+    if secret is not None and len(secret.get_secret_value().encode()) < 32:
+        problems.append(
+            "FORWARD_USER_INFO_HEADER_JWT_SECRET: at least 32 bytes (HS256, RFC 7518 §3.2); set the same "
+            "value in Open WebUI (`wardgate gen-secret` makes one)"
+        )
     if bool(settings.otel_basic_auth_username) != bool(settings.otel_basic_auth_password):
         problems.append("OTEL_BASIC_AUTH_USERNAME / OTEL_BASIC_AUTH_PASSWORD: set both, or neither")
     return problems

@@ -419,6 +419,28 @@ class Settings(BaseSettings):
     webui_auth_trusted_role_header: HeaderName = Field(
         "X-Forwarded-Role", validation_alias=_env("WEBUI_AUTH_TRUSTED_ROLE_HEADER")
     )
+    # Open WebUI's server calling the model servers through wardgate for a person (service keys).
+    forward_user_info_header_jwt_secret: Secret | None = Field(
+        None, validation_alias=_env("FORWARD_USER_INFO_HEADER_JWT_SECRET")
+    )
+    forward_user_info_header_jwt: HeaderName = Field(
+        "X-OpenWebUI-User-Jwt", validation_alias=_env("FORWARD_USER_INFO_HEADER_JWT")
+    )
+    forward_user_info_header_user_email: HeaderName = Field(
+        "X-OpenWebUI-User-Email", validation_alias=_env("FORWARD_USER_INFO_HEADER_USER_EMAIL")
+    )
+    forward_user_info_header_user_id: HeaderName = Field(
+        "X-OpenWebUI-User-Id", validation_alias=_env("FORWARD_USER_INFO_HEADER_USER_ID")
+    )
+    forward_user_info_header_user_name: HeaderName = Field(
+        "X-OpenWebUI-User-Name", validation_alias=_env("FORWARD_USER_INFO_HEADER_USER_NAME")
+    )
+    forward_user_info_header_user_role: HeaderName = Field(
+        "X-OpenWebUI-User-Role", validation_alias=_env("FORWARD_USER_INFO_HEADER_USER_ROLE")
+    )
+    forward_session_info_header_chat_id: HeaderName = Field(
+        "X-OpenWebUI-Chat-Id", validation_alias=_env("FORWARD_SESSION_INFO_HEADER_CHAT_ID")
+    )
     wardgate_path_prefix: Annotated[
         str,
         parsed(
@@ -567,6 +589,7 @@ SECRET_FIELDS = frozenset(
         "metrics_token",
         "otel_basic_auth_password",
         "smtp_password",
+        "forward_user_info_header_jwt_secret",
     }
 )
 URL_FIELDS = frozenset({"redis_url", "database_url"})  # may carry a password: shown masked
