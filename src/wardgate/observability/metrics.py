@@ -241,8 +241,8 @@ class UpstreamCall:
 
     def answered(self, status: int) -> None:
         """The answer's head arrived."""
-        UPSTREAM_TTFB.labels(self.upstream).observe(perf_counter() - self._started)
-        self._status = f"{status // 100}xx"
+        _ttfb(self.upstream).observe(perf_counter() - self._started)
+        self._status = _STATUS_CLASSES[status // 100] if 1 <= status // 100 <= 5 else "error"
 
     def failed(self, kind: str) -> None:
         """`timeout`, `unavailable` (refused, reset, garbled) or `broken` (the answer cut short)."""
@@ -250,7 +250,21 @@ class UpstreamCall:
 
     def ended(self) -> None:
         """The exchange is over, whichever way."""
-        UPSTREAM_DURATION.labels(self.upstream, self._status).observe(perf_counter() - self._started)
+        _duration(self.upstream, self._status).observe(perf_counter() - self._started)
+
+
+_STATUS_CLASSES = {n: f"{n}xx" for n in range(1, 6)}
+
+
+# Children by upstream (configured, so few): a proxied call looks them up, never makes them.
+@cache
+def _ttfb(upstream: str) -> Histogram:
+    return UPSTREAM_TTFB.labels(upstream)
+
+
+@cache
+def _duration(upstream: str, status: str) -> Histogram:
+    return UPSTREAM_DURATION.labels(upstream, status)
 
 
 _models: set[tuple[str, str]] = set()
