@@ -9,14 +9,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 
 import redis
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from wardgate.sessions.channel import OnNotice, OnState
 
 log = logging.getLogger(__name__)
+# The callbacks of `channel.ChangeChannel.listen`, spelled out: `channel` imports this module (lazily),
+# so this one does not import it back.
+OnNotice = Callable[[], Awaitable[None]]
+OnState = Callable[[bool], Awaitable[None]]
 
 _PUBLISH_TIMEOUT = 0.5
 _RECONNECT_DELAYS = (0.2, 0.5, 1.0, 2.0)
