@@ -15,7 +15,6 @@ import redis
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-
 log = logging.getLogger(__name__)
 # The callbacks of `channel.ChangeChannel.listen`, spelled out: `channel` imports this module (lazily),
 # so this one does not import it back.
