@@ -69,7 +69,9 @@ class TokenCodec:
         self._signing = ring.secrets[0], {"kid": ring.current_id}
         # The encoded header of every token wardgate issues, as PyJWT writes it, and the keys it
         # allows: the common case picks its key with one dict lookup instead of parsing the header.
-        self._by_header = {_encoded_header({"kid": kid}): (key,) for kid, key in self._by_id.items()}
+        self._by_header: dict[str, tuple[str, ...]] = {
+            _encoded_header({"kid": kid}): (key,) for kid, key in self._by_id.items()
+        }
         self._by_header[_encoded_header({})] = self._keys  # issued before key ids
         self.lifetime = lifetime
         # Verified tokens, by their exact text: a repeat costs a dict lookup instead of an HMAC and
