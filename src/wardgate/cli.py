@@ -22,6 +22,7 @@ from wardgate.gateway import Gateway, key_ids
 from wardgate.http import server
 from wardgate.http.application import ASGIApp
 from wardgate.identity.records import UserChanges
+from wardgate.observability import metrics
 from wardgate.sessions.records import UserState
 from wardgate.storage import db, schema
 
@@ -124,8 +125,10 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         server.run(create_app(settings), settings, host=host, port=port, certfile=certfile, keyfile=keyfile)
         return 0
     # The workers are spawned, and load the settings again from the environment they inherit: give
-    # them this one, with the host and port chosen here.
-    os.environ.update({"HOST": host, "PORT": str(port)})
+    # them this one, with the host and port chosen here, and a directory for their metrics (emptied
+    # now: the files of an earlier run's workers must not count).
+    metrics_dir = settings.data_dir / "run" / "metrics"
+    os.environ.update({"HOST": host, "PORT": str(port), **metrics.prepare_multiprocess(metrics_dir)})
     server.run_workers(
         f"{__name__}:{worker_app.__name__}",
         settings,
@@ -133,7 +136,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         port=port,
         certfile=certfile,
         keyfile=keyfile,
-        on_exit=lambda pid: None,
+        on_exit=lambda pid: metrics.worker_exited(pid, metrics_dir),
     )
     return 0
 

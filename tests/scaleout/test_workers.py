@@ -4,7 +4,8 @@ Each check pins two keep-alive connections to two different worker processes (th
 a connection is found in /proc), acts through one and observes through the other:
 - a sign-out on one worker is refused by the other within 100 ms (the poll alone takes seconds);
 - wrong passwords spread over both workers are limited exactly as on one process;
-- a request budget is spent exactly, with concurrent calls landing on both workers.
+- a request budget is spent exactly, with concurrent calls landing on both workers;
+- `/metrics`, answered by either worker, counts the requests of both.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ pytestmark = pytest.mark.slow
 
 PROPAGATION_BUDGET = 0.100  # seconds, the issue's figure
 ADMIN = "admin@example.com"
+METRICS_TOKEN = "m" * 40
 _ips = (f"198.19.{n // 250}.{n % 250 + 1}" for n in itertools.count())
 
 
@@ -139,7 +141,8 @@ def _serving(data: Path, models: str) -> Iterator[Workers]:
         "SIGNUP_RATE_LIMIT": "1000/1h",
         "SIGNIN_RATE_LIMIT": "5/3m",
         "SIGNIN_IP_RATE_LIMIT": "1000/3m",
-        "SESSION_SYNC_INTERVAL": "5",  # the poll alone would take seconds: only the channel is fast enough
+        "SESSION_SYNC_INTERVAL": "5",
+        "METRICS_TOKEN": METRICS_TOKEN,  # the poll alone would take seconds: only the channel is fast enough
     }
     pids: list[int] = []
     with wardgate_process(env, pids=pids, timeout=60) as base:
@@ -225,3 +228,29 @@ def test_a_request_budget_is_spent_exactly_by_calls_on_both_workers(workers: Wor
     with ThreadPoolExecutor(max_workers=20) as pool:
         statuses = sorted(pool.map(call, range(20)))
     assert statuses == [200] * 7 + [429] * 13, statuses
+
+
+def _health_requests(metrics_text: str) -> float:
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in metrics_text.splitlines()
+        if line.startswith("wardgate_http_request_duration_seconds_count{") and 'route="health"' in line
+    )
+
+
+def test_metrics_from_either_worker_count_the_requests_of_both(pair: Pair) -> None:
+    first, second = pair
+
+    def scrape(connection: http.client.HTTPConnection) -> str:
+        connection.request("GET", "/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"})
+        response = connection.getresponse()
+        assert response.status == 200
+        return response.read().decode()
+
+    before = _health_requests(scrape(first))
+    for _ in range(7):
+        assert request(first, "GET", "/health")[0] == 200
+    for _ in range(5):
+        assert request(second, "GET", "/health")[0] == 200
+    assert _health_requests(scrape(second)) - before == 12
+    assert _health_requests(scrape(first)) - before == 12

@@ -29,6 +29,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from wardgate.errors import AuthenticationError, StoreUnavailableError
+from wardgate.observability import metrics
 from wardgate.security.tokens import Claims
 from wardgate.sessions import changes
 from wardgate.sessions.records import INVALID_KEY, SESSION_ENDED, ApiKeyState, UserState, check_api_key_owner
@@ -237,11 +238,13 @@ class SessionRegistry:
             keys = (
                 {r.id: r for r in db.scalars(select(ApiKey).where(ApiKey.id.in_(key_ids)))} if key_ids else {}
             )
+        now = time.time()
         with self._lock:
             self._generation += 1
             for change in fresh:
                 self._apply(change, rows, keys)
                 self._remember(change.id)
+                metrics.observe_revocation_lag(max(0.0, now - change.at))  # `at`: whole seconds
             if entries:
                 self._cursor = max(self._cursor, entries[-1].id - _OVERLAP_ROWS)
             self.view.synced_at = time.monotonic()

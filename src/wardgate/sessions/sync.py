@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Literal, TypeVar
@@ -26,6 +27,7 @@ from typing import Literal, TypeVar
 import anyio.to_thread
 from sqlalchemy.exc import SQLAlchemyError
 
+from wardgate.observability import metrics
 from wardgate.sessions.channel import ChangeChannel, InProcessChannel
 from wardgate.sessions.registry import SessionRegistry
 
@@ -112,6 +114,10 @@ class ViewSync:
             await self.in_thread(self.registry.sync)
         except SQLAlchemyError as exc:  # the poll retries; the view ages into the database fallback
             log.warning("session sync on notice failed (%s)", type(exc).__name__)
+        self._observe_age()
+
+    def _observe_age(self) -> None:
+        metrics.observe_view_sync(time.monotonic() - self.registry.view.synced_at)
 
     async def _on_state(self, connected: bool) -> None:
         if not connected:
@@ -138,6 +144,8 @@ class ViewSync:
                 # Fail closed: the view's age grows and requests fall back to the database.
                 log.warning("session sync failed (%s); checks fall back to the database", type(exc).__name__)
                 continue
+            finally:
+                self._observe_age()
             if self.channel.connected:
                 self.registry.trusted = True  # receiving notices, and caught up
 
