@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import anyio.to_thread
 from sqlalchemy import Engine
@@ -27,13 +28,11 @@ from wardgate.identity.directory import Directory
 from wardgate.identity.key_material import ApiKeyHasher
 from wardgate.identity.records import AccountPolicy, AuthLimits
 from wardgate.identity.validation import PasswordPolicy
-from wardgate.ldap.directory import LdapConfig, LdapDirectory
-from wardgate.ldap.signin import LdapSignIn
 from wardgate.mfa.factors import FactorStore
 from wardgate.mfa.passkeys import CeremonySealer, RelyingParty
 from wardgate.mfa.recovery import RecoveryCodeHasher
 from wardgate.mfa.service import MfaPolicy, MfaService
-from wardgate.oauth.service import SignOn, sign_on_from_settings
+from wardgate.oauth.presets import configured_providers
 from wardgate.proxy.models import ModelRules
 from wardgate.proxy.upstreams import UpstreamTable, upstreams_from_settings
 from wardgate.security.keys import MFA_SECRETS, secret_ring
@@ -49,6 +48,10 @@ from wardgate.storage.retention import Housekeeper, Job
 from wardgate.usage.budgets import BudgetLedger
 from wardgate.usage.recorder import UsageRecorder
 from wardgate.usage.reports import UsageReports
+
+if TYPE_CHECKING:  # optional parts, imported when configured (see `sign_on`, `ldap_from_settings`)
+    from wardgate.ldap.signin import LdapSignIn
+    from wardgate.oauth.service import SignOn
 
 log = logging.getLogger(__name__)
 
@@ -155,7 +158,7 @@ class Gateway:
             api_keys=api_keys,
             authenticator=Authenticator(codec, registry, api_keys, limiter, failures),
             upstreams=upstreams_from_settings(s),
-            sign_on=sign_on_from_settings(s, accounts, sessions, audit),
+            sign_on=sign_on(s, accounts, sessions, audit),
             ldap=ldap_from_settings(s, accounts, sessions, limiter, audit),
             model_rules=ModelRules(s.model_access_file, s.model_request_max_bytes),
             budgets=budgets,
@@ -226,6 +229,17 @@ def account_policy(s: Settings) -> AccountPolicy:
     )
 
 
+def sign_on(
+    s: Settings, accounts: AccountService, sessions: sessionmaker[Session], audit: AuditLog
+) -> SignOn | None:
+    """Single sign-on for these settings; None (and no OAuth library loaded) without a provider."""
+    if not configured_providers(s):
+        return None
+    from wardgate.oauth.service import sign_on_from_settings  # Authlib, httpx2, joserfc: 4 MB, 50 ms
+
+    return sign_on_from_settings(s, accounts, sessions, audit)
+
+
 def ldap_from_settings(
     s: Settings,
     accounts: AccountService,
@@ -236,6 +250,9 @@ def ldap_from_settings(
     """Directory sign-in for these settings; None without ENABLE_LDAP."""
     if not s.enable_ldap:
         return None
+    from wardgate.ldap.directory import LdapConfig, LdapDirectory  # ldap3, pyasn1: 5 MB, 40 ms
+    from wardgate.ldap.signin import LdapSignIn
+
     config = LdapConfig(
         host=s.ldap_server_host,
         port=s.ldap_server_port or (636 if s.ldap_use_tls else 389),

@@ -1,4 +1,7 @@
-"""Passkeys (WebAuthn Level 3) with py_webauthn: the relying party, its ceremonies and their checks.
+"""Passkeys (WebAuthn Level 3): the relying party, its ceremonies and what they carry.
+
+The checks themselves are py_webauthn's, in `ceremonies`, loaded at the first ceremony (py_webauthn,
+cbor2, pyOpenSSL and pyasn1 are 4 MB and 90 ms of imports that a site without passkeys never uses).
 
 The relying party ID and origin come from `WEBUI_URL` (never from a request's Host): a browser signs
 for the origin it shows, and the server accepts exactly the configured one (WebAuthn §7.1 step 9).
@@ -12,6 +15,8 @@ database shared by every instance, so an assertion is accepted once (`wardgate.m
 
 from __future__ import annotations
 
+import base64
+import binascii
 import ipaddress
 import json
 import secrets
@@ -21,22 +26,6 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from cryptography.fernet import InvalidToken
-from webauthn import (
-    generate_authentication_options,
-    generate_registration_options,
-    options_to_json,
-    verify_authentication_response,
-    verify_registration_response,
-)
-from webauthn.helpers import base64url_to_bytes, bytes_to_base64url
-from webauthn.helpers.exceptions import WebAuthnException
-from webauthn.helpers.structs import (
-    AuthenticatorSelectionCriteria,
-    AuthenticatorTransport,
-    PublicKeyCredentialDescriptor,
-    ResidentKeyRequirement,
-    UserVerificationRequirement,
-)
 
 from wardgate.errors import BadRequestError
 from wardgate.security.keys import PASSKEY_CEREMONY, FernetRing, SecretRing, as_ring
@@ -46,7 +35,8 @@ TIMEOUT_MS = 120_000  # the browser's own limit on the prompt
 Purpose = Literal["register", "signin", "second-factor", "step-up"]
 CEREMONY_INVALID = "This passkey request has expired or is not valid. Please try again."
 PASSKEY_REFUSED = "The passkey could not be verified."
-_TRANSPORTS = {t.value for t in AuthenticatorTransport}
+# WebAuthn's AuthenticatorTransport values (§5.8.4); anything else a client sends is dropped.
+TRANSPORTS = frozenset({"ble", "cable", "hybrid", "internal", "nfc", "smart-card", "usb"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,60 +124,6 @@ def begin(purpose: Purpose, **who: str | None) -> tuple[Ceremony, bytes]:
     return ceremony, raw
 
 
-def _descriptors(credentials: list[tuple[str, tuple[str, ...]]]) -> list[PublicKeyCredentialDescriptor]:
-    return [
-        PublicKeyCredentialDescriptor(
-            id=base64url_to_bytes(cid),
-            transports=[AuthenticatorTransport(t) for t in transports if t in _TRANSPORTS],
-        )
-        for cid, transports in credentials
-    ]
-
-
-def registration_options(
-    rp: RelyingParty,
-    challenge: bytes,
-    *,
-    user_handle: bytes,
-    email: str,
-    name: str,
-    existing: list[tuple[str, tuple[str, ...]]],
-) -> dict[str, Any]:
-    """Options for `navigator.credentials.create()`, as JSON values (the account's passkeys excluded)."""
-    options = generate_registration_options(
-        rp_id=rp.id,
-        rp_name=rp.name,
-        user_id=user_handle,
-        user_name=email,
-        user_display_name=name or email,
-        challenge=challenge,
-        timeout=TIMEOUT_MS,
-        authenticator_selection=AuthenticatorSelectionCriteria(
-            resident_key=ResidentKeyRequirement.REQUIRED,
-            user_verification=UserVerificationRequirement.REQUIRED,
-        ),
-        exclude_credentials=_descriptors(existing),
-    )
-    found: dict[str, Any] = json.loads(options_to_json(options))
-    return found
-
-
-def authentication_options(
-    rp: RelyingParty, challenge: bytes, allowed: list[tuple[str, tuple[str, ...]]]
-) -> dict[str, Any]:
-    """Options for `navigator.credentials.get()`; no allowed credentials means "any passkey of this
-    site" (the discoverable, email-free sign-in)."""
-    options = generate_authentication_options(
-        rp_id=rp.id,
-        challenge=challenge,
-        timeout=TIMEOUT_MS,
-        allow_credentials=_descriptors(allowed),
-        user_verification=UserVerificationRequirement.REQUIRED,
-    )
-    found: dict[str, Any] = json.loads(options_to_json(options))
-    return found
-
-
 def credential_id_of(credential: dict[str, Any]) -> str:
     """The credential's id (`rawId`), normalised base64url; 400 when it has none."""
     raw = credential.get("rawId", credential.get("id"))
@@ -211,52 +147,20 @@ def user_handle_of(credential: dict[str, Any]) -> bytes | None:
         return None
 
 
-def verify_registration(rp: RelyingParty, credential: dict[str, Any], challenge: str) -> NewPasskey:
-    """Check a `create()` answer against the ceremony; 400 when anything does not hold."""
-    try:
-        verified = verify_registration_response(
-            credential=credential,
-            expected_challenge=base64url_to_bytes(challenge),
-            expected_rp_id=rp.id,
-            expected_origin=rp.origin,
-            require_user_verification=True,
-        )
-    except (WebAuthnException, ValueError, KeyError, TypeError):
-        # py_webauthn raises its own errors for a failed check, and builtin ones for some malformed
-        # input; either way the passkey is refused, and the reason stays out of the answer.
-        raise BadRequestError(PASSKEY_REFUSED, code="passkey_invalid") from None
-    response = credential.get("response")
-    transports = response.get("transports") if isinstance(response, dict) else None
-    if not isinstance(transports, list):
-        transports = None
-    return NewPasskey(
-        credential_id=bytes_to_base64url(verified.credential_id),
-        public_key=verified.credential_public_key,
-        sign_count=verified.sign_count,
-        transports=tuple(t for t in transports or () if isinstance(t, str) and t in _TRANSPORTS)[:8],
-    )
-
-
-def verify_assertion(rp: RelyingParty, credential: dict[str, Any], challenge: str, public_key: bytes) -> int:
-    """Check a `get()` answer (signature, challenge, origin, RP ID, user verification); the
-    authenticator's new signature counter. The counter itself is compared by the caller, which
-    knows the stored value under a row lock."""
-    try:
-        verified = verify_authentication_response(
-            credential=credential,
-            expected_challenge=base64url_to_bytes(challenge),
-            expected_rp_id=rp.id,
-            expected_origin=rp.origin,
-            credential_public_key=public_key,
-            credential_current_sign_count=0,  # compared by the caller, under the row lock
-            require_user_verification=True,
-        )
-    except (WebAuthnException, ValueError, KeyError, TypeError):
-        raise BadRequestError(PASSKEY_REFUSED, code="passkey_invalid") from None
-    return int(verified.new_sign_count)
-
-
 def counter_went_back(stored: int, new: int) -> bool:
     """WebAuthn §6.1.1: a counter that does not grow (unless both are zero, as synced passkeys send)
     signals a cloned authenticator."""
     return (stored > 0 or new > 0) and new <= stored
+
+
+def bytes_to_base64url(raw: bytes) -> str:
+    """base64url without padding (RFC 4648 §5), as WebAuthn encodes binary values in JSON."""
+    return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
+
+
+def base64url_to_bytes(text: str) -> bytes:
+    """The bytes of base64url text, padded or not; ValueError when it is not base64url."""
+    try:
+        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    except (binascii.Error, UnicodeEncodeError):
+        raise ValueError("not base64url") from None

@@ -24,6 +24,7 @@ import secrets
 import threading
 import time
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Any
 
 from sqlalchemy import delete, select, update
@@ -52,6 +53,14 @@ CODE_INVALID = "The code is not valid. Check your authenticator app or use a rec
 STEP_UP_REQUIRED = "Confirm it is you with your second factor first (a code, a recovery code or a passkey)."
 FRESH_SIGNIN_REQUIRED = "Sign in again first: adding a second factor needs a sign-in from the last minutes."
 PASSKEYS_UNAVAILABLE = "Passkeys need WEBUI_URL set to the site's address (a host name, not an IP address)."
+
+
+def _ceremonies() -> ModuleType:
+    """py_webauthn's options and checks (`mfa.ceremonies`), imported at the first passkey ceremony:
+    4 MB and 90 ms of imports that a site whose people use no passkeys never needs."""
+    from wardgate.mfa import ceremonies
+
+    return ceremonies
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,13 +260,13 @@ class MfaService:
         if mfa_token is None:
             self._require_passwordless()
             ceremony, raw = passkeys.begin("signin")
-            return self._sealer.seal(ceremony), passkeys.authentication_options(rp, raw, [])
+            return self._sealer.seal(ceremony), _ceremonies().authentication_options(rp, raw, [])
         row = self._pending(mfa_token)
         allowed = self.factors.passkeys_of(row.user_id)
         if not allowed:
             raise BadRequestError("This account has no passkey.", code="no_passkey")
         ceremony, raw = passkeys.begin("second-factor", user_id=row.user_id, pending=row.id)
-        return self._sealer.seal(ceremony), passkeys.authentication_options(rp, raw, allowed)
+        return self._sealer.seal(ceremony), _ceremonies().authentication_options(rp, raw, allowed)
 
     def finish_passkey_signin(self, token: str, credential: dict[str, Any], client: ClientInfo) -> SignedIn:
         """Finish either kind of passkey sign-in: the session, or 400 (429 when limited)."""
@@ -309,7 +318,7 @@ class MfaService:
             handle is not None and handle != passkey.user_id.encode()
         ):
             raise BadRequestError(passkeys.PASSKEY_REFUSED, code="passkey_invalid")
-        new_count = passkeys.verify_assertion(rp, credential, ceremony.challenge, passkey.public_key)
+        new_count = _ceremonies().verify_assertion(rp, credential, ceremony.challenge, passkey.public_key)
         self._consume(ceremony)
         user = self._accounts.current_user(passkey.user_id)
         if not self.factors.use_passkey(passkey.id, new_count):
@@ -385,7 +394,7 @@ class MfaService:
         rp = self._rp()
         self._require_enrolment_allowed(user, claims)
         ceremony, raw = passkeys.begin("register", user_id=user.id, session_id=claims.session_id)
-        options = passkeys.registration_options(
+        options = _ceremonies().registration_options(
             rp,
             raw,
             user_handle=user.id.encode(),
@@ -405,7 +414,7 @@ class MfaService:
             if ceremony.user_id != user.id or ceremony.session_id != claims.session_id:
                 raise BadRequestError(passkeys.CEREMONY_INVALID, code="passkey_ceremony_invalid")
             self._require_enrolment_allowed(user, claims)
-            new = passkeys.verify_registration(rp, credential, ceremony.challenge)
+            new = _ceremonies().verify_registration(rp, credential, ceremony.challenge)
             self._consume(ceremony)
             first = not user.mfa
             added = self.factors.add_passkey(user.id, name, new)
@@ -441,7 +450,7 @@ class MfaService:
         if not allowed:
             raise BadRequestError("This account has no passkey.", code="no_passkey")
         ceremony, raw = passkeys.begin("step-up", user_id=user.id, session_id=claims.session_id)
-        return self._sealer.seal(ceremony), passkeys.authentication_options(rp, raw, allowed)
+        return self._sealer.seal(ceremony), _ceremonies().authentication_options(rp, raw, allowed)
 
     def finish_passkey_step_up(
         self, user: UserState, claims: Claims, token: str, credential: dict[str, Any]

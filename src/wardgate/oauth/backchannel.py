@@ -22,6 +22,7 @@ from joserfc.jwk import KeySet
 from wardgate.errors import BadRequestError
 from wardgate.oauth.metadata import ProviderDirectory, ServerMetadata
 from wardgate.oauth.presets import ProviderConfig
+from wardgate.oauth.refusals import LOGOUT_REFUSED as REFUSED
 
 log = logging.getLogger(__name__)
 
@@ -29,8 +30,6 @@ EVENT = "http://schemas.openid.net/event/backchannel-logout"
 MAX_AGE = 300  # seconds a logout token may be old (its `iat`)
 LEEWAY = 60  # clock skew between the provider and wardgate
 MAX_TOKEN = 16_384
-REFUSED = "The logout token was refused."
-LOGOUT_TOKEN_USED = "This logout token was already used."  # noqa: S105 - a message
 UNSIGNED = "logout_token_unsigned"  # refused before its signature held: not audited (anyone can send)
 
 

@@ -42,14 +42,11 @@ from wardgate.oauth.claims import claim_at, is_true
 from wardgate.oauth.linking import LinkRequest, ProviderIdentity
 from wardgate.oauth.metadata import ProviderDirectory, ServerMetadata
 from wardgate.oauth.presets import ProviderConfig
+from wardgate.oauth.refusals import CODE_REFUSED, ISSUER_MISMATCH, NO_SUBJECT, TOKEN_INVALID
 from wardgate.oauth.state import LoginState
 
 log = logging.getLogger(__name__)
-CODE_REFUSED = "The sign-in provider did not accept this sign-in response. Please sign in again."
-TOKEN_INVALID = "The sign-in provider's answer could not be verified, so the sign-in was refused."  # noqa: S105
 PROVIDER_DENIED = "The sign-in provider did not complete the sign-in ({error})."
-ISSUER_MISMATCH = "The sign-in response came from a different provider than the one asked."
-NO_SUBJECT = "The sign-in provider did not identify the account."
 LEEWAY = 60  # seconds of clock skew accepted on exp / iat
 MAX_ADDRESS_CLAIM = 320  # the width of the stored address column
 # Scopes whose absence from the grant takes no claim away: `offline_access` asks for a refresh token

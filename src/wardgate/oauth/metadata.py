@@ -20,9 +20,9 @@ from joserfc.jwk import KeySet
 from wardgate.config.network import provider_url
 from wardgate.errors import ProviderError
 from wardgate.oauth.presets import ProviderConfig
+from wardgate.oauth.refusals import UNREACHABLE
 
 log = logging.getLogger(__name__)
-UNREACHABLE = "The sign-in provider could not be reached or sent an invalid answer. Please try again later."
 _WELL_KNOWN = "/.well-known/openid-configuration"
 # Asymmetric algorithms only: "none" and HMAC (keyed with the client secret) are never accepted.
 _SIGNING_ALGS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA")

@@ -10,9 +10,6 @@ from __future__ import annotations
 from types import MappingProxyType
 
 from wardgate.identity.rules import ACCOUNT_DISABLED
-from wardgate.oauth.backchannel import LOGOUT_TOKEN_USED
-from wardgate.oauth.backchannel import REFUSED as LOGOUT_REFUSED
-from wardgate.oauth.flow import CODE_REFUSED, ISSUER_MISMATCH, NO_SUBJECT, TOKEN_INVALID
 from wardgate.oauth.linking import (
     DOMAIN_NOT_ALLOWED,
     DOMAIN_UNVERIFIED,
@@ -33,11 +30,19 @@ from wardgate.oauth.linking import (
     SCOPE_NARROWED,
     SIGNUP_DISABLED,
 )
-from wardgate.oauth.metadata import UNREACHABLE
-from wardgate.oauth.service import UNKNOWN_PROVIDER
 from wardgate.oauth.state import STATE_EXPIRED, STATE_MISMATCH, STATE_MISSING, STATE_USED
 
 GENERAL = "The sign-in could not be completed. Please try again, or sign in another way."
+# The messages of the provider exchange itself, kept here (not beside the code that raises them) so
+# that the sign-in page can show them without loading the OAuth client libraries.
+CODE_REFUSED = "The sign-in provider did not accept this sign-in response. Please sign in again."
+TOKEN_INVALID = "The sign-in provider's answer could not be verified, so the sign-in was refused."  # noqa: S105
+ISSUER_MISMATCH = "The sign-in response came from a different provider than the one asked."
+NO_SUBJECT = "The sign-in provider did not identify the account."
+UNREACHABLE = "The sign-in provider could not be reached or sent an invalid answer. Please try again later."
+UNKNOWN_PROVIDER = "Unknown or disabled sign-in provider."
+LOGOUT_REFUSED = "The logout token was refused."
+LOGOUT_TOKEN_USED = "This logout token was already used."  # noqa: S105 - a message
 
 REFUSALS = MappingProxyType(
     {

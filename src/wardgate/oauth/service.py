@@ -31,7 +31,7 @@ from wardgate.errors import ApiError, BadRequestError, NotFoundError, Permission
 from wardgate.identity.accounts import AccountService
 from wardgate.identity.records import ClientInfo, MfaRequired, SignedIn, SsoSession
 from wardgate.oauth import flow
-from wardgate.oauth.backchannel import LOGOUT_TOKEN_USED, UNSIGNED, Logout, verify_logout_token
+from wardgate.oauth.backchannel import UNSIGNED, Logout, verify_logout_token
 from wardgate.oauth.claims import shows_second_factor
 from wardgate.oauth.linking import (
     LINK_OTHER_BROWSER,
@@ -49,12 +49,12 @@ from wardgate.oauth.presets import (
     state_keys,
     token_keys,
 )
+from wardgate.oauth.refusals import LOGOUT_TOKEN_USED, UNKNOWN_PROVIDER
 from wardgate.oauth.state import LoginStateSealer, StateLedger
 from wardgate.oauth.token_store import ProviderTokens, ProviderTokenStore, token_cipher
 from wardgate.storage.models import OAuthIdentity, OAuthStateUse
 
 log = logging.getLogger(__name__)
-UNKNOWN_PROVIDER = "Unknown or disabled sign-in provider."
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,6 +23,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import compile_path
+from starlette.status import WS_1008_POLICY_VIOLATION
 from starlette.types import Message, Receive, Scope, Send
 
 from wardgate.errors import ApiError, AuthenticationError, StoreUnavailableError
@@ -32,7 +33,6 @@ from wardgate.http.errors import error_response, unexpected_error_response
 from wardgate.http.middleware.request_metrics import ROUTE_CLASS_KEY
 from wardgate.http.relay.models import forward_model_call
 from wardgate.http.relay.streaming import ReverseProxy
-from wardgate.http.relay.websocket import POLICY_VIOLATION, relay_websocket
 from wardgate.http.routes.oauth import signout_redirect_url
 from wardgate.identity.authentication import Principal
 from wardgate.proxy.admission import admit
@@ -183,7 +183,7 @@ async def proxy_websocket(websocket: WebSocket, path: str) -> None:
     path = websocket.scope["path"]  # the whole decoded path (the parameter lacks the leading "/")
     upstream = gw.upstreams.route(path)
     if upstream is None or has_dot_segment(path):
-        await websocket.close(code=POLICY_VIOLATION)
+        await websocket.close(code=WS_1008_POLICY_VIOLATION)
         return
     try:
         principal = await authenticate_caller(websocket, prefer_cookie=not upstream.strips_authorization)
@@ -191,7 +191,7 @@ async def proxy_websocket(websocket: WebSocket, path: str) -> None:
         if classify(upstream.name, "GET", path[len(upstream.mount) :]) is not None:
             gw.model_rules.require_manager(principal)  # a realtime model session: never metered
     except (ApiError, StoreUnavailableError):
-        await websocket.close(code=POLICY_VIOLATION)
+        await websocket.close(code=WS_1008_POLICY_VIOLATION)
         return
 
     async def still_admitted() -> bool:
@@ -203,4 +203,7 @@ async def proxy_websocket(websocket: WebSocket, path: str) -> None:
         return True
 
     proxy: ReverseProxy = websocket.app.state.proxy
+    # The WebSocket client library (websockets) is loaded with the first relayed socket.
+    from wardgate.http.relay.websocket import relay_websocket
+
     await relay_websocket(websocket, principal, upstream, proxy, still_admitted)

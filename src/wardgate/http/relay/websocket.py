@@ -12,6 +12,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
+from starlette.status import WS_1008_POLICY_VIOLATION
 from starlette.websockets import WebSocket, WebSocketDisconnect
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
@@ -22,7 +23,6 @@ from wardgate.proxy.identity import upstream_request_headers
 from wardgate.proxy.upstreams import Upstream
 
 log = logging.getLogger(__name__)
-POLICY_VIOLATION = 1008
 RECHECK_SECONDS = 1.0
 _HANDSHAKE = frozenset(
     {
@@ -89,7 +89,7 @@ async def _pump(
             await task
     revoked = any(t.result() == "revoked" for t in done if not t.cancelled() and t.exception() is None)
     with contextlib.suppress(RuntimeError, ConnectionClosed, WebSocketDisconnect):  # it may be gone
-        await client.close(code=POLICY_VIOLATION if revoked else 1000)
+        await client.close(code=WS_1008_POLICY_VIOLATION if revoked else 1000)
     await upstream.close()
 
 

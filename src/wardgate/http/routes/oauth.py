@@ -17,7 +17,7 @@ back on the provider's top-level redirect to the callback), Secure on HTTPS, `Pa
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import anyio.to_thread
@@ -32,9 +32,11 @@ from wardgate.http.rendering import render, return_target
 from wardgate.http.schemas import ErrorBody
 from wardgate.identity.authentication import Principal
 from wardgate.oauth.linking import LinkRequest
-from wardgate.oauth.service import SignOn
 from wardgate.oauth.state import STATE_LIFETIME
 from wardgate.security.tokens import Claims
+
+if TYPE_CHECKING:  # loaded with the first configured provider (`gateway.sign_on`)
+    from wardgate.oauth.service import SignOn
 
 STATE_COOKIE = "wardgate_oauth"
 # Every answer is a redirect (to the provider, back into the site, or to /auth?error=<code>),
