@@ -101,9 +101,12 @@ def test_admin_actions(client: TestClient) -> None:
     client.cookies.set("token", admin["token"])
     page = client.get("/admin?q=bob")
     assert page.status_code == 200 and "bob@example.com" in page.text and "Pending approval" in page.text
-    for action, data in (("role", {"role": "user"}), ("disable", {}), ("enable", {}), ("revoke", {})):
+    changes = (("role", {"role": "user"}, "role"), ("disable", {}, "disabled"), ("enable", {}, "enabled"))
+    for action, data, said in (*changes, ("revoke", {}, "revoked")):
         done = client.post(f"/admin/users/{bob['id']}/{action}", data=data, follow_redirects=False)
-        assert done.headers["location"] == f"/admin?notice=user#user-{bob['id']}", action
+        location = f"/admin?notice={said}&user={bob['id']}#user-{bob['id']}"
+        assert done.headers["location"] == location, action
+    assert "Every session of bob@example.com has ended" in client.get(location).text
     bad = client.post(f"/admin/users/{bob['id']}/role", data={"role": "root"}, follow_redirects=False)
     assert bad.status_code == 400 and "Role must be one of" in bad.text
     unknown = client.post("/admin/users/not-a-uuid/delete", follow_redirects=False)
@@ -111,9 +114,9 @@ def test_admin_actions(client: TestClient) -> None:
     last = client.post(f"/admin/users/{admin['id']}/disable", follow_redirects=False)
     assert last.status_code == 400 and "last administrator" in last.text
     gone = client.post(f"/admin/users/{bob['id']}/delete", follow_redirects=False)
-    assert gone.headers["location"].startswith("/admin?notice=user")
+    assert gone.headers["location"].startswith("/admin?notice=deleted")
     events = client.get("/admin").text
-    assert "user.deleted" in events and "user.role_changed" in events
+    assert "Account deleted" in events and "Role changed" in events  # in words, not codes
 
 
 def test_page_forms_are_csrf_protected(client: TestClient) -> None:

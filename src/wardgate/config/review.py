@@ -127,3 +127,23 @@ def production_findings(settings: Settings) -> list[str]:
             "use lax or strict unless wardgate is embedded cross-site.",
         )
     return findings
+
+
+# How much each finding matters (the admin page sorts and labels them): "high" is a way in or a
+# forged session for someone on the network or the internet; "medium" weakens a defence.
+SEVERITY: dict[str, str] = {
+    "WEBUI_SECRET_KEY": "high",
+    "WEBUI_SECRET_KEY_FALLBACKS": "high",
+    "FORWARDED_ALLOW_IPS": "high",
+    "LDAP_USE_TLS": "high",
+    "LDAP_VALIDATE_CERT": "high",
+    "ENABLE_SIGNUP/DEFAULT_USER_ROLE": "high",
+}
+
+
+def severity_of(finding: str) -> str:
+    """`high` or `medium`, for a finding of `production_findings`."""
+    variable = finding.split(":", 1)[0]
+    if variable == "WEBUI_URL" and "http://" in finding:
+        return "high"
+    return SEVERITY.get(variable, "medium")

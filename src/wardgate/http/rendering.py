@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -12,6 +13,9 @@ from fastapi import Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
+from wardgate.audit.log import AuditRecord
+from wardgate.config.review import severity_of
+from wardgate.http.static_files import StaticAssets
 from wardgate.identity.authentication import Principal
 from wardgate.storage.paging import COUNT_CAP
 
@@ -111,15 +115,124 @@ def _count(total: int) -> str:
     return f"{COUNT_CAP:,}+" if total > COUNT_CAP else f"{total:,}"
 
 
+# Security events in words (the admin page): what happened, and the codes in their details.
+_EVENTS = {
+    "auth.signin": "Sign-in",
+    "auth.signout": "Sign-out",
+    "auth.signup": "Sign-up",
+    "auth.session_revoked": "Session signed out",
+    "auth.sessions_revoked": "Every session signed out",
+    "auth.backchannel_logout": "Signed out by the sign-in provider",
+    "auth.password_changed": "Password changed",
+    "auth.password_reset_requested": "Password reset asked for",
+    "auth.password_reset_mail": "Password reset email",
+    "auth.password_reset": "Password reset with an emailed link",
+    "auth.mfa_challenge": "Second factor asked for",
+    "auth.mfa_verified": "Second factor shown",
+    "auth.mfa_step_up": "Identity confirmed for a change",
+    "auth.passkey_clone_suspected": "Passkey may have been copied",
+    "auth.sso_linked": "Sign-in provider linked",
+    "user.created": "Account created",
+    "user.deleted": "Account deleted",
+    "user.disabled": "Account disabled",
+    "user.enabled": "Account enabled",
+    "user.role_changed": "Role changed",
+    "user.updated": "Account changed",
+    "mfa.totp_enabled": "Authenticator app turned on",
+    "mfa.totp_disabled": "Authenticator app turned off",
+    "mfa.passkey_added": "Passkey added",
+    "mfa.passkey_removed": "Passkey removed",
+    "mfa.recovery_codes_regenerated": "New recovery codes made",
+    "mfa.reset": "Second factors reset by an admin",
+    "api_key.created": "API key created",
+    "api_key.revoked": "API key revoked",
+    "api_key.refused": "API key refused",
+    "config.warning": "Production finding at start-up",
+    "usage.budget_exhausted": "Token budget used up",
+}
+_OUTCOMES = {"success": ("succeeded", "ok"), "failure": ("failed", "off"), "refused": ("refused", "off")}
+_DETAILS = {
+    "invalid_credentials": "wrong email or password",
+    "incorrect_password": "wrong current password",
+    "account_disabled": "the account is disabled",
+    "rate_limited": "too many attempts",
+    "email_taken": "the email is already registered",
+    "signup_disabled": "sign-up is closed",
+    "password_too_short": "the new password is too short",
+    "password_policy": "the new password does not meet the policy",
+    "step_up_required": "needed a recent second factor",
+    "invalid_code": "wrong code",
+    "reset_link_invalid": "the link was used, expired or replaced",
+    "no account": "no account has that address",
+    "no password here": "the account signs in through a provider",
+    "MailError": "the mail server could not be reached or refused it",
+}
+
+
+_ID_DETAIL = re.compile(r"(?:session|key|passkey) [0-9a-f-]{6,}")
+
+
+def _words(code: str) -> str:
+    """`role=admin` is "role admin", `some_code` is "some code"."""
+    return code.replace("=", " ").replace("_", " ")
+
+
+def _event_view(record: AuditRecord) -> dict[str, str]:
+    """An event as people read it: a title, the outcome and the detail in words."""
+    title = _EVENTS.get(record.event) or _words(record.event.rpartition(".")[2]).capitalize()
+    outcome, outcome_class = _OUTCOMES.get(record.outcome, (_words(record.outcome), ""))
+    detail = record.detail or ""
+    via = ""
+    if detail.startswith(("oauth:", "ldap")):  # "oauth:<provider> <code>": the way in, then why
+        via, _, detail = detail.partition(" ")
+        via = "with " + via.removeprefix("oauth:")
+    if _ID_DETAIL.fullmatch(detail):  # "session 72c7e39e": an id means nothing to a reader
+        detail = ""
+    said = _DETAILS.get(detail, _words(detail))
+    return {
+        "title": title,
+        "outcome": outcome,
+        "outcome_class": outcome_class,
+        "detail": ", ".join(part for part in (via, said) if part),
+    }
+
+
+def _finding(text: str) -> dict[str, str]:
+    """A production finding (`VARIABLE: why Fix: how`) as the admin page shows it: the why and the
+    fix first, in words, with its severity; the variable after them."""
+    variable, _, rest = text.partition(": ")
+    severity = severity_of(text)
+    return {
+        "severity": severity,
+        "severity_label": {"high": "High", "medium": "Medium"}.get(severity, severity.capitalize()),
+        "variable": variable,
+        "text": rest[:1].upper() + rest[1:],
+    }
+
+
 def _environment() -> Environment:
     env = Environment(
         loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html"]), auto_reload=False
     )
-    env.filters.update({"when": _when, "isotime": _isotime, "device": _device, "at_most": _count})
+    env.filters.update(
+        {
+            "when": _when,
+            "isotime": _isotime,
+            "device": _device,
+            "at_most": _count,
+            "event_view": _event_view,
+            "finding": _finding,
+        }
+    )
     return env
 
 
 _ENV = _environment()
+
+
+def _asset_url(prefix: str, assets: StaticAssets | None, name: str) -> str:
+    """A static file's address: its fingerprinted name where `StaticAssets` serves the directory."""
+    return f"{prefix}/static/{assets.url_name(name) if assets is not None else name}"
 
 
 def render(
@@ -132,9 +245,11 @@ def render(
 ) -> HTMLResponse:
     """Render a page with the common context (site name, signed-in user)."""
     site = request.app.state.site
+    assets: StaticAssets | None = getattr(request.app.state, "static_assets", None)
     values = {
         "site_name": site.name,
         "base": site.prefix,
+        "asset": partial(_asset_url, site.prefix, assets),
         "user": principal.user if principal else None,
         "error": None,
         "notice": None,

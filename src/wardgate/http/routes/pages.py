@@ -28,6 +28,7 @@ from wardgate.http.cookies import MFA_COOKIE, clear_mfa_cookie, clear_token_cook
 from wardgate.http.deps import client_info, gateway, optional_principal, site
 from wardgate.http.rendering import leave_for, render, return_target
 from wardgate.http.routes.oauth import signout_redirect_url, start_link
+from wardgate.http.routes.password_reset import resets_of
 from wardgate.http.routes.usage_pages import account_usage, admin_usage
 from wardgate.identity.authentication import TOKEN_COOKIE, Principal
 from wardgate.identity.records import MfaRequired, SignedIn, UserChanges
@@ -52,9 +53,17 @@ def _cursor(text: str | None) -> str | None:
 
 _NOTICES = {
     "password": "Password changed. Please sign in again with the new password.",
+    "password-reset": (
+        "Your new password is set and every session of your account has ended. Sign in with the new password."
+    ),
     "signed-out": "You are signed out.",
+    "signed-out-everywhere": "You are signed out everywhere, this browser included.",
     "session": "That session is signed out.",
-    "user": "Saved.",
+    "session-ended": (
+        "Your session has ended, so please sign in again. If you were filling in a form, it was "
+        "not sent: you will be taken back to its page to do it again."
+    ),
+    "signin-needed": "Sign in to see that page.",
     "linked": "The sign-in provider is linked: you can sign in with it from now on.",
     "linked-signed-out": (
         "The sign-in provider is linked: you can sign in with it from now on. Every other session and "
@@ -80,10 +89,23 @@ def page_path(request: Request, path: str) -> str:
     return site(request).at(path)
 
 
-def to_auth(request: Request, target: str | None = None) -> RedirectResponse:
-    """To the sign-in page, coming back to `target` (this address by default) afterwards."""
-    target = target or request.url.path + (f"?{request.url.query}" if request.url.query else "")
-    response = RedirectResponse(page_path(request, f"/auth?redirect={_quote(target)}"), status_code=303)
+def to_auth(request: Request, page: str | None = None) -> RedirectResponse:
+    """To the sign-in page, saying why, and coming back afterwards to `page` (a path under the
+    prefix): for a page visit its own address by default, for a form the page the form is on —
+    never the form's address, which only takes a POST (after signing in, the browser would GET it).
+    """
+    if page is not None:
+        target = page_path(request, page)
+    elif request.method in ("GET", "HEAD"):
+        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    else:
+        target = home_for(request)
+    # A cookie that no longer signs in is a session that ended (expired, signed out elsewhere).
+    ended = bool(request.cookies.get(TOKEN_COOKIE)) or request.method not in ("GET", "HEAD")
+    reason = "&notice=session-ended" if ended else ""
+    response = RedirectResponse(
+        page_path(request, f"/auth?redirect={_quote(target)}{reason}"), status_code=303
+    )
     if request.cookies.get(TOKEN_COOKIE):
         clear_token_cookie(response, request)
     return response
@@ -154,6 +176,9 @@ async def _auth_form(request: Request, *, status_code: int = 200, **context: Any
         "ldap_user": "",
         "mfa_token": "",
         "methods": (),
+        "forgot": resets_of(request) is not None,
+        "needs_approval": gw.accounts.policy.default_role == Role.PENDING,
+        "field_errors": {},
         **context,
     }
     return render(request, "auth.html", status_code=status_code, **values)
@@ -240,12 +265,26 @@ async def _password_form(
     return response
 
 
+_SIGNUP_FIELDS = {"email_taken": "email", "invalid_email": "email", "invalid_name": "name"}
+
+
 @router.post("/auth/signup")
 async def signup_form(request: Request) -> Response:
     """The sign-up (and first-admin) form."""
     form = await form_fields(request)
     gw = gateway(request)
     target = return_target(request, form.get("redirect"), home_for(request))
+    again = form.get("confirm_password")
+    if again is not None and again != form.get("password", ""):
+        return await _auth_form(
+            request,
+            status_code=400,
+            redirect=target,
+            mode="signup",
+            field_errors={"confirm": "The two passwords are not the same."},
+            email=form.get("email", "")[:320],
+            name=form.get("name", "")[:255],
+        )
     try:
         result = await anyio.to_thread.run_sync(
             gw.accounts.signup,
@@ -255,12 +294,14 @@ async def signup_form(request: Request) -> Response:
             client_info(request),
         )
     except ApiError as exc:
+        field = _SIGNUP_FIELDS.get(exc.code, "password" if exc.code.startswith("password") else None)
         return await _auth_form(
             request,
             status_code=exc.status_code,
             redirect=target,
             mode="signup",
-            error=exc.detail,
+            error=None if field else exc.detail,
+            field_errors={field: exc.detail} if field else {},
             email=form.get("email", "")[:320],
             name=form.get("name", "")[:255],
         )
@@ -337,11 +378,6 @@ async def account_view(
     rows = [_session_view(s, principal) for s in sessions.rows]
     linked, linkable = await _identities(request, principal)
     usage = await account_usage(gw, principal)
-    pending = (
-        "Your account is waiting for approval by an administrator."
-        if principal.user.role == Role.PENDING
-        else None
-    )
     return render(
         request,
         "account.html",
@@ -358,7 +394,8 @@ async def account_view(
         **usage,
         **await second_factors(gw, principal),
         **second,
-        notice=notice or pending,
+        pending=principal.user.role == Role.PENDING,
+        notice=notice,
         error=error,
         status_code=status_code,
     )
@@ -402,21 +439,29 @@ def _session_view(session: Any, principal: Principal) -> dict[str, Any]:
 
 
 async def _account_action(
-    request: Request, action: Callable[[Gateway, Principal], Awaitable[str]]
+    request: Request,
+    action: Callable[[Gateway, Principal], Awaitable[str]],
+    *,
+    page: str = "/account",
+    fields: Callable[[ApiError], dict[str, Any]] | None = None,
 ) -> Response:
+    """Run a form's change for the signed-in person: on to the page it names, or back to the account
+    page with the refusal (`fields`: the refusal tied to the form's fields instead, and what to keep)."""
     principal = await optional_principal(request)
     if principal is None:
-        return to_auth(request)
+        return to_auth(request, page)
     gw = gateway(request)
     try:
         location = await action(gw, principal)
     except ApiError as exc:  # shown on the page it came from; never carried in an address
+        tied = fields(exc) if fields is not None and exc.code != "step_up_required" else {}
         return await account_view(
             request,
             principal,
-            error=exc.detail,
+            error=None if tied else exc.detail,
             status_code=exc.status_code,
             step_up=exc.code == "step_up_required",
+            **tied,
         )
     response = RedirectResponse(page_path(request, location), status_code=303)
     if location.startswith("/auth"):
@@ -448,18 +493,29 @@ async def link_provider_form(request: Request, provider: str = Path(max_length=6
 async def change_password_form(request: Request) -> Response:
     """Change the password; every session ends, so the person signs in again."""
     form = await form_fields(request)
+    new, again = form.get("new_password", ""), form.get("confirm_password")
 
     async def act(gw: Gateway, principal: Principal) -> str:
         await anyio.to_thread.run_sync(gw.mfa.require_step_up, principal.user, principal.claims)
+        if again is not None and new != again:
+            raise BadRequestError("The two new passwords are not the same.", code="password_mismatch")
         await anyio.to_thread.run_sync(
-            gw.accounts.change_password,
-            principal.user.id,
-            form.get("password", ""),
-            form.get("new_password", ""),
+            gw.accounts.change_password, principal.user.id, form.get("password", ""), new
         )
         return "/auth?notice=password"
 
-    return await _account_action(request, act)
+    def fields(exc: ApiError) -> dict[str, Any]:
+        """A wrong current password keeps the new one typed (the page is `no-store`); a refused new
+        password is typed again."""
+        if exc.code == "incorrect_password":
+            return {"password_errors": {"current": exc.detail}, "kept_new": new[:1024]}
+        if exc.code == "password_mismatch":
+            return {"password_errors": {"confirm": exc.detail}, "kept_new": new[:1024]}
+        if exc.code.startswith("password"):
+            return {"password_errors": {"new": exc.detail}}
+        return {}
+
+    return await _account_action(request, act, page="/account#password", fields=fields)
 
 
 @router.post("/account/sessions/{session_id}/revoke")
@@ -471,10 +527,10 @@ async def revoke_session_form(request: Request, session_id: str) -> Response:
         return (
             "/auth?notice=signed-out"
             if session_id == principal.claims.session_id
-            else "/account?notice=session"
+            else "/account?notice=session#sessions"
         )
 
-    return await _account_action(request, act)
+    return await _account_action(request, act, page="/account#sessions")
 
 
 @router.post("/account/sessions/revoke-all")
@@ -483,19 +539,66 @@ async def revoke_all_form(request: Request) -> Response:
 
     async def act(gw: Gateway, principal: Principal) -> str:
         await anyio.to_thread.run_sync(gw.accounts.revoke_all_sessions, principal.user.id)
-        return "/auth?notice=signed-out"
+        return "/auth?notice=signed-out-everywhere"
 
-    return await _account_action(request, act)
+    return await _account_action(request, act, page="/account#sessions")
+
+
+# What an admin change says afterwards, next to the row it was made on ({email}: the account's).
+_ADMIN_DONE = {
+    "approved": ("pending", "{email} is approved: they can use the site now."),
+    "rejected": ("pending", "The sign-up is rejected and deleted."),
+    "role": ("row", "Saved: {email} is now {role}."),
+    "disabled": ("row", "{email} is disabled: every session of theirs has ended and they cannot sign in."),
+    "enabled": ("row", "{email} is enabled again: they can sign in."),
+    "revoked": ("row", "Every session of {email} has ended: they need to sign in again."),
+    "mfa-reset": ("row", _NOTICES["mfa-reset"]),
+    "deleted": ("users", "The account is deleted."),
+}
+_ACTIONS = {  # form action: (what it did, where the answer shows)
+    "approve": "approved",
+    "reject": "rejected",
+    "role": "role",
+    "disable": "disabled",
+    "enable": "enabled",
+    "revoke": "revoked",
+    "reset-mfa": "mfa-reset",
+    "delete": "deleted",
+}
+EVENT_FILTERS = {  # the "Show" choices of the security events: (label, outcome)
+    "all": ("All events", None),
+    "refused": ("Refused and failed only", "refused"),
+    "failure": ("Failed only", "failure"),
+    "success": ("Succeeded only", "success"),
+}
 
 
 @router.get("/admin")
-async def admin_page(request: Request, q: str = "", notice: str = "", after: str | None = None) -> Response:
-    """Users, pending approvals, the effective configuration and recent security events
-    (`after`: the cursor of a page of users)."""
+async def admin_page(
+    request: Request,
+    q: str = "",
+    notice: str = "",
+    user: str = "",
+    after: str | None = None,
+    events: str = "all",
+    events_after: str | None = None,
+) -> Response:
+    """Users, pending approvals, the effective configuration and the security events (`after`,
+    `events_after`: the cursors of a page of users, of events; `events`: which events to show;
+    `notice` and `user`: what the last change did, and to whom)."""
     principal = await optional_principal(request)
     if principal is None:
         return to_auth(request)
-    return await _admin_view(request, principal, query=q[:320], notice=_NOTICES.get(notice), cursor=after)
+    return await _admin_view(
+        request,
+        principal,
+        query=q[:320],
+        notice=None if notice in _ADMIN_DONE else _NOTICES.get(notice),
+        done=(notice, user) if notice in _ADMIN_DONE else None,
+        cursor=after,
+        event_filter=events if events in EVENT_FILTERS else "all",
+        events_cursor=events_after,
+    )
 
 
 async def _admin_view(
@@ -508,6 +611,9 @@ async def _admin_view(
     status_code: int = 200,
     cursor: str | None = None,
     step_up_return: str | None = None,
+    done: tuple[str, str] | None = None,
+    event_filter: str = "all",
+    events_cursor: str | None = None,
 ) -> Response:
     """The admin page; with `step_up_return`, the "Confirm it is you" form that comes back there."""
     if principal.user.role != Role.ADMIN:
@@ -524,7 +630,11 @@ async def _admin_view(
         partial(gw.directory.users, query=query, cursor=_cursor(cursor), limit=PAGE_ROWS)
     )
     pending = await anyio.to_thread.run_sync(partial(gw.directory.users, role=Role.PENDING, limit=PAGE_ROWS))
-    events = await anyio.to_thread.run_sync(partial(gw.audit.query, AuditQuery(), limit=PAGE_ROWS))
+    outcome = EVENT_FILTERS[event_filter][1]
+    fetch = partial(
+        gw.audit.query, AuditQuery(outcome=outcome), cursor=_cursor(events_cursor), limit=PAGE_ROWS
+    )
+    events = await anyio.to_thread.run_sync(fetch)
     usage = await admin_usage(gw, principal)
     kinds = await anyio.to_thread.run_sync(gw.mfa.factors.kinds_of, [u.id for u in users.rows])
     confirm = await second_factors(gw, principal) if step_up_return else {}
@@ -543,6 +653,12 @@ async def _admin_view(
         settings=dict(site(request).configuration),
         findings=site(request).findings,
         events=events.rows,
+        events_total=events.total,
+        events_next=events.next_cursor,
+        events_paged=events_cursor is not None,
+        event_filter=event_filter,
+        event_filters={key: label for key, (label, _outcome) in EVENT_FILTERS.items()},
+        feedback=await _feedback(gw, done) if done else None,
         **usage,
         factor_kinds=kinds,
         required_roles={role.value for role in gw.mfa.policy.required_roles},
@@ -555,15 +671,37 @@ async def _admin_view(
     )
 
 
+async def _feedback(gw: Gateway, done: tuple[str, str]) -> dict[str, str] | None:
+    """What the last admin change did, in words, and where it shows: in its row, or atop a section
+    when the row is gone (the account's email is looked up, never taken from the address)."""
+    what, user_id = done
+    where, text = _ADMIN_DONE[what]
+    email, role = "The account", ""
+    if "{email}" in text or where == "row":
+        try:
+            row = await anyio.to_thread.run_sync(gw.accounts.current_user, str(UUID(user_id)))
+        except (ValueError, ApiError):
+            return None if where == "row" else {"where": where, "text": text.format(email=email, role=role)}
+        email, role = row.email, str(row.role)
+    return {
+        "where": f"user-{user_id}" if where == "row" else where,
+        "text": text.format(email=email, role=role),
+    }
+
+
 async def _admin_action(
-    request: Request, user_id: str, change: Callable[[Gateway, Principal], None], notice: str = "user"
+    request: Request, user_id: str, change: Callable[[Gateway, Principal], None], action: str
 ) -> Response:
-    """Every admin change needs a recent second factor of the admin (who has one): a step-up."""
+    """Every admin change needs a recent second factor of the admin (who has one): a step-up.
+    Afterwards the page says what was done, next to the row (or the section, once the row is gone),
+    with focus there; revoking one's own sessions signs one out, so it ends at the sign-in page."""
     principal = await optional_principal(request)
+    done = _ACTIONS.get(action, "")
+    where = _ADMIN_DONE[done][0] if done else "users"
+    anchor = f"#user-{user_id}" if user_id and where == "row" else f"#{where}"
     if principal is None:
-        return to_auth(request)
+        return to_auth(request, f"/admin{anchor}")
     gw = gateway(request)
-    anchor = f"#user-{user_id}" if user_id else "#users"
     try:
         require_admin(principal.user)
         await anyio.to_thread.run_sync(gw.mfa.require_step_up, principal.user, principal.claims)
@@ -577,19 +715,28 @@ async def _admin_action(
             status_code=exc.status_code,
             step_up_return=stepped if exc.code == "step_up_required" else None,
         )
-    return RedirectResponse(page_path(request, f"/admin?notice={notice}{anchor}"), status_code=303)
+    if action == "revoke" and user_id == principal.user.id:
+        back = _quote(page_path(request, "/admin"))
+        response = RedirectResponse(
+            page_path(request, f"/auth?notice=signed-out-everywhere&redirect={back}"), status_code=303
+        )
+        clear_token_cookie(response, request)
+        return response
+    location = f"/admin?notice={done}&user={user_id}{anchor}"
+    return RedirectResponse(page_path(request, location), status_code=303)
 
 
 @router.post("/admin/users/{user_id}/{action}")
 async def admin_user_form(request: Request, user_id: str, action: str) -> Response:
-    """Role change, enable, disable, revoke sessions, reset second factors or delete, from the admin
-    page."""
+    """Approve or reject a sign-up; change a role, enable, disable, revoke sessions, reset second
+    factors or delete, from the admin page."""
     form = await form_fields(request)
     try:
         user_id = str(UUID(user_id))
     except ValueError:
         user_id = ""  # matches no account: the change below answers "User not found."
     changes = {
+        "approve": UserChanges(role=Role.USER.value),
         "role": UserChanges(role=form.get("role", "")),
         "disable": UserChanges(active=False),
         "enable": UserChanges(active=True),
@@ -600,11 +747,11 @@ async def admin_user_form(request: Request, user_id: str, action: str) -> Respon
             gw.accounts.update_user(principal.user, user_id, changes[action])
         elif action == "revoke":
             gw.accounts.revoke_all_sessions(user_id, actor=principal.user.email)
-        elif action == "delete":
+        elif action in ("delete", "reject"):
             gw.accounts.delete_user(principal.user, user_id)
         elif action == "reset-mfa":
             gw.mfa.reset(principal.user, user_id)
         else:
             raise PermissionDeniedError("Unknown action.")
 
-    return await _admin_action(request, user_id, change, "mfa-reset" if action == "reset-mfa" else "user")
+    return await _admin_action(request, user_id, change, action)
