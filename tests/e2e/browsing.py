@@ -8,6 +8,8 @@ from pathlib import Path
 
 from playwright.sync_api import Browser, BrowserContext, ConsoleMessage, Page
 
+from tests.servers import service_missing
+
 PASSWORD = "correct-horse-battery"
 ARTIFACTS = Path(
     os.environ.get("WARDGATE_SCREENSHOT_DIR", Path(__file__).parents[1] / ".artifacts" / "screenshots")
@@ -55,5 +57,37 @@ def shoot(page: Page, name: str) -> None:
 def sign_in(page: Page, base: str, email: str, password: str = PASSWORD) -> None:
     page.goto(f"{base}/auth")
     page.get_by_label("Email").fill(email)
-    page.get_by_label("Password").fill(password)
+    page.get_by_label("Password", exact=True).fill(password)
     page.get_by_role("button", name="Sign in", exact=True).click()
+
+
+AXE = Path(__file__).parent / "axe" / "node_modules" / "axe-core" / "axe.min.js"
+# WCAG 2.2 A and AA, and axe's best practices (landmarks, headings, region...).
+AXE_TAGS = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "wcag22aa", "best-practice"]
+
+
+def axe_violations(page: Page) -> list[str]:
+    """axe-core's violations on the page as it is now, one line each (rule, impact, first targets).
+
+    Injected through the DevTools protocol (`evaluate`), which the page's CSP does not govern: the
+    pages stay under their real policy while they are checked."""
+    if not AXE.is_file():
+        service_missing("axe-core", "run ./scripts/test, or ./scripts/setup-node")
+    if not page.evaluate("typeof window.axe !== 'undefined'"):
+        page.evaluate(AXE.read_text() + "\n;undefined")
+    found: list[dict[str, object]] = page.evaluate(
+        """async (tags) => {
+            const result = await axe.run(document, {runOnly: {type: "tag", values: tags}});
+            return result.violations.map((v) => ({id: v.id, impact: v.impact,
+                targets: v.nodes.slice(0, 3).map((n) => n.target.join(" ")),
+                summary: v.nodes.length ? v.nodes[0].failureSummary : ""}));
+        }""",
+        AXE_TAGS,
+    )
+    return [f"{v['id']} ({v['impact']}): {v['targets']} {v['summary']}" for v in found]
+
+
+def sideways_overflow(page: Page) -> int:
+    """How many CSS pixels the page is wider than the window (0: no sideways scroll)."""
+    width: int = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+    return width

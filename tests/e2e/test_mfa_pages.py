@@ -87,7 +87,8 @@ def _sign_up(page: Page, base: str, name: str, email: str) -> None:
     page.goto(f"{base}/auth?mode=signup")
     page.get_by_label("Name").fill(name)
     page.get_by_label("Email").fill(email)
-    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_label("Password", exact=True).fill(PASSWORD)
+    page.get_by_label("Password again").fill(PASSWORD)
     page.get_by_role("button", name="Create account").click()
     expect(page).to_have_url(f"{base}/account")  # no app upstream: the account page is home
 
@@ -96,7 +97,7 @@ def sign_in(page: Page, base: str, email: str) -> None:
     """The password form (`browsing.sign_in` would also match "Sign in with a passkey")."""
     page.goto(f"{base}/auth")
     page.get_by_label("Email").fill(email)
-    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_label("Password", exact=True).fill(PASSWORD)
     page.get_by_role("button", name="Sign in", exact=True).click()
 
 
@@ -192,7 +193,8 @@ def test_a_sensitive_change_asks_to_confirm_it_is_you(
 
     earlier.goto(f"{server}/account")
     earlier.get_by_label("Current password").fill(PASSWORD)
-    earlier.get_by_label("New password").fill(PASSWORD + "-2")
+    earlier.get_by_label("New password", exact=True).fill(PASSWORD + "-2")
+    earlier.get_by_label("New password again").fill(PASSWORD + "-2")
     earlier.get_by_role("button", name="Change password").click()
     expect(earlier.get_by_role("heading", name="Confirm it is you")).to_be_visible()
     expect(earlier.get_by_role("alert")).to_contain_text("Confirm it is you")
@@ -201,7 +203,8 @@ def test_a_sensitive_change_asks_to_confirm_it_is_you(
     earlier.locator("#step-up").get_by_role("button", name="Confirm").first.click()
     expect(earlier.get_by_role("status")).to_have_text("Confirmed. You can make the change now.")
     earlier.get_by_label("Current password").fill(PASSWORD)
-    earlier.get_by_label("New password").fill(PASSWORD + "-2")
+    earlier.get_by_label("New password", exact=True).fill(PASSWORD + "-2")
+    earlier.get_by_label("New password again").fill(PASSWORD + "-2")
     earlier.get_by_role("button", name="Change password").click()
     expect(earlier).to_have_url(f"{server}/auth?notice=password")
     earlier.context.close()
@@ -244,7 +247,8 @@ def test_a_passkey_signs_in_without_an_email_and_as_a_second_factor(
     page.get_by_role("button", name="Use a passkey").click()
     expect(page).to_have_url(f"{server}/account")
     page.goto(f"{server}/account#mfa")
-    expect(page.locator("#mfa")).to_contain_text("last used 20")
+    expect(page.locator("#mfa")).to_contain_text("last used")  # in the reader's time zone
+    expect(page.locator("#mfa")).not_to_contain_text("last used never")
     held = cdp.send("WebAuthn.getCredentials", {"authenticatorId": device})["credentials"]
     assert len(held) == 1 and held[0]["isResidentCredential"] and held[0]["signCount"] >= 2
     context.close()
@@ -311,7 +315,7 @@ def test_a_role_that_requires_a_second_factor_is_sent_to_enrol(
         other.locator("#step-up").get_by_role("button", name="Confirm").first.click()
         expect(other.get_by_role("status")).to_have_text("Confirmed. You can make the change now.")
         other.get_by_role("button", name="Disable una@example.com").click()
-        expect(other.get_by_role("status")).to_have_text("Saved.")
+        expect(other.get_by_role("status")).to_contain_text("una@example.com is disabled")
         expect(other.locator("#users tr", has_text="una@example.com")).to_contain_text("disabled")
         for context in browser.contexts:
             context.close()
