@@ -25,13 +25,13 @@ from types import ModuleType
 import anyio.to_thread
 from fastapi import FastAPI
 from fastapi.responses import FileResponse
-from fastapi.staticfiles import StaticFiles
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
 from wardgate import __version__
 from wardgate.config.settings import Settings
 from wardgate.gateway import Gateway
+from wardgate.http.error_pages import install_error_pages
 from wardgate.http.errors import install_error_handlers
 from wardgate.http.middleware.audit_context import AuditContextMiddleware
 from wardgate.http.middleware.cors import CORSGuardMiddleware
@@ -56,6 +56,7 @@ from wardgate.http.routes import (
     mfa_pages,
     oauth,
     pages,
+    password_reset,
     public,
     usage,
     usage_pages,
@@ -63,7 +64,9 @@ from wardgate.http.routes import (
 )
 from wardgate.http.routes.metrics import MetricsAccess
 from wardgate.http.site import Site
+from wardgate.http.static_files import StaticAssets
 from wardgate.identity.authentication import TOKEN_COOKIE
+from wardgate.identity.password_reset import password_resets_from_settings
 from wardgate.observability.tracing import TraceExport, Tracing
 from wardgate.proxy.client import UpstreamClient
 from wardgate.proxy.identity import ForwardingRules, IdentityHeaders
@@ -83,6 +86,8 @@ LOGIN_PATHS = (
     "/auth/signup",
     "/auth/mfa",
     "/auth/ldap",
+    "/auth/forgot",
+    "/auth/reset",
 )
 
 
@@ -130,18 +135,24 @@ def build_routes(gateway: Gateway, *, tracing: Tracing | None = None) -> FastAPI
     app.state.site = site
     app.state.metrics_access = metrics_access
     install_error_handlers(app)
+    install_error_pages(app)  # browsers get pages; API clients keep the JSON
+    app.state.password_resets = password_resets_from_settings(
+        s, gateway.accounts, gateway.sessions, gateway.limiter, gateway.audit
+    )  # None without SMTP_HOST: no "Forgot password?"
     prefix = site.prefix  # WARDGATE_PATH_PREFIX: keeps wardgate's routes clear of the app's
     owned = [app.openapi_url] if app.openapi_url else []  # path templates UpstreamDispatch leaves to FastAPI
     # The most requested first: the router tries each route in turn, 1.7 µs each (bench/layers.py):
     # /health, the session check and the forward-auth decisions must not wait behind the pages.
     routers: list[ModuleType] = [public, auth, authz, mfa, api_keys, users, audit, usage, oauth, pages]
-    routers += [mfa_pages, usage_pages]
+    routers += [mfa_pages, usage_pages, password_reset]
     if metrics_access.enabled:  # otherwise the path is not wardgate's
         routers.append(metrics)
     for module in routers:
         app.include_router(module.router, prefix=prefix)
         owned += [prefix + route.path for route in module.router.routes if isinstance(route, Route)]
-    app.mount(f"{prefix}/static", StaticFiles(directory=STATIC), name="static")
+    assets = StaticAssets(STATIC)  # fingerprinted names, immutable, gzip (rendering links them)
+    app.state.static_assets = assets
+    app.mount(f"{prefix}/static", assets, name="static")
     owned += [f"{prefix}/static/{{path:path}}", f"{prefix}/robots.txt"]
     app.state.owned_paths = tuple(owned)
 
