@@ -33,6 +33,7 @@ from wardgate.config.settings import Settings
 from wardgate.gateway import Gateway
 from wardgate.http.error_pages import install_error_pages
 from wardgate.http.errors import install_error_handlers
+from wardgate.http.hot_routes import HotRoutes
 from wardgate.http.middleware.audit_context import AuditContextMiddleware
 from wardgate.http.middleware.cors import CORSGuardMiddleware
 from wardgate.http.middleware.csrf import CSRFMiddleware
@@ -68,6 +69,7 @@ from wardgate.http.static_files import StaticAssets
 from wardgate.identity.authentication import TOKEN_COOKIE
 from wardgate.identity.password_reset import password_resets_from_settings
 from wardgate.observability.tracing import TraceExport, Tracing
+from wardgate.proxy.acting import forwarded_user_from_settings
 from wardgate.proxy.client import UpstreamClient
 from wardgate.proxy.identity import ForwardingRules, IdentityHeaders
 from wardgate.security.headers import build_header_policy
@@ -110,7 +112,8 @@ def build_routes(gateway: Gateway, *, tracing: Tracing | None = None) -> FastAPI
             s.webui_auth_trusted_groups_header,
             s.webui_auth_trusted_role_header,
         )
-        rules = ForwardingRules(identity, site.api_key_header, s.forward_underscore_headers)
+        forwarded = forwarded_user_from_settings(s)  # service keys acting for Open WebUI's people
+        rules = ForwardingRules(identity, site.api_key_header, s.forward_underscore_headers, forwarded)
         app.state.proxy = ReverseProxy(client, rules, gateway.authenticator.is_ours, tracing=tracing)
         try:
             yield
@@ -171,6 +174,13 @@ def build_application(gateway: Gateway) -> ASGIApp:
     tracing = Tracing.start(trace_export(s)) if s.enable_otel and s.enable_otel_traces else None
     routes = build_routes(gateway, tracing=tracing)
     app: ASGIApp = UpstreamDispatch(routes)  # HTTP to upstreams bypasses FastAPI's router
+    prefix = s.route_prefix
+    hot = {  # called all the time: answered without FastAPI's router and dependency solving
+        f"{prefix}/api/v1/auths/": auth.get_session_user,
+        f"{prefix}/api/v1/authz/forward-auth": authz.forward_auth,
+        f"{prefix}/api/v1/authz/auth-request": authz.auth_request,
+    }
+    app = HotRoutes(app, routes, hot)
     app = BodySizeLimitMiddleware(app, s.max_body_size)
     app = CSRFMiddleware(
         app,
