@@ -50,6 +50,7 @@ from wardgate.security.ratelimit import Limit, RateLimiter
 from wardgate.sessions.changes import log_api_key_change
 from wardgate.sessions.records import (
     INVALID_KEY,
+    MODEL_SERVERS,
     SESSION_ENDED,
     ApiKeyState,
     KeyScope,
@@ -91,6 +92,22 @@ class Admitted:
     user: UserState
 
 
+def _check_service_key(owner: UserState, spec: NewKey) -> None:
+    """A key that acts for people is an administrator's to make, and reaches only the model servers:
+    on the app behind wardgate it would sign anyone in (the identity headers name the person)."""
+    if owner.role != Role.ADMIN:
+        raise PermissionDeniedError(
+            "Only administrators may create a key that acts for people (acts_for_users).",
+            code="service_key_not_allowed",
+        )
+    if spec.upstreams is not None and not set(spec.upstreams) <= MODEL_SERVERS:
+        raise BadRequestError(
+            "A key that acts for people reaches only the model servers: upstreams may list "
+            "'ollama' and 'openai' only.",
+            code="invalid_scope",
+        )
+
+
 class ApiKeyService:
     """API-key operations over the database, keeping the in-memory view coherent."""
 
@@ -126,21 +143,28 @@ class ApiKeyService:
                 "You do not have permission to create API keys.", code="api_key_creation_not_allowed"
             )
 
-    def create(self, owner: UserState, spec: NewKey, *, replace: bool = False) -> CreatedKey:
-        """Create a key for `owner` (replace=True first revokes their keys of the same name)."""
+    def create(
+        self, owner: UserState, spec: NewKey, *, replace: bool = False, acts_for_users: bool = False
+    ) -> CreatedKey:
+        """Create a key for `owner` (replace=True first revokes their keys of the same name).
+
+        `acts_for_users` makes a service key (`wardgate.proxy.acting`): admins only, and only for the
+        model servers."""
         key_id, secret = str(uuid.uuid4()), generate_key()
-        detail = f"key={key_id} prefix={display_prefix(secret)}"
+        detail = f"key={key_id} prefix={display_prefix(secret)}" + (" service" if acts_for_users else "")
         with self._audit.attempt("api_key.created", actor=owner.email, subject=owner.email, detail=detail):
             self.ensure_may_create(owner)
+            if acts_for_users:
+                _check_service_key(owner, spec)
             spec = check_new_key(spec, int(time.time()))
-            created, dropped = self._insert(owner, key_id, secret, spec, replace)
+            created, dropped = self._insert(owner, key_id, secret, spec, replace, acts_for_users)
         for old_id in dropped:
             self._registry.api_key_changed(old_id, None)
         self._registry.api_key_changed(created.row.id, ApiKeyState.from_row(created.row))
         return created
 
     def _insert(
-        self, owner: UserState, key_id: str, secret: str, spec: NewKey, replace: bool
+        self, owner: UserState, key_id: str, secret: str, spec: NewKey, replace: bool, acts_for_users: bool
     ) -> tuple[CreatedKey, list[str]]:
         with self._sessions() as db, db.begin():
             user = db.get(User, owner.id, with_for_update=True)  # one key creation per user at a time
@@ -170,6 +194,7 @@ class ApiKeyService:
                 token_budget=json.dumps(spec.token_budget.as_dict()) if spec.token_budget else None,
                 created_at=int(time.time()),
                 expires_at=spec.expires_at,
+                acts_for_users=acts_for_users,
             )
             db.add(row)
             log_api_key_change(db, owner.id, row.id)

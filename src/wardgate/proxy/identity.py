@@ -1,10 +1,12 @@
 """What the upstream is told: the client's headers, cleaned, plus who is signed in.
 
 The upstream learns the signed-in person through headers (Open WebUI's trusted-header mode). Any such
-header sent by the client is removed first, always; so are hop-by-hop and forwarding headers (set
-again by wardgate), the client's framing (the upstream client frames the body itself), wardgate's own
-credentials (the `token` cookie, a wardgate `Authorization` value, the API-key header), and any
-`Set-Cookie` from the upstream that would overwrite wardgate's session cookie.
+header sent by the client is removed first, always, and so are Open WebUI's forwarded-user headers
+(`X-OpenWebUI-User-*`, read only from a service key's call: `wardgate.proxy.acting`); so are
+hop-by-hop and forwarding headers (set again by wardgate), the client's framing (the upstream
+client frames the body itself), wardgate's own credentials (the `token` cookie, a wardgate
+`Authorization` value, the API-key header), and any `Set-Cookie` from the upstream that would
+overwrite wardgate's session cookie.
 
 Names are compared as a WSGI or CGI application reads them: `X_Forwarded_Email` is
 `HTTP_X_FORWARDED_EMAIL` there, the same variable as `X-Forwarded-Email`, so a client header whose
@@ -26,6 +28,7 @@ from urllib.parse import quote
 
 from wardgate.errors import BadRequestError
 from wardgate.identity.authentication import TOKEN_COOKIE, Caller
+from wardgate.proxy.acting import ForwardedUser
 from wardgate.proxy.upstreams import FORWARDING, HOP_BY_HOP, Upstream
 
 _FRAMING = frozenset({"content-length", "transfer-encoding"})
@@ -73,11 +76,13 @@ class ForwardingRules:
     identity: IdentityHeaders
     api_key_header: str
     forward_underscores: bool = False  # FORWARD_UNDERSCORE_HEADERS
+    forwarded: ForwardedUser = field(default_factory=ForwardedUser)
+    """Open WebUI's forwarded-user headers: read from a service key's calls, sent to no upstream."""
     protected: frozenset[str] = field(init=False, repr=False)
     """Names no client may send to an upstream in any spelling (compared after `_as_cgi`)."""
 
     def __post_init__(self) -> None:
-        names = self.identity.names | FORWARDING | {self.api_key_header.lower()}
+        names = self.identity.names | self.forwarded.names | FORWARDING | {self.api_key_header.lower()}
         object.__setattr__(self, "protected", frozenset(_as_cgi(n) for n in names))  # once, not per request
 
     def refuses(self, name: str) -> bool:
@@ -125,7 +130,9 @@ def upstream_request_headers(
     first: dict[str, str] = {}
     for name, value in raw:
         first.setdefault(name, value)
-    dropped = HOP_BY_HOP | FORWARDING | rules.identity.names
+    # Open WebUI's forwarded-user headers too, from everyone: a service key's were read already
+    # (`wardgate.proxy.acting`), and the upstream learns the person from the identity headers.
+    dropped = HOP_BY_HOP | FORWARDING | rules.identity.names | rules.forwarded.names
     if "connection" in first:
         dropped |= _connection_tokens(raw)
     dropped |= {"host", "expect", rules.api_key_header}  # `Expect: 100-continue` was answered to the client

@@ -20,6 +20,7 @@ from wardgate.storage.models import ApiKey, User
 SESSION_ENDED = "This session has ended. Please sign in again."
 INVALID_KEY = "Invalid API key."
 EXPIRED_KEY = "This API key has expired."
+MODEL_SERVERS = frozenset({"ollama", "openai"})  # the upstreams a service key may act on
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,10 +98,15 @@ class ApiKeyState:
     token_budget: Budget | None = None
     mfa: bool = False  # has a confirmed second factor
     key_id: str | None = None  # the secret `digest` is under (None: recorded before key ids)
+    acts_for_users: bool = False  # a service key: acts for the person each call names, on model servers
 
     @classmethod
     def from_row(cls, row: ApiKey) -> ApiKeyState:
-        """Copy the fields of an `ApiKey` row."""
+        """Copy the fields of an `ApiKey` row. A service key reaches the model servers and nothing else
+        (not the app behind wardgate, not forward auth), whatever its row says."""
+        upstreams = frozenset(row.upstreams.split("\n")) if row.upstreams else None
+        if row.acts_for_users:
+            upstreams = (upstreams or MODEL_SERVERS) & MODEL_SERVERS
         return cls(
             id=row.id,
             user_id=row.user_id,
@@ -108,14 +114,12 @@ class ApiKeyState:
             prefix=row.prefix,
             session_stamp=row.session_stamp,
             expires_at=row.expires_at,
-            scope=KeyScope(
-                frozenset(row.upstreams.split("\n")) if row.upstreams else None,
-                tuple(row.paths.split("\n")) if row.paths else None,
-            ),
+            scope=KeyScope(upstreams, tuple(row.paths.split("\n")) if row.paths else None),
             rate=parse_rate(row.rate_limit).item if row.rate_limit else None,
             models=tuple(row.models.split("\n")) if row.models else None,
             token_budget=parse_budget(json.loads(row.token_budget)) if row.token_budget else None,
             key_id=row.key_id,
+            acts_for_users=bool(row.acts_for_users),
         )
 
 

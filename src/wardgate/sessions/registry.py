@@ -69,6 +69,7 @@ class SessionView:
     """In-memory users and revoked sessions, with the time of the last good synchronisation."""
 
     users: dict[str, UserState] = field(default_factory=dict)
+    emails: dict[str, str] = field(default_factory=dict)  # email -> user id (a service key's person)
     revoked: dict[str, int | None] = field(default_factory=dict)  # session id -> expiry (None: never)
     api_keys: dict[str, ApiKeyState] = field(default_factory=dict)  # digest -> key
     api_key_ids: dict[str, str] = field(default_factory=dict)  # key id -> digest
@@ -98,12 +99,22 @@ class SessionView:
         old = self.users.get(user.id)
         if old is not None and old.session_stamp != user.session_stamp:
             self.retired[(user.id, old.session_stamp)] = int(time.time())
+        if old is not None and old.email != user.email and self.emails.get(old.email) == user.id:
+            del self.emails[old.email]
         self.users[user.id] = user
+        self.emails[user.email] = user.id
 
     def drop_user(self, user_id: str) -> None:
         """Forget a deleted user: every token of theirs is refused."""
-        self.users.pop(user_id, None)
+        old = self.users.pop(user_id, None)
+        if old is not None and self.emails.get(old.email) == user_id:
+            del self.emails[old.email]
         self.deleted[user_id] = int(time.time())
+
+    def user_by_email(self, email: str) -> UserState | None:
+        """The user with this (normalised) address, as the view knows them."""
+        user_id = self.emails.get(email)
+        return self.users.get(user_id) if user_id is not None else None
 
     def revoke(self, session_id: str, expires_at: int | None) -> None:
         """Refuse this session from now on."""
@@ -206,6 +217,7 @@ class SessionRegistry:
             keys = [ApiKeyState.from_row(row) for row in db.scalars(select(ApiKey))]
         with self._lock:
             self.view.users = users
+            self.view.emails = {user.email: user.id for user in users.values()}
             self.view.revoked = revoked
             self.view.api_keys = {key.digest: key for key in keys}
             self.view.api_key_ids = {key.id: key.digest for key in keys}
@@ -304,6 +316,16 @@ class SessionRegistry:
             if self._generation == generation:  # else the view took a newer change while we read
                 self.view.put_user(state)  # the database is newer than the view: remember it
         return state
+
+    def user_by_email_in_database(self, email: str) -> UserState | None:
+        """The slow path of `SessionView.user_by_email` while the view is stale: the database
+        answers, StoreUnavailableError when it cannot (fail closed)."""
+        try:
+            with self._sessions() as db:
+                row = db.scalar(select(User).where(User.email == email))
+                return UserState.from_row(row, load_groups(db, [row.id]).get(row.id, ())) if row else None
+        except SQLAlchemyError as exc:
+            raise StoreUnavailableError("database unavailable for the person a service key acts for") from exc
 
     # --- local writes (called after the transaction committed) -------------------------------
 

@@ -158,6 +158,9 @@ class ApiKey(Base):
     created_at: Mapped[int] = mapped_column(BigInteger)
     expires_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     last_used_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    # A service key (set by an admin): it acts for the person Open WebUI's server names in each call,
+    # never for its owner (`wardgate.proxy.acting`).
+    acts_for_users: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
 
 
 # --- single sign-on (wardgate.oauth) -------------------------------------------------------------

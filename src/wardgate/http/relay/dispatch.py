@@ -26,7 +26,7 @@ from starlette.routing import compile_path
 from starlette.status import WS_1008_POLICY_VIOLATION
 from starlette.types import Message, Receive, Scope, Send
 
-from wardgate.errors import ApiError, AuthenticationError, StoreUnavailableError
+from wardgate.errors import ApiError, AuthenticationError, PermissionDeniedError, StoreUnavailableError
 from wardgate.http.cookies import clear_token_cookie
 from wardgate.http.deps import authenticate_caller, gateway, site
 from wardgate.http.errors import error_response, unexpected_error_response
@@ -34,7 +34,8 @@ from wardgate.http.middleware.request_metrics import ROUTE_CLASS_KEY
 from wardgate.http.relay.models import forward_model_call
 from wardgate.http.relay.streaming import ReverseProxy
 from wardgate.http.routes.oauth import signout_redirect_url
-from wardgate.identity.authentication import Principal
+from wardgate.identity.authentication import Caller, KeyPrincipal, Principal
+from wardgate.proxy.acting import NO_PERSON, Acting, act_for, is_service_key
 from wardgate.proxy.admission import admit
 from wardgate.proxy.models import classify
 from wardgate.proxy.upstreams import Upstream
@@ -128,16 +129,31 @@ async def _proxy(request: Request, upstream: Upstream, send: Send) -> Response |
             target = quote(path + (f"?{request.url.query}" if request.url.query else ""), safe="/")
             return RedirectResponse(site(request).at(f"/auth?redirect={target}"), status_code=303)
         raise
+    proxy: ReverseProxy = request.app.state.proxy
+    acting = await _acting(request, principal, upstream)
+    principal = acting.caller  # a service key's call goes on as the person it names
     admit(principal, upstream, path)
     if upstream.name == "app" and path == site(request).app_signout_path and isinstance(principal, Principal):
         return await sign_out_through_app(request, principal, upstream)
     call = classify(upstream.name, request.method, path[len(upstream.mount) :])
     if call is not None:
-        await forward_model_call(request, principal, upstream, call, send)
+        await forward_model_call(request, principal, upstream, call, send, chat_id=acting.chat_id)
         return None
-    proxy: ReverseProxy = request.app.state.proxy
     await proxy.forward(request, principal, upstream, send)
     return None
+
+
+async def _acting(request: Request, caller: Caller, upstream: Upstream) -> Acting:
+    """Who the call is for (`wardgate.proxy.acting`); a service key's refusal is audited like a
+    refused key's (at most once a minute per key and reason)."""
+    gw = gateway(request)
+    forwarded = request.app.state.proxy.rules.forwarded
+    try:
+        return await act_for(caller, upstream.name, request.headers, forwarded, gw.registry)
+    except ApiError as exc:
+        if isinstance(caller, KeyPrincipal):
+            await anyio.to_thread.run_sync(gw.api_keys.record_refusal, exc.code, caller.key)
+        raise
 
 
 async def sign_out_through_app(request: Request, principal: Principal, upstream: Upstream) -> Response:
@@ -187,6 +203,8 @@ async def proxy_websocket(websocket: WebSocket, path: str) -> None:
         return
     try:
         principal = await authenticate_caller(websocket, prefer_cookie=not upstream.strips_authorization)
+        if is_service_key(principal):  # it acts for a person per call; a socket names nobody
+            raise PermissionDeniedError(NO_PERSON, code="service_key_person")
         admit(principal, upstream, path)
         if classify(upstream.name, "GET", path[len(upstream.mount) :]) is not None:
             gw.model_rules.require_manager(principal)  # a realtime model session: never metered

@@ -47,9 +47,16 @@ BACKGROUND_UNMETERED = (
 
 
 async def forward_model_call(
-    request: Request, caller: Caller, upstream: Upstream, call: ModelCall, send: Send
+    request: Request,
+    caller: Caller,
+    upstream: Upstream,
+    call: ModelCall,
+    send: Send,
+    *,
+    chat_id: str | None = None,
 ) -> None:
-    """Apply the model rules (and budgets, and metering) to one call, then forward it."""
+    """Apply the model rules (and budgets, and metering) to one call, then forward it. `chat_id`:
+    the Open WebUI chat a service key's call belongs to, recorded with its usage."""
     gw = gateway(request)
     proxy: ReverseProxy = request.app.state.proxy
     rules = gw.model_rules
@@ -63,7 +70,7 @@ async def forward_model_call(
         rewrite = partial(_filtered_list, rules, caller, call)
         await proxy.forward(request, caller, upstream, send, rewrite=rewrite)
     else:
-        await _use(request, gw, proxy, caller, upstream, call, send)
+        await _use(request, gw, proxy, caller, upstream, call, send, chat_id)
 
 
 async def _use(
@@ -74,6 +81,7 @@ async def _use(
     upstream: Upstream,
     call: ModelCall,
     send: Send,
+    chat_id: str | None,
 ) -> None:
     try:
         body = await _read_body(request, gw.model_rules.max_request_bytes)
@@ -98,7 +106,7 @@ async def _use(
         except RateLimitedError as exc:
             gw.audit.refused("usage.budget_exhausted", exc, actor=user.email, subject=user.email)
             raise
-    metered = _MeteredCall(gw, caller, upstream, call, wanted, model, reservation, len(forwarded))
+    metered = _MeteredCall(gw, caller, upstream, call, wanted, model, reservation, len(forwarded), chat_id)
     try:
         await proxy.forward(
             request,
@@ -128,9 +136,11 @@ class _MeteredCall:
         model: str,
         reservation: Reservation,
         sent: int,
+        chat_id: str | None,
     ) -> None:
         self.gw, self.caller, self.upstream, self.call = gw, caller, upstream, call
         self.wanted, self.model, self.reservation, self.sent = wanted, model, reservation, sent
+        self.chat_id = chat_id
         self.tap = UsageTap(call.format, streamed=wanted.stream, strip=wanted.asks_usage)
         self.exchange = Exchange()
         self.at, self.started = int(time.time()), time.monotonic()
@@ -176,6 +186,7 @@ class _MeteredCall:
             streamed=self.wanted.stream,
             complete=exchange.complete and (self.tap.finished or not self.wanted.stream),
             metered=usage is not None,
+            chat_id=self.chat_id,
         )
 
 

@@ -61,6 +61,12 @@ class ApiKeyForm(BaseModel):
         None, max_length=256, description="Only models matching these names or globs (llama3*); absent: any."
     )
     token_budget: TokenBudget | None = Field(None, description="The key's own token budget per period.")
+    acts_for_users: bool = Field(
+        False,
+        description="A service key (admins only) for Open WebUI's server: each call acts for the person "
+        "its forwarded user headers name, with that person's model rules, budget and usage; model "
+        "servers only.",
+    )
 
 
 class ApiKeyInfo(BaseModel):
@@ -78,6 +84,7 @@ class ApiKeyInfo(BaseModel):
     rate_limit: str | None
     models: list[str] | None = None
     token_budget: TokenBudget | None = None
+    acts_for_users: bool = False
 
 
 class NewApiKey(ApiKeyInfo):
@@ -114,6 +121,7 @@ def key_info(row: ApiKey) -> ApiKeyInfo:
         rate_limit=row.rate_limit,
         models=row.models.split("\n") if row.models else None,
         token_budget=TokenBudget.of_json(row.token_budget),
+        acts_for_users=bool(row.acts_for_users),
     )
 
 
@@ -171,7 +179,7 @@ async def list_own_keys(principal: CurrentUser, gw: GatewayDep) -> list[ApiKeyIn
 @router.post("/api/v1/auths/api_keys", response_model=NewApiKey, summary="Create a named API key")
 async def create_key(form: ApiKeyForm, principal: FreshVerifiedUser, gw: GatewayDep) -> NewApiKey:
     """Create a key; the response is the only time the key itself is shown."""
-    create = partial(gw.api_keys.create, principal.user, _new_key(form))
+    create = partial(gw.api_keys.create, principal.user, _new_key(form), acts_for_users=form.acts_for_users)
     created: CreatedKey = await anyio.to_thread.run_sync(create)
     return NewApiKey(**key_info(created.row).model_dump(), api_key=created.key)
 
