@@ -8,6 +8,7 @@ import re
 import time
 from collections.abc import Callable
 from email.message import Message
+from typing import Any
 
 import pytest
 from starlette.testclient import TestClient
@@ -186,3 +187,69 @@ def test_disabled_accounts_get_no_link(
     assert ask(client, "bob@example.com").status_code == 200  # type: ignore[attr-defined]
     time.sleep(0.5)
     assert smtp.messages() == []
+
+
+def test_two_uses_of_one_link_cannot_both_win_however_they_interleave(
+    start_smtp: Callable[..., SmtpServer],
+    reset_client: Callable[..., TestClient],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    smtp = start_smtp()
+    client = reset_client(smtp)
+    signup(client, "ada@example.com")
+    ask(client, "ada@example.com")
+    token = token_in(smtp.wait_for(1)[0])
+    resets = _resets(client)
+    policy = type(resets._accounts.policy.passwords)
+    policy_check = policy.check
+    second: list[object] = []
+
+    def check_then_let_another_use_finish(self: Any, password: str) -> None:
+        # Use A has checked the link; use B runs to the end before A sets its password.
+        if password == NEW and not second:
+            second.append("started")
+            second.append(resets.complete(token, "the-other-use-passphrase"))
+        policy_check(self, password)
+
+    monkeypatch.setattr(policy, "check", check_then_let_another_use_finish)
+    first = reset(client, token)
+    monkeypatch.undo()
+    assert second and first.status_code == 400  # type: ignore[attr-defined]
+    signin(client, "ada@example.com", "the-other-use-passphrase")  # B's password stands
+
+
+def test_a_link_ends_when_the_account_moves_to_another_address(
+    start_smtp: Callable[..., SmtpServer], reset_client: Callable[..., TestClient]
+) -> None:
+    smtp = start_smtp()
+    client = reset_client(smtp)
+    admin = bearer(signup(client, "admin@example.com")["token"])
+    ada = signup(client, "ada@example.com")
+    ask(client, "ada@example.com")
+    token = token_in(smtp.wait_for(1)[0])
+    moved = client.post(
+        f"/api/v1/users/{ada['id']}/update",
+        json={"name": "Ada", "email": "ada@new.example.com", "role": "user"},
+        headers=admin,
+    )
+    assert moved.status_code == 200, moved.text
+    assert client.get(f"/auth/reset?token={token}").status_code == 400
+    assert reset(client, token).status_code == 400  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("mac", ["é" * 43, "A" * 42 + "\u0663", "A" * 44])
+def test_a_malformed_link_is_refused_not_a_server_error(
+    start_smtp: Callable[..., SmtpServer], reset_client: Callable[..., TestClient], mac: str
+) -> None:
+    client = reset_client(start_smtp())
+    ada = signup(client, "ada@example.com")
+    token = f"{ada['id']}.9999999999.{mac}"
+    assert client.get("/auth/reset", params={"token": token}).status_code == 400
+    assert reset(client, token).status_code == 400  # type: ignore[attr-defined]
+
+
+def _resets(client: TestClient) -> Any:
+    layer: Any = client.app
+    while not hasattr(layer, "state") or not hasattr(layer.state, "password_resets"):
+        layer = layer.app
+    return layer.state.password_resets

@@ -58,6 +58,7 @@ def test_pages_link_fingerprinted_assets_that_are_cached_for_good_and_compressed
     assert "prefers-color-scheme: dark" in styled.text  # httpx decompressed it
     plain = client.get(css.group(1), headers={"accept-encoding": "identity"})
     assert "content-encoding" not in plain.headers
+    assert plain.headers["etag"] != styled.headers["etag"]  # two representations, two validators
     assert gzip.decompress(gzip.compress(plain.content)) == plain.content
     again = client.get(css.group(1), headers={"if-none-match": styled.headers["etag"]})
     assert again.status_code == 304 and again.content == b""

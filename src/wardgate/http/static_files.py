@@ -89,14 +89,15 @@ class StaticAssets:
             return
         asset, cache = found
         headers = _headers(scope)
-        common = [(b"cache-control", cache), (b"etag", asset.etag), (b"vary", b"Accept-Encoding")]
-        if asset.etag in _etags(headers.get(b"if-none-match", b"")):
+        body, encoding, etag = asset.body, [], asset.etag
+        if asset.gzipped is not None and _accepts_gzip(headers.get(b"accept-encoding", b"")):
+            # Another representation, another strong validator (RFC 9110 §8.8.3).
+            body, encoding, etag = asset.gzipped, [(b"content-encoding", b"gzip")], asset.etag[:-1] + b'-gz"'
+        common = [(b"cache-control", cache), (b"etag", etag), (b"vary", b"Accept-Encoding")]
+        if etag in _etags(headers.get(b"if-none-match", b"")):
             await send({"type": "http.response.start", "status": 304, "headers": common})
             await send({"type": "http.response.body", "body": b""})
             return
-        body, encoding = asset.body, []
-        if asset.gzipped is not None and _accepts_gzip(headers.get(b"accept-encoding", b"")):
-            body, encoding = asset.gzipped, [(b"content-encoding", b"gzip")]
         start = [
             (b"content-type", asset.media_type),
             (b"content-length", str(len(body)).encode("ascii")),

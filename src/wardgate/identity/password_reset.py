@@ -22,6 +22,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import re
 import time
 import uuid
 from collections.abc import Sequence
@@ -49,7 +50,8 @@ LINK_NOT_VALID = (
     "This reset link does not work any more: it was used already, it expired, or the password was "
     "changed since it was sent. Ask for a new one below."
 )
-_MAC_LENGTH = 43  # 32 bytes in unpadded base64url
+# user id (a UUID), expiry (Unix seconds), MAC (32 bytes in unpadded base64url); ASCII only.
+_TOKEN = re.compile(r"([0-9a-fA-F-]{32,36})\.([0-9]{1,12})\.([A-Za-z0-9_-]{43})", re.ASCII)
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,31 +86,35 @@ class LinkSigner:
             raise ValueError("at least one key is required")
         self._keys = tuple(keys)
 
-    def token(self, user_id: str, expires: int, password_hash: str) -> str:
-        """The token for this account, expiry and current password hash."""
-        return f"{user_id}.{expires}.{self._mac(self._keys[0], user_id, expires, password_hash)}"
+    def token(self, user_id: str, expires: int, password_hash: str, email: str) -> str:
+        """The token for this account, expiry, current password hash and current address (a link
+        mailed to an address the account no longer has stops working, as after a password change)."""
+        return f"{user_id}.{expires}.{self._mac(self._keys[0], user_id, expires, password_hash, email)}"
 
     def parse(self, token: str) -> tuple[str, int, str] | None:
-        """(user id, expiry, MAC) of a well-formed token, else None."""
-        parts = token.strip().split(".")
-        if len(parts) != 3 or len(parts[2]) != _MAC_LENGTH or not parts[1].isdigit() or len(parts[1]) > 12:
+        """(user id, expiry, MAC) of a well-formed token, else None (anything not ASCII included)."""
+        found = _TOKEN.fullmatch(token.strip())
+        if found is None:
             return None
         try:
-            user_id = str(uuid.UUID(parts[0]))
+            user_id = str(uuid.UUID(found.group(1)))
         except ValueError:
             return None
-        return user_id, int(parts[1]), parts[2]
+        return user_id, int(found.group(2)), found.group(3)
 
-    def verify(self, user_id: str, expires: int, mac: str, password_hash: str) -> bool:
+    def verify(self, user_id: str, expires: int, mac: str, password_hash: str, email: str) -> bool:
         """True when one of the keys made `mac` for these values (compared in constant time)."""
+        given = mac.encode("ascii")
         found = False
         for key in self._keys:  # every key, always: the time does not say which one matched
-            found |= hmac.compare_digest(mac, self._mac(key, user_id, expires, password_hash))
+            made = self._mac(key, user_id, expires, password_hash, email).encode("ascii")
+            found |= hmac.compare_digest(given, made)
         return found
 
     @staticmethod
-    def _mac(key: bytes, user_id: str, expires: int, password_hash: str) -> str:
-        message = b"\x00".join((user_id.encode(), str(expires).encode(), password_hash.encode()))
+    def _mac(key: bytes, user_id: str, expires: int, password_hash: str, email: str) -> str:
+        fields = (user_id, str(expires), password_hash, email)
+        message = b"\x00".join(field.encode() for field in fields)
         digest = hmac.new(key, message, hashlib.sha256).digest()
         return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
 
@@ -148,51 +154,58 @@ class PasswordResets:
             raise BadRequestError("Enter the email address of your account.", code="invalid_email") from None
         row = self._account(address)
         expires = int(time.time()) + p.lifetime
-        # The same work for an address without an account: a token is made and thrown away.
-        token = self._signer.token(row.id if row else str(uuid.UUID(int=0)), expires, _hash_of(row))
-        if row is None or row.password_hash is None or not row.active:
-            reason = "no account" if row is None else "no password here" if row.active else "disabled"
-            self._audit.record("auth.password_reset_requested", "refused", detail=reason)
-            return None
+        # The same work whether or not the address has an account (the answer's time must not
+        # tell): the address's bucket is counted, a token made and a message composed either way.
+        token = self._signer.token(row.id if row else str(uuid.UUID(int=0)), expires, _hash_of(row), address)
+        message = self._message(address, token)
+        reason: str | None = None
         try:
             self._limiter.hit(p.per_address, f"password-reset:{address}")
         except RateLimitedError:  # quietly: no more mail to this address for a while
-            self._audit.record(
-                "auth.password_reset_requested", "refused", subject=row.email, detail="rate_limited"
-            )
+            reason = "rate_limited"
+        if row is None or row.password_hash is None or not row.active:
+            reason = "no account" if row is None else "no password here" if row.active else "disabled"
+        if reason is not None:
+            subject = row.email if row is not None else None
+            self._audit.record("auth.password_reset_requested", "refused", subject=subject, detail=reason)
             return None
-        self._audit.record("auth.password_reset_requested", "success", subject=row.email)
-        return self._message(row.email, token)
+        self._audit.record("auth.password_reset_requested", "success", subject=row.email if row else None)
+        return message
 
     def check(self, token: str) -> ResetTarget:
         """The account a link resets, or BadRequestError (`LINK_NOT_VALID`) when it does not."""
+        return self._checked(token)[0]
+
+    def _checked(self, token: str) -> tuple[ResetTarget, str]:
+        """The account a link resets and the password hash the link was checked against."""
         parsed = self._signer.parse(token)
         if parsed is None:
             raise BadRequestError(LINK_NOT_VALID, code="reset_link_invalid")
         user_id, expires, mac = parsed
         with self._sessions() as db:
             row = db.get(User, user_id)
-        valid = row is not None and self._signer.verify(user_id, expires, mac, _hash_of(row))
-        if row is None or not valid or expires < time.time() or not row.active:
+        if row is None or row.password_hash is None or not row.active or expires < time.time():
             raise BadRequestError(LINK_NOT_VALID, code="reset_link_invalid")
-        return ResetTarget(row.id, row.email)
+        if not self._signer.verify(user_id, expires, mac, row.password_hash, row.email):
+            raise BadRequestError(LINK_NOT_VALID, code="reset_link_invalid")
+        return ResetTarget(row.id, row.email), row.password_hash
 
     def complete(self, token: str, new_password: str) -> ResetTarget:
         """Set the new password with a valid link; every session and API key of the account ends."""
         with self._audit.attempt("auth.password_reset") as entry:
-            target = self.check(token)
+            target, verified = self._checked(token)
             entry.subject = target.email
             self._accounts.policy.passwords.check(new_password)
-            with self._sessions() as db:
-                old = db.scalar(select(User.password_hash).where(User.id == target.user_id))
             new_hash = self._hasher.hash(new_password)
-            with self._sessions() as db, db.begin():  # compare-and-set: one use wins, any other fails
+            # Compare-and-set on the very hash the link was checked against: of two uses of one
+            # link, the second finds the hash changed and fails, however they interleave.
+            with self._sessions() as db, db.begin():
                 swapped = db.execute(
                     update(User)
-                    .where(User.id == target.user_id, User.password_hash == old)
+                    .where(User.id == target.user_id, User.password_hash == verified)
                     .values(password_hash=new_hash, updated_at=int(time.time()))
                 )
-            if old is None or swapped.rowcount != 1:  # type: ignore[attr-defined]
+            if swapped.rowcount != 1:  # type: ignore[attr-defined]
                 raise BadRequestError(LINK_NOT_VALID, code="reset_link_invalid")
             self._accounts.revoke_all_sessions(target.user_id, actor=target.email)
             return target
