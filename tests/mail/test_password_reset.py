@@ -56,6 +56,7 @@ def test_a_link_by_email_over_starttls_resets_the_password_once_and_ends_every_s
 
     form = client.get(f"/auth/reset?token={token}")
     assert form.status_code == 200 and 'autocomplete="username"' in form.text
+    assert form.headers["referrer-policy"] == "no-referrer"  # the link is in the address
     assert 'value="ada@example.com"' in form.text  # the account, for password managers
     different = reset(client, token, NEW, "something-else-entirely")
     assert different.status_code == 400 and "not the same" in different.text  # type: ignore[attr-defined]

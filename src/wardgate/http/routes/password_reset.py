@@ -101,7 +101,10 @@ async def reset_page(request: Request, token: str = "") -> Response:
         target = await anyio.to_thread.run_sync(service.check, token[:200])
     except ApiError as exc:
         return render(request, "reset.html", status_code=exc.status_code, invalid=exc.detail, token="")
-    return _reset_form(request, token, target.email)
+    page = _reset_form(request, token, target.email)
+    # The link is in this page's address: never sent on as a Referer, whatever REFERRER_POLICY says.
+    page.headers["Referrer-Policy"] = "no-referrer"
+    return page
 
 
 def _reset_form(
