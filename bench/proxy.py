@@ -1,12 +1,20 @@
-"""What the reverse proxy costs: the fake upstream directly vs through wardgate, side by side.
+"""What the reverse proxy costs: the fake upstream directly, through nginx, through wardgate.
 
-One run starts the fake upstream (tests/fakes/upstream.py) and one `wardgate serve` (temporary
-DATA_DIR with SQLite; UPSTREAM_URL and OPENAI_API_BASE_URL point at the fake), signs up one user and
-measures every scenario both ways, interleaved so that the machine's noise hits both alike:
+One run starts the fake upstream (tests/fakes/upstream.py), one `wardgate serve` in front of it
+(temporary DATA_DIR with SQLite; UPSTREAM_URL and OPENAI_API_BASE_URL point at the fake) and the
+references, all on loopback and stopped by process id: Debian's nginx relaying to the same upstream
+with keep-alive (`upstream { keepalive 32; }`, HTTP/1.1, one process: `master_process off`); a raw
+ASGI callable on wardgate's own `server.run()` (bench/bare_app.py --raw: the same uvloop, protocol
+class and options); and forward auth, nginx relaying with `auth_request` to a second wardgate (a
+one-site FORWARD_AUTH_FILE; the nginx configuration of tests/forward_auth/proxies.py, which is the
+README's). It signs up one user on each wardgate and measures, interleaved so that the machine's
+noise hits every row alike:
 
 (1) small JSON `GET /app/x`: requests/s, p50, p99 (wrk -t1 when installed, else asyncio + httpx),
-    and each server's CPU time per request; an "own" row (`GET /api/v1/auths/` on wardgate: one of
-    its own FastAPI routes, authenticated, no upstream) for comparison: proxied paths skip FastAPI
+    and each server's CPU time per request, for the rows direct, nginx, through (wardgate), forward
+    auth (nginx asking wardgate), own (`GET /api/v1/auths/` on wardgate: one of its own routes,
+    authenticated, no upstream) and bare ASGI (the server stack's floor); the ratios of the medians
+    and of each round (the rows of one round run back to back, one at a time)
 (2) one SSE stream of 1,000 chunks: time to first chunk and total time, p50 over 20 runs each;
     through wardgate both as a metered model call (`/openai/chat/completions`: the model read,
     usage asked for and taken out again, the answer tapped, the record written) and on a path that
@@ -16,9 +24,10 @@ measures every scenario both ways, interleaved so that the machine's noise hits 
     open stream of the serving process (wardgate through it; the fake itself directly), from
     /proc/PID/status VmRSS: (RSS while all are open - RSS before) / N
 
-then the goals: throughput through/direct >= 0.6; added TTFB p50 < 1 ms; metered/unmetered TTFB and
-total time <= 1.05; every stream of (3) and
-(4) complete without error. Absolute numbers depend on the machine: compare rows of one run.
+then the goals (issue 18): requests/s through/nginx >= 0.8, p99 through/nginx <= 2, wardgate's CPU
+per proxied request below the upstream's own (and the earlier through/direct >= 0.6); added TTFB
+p50 < 1 ms; metered/unmetered TTFB and total time <= 1.05; every stream of (3) and (4) complete
+without error. Absolute numbers depend on the machine: compare rows of one run.
 
 Streams are read by a minimal HTTP/1.1 client on raw asyncio sockets (`Connection: close`, scanning
 for `data: [DONE]`), not httpx: with 1,000 streams a full client's per-chunk cost would compete for
@@ -56,6 +65,11 @@ import harness
 import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # the fake upstream and the documented nginx configuration live in tests/
+
+from tests.forward_auth import proxies  # noqa: E402  (after the path it needs)
+
+BARE_APP = Path(__file__).with_name("bare_app.py")
 PROBE = "/app/x"  # the app upstream (UPSTREAM_URL): a small JSON answer
 OWN = "/api/v1/auths/"  # one of wardgate's own authenticated routes (FastAPI), for comparison
 CHAT_DIRECT = "/v1/chat/completions"
@@ -63,12 +77,44 @@ CHAT_THROUGH = "/openai/chat/completions"  # OPENAI_API_BASE_URL is the fake's /
 CHAT_UNMETERED = "/openai/stream"  # the same stream on a path that is no model call: not metered
 SIGNUP = "/api/v1/auths/signup"
 DONE = b"data: [DONE]"
-GOAL_THROUGHPUT = 0.6  # through/direct requests/s, at least
+GOALS = {  # (1)'s ratios with a goal (issue 18): comparison, bound
+    "req/s through/nginx": (">=", 0.8),
+    "p99 through/nginx": ("<=", 2.0),
+    "CPU/req wardgate/upstream": ("<", 1.0),  # wardgate's CPU per proxied request below the upstream's
+    "req/s through/direct": (">=", 0.6),  # the earlier goal, kept for comparison with older runs
+}
 GOAL_ADDED_TTFB_MS = 1.0  # p50 time to first chunk added by wardgate, less than
 GOAL_METERING = 1.05  # metered / unmetered stream, TTFB and total time, at most
 STARTUP_SECONDS = 30.0
 _CHUNK_FRAMING = re.compile(rb"\r\n[0-9a-fA-F]+\r\n")  # SSE bodies here never contain CRLF
 _TOKEN_FORM = re.compile(r"^[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]+$")
+
+# The reference: nginx relaying to the same fake upstream with keep-alive connections to it, as one
+# would configure it in front of an app (`master_process off;` is prepended by `nginx_argv`).
+NGINX_REFERENCE = r"""
+worker_processes 1;
+pid        {run}/nginx.pid;
+error_log  {run}/error.log warn;
+daemon     off;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    client_body_temp_path {run}/body;
+    proxy_temp_path       {run}/proxy;
+    fastcgi_temp_path     {run}/fastcgi;
+    uwsgi_temp_path       {run}/uwsgi;
+    scgi_temp_path        {run}/scgi;
+    upstream fake {{ server {upstream}; keepalive 32; }}
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            proxy_pass http://fake;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }}
+    }}
+}}
+"""
 
 
 # --- processes ----------------------------------------------------------------------------------
@@ -90,59 +136,124 @@ class Service:
 
 
 @contextlib.contextmanager
-def running(name: str, argv: list[str], env: dict[str, str], port: int, workdir: Path) -> Iterator[Service]:
-    """Start a server process (output to `<workdir>/<name>.log`), wait until it answers, always stop it."""
+def running(
+    name: str, argv: list[str], env: dict[str, str], port: int, workdir: Path, probe: str = "/health"
+) -> Iterator[Service]:
+    """Start a server process (output to `<workdir>/<name>.log`), wait until `probe` answers 200,
+    always stop it (by its process id)."""
     log_path = workdir / f"{name}.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(argv, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
     try:
         service = Service(name, port, process.pid)
-        wait_ready(service, process, log_path)
+        wait_ready(service, process, log_path, probe)
         yield service
     finally:
         harness.stop_process(process)
 
 
-def wait_ready(service: Service, process: subprocess.Popen[bytes], log_path: Path) -> None:
-    """Poll `GET /health` until 200; fail with the log's tail if the process exits or never answers."""
+def wait_ready(service: Service, process: subprocess.Popen[bytes], log_path: Path, probe: str) -> None:
+    """Poll `probe` until 200; fail with the log's tail if the process exits or never answers."""
     deadline = time.monotonic() + STARTUP_SECONDS
     while time.monotonic() < deadline:
         if process.poll() is not None:
             break
         with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(service.url + "/health", timeout=1).status_code == 200:
+            if httpx.get(service.url + probe, timeout=1).status_code == 200:
                 return
         time.sleep(0.1)
     tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-30:])
     raise RuntimeError(f"{service.name} did not start (exit code {process.poll()}):\n{tail}")
 
 
+def server_env(workdir: Path, name: str, port: int, extra_env: list[str], **settings: str) -> dict[str, str]:
+    """A fresh environment for a wardgate-stack process (nothing inherited but `--server-env`
+    settings, such as PYTHONPATH=<another tree>/src to measure that tree); its own DATA_DIR."""
+    data_dir = workdir / f"data-{name}"
+    data_dir.mkdir()
+    return {
+        "DATA_DIR": str(data_dir),
+        "HOST": "127.0.0.1",
+        "PORT": str(port),
+        "WEBUI_SECRET_KEY": secrets.token_urlsafe(48),
+        "GLOBAL_LOG_LEVEL": "WARNING",
+        **settings,
+        **dict(item.split("=", 1) for item in extra_env),
+    }
+
+
+def nginx_binary() -> str:
+    """Debian's nginx (on PATH or in /usr/sbin, where the package puts it)."""
+    found = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
+    if found is None:
+        raise RuntimeError("the reference rows need nginx: apt-get install -y nginx")
+    return found
+
+
+def nginx_argv(run: Path, config: str) -> list[str]:
+    """nginx in the foreground as one process (`master_process off`, so its pid is the one serving
+    and its CPU time is all in /proc/PID/stat), everything it writes under `run`."""
+    run.mkdir()
+    path = run / "nginx.conf"
+    path.write_text("master_process off;\n" + config)
+    return [nginx_binary(), "-p", str(run), "-e", str(run / "error.log"), "-c", str(path)]
+
+
 @contextlib.contextmanager
-def running_pair(workdir: Path, extra_env: list[str]) -> Iterator[tuple[Service, Service]]:
-    """The fake upstream and a wardgate in front of it (a fresh environment: nothing inherited but
-    `--server-env` settings, such as PYTHONPATH=<another tree>/src to measure that tree)."""
-    upstream_port, wardgate_port = harness.free_port(), harness.free_port()
-    fake = [sys.executable, "-m", "tests.fakes.upstream", str(upstream_port)]
-    with running("upstream", fake, {}, upstream_port, workdir) as upstream:
-        data_dir = workdir / "data"
-        data_dir.mkdir()
+def running_servers(workdir: Path, extra_env: list[str]) -> Iterator[dict[str, Service]]:
+    """Every process of the run, by role: the fake upstream; wardgate in front of it; the references
+    (nginx with keep-alive to the same upstream, the raw ASGI app on wardgate's server stack); and
+    forward auth (a second wardgate deciding, with a one-site FORWARD_AUTH_FILE, for nginx
+    configured as tests/forward_auth/proxies.py and the README document it)."""
+    ports = {name: harness.free_port() for name in ("upstream", "wardgate", "nginx", "bare", "decider", "fa")}
+    with contextlib.ExitStack() as stack:
+
+        def start(name: str, argv: list[str], env: dict[str, str], probe: str = "/health") -> Service:
+            return stack.enter_context(running(name, argv, env, ports[name], workdir, probe))
+
+        upstream = start(
+            "upstream", [sys.executable, "-m", "tests.fakes.upstream", str(ports["upstream"])], {}
+        )
         access = workdir / "models.toml"  # /openai/stream is no model call: open it to the bench's user
         access.write_text('[management]\nroles = ["user", "admin"]\n')
-        env = {
+        proxying = {
             "MODEL_ACCESS_FILE": str(access),
-            "DATA_DIR": str(data_dir),
-            "HOST": "127.0.0.1",
-            "PORT": str(wardgate_port),
-            "WEBUI_SECRET_KEY": secrets.token_urlsafe(48),
-            "GLOBAL_LOG_LEVEL": "WARNING",
             "UPSTREAM_URL": upstream.url,
             "OPENAI_API_BASE_URL": f"{upstream.url}/v1",
             "OPENAI_API_KEY": f"sk-bench-{secrets.token_hex(8)}",
-            **dict(item.split("=", 1) for item in extra_env),
         }
-        argv = [sys.executable, "-m", "wardgate", "serve"]
-        with running("wardgate", argv, env, wardgate_port, workdir) as wardgate:
-            yield upstream, wardgate
+        wardgate_argv = [sys.executable, "-m", "wardgate", "serve"]
+        services = {"upstream": upstream}
+        services["wardgate"] = start(
+            "wardgate",
+            wardgate_argv,
+            server_env(workdir, "wardgate", ports["wardgate"], extra_env, **proxying),
+        )
+        nginx_config = NGINX_REFERENCE.format(
+            run=workdir / "nginx", port=ports["nginx"], upstream=upstream.url[7:]
+        )
+        services["nginx"] = start("nginx", nginx_argv(workdir / "nginx", nginx_config), {})
+        bare_env = server_env(workdir, "bare", ports["bare"], extra_env)
+        services["bare"] = start("bare", [sys.executable, str(BARE_APP), "--raw"], bare_env)
+        rules = workdir / "sites.toml"
+        rules.write_text('[[sites]]\nhost = "127.0.0.1"\n')  # the host nginx's X-Original-URL names
+        deciding = {
+            "FORWARD_AUTH_FILE": str(rules),
+            "WEBUI_URL": f"http://127.0.0.1:{ports['decider']}",
+            "FORWARDED_ALLOW_IPS": "127.0.0.1",
+        }
+        decider_env = server_env(workdir, "decider", ports["decider"], extra_env, **deciding)
+        services["decider"] = start("decider", wardgate_argv, decider_env)
+        run = workdir / "nginx-fa"
+        fa_config = proxies.NGINX.format(
+            run=run,
+            port=ports["fa"],
+            wardgate=services["decider"].url[7:],
+            app=upstream.url[7:],
+            direct="/direct/",
+        )
+        services["fa"] = start("fa", nginx_argv(run, fa_config), {}, probe="/direct/health")
+        yield services
 
 
 def sign_up(base_url: str) -> str:
@@ -319,8 +430,38 @@ class Load:
     cpu_ms: dict[str, float] = field(default_factory=dict)  # each server's CPU ms per request
 
 
+@dataclass(frozen=True)
+class Row:
+    """One path of (1): where wrk sends `GET`, with which header, and the processes that serve it
+    (the upstream, the process wrk talks to, the one deciding for nginx), for the CPU columns."""
+
+    name: str
+    service: str  # the process wrk talks to
+    path: str
+    header: tuple[str, str]
+    upstream: bool = True  # whether the fake upstream answers (its CPU column)
+    decider: bool = False  # whether the forward-auth wardgate decides (its CPU column)
+
+
+def get_rows(token: str, decider_token: str) -> list[Row]:
+    """(1)'s rows, in the order each round runs them."""
+    bearer = ("Authorization", f"Bearer {token}")
+    return [
+        Row("direct", "upstream", PROBE, bearer),
+        Row("nginx", "nginx", PROBE, bearer),  # the same request bytes, relayed by nginx
+        Row("through", "wardgate", PROBE, bearer),
+        Row("forward auth", "fa", PROBE, ("Cookie", f"token={decider_token}"), decider=True),
+        Row("own", "wardgate", OWN, bearer, upstream=False),
+        Row("bare ASGI", "bare", PROBE, bearer, upstream=False),
+    ]
+
+
+Loader = Callable[[str, Row, int], Load]
+"""(url, row, seconds) -> Load."""
+
+
 def wrk_load(url: str, script: Path, connections: int, duration: int) -> Load:
-    """`wrk -t1 --latency` with a Lua script that adds the Authorization header."""
+    """`wrk -t1 --latency` with a Lua script that adds the row's header (the credential)."""
     command = ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency", "--timeout", "10s"]
     done = subprocess.run(
         [*command, "-s", str(script), url], capture_output=True, text=True, timeout=duration + 60, check=False
@@ -331,46 +472,61 @@ def wrk_load(url: str, script: Path, connections: int, duration: int) -> Load:
     return Load(r.requests_per_s, r.p50_ms, r.p99_ms, r.requests, r.errors)
 
 
-async def python_load(url: str, token: str, connections: int, duration: int) -> Load:
+async def python_load(url: str, header: tuple[str, str], connections: int, duration: int) -> Load:
     """The fallback without wrk (see harness.python_load)."""
-    r = await harness.python_load(url, {"Authorization": f"Bearer {token}"}, duration, connections)
+    r = await harness.python_load(url, dict([header]), duration, connections)
     return Load(r.requests_per_s, r.p50_ms, r.p99_ms, r.requests, r.errors)
 
 
-def load_generator(args: argparse.Namespace, workdir: Path, token: str) -> Callable[[str, int], Load]:
-    """wrk (its Lua script sends the same Authorization header on every path) or the Python fallback."""
+def load_generator(args: argparse.Namespace, workdir: Path) -> Loader:
+    """wrk (a Lua script per credential, 0600 in the temporary directory) or the Python fallback."""
     if args.python_load or shutil.which("wrk") is None:
         print("(1) uses the Python load generator (wrk not installed, or --python-load): slower, noisier")
 
-        def python(url: str, seconds: int) -> Load:
-            return run_async(python_load(url, token, args.connections, seconds))  # type: ignore[no-any-return]
+        def python(url: str, row: Row, seconds: int) -> Load:
+            return run_async(python_load(url, row.header, args.connections, seconds))  # type: ignore[no-any-return]
 
         return python
-    script = workdir / "bearer.lua"
-    script.write_text(f'wrk.headers["Authorization"] = "Bearer {token}"\n')
-    script.chmod(0o600)
-    return lambda url, seconds: wrk_load(url, script, args.connections, seconds)
+    scripts: dict[tuple[str, str], Path] = {}
+
+    def wrk(url: str, row: Row, seconds: int) -> Load:
+        if row.header not in scripts:
+            script = workdir / f"header-{len(scripts)}.lua"
+            script.write_text(f'wrk.headers["{row.header[0]}"] = "{row.header[1]}"\n')
+            script.chmod(0o600)
+            scripts[row.header] = script
+        return wrk_load(url, scripts[row.header], args.connections, seconds)
+
+    return wrk
 
 
 def get_scenario(
-    args: argparse.Namespace, load: Callable[[str, int], Load], urls: dict[str, str], servers: list[Service]
-) -> dict[str, Load]:
-    """(1): the paths alternately, `rounds` times; the median of each metric per path.
+    args: argparse.Namespace, load: Loader, rows: list[Row], services: dict[str, Service]
+) -> list[dict[str, Load]]:
+    """(1): the rows one after the other, `rounds` times; each round's loads by row name.
 
-    Each server's CPU time per request is measured too: unlike requests/s it barely moves when
-    neighbours take the cores, so it shows the proxy's own cost most reliably.
+    Only one server path is loaded at a time. Each server's CPU time per request is measured too:
+    unlike requests/s it barely moves when neighbours take the cores, so it shows each process's
+    own cost most reliably.
     """
-    for url in urls.values():
-        load(url, 1)  # warm-up, not reported
-    runs: dict[str, list[Load]] = {name: [] for name in urls}
+    for row in rows:
+        load(services[row.service].url + row.path, row, 1)  # warm-up, not reported
+    rounds = []
     for _ in range(args.rounds):
-        for name, url in urls.items():
-            before = {s.name: cpu_seconds(s.pid) for s in servers}
-            result = load(url, args.duration)
-            spent = {s.name: (cpu_seconds(s.pid) - before[s.name]) * 1000 for s in servers}
+        loads = {}
+        for row in rows:
+            before = {name: cpu_seconds(s.pid) for name, s in services.items()}
+            result = load(services[row.service].url + row.path, row, args.duration)
+            spent = {name: (cpu_seconds(s.pid) - before[name]) * 1000 for name, s in services.items()}
             per_request = {k: v / max(1, result.requests) for k, v in spent.items()}
-            runs[name].append(replace(result, cpu_ms=per_request))
-    return {name: _median_load(loads) for name, loads in runs.items()}
+            loads[row.name] = replace(result, cpu_ms=per_request)
+        rounds.append(loads)
+    return rounds
+
+
+def median_loads(rounds: list[dict[str, Load]]) -> dict[str, Load]:
+    """Per row, the median of each metric over the rounds (counts summed)."""
+    return {name: _median_load([r[name] for r in rounds]) for name in rounds[0]}
 
 
 def _median_load(loads: list[Load]) -> Load:
@@ -382,6 +538,27 @@ def _median_load(loads: list[Load]) -> Load:
         sum(x.errors for x in loads),
         {k: statistics.median(x.cpu_ms[k] for x in loads) for k in loads[0].cpu_ms},
     )
+
+
+def get_ratios(loads: dict[str, Load]) -> dict[str, float]:
+    """The ratios of (1) that have goals (see GOALS), then the informative ones."""
+    through, nginx, fa = loads["through"], loads["nginx"], loads["forward auth"]
+    direct, bare = loads["direct"], loads["bare ASGI"]
+    return {
+        "req/s through/nginx": through.requests_per_s / nginx.requests_per_s,
+        "p99 through/nginx": through.p99_ms / nginx.p99_ms,
+        "CPU/req wardgate/upstream": through.cpu_ms["wardgate"] / through.cpu_ms["upstream"],
+        "req/s through/direct": through.requests_per_s / direct.requests_per_s,
+        "req/s forward auth/nginx": fa.requests_per_s / nginx.requests_per_s,
+        "p99 forward auth/nginx": fa.p99_ms / nginx.p99_ms,
+        "req/s through/forward auth": through.requests_per_s / fa.requests_per_s,
+        "req/s nginx/direct": nginx.requests_per_s / direct.requests_per_s,
+        "req/s through/bare ASGI": through.requests_per_s / bare.requests_per_s,
+        "req/s own/nginx": loads["own"].requests_per_s / nginx.requests_per_s,
+        "CPU/req wardgate/nginx": through.cpu_ms["wardgate"] / nginx.cpu_ms["nginx"],
+        "CPU/req forward auth (nginx+decider)/nginx": (fa.cpu_ms["fa"] + fa.cpu_ms["decider"])
+        / nginx.cpu_ms["nginx"],
+    }
 
 
 # --- (2), (3), (4) streams ----------------------------------------------------------------------
@@ -479,19 +656,58 @@ def print_table(title: str, headers: list[str], rows: list[list[str]]) -> None:
         print("    " + "  ".join(cells))
 
 
-def gets_table(loads: dict[str, Load], args: argparse.Namespace, generator: str) -> None:
-    """Table (1)."""
+def gets_table(
+    rounds: list[dict[str, Load]], rows: list[Row], args: argparse.Namespace, generator: str
+) -> None:
+    """Table (1), medians over the rounds; CPU ms per request of each process serving the row."""
+    loads = median_loads(rounds)
     title = f"(1) GET {PROBE}, small JSON: {generator}, {args.connections} connections, "
     title += f"{args.duration} s x {args.rounds} rounds (medians)"
-    headers = ["path", "req/s", "p50 ms", "p99 ms", "requests", "errors", "CPU ms/req upstream", "wardgate"]
-    print_table(title, headers, [_load_row(name, x) for name, x in loads.items()])
-    print(f"    own: GET {OWN} on wardgate, its own FastAPI route with authentication, no upstream")
+    headers = ["path", "req/s", "p50 ms", "p99 ms", "requests", "errors"]
+    headers += ["CPU ms/req upstream", "front", "decider"]
+    print_table(title, headers, [_load_row(row, loads[row.name]) for row in rows])
+    print("    front: the process wrk talks to (nginx, wardgate, the bare ASGI app); decider: the")
+    print("    forward-auth wardgate nginx asks (auth_request) before relaying to the upstream")
+    print(f"    own: GET {OWN} on wardgate, one of its own routes with authentication, no upstream")
+    print("    bare ASGI: a raw ASGI callable on wardgate's server.run() (bench/bare_app.py --raw)")
 
 
-def _load_row(name: str, x: Load) -> list[str]:
-    cpu = [f"{x.cpu_ms.get(server, 0.0):.3f}" for server in ("upstream", "wardgate")]
+def _load_row(row: Row, x: Load) -> list[str]:
+    def cpu(name: str | None) -> str:
+        return "-" if name is None else f"{x.cpu_ms[name]:.3f}"
+
+    front = None if row.service == "upstream" else row.service
+    cells = [cpu("upstream" if row.upstream else None), cpu(front), cpu("decider" if row.decider else None)]
     counts = [str(x.requests), str(x.errors)]
-    return [name, f"{x.requests_per_s:.0f}", f"{x.p50_ms:.2f}", f"{x.p99_ms:.2f}", *counts, *cpu]
+    return [row.name, f"{x.requests_per_s:.0f}", f"{x.p50_ms:.2f}", f"{x.p99_ms:.2f}", *counts, *cells]
+
+
+def ratios_table(rounds: list[dict[str, Load]]) -> None:
+    """(1)'s ratios: of the medians, and of each round (both paths measured back to back)."""
+    overall = get_ratios(median_loads(rounds))
+    per_round = [get_ratios(r) for r in rounds]
+    headers = [
+        "ratio",
+        "medians",
+        *(f"round {i + 1}" for i in range(len(rounds))),
+        "min-max",
+        "goal",
+        "verdict",
+    ]
+    table = []
+    for name, value in overall.items():
+        values = [r[name] for r in per_round]
+        goal = GOALS.get(name)
+        verdict = "info" if goal is None else _verdict(_meets(value, goal))
+        spread = f"{min(values):.2f}-{max(values):.2f}"
+        goal_text = "-" if goal is None else f"{goal[0]} {goal[1]:g}"
+        table.append([name, f"{value:.2f}", *(f"{v:.2f}" for v in values), spread, goal_text, verdict])
+    print_table("(1) ratios: medians of the rounds, and each round's own", headers, table)
+
+
+def _meets(value: float, goal: tuple[str, float]) -> bool:
+    comparison, bound = goal
+    return {">=": value >= bound, "<=": value <= bound, "<": value < bound}[comparison]
 
 
 def first_bytes_table(runs: dict[str, list[Stream]], args: argparse.Namespace) -> None:
@@ -611,24 +827,24 @@ def _stream_goal_rows(
 
 
 def goals_table(
-    loads: dict[str, Load],
+    rounds: list[dict[str, Load]],
     first: dict[str, list[Stream]],
     batches: dict[tuple[int, str], Batch],
     held: dict[str, tuple[Batch, RssProbe]],
 ) -> None:
     """The ratios against the goals, with PASS/MISS ("info" rows have no goal)."""
-    throughput = loads["through"].requests_per_s / loads["direct"].requests_per_s
-    own = loads["own"].requests_per_s / loads["direct"].requests_per_s
+    ratios = get_ratios(median_loads(rounds))
     rows = [
-        ["(1) req/s own/direct", f"{own:.2f}", "-", "info"],
         [
-            "(1) req/s through/direct",
-            f"{throughput:.2f}",
-            f">= {GOAL_THROUGHPUT}",
-            _verdict(throughput >= GOAL_THROUGHPUT),
-        ],
-        *_stream_goal_rows(first, batches, held["through"]),
+            f"(1) {name}",
+            f"{ratios[name]:.2f}",
+            f"{comparison} {bound:g}",
+            _verdict(_meets(ratios[name], goal)),
+        ]
+        for name, goal in GOALS.items()
+        for comparison, bound in [goal]
     ]
+    rows += _stream_goal_rows(first, batches, held["through"])
     print_table("goals", ["measure", "value", "goal", "verdict"], rows)
 
 
@@ -663,19 +879,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def check_paths(urls: dict[str, str], token: str) -> None:
-    """Both paths answer 200 before anything is measured (a 401 would make every number meaningless)."""
-    for name, url in urls.items():
-        status = httpx.get(url, headers={"Authorization": f"Bearer {token}"}, timeout=10).status_code
+def check_paths(rows: list[Row], services: dict[str, Service]) -> None:
+    """Every path answers 200 before anything is measured (a 401 would make every number meaningless)."""
+    for row in rows:
+        url = services[row.service].url + row.path
+        status = httpx.get(url, headers=dict([row.header]), timeout=10).status_code
         if status != 200:
-            raise RuntimeError(f"GET {url} ({name}) answered {status}, not 200")
+            raise RuntimeError(f"GET {url} ({row.name}) answered {status}, not 200")
 
 
-def measure(args: argparse.Namespace, workdir: Path, upstream: Service, wardgate: Service) -> None:
-    """Run (4), (1), (2), (3) against the running pair and print the tables and the goals."""
+def measure(args: argparse.Namespace, workdir: Path, services: dict[str, Service]) -> None:
+    """Run (4), (1), (2), (3) against the running servers and print the tables and the goals."""
+    upstream, wardgate = services["upstream"], services["wardgate"]
     token = sign_up(wardgate.url)
-    urls = {"direct": upstream.url + PROBE, "through": wardgate.url + PROBE, "own": wardgate.url + OWN}
-    check_paths(urls, token)
+    rows = get_rows(token, decider_token=sign_up(services["decider"].url))
+    check_paths(rows, services)
     targets = {
         "direct": Target(upstream.host, upstream.port, CHAT_DIRECT, token),  # same request bytes
         "through": Target(wardgate.host, wardgate.port, CHAT_THROUGH, token),
@@ -684,17 +902,19 @@ def measure(args: argparse.Namespace, workdir: Path, upstream: Service, wardgate
     measured = {"direct": upstream, "through": wardgate}
     run_async(first_byte_scenario(args, targets, runs_each=3))  # warm-up, not reported
     held = run_async(held_scenario(args, targets, measured, servers))
-    loads = get_scenario(args, load_generator(args, workdir, token), urls, servers)
+    rounds = get_scenario(args, load_generator(args, workdir), rows, services)
     unmetered = Target(wardgate.host, wardgate.port, CHAT_UNMETERED, token)
     first = run_async(first_byte_scenario(args, {**targets, "unmetered": unmetered}, args.runs))
     batches = run_async(concurrency_scenario(args, targets, servers))
     generator = "wrk -t1" if shutil.which("wrk") and not args.python_load else "asyncio+httpx"
-    print(f"wardgate pid {wardgate.pid}, upstream pid {upstream.pid}; {len(os.sched_getaffinity(0))} cores")
-    gets_table(loads, args, generator)
+    pids = ", ".join(f"{name} {s.pid}" for name, s in services.items())
+    print(f"pids: {pids}; {len(os.sched_getaffinity(0))} cores")
+    gets_table(rounds, rows, args, generator)
+    ratios_table(rounds)
     first_bytes_table(first, args)
     batches_table(batches, args)
     held_table(held, args)
-    goals_table(loads, first, batches, held)
+    goals_table(rounds, first, batches, held)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -706,9 +926,9 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     with (
         tempfile.TemporaryDirectory(prefix="wardgate-bench-proxy-") as tmp,
-        running_pair(Path(tmp), args.server_env) as pair,
+        running_servers(Path(tmp), args.server_env) as services,
     ):
-        measure(args, Path(tmp), *pair)
+        measure(args, Path(tmp), services)
     print(f"\ntotal run time {time.monotonic() - started:.0f} s")
     return 0
 
