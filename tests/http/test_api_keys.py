@@ -70,6 +70,7 @@ INFO_FIELDS = {
     "rate_limit",
     "models",
     "token_budget",
+    "acts_for_users",  # issue 19: a service key (tests/acting)
 }
 ENABLED = {
     "ENABLE_API_KEYS": "true",
