@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
-from wardgate.config import load_settings, redacted_settings
+from wardgate.config import Settings, load_settings, redacted_settings
 from wardgate.config.loading import read_environment
 from wardgate.config.review import production_findings
 from wardgate.config.values import parse_duration
@@ -278,3 +279,21 @@ def test_database_urls_sqlalchemy_cannot_use_are_refused_at_load(
 )
 def test_values_an_existing_env_may_hold_are_still_accepted(tmp_path: Path, name: str, value: str) -> None:
     load_settings({"DATA_DIR": str(tmp_path), "WEBUI_SECRET_KEY": SECRET, name: value}, env_file=None)
+
+
+@pytest.mark.parametrize(
+    "variables",
+    [
+        {"METRICS_ALLOW_IPS": "*"},
+        {"METRICS_ALLOW_IPS": "0.0.0.0/0"},
+        {"METRICS_ALLOW_IPS": "10.0.0.5", "FORWARDED_ALLOW_IPS": "*"},
+    ],
+)
+def test_metrics_open_to_everyone_is_a_finding(
+    make_settings: Callable[..., Settings], variables: dict[str, str]
+) -> None:
+    assert any(f.startswith("METRICS_ALLOW_IPS:") for f in production_findings(make_settings(**variables)))
+    assert not any(
+        f.startswith("METRICS_ALLOW_IPS:")
+        for f in production_findings(make_settings(METRICS_ALLOW_IPS="10.0.0.5"))
+    )

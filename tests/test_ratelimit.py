@@ -19,6 +19,7 @@ from tests.servers import SERVICES_HOW, service_missing
 from wardgate.config import load_settings
 from wardgate.config.values import RATE_FORM, parse_rate
 from wardgate.errors import ConfigError, RateLimitedError
+from wardgate.security.rate_storage import SqliteRateStorage
 from wardgate.security.ratelimit import Limit, RateLimiter
 
 DEGRADED = "memory (redis unavailable)"
@@ -358,3 +359,22 @@ def test_a_hung_redis_is_retried_once_per_interval_not_on_every_call(
     assert limiter.backend == DEGRADED
     # One retry (<= 0.5 s) is expected; 5 x 0.5 s means every call waited for the hung Redis.
     assert elapsed < 1.0, f"5 calls took {elapsed:.2f} s: each one retried the hung Redis"
+
+
+def test_the_workers_file_counts_each_key_in_one_row_through_passing_windows_and_sweeps(
+    tmp_path: Path,
+) -> None:
+    """A hit reads a per-key count instead of the window (a huge limit costs no more per hit); the
+    count stays exact as entries leave the window one hit at a time and in sweeps."""
+    storage = SqliteRateStorage(tmp_path / "ratelimits.db")
+    assert [storage.acquire_entry("k", 3, 1) for _ in range(4)] == [True, True, True, False]
+    assert storage.get_moving_window("k", 3, 1)[1] == 3
+    time.sleep(1.05)  # the three leave the window: the next hit deletes them and counts down
+    assert [storage.acquire_entry("k", 3, 1) for _ in range(4)] == [True, True, True, False]
+    time.sleep(1.05)
+    storage.acquire_entry("other", 5, 60)  # a write that sweeps every expired entry (the first one)
+    storage._next_sweep = 0.0
+    storage.acquire_entry("other", 5, 60)
+    rows = storage._db.execute("SELECT key, n FROM entry_counts ORDER BY key").fetchall()
+    assert rows == [("other", 2)]  # "k" swept with its count, not left behind negative or stale
+    assert (tmp_path / "ratelimits.db").stat().st_mode & 0o077 == 0  # names and addresses: private

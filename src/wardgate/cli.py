@@ -135,7 +135,10 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     # The workers are spawned, and load the settings again from the environment they inherit: give
     # them this one, with the host and port chosen here, and a directory for their metrics (emptied
     # now: the files of an earlier run's workers must not count).
+    # The environment is frozen here, `.env` included: a worker the supervisor replaces later (it
+    # died, or SIGHUP) runs exactly these settings, never a `.env` edited since (another key).
     metrics_dir = settings.data_dir / "run" / "metrics"
+    os.environ.update(read_environment(os.environ))
     os.environ.update({"HOST": host, "PORT": str(port), **metrics.prepare_multiprocess(metrics_dir)})
     server.run_workers(
         f"{__name__}:{worker_app.__name__}",
@@ -151,7 +154,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
 
 def worker_app() -> ASGIApp:
     """The application of one worker process (`UVICORN_WORKERS`), from the environment it inherited."""
-    settings = load_settings(read_environment(os.environ))
+    settings = load_settings(read_environment(os.environ, env_file=None))  # as frozen by `_serve`
     logging.basicConfig(level=settings.global_log_level, format=_LOG_FORMAT)
     server.configure_worker(settings)
     return create_app(settings)

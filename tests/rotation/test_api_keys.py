@@ -132,6 +132,29 @@ def test_revoking_a_re_digested_key_leaves_no_old_digest(engine: Engine) -> None
         assert s.scalars(select(ApiKey)).all() == []
 
 
+def test_a_revocation_between_a_re_digest_and_its_view_update_wins(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The re-digest commits, then (before its thread puts the moved key into the view) the key is
+    revoked and the view synced: the late put must not bring the revoked key back."""
+    _before, admin, key, kid = made_before(engine)
+    rotated = Instance(engine, SecretRing.of(NEW, [OLD]))
+    rotated.use(key)
+    registry = rotated.registry
+    late_put = registry.api_key_redigested
+
+    def revoked_meanwhile(moved: ApiKeyState, old_digest: str) -> None:
+        rotated.keys.revoke(admin, admin.id, kid)
+        registry.sync()
+        late_put(moved, old_digest)
+
+    monkeypatch.setattr(registry, "api_key_redigested", revoked_meanwhile)
+    rotated.keys.flush_redigests()
+    registry.sync()
+    with pytest.raises(AuthenticationError):
+        rotated.use(key)
+
+
 def test_the_view_replaces_a_digest_it_holds() -> None:
     view = SessionView()
     view.put_api_key(key_state("k1", "old"))

@@ -254,3 +254,35 @@ def test_metrics_from_either_worker_count_the_requests_of_both(pair: Pair) -> No
         assert request(second, "GET", "/health")[0] == 200
     assert _health_requests(scrape(second)) - before == 12
     assert _health_requests(scrape(first)) - before == 12
+
+
+def test_a_replaced_worker_runs_the_settings_of_the_start_not_an_edited_env_file(tmp_path: Path) -> None:
+    """The supervisor replaces a worker that dies; it must not pick up a `.env` edited since (here a
+    new secret key: the replaced worker would refuse every token the other issues)."""
+    (tmp_path / ".env").write_text(f"WEBUI_SECRET_KEY={SECRET}\n")
+    env = {"DATA_DIR": str(tmp_path), "UVICORN_WORKERS": "2", "WEBUI_ADMIN_EMAIL": ADMIN}
+    env["WEBUI_ADMIN_PASSWORD"] = PASSWORD
+    pids: list[int] = []
+    with wardgate_process(env, pids=pids, timeout=60) as base:
+        port = int(base.rsplit(":", 1)[1])
+        deadline = time.monotonic() + 30
+        while len(first := _children(pids[0])) < 2:
+            assert time.monotonic() < deadline, "the two workers did not start"
+            time.sleep(0.1)
+        (tmp_path / ".env").write_text("WEBUI_SECRET_KEY=" + "n" * 48 + "\n")  # an operator prepares
+        os.kill(first[0], 9)
+        while len(now := _children(pids[0])) < 2 or first[0] in now:
+            assert time.monotonic() < deadline + 30, "the worker was not replaced"
+            time.sleep(0.1)
+        workers = Workers(base, port, now)
+        connections = pinned(workers)
+        try:
+            one, other = connections.values()
+            login = {"email": ADMIN, "password": PASSWORD}
+            for signer, checker in ((one, other), (other, one)):
+                status, answer = request(signer, "POST", "/api/v1/auths/signin", login)
+                assert status == 200, answer
+                assert request(checker, "GET", "/api/v1/auths/", token=answer["token"])[0] == 200
+        finally:
+            for connection in connections.values():
+                connection.close()

@@ -126,6 +126,14 @@ def production_findings(settings: Settings) -> list[str]:
             "SameSite=None sends the session cookie on cross-site requests.",
             "use lax or strict unless wardgate is embedded cross-site.",
         )
+    everyone = s.metrics_allow_ips.trust_all or any(n.prefixlen == 0 for n in s.metrics_allow_ips.networks)
+    if everyone or (s.metrics_allow_ips.networks and s.forwarded_allow_ips.trust_all):
+        add(
+            "METRICS_ALLOW_IPS",
+            "anyone who can reach wardgate reads /metrics (every address is allowed, or "
+            "FORWARDED_ALLOW_IPS=* lets any client name its own address).",
+            "list the Prometheus servers' addresses only, or use METRICS_TOKEN.",
+        )
     return findings
 
 

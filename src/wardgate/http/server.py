@@ -259,8 +259,16 @@ class WorkerSupervisor(Multiprocess):
 
     def keep_subprocess_alive(self) -> None:
         """Replace the workers that died, then report them."""
+        self._reporting(super().keep_subprocess_alive)
+
+    def restart_all(self) -> None:
+        """Replace every worker one by one (SIGHUP; the settings stay those of the start), then
+        report the ones replaced."""
+        self._reporting(super().restart_all)
+
+    def _reporting(self, change: Callable[[], None]) -> None:
         before = {process.pid for process in self.processes}
-        super().keep_subprocess_alive()
+        change()
         for pid in before - {process.pid for process in self.processes}:
             if pid is not None:
                 self._on_exit(pid)

@@ -52,7 +52,7 @@ class PendingRedigests:
             pending, self._pending = self._pending, {}
         if not pending:
             return
-        moved: list[ApiKeyState] = []
+        moved: list[tuple[ApiKeyState, str]] = []
         try:
             with self._sessions() as db, db.begin():
                 for key_id, (key, digest) in sorted(pending.items()):
@@ -63,9 +63,9 @@ class PendingRedigests:
                     )
                     if result.rowcount == 1:  # type: ignore[attr-defined]
                         log_api_key_change(db, key.user_id, key_id)
-                        moved.append(replace(key, digest=digest, key_id=self._current_id))
+                        moved.append((replace(key, digest=digest, key_id=self._current_id), key.digest))
         except SQLAlchemyError as exc:
             log.warning("API keys not re-digested (%s); again at their next use", type(exc).__name__)
             return
-        for key in moved:
-            self._registry.api_key_changed(key.id, key)
+        for key, old_digest in moved:
+            self._registry.api_key_redigested(key, old_digest)

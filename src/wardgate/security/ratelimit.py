@@ -84,6 +84,11 @@ class RateLimiter:
             return local
         return f"{local} (redis unavailable)" if self._degraded_since is not None else "redis"
 
+    @property
+    def in_memory(self) -> bool:
+        """True when a hit never waits on I/O (this process's memory, no Redis, no shared file)."""
+        return self._redis is None and isinstance(self._local, MemoryStorage)
+
     def client_key(self, ip: str | None) -> str:
         """The bucket a client address counts in: IPv6 grouped by its network (`address_bucket`)."""
         return address_bucket(ip, self.ipv6_prefix)

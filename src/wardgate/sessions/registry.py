@@ -374,6 +374,15 @@ class SessionRegistry:
                 self.view.put_api_key(key)
         self._notify()
 
+    def api_key_redigested(self, key: ApiKeyState, old_digest: str) -> None:
+        """A local write moved this key to a new digest: put it only if the view still holds it
+        under the old one. A revocation (or another change) that reached the view meanwhile wins;
+        putting the key back unconditionally would admit a revoked key until the next restart."""
+        with self._lock:
+            if self.view.api_key_ids.get(key.id) == old_digest:
+                self.view.put_api_key(key)
+        self._notify()
+
     def _notify(self) -> None:
         self._publish()
 
