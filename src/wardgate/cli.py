@@ -157,7 +157,9 @@ def worker_app() -> ASGIApp:
     settings = load_settings(read_environment(os.environ, env_file=None))  # as frozen by `_serve`
     logging.basicConfig(level=settings.global_log_level, format=_LOG_FORMAT)
     server.configure_worker(settings)
-    return create_app(settings)
+    app = create_app(settings)
+    server.settle_heap()
+    return app
 
 
 def _check(settings: Settings, args: argparse.Namespace) -> int:

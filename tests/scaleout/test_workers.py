@@ -85,22 +85,25 @@ def serving_pid(connection: http.client.HTTPConnection, pids: tuple[int, ...]) -
 Pair = tuple[http.client.HTTPConnection, http.client.HTTPConnection]
 
 
-def pinned(workers: Workers) -> dict[int, http.client.HTTPConnection]:
-    """One open keep-alive connection to each worker (new connections until both are reached)."""
+def pinned(workers: Workers, timeout: float = 20.0) -> dict[int, http.client.HTTPConnection]:
+    """One open keep-alive connection to each worker (new connections until both are reached; a
+    worker that is still starting takes none until it serves)."""
     found: dict[int, http.client.HTTPConnection] = {}
-    for _ in range(200):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
         connection = http.client.HTTPConnection("127.0.0.1", workers.port, timeout=10)
         request(connection, "GET", "/health")
         pid = serving_pid(connection, workers.pids)
         if pid in found:
             connection.close()
+            time.sleep(0.01)
         else:
             found[pid] = connection
         if len(found) == len(workers.pids):
             return found
     for connection in found.values():
         connection.close()
-    raise AssertionError(f"200 connections reached only workers {sorted(found)}")
+    raise AssertionError(f"in {timeout:.0f} s, connections reached only workers {sorted(found)}")
 
 
 def request(

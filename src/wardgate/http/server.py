@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import ctypes.util
+import gc
 import logging
 import socket
 from collections import Counter
@@ -292,12 +293,27 @@ def _options(
     }
 
 
+def settle_heap() -> None:
+    """Before serving: move everything built so far (modules, classes, the application) out of the
+    garbage collector's sight, and collect the young generation less often.
+
+    Measured with bench/proxy.py: the collector's full passes walked every object of the imports on
+    each run, which made p99 of proxied requests 81 ms; with the start-up objects frozen and a
+    gen-0 threshold of 50,000 it was 14-18 ms, and 8 % less CPU per request. What is frozen is never
+    collected, so this runs once, in a process that goes on to serve.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 20)
+
+
 def run(
     app: ASGIApp, settings: Settings, *, host: str, port: int, certfile: str | None, keyfile: str | None
 ) -> None:
     """Serve `app` in this process until SIGINT or SIGTERM, then drain for `GRACEFUL_SHUTDOWN_TIMEOUT`."""
     if not return_large_allocations():
         log.info("not glibc: large allocations are returned as the C library decides")
+    settle_heap()
     options = _options(settings, host=host, port=port, certfile=certfile, keyfile=keyfile)
     uvicorn.run(app, http=protocol_for(connection_limits(settings)), **options)
 
