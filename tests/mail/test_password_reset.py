@@ -156,6 +156,7 @@ def test_requests_are_limited_per_address_quietly_and_per_client_with_the_wait(
     assert ask(a, "nobody@example.com").status_code == 200  # type: ignore[attr-defined]
     limited = ask(a, "someone@example.com")  # this client's third request
     assert limited.status_code == 429 and "Try again in" in limited.text  # type: ignore[attr-defined]
+    assert limited.headers["retry-after"].isdigit()  # type: ignore[attr-defined]
     time.sleep(0.5)
     assert len(smtp.messages()) == 2
 

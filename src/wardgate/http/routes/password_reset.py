@@ -66,7 +66,7 @@ async def forgot_form(request: Request) -> Response:
     try:
         message = await anyio.to_thread.run_sync(service.request, email, client_info(request))
     except ApiError as exc:
-        return render(
+        page = render(
             request,
             "forgot.html",
             status_code=exc.status_code,
@@ -75,6 +75,8 @@ async def forgot_form(request: Request) -> Response:
             sent=False,
             field_error=exc.detail,
         )
+        page.headers.update(exc.headers or {})  # a 429 keeps its Retry-After
+        return page
     response = render(request, "forgot.html", email=email, minutes=service.policy.minutes, sent=True)
     if message is not None:
         response.background = BackgroundTask(_deliver, service, message)
