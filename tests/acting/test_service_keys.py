@@ -275,3 +275,51 @@ def test_forged_headers_from_a_persons_own_key_or_session_are_stripped_and_ignor
         "carol@example.com",
         "admin@example.com",
     ]
+
+
+def test_a_service_key_never_manages_the_model_servers_even_for_an_admin(plain_site: Site) -> None:
+    """Open WebUI's server uses and lists models; naming an admin must not lend it their power."""
+    key = plain_site.service_key["api_key"]
+    as_admin = {**bearer(key), "X-OpenWebUI-User-Email": "admin@example.com"}
+    for method, path in (
+        ("DELETE", "/ollama/api/delete"),
+        ("POST", "/ollama/api/pull"),
+        ("GET", "/openai/files"),
+    ):
+        answer = plain_site.client.request(method, path, json={"model": "llama3"}, headers=as_admin)
+        assert answer.status_code == 403, (method, path, answer.text)
+    assert upstream_saw() == []
+
+
+def test_a_person_who_must_enrol_a_second_factor_is_not_acted_for(
+    make_client: MakeClient, tmp_path: Path, model_server: str
+) -> None:
+    site = make_site(
+        make_client,
+        tmp_path,
+        model_server,
+        FORWARD_USER_INFO_HEADER_JWT_SECRET=JWT_SECRET,
+        MFA_REQUIRED_ROLES="user",
+    )
+    acted = site.chat(site.service_key["api_key"], site.as_person("bob@example.com"))
+    assert acted.status_code == 403 and "second factor" in acted.json()["detail"]
+    _nothing_forwarded_nor_recorded(site)
+
+
+@pytest.mark.parametrize(
+    "address", ["bob@\uff45\uff58\uff41\uff4d\uff50\uff4c\uff45.com", "\u212aob@example.com"]
+)
+def test_a_look_alike_address_names_nobody(site: Site, address: str) -> None:
+    """Full-width letters and the Kelvin sign fold to ASCII in IDNA and str.lower(): matched
+    exactly, they name no account (as single sign-on matches addresses)."""
+    answer = site.chat(site.service_key["api_key"], {"X-OpenWebUI-User-Jwt": owui_token(address)})
+    assert answer.status_code == 403
+    _nothing_forwarded_nor_recorded(site)
+
+
+def test_a_forwarded_token_for_years_is_refused(site: Site) -> None:
+    years = owui_token("bob@example.com", exp=2_000_000_000)
+    assert site.chat(site.service_key["api_key"], {"X-OpenWebUI-User-Jwt": years}).status_code == 403
+    no_iat = owui_token("bob@example.com", iat=None)
+    assert site.chat(site.service_key["api_key"], {"X-OpenWebUI-User-Jwt": no_iat}).status_code == 403
+    _nothing_forwarded_nor_recorded(site)

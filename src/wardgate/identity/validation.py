@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any
 
 from wardgate.config.values import email_address
 from wardgate.errors import BadRequestError
@@ -50,3 +51,27 @@ def clean_name(name: str) -> str:
     if not cleaned or len(cleaned) > NAME_MAX or any(ord(c) < 32 for c in cleaned):
         raise BadRequestError(f"Name must be 1 to {NAME_MAX} printable characters.", code="invalid_name")
     return cleaned
+
+
+_MAX_ADDRESS = 254  # RFC 5321 §4.5.3.1.3: a path of 256 octets, less the brackets
+
+
+def exact_address(value: Any) -> str | None:
+    """The one form in which an address is matched across systems (allowed domains, merging onto an
+    account, the person a service key names): trimmed and lower-cased, printable ASCII only, one `@`
+    between a local part and a domain; None for anything else.
+
+    Nothing is folded. `str.lower()` turns U+212A KELVIN SIGN into `k`, and IDNA (UTS #46, as an
+    address validator applies it) maps full-width letters (U+FF41 on) to ASCII, so a Kelvin-sign
+    `Karl@...` or a full-width domain would otherwise match `karl@example.com`. An
+    internationalised address (RFC 6531) is refused for matching rather than guessed at.
+    """
+    if not isinstance(value, str):
+        return None
+    text = value.strip()
+    if len(text) > _MAX_ADDRESS or not all("!" <= c <= "~" for c in text) or text.count("@") != 1:
+        return None
+    local, _, domain = text.partition("@")
+    if not local or not domain:
+        return None
+    return text.lower()  # ASCII only here, so lower() changes A-Z and nothing else

@@ -14,9 +14,9 @@ from fnmatch import fnmatchcase
 from typing import Any
 
 from wardgate.config.values import Role
+from wardgate.identity.validation import exact_address as exact_address  # matched as accounts are
 
 _MISSING = object()
-_MAX_ADDRESS = 254  # RFC 5321 §4.5.3.1.3: a path of 256 octets, less the brackets
 
 
 def claim_at(claims: Mapping[str, Any], path: str) -> Any:
@@ -65,27 +65,6 @@ def first_blocked(groups: Iterable[str], patterns: Sequence[str]) -> str | None:
         if any(group == pattern or fnmatchcase(group, pattern) for pattern in patterns):
             return group
     return None
-
-
-def exact_address(value: Any) -> str | None:
-    """The one form in which an address is matched (allowed domains, merging onto an account):
-    trimmed and lower-cased, printable ASCII only, one `@` between a local part and a domain; None
-    for anything else.
-
-    Nothing is folded. `str.lower()` turns U+212A KELVIN SIGN into `k`, and IDNA (UTS #46, as an
-    address validator applies it) maps full-width letters (U+FF41 on) to ASCII, so a Kelvin-sign
-    `Karl@...` or a full-width domain would otherwise match `karl@example.com`. An
-    internationalised address (RFC 6531) is refused for matching rather than guessed at.
-    """
-    if not isinstance(value, str):
-        return None
-    text = value.strip()
-    if len(text) > _MAX_ADDRESS or not all("!" <= c <= "~" for c in text) or text.count("@") != 1:
-        return None
-    local, _, domain = text.partition("@")
-    if not local or not domain:
-        return None
-    return text.lower()  # ASCII only here, so lower() changes A-Z and nothing else
 
 
 def address_domain(address: str) -> str:

@@ -37,16 +37,17 @@ import jwt
 
 from wardgate.config.settings import Settings
 from wardgate.config.values import Role
-from wardgate.errors import ApiError, BadRequestError, PermissionDeniedError
+from wardgate.errors import BadRequestError, PermissionDeniedError
 from wardgate.identity.authentication import Caller, KeyPrincipal
 from wardgate.identity.rules import PENDING_APPROVAL
-from wardgate.identity.validation import normalise_email
+from wardgate.identity.validation import exact_address
 from wardgate.sessions.records import MODEL_SERVERS, UserState
 from wardgate.sessions.registry import SessionRegistry
 
 ISSUER = "open-webui"  # Open WebUI's `_mint_forward_user_jwt`
 LEEWAY = 30  # seconds of clock difference allowed on `exp` and `iat` between the two servers
 MAX_TOKEN = 4096  # characters: Open WebUI's token is ~300; anything longer is not one of its tokens
+MAX_LIFETIME = 3600  # seconds from iat to exp: a leaked token must not work for years
 _CHAT_ID = re.compile(r"[\x21-\x7e]{1,64}")  # visible ASCII, as stored (usage_records.chat_id)
 NO_PERSON = (
     "This service key acts only for a person, and the request names nobody: set "
@@ -152,10 +153,12 @@ def named_email(headers: Mapping[str, str], forwarded: ForwardedUser) -> str:
         email = headers.get(forwarded.email) or ""
         if not email:
             raise _refused(NO_PERSON)
-    try:
-        return normalise_email(email)
-    except ApiError:
-        raise _refused("The person named by Open WebUI has no valid email address.") from None
+    # Matched exactly, as single sign-on matches addresses: folding (a Kelvin sign, full-width
+    # letters) would let a look-alike account in Open WebUI be charged to, and act as, another person.
+    address = exact_address(email)
+    if address is None:
+        raise _refused("The person named by Open WebUI has no plain ASCII email address.")
+    return address
 
 
 def _verified_email(token: str, secret: bytes, name: str) -> str:
@@ -169,8 +172,10 @@ def _verified_email(token: str, secret: bytes, name: str) -> str:
             algorithms=["HS256"],
             issuer=ISSUER,
             leeway=LEEWAY,
-            options={"require": ["exp", "iss", "email"]},
+            options={"require": ["exp", "iat", "iss", "email"]},
         )
+        if claims["exp"] - claims["iat"] > MAX_LIFETIME:
+            raise _refused(f"{name} lives longer than {MAX_LIFETIME} seconds; Open WebUI's live 300.")
     except jwt.ExpiredSignatureError:
         raise _refused(f"{name} has expired (check both servers' clocks).") from None
     except jwt.InvalidSignatureError:

@@ -149,11 +149,18 @@ async def _acting(request: Request, caller: Caller, upstream: Upstream) -> Actin
     gw = gateway(request)
     forwarded = request.app.state.proxy.rules.forwarded
     try:
-        return await act_for(caller, upstream.name, request.headers, forwarded, gw.registry)
+        acting = await act_for(caller, upstream.name, request.headers, forwarded, gw.registry)
+        if acting.caller is not caller and gw.mfa.enrolment_required(acting.caller.user):
+            # As if they had called directly: such an account reaches nothing until it enrols.
+            raise PermissionDeniedError(
+                f"The account of {acting.caller.user.email} must set up a second factor first.",
+                code="service_key_person",
+            )
     except ApiError as exc:
         if isinstance(caller, KeyPrincipal):
             await anyio.to_thread.run_sync(gw.api_keys.record_refusal, exc.code, caller.key)
         raise
+    return acting
 
 
 async def sign_out_through_app(request: Request, principal: Principal, upstream: Upstream) -> Response:

@@ -26,11 +26,18 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import ClientDisconnect, Request
 from starlette.types import Send
 
-from wardgate.errors import BadRequestError, RateLimitedError, TooLargeError, UnsupportedMediaError
+from wardgate.errors import (
+    BadRequestError,
+    PermissionDeniedError,
+    RateLimitedError,
+    TooLargeError,
+    UnsupportedMediaError,
+)
 from wardgate.gateway import Gateway
 from wardgate.http.deps import gateway
 from wardgate.http.relay.streaming import Exchange, ReverseProxy
 from wardgate.identity.authentication import Caller, KeyPrincipal
+from wardgate.proxy.acting import is_service_key
 from wardgate.proxy.models import Kind, ModelCall, ModelRules
 from wardgate.proxy.upstreams import Upstream
 from wardgate.usage.budgets import Reservation
@@ -61,6 +68,12 @@ async def forward_model_call(
     proxy: ReverseProxy = request.app.state.proxy
     rules = gw.model_rules
     if call.kind is Kind.MANAGE:
+        if is_service_key(caller):  # Open WebUI's server uses and lists models; it manages nothing
+            raise PermissionDeniedError(
+                "A service key uses models; managing the model servers is for administrators' own "
+                "sessions and keys.",
+                code="service_key_scope",
+            )
         rules.require_manager(caller)
         await proxy.forward(request, caller, upstream, send)
     elif call.kind is Kind.NAMED:
