@@ -181,7 +181,8 @@ def test_linking_is_refused_without_the_live_session_that_asked(sso: Callable[..
     app = browser.app
     signup(app, "root@example.test")
     assert (
-        app.post("/oauth/oidc/link", follow_redirects=False).headers["location"] == "/auth?redirect=/account"
+        app.post("/oauth/oidc/link", follow_redirects=False).headers["location"]
+        == "/auth?redirect=/account&notice=session-ended"
     )
     signup(app, "dave@example.test")
     password_session(app, "dave@example.test")
