@@ -132,7 +132,9 @@ class Gateway:
         )
         codec = TokenCodec(ring.secrets, s.jwt_expires_in)
         hasher = PasswordHasher(max_concurrent=s.password_hash_concurrency)
-        accounts = AccountService(sessions, registry, hasher, codec, account_policy(s), limiter, audit)
+        accounts = AccountService(
+            sessions, registry, hasher, codec, account_policy(s), limiter, audit, lock_dir=shared
+        )
         failures = Limit.of("auth-failure", s.auth_failure_rate_limit)
         mfa = MfaService(
             sessions,

@@ -289,3 +289,33 @@ def test_a_replaced_worker_runs_the_settings_of_the_start_not_an_edited_env_file
         finally:
             for connection in connections.values():
                 connection.close()
+
+
+def test_a_spray_from_one_address_over_both_workers_is_limited_exactly(tmp_path: Path) -> None:
+    """Wrong passwords for many accounts from one address, all at once over both workers: the
+    per-address limit (checked, verified and counted under the address's lock) lets exactly its
+    number through; each worker locking on its own let one more through per worker."""
+    env = {"DATA_DIR": str(tmp_path), "UVICORN_WORKERS": "2", "WEBUI_SECRET_KEY": SECRET}
+    env |= {"SIGNIN_IP_RATE_LIMIT": "20/3m", "SIGNIN_RATE_LIMIT": "100/3m"}
+    pids: list[int] = []
+    with wardgate_process(env, pids=pids, timeout=60) as base:
+        port = int(base.rsplit(":", 1)[1])
+        deadline = time.monotonic() + 30
+        while len(children := _children(pids[0])) < 2:
+            assert time.monotonic() < deadline, "the two workers did not start"
+            time.sleep(0.1)
+        for connection in pinned(Workers(base, port, children)).values():  # both serve
+            connection.close()
+        ip = next(_ips)
+
+        def spray(n: int) -> int:
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            try:
+                wrong = {"email": f"spray{n}@example.com", "password": "not-the-password-1"}
+                return request(connection, "POST", "/api/v1/auths/signin", wrong, ip=ip)[0]
+            finally:
+                connection.close()
+
+        with ThreadPoolExecutor(max_workers=16) as pool:
+            statuses = sorted(pool.map(spray, range(40)))
+    assert statuses.count(400) == 20, statuses
