@@ -13,15 +13,11 @@ for changes that could remove the last admin) that is easiest to check read toge
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
-import os
 import secrets
-import threading
 import time
 import uuid
-import zlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from sqlalchemy import delete, func, select, update
@@ -34,13 +30,13 @@ from wardgate.config.values import Role
 from wardgate.errors import (
     AuthenticationError,
     BadRequestError,
-    BusyError,
     ConflictError,
     NotFoundError,
     PermissionDeniedError,
     StoreUnavailableError,
 )
 from wardgate.identity import session_rows
+from wardgate.identity.address_locks import AddressLocks
 from wardgate.identity.records import (
     KEEP,
     AccountPolicy,
@@ -69,7 +65,6 @@ from wardgate.storage.models import (
 
 _FIRST_ADMIN_KEY = "first_admin"
 _ADMIN_LOCK_KEY = "admin_lock"
-_IP_LOCK_WAIT_SECONDS = 5.0
 
 
 RECENT_SIGNIN = 600  # seconds: how recent a sign-in proves presence, for accounts without a password
@@ -119,11 +114,7 @@ class AccountService:
         self._limits = policy.limits
         self._limiter = limiter
         self._audit = audit
-        self._ip_locks = [threading.Lock() for _ in range(64)]  # striped: one per client IP, bounded
-        # With several worker processes (`UVICORN_WORKERS`), each stripe is also a lock file they
-        # share, so that check-verify-count of one address is one at a time across them too.
-        self._lock_dir = lock_dir
-        self._lock_files: dict[int, int] = {}
+        self._address_locks = AddressLocks(lock_dir)
         # Set by the second-factor service (`wardgate.mfa`), which builds on this one: for accounts
         # with a factor, a first factor leads to it instead of to a session.
         self.second_step: SecondStep | None = None
@@ -229,42 +220,10 @@ class AccountService:
             entry.resolve = lambda: email if email and self._is_account(email) else None
             return self._signin(email, password, client, entry)
 
-    @contextlib.contextmanager
-    def address_lock(self, ip_key: str) -> Iterator[None]:
-        """The sign-in lock of one client address (striped, bounded), for a check-verify-count
-        sequence another first factor runs (the directory's); BusyError instead of a queue."""
-        stripe = zlib.crc32(ip_key.encode()) % len(self._ip_locks)  # the same stripe in every process
-        deadline = time.monotonic() + _IP_LOCK_WAIT_SECONDS
-        lock = self._ip_locks[stripe]
-        if not lock.acquire(timeout=_IP_LOCK_WAIT_SECONDS):
-            raise _busy()
-        try:
-            if self._lock_dir is None:
-                yield
-                return
-            descriptor = self._lock_file(self._lock_dir, stripe)
-            while True:  # flock has no timeout: poll, without blocking the thread for good
-                try:
-                    fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() > deadline:
-                        raise _busy() from None
-                    time.sleep(0.005)
-            try:
-                yield
-            finally:
-                fcntl.flock(descriptor, fcntl.LOCK_UN)
-        finally:
-            lock.release()
-
-    def _lock_file(self, directory: Path, stripe: int) -> int:
-        """The open lock file of a stripe (opened once per process, under the stripe's thread lock)."""
-        if stripe not in self._lock_files:
-            directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-            path = directory / f"signin-{stripe}.lock"
-            self._lock_files[stripe] = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-        return self._lock_files[stripe]
+    def address_lock(self, ip_key: str) -> contextlib.AbstractContextManager[None]:
+        """The sign-in lock of one client address, for a check-verify-count sequence another first
+        factor runs (the directory's); BusyError instead of a queue (`AddressLocks`)."""
+        return self._address_locks.hold(ip_key)
 
     def _is_account(self, email: str) -> bool:
         with self._sessions() as db:
@@ -665,7 +624,3 @@ def _take_admin_lock(db: Session) -> None:
 
 class _FirstAdminRace(Exception):
     """Internal: another transaction claimed the first-admin slot concurrently."""
-
-
-def _busy() -> BusyError:
-    return BusyError("Too many sign-ins at once from your address; try again in a moment.", retry_after=2)
