@@ -4,7 +4,9 @@ dropped, and nothing left behind that a revoked key could use."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
@@ -153,6 +155,51 @@ def test_a_revocation_between_a_re_digest_and_its_view_update_wins(
     registry.sync()
     with pytest.raises(AuthenticationError):
         rotated.use(key)
+
+
+class _PausingDigests(dict[str, ApiKeyState]):
+    """The view's digest table with the worst thread switch forced: the first lookup of `fallback`
+    starts `move` (in a thread) and lets it run up to just after it removed the key's old entry, then
+    looks; the move finishes 0.2 s later."""
+
+    def __init__(self, entries: dict[str, ApiKeyState], fallback: str, move: threading.Thread) -> None:
+        super().__init__(entries)
+        self.fallback, self.move = fallback, move
+        self.removed, self.resume = threading.Event(), threading.Event()
+
+    def get(self, digest: str, default: ApiKeyState | None = None) -> ApiKeyState | None:  # type: ignore[override]
+        if digest == self.fallback and not self.move.is_alive() and not self.resume.is_set():
+            self.move.start()
+            assert self.removed.wait(5)
+            found = super().get(digest, default)
+            threading.Timer(0.2, self.resume.set).start()
+            return found
+        return super().get(digest, default)
+
+    def pop(self, digest: str, default: ApiKeyState | None = None) -> ApiKeyState | None:  # type: ignore[override]
+        popped = super().pop(digest, default)
+        if self.move.is_alive():
+            self.removed.set()
+            assert self.resume.wait(5)
+        return popped
+
+
+def test_a_key_moving_between_digests_during_a_lookup_is_found(engine: Engine) -> None:
+    """Mid-rotation, instances on either secret move a key between its two digests. A lookup that
+    missed the new digest just before the move and the old one just after it must look again, not
+    refuse a valid key (a 401 seen once in 13,000 calls of the rolling-rotation test)."""
+    _before, admin, key, kid = made_before(engine)
+    instance = Instance(engine, SecretRing.of(OLD, [NEW]))  # looks under OLD first, then NEW
+    registry = instance.registry
+    under_old = registry.view.api_key_by_id(kid)
+    assert under_old is not None
+    new_digest = ApiKeyHasher(NEW).digest(key)
+    registry.api_key_changed(kid, replace(under_old, digest=new_digest))  # moved to NEW elsewhere...
+    move = threading.Thread(target=registry.api_key_changed, args=(kid, under_old))  # ...and back
+    registry.view.api_keys = _PausingDigests(registry.view.api_keys, new_digest, move)
+    assert instance.use(key).id == admin.id
+    move.join(5)
+    assert registry.view.api_key_ids == {kid: under_old.digest}
 
 
 def test_the_view_replaces_a_digest_it_holds() -> None:

@@ -61,7 +61,6 @@ from wardgate.sessions.registry import SessionRegistry, load_groups
 from wardgate.storage.models import ApiKey, User
 
 _REFUSAL_AUDIT = Limit.of("api-key-refusal-audit", parse_rate("1/1m"))
-_LOOKUPS = 3  # passes over the digests when a re-digest elsewhere moved the key during one
 
 
 @dataclass(frozen=True, slots=True)
@@ -285,13 +284,8 @@ class ApiKeyService:
         """By the current secret's digest (one HMAC, one dict lookup), then by the fallbacks'."""
         view = self._registry.view
         key = view.api_keys.get(digest)
-        others: list[str] | None = None
-        for _ in range(_LOOKUPS if key is None else 0):
-            version = view.api_key_version
-            others = others if others is not None else self._other_digests(presented)
-            key = next(filter(None, map(view.api_keys.get, (digest, *others))), None)
-            if key is not None or view.api_key_version == version:
-                break  # found, or no change raced the lookups: the key is unknown
+        if key is None:
+            key = self._registry.find_api_key((digest, *self._other_digests(presented)))
         if key is None:
             raise AuthenticationError(INVALID_KEY, code="unknown_api_key")
         return key, check_api_key_owner(key, view.users.get(key.user_id), now)
@@ -323,15 +317,10 @@ class ApiKeyService:
         if stale:
             return Admitted(*self._check_in_database(key.id, now))
         # By id: a re-digest (key rotation) changes the digest of a key admitted earlier.
-        view = self._registry.view
-        for _ in range(_LOOKUPS):
-            version = view.api_key_version
-            found = view.api_key_by_id(key.id)
-            if found is not None:
-                return Admitted(found, check_api_key_owner(found, view.users.get(found.user_id), now))
-            if view.api_key_version == version:
-                break
-        raise AuthenticationError(INVALID_KEY, code="unknown_api_key")
+        found = self._registry.api_key_by_id(key.id)
+        if found is None:
+            raise AuthenticationError(INVALID_KEY, code="unknown_api_key")
+        return Admitted(found, check_api_key_owner(found, self._registry.view.users.get(found.user_id), now))
 
     def owner_allowed(self, user: UserState) -> None:
         """403 unless the owner may use keys now (approved; an admin, or users may hold keys)."""

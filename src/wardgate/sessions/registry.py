@@ -20,7 +20,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -73,7 +73,6 @@ class SessionView:
     revoked: dict[str, int | None] = field(default_factory=dict)  # session id -> expiry (None: never)
     api_keys: dict[str, ApiKeyState] = field(default_factory=dict)  # digest -> key
     api_key_ids: dict[str, str] = field(default_factory=dict)  # key id -> digest
-    api_key_version: int = 0  # bumped by every key change: a lookup that raced one looks again
     synced_at: float = field(default_factory=time.monotonic)
     retired: dict[tuple[str, str], int] = field(default_factory=dict)  # (user id, stamp) replaced -> when
     deleted: dict[str, int] = field(default_factory=dict)  # users deleted since start -> when
@@ -141,14 +140,12 @@ class SessionView:
         self.api_key_ids[key.id] = key.digest
         if old is not None and old != key.digest:
             self.api_keys.pop(old, None)
-        self.api_key_version += 1
 
     def drop_api_key(self, key_id: str) -> None:
         """Forget a revoked key: it is refused from now on."""
         digest = self.api_key_ids.pop(key_id, None)
         if digest is not None:
             self.api_keys.pop(digest, None)
-        self.api_key_version += 1
 
     def prune(self, now: int) -> None:
         """Drop what can no longer refuse anything: revoked sessions whose tokens have expired
@@ -221,7 +218,6 @@ class SessionRegistry:
             self.view.revoked = revoked
             self.view.api_keys = {key.digest: key for key in keys}
             self.view.api_key_ids = {key.id: key.digest for key in keys}
-            self.view.api_key_version += 1
             self._cursor = max(0, cursor - _OVERLAP_ROWS)
             self.view.synced_at = time.monotonic()
 
@@ -373,6 +369,28 @@ class SessionRegistry:
             else:
                 self.view.put_api_key(key)
         self._notify()
+
+    def find_api_key(self, digests: Sequence[str]) -> ApiKeyState | None:
+        """The key under the first of these digests (one presented key under each secret) that the
+        view holds. Lock-free; a miss looks again under the lock every change to the view holds, as a
+        change can move a key between two of the digests (a re-digest here or on another instance):
+        a lookup that missed the new entry just before the move and the old one just after it would
+        refuse a valid key."""
+        view = self.view
+        found = next(filter(None, map(view.api_keys.get, digests)), None)
+        if found is None:
+            with self._lock:
+                found = next(filter(None, map(view.api_keys.get, digests)), None)
+        return found
+
+    def api_key_by_id(self, key_id: str) -> ApiKeyState | None:
+        """The key with this id as the view holds it now (its digest may have changed since); a miss
+        looks again under the lock, as `find_api_key` does."""
+        found = self.view.api_key_by_id(key_id)
+        if found is None:
+            with self._lock:
+                found = self.view.api_key_by_id(key_id)
+        return found
 
     def api_key_redigested(self, key: ApiKeyState, old_digest: str) -> None:
         """A local write moved this key to a new digest: put it only if the view still holds it
