@@ -123,8 +123,9 @@ class Upstream:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        for writer in self._writers:
-            writer.transport.abort()
+        for writer in self._writers:  # each closed by its task: drop what is still unsent
+            if writer.transport.get_write_buffer_size():  # (an emptied one may be gone already)
+                writer.transport.abort()
         await self._server.wait_closed()
         await asyncio.sleep(0.01)  # let the aborted transports release their sockets
         if self._errors and exc_info[0] is None:
