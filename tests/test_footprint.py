@@ -11,7 +11,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-OPTIONAL = ("alembic", "redis", "ldap3", "webauthn", "authlib", "httpx2", "joserfc", "websockets", "psycopg")
+OPTIONAL = (
+    *("alembic", "redis", "ldap3", "webauthn", "authlib", "httpx2", "joserfc", "websockets", "psycopg"),
+    *("jinja2", "pyotp", "segno"),
+)
 _SCRIPT = """
 import asyncio, json, sys
 from wardgate import cli

@@ -7,6 +7,7 @@ The commands that read or change the migration chain import `storage.schema` (Al
 from __future__ import annotations
 
 import argparse
+import gc
 import getpass
 import logging
 import os
@@ -43,6 +44,8 @@ _LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the process exit code."""
     args = _parser().parse_args(argv)
+    if args.command != "serve":
+        gc.enable()  # off since `wardgate.__main__`; a server turns it on once started (`settle_heap`)
     try:
         settings = load_settings(read_environment(os.environ), persist_secret=args.command != "check")
     except ConfigError as exc:
@@ -137,6 +140,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     # now: the files of an earlier run's workers must not count).
     # The environment is frozen here, `.env` included: a worker the supervisor replaces later (it
     # died, or SIGHUP) runs exactly these settings, never a `.env` edited since (another key).
+    gc.enable()  # the supervisor serves nothing: nothing of its start-up to freeze
     metrics_dir = settings.data_dir / "run" / "metrics"
     os.environ.update(read_environment(os.environ))
     os.environ.update({"HOST": host, "PORT": str(port), **metrics.prepare_multiprocess(metrics_dir)})

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import hmac
 import re
+from typing import TYPE_CHECKING
 
-import pyotp
-import segno
+if TYPE_CHECKING:
+    import pyotp
 
 STEP_SECONDS = 30
 DIGITS = 6
@@ -22,14 +23,20 @@ _CODE = re.compile(r"[0-9]{6}")  # ASCII digits only: "\\d" also matches other s
 
 def new_secret() -> str:
     """A fresh base32 secret of 160 bits (RFC 4226 §4 recommends 160)."""
+    import pyotp
+
     return pyotp.random_base32(length=32)
 
 
 def provisioning_uri(secret: str, account: str, issuer: str) -> str:
     """The `otpauth://totp/...` address an authenticator app reads from the QR code."""
-    return pyotp.TOTP(secret, digits=DIGITS, interval=STEP_SECONDS).provisioning_uri(
-        name=account, issuer_name=issuer
-    )
+    return _totp(secret).provisioning_uri(name=account, issuer_name=issuer)
+
+
+def _totp(secret: str) -> pyotp.TOTP:
+    import pyotp  # here and above, not at the top: a site without second factors never loads it
+
+    return pyotp.TOTP(secret, digits=DIGITS, interval=STEP_SECONDS)
 
 
 def is_code(text: str) -> bool:
@@ -44,7 +51,7 @@ def matching_step(secret: str, code: str, now: float) -> int | None:
     """
     if not is_code(code):
         return None
-    totp = pyotp.TOTP(secret, digits=DIGITS, interval=STEP_SECONDS)
+    totp = _totp(secret)
     current = int(now) // STEP_SECONDS
     found = None
     for step in range(current + SKEW_STEPS, current - SKEW_STEPS - 1, -1):
@@ -55,5 +62,7 @@ def matching_step(secret: str, code: str, now: float) -> int | None:
 
 def qr_svg(uri: str) -> str:
     """The provisioning address as an inline SVG QR code (no script, no style: CSP-safe)."""
+    import segno
+
     svg: str = segno.make(uri, error="m").svg_inline(scale=4, border=2, dark="#000", light="#fff")
     return svg
