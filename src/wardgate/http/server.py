@@ -33,7 +33,7 @@ import gc
 import logging
 import socket
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -74,6 +74,77 @@ def _refusal(status: bytes, detail: bytes) -> bytes:
     )
 
 
+_FLUSH_AT = 64 * 1024  # bytes held back at most: past them a write leaves at once (flow control sees it)
+
+
+class CoalescedWrites:
+    """A connection's transport whose writes leave together: uvicorn writes an answer's head and
+    its body with one system call each, two TCP segments for an answer that fits in one. Writes are
+    held until the answer is complete (`flush`, from the protocol), the end of the event loop's
+    step, or `_FLUSH_AT` bytes, whichever comes first; order is kept, and `close` sends what is
+    held first. Everything else is the transport's own."""
+
+    __slots__ = ("_held", "_held_bytes", "_loop", "_transport")
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._loop = loop
+        self._held: list[bytes] = []
+        self._held_bytes = 0
+
+    def write(self, data: bytes) -> None:
+        """Hold `data` (sent by `flush`, at the latest at the end of this step of the loop)."""
+        if not data:
+            return
+        if not self._held:
+            self._loop.call_soon(self.flush)
+        self._held.append(data)
+        self._held_bytes += len(data)
+        if self._held_bytes >= _FLUSH_AT:
+            self.flush()
+
+    def writelines(self, chunks: Iterable[bytes]) -> None:
+        """Hold each chunk, as `write` does (in order with what is held already)."""
+        for chunk in chunks:
+            self.write(chunk)
+
+    def write_eof(self) -> None:
+        """Send what is held, then close the writing side."""
+        self.flush()
+        self._transport.write_eof()
+
+    def flush(self) -> None:
+        """Send what is held, in one system call."""
+        if not self._held:
+            return
+        held, self._held, self._held_bytes = self._held, [], 0
+        if len(held) == 1:
+            self._transport.write(held[0])
+        else:
+            self._transport.writelines(held)
+
+    def close(self) -> None:
+        """Send what is held, then close (after the transport's own buffer is sent)."""
+        self.flush()
+        self._transport.close()
+
+    def abort(self) -> None:
+        """Close at once: what is held is dropped with the transport's buffer."""
+        self._held, self._held_bytes = [], 0
+        self._transport.abort()
+
+    def is_closing(self) -> bool:
+        """Whether the transport is closing or closed."""
+        return self._transport.is_closing()
+
+    def get_write_buffer_size(self) -> int:
+        """Bytes not yet sent: held here, and in the transport's buffer."""
+        return self._held_bytes + self._transport.get_write_buffer_size()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
 class BoundedHttpToolsProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with bounded request heads and a cap on connections per client."""
 
@@ -91,7 +162,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         """Admit the connection unless its client already holds its share; start the head clock."""
-        super().connection_made(transport)
+        super().connection_made(CoalescedWrites(transport, self.loop))  # type: ignore[arg-type]
         host = self.client[0] if self.client else None
         if not self.limits.trusted.trusts(host):
             bucket = address_bucket(host, self.limits.ipv6_prefix)
@@ -167,6 +238,11 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._head_bytes = 0
         self._stop_head_clock()
         super().on_headers_complete()
+
+    def on_response_complete(self) -> None:
+        """An answer is complete: send what is held of it now, not at the end of the loop's step."""
+        self.transport.flush()  # type: ignore[attr-defined]
+        super().on_response_complete()
 
     def on_message_complete(self) -> None:
         """The request is whole: the next bytes on this connection are a new head."""

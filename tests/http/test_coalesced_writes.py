@@ -1,0 +1,115 @@
+"""The server's transport wrapper (`CoalescedWrites`): an answer's head and body leave in one
+system call, in order, and nothing held is lost or delayed past the loop's step, a close or the
+flow-control threshold."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from wardgate.http.server import _FLUSH_AT, CoalescedWrites
+
+pytestmark = pytest.mark.anyio
+
+
+class Recording(asyncio.Transport):
+    """A transport that records each call that would be a system call."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[tuple[str, Any]] = []
+        self.closing = False
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.calls.append(("write", bytes(data)))
+
+    def writelines(self, list_of_data: Any) -> None:
+        self.calls.append(("writelines", [bytes(d) for d in list_of_data]))
+
+    def close(self) -> None:
+        self.calls.append(("close", None))
+        self.closing = True
+
+    def abort(self) -> None:
+        self.calls.append(("abort", None))
+        self.closing = True
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    def get_write_buffer_size(self) -> int:
+        return 7
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return {"peername": ("127.0.0.1", 5)}.get(name, default)
+
+
+def sent(transport: Recording) -> bytes:
+    out = b""
+    for kind, data in transport.calls:
+        if kind == "write":
+            out += data
+        elif kind == "writelines":
+            out += b"".join(data)
+    return out
+
+
+async def test_a_head_and_body_leave_in_one_call_in_order() -> None:
+    transport = Recording()
+    writes = CoalescedWrites(transport, asyncio.get_running_loop())
+    writes.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n")
+    writes.write(b"ok")
+    assert transport.calls == []  # held within this step
+    assert writes.get_write_buffer_size() == 38 + 2 + 7  # held, and the transport's own
+    writes.flush()  # the protocol, as the answer completes
+    assert transport.calls == [("writelines", [b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n", b"ok"])]
+
+
+async def test_what_is_held_leaves_at_the_end_of_the_loops_step() -> None:
+    transport = Recording()
+    writes = CoalescedWrites(transport, asyncio.get_running_loop())
+    writes.write(b"data: 1\n\n")  # a stream's chunk: no completion to flush it
+    await asyncio.sleep(0)
+    assert transport.calls == [("write", b"data: 1\n\n")]
+    writes.write(b"data: 2\n\n")
+    writes.writelines([b"a", b"b"])
+    await asyncio.sleep(0)
+    assert sent(transport) == b"data: 1\n\ndata: 2\n\nab"
+
+
+async def test_a_large_write_leaves_at_once_so_that_flow_control_sees_it() -> None:
+    transport = Recording()
+    writes = CoalescedWrites(transport, asyncio.get_running_loop())
+    writes.write(b"h")
+    writes.write(b"x" * _FLUSH_AT)
+    assert sent(transport) == b"h" + b"x" * _FLUSH_AT
+    assert writes.get_write_buffer_size() == 7
+
+
+async def test_a_close_sends_what_is_held_first_and_an_abort_drops_it() -> None:
+    loop = asyncio.get_running_loop()
+    closed, aborted = Recording(), Recording()
+    writes = CoalescedWrites(closed, loop)
+    writes.write(b"HTTP/1.1 431 Request Header Fields Too Large\r\n\r\n")
+    writes.close()
+    assert closed.calls == [
+        ("write", b"HTTP/1.1 431 Request Header Fields Too Large\r\n\r\n"),
+        ("close", None),
+    ]
+    writes = CoalescedWrites(aborted, loop)
+    writes.write(b"partial")
+    writes.abort()
+    await asyncio.sleep(0)  # the step's flush finds nothing held
+    assert aborted.calls == [("abort", None)]
+
+
+async def test_everything_else_is_the_transports() -> None:
+    transport = Recording()
+    writes = CoalescedWrites(transport, asyncio.get_running_loop())
+    assert writes.get_extra_info("peername") == ("127.0.0.1", 5)
+    assert not writes.is_closing()
+    writes.write(b"")  # nothing to send: nothing scheduled
+    await asyncio.sleep(0)
+    assert transport.calls == []
