@@ -80,10 +80,20 @@ class ForwardingRules:
     """Open WebUI's forwarded-user headers: read from a service key's calls, sent to no upstream."""
     protected: frozenset[str] = field(init=False, repr=False)
     """Names no client may send to an upstream in any spelling (compared after `_as_cgi`)."""
+    dropped: frozenset[str] = field(init=False, repr=False)
+    """Names never passed on as the client sent them, whatever the request (lower-case)."""
+    dropped_with_authorization: frozenset[str] = field(init=False, repr=False)
 
-    def __post_init__(self) -> None:
+    def __post_init__(self) -> None:  # once, not per request
         names = self.identity.names | self.forwarded.names | FORWARDING | {self.api_key_header.lower()}
-        object.__setattr__(self, "protected", frozenset(_as_cgi(n) for n in names))  # once, not per request
+        object.__setattr__(self, "protected", frozenset(_as_cgi(n) for n in names))
+        # `Expect: 100-continue` was answered to the client; the framing is set again by the upstream
+        # client from the body it sends; Open WebUI's forwarded-user headers go from everyone (a
+        # service key's were read already, `wardgate.proxy.acting`): the upstream learns the person
+        # from the identity headers.
+        dropped = HOP_BY_HOP | names | _FRAMING | {"host", "expect"}
+        object.__setattr__(self, "dropped", dropped)
+        object.__setattr__(self, "dropped_with_authorization", dropped | {"authorization"})
 
     def refuses(self, name: str) -> bool:
         """Whether a client header (lower-case name) must not reach the upstream on these grounds."""
@@ -130,16 +140,13 @@ def upstream_request_headers(
     first: dict[str, str] = {}
     for name, value in raw:
         first.setdefault(name, value)
-    # Open WebUI's forwarded-user headers too, from everyone: a service key's were read already
-    # (`wardgate.proxy.acting`), and the upstream learns the person from the identity headers.
-    dropped = HOP_BY_HOP | FORWARDING | rules.identity.names | rules.forwarded.names
-    if "connection" in first:
-        dropped |= _connection_tokens(raw)
-    dropped |= {"host", "expect", rules.api_key_header}  # `Expect: 100-continue` was answered to the client
-    dropped |= _FRAMING  # set again by the upstream client from the body it sends, never passed on
     authorization = first.get("authorization", "")
     if upstream.strips_authorization or principal.via != "cookie" or is_ours(authorization):
-        dropped = dropped | {"authorization"}  # wardgate's credential, or meant for a model API
+        dropped = rules.dropped_with_authorization  # wardgate's credential, or meant for a model API
+    else:
+        dropped = rules.dropped
+    if "connection" in first:
+        dropped = dropped | _connection_tokens(raw)
     headers: list[tuple[str, str]] = []
     for name, value in raw:
         if name in dropped or rules.refuses(name):
