@@ -74,37 +74,35 @@ def _refusal(status: bytes, detail: bytes) -> bytes:
     )
 
 
-_FLUSH_AT = 64 * 1024  # bytes held back at most: past them a write leaves at once (flow control sees it)
-
-
 class CoalescedWrites:
-    """A connection's transport whose writes leave together: uvicorn writes an answer's head and
-    its body with one system call each, two TCP segments for an answer that fits in one. Writes are
-    held until the answer is complete (`flush`, from the protocol), the end of the event loop's
-    step, or `_FLUSH_AT` bytes, whichever comes first; order is kept, and `close` sends what is
-    held first. Everything else is the transport's own."""
+    """A connection's transport whose writes leave in pairs: uvicorn writes an answer's head and
+    its body with one system call each, two TCP segments for an answer that fits in one. A write is
+    held until the next one (both leave in one system call), the answer's completion (`flush`, from
+    the protocol) or the end of the event loop's step, whichever comes first: no chunk of a stream
+    waits for more than the next. Order is kept, and `close` sends what is held first. Everything
+    else is the transport's own."""
 
-    __slots__ = ("_held", "_held_bytes", "_loop", "_transport")
+    __slots__ = ("_held", "_loop", "_transport")
 
     def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
         self._transport = transport
         self._loop = loop
-        self._held: list[bytes] = []
-        self._held_bytes = 0
+        self._held: bytes | None = None
 
     def write(self, data: bytes) -> None:
-        """Hold `data` (sent by `flush`, at the latest at the end of this step of the loop)."""
+        """Hold `data`, or send it with the write held."""
         if not data:
             return
-        if not self._held:
+        held = self._held
+        if held is None:
+            self._held = data
             self._loop.call_soon(self.flush)
-        self._held.append(data)
-        self._held_bytes += len(data)
-        if self._held_bytes >= _FLUSH_AT:
-            self.flush()
+        else:
+            self._held = None
+            self._transport.writelines((held, data))
 
     def writelines(self, chunks: Iterable[bytes]) -> None:
-        """Hold each chunk, as `write` does (in order with what is held already)."""
+        """Each chunk, as `write` sends it."""
         for chunk in chunks:
             self.write(chunk)
 
@@ -114,14 +112,11 @@ class CoalescedWrites:
         self._transport.write_eof()
 
     def flush(self) -> None:
-        """Send what is held, in one system call."""
-        if not self._held:
-            return
-        held, self._held, self._held_bytes = self._held, [], 0
-        if len(held) == 1:
-            self._transport.write(held[0])
-        else:
-            self._transport.writelines(held)
+        """Send what is held."""
+        held = self._held
+        if held is not None:
+            self._held = None
+            self._transport.write(held)
 
     def close(self) -> None:
         """Send what is held, then close (after the transport's own buffer is sent)."""
@@ -130,7 +125,7 @@ class CoalescedWrites:
 
     def abort(self) -> None:
         """Close at once: what is held is dropped with the transport's buffer."""
-        self._held, self._held_bytes = [], 0
+        self._held = None
         self._transport.abort()
 
     def is_closing(self) -> bool:
@@ -139,7 +134,8 @@ class CoalescedWrites:
 
     def get_write_buffer_size(self) -> int:
         """Bytes not yet sent: held here, and in the transport's buffer."""
-        return self._held_bytes + self._transport.get_write_buffer_size()
+        held = len(self._held) if self._held is not None else 0
+        return held + self._transport.get_write_buffer_size()
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._transport, name)
