@@ -5,13 +5,23 @@ completion, the loop's step or a close."""
 from __future__ import annotations
 
 import asyncio
+import logging
+import socket
+import struct
+import threading
+import time
 from typing import Any
 
 import pytest
+import uvicorn
+from starlette.types import Receive, Scope, Send
 
-from wardgate.http.server import CoalescedWrites
+from wardgate.config.network import TrustedProxies
+from wardgate.http.server import CoalescedWrites, ConnectionLimits, protocol_for
 
-pytestmark = pytest.mark.anyio
+LIMITS = ConnectionLimits(
+    max_head_bytes=8192, head_timeout=10, max_per_client=100, ipv6_prefix=64, trusted=TrustedProxies()
+)
 
 
 class Recording(asyncio.Transport):
@@ -56,6 +66,7 @@ def sent(transport: Recording) -> bytes:
     return out
 
 
+@pytest.mark.anyio
 async def test_a_head_and_body_leave_in_one_call_in_order() -> None:
     transport = Recording()
     writes = CoalescedWrites(transport, asyncio.get_running_loop())
@@ -66,6 +77,7 @@ async def test_a_head_and_body_leave_in_one_call_in_order() -> None:
     assert transport.calls == [("writelines", [b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n", b"ok"])]
 
 
+@pytest.mark.anyio
 async def test_a_streams_chunk_waits_for_the_next_at_most() -> None:
     transport = Recording()
     writes = CoalescedWrites(transport, asyncio.get_running_loop())
@@ -76,6 +88,7 @@ async def test_a_streams_chunk_waits_for_the_next_at_most() -> None:
     assert sent(transport) == b"".join(b"data: %d\n\n" % n for n in range(5))
 
 
+@pytest.mark.anyio
 async def test_what_is_held_leaves_at_the_end_of_the_loops_step() -> None:
     transport = Recording()
     writes = CoalescedWrites(transport, asyncio.get_running_loop())
@@ -88,6 +101,7 @@ async def test_what_is_held_leaves_at_the_end_of_the_loops_step() -> None:
     assert sent(transport) == b"data: 1\n\ndata: 2\n\nab"
 
 
+@pytest.mark.anyio
 async def test_a_close_sends_what_is_held_first_and_an_abort_drops_it() -> None:
     loop = asyncio.get_running_loop()
     closed, aborted = Recording(), Recording()
@@ -105,6 +119,7 @@ async def test_a_close_sends_what_is_held_first_and_an_abort_drops_it() -> None:
     assert aborted.calls == [("abort", None)]
 
 
+@pytest.mark.anyio
 async def test_everything_else_is_the_transports() -> None:
     transport = Recording()
     writes = CoalescedWrites(transport, asyncio.get_running_loop())
@@ -113,3 +128,42 @@ async def test_everything_else_is_the_transports() -> None:
     writes.write(b"")  # nothing to send: nothing scheduled
     await asyncio.sleep(0)
     assert transport.calls == []
+
+
+def test_a_client_gone_mid_stream_leaves_nothing_to_flush(caplog: pytest.LogCaptureFixture) -> None:
+    """A stream's held chunk is forgotten when the connection is lost: flushed later, it would be
+    written to a closed handle ("Exception in callback CoalescedWrites.flush()" logged as an error for
+    every client that hangs up mid-stream)."""
+
+    async def stream(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        for _ in range(20_000):  # a flood, one chunk per step of the loop, until the client is gone
+            await send({"type": "http.response.body", "body": b"data: x\n\n", "more_body": True})
+            await asyncio.sleep(0)
+
+    config = uvicorn.Config(
+        stream, host="127.0.0.1", port=0, http=protocol_for(LIMITS), loop="uvloop", log_level="warning"
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not server.started:
+            assert time.monotonic() < deadline, "the server did not start"
+            time.sleep(0.01)
+        port = server.servers[0].sockets[0].getsockname()[1]
+        with caplog.at_level(logging.ERROR, logger="asyncio"):
+            for _ in range(20):
+                client = socket.create_connection(("127.0.0.1", port), timeout=5)
+                client.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+                assert client.recv(4096).startswith(b"HTTP/1.1 200")
+                client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                client.close()  # a reset, as a client that hangs up mid-stream
+            time.sleep(0.2)
+        assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+    finally:
+        server.should_exit = True
+        thread.join(10)

@@ -118,6 +118,10 @@ class CoalescedWrites:
             self._held = None
             self._transport.write(held)
 
+    def discard(self) -> None:
+        """Forget what is held: the connection is gone (a flush would write to a closed handle)."""
+        self._held = None
+
     def close(self) -> None:
         """Send what is held, then close (after the transport's own buffer is sent)."""
         self.flush()
@@ -171,8 +175,9 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._start_head_clock()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        """Release the client's share and the head clock."""
+        """Release the client's share and the head clock; forget what is held of an answer."""
         self._release()
+        self.transport.discard()  # type: ignore[attr-defined]
         super().connection_lost(exc)
 
     def _release(self) -> None:
@@ -186,12 +191,14 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def handle_websocket_upgrade(self) -> None:
         """Hand over to the WebSocket protocol, which then holds the client's share until it closes."""
         self._stop_head_clock()
+        transport: CoalescedWrites = self.transport  # type: ignore[assignment]
         super().handle_websocket_upgrade()
         socket_protocol = self.transport.get_protocol()
         lost = socket_protocol.connection_lost
 
         def release_then_lose(exc: Exception | None) -> None:
             self._release()
+            transport.discard()
             lost(exc)
 
         socket_protocol.connection_lost = release_then_lose  # type: ignore[method-assign]
