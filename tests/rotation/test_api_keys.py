@@ -18,7 +18,7 @@ from wardgate.errors import AuthenticationError
 from wardgate.gateway import account_policy, api_key_policy
 from wardgate.identity.accounts import AccountService
 from wardgate.identity.api_keys import ApiKeyService
-from wardgate.identity.key_material import ApiKeyHasher, NewKey
+from wardgate.identity.key_material import ApiKeyHasher, NewKey, generate_key
 from wardgate.security.keys import SecretRing, key_id
 from wardgate.security.passwords import PasswordHasher
 from wardgate.security.ratelimit import RateLimiter
@@ -200,6 +200,24 @@ def test_a_key_moving_between_digests_during_a_lookup_is_found(engine: Engine) -
     assert instance.use(key).id == admin.id
     move.join(5)
     assert registry.view.api_key_ids == {kid: under_old.digest}
+
+
+def test_an_unknown_key_never_waits_for_a_change_under_way(engine: Engine) -> None:
+    """Misses are answered without the registry's lock: a flood of made-up keys must not queue
+    behind a long change of the view (a prune of a large view, a sync's backlog) on the event loop."""
+    instance = Instance(engine, SecretRing.of(OLD, [NEW]))
+    refused = threading.Event()
+
+    def use_unknown() -> None:
+        with pytest.raises(AuthenticationError):
+            instance.use(generate_key())
+        refused.set()
+
+    with instance.registry._lock:  # a change of the view under way, for as long as this block
+        caller = threading.Thread(target=use_unknown, daemon=True)
+        caller.start()
+        assert refused.wait(2), "the lookup waited for the lock"
+    caller.join(2)
 
 
 def test_the_view_replaces_a_digest_it_holds() -> None:

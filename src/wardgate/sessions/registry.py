@@ -37,6 +37,7 @@ from wardgate.storage.models import ApiKey, AuthChange, AuthSession, User, UserG
 from wardgate.storage.retention import prune_before
 
 log = logging.getLogger(__name__)
+_LOOKUPS = 3  # lock-free tries at a key while changes race them, before taking the lock
 _OVERLAP_ROWS = 1000  # ids can commit out of order; re-read this many below the highest seen
 _CHANGE_LOG_RETENTION = 86400
 _EXPIRED_SESSION_GRACE = 300  # seconds past a session's expiry before its row is deleted
@@ -73,6 +74,7 @@ class SessionView:
     revoked: dict[str, int | None] = field(default_factory=dict)  # session id -> expiry (None: never)
     api_keys: dict[str, ApiKeyState] = field(default_factory=dict)  # digest -> key
     api_key_ids: dict[str, str] = field(default_factory=dict)  # key id -> digest
+    api_key_writes: int = 0  # bumped before and after each key change: odd while one is under way
     synced_at: float = field(default_factory=time.monotonic)
     retired: dict[tuple[str, str], int] = field(default_factory=dict)  # (user id, stamp) replaced -> when
     deleted: dict[str, int] = field(default_factory=dict)  # users deleted since start -> when
@@ -135,17 +137,21 @@ class SessionView:
         """Record a key (new, or reloaded after a change). A re-digested key's earlier digest goes:
         left behind, it would still admit the key after its revocation, which drops the new one only.
         The new entry is in place before the old one leaves, so a lookup finds one or the other."""
+        self.api_key_writes += 1
         old = self.api_key_ids.get(key.id)
         self.api_keys[key.digest] = key
         self.api_key_ids[key.id] = key.digest
         if old is not None and old != key.digest:
             self.api_keys.pop(old, None)
+        self.api_key_writes += 1
 
     def drop_api_key(self, key_id: str) -> None:
         """Forget a revoked key: it is refused from now on."""
+        self.api_key_writes += 1
         digest = self.api_key_ids.pop(key_id, None)
         if digest is not None:
             self.api_keys.pop(digest, None)
+        self.api_key_writes += 1
 
     def prune(self, now: int) -> None:
         """Drop what can no longer refuse anything: revoked sessions whose tokens have expired
@@ -216,8 +222,10 @@ class SessionRegistry:
             self.view.users = users
             self.view.emails = {user.email: user.id for user in users.values()}
             self.view.revoked = revoked
+            self.view.api_key_writes += 1
             self.view.api_keys = {key.digest: key for key in keys}
             self.view.api_key_ids = {key.id: key.digest for key in keys}
+            self.view.api_key_writes += 1
             self._cursor = max(0, cursor - _OVERLAP_ROWS)
             self.view.synced_at = time.monotonic()
 
@@ -372,25 +380,29 @@ class SessionRegistry:
 
     def find_api_key(self, digests: Sequence[str]) -> ApiKeyState | None:
         """The key under the first of these digests (one presented key under each secret) that the
-        view holds. Lock-free; a miss looks again under the lock every change to the view holds, as a
-        change can move a key between two of the digests (a re-digest here or on another instance):
-        a lookup that missed the new entry just before the move and the old one just after it would
-        refuse a valid key."""
+        view holds. A change can move a key between two of the digests (a re-digest here or on
+        another instance): a lookup that missed the new entry just before the move and the old one
+        just after it must not refuse a valid key (`_without_racing`)."""
         view = self.view
-        found = next(filter(None, map(view.api_keys.get, digests)), None)
-        if found is None:
-            with self._lock:
-                found = next(filter(None, map(view.api_keys.get, digests)), None)
-        return found
+        return self._without_racing(lambda: next(filter(None, map(view.api_keys.get, digests)), None))
 
     def api_key_by_id(self, key_id: str) -> ApiKeyState | None:
-        """The key with this id as the view holds it now (its digest may have changed since); a miss
-        looks again under the lock, as `find_api_key` does."""
-        found = self.view.api_key_by_id(key_id)
-        if found is None:
-            with self._lock:
-                found = self.view.api_key_by_id(key_id)
-        return found
+        """The key with this id as the view holds it now (its digest may have changed since)."""
+        return self._without_racing(lambda: self.view.api_key_by_id(key_id))
+
+    def _without_racing(self, lookup: Callable[[], ApiKeyState | None]) -> ApiKeyState | None:
+        """`lookup` of the view's keys; a miss counts only when no key change was under way or began
+        meanwhile (`SessionView.api_key_writes`, a sequence lock: no lock is taken, so a flood of
+        unknown keys never waits for a writer). A miss that keeps racing changes looks once more
+        under the lock every change holds."""
+        view = self.view
+        for _ in range(_LOOKUPS):
+            before = view.api_key_writes
+            found = lookup()
+            if found is not None or (before % 2 == 0 and view.api_key_writes == before):
+                return found
+        with self._lock:
+            return lookup()
 
     def api_key_redigested(self, key: ApiKeyState, old_digest: str) -> None:
         """A local write moved this key to a new digest: put it only if the view still holds it
