@@ -147,27 +147,6 @@ def test_a_non_compact_usage_null_is_taken_out_too() -> None:
     assert run(tap, asked, []) == b'data: {"id": "c", "choices": [{"delta": {}}]}\n\n'
 
 
-def test_a_null_usage_is_read_without_parsing_and_a_mention_in_text_is_left_alone(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """Every chunk of a stream that asked for usage carries `"usage": null`: those are not parsed
-    (a flood read at once would reach the client only after all were); a chunk whose text mentions
-    usage keeps its text, and the real usage chunk is still read."""
-    parsed: list[bytes] = []
-    real_loads = json.loads
-    monkeypatch.setattr(
-        "wardgate.usage.wire.json.loads", lambda data: parsed.append(data) or real_loads(data)
-    )
-    mention = {"id": "c1", "choices": [{"delta": {"content": '{"usage": null}'}}], "usage": None}
-    answer = sse([chunk("a", asked=True), mention, {"id": "c1", "choices": [], "usage": USAGE}])
-    tap = UsageTap(Format.OPENAI, streamed=True, strip=True)
-    out = run(tap, answer + b"data: [DONE]\n\n", [])
-    assert len(parsed) == 1  # the usage chunk only
-    assert tap.usage == Usage(3, 2, cached_tokens=1)
-    assert b'"usage"' not in out.replace(b'\\"usage\\"', b"")  # only the text's mention is left
-    assert b'{\\"usage\\": null}' in out
-
-
 @pytest.mark.parametrize(
     "body",
     [

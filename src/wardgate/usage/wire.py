@@ -281,11 +281,6 @@ class UsageTap:
             return event
         if b'"usage"' not in data:
             return event
-        if self.format is Format.OPENAI and data.count(b'"usage"') == 1 and _USAGE_NULL.search(data):
-            # OpenAI's `"usage": null` on every chunk of a stream that asked for usage: nothing to
-            # note, and no JSON to parse (a flood of chunks read at once reached the client only
-            # after all were parsed: ~1 ms more to the first byte)
-            return _USAGE_NULL.sub(b"", event) if self.strip else event
         document = _loads(data)
         if not isinstance(document, dict):
             return event
