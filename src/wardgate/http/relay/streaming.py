@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -43,10 +43,6 @@ SMALL_ANSWER = 64 * 1024  # bytes; larger or unsized answers are streamed
 SMALL_BODY = 64 * 1024  # bytes; request bodies declared larger are streamed upstream as they arrive
 MAX_REWRITTEN = 8 * 1024 * 1024  # bytes of an answer wardgate rewrites (a model list) at most
 WATCH_AFTER = 0.05  # seconds into an exchange before a client's disconnect is watched for
-TAPPED_SLICE = 8 * 1024
-"""Bytes of a metered stream fed to the tap and sent at a time. The tap looks at every event (about
-10 µs each here); a read of 64 KiB (350 events of a flood) would otherwise reach the client only
-after all of them were looked at, 3.7 ms after it arrived."""
 
 
 class _ClientGone(Exception):
@@ -347,12 +343,11 @@ async def _relay(
     await send(_start(answer, unsized=tap is not None and tap.strip))
     try:
         async for chunk in answer.chunks():
-            for piece in _slices(chunk) if tap is not None else (chunk,):
-                out = tap.feed(piece) if tap is not None else piece
-                if out:
-                    if shaping is not None:
-                        shaping.first_bytes()
-                    await send({"type": "http.response.body", "body": out, "more_body": True})
+            out = tap.feed(chunk) if tap is not None else chunk
+            if out:
+                if shaping is not None:
+                    shaping.first_bytes()
+                await send({"type": "http.response.body", "body": out, "more_body": True})
     except UpstreamError as exc:
         if not cancellation.cancelled:
             log.warning("upstream stream broke off (%s)", exc)
@@ -365,12 +360,3 @@ async def _relay(
     await send({"type": "http.response.body", "body": rest})
     if shaping is not None and shaping.exchange is not None:
         shaping.exchange.complete = not cancellation.cancelled
-
-
-def _slices(chunk: bytes) -> Iterator[bytes]:
-    """`chunk` in pieces of `TAPPED_SLICE` bytes at most (the tap takes an answer cut anywhere)."""
-    if len(chunk) <= TAPPED_SLICE:
-        yield chunk
-        return
-    for start in range(0, len(chunk), TAPPED_SLICE):
-        yield chunk[start : start + TAPPED_SLICE]
