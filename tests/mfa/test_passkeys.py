@@ -3,16 +3,22 @@ second step after a password, and every assertion the relying party must refuse.
 
 from __future__ import annotations
 
+import threading
 import time
+from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import pytest
 from sqlalchemy import select, update
 from starlette.testclient import TestClient
 
 from tests.conftest import bearer, refused
 from tests.mfa.authenticator import Authenticator
 from tests.mfa.conftest import MFA, SITE, first_step, gateway_of, new_account, register_passkey
+from wardgate.errors import BadRequestError, RateLimitedError
+from wardgate.identity.records import ClientInfo
 from wardgate.storage.models import AuditEvent, Passkey
 
 Site = Callable[..., TestClient]
@@ -144,3 +150,48 @@ def test_removing_a_passkey(site: Site, device: Authenticator) -> None:
     assert client.get(MFA, headers=bearer(token)).json()["methods"] == []
     started = begin(client)
     refused(finish(client, started["ceremony"], device.get(started["options"])), 400)
+
+
+def test_failed_passkey_sign_ins_from_one_address_are_limited(site: Site, device: Authenticator) -> None:
+    """A passkey sign-in spends the address's failures like a password does (SIGNIN_IP_RATE_LIMIT)."""
+    client = site(SIGNIN_IP_RATE_LIMIT="3/1m")
+    register_passkey(client, new_account(client, "ada@example.com"), device)
+    for _ in range(3):
+        started = begin(client)
+        refused(
+            finish(client, started["ceremony"], device.get(started["options"], origin="http://evil.test")),
+            400,
+        )
+    started = begin(client)
+    refused(finish(client, started["ceremony"], device.get(started["options"])), 429)  # even a good one
+
+
+def test_concurrent_failed_passkey_sign_ins_stay_within_the_address_limit(
+    site: Site, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Check, verify and count run under the address's lock: twenty failures sent at once from one
+    address reach the verification exactly as often as the limit allows (the verification is slowed
+    here so that, without the lock, all would pass the check before the first is counted)."""
+    mfa = gateway_of(site(SIGNIN_IP_RATE_LIMIT="5/1m")).mfa
+
+    def slow_refusal(_ceremony: object, _credential: object) -> None:
+        time.sleep(0.05)
+        raise BadRequestError("The passkey answer is not valid.", code="passkey_invalid")
+
+    monkeypatch.setattr(mfa, "_open_either", lambda _token: None)
+    monkeypatch.setattr(mfa, "_assert", slow_refusal)
+    barrier = threading.Barrier(20)
+
+    def attempt(_index: int) -> int:
+        barrier.wait(10)
+        try:
+            mfa.finish_passkey_signin("ceremony", {}, ClientInfo(ip="203.0.113.7"))
+        except RateLimitedError:
+            return 429
+        except BadRequestError:
+            return 400
+        return 200
+
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        statuses = Counter(pool.map(attempt, range(20)))
+    assert statuses == Counter({400: 5, 429: 15})

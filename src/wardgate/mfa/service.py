@@ -273,12 +273,16 @@ class MfaService:
         ip_key = f"passkey-ip:{self._limiter.client_key(client.ip)}"
         self._limiter.check(self.policy.signin_ip, ip_key)
         with self._audit.attempt("auth.signin", detail="passkey") as entry:
-            try:
-                ceremony = self._open_either(token)
-                passkey, user = self._assert(ceremony, credential)
-            except BadRequestError:
-                self._limiter.count(self.policy.signin_ip, ip_key)
-                raise
+            # As the password sign-in: check, verify and count under the address's lock, so that
+            # concurrent failures from one address cannot all pass the check.
+            with self._accounts.address_lock(ip_key):
+                self._limiter.check(self.policy.signin_ip, ip_key)
+                try:
+                    ceremony = self._open_either(token)
+                    passkey, user = self._assert(ceremony, credential)
+                except BadRequestError:
+                    self._limiter.count(self.policy.signin_ip, ip_key)
+                    raise
             entry.subject = user.email
             if ceremony.purpose == "signin":
                 self._require_passwordless()
