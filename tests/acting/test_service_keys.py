@@ -8,6 +8,7 @@ The real Open WebUI and a real model are tests/openwebui/test_acting_for_people.
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
@@ -145,6 +146,11 @@ def test_a_person_who_may_not_use_wardgate_is_refused_and_nothing_lands_on_the_k
     answer = site.chat(site.service_key["api_key"], site.as_person(who))
     assert detail in refused(answer, 403)
     _nothing_forwarded_nor_recorded(site)
+    with sqlite3.connect(site.data_dir / "wardgate.db") as db:  # the audit names who was asked for
+        details = [
+            row[0] for row in db.execute("SELECT detail FROM audit_events WHERE event = 'api_key.refused'")
+        ]
+    assert details == [f"key={site.service_key['id']} reason=service_key_person person={who}"]
 
 
 def test_the_owner_demoted_the_key_acts_for_nobody(site: Site) -> None:

@@ -364,8 +364,9 @@ class ApiKeyService:
         key = ApiKeyState.from_row(row)
         return key, check_api_key_owner(key, state, now)
 
-    def record_refusal(self, code: str, key: ApiKeyState | None = None) -> None:
-        """Audit a refused key (`api_key.refused`), at most once a minute per key (or IP) and reason."""
+    def record_refusal(self, code: str, key: ApiKeyState | None = None, *, person: str | None = None) -> None:
+        """Audit a refused key (`api_key.refused`), at most once a minute per key (or IP) and reason;
+        `person`: the address a service key's refused call named (checked, exact form)."""
         who = key.id if key is not None else f"ip:{self._refusals.client_key(request_origin.get()[0])}"
         try:
             self._refusals.hit(_REFUSAL_AUDIT, f"{who}:{code}")
@@ -373,4 +374,6 @@ class ApiKeyService:
             return
         owner = self._email_of(key.user_id) if key is not None else None
         detail = f"key={key.id} reason={code}" if key is not None else f"reason={code}"
+        if person is not None:
+            detail += f" person={person}"
         self._audit.record("api_key.refused", "refused", subject=owner, detail=detail)

@@ -14,6 +14,7 @@ than the one the access rules were checked against.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from functools import partial
 from urllib.parse import quote
 
@@ -35,7 +36,7 @@ from wardgate.http.relay.models import forward_model_call
 from wardgate.http.relay.streaming import ReverseProxy
 from wardgate.http.routes.oauth import signout_redirect_url
 from wardgate.identity.authentication import Caller, KeyPrincipal, Principal
-from wardgate.proxy.acting import NO_PERSON, Acting, act_for, is_service_key
+from wardgate.proxy.acting import NO_PERSON, Acting, ForwardedUser, act_for, is_service_key, named_email
 from wardgate.proxy.admission import admit
 from wardgate.proxy.models import classify
 from wardgate.proxy.upstreams import Upstream
@@ -158,9 +159,18 @@ async def _acting(request: Request, caller: Caller, upstream: Upstream) -> Actin
             )
     except ApiError as exc:
         if isinstance(caller, KeyPrincipal):
-            await anyio.to_thread.run_sync(gw.api_keys.record_refusal, exc.code, caller.key)
+            refusal = partial(gw.api_keys.record_refusal, person=_named(request.headers, forwarded))
+            await anyio.to_thread.run_sync(refusal, exc.code, caller.key)
         raise
     return acting
+
+
+def _named(headers: Mapping[str, str], forwarded: ForwardedUser) -> str | None:
+    """For the audit of a refused service-key call: the address it named, when one verifies."""
+    try:
+        return named_email(headers, forwarded)
+    except ApiError:
+        return None
 
 
 async def sign_out_through_app(request: Request, principal: Principal, upstream: Upstream) -> Response:
