@@ -33,7 +33,7 @@ from wardgate.gateway import Gateway
 from wardgate.http.application import build_application
 from wardgate.sessions import registry as registry_module
 from wardgate.sessions.records import UserState
-from wardgate.sessions.registry import SessionView
+from wardgate.sessions.view import SessionView
 from wardgate.storage import retention, schema
 from wardgate.storage.models import AuditEvent, AuthChange, AuthSession, User
 from wardgate.storage.paging import MAX_OFFSET, Cursor

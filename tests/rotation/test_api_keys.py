@@ -24,7 +24,8 @@ from wardgate.security.passwords import PasswordHasher
 from wardgate.security.ratelimit import RateLimiter
 from wardgate.security.tokens import TokenCodec
 from wardgate.sessions.records import ApiKeyState, KeyScope, UserState
-from wardgate.sessions.registry import SessionRegistry, SessionView
+from wardgate.sessions.registry import SessionRegistry
+from wardgate.sessions.view import SessionView
 from wardgate.storage import db, schema
 from wardgate.storage.models import ApiKey
 
