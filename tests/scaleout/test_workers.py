@@ -10,6 +10,7 @@ a connection is found in /proc), acts through one and observes through the other
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import itertools
 import json
@@ -125,6 +126,23 @@ def request(
     return response.status, json.loads(raw) if raw else None
 
 
+def _running_workers(supervisor: int, *, replaced: int | None = None) -> tuple[int, ...]:
+    """The supervisor's two workers once both run (and `replaced`, a worker killed, is gone)."""
+    deadline = time.monotonic() + 30
+    while len(found := _children(supervisor)) < 2 or replaced in found:
+        assert time.monotonic() < deadline, "the two workers did not start"
+        time.sleep(0.1)
+    return found
+
+
+@contextlib.contextmanager
+def _two_workers(env: dict[str, str]) -> Iterator[tuple[Workers, int]]:
+    """`wardgate serve` with `env` (two workers), once both run: the workers and the supervisor's pid."""
+    pids: list[int] = []
+    with wardgate_process(env, pids=pids, timeout=60) as base:
+        yield Workers(base, int(base.rsplit(":", 1)[1]), _running_workers(pids[0])), pids[0]
+
+
 @pytest.fixture(scope="module")
 def workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Workers]:
     data = tmp_path_factory.mktemp("workers")
@@ -147,13 +165,8 @@ def _serving(data: Path, models: str) -> Iterator[Workers]:
         "SESSION_SYNC_INTERVAL": "5",
         "METRICS_TOKEN": METRICS_TOKEN,  # the poll alone would take seconds: only the channel is fast enough
     }
-    pids: list[int] = []
-    with wardgate_process(env, pids=pids, timeout=60) as base:
-        deadline = time.monotonic() + 30
-        while len(children := _children(pids[0])) < 2:
-            assert time.monotonic() < deadline, "the two workers did not start"
-            time.sleep(0.1)
-        yield Workers(base, int(base.rsplit(":", 1)[1]), children)
+    with _two_workers(env) as (workers, _supervisor):
+        yield workers
 
 
 @pytest.fixture
@@ -265,20 +278,11 @@ def test_a_replaced_worker_runs_the_settings_of_the_start_not_an_edited_env_file
     (tmp_path / ".env").write_text(f"WEBUI_SECRET_KEY={SECRET}\n")
     env = {"DATA_DIR": str(tmp_path), "UVICORN_WORKERS": "2", "WEBUI_ADMIN_EMAIL": ADMIN}
     env["WEBUI_ADMIN_PASSWORD"] = PASSWORD
-    pids: list[int] = []
-    with wardgate_process(env, pids=pids, timeout=60) as base:
-        port = int(base.rsplit(":", 1)[1])
-        deadline = time.monotonic() + 30
-        while len(first := _children(pids[0])) < 2:
-            assert time.monotonic() < deadline, "the two workers did not start"
-            time.sleep(0.1)
+    with _two_workers(env) as (started, supervisor):
         (tmp_path / ".env").write_text("WEBUI_SECRET_KEY=" + "n" * 48 + "\n")  # an operator prepares
-        os.kill(first[0], 9)
-        while len(now := _children(pids[0])) < 2 or first[0] in now:
-            assert time.monotonic() < deadline + 30, "the worker was not replaced"
-            time.sleep(0.1)
-        workers = Workers(base, port, now)
-        connections = pinned(workers)
+        os.kill(started.pids[0], 9)
+        now = _running_workers(supervisor, replaced=started.pids[0])
+        connections = pinned(Workers(started.base, started.port, now))
         try:
             one, other = connections.values()
             login = {"email": ADMIN, "password": PASSWORD}
@@ -297,14 +301,9 @@ def test_a_spray_from_one_address_over_both_workers_is_limited_exactly(tmp_path:
     number through; each worker locking on its own let one more through per worker."""
     env = {"DATA_DIR": str(tmp_path), "UVICORN_WORKERS": "2", "WEBUI_SECRET_KEY": SECRET}
     env |= {"SIGNIN_IP_RATE_LIMIT": "20/3m", "SIGNIN_RATE_LIMIT": "100/3m"}
-    pids: list[int] = []
-    with wardgate_process(env, pids=pids, timeout=60) as base:
-        port = int(base.rsplit(":", 1)[1])
-        deadline = time.monotonic() + 30
-        while len(children := _children(pids[0])) < 2:
-            assert time.monotonic() < deadline, "the two workers did not start"
-            time.sleep(0.1)
-        for connection in pinned(Workers(base, port, children)).values():  # both serve
+    with _two_workers(env) as (workers, _supervisor):
+        port = workers.port
+        for connection in pinned(workers).values():  # both serve
             connection.close()
         ip = next(_ips)
 
