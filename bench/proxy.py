@@ -18,7 +18,9 @@ noise hits every row alike:
 (2) one SSE stream of 1,000 chunks: time to first chunk and total time, p50 over 20 runs each;
     through wardgate both as a metered model call (`/openai/chat/completions`: the model read,
     usage asked for and taken out again, the answer tapped, the record written) and on a path that
-    is no model call (`/openai/stream`, the same stream), so that metering's cost shows apart
+    is no model call (`/openai/stream`, the same stream), so that metering's cost shows apart; and
+    through nginx (unbuffered, `proxy_buffering off` as for model streams), the added TTFB of a
+    relay that costs almost no CPU, in the same run
 (3) 1, 32 and 256 concurrent SSE streams (50 chunks, 20 ms apart): completed, errors, wall time
 (4) 1,000 SSE streams held open at once (20 chunks, 500 ms apart): completed, errors, and RSS per
     open stream of the serving process (wardgate through it; the fake itself directly), from
@@ -111,6 +113,12 @@ http {{
             proxy_pass http://fake;
             proxy_http_version 1.1;
             proxy_set_header Connection "";
+        }}
+        location /v1/ {{  # the streams of (2): unbuffered, as deployments relay model streams
+            proxy_pass http://fake;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_buffering off;
         }}
     }}
 }}
@@ -804,6 +812,7 @@ def _stream_goal_rows(
             f"< {GOAL_ADDED_TTFB_MS} ms",
             _verdict(added < GOAL_ADDED_TTFB_MS),
         ],
+        ["(2) added TTFB p50, nginx", f"{ttfb['nginx'] - ttfb['direct']:.2f} ms", "-", "info"],
         ["(2) total time through/direct", f"{total['through'] / total['direct']:.2f}", "-", "info"],
         *(
             [
@@ -904,7 +913,10 @@ def measure(args: argparse.Namespace, workdir: Path, services: dict[str, Service
     held = run_async(held_scenario(args, targets, measured, servers))
     rounds = get_scenario(args, load_generator(args, workdir), rows, services)
     unmetered = Target(wardgate.host, wardgate.port, CHAT_UNMETERED, token)
-    first = run_async(first_byte_scenario(args, {**targets, "unmetered": unmetered}, args.runs))
+    nginx = Target(services["nginx"].host, services["nginx"].port, CHAT_DIRECT, token)  # the reference
+    first = run_async(
+        first_byte_scenario(args, {**targets, "unmetered": unmetered, "nginx": nginx}, args.runs)
+    )
     batches = run_async(concurrency_scenario(args, targets, servers))
     generator = "wrk -t1" if shutil.which("wrk") and not args.python_load else "asyncio+httpx"
     pids = ", ".join(f"{name} {s.pid}" for name, s in services.items())
