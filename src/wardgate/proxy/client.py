@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from functools import lru_cache
@@ -500,7 +501,7 @@ class UpstreamClient:
 
     async def _acquire(self, origin: Origin, *, fresh: bool = False) -> tuple[_Connection, bool]:
         idle = self._idle.get(origin)
-        now = asyncio.get_running_loop().time()
+        now = time.monotonic()  # not the loop's clock: on Python 3.11 each get_running_loop() is a getpid()
         while idle and not fresh:
             connection = idle.pop()
             if not connection.closed and now - connection.idle_since < self.idle_timeout:
@@ -538,7 +539,7 @@ class UpstreamClient:
         connection.active = False
         idle = self._idle.setdefault(connection.origin, [])
         if reusable and len(idle) < self.max_idle:
-            connection.idle_since = asyncio.get_running_loop().time()
+            connection.idle_since = time.monotonic()
             idle.append(connection)
         else:
             connection.abort()

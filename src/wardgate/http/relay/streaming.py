@@ -119,6 +119,9 @@ class ReverseProxy:
         self.rules = rules
         self.is_ours = is_ours
         self.tracing = tracing  # ENABLE_OTEL_TRACES: a client span per call, its context sent upstream
+        # Made in the application's lifespan, on the loop that serves it. Kept rather than asked for
+        # per request: on Python 3.11 each asyncio.get_running_loop() is a getpid() system call.
+        self._loop = asyncio.get_running_loop()
 
     async def forward(
         self,
@@ -163,7 +166,7 @@ class ReverseProxy:
         elif chunked or declared is not None:
             body = inbound.body()  # an upload: streamed as it arrives, held to its declared length
         cancellation = Cancellation()
-        watch = _DisconnectWatch(inbound, cancellation)
+        watch = _DisconnectWatch(inbound, cancellation, self._loop)
         shaping = _Shaping(UpstreamCall(upstream.name), tap, rewrite, exchange, before_end)
         try:
             if self.tracing is None:
@@ -222,14 +225,17 @@ class _DisconnectWatch:
     a stream) is watched, and a client that left earlier is found at once when the watch starts.
     """
 
-    def __init__(self, inbound: _Inbound, cancellation: Cancellation) -> None:
+    def __init__(
+        self, inbound: _Inbound, cancellation: Cancellation, loop: asyncio.AbstractEventLoop
+    ) -> None:
         self._inbound = inbound
         self._cancellation = cancellation
+        self._loop = loop
         self._task: asyncio.Task[None] | None = None
-        self._timer = asyncio.get_running_loop().call_later(WATCH_AFTER, self._start)
+        self._timer = loop.call_later(WATCH_AFTER, self._start)
 
     def _start(self) -> None:
-        self._task = asyncio.ensure_future(self._watch())
+        self._task = self._loop.create_task(self._watch())
 
     async def _watch(self) -> None:
         await self._inbound.disconnected()
