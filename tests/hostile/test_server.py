@@ -128,6 +128,29 @@ def test_a_head_trickled_line_by_line_is_cut_off_after_the_head_timeout(server: 
     sock.close()
 
 
+@pytest.mark.parametrize("pipelined", [False, True], ids=["after-a-pause", "pipelined"])
+def test_a_later_head_trickled_on_a_kept_connection_is_cut_off_too(
+    server: tuple[str, int], pipelined: bool
+) -> None:
+    """A head that comes whole needs no clock (the server starts none); one that comes in pieces on a
+    kept-alive connection, after a served request or pipelined behind it, gets the head timeout."""
+    _, port = server
+    sock = _connect(port)
+    first = b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n"
+    if pipelined:
+        sock.sendall(first + b"GET /health HTTP/1.1\r\n")
+        assert _one_response(sock).startswith(b"HTTP/1.1 200 ")
+    else:
+        sock.sendall(first)
+        assert _one_response(sock).startswith(b"HTTP/1.1 200 ")
+        time.sleep(KEEP_ALIVE / 4)
+        sock.sendall(b"GET /health HTTP/1.1\r\n")
+    started = time.monotonic()
+    assert _send_until_refused(sock, b"X-Slow: 1\r\n", 40, pause=0.3) is not None  # up to 12 s
+    assert time.monotonic() - started < HEAD_TIMEOUT + 2.5
+    sock.close()
+
+
 def test_a_connection_that_sends_nothing_is_closed(server: tuple[str, int]) -> None:
     _, port = server
     sock = _connect(port)

@@ -155,6 +155,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         super().__init__(*args, **kwargs)
         self._bucket: str | None = None  # counted against this client key while open
         self._in_head = True
+        self._head_begun = False  # a head's first bytes were parsed, its end not yet
         self._head_bytes = 0
         self._head_timer: asyncio.TimerHandle | None = None
 
@@ -210,12 +211,15 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         if not self._in_head:
             super().data_received(data)
             return
-        if self._head_timer is None:
-            self._start_head_clock()  # the first byte of a head after a keep-alive pause
         room = self.limits.max_head_bytes - self._head_bytes
         if len(data) <= room:
             self._head_bytes += len(data)
             super().data_received(data)
+            if self._head_begun and self._head_timer is None and not self.transport.is_closing():
+                # A head that came whole (nearly every one) needs no clock: one starts only for a
+                # head still unfinished after its first bytes (after a keep-alive pause, or
+                # pipelined behind a request).
+                self._start_head_clock()
             return
         # The head may end inside this chunk (a body follows): feed what fits, and refuse only when
         # the head is still incomplete with the limit reached.
@@ -232,12 +236,14 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def on_message_begin(self) -> None:
         """A request head starts (its bytes are counted from the last complete head on)."""
         self._in_head = True
+        self._head_begun = True
         super().on_message_begin()
 
     def on_headers_complete(self) -> None:
         """The head arrived whole in time: stop its clock and let the body through unbounded here
         (the body limit is `MAX_BODY_SIZE`'s, applied by the application)."""
         self._in_head = False
+        self._head_begun = False
         self._head_bytes = 0
         self._stop_head_clock()
         super().on_headers_complete()
