@@ -131,14 +131,16 @@ async def _proxy(request: Request, upstream: Upstream, send: Send) -> Response |
             return RedirectResponse(site(request).at(f"/auth?redirect={target}"), status_code=303)
         raise
     proxy: ReverseProxy = request.app.state.proxy
-    acting = await _acting(request, principal, upstream)
-    principal = acting.caller  # a service key's call goes on as the person it names
+    chat_id = None
+    if is_service_key(principal):  # its call goes on as the person it names
+        acting = await _acting(request, principal, upstream)
+        principal, chat_id = acting.caller, acting.chat_id
     admit(principal, upstream, path)
     if upstream.name == "app" and path == site(request).app_signout_path and isinstance(principal, Principal):
         return await sign_out_through_app(request, principal, upstream)
     call = classify(upstream.name, request.method, path[len(upstream.mount) :])
     if call is not None:
-        await forward_model_call(request, principal, upstream, call, send, chat_id=acting.chat_id)
+        await forward_model_call(request, principal, upstream, call, send, chat_id=chat_id)
         return None
     await proxy.forward(request, principal, upstream, send)
     return None
