@@ -151,6 +151,23 @@ def test_a_later_head_trickled_on_a_kept_connection_is_cut_off_too(
     sock.close()
 
 
+@pytest.mark.parametrize("empty", [b"\r\n", b"\n", b"\r\n\r\n"], ids=["crlf", "lf", "two-crlf"])
+def test_empty_lines_after_an_answer_do_not_hold_the_connection(
+    server: tuple[str, int], empty: bytes
+) -> None:
+    """Empty lines between requests begin no head (the parser skips them), yet they stop the
+    keep-alive clock: the head clock must end the connection instead."""
+    _, port = server
+    sock = _connect(port)
+    sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert _one_response(sock).startswith(b"HTTP/1.1 200 ")
+    sock.sendall(empty)
+    started = time.monotonic()
+    _answer(sock)  # a 408, or a plain close
+    assert time.monotonic() - started < HEAD_TIMEOUT + 2
+    sock.close()
+
+
 def test_a_connection_that_sends_nothing_is_closed(server: tuple[str, int]) -> None:
     _, port = server
     sock = _connect(port)

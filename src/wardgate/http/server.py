@@ -156,6 +156,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._bucket: str | None = None  # counted against this client key while open
         self._in_head = True
         self._head_begun = False  # a head's first bytes were parsed, its end not yet
+        self._heads_done = 0  # heads parsed whole on this connection
         self._head_bytes = 0
         self._head_timer: asyncio.TimerHandle | None = None
 
@@ -214,11 +215,14 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         room = self.limits.max_head_bytes - self._head_bytes
         if len(data) <= room:
             self._head_bytes += len(data)
+            heads_before = self._heads_done
             super().data_received(data)
-            if self._head_begun and self._head_timer is None and not self.transport.is_closing():
-                # A head that came whole (nearly every one) needs no clock: one starts only for a
-                # head still unfinished after its first bytes (after a keep-alive pause, or
-                # pipelined behind a request).
+            # A head that came whole (nearly every one) needs no clock. One starts for a head still
+            # unfinished after these bytes (after a keep-alive pause, or pipelined behind a
+            # request), and for bytes that finished no head: the empty lines llhttp skips between
+            # requests begin none, yet they stopped uvicorn's keep-alive clock.
+            unfinished = self._head_begun or self._heads_done == heads_before
+            if unfinished and self._head_timer is None and not self.transport.is_closing():
                 self._start_head_clock()
             return
         # The head may end inside this chunk (a body follows): feed what fits, and refuse only when
@@ -244,6 +248,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         (the body limit is `MAX_BODY_SIZE`'s, applied by the application)."""
         self._in_head = False
         self._head_begun = False
+        self._heads_done += 1
         self._head_bytes = 0
         self._stop_head_clock()
         super().on_headers_complete()

@@ -191,7 +191,6 @@ class RequestDurations:
 
 
 @cache
-@cache  # outcomes are a handful of constants: the child is looked up once, not per request
 def _outcome(outcome: str) -> Counter:
     return AUTHENTICATIONS.labels(outcome)
 
