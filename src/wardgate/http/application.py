@@ -48,6 +48,7 @@ from wardgate.http.relay.dispatch import UpstreamDispatch
 from wardgate.http.relay.streaming import ReverseProxy
 from wardgate.http.rendering import STATIC
 from wardgate.http.routes import (
+    admin_pages,
     api_keys,
     audit,
     auth,
@@ -147,7 +148,7 @@ def build_routes(gateway: Gateway, *, tracing: Tracing | None = None) -> FastAPI
     # The most requested first: the router tries each route in turn, 1.7 µs each (bench/layers.py):
     # /health, the session check and the forward-auth decisions must not wait behind the pages.
     routers: list[ModuleType] = [public, auth, authz, mfa, api_keys, users, audit, usage, oauth, pages]
-    routers += [mfa_pages, usage_pages, password_reset]
+    routers += [admin_pages, mfa_pages, usage_pages, password_reset]
     if metrics_access.enabled:  # otherwise the path is not wardgate's
         routers.append(metrics)
     for module in routers:
