@@ -19,6 +19,7 @@ from tests.servers import wardgate_process
 
 pytestmark = pytest.mark.slow
 HEAD_TIMEOUT = 1.0
+BODY_TIMEOUT = 1.0
 KEEP_ALIVE = 1
 PER_CLIENT = 12
 
@@ -30,6 +31,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int]
         "DATA_DIR": str(tmp_path_factory.mktemp("hostile")),
         "WEBUI_SECRET_KEY": SECRET,
         "CLIENT_HEADER_TIMEOUT": str(HEAD_TIMEOUT),
+        "CLIENT_BODY_TIMEOUT": str(BODY_TIMEOUT),
         "KEEP_ALIVE_TIMEOUT": str(KEEP_ALIVE),
         "MAX_CONNECTIONS_PER_IP": str(PER_CLIENT),
         "FORWARDED_ALLOW_IPS": "10.255.255.1",
@@ -165,6 +167,53 @@ def test_empty_lines_after_an_answer_do_not_hold_the_connection(
     started = time.monotonic()
     _answer(sock)  # a 408, or a plain close
     assert time.monotonic() - started < HEAD_TIMEOUT + 2
+    sock.close()
+
+
+def _post_head(length: int) -> bytes:
+    return (
+        b"POST /api/v1/auths/signin HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Content-Length: " + str(length).encode() + b"\r\n\r\n"
+    )
+
+
+def test_a_body_that_stops_coming_is_refused_and_the_connection_closed(server: tuple[str, int]) -> None:
+    """A slow POST: the head announces 1,000 bytes, 10 come, then nothing. Without a body clock the
+    request's task and the connection wait for the rest for ever."""
+    _, port = server
+    sock = _connect(port)
+    started = time.monotonic()
+    sock.sendall(_post_head(1000) + b'{"email":"')
+    answer = _answer(sock)
+    elapsed = time.monotonic() - started
+    assert answer.startswith(b"HTTP/1.1 408 "), answer[:100]
+    assert b"The request body stopped arriving" in answer
+    assert BODY_TIMEOUT <= elapsed < BODY_TIMEOUT + 2, elapsed
+    sock.close()
+
+
+def test_a_body_announced_but_never_sent_is_refused(server: tuple[str, int]) -> None:
+    _, port = server
+    sock = _connect(port)
+    started = time.monotonic()
+    sock.sendall(_post_head(50))
+    assert _answer(sock).startswith(b"HTTP/1.1 408 ")
+    assert time.monotonic() - started < BODY_TIMEOUT + 2
+    sock.close()
+
+
+def test_a_slow_body_that_keeps_coming_is_served(server: tuple[str, int]) -> None:
+    """The clock runs between reads, not over the whole body: 3 s of body in pieces 0.3 s apart."""
+    _, port = server
+    body = b'{"email":"nobody@example.com","password":"wrong-password-123"}'
+    sock = _connect(port)
+    sock.sendall(_post_head(len(body)))
+    for piece in (body[i : i + 6] for i in range(0, len(body), 6)):
+        time.sleep(BODY_TIMEOUT * 0.3)
+        sock.sendall(piece)
+    answer = _one_response(sock)
+    assert answer.startswith(b"HTTP/1.1 4"), answer[:100]  # the route's own refusal of a wrong password
+    assert not answer.startswith(b"HTTP/1.1 408 "), answer[:100]
     sock.close()
 
 

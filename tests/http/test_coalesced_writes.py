@@ -20,7 +20,12 @@ from wardgate.config.network import TrustedProxies
 from wardgate.http.server import CoalescedWrites, ConnectionLimits, protocol_for
 
 LIMITS = ConnectionLimits(
-    max_head_bytes=8192, head_timeout=10, max_per_client=100, ipv6_prefix=64, trusted=TrustedProxies()
+    max_head_bytes=8192,
+    head_timeout=10,
+    body_timeout=60,
+    max_per_client=100,
+    ipv6_prefix=64,
+    trusted=TrustedProxies(),
 )
 
 

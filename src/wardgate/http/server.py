@@ -10,6 +10,11 @@ none for a connection that never sends a byte. `BoundedHttpToolsProtocol` adds, 
 - **head time**: a head must arrive whole within `CLIENT_HEADER_TIMEOUT` seconds of its first byte,
   or of the connection opening (408, then close): a client trickling a header line every few
   seconds (slowloris) or opening sockets and sending nothing holds a connection that long at most;
+- **body time**: a request body under way must keep coming: at most `CLIENT_BODY_TIMEOUT` seconds
+  between two reads of it (nginx's `client_body_timeout`), else 408 and close (a plain close once an
+  answer has begun). A client that announces a body and stalls (a slow POST) would otherwise hold
+  the connection and the request's task for as long as it likes. Time the server itself stops
+  reading (the application is behind) or waits to send `100 Continue` does not count;
 - **connections per client**: at most `MAX_CONNECTIONS_PER_IP` open connections per client address
   (IPv6 counted per `RATE_LIMIT_IPV6_PREFIX` network); more are closed at once. The proxies of
   `FORWARDED_ALLOW_IPS` are not counted: every client behind them shares their address.
@@ -48,6 +53,7 @@ from wardgate.http.application import ASGIApp
 log = logging.getLogger(__name__)
 _TOO_LARGE = b"Request header fields too large"
 _TOO_SLOW = b"The request head did not arrive in time"
+_BODY_TOO_SLOW = b"The request body stopped arriving"
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +62,7 @@ class ConnectionLimits:
 
     max_head_bytes: int
     head_timeout: float
+    body_timeout: float
     max_per_client: int
     ipv6_prefix: int
     trusted: TrustedProxies
@@ -157,6 +164,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._in_head = True
         self._head_begun = False  # a head's first bytes were parsed, its end not yet
         self._heads_done = 0  # heads parsed whole on this connection
+        self._body_timer: asyncio.TimerHandle | None = None
+        self._body_at = 0.0  # the loop's time of the body's last bytes
         self._head_bytes = 0
         self._head_timer: asyncio.TimerHandle | None = None
 
@@ -184,6 +193,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     def _release(self) -> None:
         self._stop_head_clock()
+        self._stop_body_clock()
         if self._bucket is not None:
             self.open_per_client[self._bucket] -= 1
             if self.open_per_client[self._bucket] <= 0:
@@ -210,7 +220,9 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def data_received(self, data: bytes) -> None:
         """Feed the parser, but never more than `max_head_bytes` of one request head."""
         if not self._in_head:
+            self._body_at = self.loop.time()
             super().data_received(data)
+            self._clock_body()
             return
         room = self.limits.max_head_bytes - self._head_bytes
         if len(data) <= room:
@@ -224,6 +236,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             unfinished = self._head_begun or self._heads_done == heads_before
             if unfinished and self._head_timer is None and not self.transport.is_closing():
                 self._start_head_clock()
+            self._clock_body()
             return
         # The head may end inside this chunk (a body follows): feed what fits, and refuse only when
         # the head is still incomplete with the limit reached.
@@ -263,6 +276,41 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         super().on_message_complete()
         self._in_head = True
         self._head_bytes = 0
+        self._stop_body_clock()
+
+    # --- bounded bodies ----------------------------------------------------------------------------
+
+    def _clock_body(self) -> None:
+        """After bytes were fed: a body under way (its head parsed, its end not) is timed between
+        reads. A request without a body ends with its head: no clock."""
+        if self._in_head or self._body_timer is not None or self.transport.is_closing():
+            return
+        if self.transport.get_protocol() is not self:
+            return  # upgraded to a WebSocket
+        self._body_at = self.loop.time()
+        self._body_timer = self.loop.call_later(self.limits.body_timeout, self._body_too_slow)
+
+    def _stop_body_clock(self) -> None:
+        if self._body_timer is not None:
+            self._body_timer.cancel()
+            self._body_timer = None
+
+    def _body_too_slow(self) -> None:
+        self._body_timer = None
+        if self._in_head or self.transport.is_closing():
+            return
+        now = self.loop.time()
+        cycle = self.cycle
+        if self.flow.read_paused or (cycle is not None and cycle.waiting_for_100_continue):
+            self._body_at = now  # the server is not reading, or the client waits for its go-ahead
+        idle = now - self._body_at
+        if idle < self.limits.body_timeout:
+            self._body_timer = self.loop.call_later(self.limits.body_timeout - idle, self._body_too_slow)
+            return
+        if cycle is not None and cycle.response_started:
+            self.transport.close()  # an answer has begun: a 408 can no longer be sent
+        else:
+            self._refuse(b"408 Request Timeout", _BODY_TOO_SLOW)
 
     def _start_head_clock(self) -> None:
         self._stop_head_clock()
@@ -319,6 +367,7 @@ def connection_limits(settings: Settings) -> ConnectionLimits:
     return ConnectionLimits(
         max_head_bytes=settings.max_header_size,
         head_timeout=settings.client_header_timeout,
+        body_timeout=settings.client_body_timeout,
         max_per_client=settings.max_connections_per_ip,
         ipv6_prefix=settings.rate_limit_ipv6_prefix,
         trusted=settings.forwarded_allow_ips,
