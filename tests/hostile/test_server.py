@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from tests.conftest import SECRET
-from tests.servers import wardgate_process
+from tests.servers import fake_upstream_process, wardgate_process
 
 pytestmark = pytest.mark.slow
 HEAD_TIMEOUT = 1.0
@@ -38,6 +38,32 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int]
     }
     with wardgate_process(env) as base:
         yield base, int(base.rsplit(":", 1)[1])
+
+
+@pytest.fixture(scope="module")
+def relaying(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, str]]:
+    """The same short timeouts in front of the fake app (its `/think` answers after some seconds):
+    the port, and a session token."""
+    with fake_upstream_process() as app:
+        env = {
+            "DATA_DIR": str(tmp_path_factory.mktemp("relaying")),
+            "WEBUI_SECRET_KEY": SECRET,
+            "CLIENT_HEADER_TIMEOUT": str(HEAD_TIMEOUT),
+            "CLIENT_BODY_TIMEOUT": str(BODY_TIMEOUT),
+            "KEEP_ALIVE_TIMEOUT": str(KEEP_ALIVE),
+            "UPSTREAM_URL": app,
+        }
+        with wardgate_process(env) as base:
+            account = {"name": "Ada", "email": "ada@example.com", "password": "correct-horse-battery-9"}
+            token = httpx.post(f"{base}/api/v1/auths/signup", json=account).json()["token"]
+            yield int(base.rsplit(":", 1)[1]), token
+
+
+def _think(token: str, seconds: float) -> bytes:
+    """A request the app answers after `seconds` (longer than the head and body timeouts)."""
+    return (
+        f"GET /think?seconds={seconds} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\r\n".encode()
+    )
 
 
 def _connect(port: int) -> socket.socket:
@@ -214,6 +240,50 @@ def test_a_slow_body_that_keeps_coming_is_served(server: tuple[str, int]) -> Non
     answer = _one_response(sock)
     assert answer.startswith(b"HTTP/1.1 4"), answer[:100]  # the route's own refusal of a wrong password
     assert not answer.startswith(b"HTTP/1.1 408 "), answer[:100]
+    sock.close()
+
+
+def test_an_empty_line_during_a_long_answer_does_not_cut_it(relaying: tuple[int, str]) -> None:
+    """Some clients send an empty line after a request (RFC 9112 §2.2 lets a server skip it): the
+    head clock it starts must not write a 408 into the answer still being made."""
+    port, token = relaying
+    sock = _connect(port)
+    sock.sendall(_think(token, 2.5))
+    time.sleep(0.2)
+    sock.sendall(b"\r\n")
+    answer = _one_response(sock)
+    assert answer.startswith(b"HTTP/1.1 200 "), answer[:100]
+    assert b'"answer":42' in answer.replace(b" ", b"")
+    sock.close()
+
+
+def test_a_stalled_body_pipelined_behind_a_long_answer_does_not_cut_it(relaying: tuple[int, str]) -> None:
+    """The body clock of a request queued behind another must not answer 408 in the other's place."""
+    port, token = relaying
+    sock = _connect(port)
+    sock.sendall(_think(token, 2.5) + _post_head(100) + b'{"email":"')
+    answer = _one_response(sock)
+    assert answer.startswith(b"HTTP/1.1 200 "), answer[:100]
+    assert b'"answer":42' in answer.replace(b" ", b"")
+    started = time.monotonic()
+    _answer(sock)  # the stalled one: a 408, or a close
+    assert time.monotonic() - started < BODY_TIMEOUT + 2
+    sock.close()
+
+
+def test_a_body_finished_after_an_early_answer_does_not_hold_the_connection(
+    server: tuple[str, int],
+) -> None:
+    """Answered (404) before its body was read, the client sends the rest and falls silent: those
+    bytes stopped the keep-alive clock, so another must end the connection."""
+    _, port = server
+    sock = _connect(port)
+    sock.sendall(b"POST /nowhere HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n" + b"x" * 10)
+    assert _one_response(sock).startswith(b"HTTP/1.1 404 ")
+    sock.sendall(b"x" * 990)
+    started = time.monotonic()
+    _answer(sock)
+    assert time.monotonic() - started < HEAD_TIMEOUT + KEEP_ALIVE + 2
     sock.close()
 
 

@@ -223,6 +223,10 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             self._body_at = self.loop.time()
             super().data_received(data)
             self._clock_body()
+            if self._in_head and (self._head_begun or not self._answering()):
+                # The body ended here, behind an answer already sent (uvicorn armed its keep-alive
+                # clock then, and these bytes stopped it), or a next head began: time what follows.
+                self._clock_unfinished_head()
             return
         room = self.limits.max_head_bytes - self._head_bytes
         if len(data) <= room:
@@ -233,9 +237,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             # unfinished after these bytes (after a keep-alive pause, or pipelined behind a
             # request), and for bytes that finished no head: the empty lines llhttp skips between
             # requests begin none, yet they stopped uvicorn's keep-alive clock.
-            unfinished = self._head_begun or self._heads_done == heads_before
-            if unfinished and self._head_timer is None and not self.transport.is_closing():
-                self._start_head_clock()
+            if self._head_begun or self._heads_done == heads_before:
+                self._clock_unfinished_head()
             self._clock_body()
             return
         # The head may end inside this chunk (a body follows): feed what fits, and refuse only when
@@ -301,8 +304,9 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             return
         now = self.loop.time()
         cycle = self.cycle
-        if self.flow.read_paused or (cycle is not None and cycle.waiting_for_100_continue):
-            self._body_at = now  # the server is not reading, or the client waits for its go-ahead
+        waits = self.flow.read_paused or bool(self.pipeline)  # the server is not reading (yet)
+        if waits or (cycle is not None and cycle.waiting_for_100_continue):
+            self._body_at = now  # not the client's delay: it waits for us
         idle = now - self._body_at
         if idle < self.limits.body_timeout:
             self._body_timer = self.loop.call_later(self.limits.body_timeout - idle, self._body_too_slow)
@@ -311,6 +315,15 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             self.transport.close()  # an answer has begun: a 408 can no longer be sent
         else:
             self._refuse(b"408 Request Timeout", _BODY_TOO_SLOW)
+
+    def _clock_unfinished_head(self) -> None:
+        if self._head_timer is None and not self.transport.is_closing():
+            self._start_head_clock()
+
+    def _answering(self) -> bool:
+        """Whether an answer is still to be written on this connection (a 408 now would land in it)."""
+        cycle = self.cycle
+        return bool(self.pipeline) or (cycle is not None and not cycle.response_complete)
 
     def _start_head_clock(self) -> None:
         self._stop_head_clock()
@@ -324,6 +337,9 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def _head_too_slow(self) -> None:
         self._head_timer = None
         if not self._in_head or self.transport.is_closing():
+            return
+        if self._answering():  # behind an answer still going out: timed again once it is done
+            self._start_head_clock()
             return
         if self._head_bytes:
             self._refuse(b"408 Request Timeout", _TOO_SLOW)
