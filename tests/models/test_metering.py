@@ -6,6 +6,7 @@ sent, completion tokens `max_tokens` or 5) and every check reads what wardgate r
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from collections.abc import Callable, Iterator
@@ -368,13 +369,16 @@ def test_usage_of_others_is_for_admins(d: Deployment) -> None:
         f"{d.base}/api/v1/usage", params={"user_id": d.admin["id"]}, headers=bearer(d.user["token"])
     )
     assert other.status_code == 403
-    everyone = httpx.get(
-        f"{d.base}/api/v1/usage", params={"group_by": "user"}, headers=bearer(d.admin["token"])
+    # Ada's own call, not one an earlier test may have made (a split or parallel run skips those).
+    openai_client(d, d.user["token"]).chat.completions.create(model="gpt-4o-mini", messages=CHAT)  # type: ignore[arg-type]
+    everyone = usage_when(
+        d,
+        d.admin["token"],
+        lambda report: any(g["label"] == "ada@example.com" for g in report.get("groups", [])),
+        group_by="user",
     )
-    assert everyone.status_code == 200 and any(
-        g["label"] == "ada@example.com" for g in everyone.json()["groups"]
-    )
-    assert UPSTREAM_KEY not in everyone.text
+    assert any(g["label"] == "ada@example.com" for g in everyone["groups"]), everyone
+    assert UPSTREAM_KEY not in json.dumps(everyone)
 
 
 # --- found by review: every way around the rules is refused ------------------------------------
