@@ -575,11 +575,14 @@ def get_ratios(loads: dict[str, Load]) -> dict[str, float]:
 async def first_byte_scenario(
     args: argparse.Namespace, targets: dict[str, Target], runs_each: int
 ) -> dict[str, list[Stream]]:
-    """(2): one stream at a time, direct and through alternately (also the warm-up, unreported)."""
+    """(2): one stream at a time, the paths in turn (also the warm-up, unreported). The order turns
+    by one each run, so that each path follows each other path as often: a stream right after a
+    flood of the upstream's own starts later (measured: 1.5-2.5 ms against 0.95 ms)."""
     runs: dict[str, list[Stream]] = {name: [] for name in targets}
-    for _ in range(runs_each):
-        for name, target in targets.items():
-            runs[name].append(await stream_once(target, args.sse_chunks, args.sse_gap))
+    order = list(targets)
+    for turn in range(runs_each):
+        for name in order[turn % len(order) :] + order[: turn % len(order)]:
+            runs[name].append(await stream_once(targets[name], args.sse_chunks, args.sse_gap))
     return runs
 
 

@@ -13,8 +13,10 @@ none for a connection that never sends a byte. `BoundedHttpToolsProtocol` adds, 
 - **body time**: a request body under way must keep coming: at most `CLIENT_BODY_TIMEOUT` seconds
   between two reads of it (nginx's `client_body_timeout`), else 408 and close (a plain close once an
   answer has begun). A client that announces a body and stalls (a slow POST) would otherwise hold
-  the connection and the request's task for as long as it likes. Time the server itself stops
-  reading (the application is behind) or waits to send `100 Continue` does not count;
+  the connection and the request's task for as long as it likes. A clock that runs out while the
+  server itself is not reading (the application is behind, the request waits behind another) or
+  has not sent `100 Continue` yet starts again. No 408 is ever written while an answer is under
+  way: a head clock that runs out then waits for the answer's end;
 - **connections per client**: at most `MAX_CONNECTIONS_PER_IP` open connections per client address
   (IPv6 counted per `RATE_LIMIT_IPV6_PREFIX` network); more are closed at once. The proxies of
   `FORWARDED_ALLOW_IPS` are not counted: every client behind them shares their address.
