@@ -118,6 +118,7 @@ INVALID = {
     "MAX_BODY_SIZE": "1",
     "CLIENT_HEADER_TIMEOUT": "0",
     "CLIENT_BODY_TIMEOUT": "never",
+    "SEND_TIMEOUT": "-1",
     "KEEP_ALIVE_TIMEOUT": "forever",
     "MAX_CONNECTIONS_PER_IP": "0",
     "GRACEFUL_SHUTDOWN_TIMEOUT": "-5",

@@ -20,6 +20,7 @@ from tests.servers import fake_upstream_process, wardgate_process
 pytestmark = pytest.mark.slow
 HEAD_TIMEOUT = 1.0
 BODY_TIMEOUT = 1.0
+SEND_TIMEOUT = 1.0
 KEEP_ALIVE = 1
 PER_CLIENT = 12
 
@@ -50,6 +51,7 @@ def relaying(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, st
             "WEBUI_SECRET_KEY": SECRET,
             "CLIENT_HEADER_TIMEOUT": str(HEAD_TIMEOUT),
             "CLIENT_BODY_TIMEOUT": str(BODY_TIMEOUT),
+            "SEND_TIMEOUT": str(SEND_TIMEOUT),
             "KEEP_ALIVE_TIMEOUT": str(KEEP_ALIVE),
             "UPSTREAM_URL": app,
         }
@@ -284,6 +286,62 @@ def test_a_body_finished_after_an_early_answer_does_not_hold_the_connection(
     started = time.monotonic()
     _answer(sock)
     assert time.monotonic() - started < HEAD_TIMEOUT + KEEP_ALIVE + 2
+    sock.close()
+
+
+def _stream_request(token: str, chunks: int) -> bytes:
+    """The app's SSE stream of `chunks` events (about 70 bytes each), as fast as it can."""
+    body = f'{{"chunks": {chunks}, "gap": 0}}'.encode()
+    head = (
+        f"POST /v1/stream HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+def _small_window(port: int) -> socket.socket:
+    """A connection whose receive buffer is small, so that an unread answer backs up into wardgate."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.settimeout(10)
+    sock.connect(("127.0.0.1", port))
+    return sock
+
+
+def _read_all(sock: socket.socket, pause: float = 0.0, size: int = 65536) -> bytes:
+    data = b""
+    try:
+        while chunk := sock.recv(size):
+            data += chunk
+            if b"data: [DONE]" in data[-200:]:
+                break
+            time.sleep(pause)
+    except (ConnectionResetError, BrokenPipeError):
+        pass
+    return data
+
+
+def test_an_answer_the_client_stops_reading_is_cut(relaying: tuple[int, str]) -> None:
+    """A client that asks for a long answer and reads nothing must not hold the connection, the
+    answer's task and its buffered bytes for ever: after SEND_TIMEOUT without progress, it is cut."""
+    port, token = relaying
+    sock = _small_window(port)
+    sock.sendall(_stream_request(token, 200_000))  # about 14 MB
+    time.sleep(SEND_TIMEOUT * 3)
+    received = _read_all(sock)
+    assert received.startswith(b"HTTP/1.1 200 ")
+    assert b"data: [DONE]" not in received
+    assert len(received) < 8 * 1024 * 1024, len(received)
+    sock.close()
+
+
+def test_a_client_that_reads_slowly_gets_its_whole_answer(relaying: tuple[int, str]) -> None:
+    """The clock measures progress, not speed: 8 KiB every 0.1 s for several times SEND_TIMEOUT."""
+    port, token = relaying
+    sock = _small_window(port)
+    sock.sendall(_stream_request(token, 3_000))  # about 210 KB
+    received = _read_all(sock, pause=0.1, size=8192)
+    assert b"data: [DONE]" in received
     sock.close()
 
 

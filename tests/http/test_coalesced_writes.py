@@ -23,6 +23,7 @@ LIMITS = ConnectionLimits(
     max_head_bytes=8192,
     head_timeout=10,
     body_timeout=60,
+    send_timeout=60,
     max_per_client=100,
     ipv6_prefix=64,
     trusted=TrustedProxies(),

@@ -228,6 +228,7 @@ class Settings(BaseSettings):
     max_body_size: int = Field(4 * 1024 * 1024, ge=1024, le=1024**3, validation_alias=_env("MAX_BODY_SIZE"))
     client_header_timeout: float = Field(10, gt=0, le=300, validation_alias=_env("CLIENT_HEADER_TIMEOUT"))
     client_body_timeout: float = Field(60, gt=0, le=3600, validation_alias=_env("CLIENT_BODY_TIMEOUT"))
+    send_timeout: float = Field(60, gt=0, le=3600, validation_alias=_env("SEND_TIMEOUT"))
     keep_alive_timeout: int = Field(5, ge=1, le=300, validation_alias=_env("KEEP_ALIVE_TIMEOUT"))
     max_connections_per_ip: int = Field(
         128, ge=1, le=100_000, validation_alias=_env("MAX_CONNECTIONS_PER_IP")

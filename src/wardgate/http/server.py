@@ -17,6 +17,10 @@ none for a connection that never sends a byte. `BoundedHttpToolsProtocol` adds, 
   server itself is not reading (the application is behind, the request waits behind another) or
   has not sent `100 Continue` yet starts again. No 408 is ever written while an answer is under
   way: a head clock that runs out then waits for the answer's end;
+- **send time**: an answer must keep leaving: while the connection's write buffer is over its high
+  mark (the client does not read), it must shrink within `SEND_TIMEOUT` seconds (nginx's
+  `send_timeout`), else the connection is cut. A client that stops reading would otherwise hold the
+  connection, the answer's task and its buffered bytes for ever;
 - **connections per client**: at most `MAX_CONNECTIONS_PER_IP` open connections per client address
   (IPv6 counted per `RATE_LIMIT_IPV6_PREFIX` network); more are closed at once. The proxies of
   `FORWARDED_ALLOW_IPS` are not counted: every client behind them shares their address.
@@ -65,6 +69,7 @@ class ConnectionLimits:
     max_head_bytes: int
     head_timeout: float
     body_timeout: float
+    send_timeout: float
     max_per_client: int
     ipv6_prefix: int
     trusted: TrustedProxies
@@ -167,6 +172,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._head_begun = False  # a head's first bytes were parsed, its end not yet
         self._heads_done = 0  # heads parsed whole on this connection
         self._body_timer: asyncio.TimerHandle | None = None
+        self._send_timer: asyncio.TimerHandle | None = None
+        self._unsent = 0  # bytes waiting to be sent when the send clock last looked
         self._body_at = 0.0  # the loop's time of the body's last bytes
         self._head_bytes = 0
         self._head_timer: asyncio.TimerHandle | None = None
@@ -196,6 +203,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def _release(self) -> None:
         self._stop_head_clock()
         self._stop_body_clock()
+        self._stop_send_clock()
         if self._bucket is not None:
             self.open_per_client[self._bucket] -= 1
             if self.open_per_client[self._bucket] <= 0:
@@ -282,6 +290,35 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._in_head = True
         self._head_bytes = 0
         self._stop_body_clock()
+
+    # --- bounded sending ---------------------------------------------------------------------------
+
+    def pause_writing(self) -> None:
+        """The write buffer passed its high mark: from now on it must shrink in time."""
+        super().pause_writing()
+        if self._send_timer is None:
+            self._unsent = self.transport.get_write_buffer_size()
+            self._send_timer = self.loop.call_later(self.limits.send_timeout, self._send_too_slow)
+
+    def resume_writing(self) -> None:
+        """The client read enough: the buffer is below its low mark again."""
+        super().resume_writing()
+        self._stop_send_clock()
+
+    def _stop_send_clock(self) -> None:
+        if self._send_timer is not None:
+            self._send_timer.cancel()
+            self._send_timer = None
+
+    def _send_too_slow(self) -> None:
+        self._send_timer = None
+        unsent = self.transport.get_write_buffer_size()
+        if unsent < self._unsent:  # it moves, slowly: look again later
+            self._unsent = unsent
+            self._send_timer = self.loop.call_later(self.limits.send_timeout, self._send_too_slow)
+            return
+        log.info("connection cut: the client read nothing of its answer for %ss", self.limits.send_timeout)
+        self.transport.abort()
 
     # --- bounded bodies ----------------------------------------------------------------------------
 
@@ -386,6 +423,7 @@ def connection_limits(settings: Settings) -> ConnectionLimits:
         max_head_bytes=settings.max_header_size,
         head_timeout=settings.client_header_timeout,
         body_timeout=settings.client_body_timeout,
+        send_timeout=settings.send_timeout,
         max_per_client=settings.max_connections_per_ip,
         ipv6_prefix=settings.rate_limit_ipv6_prefix,
         trusted=settings.forwarded_allow_ips,
