@@ -159,6 +159,35 @@ class CoalescedWrites:
         return getattr(self._transport, name)
 
 
+class _Clock:
+    """One of a connection's timers: started (again), stopped, running or not. When it runs out it
+    is stopped before `ring` is called, so that `ring` may start it again."""
+
+    __slots__ = ("_handle", "_loop", "_ring")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, ring: Callable[[], None]) -> None:
+        self._loop = loop
+        self._ring = ring
+        self._handle: asyncio.TimerHandle | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._handle is not None
+
+    def start(self, seconds: float) -> None:
+        self.stop()
+        self._handle = self._loop.call_later(seconds, self._ran_out)
+
+    def stop(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+    def _ran_out(self) -> None:
+        self._handle = None
+        self._ring()
+
+
 class BoundedHttpToolsProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with bounded request heads and a cap on connections per client."""
 
@@ -171,12 +200,12 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._in_head = True
         self._head_begun = False  # a head's first bytes were parsed, its end not yet
         self._heads_done = 0  # heads parsed whole on this connection
-        self._body_timer: asyncio.TimerHandle | None = None
-        self._send_timer: asyncio.TimerHandle | None = None
+        self._body_clock = _Clock(self.loop, self._body_too_slow)
+        self._send_clock = _Clock(self.loop, self._send_too_slow)
         self._unsent = 0  # bytes waiting to be sent when the send clock last looked
         self._body_at = 0.0  # the loop's time of the body's last bytes
         self._head_bytes = 0
-        self._head_timer: asyncio.TimerHandle | None = None
+        self._head_clock = _Clock(self.loop, self._head_too_slow)
 
     # --- connections per client ------------------------------------------------------------------
 
@@ -192,7 +221,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
                 return
             self.open_per_client[bucket] += 1
             self._bucket = bucket
-        self._start_head_clock()
+        self._head_clock.start(self.limits.head_timeout)
 
     def connection_lost(self, exc: Exception | None) -> None:
         """Release the client's share and the head clock; forget what is held of an answer."""
@@ -201,9 +230,9 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def _release(self) -> None:
-        self._stop_head_clock()
-        self._stop_body_clock()
-        self._stop_send_clock()
+        self._head_clock.stop()
+        self._body_clock.stop()
+        self._send_clock.stop()
         if self._bucket is not None:
             self.open_per_client[self._bucket] -= 1
             if self.open_per_client[self._bucket] <= 0:
@@ -212,7 +241,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     def handle_websocket_upgrade(self) -> None:
         """Hand over to the WebSocket protocol, which then holds the client's share until it closes."""
-        self._stop_head_clock()
+        self._head_clock.stop()
         transport: CoalescedWrites = self.transport  # type: ignore[assignment]
         super().handle_websocket_upgrade()
         socket_protocol = self.transport.get_protocol()
@@ -276,7 +305,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._head_begun = False
         self._heads_done += 1
         self._head_bytes = 0
-        self._stop_head_clock()
+        self._head_clock.stop()
         super().on_headers_complete()
 
     def on_response_complete(self) -> None:
@@ -289,33 +318,27 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         super().on_message_complete()
         self._in_head = True
         self._head_bytes = 0
-        self._stop_body_clock()
+        self._body_clock.stop()
 
     # --- bounded sending ---------------------------------------------------------------------------
 
     def pause_writing(self) -> None:
         """The write buffer passed its high mark: from now on it must shrink in time."""
         super().pause_writing()
-        if self._send_timer is None:
+        if not self._send_clock.running:
             self._unsent = self.transport.get_write_buffer_size()
-            self._send_timer = self.loop.call_later(self.limits.send_timeout, self._send_too_slow)
+            self._send_clock.start(self.limits.send_timeout)
 
     def resume_writing(self) -> None:
         """The client read enough: the buffer is below its low mark again."""
         super().resume_writing()
-        self._stop_send_clock()
-
-    def _stop_send_clock(self) -> None:
-        if self._send_timer is not None:
-            self._send_timer.cancel()
-            self._send_timer = None
+        self._send_clock.stop()
 
     def _send_too_slow(self) -> None:
-        self._send_timer = None
         unsent = self.transport.get_write_buffer_size()
         if unsent < self._unsent:  # it moves, slowly: look again later
             self._unsent = unsent
-            self._send_timer = self.loop.call_later(self.limits.send_timeout, self._send_too_slow)
+            self._send_clock.start(self.limits.send_timeout)
             return
         log.info("connection cut: the client read nothing of its answer for %ss", self.limits.send_timeout)
         self.transport.abort()
@@ -325,20 +348,14 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def _clock_body(self) -> None:
         """After bytes were fed: a body under way (its head parsed, its end not) is timed between
         reads. A request without a body ends with its head: no clock."""
-        if self._in_head or self._body_timer is not None or self.transport.is_closing():
+        if self._in_head or self._body_clock.running or self.transport.is_closing():
             return
         if self.transport.get_protocol() is not self:
             return  # upgraded to a WebSocket
         self._body_at = self.loop.time()
-        self._body_timer = self.loop.call_later(self.limits.body_timeout, self._body_too_slow)
-
-    def _stop_body_clock(self) -> None:
-        if self._body_timer is not None:
-            self._body_timer.cancel()
-            self._body_timer = None
+        self._body_clock.start(self.limits.body_timeout)
 
     def _body_too_slow(self) -> None:
-        self._body_timer = None
         if self._in_head or self.transport.is_closing():
             return
         now = self.loop.time()
@@ -348,7 +365,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             self._body_at = now  # not the client's delay: it waits for us
         idle = now - self._body_at
         if idle < self.limits.body_timeout:
-            self._body_timer = self.loop.call_later(self.limits.body_timeout - idle, self._body_too_slow)
+            self._body_clock.start(self.limits.body_timeout - idle)
             return
         if cycle is not None and cycle.response_started:
             self.transport.close()  # an answer has begun: a 408 can no longer be sent
@@ -356,29 +373,19 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             self._refuse(b"408 Request Timeout", _BODY_TOO_SLOW)
 
     def _clock_unfinished_head(self) -> None:
-        if self._head_timer is None and not self.transport.is_closing():
-            self._start_head_clock()
+        if not self._head_clock.running and not self.transport.is_closing():
+            self._head_clock.start(self.limits.head_timeout)
 
     def _answering(self) -> bool:
         """Whether an answer is still to be written on this connection (a 408 now would land in it)."""
         cycle = self.cycle
         return bool(self.pipeline) or (cycle is not None and not cycle.response_complete)
 
-    def _start_head_clock(self) -> None:
-        self._stop_head_clock()
-        self._head_timer = self.loop.call_later(self.limits.head_timeout, self._head_too_slow)
-
-    def _stop_head_clock(self) -> None:
-        if self._head_timer is not None:
-            self._head_timer.cancel()
-            self._head_timer = None
-
     def _head_too_slow(self) -> None:
-        self._head_timer = None
         if not self._in_head or self.transport.is_closing():
             return
         if self._answering():  # behind an answer still going out: timed again once it is done
-            self._start_head_clock()
+            self._head_clock.start(self.limits.head_timeout)
             return
         if self._head_bytes:
             self._refuse(b"408 Request Timeout", _TOO_SLOW)
@@ -386,7 +393,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             self.transport.close()  # nothing was asked: nothing to answer
 
     def _refuse(self, status: bytes, detail: bytes) -> None:
-        self._stop_head_clock()
+        self._head_clock.stop()
         if not self.transport.is_closing():
             self.transport.write(_refusal(status, detail))
             self.transport.close()
