@@ -25,18 +25,27 @@ KEEP_ALIVE = 1
 PER_CLIENT = 12
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int]]:
-    """wardgate with short timeouts; loopback is not a trusted proxy here, so it is counted."""
-    env = {
-        "DATA_DIR": str(tmp_path_factory.mktemp("hostile")),
+def _short_timeouts(data_dir: Path, **extra: str) -> dict[str, str]:
+    """The environment of a wardgate whose head, body, send and keep-alive clocks run out fast."""
+    return {
+        "DATA_DIR": str(data_dir),
         "WEBUI_SECRET_KEY": SECRET,
         "CLIENT_HEADER_TIMEOUT": str(HEAD_TIMEOUT),
         "CLIENT_BODY_TIMEOUT": str(BODY_TIMEOUT),
+        "SEND_TIMEOUT": str(SEND_TIMEOUT),
         "KEEP_ALIVE_TIMEOUT": str(KEEP_ALIVE),
-        "MAX_CONNECTIONS_PER_IP": str(PER_CLIENT),
-        "FORWARDED_ALLOW_IPS": "10.255.255.1",
+        **extra,
     }
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int]]:
+    """wardgate with short timeouts; loopback is not a trusted proxy here, so it is counted."""
+    env = _short_timeouts(
+        tmp_path_factory.mktemp("hostile"),
+        MAX_CONNECTIONS_PER_IP=str(PER_CLIENT),
+        FORWARDED_ALLOW_IPS="10.255.255.1",
+    )
     with wardgate_process(env) as base:
         yield base, int(base.rsplit(":", 1)[1])
 
@@ -45,20 +54,13 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int]
 def relaying(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, str]]:
     """The same short timeouts in front of the fake app (its `/think` answers after some seconds):
     the port, and a session token."""
-    with fake_upstream_process() as app:
-        env = {
-            "DATA_DIR": str(tmp_path_factory.mktemp("relaying")),
-            "WEBUI_SECRET_KEY": SECRET,
-            "CLIENT_HEADER_TIMEOUT": str(HEAD_TIMEOUT),
-            "CLIENT_BODY_TIMEOUT": str(BODY_TIMEOUT),
-            "SEND_TIMEOUT": str(SEND_TIMEOUT),
-            "KEEP_ALIVE_TIMEOUT": str(KEEP_ALIVE),
-            "UPSTREAM_URL": app,
-        }
-        with wardgate_process(env) as base:
-            account = {"name": "Ada", "email": "ada@example.com", "password": "correct-horse-battery-9"}
-            token = httpx.post(f"{base}/api/v1/auths/signup", json=account).json()["token"]
-            yield int(base.rsplit(":", 1)[1]), token
+    with (
+        fake_upstream_process() as app,
+        wardgate_process(_short_timeouts(tmp_path_factory.mktemp("relaying"), UPSTREAM_URL=app)) as base,
+    ):
+        account = {"name": "Ada", "email": "ada@example.com", "password": "correct-horse-battery-9"}
+        token = httpx.post(f"{base}/api/v1/auths/signup", json=account).json()["token"]
+        yield int(base.rsplit(":", 1)[1]), token
 
 
 def _think(token: str, seconds: float) -> bytes:

@@ -25,6 +25,11 @@ none for a connection that never sends a byte. `BoundedHttpToolsProtocol` adds, 
   (IPv6 counted per `RATE_LIMIT_IPV6_PREFIX` network); more are closed at once. The proxies of
   `FORWARDED_ALLOW_IPS` are not counted: every client behind them shares their address.
 
+One module, past the ~300-line guidance: the clocks, the head count and the per-client count all
+act on one connection's state and on uvicorn's protocol internals (its cycle, pipeline and flow
+control). Whether some byte sequence can hold a connection with no clock running is answered by
+reading them together; apart, each would look complete on its own.
+
 Idle keep-alive connections close after `KEEP_ALIVE_TIMEOUT` (uvicorn's own timer), and a stop
 drains in-flight requests and streams for `GRACEFUL_SHUTDOWN_TIMEOUT` seconds. The parsing itself
 stays llhttp's: this wrapper only decides how much it is given and for how long.

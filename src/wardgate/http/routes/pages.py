@@ -4,6 +4,10 @@ Forms post to same-origin handlers (no inline script; the strict CSP holds) and 
 passes the CSRF middleware's Origin check like the JSON API does. The pages around these render
 through the helpers here: the second-factor forms (`mfa_pages`: `account_view`, `mfa_step`) and
 administration (`admin_pages`: the sign-in redirect, the notices, the page cursors).
+
+Past the ~300-line guidance: sign-in and the account page share the sign-in redirect rules and the
+"refusal shown on the page it came from" pattern, and the pages around them render through these
+helpers; the account's forms would be the next part to move out.
 """
 
 from __future__ import annotations
