@@ -252,6 +252,7 @@ def test_only_a_digest_is_stored(engine: Engine) -> None:
 
 
 def test_a_new_key_reaches_the_other_instance_after_a_sync(engine: Engine) -> None:
+    """The view alone; the HTTP path confirms such a miss in the database (test_authentication.py)."""
     a, b = Instance(engine), Instance(engine)
     admin, _ = people(a)
     key = a.keys.create(admin, NewKey()).key

@@ -11,8 +11,12 @@ Two kinds of caller (`Caller`):
 
 A session is checked against the in-memory revocation view: pure CPU. Only when the view is stale
 (or older than the token) does the database decide, in a worker thread, refusing when it cannot
-answer (fail closed). Failures count against the client's address (`AUTH_FAILURE_RATE_LIMIT`);
-successes touch no store at all. The HTTP layer only reads the credential from the request.
+answer (fail closed). An API key is looked up in the same view; a key the view does not hold may
+have been made on another instance a moment ago, before this one heard of it, so the database
+confirms such a miss (at most `KEY_CONFIRMATIONS` at a time, so that a flood of made-up keys costs
+neither the worker threads nor the database's connections). Failures count against the client's
+address (`AUTH_FAILURE_RATE_LIMIT`); successes touch no store at all. The HTTP layer only reads the
+credential from the request.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ NOT_AUTHENTICATED = "Not authenticated."
 Via = Literal["header", "cookie", "api-key-header"]
 # Refusals of credentials nobody was given: a bad signature or shape, a key that does not exist.
 COUNTED_FAILURES = frozenset({"invalid_token", "malformed_api_key", "unknown_api_key"})
+KEY_CONFIRMATIONS = 4  # database look-ups of keys the view does not hold, at once per process
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +99,7 @@ class Authenticator:
         self._api_keys = api_keys
         self._limiter = limiter
         self._failures = failures
+        self._confirmations = anyio.CapacityLimiter(KEY_CONFIRMATIONS)
 
     async def authenticate(
         self, credential: Credential | None, *, ip: str | None, keys_allowed: bool
@@ -137,7 +143,7 @@ class Authenticator:
             if self._registry.is_stale:
                 admitted = await anyio.to_thread.run_sync(partial(service.identify, key, stale=True))
             else:
-                admitted = service.identify(key)
+                admitted = await self._identify(key)
         except AuthenticationError as exc:
             await anyio.to_thread.run_sync(service.record_refusal, exc.code)
             raise
@@ -152,6 +158,20 @@ class Authenticator:
             await anyio.to_thread.run_sync(service.record_refusal, exc.code, admitted.key)
             raise
         return KeyPrincipal(admitted.user, admitted.key, via, service.policy.endpoints)
+
+    async def _identify(self, key: str) -> Admitted:
+        """The key from the view; one the view does not hold, from the database. A key made on
+        another instance reaches this view with the next sync (milliseconds with Redis, up to
+        `SESSION_SYNC_INTERVAL` without): its first calls here must not be refused meanwhile."""
+        service = self._api_keys
+        try:
+            return service.identify(key)
+        except AuthenticationError as exc:
+            if exc.code != "unknown_api_key":
+                raise
+        return await anyio.to_thread.run_sync(
+            partial(service.identify, key, stale=True), limiter=self._confirmations
+        )
 
     async def refresh(self, caller: Caller) -> Caller:
         """The caller as things stand now, for connections that outlive a request (WebSockets).
