@@ -123,7 +123,14 @@ class Gateway:
         usage = UsageRecorder(sessions, retention_days=s.usage_retention_days)
         budgets = BudgetLedger(sessions)
         ring = secret_ring(s)  # WEBUI_SECRET_KEY and its fallbacks
-        api_keys = ApiKeyService(sessions, registry, ApiKeyHasher(ring), api_key_policy(s), audit)
+        api_keys = ApiKeyService(
+            sessions,
+            registry,
+            ApiKeyHasher(ring),
+            api_key_policy(s),
+            audit,
+            limiter=RateLimiter(shared_file=shared / "keylimits.db") if shared else None,
+        )
         sync = ViewSync(
             registry,
             channel,

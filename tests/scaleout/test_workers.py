@@ -5,6 +5,7 @@ a connection is found in /proc), acts through one and observes through the other
 - a sign-out on one worker is refused by the other within 100 ms (the poll alone takes seconds);
 - wrong passwords spread over both workers are limited exactly as on one process;
 - a request budget is spent exactly, with concurrent calls landing on both workers;
+- an API key's rate limit is spent exactly by calls alternating between the workers;
 - `/metrics`, answered by either worker, counts the requests of both.
 """
 
@@ -163,6 +164,7 @@ def _serving(data: Path, models: str) -> Iterator[Workers]:
         "SIGNIN_RATE_LIMIT": "5/3m",
         "SIGNIN_IP_RATE_LIMIT": "1000/3m",
         "SESSION_SYNC_INTERVAL": "5",
+        "ENABLE_API_KEYS": "true",
         "METRICS_TOKEN": METRICS_TOKEN,  # the poll alone would take seconds: only the channel is fast enough
     }
     with _two_workers(env) as (workers, _supervisor):
@@ -244,6 +246,18 @@ def test_a_request_budget_is_spent_exactly_by_calls_on_both_workers(workers: Wor
     with ThreadPoolExecutor(max_workers=20) as pool:
         statuses = sorted(pool.map(call, range(20)))
     assert statuses == [200] * 7 + [429] * 13, statuses
+
+
+def test_an_api_keys_rate_limit_is_spent_exactly_over_both_workers(pair: Pair) -> None:
+    first, second = pair
+    status, admin = request(first, "POST", "/api/v1/auths/signin", {"email": ADMIN, "password": PASSWORD})
+    assert status == 200, admin
+    spec = {"name": "limited", "rate_limit": "6/1m"}
+    status, created = request(first, "POST", "/api/v1/auths/api_keys", spec, token=admin["token"])
+    assert status == 200, created
+    key = created["api_key"]
+    statuses = [request((second, first)[n % 2], "GET", "/openai/models", token=key)[0] for n in range(12)]
+    assert statuses == [200] * 6 + [429] * 6  # each worker on its own allowed 6
 
 
 def _health_requests(metrics_text: str) -> float:

@@ -118,15 +118,18 @@ class ApiKeyService:
         hasher: ApiKeyHasher,
         policy: ApiKeyPolicy,
         audit: AuditLog,
+        *,
+        limiter: RateLimiter | None = None,
     ) -> None:
         self._sessions = sessions
         self._registry = registry
         self._hasher = hasher
         self.policy = policy
         self._audit = audit
-        # In-process memory on purpose: a per-key limit must not cost a Redis round trip per request
-        # (with N instances a key gets up to N times its rate; documented).
-        self._limiter = RateLimiter()
+        # This instance's own counts on purpose: a per-key limit must not cost a Redis round trip
+        # per request (with N instances a key gets up to N times its rate; documented). Its worker
+        # processes count together, through the file they share (`limiter`); one process, in memory.
+        self._limiter = limiter or RateLimiter()
         # at most one audit row per key (or client network) and reason a minute
         self._refusals = RateLimiter(ipv6_prefix=policy.ipv6_prefix)
         self.redigests = PendingRedigests(sessions, registry, hasher.current_id)
@@ -298,6 +301,11 @@ class ApiKeyService:
         """Store the keys found under an earlier secret's digest under the current one (one of the
         batched writes; `wardgate.identity.redigests`)."""
         self.redigests.flush()
+
+    @property
+    def limits_in_memory(self) -> bool:
+        """True when `authorize` never waits on I/O (one process: its rate limits are in memory)."""
+        return self._limiter.in_memory
 
     def authorize(self, admitted: Admitted) -> None:
         """Owner allowed and key within its rate (403 / 429); notes the key as used (batched)."""

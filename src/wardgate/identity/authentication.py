@@ -150,9 +150,9 @@ class Authenticator:
         try:
             if not keys_allowed:
                 raise PermissionDeniedError(KEYS_NOT_HERE, code="api_key_not_allowed_here")
-            if self._limiter.in_memory:
+            if service.limits_in_memory:
                 service.authorize(admitted)
-            else:  # its rate limits wait on Redis or the workers' shared file: not on the event loop
+            else:  # its rate limits wait on the workers' shared file: not on the event loop
                 await anyio.to_thread.run_sync(service.authorize, admitted)
         except ApiError as exc:
             await anyio.to_thread.run_sync(service.record_refusal, exc.code, admitted.key)
