@@ -81,6 +81,7 @@ class Gateway:
     usage: UsageRecorder  # usage records, written in bulk
     usage_reports: UsageReports  # and read back
     housekeeper: Housekeeper  # prunes what has outlived its retention
+    measured: bool  # someone may read the metrics (`Settings.metrics_readable`): record them
 
     @classmethod
     def build(cls, settings: Settings) -> Gateway:
@@ -120,7 +121,7 @@ class Gateway:
             publish=channel.publish,
             token_lifetime=s.jwt_expires_in,
         )
-        usage = UsageRecorder(sessions, retention_days=s.usage_retention_days)
+        usage = UsageRecorder(sessions, retention_days=s.usage_retention_days, measured=s.metrics_readable)
         budgets = BudgetLedger(sessions)
         ring = secret_ring(s)  # WEBUI_SECRET_KEY and its fallbacks
         api_keys = ApiKeyService(
@@ -154,6 +155,7 @@ class Gateway:
         )
         return cls(
             settings=s,
+            measured=s.metrics_readable,
             engine=engine,
             sessions=sessions,
             registry=registry,

@@ -50,6 +50,29 @@ def test_a_model_call_counts_its_tokens_and_times_its_upstream(
     assert change("wardgate_authentications_total", outcome="session") == 1
 
 
+def test_a_model_call_is_not_measured_where_nobody_may_read_the_metrics(
+    make_gateway: MakeGateway, models_server: str
+) -> None:
+    """No METRICS_TOKEN, no METRICS_ALLOW_IPS: the relay times nothing and counts nothing (the
+    figures would cost each call about 3 µs for nobody). Another gateway in this process scrapes."""
+    quiet = models_gateway(make_gateway, models_server, METRICS_TOKEN="")
+    loud = make_gateway()
+    token = signup(quiet, "admin-quiet@example.com")["token"]
+    before = scrape(loud)
+    body = {"model": "gpt-4o-mini", "messages": CHAT}
+    response = quiet.post("/openai/chat/completions", json=body, headers=bearer(token))
+    assert response.status_code == 200, response.text
+    after = scrape(loud)
+    for kind in ("prompt", "completion"):
+        labels = {"upstream": "openai", "model": "gpt-4o-mini", "kind": kind}
+        assert grew(before, after, "wardgate_model_tokens_total", **labels) == 0
+    assert grew(before, after, "wardgate_upstream_ttfb_seconds_count", upstream="openai") == 0
+    assert (
+        grew(before, after, "wardgate_upstream_duration_seconds_count", upstream="openai", status="2xx") == 0
+    )
+    assert grew(before, after, "wardgate_authentications_total", outcome="session") == 0
+
+
 def test_an_api_key_at_the_relay_is_counted_as_one(make_gateway: MakeGateway, models_server: str) -> None:
     client = models_gateway(make_gateway, models_server, ENABLE_API_KEYS="true")
     token = signup(client, "admin-keys@example.com")["token"]

@@ -535,6 +535,13 @@ class Settings(BaseSettings):
         return self.webui_secret_key.get_secret_value()
 
     @property
+    def metrics_readable(self) -> bool:
+        """Whether anyone may read `/metrics` (`METRICS_TOKEN` or `METRICS_ALLOW_IPS`). Without
+        either, the route does not exist and nothing per request is measured."""
+        allowed = self.metrics_allow_ips
+        return self.metrics_token is not None or allowed.trust_all or bool(allowed.networks)
+
+    @property
     def effective_database_url(self) -> str:
         """`DATABASE_URL`, or an SQLite file in `DATA_DIR`."""
         return self.database_url or f"sqlite:///{(self.data_dir / 'wardgate.db').resolve()}"

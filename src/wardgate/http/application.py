@@ -115,7 +115,9 @@ def build_routes(gateway: Gateway, *, tracing: Tracing | None = None) -> FastAPI
         )
         forwarded = forwarded_user_from_settings(s)  # service keys acting for Open WebUI's people
         rules = ForwardingRules(identity, site.api_key_header, s.forward_underscore_headers, forwarded)
-        app.state.proxy = ReverseProxy(client, rules, gateway.authenticator.is_ours, tracing=tracing)
+        app.state.proxy = ReverseProxy(
+            client, rules, gateway.authenticator.is_ours, tracing=tracing, measured=gateway.measured
+        )
         try:
             yield
         finally:
@@ -149,7 +151,7 @@ def build_routes(gateway: Gateway, *, tracing: Tracing | None = None) -> FastAPI
     # /health, the session check and the forward-auth decisions must not wait behind the pages.
     routers: list[ModuleType] = [public, auth, authz, mfa, api_keys, users, audit, usage, oauth, pages]
     routers += [admin_pages, mfa_pages, usage_pages, password_reset]
-    if metrics_access.enabled:  # otherwise the path is not wardgate's
+    if gateway.measured:  # otherwise the path is not wardgate's
         routers.append(metrics)
     for module in routers:
         app.include_router(module.router, prefix=prefix)
@@ -200,7 +202,7 @@ def build_application(gateway: Gateway) -> ASGIApp:
         decisions = [f"{s.route_prefix}/api/v1/authz/{name}" for name in ("forward-auth", "auth-request")]
         app = UpgradeAsRequestMiddleware(app, decisions)
     classes = RouteClasses(s.route_prefix)
-    if routes.state.metrics_access.enabled:  # nobody may read them: not measured
+    if gateway.measured:  # nobody may read them: not measured
         app = RequestMetricsMiddleware(app, classes)
     if tracing is not None:
         app = TracingMiddleware(app, tracing, classes)

@@ -100,27 +100,32 @@ ENROL_FIRST = (
 )
 
 
+def _not_measured(outcome: str) -> None:
+    """Nobody may read the metrics: authentications are not counted."""
+
+
 async def _caller(
     conn: HTTPConnection, *, keys_allowed: bool, prefer_cookie: bool = False, enrolling: bool = False
 ) -> Caller:
     peer = conn.scope.get("client")
     ip = peer[0] if peer else None  # as client_info(): already resolved by the trusted-proxy middleware
     gw = gateway(conn)
+    observe = observe_authentication if gw.measured else _not_measured
     try:
         cookie = session_cookie(conn) if prefer_cookie else None
         credential = Credential(cookie, "cookie") if cookie else read_credential(conn)
     except AuthenticationError:  # an unusable header, two session cookies
-        observe_authentication("invalid")
+        observe("invalid")
         raise
     try:
         caller = await gw.authenticator.authenticate(credential, ip=ip, keys_allowed=keys_allowed)
     except ApiError as exc:
-        observe_authentication(refusal_outcome(exc.status_code, exc.code))
+        observe(refusal_outcome(exc.status_code, exc.code))
         raise
     except StoreUnavailableError:
-        observe_authentication("unavailable")
+        observe("unavailable")
         raise
-    observe_authentication("session" if isinstance(caller, Principal) else "api_key")
+    observe("session" if isinstance(caller, Principal) else "api_key")
     conn.state.principal = caller
     # MFA_REQUIRED_ROLES: such an account, without a factor, reaches nothing but its enrolment
     # (an API key of it neither). Pure CPU: the view carries whether the account has a factor.

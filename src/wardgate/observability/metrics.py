@@ -253,6 +253,26 @@ class UpstreamCall:
         _duration(self.upstream, self._status).observe(perf_counter() - self._started)
 
 
+class _Unmeasured(UpstreamCall):
+    """The exchanges of an application whose metrics nobody may read: nothing is timed or counted
+    (about 3 µs a proxied call saved)."""
+
+    __slots__ = ()
+
+    def __init__(self) -> None:
+        self.upstream = ""
+
+    def answered(self, status: int) -> None:
+        """Not recorded."""
+
+    def failed(self, kind: str) -> None:
+        """Not recorded."""
+
+    def ended(self) -> None:
+        """Not recorded."""
+
+
+UNMEASURED: UpstreamCall = _Unmeasured()
 _STATUS_CLASSES = {n: f"{n}xx" for n in range(1, 6)}
 
 

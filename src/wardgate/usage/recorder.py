@@ -53,16 +53,19 @@ class CallRecord:
 class UsageRecorder:
     """Collects call records and writes them in bulk."""
 
-    def __init__(self, sessions: sessionmaker[Session], *, retention_days: int) -> None:
+    def __init__(
+        self, sessions: sessionmaker[Session], *, retention_days: int, measured: bool = True
+    ) -> None:
         self._sessions = sessions
         self.retention_days = retention_days
+        self._measured = measured  # False: nobody may read the metrics, so tokens are not counted there
         self._pending: list[CallRecord] = []
         self._dropped = 0
         self._lock = threading.Lock()  # appends come from the event loop, flushes from a worker thread
 
     def add(self, record: CallRecord) -> None:
         """Queue one call's record (no I/O), and count the tokens it used (`/metrics`)."""
-        if record.metered:
+        if record.metered and self._measured:
             count_tokens(record.upstream, record.model, record.prompt_tokens, record.completion_tokens)
         with self._lock:
             if len(self._pending) >= MAX_PENDING:

@@ -32,7 +32,7 @@ from wardgate.errors import UpstreamError, UpstreamTimeoutError
 from wardgate.http.middleware.security_headers import PROXIED_STATE_KEY
 from wardgate.http.scope import header
 from wardgate.identity.authentication import Caller
-from wardgate.observability.metrics import UpstreamCall
+from wardgate.observability.metrics import UNMEASURED, UpstreamCall
 from wardgate.observability.tracing import TRACE_HEADERS, Tracing
 from wardgate.proxy.client import Cancellation, UpstreamClient, UpstreamResponse
 from wardgate.proxy.identity import ForwardingRules, response_headers, upstream_request_headers
@@ -114,11 +114,13 @@ class ReverseProxy:
         is_ours: Callable[[str], bool],
         *,
         tracing: Tracing | None = None,
+        measured: bool = True,
     ) -> None:
         self._client = client
         self.rules = rules
         self.is_ours = is_ours
         self.tracing = tracing  # ENABLE_OTEL_TRACES: a client span per call, its context sent upstream
+        self.measured = measured  # False: nobody may read the metrics, so calls are not timed
         # Made in the application's lifespan, on the loop that serves it. Kept rather than asked for
         # per request: on Python 3.11 each asyncio.get_running_loop() is a getpid() system call.
         self._loop = asyncio.get_running_loop()
@@ -167,7 +169,8 @@ class ReverseProxy:
             body = inbound.body()  # an upload: streamed as it arrives, held to its declared length
         cancellation = Cancellation()
         watch = _DisconnectWatch(inbound, cancellation, self._loop)
-        shaping = _Shaping(UpstreamCall(upstream.name), tap, rewrite, exchange, before_end)
+        call = UpstreamCall(upstream.name) if self.measured else UNMEASURED
+        shaping = _Shaping(call, tap, rewrite, exchange, before_end)
         try:
             if self.tracing is None:
                 pending = self._client.request(

@@ -36,11 +36,6 @@ class MetricsAccess:
     addresses: TrustedProxies  # METRICS_ALLOW_IPS
     counted: tuple[float, int | None] = field(default=(-COUNT_EVERY, None))
 
-    @property
-    def enabled(self) -> bool:
-        """Whether anyone at all may read them."""
-        return self.token is not None or self.addresses.trust_all or bool(self.addresses.networks)
-
     def allows(self, authorization: str | None, client: str | None) -> bool:
         """The bearer token, compared in constant time, or an allowed address."""
         if self.token is not None and authorization is not None:
