@@ -15,6 +15,7 @@ from pathlib import Path
 import jwt
 import pytest
 from starlette.testclient import TestClient
+from starlette.websockets import WebSocketDisconnect
 
 from tests.acting.conftest import JWT_SECRET, Site, make_site, owui_token, upstream_saw
 from tests.conftest import PASSWORD, bearer, refused
@@ -151,6 +152,24 @@ def test_a_person_who_may_not_use_wardgate_is_refused_and_nothing_lands_on_the_k
             row[0] for row in db.execute("SELECT detail FROM audit_events WHERE event = 'api_key.refused'")
         ]
     assert details == [f"key={site.service_key['id']} reason=service_key_person person={who}"]
+
+
+def test_a_websocket_with_a_service_key_is_refused_and_audited(site: Site) -> None:
+    """A socket names nobody, so a service key opens none; the refusal is audited as a call's is."""
+    key = site.service_key["api_key"]
+    for _ in range(2):  # audited once a minute per key and reason
+        with (
+            pytest.raises(WebSocketDisconnect) as closed,
+            site.client.websocket_connect("/ollama/api/ws", headers=bearer(key)),
+        ):
+            pass
+        assert closed.value.code == 1008
+    _nothing_forwarded_nor_recorded(site)
+    with sqlite3.connect(site.data_dir / "wardgate.db") as db:
+        details = [
+            row[0] for row in db.execute("SELECT detail FROM audit_events WHERE event = 'api_key.refused'")
+        ]
+    assert details == [f"key={site.service_key['id']} reason=service_key_person"]
 
 
 def test_the_owner_demoted_the_key_acts_for_nobody(site: Site) -> None:
