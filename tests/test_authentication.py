@@ -4,17 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import threading
 import time
 from collections.abc import Callable
 
 import pytest
 
 from wardgate.config import Settings
-from wardgate.errors import AuthenticationError, StoreUnavailableError
+from wardgate.errors import AuthenticationError, RateLimitedError, StoreUnavailableError
 from wardgate.gateway import Gateway
-from wardgate.identity.authentication import KEY_CONFIRMATIONS, Credential
+from wardgate.identity.authentication import (
+    KEY_CONFIRMATIONS,
+    KEY_CONFIRMATIONS_WAITING,
+    Caller,
+    Credential,
+)
 from wardgate.identity.key_material import NewKey
-from wardgate.identity.records import ClientInfo
+from wardgate.identity.records import ClientInfo, UserChanges
 from wardgate.storage import db
 
 PASSWORD = "correct-horse-battery"
@@ -49,47 +55,93 @@ def test_refresh_fails_closed_when_the_view_is_stale_and_the_database_gone(
 def test_a_key_made_on_another_instance_is_admitted_before_this_one_syncs(
     make_settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Two instances over one database, without Redis: B hears of A's new key only at its next poll
-    (a minute here). A program that makes a key through A and calls B at once is admitted (it got a
-    401 before: the view's miss was final), a made-up key is still refused, and a flood of made-up
-    keys looks them up at most `KEY_CONFIRMATIONS` at a time."""
+    """Two instances over one database, without Redis: B hears of A's keys only at its next poll
+    (a minute here). A key made through A works on B at once (a 401 before: the view's miss was
+    final), also for a WebSocket's re-check; what A ended meanwhile is still refused on B."""
     settings = make_settings(ENABLE_API_KEYS="true", SESSION_SYNC_INTERVAL="60")
     a, b = Gateway.build(settings), Gateway.build(settings)
-    looking: list[int] = [0, 0]  # now, most at once
-    lookup = b.api_keys._check_in_database
 
-    def counted(*args: object) -> object:
-        looking[0] += 1
-        looking[1] = max(looking)
-        try:
-            time.sleep(0.01)
-            return lookup(*args)  # type: ignore[arg-type]
-        finally:
-            looking[0] -= 1
+    async def on_b(key: str) -> Caller:
+        return await b.authenticator.authenticate(
+            Credential(key, "header"), ip="192.0.2.9", keys_allowed=True
+        )
 
     async def scenario() -> None:
         await a.start()
         await b.start()
-        admin = a.accounts.create_user("Ada", "ada@example.com", PASSWORD, role=None)
-        key = a.api_keys.create(admin, NewKey(name="fresh")).key
-        assert not b.registry.is_stale  # B trusts its view, which has not heard of the key
-        caller = await b.authenticator.authenticate(Credential(key, "header"), ip=None, keys_allowed=True)
-        assert caller.user.email == "ada@example.com"
+        try:
+            admin = a.accounts.create_user("Ada", "ada@example.com", PASSWORD, role=None)
+            bob = a.accounts.create_user("Bob", "bob@example.com", PASSWORD, role="admin")
+            fresh = a.api_keys.create(admin, NewKey(name="fresh")).key
+            soon = a.api_keys.create(admin, NewKey(name="soon", expires_at=int(time.time()) + 1))
+            revoked = a.api_keys.create(admin, NewKey(name="revoked"))
+            a.api_keys.revoke(admin, admin.id, revoked.row.id)
+            bobs = a.api_keys.create(bob, NewKey(name="bob")).key
+            a.accounts.update_user(admin, bob.id, UserChanges(active=False))
+            assert not b.registry.is_stale  # B trusts its view, which has heard of none of this
 
-        monkeypatch.setattr(b.api_keys, "_check_in_database", counted)
-        made_up = [f"sk-{secrets.token_hex(32)}" for _ in range(3 * KEY_CONFIRMATIONS)]
-        refusals = await asyncio.gather(
-            *(
-                b.authenticator.authenticate(Credential(k, "header"), ip=None, keys_allowed=True)
-                for k in made_up
-            ),
-            return_exceptions=True,
-        )
-        assert {str(r) for r in refusals} == {"Invalid API key."}, refusals
-        assert all(isinstance(r, AuthenticationError) for r in refusals)
-        assert looking[1] == KEY_CONFIRMATIONS
-        monkeypatch.undo()
-        await a.stop()
-        await b.stop()
+            caller = await on_b(fresh)
+            assert caller.user.email == "ada@example.com"
+            assert (await b.authenticator.refresh(caller)).user.email == "ada@example.com"
+            while time.time() < soon.row.expires_at:
+                await asyncio.sleep(0.05)
+            with pytest.raises(AuthenticationError, match=r"^This API key has expired\.$"):
+                await on_b(soon.key)
+            for ended in (revoked.key, bobs):
+                with pytest.raises(AuthenticationError, match=r"^Invalid API key\.$"):
+                    await on_b(ended)
+        finally:
+            await a.stop()
+            await b.stop()
+
+    asyncio.run(scenario())
+
+
+def test_a_flood_of_made_up_keys_is_looked_up_a_few_at_a_time(
+    make_settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every made-up key is refused; the database sees at most `KEY_CONFIRMATIONS` of them at once,
+    past `KEY_CONFIRMATIONS_WAITING` waiting the rest are refused without a look-up, and an address
+    over its failure limit is answered 429 without one."""
+    gateway = Gateway.build(make_settings(ENABLE_API_KEYS="true", AUTH_FAILURE_RATE_LIMIT="2/1m"))
+    lock, running, most, looked = threading.Lock(), [0], [0], [0]
+    lookup = gateway.api_keys._check_in_database
+
+    def counted(*args: object) -> object:
+        with lock:
+            running[0] += 1
+            looked[0] += 1
+            most[0] = max(most[0], running[0])
+        try:
+            time.sleep(0.01)
+            return lookup(*args)  # type: ignore[arg-type]
+        finally:
+            with lock:
+                running[0] -= 1
+
+    monkeypatch.setattr(gateway.api_keys, "_check_in_database", counted)
+
+    async def attempt(ip: str) -> BaseException | None:
+        try:
+            key = f"sk-{secrets.token_hex(32)}"
+            await gateway.authenticator.authenticate(Credential(key, "header"), ip=ip, keys_allowed=True)
+        except (AuthenticationError, RateLimitedError) as exc:
+            return exc
+        return None
+
+    async def scenario() -> None:
+        await gateway.start()
+        try:
+            flood = KEY_CONFIRMATIONS + KEY_CONFIRMATIONS_WAITING + 20
+            refusals = await asyncio.gather(*(attempt(f"198.51.100.{n % 200}") for n in range(flood)))
+            assert {str(r) for r in refusals} == {"Invalid API key."}, refusals
+            assert 1 < most[0] <= KEY_CONFIRMATIONS
+            assert looked[0] == KEY_CONFIRMATIONS + KEY_CONFIRMATIONS_WAITING  # the rest: none
+            before = looked[0]  # one address, past AUTH_FAILURE_RATE_LIMIT (2/1m): 429, no look-up
+            answers = [await attempt("203.0.113.7") for _ in range(3)]
+            assert [type(r) for r in answers] == [AuthenticationError, AuthenticationError, RateLimitedError]
+            assert looked[0] - before == 2
+        finally:
+            await gateway.stop()
 
     asyncio.run(scenario())

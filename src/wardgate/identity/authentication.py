@@ -13,14 +13,16 @@ A session is checked against the in-memory revocation view: pure CPU. Only when 
 (or older than the token) does the database decide, in a worker thread, refusing when it cannot
 answer (fail closed). An API key is looked up in the same view; a key the view does not hold may
 have been made on another instance a moment ago, before this one heard of it, so the database
-confirms such a miss (at most `KEY_CONFIRMATIONS` at a time, so that a flood of made-up keys costs
-neither the worker threads nor the database's connections). Failures count against the client's
-address (`AUTH_FAILURE_RATE_LIMIT`); successes touch no store at all. The HTTP layer only reads the
-credential from the request.
+confirms such a miss. A flood of made-up keys must not cost others: an address already over its
+failure limit gets its 429 without a look-up, at most `KEY_CONFIRMATIONS` run at a time (worker
+threads and database connections stay free), and past `KEY_CONFIRMATIONS_WAITING` waiting the miss
+is refused as it stands. Failures count against the client's address (`AUTH_FAILURE_RATE_LIMIT`);
+successes touch no store at all. The HTTP layer only reads the credential from the request.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from functools import partial
 from typing import Literal
@@ -42,6 +44,7 @@ Via = Literal["header", "cookie", "api-key-header"]
 # Refusals of credentials nobody was given: a bad signature or shape, a key that does not exist.
 COUNTED_FAILURES = frozenset({"invalid_token", "malformed_api_key", "unknown_api_key"})
 KEY_CONFIRMATIONS = 4  # database look-ups of keys the view does not hold, at once per process
+KEY_CONFIRMATIONS_WAITING = 32  # more waiting than this: a miss is refused without one
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +103,7 @@ class Authenticator:
         self._limiter = limiter
         self._failures = failures
         self._confirmations = anyio.CapacityLimiter(KEY_CONFIRMATIONS)
+        self._confirming = 0  # look-ups running or waiting (the event loop's count: no lock)
 
     async def authenticate(
         self, credential: Credential | None, *, ip: str | None, keys_allowed: bool
@@ -113,15 +117,14 @@ class Authenticator:
                 key_via: Literal["header", "api-key-header"] = (
                     "header" if via == "header" else "api-key-header"
                 )
-                return await self._key(value, key_via, keys_allowed=keys_allowed)
+                return await self._key(value, key_via, ip, keys_allowed=keys_allowed)
             return await self._session(value, "cookie" if via == "cookie" else "header", ip)
         except AuthenticationError as exc:
             # Only forged or malformed credentials count: an authentic token that expired or was
             # signed out is not an attack, and an office behind one address must not be locked out
             # by it. Only failures touch the limiter (it may be Redis): valid requests stay I/O-free.
             if exc.code in COUNTED_FAILURES:
-                bucket = f"auth-failure:{self._limiter.client_key(ip)}"
-                await anyio.to_thread.run_sync(self._limiter.hit, self._failures, bucket)
+                await anyio.to_thread.run_sync(self._limiter.hit, self._failures, self._failure_bucket(ip))
             raise
 
     async def _session(self, token: str, via: Literal["header", "cookie"], ip: str | None) -> Principal:
@@ -133,8 +136,11 @@ class Authenticator:
         registry.touch(claims.session_id, claims.user_id, ip)
         return Principal(user=user, claims=claims, token=token, via=via)
 
+    def _failure_bucket(self, ip: str | None) -> str:
+        return f"auth-failure:{self._limiter.client_key(ip)}"
+
     async def _key(
-        self, key: str, via: Literal["header", "api-key-header"], *, keys_allowed: bool
+        self, key: str, via: Literal["header", "api-key-header"], ip: str | None, *, keys_allowed: bool
     ) -> KeyPrincipal:
         """The one check of an API key, whichever header carried it."""
         service = self._api_keys
@@ -143,7 +149,11 @@ class Authenticator:
             if self._registry.is_stale:
                 admitted = await anyio.to_thread.run_sync(partial(service.identify, key, stale=True))
             else:
-                admitted = await self._identify(key)
+                try:
+                    admitted = service.identify(key)
+                except AuthenticationError as miss:
+                    in_database = partial(service.identify, key, stale=True)
+                    admitted = await self._confirm(miss, in_database, self._failure_bucket(ip))
         except AuthenticationError as exc:
             await anyio.to_thread.run_sync(service.record_refusal, exc.code)
             raise
@@ -159,19 +169,30 @@ class Authenticator:
             raise
         return KeyPrincipal(admitted.user, admitted.key, via, service.policy.endpoints)
 
-    async def _identify(self, key: str) -> Admitted:
-        """The key from the view; one the view does not hold, from the database. A key made on
-        another instance reaches this view with the next sync (milliseconds with Redis, up to
-        `SESSION_SYNC_INTERVAL` without): its first calls here must not be refused meanwhile."""
-        service = self._api_keys
+    async def _confirm(
+        self, miss: AuthenticationError, in_database: Callable[[], Admitted], failures: str | None
+    ) -> Admitted:
+        """The view's refusal `miss` stands, unless the view just does not hold the key: then the
+        database decides (in a worker thread). A key made on another instance reaches this view
+        with the next sync (milliseconds with Redis, up to `SESSION_SYNC_INTERVAL` without): it must
+        not be refused meanwhile. Bounded as the module says; `failures`: the client's failure
+        bucket (None for a key admitted before, a WebSocket's, whose client is not asking again)."""
+        if (
+            miss.code != "unknown_api_key"
+            or self._confirming >= KEY_CONFIRMATIONS + KEY_CONFIRMATIONS_WAITING
+        ):
+            raise miss
+        self._confirming += 1
         try:
-            return service.identify(key)
-        except AuthenticationError as exc:
-            if exc.code != "unknown_api_key":
-                raise
-        return await anyio.to_thread.run_sync(
-            partial(service.identify, key, stale=True), limiter=self._confirmations
-        )
+            if failures is not None:
+                over = partial(self._limiter.check, self._failures, failures)
+                if self._limiter.in_memory:
+                    over()
+                else:
+                    await anyio.to_thread.run_sync(over)
+            return await anyio.to_thread.run_sync(in_database, limiter=self._confirmations)
+        finally:
+            self._confirming -= 1
 
     async def refresh(self, caller: Caller) -> Caller:
         """The caller as things stand now, for connections that outlive a request (WebSockets).
@@ -183,12 +204,14 @@ class Authenticator:
         """
         stale = self._registry.is_stale
         if isinstance(caller, KeyPrincipal):
+            in_database = partial(self._api_keys.current, caller.key, stale=True)
             if stale:
-                admitted = await anyio.to_thread.run_sync(
-                    partial(self._api_keys.current, caller.key, stale=True)
-                )
+                admitted = await anyio.to_thread.run_sync(in_database)
             else:
-                admitted = self._api_keys.current(caller.key, stale=False)
+                try:
+                    admitted = self._api_keys.current(caller.key, stale=False)
+                except AuthenticationError as miss:
+                    admitted = await self._confirm(miss, in_database, None)
             self._api_keys.owner_allowed(admitted.user)
             return replace(caller, user=admitted.user, key=admitted.key)
         claims = self._codec.verify(caller.token)
