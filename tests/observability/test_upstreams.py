@@ -73,6 +73,17 @@ def test_a_model_call_is_not_measured_where_nobody_may_read_the_metrics(
     assert grew(before, after, "wardgate_authentications_total", outcome="session") == 0
 
 
+def test_the_unmeasured_call_overrides_every_method_of_a_measured_one() -> None:
+    """The relay's no-op for unread metrics sets no attribute: a method added to `UpstreamCall` and
+    not to it would fail on every call where metrics are off."""
+    public = {name for name, v in vars(metrics.UpstreamCall).items() if callable(v) and name[0] != "_"}
+    assert public == {"answered", "failed", "ended"}
+    assert public <= set(vars(type(metrics.UNMEASURED)))
+    metrics.UNMEASURED.answered(200)
+    metrics.UNMEASURED.failed("timeout")
+    metrics.UNMEASURED.ended()
+
+
 def test_an_api_key_at_the_relay_is_counted_as_one(make_gateway: MakeGateway, models_server: str) -> None:
     client = models_gateway(make_gateway, models_server, ENABLE_API_KEYS="true")
     token = signup(client, "admin-keys@example.com")["token"]

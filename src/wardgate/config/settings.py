@@ -537,7 +537,8 @@ class Settings(BaseSettings):
     @property
     def metrics_readable(self) -> bool:
         """Whether anyone may read `/metrics` (`METRICS_TOKEN` or `METRICS_ALLOW_IPS`). Without
-        either, the route does not exist and nothing per request is measured."""
+        either, the route does not exist, and requests, authentications, upstream calls and tokens
+        are not measured (refusals of limits and budgets still are: they are few)."""
         allowed = self.metrics_allow_ips
         return self.metrics_token is not None or allowed.trust_all or bool(allowed.networks)
 

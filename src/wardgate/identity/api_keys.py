@@ -9,8 +9,9 @@ Rules (docs/api-keys.md):
   a password change delete them (`AccountService`), and the session-stamp check refuses them on every
   instance at once, even before the deletion reaches it.
 - Admission is pure memory in one process (view lookup by digest, in-memory rate limit; worker
-  processes share a file for it); only a stale view or a refusal touches the database (a key the view does not hold is looked up there first: made on
-  another instance a moment ago, it is valid before this view hears of it; `Authenticator`).
+  processes share a file for it); only a stale view or a refusal touches the database (a key the
+  view does not hold is looked up there first: made on another instance a moment ago, it is valid
+  before this view hears of it; `Authenticator`).
 - Rotation (`WEBUI_SECRET_KEY_FALLBACKS`): a key is looked up under the current secret's digest, then
   under each fallback's; one found under a fallback's is stored again under the current secret's
   (`redigests`), so that it keeps working once the fallback is dropped.

@@ -15,9 +15,10 @@ answer (fail closed). An API key is looked up in the same view; a key the view d
 have been made on another instance a moment ago, before this one heard of it, so the database
 confirms such a miss. A flood of made-up keys must not cost others: an address already over its
 failure limit gets its 429 without a look-up, at most `KEY_CONFIRMATIONS` run at a time (worker
-threads and database connections stay free), and past `KEY_CONFIRMATIONS_WAITING` waiting the miss
-is refused as it stands. Failures count against the client's address (`AUTH_FAILURE_RATE_LIMIT`);
-successes touch no store at all. The HTTP layer only reads the credential from the request.
+threads and database connections stay free), and with `KEY_CONFIRMATIONS_WAITING` more waiting the
+answer is 503 (busy: a retry, not a counted failure). Failures count against the client's address
+(`AUTH_FAILURE_RATE_LIMIT`); successes touch no store at all. The HTTP layer only reads the
+credential from the request.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from typing import Literal
 
 import anyio.to_thread
 
-from wardgate.errors import ApiError, AuthenticationError, PermissionDeniedError
+from wardgate.errors import ApiError, AuthenticationError, PermissionDeniedError, StoreUnavailableError
 from wardgate.identity.api_keys import Admitted, ApiKeyService
 from wardgate.identity.key_material import KEY_PREFIX
 from wardgate.security.ratelimit import Limit, RateLimiter
@@ -44,7 +45,7 @@ Via = Literal["header", "cookie", "api-key-header"]
 # Refusals of credentials nobody was given: a bad signature or shape, a key that does not exist.
 COUNTED_FAILURES = frozenset({"invalid_token", "malformed_api_key", "unknown_api_key"})
 KEY_CONFIRMATIONS = 4  # database look-ups of keys the view does not hold, at once per process
-KEY_CONFIRMATIONS_WAITING = 32  # more waiting than this: a miss is refused without one
+KEY_CONFIRMATIONS_WAITING = 32  # more waiting than this: 503 for a miss, without a look-up
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,22 +178,26 @@ class Authenticator:
         with the next sync (milliseconds with Redis, up to `SESSION_SYNC_INTERVAL` without): it must
         not be refused meanwhile. Bounded as the module says; `failures`: the client's failure
         bucket (None for a key admitted before, a WebSocket's, whose client is not asking again)."""
-        if (
-            miss.code != "unknown_api_key"
-            or self._confirming >= KEY_CONFIRMATIONS + KEY_CONFIRMATIONS_WAITING
-        ):
+        if miss.code != "unknown_api_key":
             raise miss
+        if self._confirming >= KEY_CONFIRMATIONS + KEY_CONFIRMATIONS_WAITING:
+            # Busy, not a verdict: a valid key made elsewhere gets a retry, not a counted failure.
+            raise StoreUnavailableError("too many API keys waiting for the database")
         self._confirming += 1
         try:
             if failures is not None:
-                over = partial(self._limiter.check, self._failures, failures)
                 if self._limiter.in_memory:
-                    over()
-                else:
-                    await anyio.to_thread.run_sync(over)
+                    self._limiter.check(self._failures, failures)
+                else:  # Redis or the workers' file: in the look-up's thread, under the same bound
+                    in_database = partial(self._within_failures, failures, in_database)
             return await anyio.to_thread.run_sync(in_database, limiter=self._confirmations)
         finally:
             self._confirming -= 1
+
+    def _within_failures(self, failures: str, in_database: Callable[[], Admitted]) -> Admitted:
+        """`in_database`, unless the client is already over its failure limit (RateLimitedError)."""
+        self._limiter.check(self._failures, failures)
+        return in_database()
 
     async def refresh(self, caller: Caller) -> Caller:
         """The caller as things stand now, for connections that outlive a request (WebSockets).
