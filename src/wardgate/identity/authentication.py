@@ -145,16 +145,8 @@ class Authenticator:
     ) -> KeyPrincipal:
         """The one check of an API key, whichever header carried it."""
         service = self._api_keys
-        admitted: Admitted
         try:
-            if self._registry.is_stale:
-                admitted = await anyio.to_thread.run_sync(partial(service.identify, key, stale=True))
-            else:
-                try:
-                    admitted = service.identify(key)
-                except AuthenticationError as miss:
-                    in_database = partial(service.identify, key, stale=True)
-                    admitted = await self._confirm(miss, in_database, self._failure_bucket(ip))
+            admitted = await self._admitted(service.identify, key, ip)
         except AuthenticationError as exc:
             await anyio.to_thread.run_sync(service.record_refusal, exc.code)
             raise
@@ -170,16 +162,28 @@ class Authenticator:
             raise
         return KeyPrincipal(admitted.user, admitted.key, via, service.policy.endpoints)
 
-    async def _confirm(
-        self, miss: AuthenticationError, in_database: Callable[[], Admitted], failures: str | None
+    async def _admitted(
+        self, find: Callable[..., Admitted], what: object, ip: str | None, *, counted: bool = True
     ) -> Admitted:
-        """The view's refusal `miss` stands, unless the view just does not hold the key: then the
-        database decides (in a worker thread). A key made on another instance reaches this view
-        with the next sync (milliseconds with Redis, up to `SESSION_SYNC_INTERVAL` without): it must
-        not be refused meanwhile. Bounded as the module says; `failures`: the client's failure
-        bucket (None for a key admitted before, a WebSocket's, whose client is not asking again)."""
-        if miss.code != "unknown_api_key":
-            raise miss
+        """`find(what, stale=...)`, a presented key's `identify` or an admitted key's `current`: from
+        the view; from the database (in a worker thread) while the view is stale, or when the view
+        just does not hold the key. A key made on another instance reaches this view with the next
+        sync (milliseconds with Redis, up to `SESSION_SYNC_INTERVAL` without): it must not be refused
+        meanwhile. `counted`: the client's failure limit applies (not to a key admitted before, a
+        WebSocket's, whose client is not asking again)."""
+        if self._registry.is_stale:
+            return await anyio.to_thread.run_sync(partial(find, what, stale=True))
+        try:
+            return find(what, stale=False)
+        except AuthenticationError as miss:
+            if miss.code != "unknown_api_key":
+                raise
+        return await self._confirm(
+            partial(find, what, stale=True), self._failure_bucket(ip) if counted else None
+        )
+
+    async def _confirm(self, in_database: Callable[[], Admitted], failures: str | None) -> Admitted:
+        """The database's answer for a key the view does not hold, bounded as the module says."""
         if self._confirming >= KEY_CONFIRMATIONS + KEY_CONFIRMATIONS_WAITING:
             # Busy, not a verdict: a valid key made elsewhere gets a retry, not a counted failure.
             raise StoreUnavailableError("too many API keys waiting for the database")
@@ -207,20 +211,12 @@ class Authenticator:
         closed) — and the user's current role and groups returned, for the admission rules to be
         applied again. ApiError (or StoreUnavailableError) when it may no longer be served.
         """
-        stale = self._registry.is_stale
         if isinstance(caller, KeyPrincipal):
-            in_database = partial(self._api_keys.current, caller.key, stale=True)
-            if stale:
-                admitted = await anyio.to_thread.run_sync(in_database)
-            else:
-                try:
-                    admitted = self._api_keys.current(caller.key, stale=False)
-                except AuthenticationError as miss:
-                    admitted = await self._confirm(miss, in_database, None)
+            admitted = await self._admitted(self._api_keys.current, caller.key, None, counted=False)
             self._api_keys.owner_allowed(admitted.user)
             return replace(caller, user=admitted.user, key=admitted.key)
         claims = self._codec.verify(caller.token)
-        user = None if stale else self._registry.check(claims)
+        user = None if self._registry.is_stale else self._registry.check(claims)
         if user is None:
             user = await anyio.to_thread.run_sync(self._registry.check_in_database, claims)
         return replace(caller, user=user, claims=claims)

@@ -31,6 +31,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from typing import TypeGuard
 
 import anyio.to_thread
 import jwt
@@ -98,7 +99,7 @@ class Acting:
     chat_id: str | None = None
 
 
-def is_service_key(caller: Caller) -> bool:
+def is_service_key(caller: Caller) -> TypeGuard[KeyPrincipal]:
     """Whether `caller` holds a key that acts for people."""
     return isinstance(caller, KeyPrincipal) and caller.key.acts_for_users
 

@@ -222,7 +222,7 @@ async def proxy_websocket(websocket: WebSocket, path: str) -> None:
         return
     try:
         principal = await authenticate_caller(websocket, prefer_cookie=not upstream.strips_authorization)
-        if isinstance(principal, KeyPrincipal) and is_service_key(principal):
+        if is_service_key(principal):
             # It acts for a person per call; a socket names nobody. Audited as its calls' refusals.
             await anyio.to_thread.run_sync(gw.api_keys.record_refusal, "service_key_person", principal.key)
             raise PermissionDeniedError(NO_PERSON, code="service_key_person")
