@@ -53,7 +53,7 @@ def test_refresh_fails_closed_when_the_view_is_stale_and_the_database_gone(
 
 
 def test_a_key_made_on_another_instance_is_admitted_before_this_one_syncs(
-    make_settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch
+    make_settings: Callable[..., Settings],
 ) -> None:
     """Two instances over one database, without Redis: B hears of A's keys only at its next poll
     (a minute here). A key made through A works on B at once (a 401 before: the view's miss was
