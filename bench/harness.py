@@ -106,3 +106,12 @@ def percentiles(samples_ms: list[float]) -> tuple[float, float]:
     """p50 and p99 of at least two samples."""
     cuts = statistics.quantiles(samples_ms, n=100, method="inclusive")
     return cuts[49], cuts[98]
+
+
+def print_table(title: str, headers: list[str], rows: list[list[str]]) -> None:
+    """A titled table: the first column left-aligned, the others right-aligned."""
+    widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *rows, strict=True)]
+    print(f"\n{title}")
+    for row in [headers, *rows]:
+        cells = [f"{row[0]:<{widths[0]}}", *(f"{c:>{w}}" for c, w in zip(row[1:], widths[1:], strict=True))]
+        print("    " + "  ".join(cells))

@@ -658,15 +658,6 @@ def _errors(errors: list[str]) -> str:
     return f"{len(errors)} ({', '.join(sorted(set(errors))[:2])})" if errors else "0"
 
 
-def print_table(title: str, headers: list[str], rows: list[list[str]]) -> None:
-    """A titled table: the first column left-aligned, the others right-aligned."""
-    widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *rows, strict=True)]
-    print(f"\n{title}")
-    for row in [headers, *rows]:
-        cells = [f"{row[0]:<{widths[0]}}", *(f"{c:>{w}}" for c, w in zip(row[1:], widths[1:], strict=True))]
-        print("    " + "  ".join(cells))
-
-
 def gets_table(
     rounds: list[dict[str, Load]], rows: list[Row], args: argparse.Namespace, generator: str
 ) -> None:
@@ -676,7 +667,7 @@ def gets_table(
     title += f"{args.duration} s x {args.rounds} rounds (medians)"
     headers = ["path", "req/s", "p50 ms", "p99 ms", "requests", "errors"]
     headers += ["CPU ms/req upstream", "front", "decider"]
-    print_table(title, headers, [_load_row(row, loads[row.name]) for row in rows])
+    harness.print_table(title, headers, [_load_row(row, loads[row.name]) for row in rows])
     print("    front: the process wrk talks to (nginx, wardgate, the bare ASGI app); decider: the")
     print("    forward-auth wardgate nginx asks (auth_request) before relaying to the upstream")
     print(f"    own: GET {OWN} on wardgate, one of its own routes with authentication, no upstream")
@@ -713,7 +704,7 @@ def ratios_table(rounds: list[dict[str, Load]]) -> None:
         spread = f"{min(values):.2f}-{max(values):.2f}"
         goal_text = "-" if goal is None else f"{goal[0]} {goal[1]:g}"
         table.append([name, f"{value:.2f}", *(f"{v:.2f}" for v in values), spread, goal_text, verdict])
-    print_table("(1) ratios: medians of the rounds, and each round's own", headers, table)
+    harness.print_table("(1) ratios: medians of the rounds, and each round's own", headers, table)
 
 
 def _meets(value: float, goal: tuple[str, float]) -> bool:
@@ -731,7 +722,7 @@ def first_bytes_table(runs: dict[str, list[Stream]], args: argparse.Namespace) -
         spread = f"{min(ttfbs):.2f}-{max(ttfbs):.2f}" if ttfbs else "-"
         total = _p50([s.total_ms for s in streams if s.ok])
         rows.append([name, f"{_p50(ttfbs):.2f}", spread, f"{total:.1f}", _errors(_failed(streams))])
-    print_table(title, ["path", "TTFB ms", "TTFB min-max", "total ms", "errors"], rows)
+    harness.print_table(title, ["path", "TTFB ms", "TTFB min-max", "total ms", "errors"], rows)
 
 
 def _failed(streams: list[Stream]) -> list[str]:
@@ -762,7 +753,7 @@ def batches_table(results: dict[tuple[int, str], Batch], args: argparse.Namespac
         ]
         for (n, name), b in results.items()
     ]
-    print_table(title, headers, rows)
+    harness.print_table(title, headers, rows)
 
 
 def held_table(results: dict[str, tuple[Batch, RssProbe]], args: argparse.Namespace) -> None:
@@ -789,7 +780,7 @@ def held_table(results: dict[str, tuple[Batch, RssProbe]], args: argparse.Namesp
         ]
         for name, (b, p) in results.items()
     ]
-    print_table(title, headers, rows)
+    harness.print_table(title, headers, rows)
 
 
 def _verdict(ok: bool) -> str:
@@ -857,7 +848,7 @@ def goals_table(
         for comparison, bound in [goal]
     ]
     rows += _stream_goal_rows(first, batches, held["through"])
-    print_table("goals", ["measure", "value", "goal", "verdict"], rows)
+    harness.print_table("goals", ["measure", "value", "goal", "verdict"], rows)
 
 
 # --- the run ------------------------------------------------------------------------------------

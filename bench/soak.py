@@ -300,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
         "p99 s/q",
     ]
     rows = [_row(kind, quiet[kind], soak[kind]) for kind in quiet]
-    proxy.print_table("honest clients (ms)", headers, rows)
+    harness.print_table("honest clients (ms)", headers, rows)
     print("\nhostile clients, what they were answered:")
     for kind, counts in answers.items():
         print(f"  {kind:7} {dict(sorted(counts.items(), key=lambda kv: -kv[1]))}")
