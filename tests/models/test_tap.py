@@ -103,6 +103,29 @@ def test_an_answer_without_usage_is_unmetered_not_zero() -> None:
     assert tap.usage is None and tap.finished
 
 
+@pytest.mark.parametrize("end", [b"\n\n", b"\r\n\r\n"])
+@pytest.mark.parametrize("strip", [True, False])
+def test_events_sent_one_a_chunk_are_all_read(end: bytes, strip: bool) -> None:
+    """As a model server sends them: each chunk one whole event. Those without usage pass on as
+    they came (`_plain_events`); the usage, its `null`s and `[DONE]` are still found in theirs."""
+    stream, stripped = WITH.replace(b"\n\n", end), WITHOUT.replace(b"\n\n", end)
+    events = [event + end for event in stream.split(end)[:-1]]
+    tap = UsageTap(Format.OPENAI, streamed=True, strip=strip)
+    out = b"".join(tap.feed(event) for event in events) + tap.close()
+    assert out == (stripped if strip else stream)
+    assert tap.usage == Usage(3, 2, 1, None) and tap.finished
+
+
+def test_a_plain_chunk_after_a_partial_event_completes_it() -> None:
+    """A chunk that ends an event is not passed on alone when an event's beginning is held."""
+    tap = UsageTap(Format.OPENAI, streamed=True, strip=True)
+    usage_event = b'data: {"id":"c1","choices":[],"usage":{"prompt_tokens":3,"completion_tokens":2}}\n\n'
+    cut = usage_event.index(b'"completion_tokens"')  # what follows has neither "usage" nor [DONE]
+    assert tap.feed(usage_event[:cut]) == b""
+    assert tap.feed(usage_event[cut:]) == b""  # the usage-only event wardgate asked for: dropped
+    assert tap.usage == Usage(3, 2)
+
+
 def test_an_endless_event_is_passed_on_not_held() -> None:
     tap = UsageTap(Format.OPENAI, streamed=True, strip=True)
     endless = b"data: " + b"x" * (MAX_EVENT + 10)

@@ -29,6 +29,7 @@ MAX_EVENT = 1024 * 1024  # bytes of one stream event or line held while waiting 
 _USAGE_NULL = re.compile(rb',\s*"usage"\s*:\s*null(?=\s*[,}])|"usage"\s*:\s*null\s*,')
 _LINE_END = rb"(?:\r\n|\r(?!\n)|\n)"  # SSE allows all three (a lone CR too)
 _EVENT_END = re.compile(_LINE_END + _LINE_END)
+_PLAIN_ENDS = (b"\n\n", b"\r\n\r\n")  # a chunk ending so ends an event, whatever came before
 
 
 class Format(enum.Enum):
@@ -222,6 +223,8 @@ class UsageTap:
             return chunk
         if self._gave_up:
             return chunk
+        if not self._pending and self._plain_events(chunk):
+            return chunk
         events, self._pending = self._split(self._pending + chunk)
         if events and self._cut:
             self._cut = False
@@ -246,6 +249,21 @@ class UsageTap:
             return held if self.strip else b""
         event = self._event(held)
         return (event or b"") if self.strip else b""
+
+    def _plain_events(self, chunk: bytes) -> bool:
+        """Whether `chunk` is whole SSE events that `_event` would pass on unchanged and learn nothing
+        from: no usage, no `[DONE]`, and it ends where an event ends (nothing is left to hold).
+
+        A stream's answer is mostly such events, one or a few a chunk: sent on without splitting
+        them (the model's tokens cost a scan, not a parse, so the relay keeps up with a fast
+        server). Ollama's lines all say `"done"` and take the full path.
+        """
+        return (
+            self.format is not Format.OLLAMA
+            and chunk.endswith(_PLAIN_ENDS)
+            and b'"usage"' not in chunk
+            and b"[DONE]" not in chunk
+        )
 
     def _tail_of_event(self, tail: bytes) -> None:
         """The usage at the end of an answer or event too long to hold whole."""
