@@ -116,6 +116,22 @@ def test_events_sent_one_a_chunk_are_all_read(end: bytes, strip: bool) -> None:
     assert tap.usage == Usage(3, 2, 1, None) and tap.finished
 
 
+@pytest.mark.parametrize("extra", [b"\n", b"\r\n"])
+def test_a_chunk_with_more_line_ends_than_an_event_end_takes_the_full_path(extra: bytes) -> None:
+    """Found by review: a chunk ending in three line ends was passed on whole, where the full path
+    holds the last one for the next event, and drops it with the usage-only event wardgate asked
+    for: the client got one blank line more than it would have otherwise."""
+    tap = UsageTap(Format.OPENAI, streamed=True, strip=True)
+    plain = b'data: {"choices":[{"delta":{"content":"a"}}]}'
+    usage_only = b'data: {"id":"c1","choices":[],"usage":{"prompt_tokens":3,"completion_tokens":2}}\n\n'
+    ends = extra + extra
+    out = tap.feed(plain + extra + ends) + tap.feed(usage_only) + tap.close()
+    full = UsageTap(Format.OPENAI, streamed=True, strip=True)
+    full._plain_events = lambda chunk: False  # type: ignore[method-assign]
+    assert out == full.feed(plain + extra + ends) + full.feed(usage_only) + full.close()
+    assert tap.usage == full.usage == Usage(3, 2)
+
+
 def test_a_plain_chunk_after_a_partial_event_completes_it() -> None:
     """A chunk that ends an event is not passed on alone when an event's beginning is held."""
     tap = UsageTap(Format.OPENAI, streamed=True, strip=True)

@@ -29,7 +29,9 @@ MAX_EVENT = 1024 * 1024  # bytes of one stream event or line held while waiting 
 _USAGE_NULL = re.compile(rb',\s*"usage"\s*:\s*null(?=\s*[,}])|"usage"\s*:\s*null\s*,')
 _LINE_END = rb"(?:\r\n|\r(?!\n)|\n)"  # SSE allows all three (a lone CR too)
 _EVENT_END = re.compile(_LINE_END + _LINE_END)
-_PLAIN_ENDS = (b"\n\n", b"\r\n\r\n")  # a chunk ending so ends an event, whatever came before
+# A chunk ending in one of these, after a byte that ends no line, ends an event with nothing left
+# over; after more line ends ("\n\n\n"), `_split` would hold the last one for the next event.
+_PLAIN_ENDS = (b"\n\n", b"\r\n\r\n")
 
 
 class Format(enum.Enum):
@@ -260,7 +262,7 @@ class UsageTap:
         """
         return (
             self.format is not Format.OLLAMA
-            and chunk.endswith(_PLAIN_ENDS)
+            and _ends_at_one_event_end(chunk)
             and b'"usage"' not in chunk
             and b"[DONE]" not in chunk
         )
@@ -319,6 +321,14 @@ _TAIL = 64 * 1024
 _RESPONSES_ENDS = frozenset({"response.completed", "response.incomplete", "response.failed"})
 _USAGE_KEY = re.compile(rb'"usage"\s*:\s*\{')
 _OLLAMA_COUNT = re.compile(rb'"(prompt_eval_count|eval_count)"\s*:\s*(\d{1,13})\b')
+
+
+def _ends_at_one_event_end(chunk: bytes) -> bool:
+    """Whether `chunk` ends with exactly one event end, the one `_split` would find there."""
+    for end in _PLAIN_ENDS:
+        if chunk.endswith(end):
+            return chunk[-len(end) - 1 : -len(end)] not in (b"\r", b"\n")
+    return False
 
 
 def _usage_in_tail(tail: bytes) -> Usage | None:
