@@ -97,6 +97,38 @@ def test_a_key_made_on_another_instance_is_admitted_before_this_one_syncs(
     asyncio.run(scenario())
 
 
+def test_what_wardgate_issued_is_its_own_however_it_ended(make_settings: Callable[..., Settings]) -> None:
+    """`is_ours` decides whether an `Authorization` value beside a session cookie is the app's own
+    (passed on) or wardgate's (dropped). It used to ask whether the credential was still
+    good, so a revoked or expired key, an expired token and a key made on an instance this one had
+    not synced with yet were all passed on to the app behind."""
+    settings = make_settings(ENABLE_API_KEYS="true", JWT_EXPIRES_IN="1h", SESSION_SYNC_INTERVAL="60")
+    a, b = Gateway.build(settings), Gateway.build(settings)
+    other = Gateway.build(make_settings(WEBUI_SECRET_KEY=secrets.token_urlsafe(32)))
+
+    async def scenario() -> None:
+        await a.start()
+        await b.start()
+        try:
+            admin = a.accounts.create_user("Ada", "ada@example.com", PASSWORD, role=None)
+            live = a.accounts.start_session(admin, ClientInfo(), "password").token.token
+            expired = a.codec.issue(admin.id, admin.session_stamp, now=time.time() - 7200).token
+            revoked = a.api_keys.create(admin, NewKey(name="revoked"))
+            a.api_keys.revoke(admin, admin.id, revoked.row.id)
+            fresh = a.api_keys.create(admin, NewKey(name="fresh")).key  # B has not heard of it
+            foreign = other.codec.issue(admin.id, admin.session_stamp).token  # another site's secret
+            ours = [live, expired, revoked.key, fresh, "sk-" + secrets.token_hex(32)]
+            theirs = [foreign, "sk-" + secrets.token_hex(16), "the-apps-own-jwt", "sk-" + "g" * 64, ""]
+            for gateway in (a, b):
+                assert [gateway.authenticator.is_ours(f"Bearer {value}") for value in ours] == [True] * 5
+                assert [gateway.authenticator.is_ours(f"Bearer {value}") for value in theirs] == [False] * 5
+        finally:
+            await a.stop()
+            await b.stop()
+
+    asyncio.run(scenario())
+
+
 @pytest.mark.parametrize("workers", ["1", "2"])  # the failure limit in memory, or in the workers' file
 def test_a_flood_of_made_up_keys_is_looked_up_a_few_at_a_time(
     make_settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch, workers: str
