@@ -378,6 +378,52 @@ def test_an_idle_keep_alive_connection_closes(server: tuple[str, int]) -> None:
     sock.close()
 
 
+def _statuses(sock: socket.socket, count: int) -> list[bytes]:
+    """The status lines of the next `count` answers (each with a Content-Length), read from one
+    stream however they are packed; fewer when the server closes first."""
+    data, statuses = b"", []
+    while len(statuses) < count:
+        head_end = data.find(b"\r\n\r\n")
+        if head_end >= 0:
+            head = data[:head_end]
+            found = re.search(rb"(?im)^content-length:\s*(\d+)", head)
+            end = head_end + 4 + (int(found.group(1)) if found else 0)
+            if len(data) >= end:
+                statuses.append(head.split(b"\r\n", 1)[0])
+                data = data[end:]
+                continue
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    return statuses
+
+
+def test_pipelined_requests_together_larger_than_the_head_limit_are_all_answered(
+    server: tuple[str, int],
+) -> None:
+    """A read holding many small pipelined requests, together over the head limit (32 KiB), was
+    answered 431 at the head the limit cut through, though no head was large."""
+    _base, port = server
+    request = b"GET /health HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"p" * 400 + b"\r\n\r\n"
+    sock = _connect(port)
+    sock.sendall(request * 120)  # 51 KiB in one write
+    statuses = _statuses(sock, 120)
+    sock.close()
+    assert statuses == [b"HTTP/1.1 200 OK"] * 120, statuses[-3:]
+
+
+def test_a_large_head_pipelined_behind_small_ones_is_still_refused(server: tuple[str, int]) -> None:
+    """The heads before it are answered; the one that crosses the limit gets its 431."""
+    _base, port = server
+    small = b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n"
+    sock = _connect(port)
+    sock.sendall(small * 10 + b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 40_000)
+    statuses = _statuses(sock, 11)
+    sock.close()
+    assert statuses == [b"HTTP/1.1 200 OK"] * 10 + [b"HTTP/1.1 431 Request Header Fields Too Large"]
+
+
 def test_a_large_body_arriving_with_its_head_is_not_mistaken_for_a_large_head(
     server: tuple[str, int],
 ) -> None:

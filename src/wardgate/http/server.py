@@ -211,6 +211,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._body_at = 0.0  # the loop's time of the body's last bytes
         self._head_bytes = 0
         self._head_clock = _Clock(self.loop, self._head_too_slow)
+        self._refusal_due = False  # a head over the limit, answered 431 after the answers before it
 
     # --- connections per client ------------------------------------------------------------------
 
@@ -263,6 +264,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     def data_received(self, data: bytes) -> None:
         """Feed the parser, but never more than `max_head_bytes` of one request head."""
+        if self._refusal_due:
+            return  # a head over the limit waits for the answers before it: nothing more is read
         if not self._in_head:
             self._body_at = self.loop.time()
             super().data_received(data)
@@ -285,15 +288,22 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
                 self._clock_unfinished_head()
             self._clock_body()
             return
-        # The head may end inside this chunk (a body follows): feed what fits, and refuse only when
-        # the head is still incomplete with the limit reached.
+        # The head may end inside this chunk (a body follows, or more requests): feed what fits, and
+        # refuse only when this head is still incomplete with the limit reached.
         self._head_bytes += room
-        super().data_received(data[:room])
+        heads_before = self._heads_done
+        fed = data[:room]
+        super().data_received(fed)
         if self.transport.get_protocol() is not self:
             return  # upgraded to a WebSocket: the rest is the socket's
         if self._in_head:
-            self._refuse(b"431 Request Header Fields Too Large", _TOO_LARGE)
-            return
+            if self._heads_done == heads_before:
+                self._refuse_large_head()
+                return
+            # Heads ended in these bytes (pipelined requests): the head begun after them is not
+            # over the limit yet. It has at most the bytes after the last blank line.
+            end = fed.rfind(b"\r\n\r\n")
+            self._head_bytes = room - (end + 4) if end >= 0 else room
         if self.parser is not None and not self.transport.is_closing():
             self.data_received(data[room:])
 
@@ -314,9 +324,15 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         super().on_headers_complete()
 
     def on_response_complete(self) -> None:
-        """An answer is complete: send what is held of it now, not at the end of the loop's step."""
+        """An answer is complete: send what is held of it now, not at the end of the loop's step
+        (and the 431 of a head over the limit once every answer before it is out)."""
         self.transport.flush()  # type: ignore[attr-defined]
-        super().on_response_complete()
+        super().on_response_complete()  # starts the next pipelined request, and resumes reading
+        if self._refusal_due and not self.transport.is_closing():
+            if self._answering():
+                self.transport.pause_reading()
+            else:
+                self._refuse(b"431 Request Header Fields Too Large", _TOO_LARGE)
 
     def on_message_complete(self) -> None:
         """The request is whole: the next bytes on this connection are a new head."""
@@ -396,6 +412,17 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             self._refuse(b"408 Request Timeout", _TOO_SLOW)
         else:
             self.transport.close()  # nothing was asked: nothing to answer
+
+    def _refuse_large_head(self) -> None:
+        """431 for a head over the limit: at once, or after the answers to requests pipelined
+        before it (a 431 now would be read as the answer to the first of them). Meanwhile nothing
+        more is read from the connection, and nothing more is parsed."""
+        if not self._answering():
+            self._refuse(b"431 Request Header Fields Too Large", _TOO_LARGE)
+            return
+        self._refusal_due = True
+        self._head_clock.stop()
+        self.transport.pause_reading()
 
     def _refuse(self, status: bytes, detail: bytes) -> None:
         self._head_clock.stop()
