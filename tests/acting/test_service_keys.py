@@ -348,3 +348,45 @@ def test_a_forwarded_token_for_years_is_refused(site: Site) -> None:
     no_iat = owui_token("bob@example.com", iat=None)
     assert site.chat(site.service_key["api_key"], {"X-OpenWebUI-User-Jwt": no_iat}).status_code == 403
     _nothing_forwarded_nor_recorded(site)
+
+
+# --- rate limits ---------------------------------------------------------------------------------
+
+
+def test_the_key_rate_limit_counts_each_person_on_their_own(
+    make_client: MakeClient, tmp_path: Path, model_server: str
+) -> None:
+    """`API_KEY_RATE_LIMIT` counted every person's calls through Open WebUI together under its one
+    key: one busy person got everyone else behind it refused."""
+    site = make_site(
+        make_client,
+        tmp_path,
+        model_server,
+        FORWARD_USER_INFO_HEADER_JWT_SECRET=JWT_SECRET,
+        API_KEY_RATE_LIMIT="2/1m",
+    )
+    key, as_bob, as_carol = (
+        site.service_key["api_key"],
+        site.as_person("bob@example.com"),
+        site.as_person("carol@example.com"),
+    )
+    assert [site.chat(key, as_bob).status_code for _ in range(2)] == [200, 200]
+    over = refused(site.chat(key, as_bob), 429)
+    assert over.startswith("Rate limit exceeded for the calls of bob@example.com through this service key.")
+    assert [site.chat(key, as_carol).status_code for _ in range(2)] == [200, 200]  # Bob's calls are not hers
+    assert refused(site.chat(key, as_carol), 429).startswith("Rate limit exceeded for the calls of carol@")
+
+
+def test_a_service_keys_own_rate_limit_caps_all_its_calls_together(site: Site) -> None:
+    """Its maker's cap on what Open WebUI's server may send, whoever each call is for."""
+    made = site.key(site.admin["token"], acts_for_users=True, rate_limit="3/1m")
+    assert made.status_code == 200, made.text
+    key = made.json()["api_key"]
+    calls = [
+        site.chat(key, site.as_person(who))
+        for who in ("bob@example.com", "carol@example.com", "bob@example.com")
+    ]
+    assert [answer.status_code for answer in calls] == [200, 200, 200]
+    assert refused(site.chat(key, site.as_person("carol@example.com")), 429).startswith(
+        "Rate limit exceeded for this API key."
+    )

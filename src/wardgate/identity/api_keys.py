@@ -341,18 +341,29 @@ class ApiKeyService:
             )
 
     def _within_rate(self, key: ApiKeyState) -> None:
-        limits = [(self.policy.rate, f"api-key:{key.id}")]
+        """`API_KEY_RATE_LIMIT` and the key's own `rate_limit`, both for the whole key; a service
+        key's calls count under `API_KEY_RATE_LIMIT` per person instead (`within_person_rate`)."""
+        limits = [] if key.acts_for_users else [(self.policy.rate, f"api-key:{key.id}")]
         if key.rate is not None:
             limits.append((Limit("api-key-own", key.rate), f"api-key-own:{key.id}"))
         for limit, bucket in limits:
-            try:
-                self._limiter.hit(limit, bucket)
-            except RateLimitedError as exc:
-                raise RateLimitedError(
-                    f"Rate limit exceeded for this API key. Try again in {exc.retry_after} seconds.",
-                    retry_after=exc.retry_after,
-                    code="api_key_rate_limited",
-                ) from None
+            self._hit(limit, bucket, "Rate limit exceeded for this API key.")
+
+    def within_person_rate(self, key: ApiKeyState, person: UserState) -> None:
+        """A service key's call for `person`: `API_KEY_RATE_LIMIT` counts each person's calls on
+        their own, so that one busy person does not use up the key for everyone else behind it."""
+        detail = f"Rate limit exceeded for the calls of {person.email} through this service key."
+        self._hit(self.policy.rate, f"api-key:{key.id}:{person.id}", detail)
+
+    def _hit(self, limit: Limit, bucket: str, detail: str) -> None:
+        try:
+            self._limiter.hit(limit, bucket)
+        except RateLimitedError as exc:
+            raise RateLimitedError(
+                f"{detail} Try again in {exc.retry_after} seconds.",
+                retry_after=exc.retry_after,
+                code="api_key_rate_limited",
+            ) from None
 
     def _check_in_database(self, found_by: list[str] | str, now: int) -> tuple[ApiKeyState, UserState]:
         """The slow path when the view is stale: the key with one of these digests (or this id) from

@@ -153,12 +153,20 @@ async def _acting(request: Request, caller: Caller, upstream: Upstream) -> Actin
     forwarded = request.app.state.proxy.rules.forwarded
     try:
         acting = await act_for(caller, upstream.name, request.headers, forwarded, gw.registry)
-        if acting.caller is not caller and gw.mfa.enrolment_required(acting.caller.user):
-            # As if they had called directly: such an account reaches nothing until it enrols.
-            raise PermissionDeniedError(
-                f"The account of {acting.caller.user.email} must set up a second factor first.",
-                code="service_key_person",
-            )
+        if acting.caller is not caller:
+            person = acting.caller.user
+            if gw.mfa.enrolment_required(person):
+                # As if they had called directly: such an account reaches nothing until it enrols.
+                raise PermissionDeniedError(
+                    f"The account of {person.email} must set up a second factor first.",
+                    code="service_key_person",
+                )
+            if isinstance(caller, KeyPrincipal):
+                within = partial(gw.api_keys.within_person_rate, caller.key, person)
+                if gw.api_keys.limits_in_memory:
+                    within()
+                else:  # the count waits on Redis or the workers' shared file: not on the event loop
+                    await anyio.to_thread.run_sync(within)
     except ApiError as exc:
         if isinstance(caller, KeyPrincipal):
             refusal = partial(gw.api_keys.record_refusal, person=_named(request.headers, forwarded))
