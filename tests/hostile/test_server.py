@@ -16,6 +16,7 @@ import pytest
 
 from tests.conftest import SECRET
 from tests.servers import fake_upstream_process, wardgate_process
+from wardgate.http.server import MAX_PIPELINED
 
 pytestmark = pytest.mark.slow
 HEAD_TIMEOUT = 1.0
@@ -407,10 +408,25 @@ def test_pipelined_requests_together_larger_than_the_head_limit_are_all_answered
     _base, port = server
     request = b"GET /health HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"p" * 400 + b"\r\n\r\n"
     sock = _connect(port)
-    sock.sendall(request * 120)  # 51 KiB in one write
-    statuses = _statuses(sock, 120)
+    sock.sendall(request * 90)  # 38 KiB in one write
+    statuses = _statuses(sock, 90)
     sock.close()
-    assert statuses == [b"HTTP/1.1 200 OK"] * 120, statuses[-3:]
+    assert statuses == [b"HTTP/1.1 200 OK"] * 90, statuses[-3:]
+
+
+def test_requests_pipelined_past_the_limit_are_not_read(server: tuple[str, int]) -> None:
+    """Found in review: every request read ahead of its answer was queued, 14,500 of them (30 MB)
+    from one read of tiny heads, and more with each answer. Now the first one and 100 queued behind
+    it are answered, then the connection closes: the client asks the rest again (RFC 9112 §9.3.2)."""
+    _base, port = server
+    sock = _connect(port)
+    sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n" * 3000)  # 108 KiB in one write
+    statuses = _statuses(sock, 3000)
+    sock.close()
+    assert set(statuses) == {b"HTTP/1.1 200 OK"}
+    # 101 when the kernel hands the write over in one read, as on loopback; a few more at most if
+    # an answer goes out between two reads
+    assert 1 + MAX_PIPELINED <= len(statuses) <= 2 * (1 + MAX_PIPELINED), len(statuses)
 
 
 def test_a_large_head_pipelined_behind_small_ones_is_still_refused(server: tuple[str, int]) -> None:
@@ -422,6 +438,43 @@ def test_a_large_head_pipelined_behind_small_ones_is_still_refused(server: tuple
     statuses = _statuses(sock, 11)
     sock.close()
     assert statuses == [b"HTTP/1.1 200 OK"] * 10 + [b"HTTP/1.1 431 Request Header Fields Too Large"]
+
+
+def test_a_large_head_right_after_a_body_in_the_same_read_is_refused(server: tuple[str, int]) -> None:
+    """Found in review: after a body ended inside a read, the head that followed it in that read
+    was parsed whole, however large (the limit counted only heads that began a read); only the
+    application's header check refused it then, once it was all in memory. Now the server does,
+    as the limit is crossed (its own 431, and the connection closed)."""
+    _base, port = server
+    sock = _connect(port)
+    sock.sendall(b"POST /health HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\n")
+    time.sleep(0.2)  # read on its own: the next read begins with the body
+    big = b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-Big: " + b"a" * 40_000
+    sock.sendall(b"x" + big + b"\r\n\r\n")
+    answer = _answer(sock)
+    sock.close()
+    assert answer.startswith(b"HTTP/1.1 405 ")
+    assert b"HTTP/1.1 431 " in answer and b"Request header fields too large" in answer, answer[-200:]
+
+
+def test_chunked_trailers_are_bounded(server: tuple[str, int]) -> None:
+    """Found in review: a chunked body's trailers were read without limit, each added to the
+    headers of the request being served (400,000 of them from 2 MB). A small trailer is dropped;
+    endless ones are cut off at the head limit (here after the answer went out: the connection
+    closes)."""
+    _base, port = server
+    head = b"POST /health HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\n0\r\n"
+    sock = _connect(port)
+    sock.sendall(head + b"X-Trailer: 1\r\n\r\n")
+    assert _statuses(sock, 1) == [b"HTTP/1.1 405 Method Not Allowed"]
+    sock.close()
+    sock = _connect(port)
+    sock.sendall(head)
+    sent = _send_until_refused(sock, b"X: a\r\n" * 1000, 2000)  # up to 12 MB of trailer lines
+    answer = _answer(sock)
+    sock.close()
+    assert sent is not None and sent < 8 * 1024 * 1024, sent
+    assert answer.startswith(b"HTTP/1.1 405 "), answer[:80]
 
 
 def test_a_large_body_arriving_with_its_head_is_not_mistaken_for_a_large_head(

@@ -63,6 +63,10 @@ from wardgate.http.application import ASGIApp
 
 log = logging.getLogger(__name__)
 _TOO_LARGE = b"Request header fields too large"
+_HEAD_TOO_LARGE = b"431 Request Header Fields Too Large"
+# Requests read ahead of their answers on one connection (pipelined): each holds a few KB until its
+# turn. Past this many the connection reads nothing more and closes after their answers.
+MAX_PIPELINED = 100
 _TOO_SLOW = b"The request head did not arrive in time"
 _BODY_TOO_SLOW = b"The request body stopped arriving"
 
@@ -211,7 +215,9 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._body_at = 0.0  # the loop's time of the body's last bytes
         self._head_bytes = 0
         self._head_clock = _Clock(self.loop, self._head_too_slow)
-        self._refusal_due = False  # a head over the limit, answered 431 after the answers before it
+        self._head_counted = 0  # bytes of the head (or trailer) being parsed, as the parser hands them over
+        self._stopped = False  # nothing more is read or parsed; the connection ends after its answers
+        self._last_word: bytes | None = None  # the status a stopped connection ends with (else none)
 
     # --- connections per client ------------------------------------------------------------------
 
@@ -263,9 +269,13 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     # --- bounded heads -----------------------------------------------------------------------------
 
     def data_received(self, data: bytes) -> None:
-        """Feed the parser, but never more than `max_head_bytes` of one request head."""
-        if self._refusal_due:
-            return  # a head over the limit waits for the answers before it: nothing more is read
+        """Feed the parser, but never more than `max_head_bytes` of one request head; nothing once
+        the connection is stopped (it ends when its answers are out)."""
+        if not self._stopped:
+            self._feed(data)
+        self._end_if_stopped()
+
+    def _feed(self, data: bytes) -> None:
         if not self._in_head:
             self._body_at = self.loop.time()
             super().data_received(data)
@@ -273,6 +283,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             if self._in_head and (self._head_begun or not self._answering()):
                 # The body ended here, behind an answer already sent (uvicorn armed its keep-alive
                 # clock then, and these bytes stopped it), or a next head began: time what follows.
+                # That head's bytes so far are counted as the parser handed them over.
+                self._head_bytes = self._head_counted
                 self._clock_unfinished_head()
             return
         room = self.limits.max_head_bytes - self._head_bytes
@@ -294,48 +306,118 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         heads_before = self._heads_done
         fed = data[:room]
         super().data_received(fed)
-        if self.transport.get_protocol() is not self:
-            return  # upgraded to a WebSocket: the rest is the socket's
+        if self._stopped or self.transport.get_protocol() is not self:
+            return  # stopped, or upgraded to a WebSocket: the rest is the socket's
         if self._in_head:
             if self._heads_done == heads_before:
-                self._refuse_large_head()
+                self._stop(_HEAD_TOO_LARGE)
                 return
             # Heads ended in these bytes (pipelined requests): the head begun after them is not
             # over the limit yet. It has at most the bytes after the last blank line.
             end = fed.rfind(b"\r\n\r\n")
             self._head_bytes = room - (end + 4) if end >= 0 else room
         if self.parser is not None and not self.transport.is_closing():
-            self.data_received(data[room:])
+            self._feed(data[room:])
+
+    def _count_head(self, size: int) -> None:
+        """Bytes of a head the parser handed over: past `max_head_bytes`, 431. This bounds a head
+        that began in the same read as the end of a body before it, which the parser was fed whole."""
+        self._head_counted += size
+        if self._head_counted > self.limits.max_head_bytes:
+            self._stop(_HEAD_TOO_LARGE)
+
+    def _stop(self, last_word: bytes | None) -> None:
+        """Read and parse nothing more on this connection: once the answers to the requests read
+        before are out (a status now would be read as the first one's), send `last_word` (431), or
+        just close (RFC 9112 §9.3.2: a client asks unanswered requests again on a new connection)."""
+        if self._stopped:
+            return
+        self._stopped = True
+        self._last_word = last_word
+        self._head_clock.stop()
+        self._body_clock.stop()
+        self.transport.pause_reading()
+
+    def _end_if_stopped(self) -> None:
+        """After bytes were fed or an answer went out: a stopped connection ends once nothing is
+        left to answer; until then it reads nothing (uvicorn resumes reading after each answer)."""
+        if not self._stopped or self.transport.is_closing():
+            return
+        if self._answering():
+            self.transport.pause_reading()
+        elif self._last_word is not None:
+            self._refuse(self._last_word, _TOO_LARGE)
+        else:
+            self.transport.close()
 
     def on_message_begin(self) -> None:
         """A request head starts (its bytes are counted from the last complete head on)."""
+        if self._stopped:
+            return  # every callback: the parser still walks the bytes of the read, nothing is kept
         self._in_head = True
         self._head_begun = True
+        self._head_counted = 0
         super().on_message_begin()
+
+    def on_url(self, url: bytes) -> None:
+        """Part of the request target (counted towards the head)."""
+        if self._stopped:
+            return
+        self._count_head(len(url))
+        if not self._stopped:
+            super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        """A header of the head, counted; or a trailer of a chunked body, counted and dropped: uvicorn
+        would add it to the headers of a request that is already being served."""
+        if self._stopped:
+            return
+        if self._in_head:
+            self._count_head(len(name) + len(value) + 4)
+            if not self._stopped:
+                super().on_header(name, value)
+            return
+        self._head_counted += len(name) + len(value) + 4
+        if self._head_counted > self.limits.max_head_bytes:  # the request itself is refused, now
+            self._stopped = True  # its app waits for a body end that will not come: no waiting
+            cycle = self.cycle
+            if cycle is not None and cycle.response_started:
+                self.transport.close()
+            else:
+                self._refuse(_HEAD_TOO_LARGE, _TOO_LARGE)
 
     def on_headers_complete(self) -> None:
         """The head arrived whole in time: stop its clock and let the body through unbounded here
         (the body limit is `MAX_BODY_SIZE`'s, applied by the application)."""
+        if self._stopped:
+            return
+        if len(self.pipeline) >= MAX_PIPELINED:
+            self._stop(None)  # this request waits unread for no one: the client asks it again
+            return
         self._in_head = False
         self._head_begun = False
         self._heads_done += 1
         self._head_bytes = 0
+        self._head_counted = 0  # from here on: a chunked body's trailers
         self._head_clock.stop()
         super().on_headers_complete()
+
+    def on_body(self, body: bytes) -> None:
+        """Body bytes, for the request being read."""
+        if not self._stopped:
+            super().on_body(body)
 
     def on_response_complete(self) -> None:
         """An answer is complete: send what is held of it now, not at the end of the loop's step
         (and the 431 of a head over the limit once every answer before it is out)."""
         self.transport.flush()  # type: ignore[attr-defined]
         super().on_response_complete()  # starts the next pipelined request, and resumes reading
-        if self._refusal_due and not self.transport.is_closing():
-            if self._answering():
-                self.transport.pause_reading()
-            else:
-                self._refuse(b"431 Request Header Fields Too Large", _TOO_LARGE)
+        self._end_if_stopped()
 
     def on_message_complete(self) -> None:
         """The request is whole: the next bytes on this connection are a new head."""
+        if self._stopped:
+            return
         super().on_message_complete()
         self._in_head = True
         self._head_bytes = 0
@@ -412,17 +494,6 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             self._refuse(b"408 Request Timeout", _TOO_SLOW)
         else:
             self.transport.close()  # nothing was asked: nothing to answer
-
-    def _refuse_large_head(self) -> None:
-        """431 for a head over the limit: at once, or after the answers to requests pipelined
-        before it (a 431 now would be read as the answer to the first of them). Meanwhile nothing
-        more is read from the connection, and nothing more is parsed."""
-        if not self._answering():
-            self._refuse(b"431 Request Header Fields Too Large", _TOO_LARGE)
-            return
-        self._refusal_due = True
-        self._head_clock.stop()
-        self.transport.pause_reading()
 
     def _refuse(self, status: bytes, detail: bytes) -> None:
         self._head_clock.stop()
