@@ -117,11 +117,17 @@ def test_what_wardgate_issued_is_its_own_however_it_ended(make_settings: Callabl
             a.api_keys.revoke(admin, admin.id, revoked.row.id)
             fresh = a.api_keys.create(admin, NewKey(name="fresh")).key  # B has not heard of it
             foreign = other.codec.issue(admin.id, admin.session_stamp).token  # another site's secret
-            ours = [live, expired, revoked.key, fresh, "sk-" + secrets.token_hex(32)]
+            ahead = a.codec.issue(admin.id, admin.session_stamp, now=time.time() + 600).token  # fast clock
+            ours = [live, expired, ahead, revoked.key, fresh, "sk-" + secrets.token_hex(32)]
             theirs = [foreign, "sk-" + secrets.token_hex(16), "the-apps-own-jwt", "sk-" + "g" * 64, ""]
             for gateway in (a, b):
-                assert [gateway.authenticator.is_ours(f"Bearer {value}") for value in ours] == [True] * 5
-                assert [gateway.authenticator.is_ours(f"Bearer {value}") for value in theirs] == [False] * 5
+                is_ours = gateway.authenticator.is_ours
+                assert [is_ours(f"Bearer {value}") for value in ours] == [True] * 6
+                assert [is_ours(f"Bearer {value}") for value in theirs] == [False] * 5
+                # However it is written: another spacing, no scheme, or among other words
+                assert [is_ours(value) for value in (f"Bearer\t{live}", live, f"Bearer x {fresh}")] == [
+                    True
+                ] * 3
         finally:
             await a.stop()
             await b.stop()

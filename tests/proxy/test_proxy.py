@@ -123,6 +123,9 @@ def test_the_apps_own_authorization_passes_through_for_cookie_sessions(gateway: 
     assert ollama.status_code == 401
     ours = httpx.get(f"{gateway}/app/x", headers=bearer(user), cookies={"token": user}).json()
     assert ours["authorization_present"] is False  # wardgate's own token is never passed on
+    both = [("Authorization", "Bearer the-apps-own-jwt"), ("Authorization", f"Bearer {user}")]
+    seen = httpx.get(f"{gateway}/app/x", headers=both, cookies={"token": user}).json()
+    assert seen["authorization_present"] is False  # nor when it comes second (review)
 
 
 def test_the_upstream_api_key_is_injected_and_never_shown(gateway: str, user: str) -> None:

@@ -140,8 +140,8 @@ def upstream_request_headers(
     first: dict[str, str] = {}
     for name, value in raw:
         first.setdefault(name, value)
-    authorization = first.get("authorization", "")
-    if upstream.strips_authorization or principal.via != "cookie" or is_ours(authorization):
+    authorizations = [value for name, value in raw if name == "authorization"]
+    if upstream.strips_authorization or principal.via != "cookie" or any(map(is_ours, authorizations)):
         dropped = rules.dropped_with_authorization  # wardgate's credential, or meant for a model API
     else:
         dropped = rules.dropped

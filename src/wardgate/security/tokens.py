@@ -20,11 +20,15 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 import jwt
 
 from wardgate.errors import AuthenticationError
 from wardgate.security.keys import SecretRing
+
+if TYPE_CHECKING:
+    from jwt.types import Options  # PyJWT 2.10 and later
 
 ALGORITHM = "HS256"
 SESSION_TYPE = "session"
@@ -112,6 +116,26 @@ class TokenCodec:
             raise AuthenticationError(EXPIRED, code=EXPIRED_CODE)
         return claims
 
+    def signed_here(self, token: str) -> bool:
+        """Whether a key of the ring signed `token`, whatever its claims say: expired, issued ahead
+        of this clock by an instance whose clock runs fast, or not a session's. Such a token is
+        wardgate's own and is never passed on to an upstream."""
+        if not token or len(token) > MAX_TOKEN_LENGTH:
+            return False
+        try:
+            candidates = self._candidates(token)
+        except AuthenticationError:
+            return False
+        for key in candidates:
+            try:
+                jwt.decode(token, key, algorithms=[ALGORITHM], options=_SIGNATURE_ONLY)
+            except jwt.InvalidSignatureError:
+                continue
+            except jwt.PyJWTError:
+                return False
+            return True
+        return False
+
     def _verify_uncached(self, token: str) -> Claims:
         payload = self._decode(token)
         try:
@@ -163,6 +187,15 @@ class TokenCodec:
             except jwt.PyJWTError:
                 break
         raise AuthenticationError("Invalid or expired session token.", code="invalid_token")
+
+
+_SIGNATURE_ONLY: Options = {
+    "verify_exp": False,
+    "verify_iat": False,
+    "verify_nbf": False,
+    "verify_aud": False,
+    "verify_iss": False,
+}
 
 
 def _encoded_header(header: dict[str, str]) -> str:
