@@ -67,6 +67,7 @@ _HEAD_TOO_LARGE = b"431 Request Header Fields Too Large"
 # Requests read ahead of their answers on one connection (pipelined): each holds a few KB until its
 # turn. Past this many the connection reads nothing more and closes after their answers.
 MAX_PIPELINED = 100
+_ON_URL, _ON_HEADER = HttpToolsProtocol.on_url, HttpToolsProtocol.on_header  # uvicorn's, without super()
 _TOO_SLOW = b"The request head did not arrive in time"
 _BODY_TOO_SLOW = b"The request body stopped arriving"
 
@@ -216,6 +217,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._head_bytes = 0
         self._head_clock = _Clock(self.loop, self._head_too_slow)
         self._head_counted = 0  # bytes of the head (or trailer) being parsed, as the parser hands them over
+        self._max_head_bytes = self.limits.max_head_bytes
         self._stopped = False  # nothing more is read or parsed; the connection ends after its answers
         self._last_word: bytes | None = None  # the status a stopped connection ends with (else none)
 
@@ -323,7 +325,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         """Bytes of a head the parser handed over: past `max_head_bytes`, 431. This bounds a head
         that began in the same read as the end of a body before it, which the parser was fed whole."""
         self._head_counted += size
-        if self._head_counted > self.limits.max_head_bytes:
+        if self._head_counted > self._max_head_bytes:
             self._stop(_HEAD_TOO_LARGE)
 
     def _stop(self, last_word: bytes | None) -> None:
@@ -365,26 +367,30 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             return
         self._count_head(len(url))
         if not self._stopped:
-            super().on_url(url)
+            _ON_URL(self, url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        """A header of the head, counted; or a trailer of a chunked body, counted and dropped: uvicorn
-        would add it to the headers of a request that is already being served."""
-        if self._stopped:
+        """A header of the head, counted (once per header of every request: kept lean)."""
+        self._head_counted += len(name) + len(value) + 4
+        if self._head_counted <= self._max_head_bytes and self._in_head and not self._stopped:
+            _ON_HEADER(self, name, value)
+        else:
+            self._unusual_header()
+
+    def _unusual_header(self) -> None:
+        """A header past the limit, one of a stopped connection, or a chunked body's trailer:
+        counted and dropped (uvicorn would add it to the headers of a request already served)."""
+        if self._stopped or self._head_counted <= self._max_head_bytes:
             return
         if self._in_head:
-            self._count_head(len(name) + len(value) + 4)
-            if not self._stopped:
-                super().on_header(name, value)
+            self._stop(_HEAD_TOO_LARGE)
             return
-        self._head_counted += len(name) + len(value) + 4
-        if self._head_counted > self.limits.max_head_bytes:  # the request itself is refused, now
-            self._stopped = True  # its app waits for a body end that will not come: no waiting
-            cycle = self.cycle
-            if cycle is not None and cycle.response_started:
-                self.transport.close()
-            else:
-                self._refuse(_HEAD_TOO_LARGE, _TOO_LARGE)
+        self._stopped = True  # trailers past the limit: the request is refused now, as its app
+        cycle = self.cycle  # waits for a body end that will not come
+        if cycle is not None and cycle.response_started:
+            self.transport.close()
+        else:
+            self._refuse(_HEAD_TOO_LARGE, _TOO_LARGE)
 
     def on_headers_complete(self) -> None:
         """The head arrived whole in time: stop its clock and let the body through unbounded here
