@@ -54,6 +54,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import uvicorn
+from uvicorn.protocols.http.flow_control import HIGH_WATER_LIMIT
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.supervisors.multiprocess import Multiprocess
 
@@ -218,6 +219,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._head_clock = _Clock(self.loop, self._head_too_slow)
         self._head_counted = 0  # bytes of the head (or trailer) being parsed, as the parser hands them over
         self._max_head_bytes = self.limits.max_head_bytes
+        self._body_seen = False  # the last bytes fed while reading a body carried some of it
+        self._unbodied = 0  # bytes fed while reading a body, since the last that carried some
         self._stopped = False  # nothing more is read or parsed; the connection ends after its answers
         self._last_word: bytes | None = None  # the status a stopped connection ends with (else none)
 
@@ -280,7 +283,12 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def _feed(self, data: bytes) -> None:
         if not self._in_head:
             self._body_at = self.loop.time()
+            self._body_seen = False
             super().data_received(data)
+            if self._stopped or self.transport.get_protocol() is not self:
+                return  # stopped, or upgraded to a WebSocket: the rest is the socket's
+            if not self._in_head and not self._body_seen:
+                self._count_unbodied(len(data))  # chunk framing, or trailers: httptools holds a field
             self._clock_body()
             if self._in_head and (self._head_begun or not self._answering()):
                 # The body ended here, behind an answer already sent (uvicorn armed its keep-alive
@@ -320,6 +328,24 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             self._head_bytes = room - (end + 4) if end >= 0 else room
         if self.parser is not None and not self.transport.is_closing():
             self._feed(data[room:])
+
+    def _count_unbodied(self, size: int) -> None:
+        """Bytes of a body being read that carried none of it (chunk sizes, trailers), since the last
+        that did: past `max_head_bytes` the request is refused. A trailer field is held whole by the
+        parser until it ends, before any callback could count it."""
+        self._unbodied += size
+        if self._unbodied > self._max_head_bytes:
+            self._refuse_mid_body()
+
+    def _refuse_mid_body(self) -> None:
+        """A request whose body breaks a limit: 431 if nothing was answered on the connection since
+        it began, else the connection is closed (a status now would answer an earlier request)."""
+        self._stopped = True
+        cycle = self.cycle
+        if self.pipeline or (cycle is not None and cycle.response_started):
+            self.transport.close()
+        else:
+            self._refuse(_HEAD_TOO_LARGE, _TOO_LARGE)
 
     def _count_head(self, size: int) -> None:
         """Bytes of a head the parser handed over: past `max_head_bytes`, 431. This bounds a head
@@ -384,13 +410,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             return
         if self._in_head:
             self._stop(_HEAD_TOO_LARGE)
-            return
-        self._stopped = True  # trailers past the limit: the request is refused now, as its app
-        cycle = self.cycle  # waits for a body end that will not come
-        if cycle is not None and cycle.response_started:
-            self.transport.close()
-        else:
-            self._refuse(_HEAD_TOO_LARGE, _TOO_LARGE)
+        else:  # trailers past the limit: refused now, as their app waits for a body end
+            self._refuse_mid_body()
 
     def on_headers_complete(self) -> None:
         """The head arrived whole in time: stop its clock and let the body through unbounded here
@@ -411,6 +432,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def on_body(self, body: bytes) -> None:
         """Body bytes, for the request being read."""
         if not self._stopped:
+            self._body_seen = True
+            self._unbodied = 0
             super().on_body(body)
 
     def on_response_complete(self) -> None:
@@ -418,12 +441,25 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         (and the 431 of a head over the limit once every answer before it is out)."""
         self.transport.flush()  # type: ignore[attr-defined]
         super().on_response_complete()  # starts the next pipelined request, and resumes reading
+        cycle = self.cycle
+        if self.pipeline and cycle is not None and len(cycle.body) > HIGH_WATER_LIMIT:
+            self.flow.pause_reading()  # a queued request's body waits for its app, not in memory
         self._end_if_stopped()
+
+    def _should_upgrade(self) -> bool:
+        """A stopped connection parses no head: its upgrade is not one."""
+        return not self._stopped and super()._should_upgrade()
+
+    def _unsupported_upgrade_warning(self) -> None:
+        if not self._stopped:  # no log line per head of a stopped connection
+            super()._unsupported_upgrade_warning()
 
     def on_message_complete(self) -> None:
         """The request is whole: the next bytes on this connection are a new head."""
         if self._stopped:
             return
+        self._head_counted = 0  # what trailers counted is not the next head's
+        self._unbodied = 0
         super().on_message_complete()
         self._in_head = True
         self._head_bytes = 0
