@@ -88,8 +88,18 @@ async def _answer(scope: Scope, receive: Receive, send: Send) -> None:
     await send({"type": "http.response.body", "body": b"ok"})
 
 
-def _connection() -> tuple[BoundedHttpToolsProtocol, Transport]:
-    config = uvicorn.Config(_answer, http="httptools", log_level="warning")
+async def _reading(scope: Scope, receive: Receive, send: Send) -> None:
+    """Reads the whole body, then answers."""
+    if scope["type"] != "http":
+        return
+    while (await receive()).get("more_body"):
+        pass
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+    await send({"type": "http.response.body", "body": b"ok"})
+
+
+def _connection(app: Any = _answer) -> tuple[BoundedHttpToolsProtocol, Transport]:
+    config = uvicorn.Config(app, http="httptools", log_level="warning")
     config.load()
     protocol = protocol_for(LIMITS)(config=config, server_state=ServerState(), app_state={})
     transport = Transport()
@@ -184,3 +194,24 @@ def test_a_trailer_field_that_never_ends_is_refused_at_the_limit() -> None:
 
     fed, closed, statuses = asyncio.run(scenario())
     assert fed <= 1 and closed and statuses == [b"HTTP/1.1 431 Request Header Fields Too Large"]
+
+
+def test_heads_pipelined_after_a_chunked_body_are_not_counted_as_its_framing() -> None:
+    """Found by review of the trailer bound: a read that ended a chunked body and carried whole
+    pipelined heads counted them all as bytes without body, and the connection was closed with the
+    first request's answer unsent (its app had already run)."""
+
+    async def scenario() -> list[bytes]:
+        protocol, transport = _connection(_reading)
+        protocol.data_received(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello")
+        await _settle()
+        get = b"GET / HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"p" * 3000 + b"\r\n\r\n"
+        protocol.data_received(
+            b"\r\n0\r\n\r\n" + get * 3 + b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n"
+        )
+        await _settle()
+        protocol.data_received(b"world")
+        await _settle()
+        return _statuses(transport)
+
+    assert asyncio.run(scenario()) == [b"HTTP/1.1 200 OK"] * 5

@@ -219,7 +219,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._head_clock = _Clock(self.loop, self._head_too_slow)
         self._head_counted = 0  # bytes of the head (or trailer) being parsed, as the parser hands them over
         self._max_head_bytes = self.limits.max_head_bytes
-        self._body_seen = False  # the last bytes fed while reading a body carried some of it
+        self._progressed = False  # the last bytes fed to a body carried some, or ended a message or head
         self._unbodied = 0  # bytes fed while reading a body, since the last that carried some
         self._stopped = False  # nothing more is read or parsed; the connection ends after its answers
         self._last_word: bytes | None = None  # the status a stopped connection ends with (else none)
@@ -283,11 +283,11 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def _feed(self, data: bytes) -> None:
         if not self._in_head:
             self._body_at = self.loop.time()
-            self._body_seen = False
+            self._progressed = False
             super().data_received(data)
             if self._stopped or self.transport.get_protocol() is not self:
                 return  # stopped, or upgraded to a WebSocket: the rest is the socket's
-            if not self._in_head and not self._body_seen:
+            if not self._progressed:
                 self._count_unbodied(len(data))  # chunk framing, or trailers: httptools holds a field
             self._clock_body()
             if self._in_head and (self._head_begun or not self._answering()):
@@ -426,13 +426,14 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._heads_done += 1
         self._head_bytes = 0
         self._head_counted = 0  # from here on: a chunked body's trailers
+        self._progressed = True
         self._head_clock.stop()
         super().on_headers_complete()
 
     def on_body(self, body: bytes) -> None:
         """Body bytes, for the request being read."""
         if not self._stopped:
-            self._body_seen = True
+            self._progressed = True
             self._unbodied = 0
             super().on_body(body)
 
@@ -460,6 +461,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             return
         self._head_counted = 0  # what trailers counted is not the next head's
         self._unbodied = 0
+        self._progressed = True  # the bytes of this read that follow are heads: counted as heads
         super().on_message_complete()
         self._in_head = True
         self._head_bytes = 0
