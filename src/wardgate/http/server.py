@@ -21,6 +21,11 @@ none for a connection that never sends a byte. `BoundedHttpToolsProtocol` adds, 
   mark (the client does not read), it must shrink within `SEND_TIMEOUT` seconds (nginx's
   `send_timeout`), else the connection is cut. A client that stops reading would otherwise hold the
   connection, the answer's task and its buffered bytes for ever;
+- **pipelining**: at most `MAX_PIPELINED` requests are read ahead of their answers; past that the
+  connection reads and parses nothing more and closes once they are answered (a head over the
+  limit behind them gets its 431 then, not in place of the first answer). A queued request's body
+  is not read past 64 KiB before its application runs, and a chunked body's trailers count against
+  the head limit and are dropped (uvicorn would add them to the headers of the request served);
 - **connections per client**: at most `MAX_CONNECTIONS_PER_IP` open connections per client address
   (IPv6 counted per `RATE_LIMIT_IPV6_PREFIX` network); more are closed at once. The proxies of
   `FORWARDED_ALLOW_IPS` are not counted: every client behind them shares their address.
@@ -297,7 +302,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
                 self._head_bytes = self._head_counted
                 self._clock_unfinished_head()
             return
-        room = self.limits.max_head_bytes - self._head_bytes
+        room = self._max_head_bytes - self._head_bytes
         if len(data) <= room:
             self._head_bytes += len(data)
             heads_before = self._heads_done
