@@ -460,8 +460,7 @@ def test_a_large_head_right_after_a_body_in_the_same_read_is_refused(server: tup
 def test_chunked_trailers_are_bounded(server: tuple[str, int]) -> None:
     """Found in review: a chunked body's trailers were read without limit, each added to the
     headers of the request being served (400,000 of them from 2 MB). A small trailer is dropped;
-    endless ones are cut off at the head limit (here after the answer went out: the connection
-    closes)."""
+    endless ones are cut off at the head limit."""
     _base, port = server
     head = b"POST /health HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\n0\r\n"
     sock = _connect(port)
@@ -474,7 +473,9 @@ def test_chunked_trailers_are_bounded(server: tuple[str, int]) -> None:
     answer = _answer(sock)
     sock.close()
     assert sent is not None and sent < 8 * 1024 * 1024, sent
-    assert answer.startswith(b"HTTP/1.1 405 "), answer[:80]
+    # Answered before the trailers crossed the limit (then closed), or refused first: either way,
+    # one answer and the end of the connection.
+    assert answer.startswith((b"HTTP/1.1 405 ", b"HTTP/1.1 431 ")), answer[:80]
 
 
 def test_a_large_body_arriving_with_its_head_is_not_mistaken_for_a_large_head(
