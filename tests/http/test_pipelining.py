@@ -11,20 +11,10 @@ from typing import Any
 
 import uvicorn
 from starlette.types import Receive, Scope, Send
+from tests.http.test_coalesced_writes import LIMITS  # the same connection limits (8 KiB heads)
 from uvicorn.server import ServerState
 
-from wardgate.config.network import TrustedProxies
-from wardgate.http.server import BoundedHttpToolsProtocol, ConnectionLimits, protocol_for
-
-LIMITS = ConnectionLimits(
-    max_head_bytes=8192,
-    head_timeout=10,
-    body_timeout=60,
-    send_timeout=60,
-    max_per_client=100,
-    ipv6_prefix=64,
-    trusted=TrustedProxies(),
-)
+from wardgate.http.server import BoundedHttpToolsProtocol, protocol_for
 
 
 class Transport(asyncio.Transport):
