@@ -175,6 +175,10 @@ class CoalescedWrites:
         return getattr(self._transport, name)
 
 
+def _silent() -> None:
+    """What a closed clock rings."""
+
+
 class _Clock:
     """One of a connection's timers: started (again), stopped, running or not. When it runs out it
     is stopped before `ring` is called, so that `ring` may start it again."""
@@ -202,6 +206,12 @@ class _Clock:
     def _ran_out(self) -> None:
         self._handle = None
         self._ring()
+
+    def close(self) -> None:
+        """Stop, and let go of `ring`: a connection's clocks hold its bound methods, a reference
+        cycle that only the garbage collector would otherwise break."""
+        self.stop()
+        self._ring = _silent
 
 
 class BoundedHttpToolsProtocol(HttpToolsProtocol):
@@ -252,9 +262,9 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def _release(self) -> None:
-        self._head_clock.stop()
-        self._body_clock.stop()
-        self._send_clock.stop()
+        self._head_clock.close()
+        self._body_clock.close()
+        self._send_clock.close()
         if self._bucket is not None:
             self.open_per_client[self._bucket] -= 1
             if self.open_per_client[self._bucket] <= 0:
