@@ -24,7 +24,7 @@ import pytest
 import trustme
 
 from wardgate.errors import UpstreamError, UpstreamTimeoutError
-from wardgate.proxy.client import HIGH_WATER, Origin, UpstreamClient, split_url
+from wardgate.proxy.client import HIGH_WATER, Origin, UpstreamClient, _Connection, split_url
 
 DEADLINE = 10.0  # seconds for any one test, servers and client included
 READ_MAX = 256 * 1024  # asyncio's largest single socket read: what may arrive on top of HIGH_WATER
@@ -711,6 +711,53 @@ async def test_a_trickling_body_does_not_time_out_while_bytes_keep_coming() -> N
     async with scene(script, read_timeout=0.3) as (upstream, client):
         with takes(0.7, 3.0):
             assert await get(client, upstream.url()) == (200, b"trickled")
+
+
+@pytest.mark.anyio
+async def test_a_stall_after_a_trickle_times_out_one_read_timeout_after_the_last_byte() -> None:
+    """Each wait has its own `read_timeout`, though the connection keeps one timer for them all:
+    counted from the first wait it would end at 0.3 s, and a timer never set again would not end
+    it at all."""
+
+    async def script(conn: Conn) -> None:
+        await conn.request()
+        await conn.send(reply(b"", "Content-Length: 8"))
+        for byte in b"tric":
+            await asyncio.sleep(0.1)
+            await conn.send(bytes([byte]))
+        await conn.wait_for_eof()
+
+    async with scene(script, read_timeout=0.3) as (upstream, client):
+        answer = await client.request("GET", upstream.url(), [])
+        received: list[bytes] = []
+
+        async def drain() -> None:
+            async for chunk in answer.chunks():
+                received.append(chunk)
+
+        with takes(0.65, 1.5), pytest.raises(UpstreamTimeoutError):
+            await drain()
+        answer.close()
+    assert b"".join(received) == b"tric"
+
+
+@pytest.mark.anyio
+async def test_overlapping_waits_on_one_connection_are_each_timed() -> None:
+    """An upload's wait for the socket and the early answer's wait for its next bytes can overlap
+    on one connection: the end of the first must not leave the second untimed."""
+    connection = _Connection(UpstreamClient(read_timeout=0.3), split_url("http://127.0.0.1:9/")[0])
+    loop = asyncio.get_running_loop()
+    socket_ready, next_bytes = loop.create_future(), loop.create_future()
+    async with asyncio.timeout(DEADLINE):
+        upload = asyncio.ensure_future(connection._wait(socket_ready, "take the request body"))
+        await asyncio.sleep(0.1)
+        answer = asyncio.ensure_future(connection._wait(next_bytes, "answer"))
+        await asyncio.sleep(0.05)
+        socket_ready.set_result(None)
+        await upload
+        with takes(0.15, 1.0), pytest.raises(UpstreamTimeoutError, match="did not answer in time"):
+            await answer  # 0.3 s after it began, 0.25 s from here
+    assert connection.closed
 
 
 @pytest.mark.anyio

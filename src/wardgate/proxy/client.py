@@ -98,6 +98,10 @@ class _Connection(asyncio.Protocol):
         self.idle_since = 0.0
         self._write_ready: asyncio.Future[None] | None = None  # set while the socket buffer is full
         self._paused = False
+        # The read timeout: one timer per exchange, not one per wait (a stream waits once a chunk,
+        # and a timer made and cancelled each time cost a fifth of relaying the chunk).
+        self._silence: asyncio.TimerHandle | None = None
+        self._awaited: dict[asyncio.Future[None], tuple[str, float]] = {}  # what for, since (loop time)
         self._reset(is_head=False)
         self.active = False
 
@@ -286,18 +290,39 @@ class _Connection(asyncio.Protocol):
         return data
 
     async def _wait(self, future: asyncio.Future[None], what: str) -> None:
+        """Until `future` is done, failing it with UpstreamTimeoutError after `read_timeout`."""
         if not future.done():
-            timer = self._loop.call_later(self._client.read_timeout, self._time_out, future, what)
+            since = self._loop.time()
+            self._awaited[future] = (what, since)
+            if self._silence is None:
+                self._silence = self._loop.call_at(since + self._client.read_timeout, self._ring)
             try:
                 await future
             finally:
-                timer.cancel()
+                del self._awaited[future]
         future.result()
 
-    def _time_out(self, future: asyncio.Future[None], what: str) -> None:
-        if not future.done():
-            future.set_exception(UpstreamTimeoutError(f"the upstream did not {what} in time"))
+    def _ring(self) -> None:
+        """The timer: time out a wait in progress that began `read_timeout` ago, or set the timer
+        again for the oldest (they may have begun since it was set); none in progress: let it be."""
+        self._silence = None
+        if not self._awaited:
+            return
+        oldest = min(since for _, since in self._awaited.values())
+        due = oldest + self._client.read_timeout
+        if self._loop.time() < due:
+            self._silence = self._loop.call_at(due, self._ring)
+            return
+        for future, (what, since) in list(self._awaited.items()):
+            if since == oldest and not future.done():
+                future.set_exception(UpstreamTimeoutError(f"the upstream did not {what} in time"))
         self.abort()
+
+    def _stop_clock(self) -> None:
+        """The exchange is over: no timeout for it."""
+        if self._silence is not None:
+            self._silence.cancel()
+            self._silence = None
 
     def _announces_body(self) -> bool:
         return any(
@@ -311,6 +336,7 @@ class _Connection(asyncio.Protocol):
 
     def _finish(self, *, keep_alive: bool) -> None:
         self.complete = True
+        self._stop_clock()
         self.keep_alive = keep_alive
         self._wake()
 
@@ -330,6 +356,7 @@ class _Connection(asyncio.Protocol):
     def abort(self) -> None:
         """Drop the connection at once (the upstream sees the request cancelled)."""
         self.closed = True
+        self._stop_clock()
         if self._transport is not None:
             self._transport.abort()
 
