@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import socket
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -278,6 +279,23 @@ def test_client_disconnect_before_the_answer_cancels_the_upstream_request(
     with pytest.raises(httpx.ReadTimeout):
         httpx.get(f"{gateway}/think?seconds=5", headers=bearer(user), timeout=0.5)
     assert _count_reaches(upstream, "abandoned", before["abandoned"], 3) == before["abandoned"] + 1
+
+
+def test_clients_that_leave_together_each_cancel_their_upstream_request(
+    gateway: str, upstream: str, user: str
+) -> None:
+    """The watches for departed clients start by one timer for all exchanges, set again for the
+    next one due: three exchanges begun a few milliseconds apart are all watched."""
+    before = httpx.get(f"{upstream}/state").json()
+
+    def leave_early(delay: float) -> None:
+        time.sleep(delay)
+        with pytest.raises(httpx.ReadTimeout):
+            httpx.get(f"{gateway}/think?seconds=5", headers=bearer(user), timeout=0.5)
+
+    with ThreadPoolExecutor(3) as pool:
+        list(pool.map(leave_early, [0, 0.02, 0.04]))
+    assert _count_reaches(upstream, "abandoned", before["abandoned"] + 2, 3) == before["abandoned"] + 3
 
 
 def _receive_until_closed(socket: ClientConnection) -> None:

@@ -98,8 +98,9 @@ class _Connection(asyncio.Protocol):
         self.idle_since = 0.0
         self._write_ready: asyncio.Future[None] | None = None  # set while the socket buffer is full
         self._paused = False
-        # The read timeout: one timer per exchange, not one per wait (a stream waits once a chunk,
-        # and a timer made and cancelled each time cost a fifth of relaying the chunk).
+        # The read timeout: one timer for the connection's waits, set again when it rings early,
+        # not one per wait (a stream waits once a chunk, and a timer made and cancelled each time
+        # cost a fifth of relaying the chunk; a small request, 1.7 µs of its 120).
         self._silence: asyncio.TimerHandle | None = None
         self._awaited: dict[asyncio.Future[None], tuple[str, float]] = {}  # what for, since (loop time)
         self._reset(is_head=False)
@@ -156,6 +157,7 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        self._stop_clock()
         if self._write_ready is not None and not self._write_ready.done():
             self._write_ready.set_result(None)
         if not self.active:
@@ -319,7 +321,7 @@ class _Connection(asyncio.Protocol):
         self.abort()
 
     def _stop_clock(self) -> None:
-        """The exchange is over: no timeout for it."""
+        """The connection is closed: no more waits to time."""
         if self._silence is not None:
             self._silence.cancel()
             self._silence = None
@@ -335,8 +337,7 @@ class _Connection(asyncio.Protocol):
         return b"content-length" not in names and b"transfer-encoding" not in names
 
     def _finish(self, *, keep_alive: bool) -> None:
-        self.complete = True
-        self._stop_clock()
+        self.complete = True  # the timer stays set: on a kept-alive connection it serves the next
         self.keep_alive = keep_alive
         self._wake()
 

@@ -124,6 +124,7 @@ class ReverseProxy:
         # Made in the application's lifespan, on the loop that serves it. Kept rather than asked for
         # per request: on Python 3.11 each asyncio.get_running_loop() is a getpid() system call.
         self._loop = asyncio.get_running_loop()
+        self._watches = _Watches(self._loop)
 
     async def forward(
         self,
@@ -171,6 +172,7 @@ class ReverseProxy:
         watch = _DisconnectWatch(inbound, cancellation, self._loop)
         call = UpstreamCall(upstream.name) if self.measured else UNMEASURED
         shaping = _Shaping(call, tap, rewrite, exchange, before_end)
+        self._watches.add(watch)
         try:
             if self.tracing is None:
                 pending = self._client.request(
@@ -188,6 +190,7 @@ class ReverseProxy:
                 await _answer(request, upstream, pending, cancellation, send, shaping)
                 span.set_attribute("http.response.status_code", shaping.status)
         finally:
+            self._watches.discard(watch)
             watch.stop()
             shaping.call.ended()
 
@@ -223,10 +226,13 @@ class _Shaping:
 class _DisconnectWatch:
     """Cancels the upstream exchange when the client leaves, so the upstream stops working for nobody.
 
-    It starts after `WATCH_AFTER` seconds: a task waiting on `receive` costs about a sixth of a
-    quick proxied request, which is over before then; a long answer (a model thinking for minutes,
-    a stream) is watched, and a client that left earlier is found at once when the watch starts.
+    It starts after `WATCH_AFTER` seconds (`_Watches`): a task waiting on `receive` costs about a
+    sixth of a quick proxied request, which is over before then; a long answer (a model thinking for
+    minutes, a stream) is watched, and a client that left earlier is found at once when the watch
+    starts.
     """
+
+    __slots__ = ("_cancellation", "_inbound", "_loop", "_task")
 
     def __init__(
         self, inbound: _Inbound, cancellation: Cancellation, loop: asyncio.AbstractEventLoop
@@ -235,9 +241,8 @@ class _DisconnectWatch:
         self._cancellation = cancellation
         self._loop = loop
         self._task: asyncio.Task[None] | None = None
-        self._timer = loop.call_later(WATCH_AFTER, self._start)
 
-    def _start(self) -> None:
+    def start(self) -> None:
         self._task = self._loop.create_task(self._watch())
 
     async def _watch(self) -> None:
@@ -246,9 +251,42 @@ class _DisconnectWatch:
 
     def stop(self) -> None:
         """The exchange is over: stop watching."""
-        self._timer.cancel()
         if self._task is not None:
             self._task.cancel()
+
+
+class _Watches:
+    """The proxy's disconnect watches not started yet, each started `WATCH_AFTER` seconds into its
+    exchange by one timer for them all (a timer made and cancelled per request cost 1.7 µs)."""
+
+    __slots__ = ("_loop", "_timer", "_waiting")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._waiting: dict[_DisconnectWatch, float] = {}  # by the loop's time they were added: oldest first
+        self._timer: asyncio.TimerHandle | None = None
+
+    def add(self, watch: _DisconnectWatch) -> None:
+        now = self._loop.time()
+        self._waiting[watch] = now
+        if self._timer is None:
+            self._timer = self._loop.call_at(now + WATCH_AFTER, self._ring)
+
+    def discard(self, watch: _DisconnectWatch) -> None:
+        """The exchange is over: its watch never starts."""
+        self._waiting.pop(watch, None)
+
+    def _ring(self) -> None:
+        """Start every watch that has waited `WATCH_AFTER`; set the timer for the next one."""
+        self._timer = None
+        now = self._loop.time()
+        while self._waiting:
+            watch, added = next(iter(self._waiting.items()))
+            if added + WATCH_AFTER > now:
+                self._timer = self._loop.call_at(added + WATCH_AFTER, self._ring)
+                return
+            del self._waiting[watch]
+            watch.start()
 
 
 async def _answer(
