@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import socket
+import threading
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
+import uvicorn
 from fastapi import FastAPI
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -15,8 +19,10 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.testclient import TestClient
 from starlette.types import Message, Receive, Scope, Send
+from tests.http.test_coalesced_writes import LIMITS  # the server's connection limits (8 KiB heads)
 
 from wardgate.http.middleware.size_limits import BodySizeLimitMiddleware, HeaderSizeLimitMiddleware
+from wardgate.http.server import protocol_for
 
 LIMIT = 100
 CALLS: list[str] = []
@@ -93,11 +99,14 @@ async def test_fastapi_renders_the_streamed_refusal_as_json() -> None:
     assert response.json() == {"detail": "Content Too Large"}
 
 
-def _scope(headers: list[tuple[bytes, bytes]]) -> dict[str, Any]:
-    return {"type": "http", "method": "POST", "path": "/", "headers": headers, "query_string": b""}
+def _scope(headers: list[tuple[bytes, bytes]], http_version: str | None = None) -> dict[str, Any]:
+    scope = {"type": "http", "method": "POST", "path": "/", "headers": headers, "query_string": b""}
+    return scope if http_version is None else {**scope, "http_version": http_version}
 
 
-async def _run(app: Any, headers: list[tuple[bytes, bytes]], chunks: list[bytes]) -> list[Message]:
+async def _run(
+    app: Any, headers: list[tuple[bytes, bytes]], chunks: list[bytes], http_version: str | None = None
+) -> list[Message]:
     inbox: list[Message] = [
         {"type": "http.request", "body": chunk, "more_body": i < len(chunks) - 1}
         for i, chunk in enumerate(chunks)
@@ -110,7 +119,7 @@ async def _run(app: Any, headers: list[tuple[bytes, bytes]], chunks: list[bytes]
     async def send(message: Message) -> None:
         sent.append(message)
 
-    await BodySizeLimitMiddleware(app, LIMIT)(_scope(headers), receive, send)
+    await BodySizeLimitMiddleware(app, LIMIT)(_scope(headers, http_version), receive, send)
     return sent
 
 
@@ -128,6 +137,70 @@ async def _read_all(scope: Scope, receive: Receive, send: Send) -> None:
 async def test_body_longer_than_its_declared_length_is_counted() -> None:
     sent = await _run(_read_all, [(b"content-length", b"10")], [b"x" * 60, b"x" * 60])
     assert sent[0]["status"] == 413
+
+
+@pytest.mark.parametrize(
+    "framing",
+    [
+        [(b"content-length", b"10"), (b"content-length", b"10")],
+        [(b"content-length", b"10"), (b"transfer-encoding", b"chunked")],
+    ],
+    ids=["two-lengths", "length-and-chunked"],
+)
+@pytest.mark.anyio
+async def test_an_http1_body_of_ambiguous_length_is_counted(framing: list[tuple[bytes, bytes]]) -> None:
+    """Only one declared length and nothing else lets an HTTP/1 body pass uncounted: the server
+    holds such a body to it (`test_an_http1_body_ends_at_its_declared_length`)."""
+    sent = await _run(_read_all, framing, [b"x" * 60, b"x" * 60], http_version="1.1")
+    assert sent[0]["status"] == 413
+
+
+def test_an_http1_body_ends_at_its_declared_length() -> None:
+    """What lets a declared length within the limit pass uncounted, on wardgate's own server: the
+    app reads the declared bytes and no more; what follows is read as the next request, and
+    refused as the bad request it is."""
+    seen: list[int] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        size, more = 0, True
+        while more:
+            message = await receive()
+            size += len(message.get("body", b""))
+            more = message.get("more_body", False)
+        seen.append(size)
+        await PlainTextResponse(str(size))(scope, receive, send)
+
+    config = uvicorn.Config(
+        BodySizeLimitMiddleware(app, LIMIT),
+        host="127.0.0.1",
+        port=0,
+        http=protocol_for(LIMITS),
+        loop="uvloop",
+        log_level="error",
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not server.started:
+            assert time.monotonic() < deadline, "the server did not start"
+            time.sleep(0.01)
+        port = server.servers[0].sockets[0].getsockname()[1]
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as client:
+            client.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n" + b"x" * (10 * LIMIT))
+            answers = b""
+            while chunk := client.recv(65536):
+                answers += chunk
+    finally:
+        server.should_exit = True
+        thread.join(10)
+    assert seen == [10]
+    # The rest, parsed as a request, is no HTTP: 400, and the connection closes (before or after the
+    # app's answer, as the server gets to it: the app read its ten bytes either way).
+    assert b"HTTP/1.1 400 " in answers
 
 
 @pytest.mark.parametrize("length", [b"abc", b"-1", b"\xd9\xa1"])

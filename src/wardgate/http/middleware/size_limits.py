@@ -1,12 +1,14 @@
 """Request body size limit: 413 at once for a declared oversize body, Starlette's counter for the rest.
 
-Two cases (OWASP Denial of Service Cheat Sheet, "limit the size of requests"):
+Three cases (OWASP Denial of Service Cheat Sheet, "limit the size of requests"):
 
 - A declared `Content-Length` above the limit is answered at once with
   `413 {"detail": "Request body too large (limit N bytes)"}`; the app, and any authentication or
   database work in it, never runs.
-- A body without a length (chunked) or one that lies about it is counted as the app reads it, by
-  Starlette's own `RequestBodyLimitMiddleware` (not re-written here). Past the limit, reading raises
+- An HTTP/1 body of one declared length within the limit passes uncounted: the server reads
+  exactly that many bytes as the body (RFC 9112 §6.3), the rest as the next request.
+- A body without a length (chunked, HTTP/2) or with an ambiguous one is counted as the app reads it,
+  by Starlette's own `RequestBodyLimitMiddleware` (not re-written here). Past the limit, reading raises
   Starlette's 413 `HTTPException` ("Content Too Large"), which the app's exception handlers turn
   into its usual error response. If the app had already started its response (a streamed upload
   relayed while answering), a 413 can no longer be sent: the exception propagates and the server
@@ -48,9 +50,9 @@ class BodySizeLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        if scope.get("http_version") in _HTTP1 and not any(
-            name in _BODY_HEADERS for name, _ in scope["headers"]
-        ):
+        framing = [(name, value) for name, value in scope["headers"] if name in _BODY_HEADERS]
+        http1 = scope.get("http_version") in _HTTP1
+        if http1 and not framing:
             # HTTP/1 without Content-Length or Transfer-Encoding: the request has no body (RFC 9112
             # §6.3), nothing to count (most requests). HTTP/2 bodies need neither, so they are counted.
             await self.app(scope, receive, send)
@@ -60,6 +62,13 @@ class BodySizeLimitMiddleware:
             # Connection: close, so the server does not try to read the unread body as a next request.
             response = JSONResponse({"detail": self.detail}, status_code=413, headers={"Connection": "close"})
             await response(scope, receive, send)
+            return
+        if http1 and length is not None and len(framing) == 1:
+            # HTTP/1 with one valid Content-Length and no Transfer-Encoding: the server reads exactly
+            # that many bytes as the body (RFC 9112 §6.3; more are the next request's), within the
+            # limit, so there is nothing to count. The counter's wrappers cost every chunk of the
+            # answer a call (a model's stream, say).
+            await self.app(scope, receive, send)
             return
         await self.streaming(scope, receive, send)
 
