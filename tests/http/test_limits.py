@@ -203,6 +203,16 @@ def test_an_http1_body_ends_at_its_declared_length() -> None:
     assert b"HTTP/1.1 400 " in answers
 
 
+@pytest.mark.anyio
+async def test_a_length_with_thousands_of_leading_zeros_is_read_as_its_number() -> None:
+    """The parser takes `Content-Length: 000…05` as 5; Python refuses to read a number of more than
+    4,300 digits, and the ValueError was a 500 with a traceback, for anyone."""
+    zeros = b"0" * 5000
+    assert (await _run(_read_all, [(b"content-length", zeros + b"5")], [b"x" * 5], "1.1"))[0]["status"] == 200
+    refused = await _run(_read_all, [(b"content-length", zeros + b"101")], [b"x" * 101], "1.1")
+    assert refused[0]["status"] == 413  # over the limit as declared: refused before the app
+
+
 @pytest.mark.parametrize("length", [b"abc", b"-1", b"\xd9\xa1"])
 @pytest.mark.anyio
 async def test_malformed_content_length_falls_back_to_counting(length: bytes) -> None:

@@ -324,6 +324,30 @@ def test_websocket_upgrade_without_a_session_is_refused(gateway: str) -> None:
         socket.recv(timeout=2)
 
 
+@pytest.mark.parametrize(
+    ("target", "body"),
+    [("/app/x", b"hello"), ("/openai/chat/completions", b'{"model":"m","chunks":1,"gap":0}')],
+    ids=["app", "model-call"],
+)
+def test_a_length_with_thousands_of_leading_zeros_is_relayed_as_its_number(
+    gateway: str, user: str, target: str, body: bytes
+) -> None:
+    """`Content-Length: 000…05` is 5 to the parser; read with int() it raised ValueError (more than
+    4,300 digits): a 500 and a logged traceback for anyone, before authentication."""
+    host, port = _address(gateway)
+    head = (
+        f"POST {target} HTTP/1.1\r\nHost: {host}:{port}\r\nAuthorization: Bearer {user}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {'0' * 5000}{len(body)}\r\n"
+        "Connection: close\r\n\r\n"
+    )
+    answer = _raw_exchange(gateway, head.encode() + body)
+    assert answer.startswith(b"HTTP/1.1 200 "), answer[:200]
+    if target == "/app/x":
+        assert json.loads(answer.partition(b"\r\n\r\n")[2])["body_length"] == len(body)
+    else:
+        assert b"data: [DONE]" in answer
+
+
 def _raw_get(base: str, target: str, token: str, extra: bytes = b"") -> tuple[int, bytes]:
     """One GET sent byte for byte (HTTP clients remove dot segments and check header bytes first)."""
     host, port = _address(base)

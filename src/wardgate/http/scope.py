@@ -23,3 +23,21 @@ def text_header(scope: Scope, name: bytes) -> str | None:
     """The first value of the header `name`, decoded as Latin-1 (as Starlette decodes), or None."""
     value = header(scope, name)
     return None if value is None else value.decode("latin-1")
+
+
+_LENGTH_DIGITS = 20  # 2**64 - 1 has 20; the parser refuses longer lengths, whatever their leading zeros
+
+
+def declared_length(value: str | bytes | None) -> int | None:
+    """A Content-Length value as a number, or None when absent or not a plain number.
+
+    Leading zeros are dropped before reading it: the parser accepts any number of them, and Python
+    refuses to read a number of more than 4,300 digits (a request of `Content-Length: 000…05` would
+    have raised ValueError, a 500 for anyone, with a traceback in the log)."""
+    if value is None:
+        return None
+    text = value.decode("latin-1") if isinstance(value, bytes) else value
+    if not (text.isascii() and text.isdigit()):
+        return None
+    digits = text.lstrip("0")
+    return int(digits or "0") if len(digits) <= _LENGTH_DIGITS else None

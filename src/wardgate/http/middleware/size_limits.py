@@ -19,10 +19,11 @@ WebSocket and lifespan scopes pass through untouched.
 
 from __future__ import annotations
 
-from starlette.datastructures import Headers
 from starlette.middleware.body_limit import RequestBodyLimitMiddleware
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
+
+from wardgate.http.scope import declared_length, header
 
 _HTTP1 = frozenset({"1.0", "1.1"})
 _BODY_HEADERS = frozenset({b"content-length", b"transfer-encoding"})  # ASGI header names are lower-case
@@ -30,8 +31,7 @@ _BODY_HEADERS = frozenset({b"content-length", b"transfer-encoding"})  # ASGI hea
 
 def _declared_length(scope: Scope) -> int | None:
     """The Content-Length, or None when absent or malformed (the server rejects malformed ones)."""
-    value = Headers(scope=scope).get("content-length", "")
-    return int(value) if value.isascii() and value.isdigit() else None
+    return declared_length(header(scope, b"content-length"))
 
 
 class BodySizeLimitMiddleware:

@@ -36,6 +36,7 @@ from wardgate.errors import (
 from wardgate.gateway import Gateway
 from wardgate.http.deps import gateway
 from wardgate.http.relay.streaming import Exchange, ReverseProxy
+from wardgate.http.scope import declared_length
 from wardgate.identity.authentication import Caller, KeyPrincipal
 from wardgate.proxy.acting import is_service_key
 from wardgate.proxy.models import Kind, ModelCall, ModelRules
@@ -205,8 +206,8 @@ class _MeteredCall:
 
 async def _read_body(request: Request, limit: int) -> bytes:
     """The whole request body, refused with 413 as soon as it passes `limit` bytes."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    declared = declared_length(request.headers.get("content-length"))
+    if declared is not None and declared > limit:
         raise _too_large(limit)
     parts: list[bytes] = []
     size = 0

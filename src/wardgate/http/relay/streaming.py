@@ -30,7 +30,7 @@ from starlette.types import Message, Receive, Send
 
 from wardgate.errors import UpstreamError, UpstreamTimeoutError
 from wardgate.http.middleware.security_headers import PROXIED_STATE_KEY
-from wardgate.http.scope import header
+from wardgate.http.scope import declared_length, header
 from wardgate.identity.authentication import Caller
 from wardgate.observability.metrics import UNMEASURED, UpstreamCall
 from wardgate.observability.tracing import TRACE_HEADERS, Tracing
@@ -156,7 +156,7 @@ class ReverseProxy:
         # on (those are dropped): the upstream client sets the length, or chunks a stream.
         chunked = header(scope, b"transfer-encoding") is not None  # wins over a length (RFC 9112 §6.3)
         declared = None if chunked else header(scope, b"content-length")
-        length = int(declared) if declared is not None and declared.isdigit() else None
+        length = declared_length(declared)
         inbound = _Inbound(request.receive, has_body=read_body is None and (chunked or declared is not None))
         body: bytes | AsyncIterator[bytes] | None = None
         if read_body is not None:
@@ -336,9 +336,9 @@ async def _refuse(request: Request, send: Send, status: int, detail: str) -> Non
 
 def _is_small(answer: UpstreamResponse) -> bool:
     """A sized answer of at most 64 KiB that is not an event stream: cheaper sent whole than relayed."""
-    length = answer.header(b"content-length") or b""
+    length = declared_length(answer.header(b"content-length"))
     content_type = answer.header(b"content-type") or b""
-    return length.isdigit() and int(length) <= SMALL_ANSWER and b"text/event-stream" not in content_type
+    return length is not None and length <= SMALL_ANSWER and b"text/event-stream" not in content_type
 
 
 def _start(answer: UpstreamResponse, *, length: int | None = None, unsized: bool = False) -> Message:
