@@ -86,6 +86,11 @@ def request_head(method: str, target: str, origin: Origin, headers: list[tuple[s
     return start.encode("latin-1") + fields.encode("utf-8")
 
 
+CLOCK_TICK = 0.001  # seconds: uvloop keeps time in whole milliseconds, and rounds a timer's delay to one
+"""A timer that rings within a tick of its due time is on time: set again for the rest, it would be
+set for a delay uvloop rounds to nothing, and ring again at once until the clock ticks."""
+
+
 class _Connection(asyncio.Protocol):
     """One connection to an upstream, carrying one exchange at a time."""
 
@@ -312,7 +317,7 @@ class _Connection(asyncio.Protocol):
             return
         oldest = min(since for _, since in self._awaited.values())
         due = oldest + self._client.read_timeout
-        if self._loop.time() < due:
+        if self._loop.time() + CLOCK_TICK < due:
             self._silence = self._loop.call_at(due, self._ring)
             return
         for future, (what, since) in list(self._awaited.items()):

@@ -34,7 +34,7 @@ from wardgate.http.scope import declared_length, header
 from wardgate.identity.authentication import Caller
 from wardgate.observability.metrics import UNMEASURED, UpstreamCall
 from wardgate.observability.tracing import TRACE_HEADERS, Tracing
-from wardgate.proxy.client import Cancellation, UpstreamClient, UpstreamResponse
+from wardgate.proxy.client import CLOCK_TICK, Cancellation, UpstreamClient, UpstreamResponse
 from wardgate.proxy.identity import ForwardingRules, response_headers, upstream_request_headers
 from wardgate.proxy.upstreams import Upstream
 
@@ -282,7 +282,7 @@ class _Watches:
         now = self._loop.time()
         while self._waiting:
             watch, added = next(iter(self._waiting.items()))
-            if added + WATCH_AFTER > now:
+            if added + WATCH_AFTER > now + CLOCK_TICK:
                 self._timer = self._loop.call_at(added + WATCH_AFTER, self._ring)
                 return
             del self._waiting[watch]
