@@ -94,12 +94,16 @@ _REQUEST_JSON = json.JSONDecoder(object_pairs_hook=_unambiguous)
 _COMPACT_JSON = json.JSONEncoder(separators=(",", ":"))
 
 
+def _json_text(body: bytes) -> str:
+    """The body as text, as json.loads reads bytes: UTF-8, -16 or -32, a byte-order mark or none."""
+    return body.decode(json.detect_encoding(body), "surrogatepass")
+
+
 def read_json_request(body: bytes, fmt: Format, endpoint: str) -> ModelRequest:
     """The model and stream flag of a JSON body; BadRequestError when it is not one JSON object with
     unambiguous keys, a `stream` that is a boolean and a model name that is one."""
     try:
-        text = body.decode(json.detect_encoding(body), "surrogatepass")  # as json.loads reads bytes
-        document = _REQUEST_JSON.decode(text) if text else None
+        document = _REQUEST_JSON.decode(_json_text(body)) if body else None
     except (ValueError, RecursionError):
         raise BadRequestError("The request body is not valid JSON.", code="invalid_json") from None
     if not isinstance(document, dict):
