@@ -20,11 +20,17 @@ import pytest
 import uvicorn
 from starlette.types import Receive, Scope, Send
 from tests.http.test_coalesced_writes import LIMITS  # the same connection limits (8 KiB heads)
+from websockets.sync.client import connect
 
 from wardgate.http.server import protocol_for
 
 
 async def _answer(scope: Scope, receive: Receive, send: Send) -> None:
+    if scope["type"] == "websocket":
+        await receive()  # websocket.connect
+        await send({"type": "websocket.accept"})
+        await receive()  # until the client closes
+        return
     if scope["type"] != "http":
         return
     await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
@@ -87,6 +93,26 @@ def test_a_closed_connection_is_freed_without_the_garbage_collector(
             client.close()
         assert len(made) == 10
         assert _freed_without_collection(made, 10) == 10
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def test_a_closed_websocket_is_freed_without_the_garbage_collector(
+    served: tuple[int, list[weakref.ref[Any]]],
+) -> None:
+    """The HTTP protocol hands over to the WebSocket protocol and hooks its `connection_lost` to
+    release the client's share: the hook held both protocols, a cycle of its own."""
+    port, made = served
+    enabled = gc.isenabled()
+    gc.collect()
+    gc.disable()
+    try:
+        for _ in range(5):
+            with connect(f"ws://127.0.0.1:{port}/", open_timeout=5) as socket_:
+                socket_.close()
+        assert len(made) == 5
+        assert _freed_without_collection(made, 5) == 5
     finally:
         if enabled:
             gc.enable()

@@ -282,7 +282,14 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         def release_then_lose(exc: Exception | None) -> None:
             self._release()
             transport.discard()
-            lost(exc)
+            # What uvicorn's connection_lost does, which this protocol's never is: the parser
+            # holds this protocol's methods. And the WebSocket protocol's own method again: this
+            # closure holds both protocols. Neither is then left for the garbage collector.
+            self.parser = None  # type: ignore[assignment]
+            try:
+                lost(exc)
+            finally:
+                del socket_protocol.connection_lost
 
         socket_protocol.connection_lost = release_then_lose  # type: ignore[method-assign]
 
