@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import secrets
 import threading
 import time
@@ -59,7 +60,7 @@ class FakeIdP:
     claims: dict[str, Any] = field(default_factory=dict)
     emails: list[dict[str, Any]] = field(default_factory=list)  # GitHub's /user/emails
     tamper: set[str] = field(default_factory=set)
-    token_lifetime: int = 3600
+    token_lifetime: float = 3600
     codes: dict[str, Grant] = field(default_factory=dict)
     access: dict[str, dict[str, Any]] = field(default_factory=dict)
     refresh: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -135,7 +136,8 @@ class FakeIdP:
         digest = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
         if grant is None or grant.redirect_uri != form.get("redirect_uri") or digest != grant.challenge:
             return JSONResponse({"error": "invalid_grant"}, status_code=400)
-        return JSONResponse(self._tokens(grant))
+        # json.dumps, not JSONResponse: a test may set an infinite token_lifetime ("Infinity")
+        return Response(json.dumps(self._tokens(grant)), media_type="application/json")
 
     def _client_ok(self, request: Request, form: dict[str, str]) -> bool:
         header = request.headers.get("authorization", "")

@@ -4,6 +4,7 @@ before they expire."""
 from __future__ import annotations
 
 import html
+import time
 from collections.abc import Callable
 
 from cryptography.fernet import Fernet
@@ -12,8 +13,9 @@ from starlette.testclient import TestClient
 
 from tests.conftest import PASSWORD, SECRET, bearer, signup
 from tests.fakes.idp import FakeIdP
-from tests.oauth.conftest import Browser, fake_env, gateway_of
+from tests.oauth.conftest import Browser, error_of, fake_env, gateway_of
 from wardgate.config import load_settings
+from wardgate.oauth import flow
 from wardgate.oauth.presets import token_keys
 from wardgate.oauth.service import SignOn
 from wardgate.oauth.token_store import ProviderTokens
@@ -101,6 +103,28 @@ def test_refresh_before_expiry(make_client: MakeClient, browser_for: MakeBrowser
     again: ProviderTokens | None = portal.call(sign_on.fresh_tokens, session_id)
     assert again == fresh  # an hour left now: no second refresh
     assert [r["grant_type"] for r in idp.token_requests].count("refresh_token") == 1
+
+
+def test_a_lifetime_beyond_any_use_is_held_to_ten_years(
+    make_client: MakeClient, browser_for: MakeBrowser, idp: FakeIdP
+) -> None:
+    """1e300 seconds: a 301-digit expiry for a 64-bit column (found by review)."""
+    idp.token_lifetime = 1e300
+    app = signed_in_app(make_client, browser_for, idp)
+    row = sign_on_of(app).tokens.load(stored(app).session_id)
+    assert row is not None and row.expires_at is not None
+    assert 0 < row.expires_at - time.time() <= 10 * 365 * 86400
+
+
+def test_an_infinite_lifetime_is_a_refused_sign_in_not_an_error(
+    make_client: MakeClient, browser_for: MakeBrowser, idp: FakeIdP
+) -> None:
+    """JSON reads 1e999 (or Infinity) as infinity, and Authlib's int() of it raised OverflowError,
+    which nothing caught: a 500 in the middle of a sign-in."""
+    idp.token_lifetime = float("inf")
+    idp.claims = dict(CLAIMS)
+    browser = browser_for(make_client(**fake_env(idp, ENABLE_OAUTH_SIGNUP="true")))
+    assert error_of(browser.sign_in()) == flow.CODE_REFUSED
 
 
 def test_a_failed_refresh_drops_the_tokens(

@@ -160,7 +160,7 @@ async def exchange_code(
     except OAuthError as exc:
         log.warning("%s refused the code exchange: %s", login.provider, exc.error)
         raise ProviderError(CODE_REFUSED, code="provider_code_refused") from None
-    except (httpx2.HTTPError, ValueError) as exc:
+    except (httpx2.HTTPError, ValueError, OverflowError) as exc:  # OverflowError: Authlib's int(1e999)
         log.warning("%s token endpoint failed (%s)", login.provider, type(exc).__name__)
         raise ProviderError(CODE_REFUSED, code="provider_code_refused") from None
     if not isinstance(token.get("access_token"), str):

@@ -301,7 +301,7 @@ class SignOn:
                 response = await http.refresh_token(
                     metadata.token_endpoint, refresh_token=tokens.refresh_token
                 )
-        except (OAuthError, httpx2.HTTPError, ValueError) as exc:
+        except (OAuthError, httpx2.HTTPError, ValueError, OverflowError) as exc:  # Authlib's int(1e999)
             log.warning("%s token refresh failed (%s)", provider.id, type(exc).__name__)
             current = await anyio.to_thread.run_sync(self.tokens.load, session_id)
             if current is not None and current != tokens:

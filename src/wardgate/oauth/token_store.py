@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -37,6 +38,16 @@ log = logging.getLogger(__name__)
 MAX_SESSIONS_PER_USER = 10  # Open WebUI's OAUTH_MAX_SESSIONS_PER_USER default; the oldest go first
 REFRESH_MARGIN = 300  # refresh when the access token has less than five minutes left
 _DEFAULT_LIFETIME = 3600  # when the provider says nothing about expiry (RFC 6749 §5.1: RECOMMENDED)
+_MAX_LIFETIME = 10 * 365 * 86400  # seconds: a provider's longer (or infinite) lifetime is this
+
+
+def _seconds(value: object, now: int = 0) -> int | None:
+    """A provider's lifetime in seconds (`expires_in`, or `expires_at` less `now`), held within
+    0 to ten years; None when it is no finite number. JSON reads 1e999 as infinity, and 1e300
+    has 301 digits: neither fits the database's column or means anything."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return None
+    return int(min(max(value - now, 0), _MAX_LIFETIME))
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,11 +67,10 @@ class ProviderTokens:
         cls, provider: str, token: Mapping[str, Any], previous: ProviderTokens | None = None, *, now: int
     ) -> ProviderTokens:
         """From a token endpoint response (RFC 6749 §5.1); a refresh keeps what it does not replace."""
-        expires_at = token.get("expires_at")
-        if not isinstance(expires_at, int | float):
-            expires_in = token.get("expires_in")
-            lifetime = int(expires_in) if isinstance(expires_in, int | float) else _DEFAULT_LIFETIME
-            expires_at = now + lifetime
+        lifetime = _seconds(token.get("expires_at"), now) if "expires_at" in token else None
+        if lifetime is None:
+            lifetime = _seconds(token.get("expires_in"))
+        expires_at = now + (_DEFAULT_LIFETIME if lifetime is None else lifetime)
         return cls(
             provider=provider,
             access_token=str(token["access_token"]),
@@ -68,7 +78,7 @@ class ProviderTokens:
             refresh_token=token.get("refresh_token") or (previous.refresh_token if previous else None),
             id_token=token.get("id_token") or (previous.id_token if previous else None),
             scope=token.get("scope") or (previous.scope if previous else None),
-            expires_at=int(expires_at),
+            expires_at=expires_at,
         )
 
     def needs_refresh(self, now: int) -> bool:
