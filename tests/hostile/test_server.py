@@ -348,6 +348,35 @@ def test_a_client_that_reads_slowly_gets_its_whole_answer(relaying: tuple[int, s
     sock.close()
 
 
+@pytest.mark.parametrize(
+    "extra",
+    [
+        b"Content-Length: 5\r\n\r\nhello",
+        b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+        b"".join(b"X-Field-%d: x\r\n" % i for i in range(200)) + b"\r\n",
+    ],
+    ids=["body", "chunked-body", "200-fields"],
+)
+def test_a_websocket_handshake_the_socket_layer_cannot_read_is_refused(
+    server: tuple[str, int], extra: bytes
+) -> None:
+    """The WebSocket library refused such a head without a word and uvicorn passed nothing on:
+    the connection stayed open and unanswered for ever (no clock runs once a connection is
+    handed over)."""
+    _, port = server
+    sock = _connect(port)
+    sock.sendall(
+        b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n" + extra
+    )
+    started = time.monotonic()
+    answer = _answer(sock)
+    assert answer.startswith(b"HTTP/1.1 400 "), answer[:200]
+    assert b"handshake" in answer
+    assert time.monotonic() - started < 2
+    sock.close()
+
+
 def test_a_connection_that_sends_nothing_is_closed(server: tuple[str, int]) -> None:
     _, port = server
     sock = _connect(port)

@@ -76,6 +76,7 @@ MAX_PIPELINED = 100
 _ON_URL, _ON_HEADER = HttpToolsProtocol.on_url, HttpToolsProtocol.on_header  # uvicorn's, without super()
 _TOO_SLOW = b"The request head did not arrive in time"
 _BODY_TOO_SLOW = b"The request body stopped arriving"
+_NOT_A_HANDSHAKE = b"This WebSocket handshake cannot be read (a handshake has no body)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -292,6 +293,11 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
                 del socket_protocol.connection_lost
 
         socket_protocol.connection_lost = release_then_lose  # type: ignore[method-assign]
+        if not getattr(socket_protocol, "handshake_initiated", True):
+            # uvicorn's WebSocket protocol (websockets, sans I/O) was handed a head the websockets
+            # library would not parse (a body, over 128 fields, a line over 8 KiB) and answers
+            # nothing: the client would wait, and the connection stay open, for ever.
+            self._refuse(b"400 Bad Request", _NOT_A_HANDSHAKE)
 
     # --- bounded heads -----------------------------------------------------------------------------
 
