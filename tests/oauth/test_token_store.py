@@ -7,6 +7,7 @@ import html
 import time
 from collections.abc import Callable
 
+import pytest
 from cryptography.fernet import Fernet
 from sqlalchemy import select
 from starlette.testclient import TestClient
@@ -105,11 +106,13 @@ def test_refresh_before_expiry(make_client: MakeClient, browser_for: MakeBrowser
     assert [r["grant_type"] for r in idp.token_requests].count("refresh_token") == 1
 
 
+@pytest.mark.parametrize("lifetime", [1e300, 10**400], ids=["float", "400-digit-integer"])
 def test_a_lifetime_beyond_any_use_is_held_to_ten_years(
-    make_client: MakeClient, browser_for: MakeBrowser, idp: FakeIdP
+    make_client: MakeClient, browser_for: MakeBrowser, idp: FakeIdP, lifetime: float
 ) -> None:
-    """1e300 seconds: a 301-digit expiry for a 64-bit column (found by review)."""
-    idp.token_lifetime = 1e300
+    """1e300 seconds: a 301-digit expiry for a 64-bit column (found by review); an integer of 400
+    digits is not even a float."""
+    idp.token_lifetime = lifetime
     app = signed_in_app(make_client, browser_for, idp)
     row = sign_on_of(app).tokens.load(stored(app).session_id)
     assert row is not None and row.expires_at is not None

@@ -45,7 +45,9 @@ def _seconds(value: object, now: int = 0) -> int | None:
     """A provider's lifetime in seconds (`expires_in`, or `expires_at` less `now`), held within
     0 to ten years; None when it is no finite number. JSON reads 1e999 as infinity, and 1e300
     has 301 digits: neither fits the database's column or means anything."""
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    if isinstance(value, float) and not math.isfinite(value):  # (an int of 400 digits is no float)
         return None
     return int(min(max(value - now, 0), _MAX_LIFETIME))
 
