@@ -1,5 +1,6 @@
 """Real processes for tests: `wardgate serve` on a free port (waited for, always stopped), and what a
-test does when a service it needs is not there."""
+test does when a service it needs is not there; and an ASGI app served in a thread of the test's own
+process, when the test must look inside the server."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import ssl
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
@@ -18,6 +20,7 @@ from typing import IO, Any, NoReturn
 
 import httpx
 import pytest
+import uvicorn
 
 REQUIRE_SERVICES = os.environ.get("WARDGATE_TEST_REQUIRE_SERVICES") == "1"
 SERVICES_HOW = 'run ./scripts/test, or eval "$(scripts/services start)" for PostgreSQL and Redis on loopback'
@@ -148,3 +151,22 @@ def stop(process: subprocess.Popen[Any]) -> None:
             process.wait(timeout=5)
     if process.stdout:
         process.stdout.close()
+
+
+@contextmanager
+def served_in_thread(app: Any, http: type[Any], log_level: str = "error") -> Iterator[int]:
+    """`app` on uvicorn with uvloop and the protocol class `http` (wardgate's, say), in a thread of
+    this process, on a free loopback port: the port. Stopped when the block ends."""
+    config = uvicorn.Config(app, host="127.0.0.1", port=0, http=http, loop="uvloop", log_level=log_level)
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not server.started:
+            assert time.monotonic() < deadline, "the server did not start"
+            time.sleep(0.01)
+        yield server.servers[0].sockets[0].getsockname()[1]
+    finally:
+        server.should_exit = True
+        thread.join(10)

@@ -8,13 +8,12 @@ import asyncio
 import logging
 import socket
 import struct
-import threading
 import time
 from typing import Any
 
 import pytest
-import uvicorn
 from starlette.types import Receive, Scope, Send
+from tests.servers import served_in_thread
 
 from wardgate.config.network import TrustedProxies
 from wardgate.http.server import CoalescedWrites, ConnectionLimits, protocol_for
@@ -149,27 +148,15 @@ def test_a_client_gone_mid_stream_leaves_nothing_to_flush(caplog: pytest.LogCapt
             await send({"type": "http.response.body", "body": b"data: x\n\n", "more_body": True})
             await asyncio.sleep(0)
 
-    config = uvicorn.Config(
-        stream, host="127.0.0.1", port=0, http=protocol_for(LIMITS), loop="uvloop", log_level="warning"
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 10
-        while not server.started:
-            assert time.monotonic() < deadline, "the server did not start"
-            time.sleep(0.01)
-        port = server.servers[0].sockets[0].getsockname()[1]
-        with caplog.at_level(logging.ERROR, logger="asyncio"):
-            for _ in range(20):
-                client = socket.create_connection(("127.0.0.1", port), timeout=5)
-                client.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-                assert client.recv(4096).startswith(b"HTTP/1.1 200")
-                client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-                client.close()  # a reset, as a client that hangs up mid-stream
-            time.sleep(0.2)
-        assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
-    finally:
-        server.should_exit = True
-        thread.join(10)
+    with (
+        served_in_thread(stream, protocol_for(LIMITS), log_level="warning") as port,
+        caplog.at_level(logging.ERROR, logger="asyncio"),
+    ):
+        for _ in range(20):
+            client = socket.create_connection(("127.0.0.1", port), timeout=5)
+            client.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert client.recv(4096).startswith(b"HTTP/1.1 200")
+            client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            client.close()  # a reset, as a client that hangs up mid-stream
+        time.sleep(0.2)
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []

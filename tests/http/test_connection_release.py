@@ -10,16 +10,16 @@ from __future__ import annotations
 import gc
 import socket
 import struct
-import threading
 import time
 import weakref
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
-import uvicorn
 from starlette.types import Receive, Scope, Send
 from tests.http.test_coalesced_writes import LIMITS  # the same connection limits (8 KiB heads)
+from tests.servers import served_in_thread
 from websockets.sync.client import connect
 
 from wardgate.http.server import protocol_for
@@ -49,19 +49,21 @@ def served() -> Iterator[tuple[int, list[weakref.ref[Any]]]]:
             super().__init__(*args, **kwargs)
             made.append(weakref.ref(self))
 
-    config = uvicorn.Config(_answer, host="127.0.0.1", port=0, http=Watched, loop="uvloop", log_level="error")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
+    with served_in_thread(_answer, Watched) as port:
+        yield port, made
+
+
+@contextmanager
+def _collector_off() -> Iterator[None]:
+    """Only reference counting frees anything in the block (the collector is on again after it)."""
+    enabled = gc.isenabled()
+    gc.collect()
+    gc.disable()
     try:
-        deadline = time.monotonic() + 10
-        while not server.started:
-            assert time.monotonic() < deadline, "the server did not start"
-            time.sleep(0.01)
-        yield server.servers[0].sockets[0].getsockname()[1], made
+        yield
     finally:
-        server.should_exit = True
-        thread.join(10)
+        if enabled:
+            gc.enable()
 
 
 def _freed_without_collection(made: list[weakref.ref[Any]], count: int) -> int:
@@ -80,10 +82,7 @@ def test_a_closed_connection_is_freed_without_the_garbage_collector(
     served: tuple[int, list[weakref.ref[Any]]], reset: bool
 ) -> None:
     port, made = served
-    enabled = gc.isenabled()
-    gc.collect()
-    gc.disable()
-    try:
+    with _collector_off():
         for _ in range(10):
             client = socket.create_connection(("127.0.0.1", port), timeout=5)
             client.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
@@ -93,9 +92,6 @@ def test_a_closed_connection_is_freed_without_the_garbage_collector(
             client.close()
         assert len(made) == 10
         assert _freed_without_collection(made, 10) == 10
-    finally:
-        if enabled:
-            gc.enable()
 
 
 def test_a_closed_websocket_is_freed_without_the_garbage_collector(
@@ -104,15 +100,9 @@ def test_a_closed_websocket_is_freed_without_the_garbage_collector(
     """The HTTP protocol hands over to the WebSocket protocol and hooks its `connection_lost` to
     release the client's share: the hook held both protocols, a cycle of its own."""
     port, made = served
-    enabled = gc.isenabled()
-    gc.collect()
-    gc.disable()
-    try:
+    with _collector_off():
         for _ in range(5):
             with connect(f"ws://127.0.0.1:{port}/", open_timeout=5) as socket_:
                 socket_.close()
         assert len(made) == 5
         assert _freed_without_collection(made, 5) == 5
-    finally:
-        if enabled:
-            gc.enable()

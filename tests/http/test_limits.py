@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import socket
-import threading
-import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from fastapi import FastAPI
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -20,6 +17,7 @@ from starlette.routing import Route
 from starlette.testclient import TestClient
 from starlette.types import Message, Receive, Scope, Send
 from tests.http.test_coalesced_writes import LIMITS  # the server's connection limits (8 KiB heads)
+from tests.servers import served_in_thread
 
 from wardgate.http.middleware.size_limits import BodySizeLimitMiddleware, HeaderSizeLimitMiddleware
 from wardgate.http.server import protocol_for
@@ -172,31 +170,14 @@ def test_an_http1_body_ends_at_its_declared_length() -> None:
         seen.append(size)
         await PlainTextResponse(str(size))(scope, receive, send)
 
-    config = uvicorn.Config(
-        BodySizeLimitMiddleware(app, LIMIT),
-        host="127.0.0.1",
-        port=0,
-        http=protocol_for(LIMITS),
-        loop="uvloop",
-        log_level="error",
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 10
-        while not server.started:
-            assert time.monotonic() < deadline, "the server did not start"
-            time.sleep(0.01)
-        port = server.servers[0].sockets[0].getsockname()[1]
-        with socket.create_connection(("127.0.0.1", port), timeout=5) as client:
-            client.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n" + b"x" * (10 * LIMIT))
-            answers = b""
-            while chunk := client.recv(65536):
-                answers += chunk
-    finally:
-        server.should_exit = True
-        thread.join(10)
+    with (
+        served_in_thread(BodySizeLimitMiddleware(app, LIMIT), protocol_for(LIMITS)) as port,
+        socket.create_connection(("127.0.0.1", port), timeout=5) as client,
+    ):
+        client.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n" + b"x" * (10 * LIMIT))
+        answers = b""
+        while chunk := client.recv(65536):
+            answers += chunk
     assert seen == [10]
     # The rest, parsed as a request, is no HTTP: 400, and the connection closes (before or after the
     # app's answer, as the server gets to it: the app read its ten bytes either way).
