@@ -61,6 +61,7 @@ class FakeIdP:
     emails: list[dict[str, Any]] = field(default_factory=list)  # GitHub's /user/emails
     tamper: set[str] = field(default_factory=set)
     token_lifetime: float = 3600
+    refresh_lifetime: float = 3600  # the lifetime a refresh answers with
     codes: dict[str, Grant] = field(default_factory=dict)
     access: dict[str, dict[str, Any]] = field(default_factory=dict)
     refresh: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -76,7 +77,7 @@ class FakeIdP:
         self.codes.clear(), self.access.clear(), self.refresh.clear()
         self.token_requests.clear(), self.logouts.clear()
         self.jwks_fetches = 0
-        self.token_lifetime = 3600
+        self.token_lifetime = self.refresh_lifetime = 3600
 
     # --- OpenID Connect -------------------------------------------------------------------------
 
@@ -209,9 +210,13 @@ class FakeIdP:
         access, refresh = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
         self.access[access] = old["claims"]
         self.refresh[refresh] = old
-        return JSONResponse(
-            {"access_token": access, "token_type": "Bearer", "expires_in": 3600, "refresh_token": refresh}
-        )
+        body = {
+            "access_token": access,
+            "token_type": "Bearer",
+            "expires_in": self.refresh_lifetime,
+            "refresh_token": refresh,
+        }
+        return Response(json.dumps(body), media_type="application/json")  # json.dumps: see `token`
 
     def userinfo(self, request: Request) -> Response:
         claims = self.access.get(request.headers.get("authorization", "").removeprefix("Bearer "))

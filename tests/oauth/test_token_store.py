@@ -130,6 +130,30 @@ def test_an_infinite_lifetime_is_a_refused_sign_in_not_an_error(
     assert error_of(browser.sign_in()) == flow.CODE_REFUSED
 
 
+@pytest.mark.parametrize(
+    ("lifetime", "kept"), [(float("inf"), False), (10**400, True)], ids=["infinite", "400-digit-integer"]
+)
+def test_a_refresh_with_a_lifetime_beyond_any_use(
+    make_client: MakeClient, browser_for: MakeBrowser, idp: FakeIdP, lifetime: float, kept: bool
+) -> None:
+    """At refresh as at sign-in: an infinite lifetime (Authlib's int() raised OverflowError, a 500
+    on the request that needed the tokens) is a failed refresh, and a 400-digit one is held to ten
+    years."""
+    idp.token_lifetime = 60  # inside the refresh margin
+    app = signed_in_app(make_client, browser_for, idp)
+    session_id = stored(app).session_id
+    idp.refresh_lifetime = lifetime
+    portal = app.portal  # type: ignore[attr-defined]
+    fresh: ProviderTokens | None = portal.call(sign_on_of(app).fresh_tokens, session_id)
+    assert idp.token_requests[-1]["grant_type"] == "refresh_token"
+    if not kept:
+        assert fresh is None and sign_on_of(app).tokens.load(session_id) is None
+        return
+    assert fresh is not None and fresh.expires_at is not None
+    assert 0 < fresh.expires_at - time.time() <= 10 * 365 * 86400
+    assert sign_on_of(app).tokens.load(session_id) == fresh
+
+
 def test_a_failed_refresh_drops_the_tokens(
     make_client: MakeClient, browser_for: MakeBrowser, idp: FakeIdP
 ) -> None:
