@@ -166,3 +166,46 @@ def test_text_from_the_address_never_appears_on_the_genuine_pages(client: TestCl
 def test_a_refusal_code_shows_its_fixed_message(client: TestClient) -> None:
     assert "This sign-in response has already been used." in client.get("/auth?error=oauth_state_used").text
     assert "The sign-in could not be completed." in client.get("/auth?error=made_up_code").text
+
+
+def _multipart(charset: str, fields: dict[str, str]) -> dict[str, object]:
+    parts = "".join(
+        f'--B\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n' for k, v in fields.items()
+    )
+    content_type = f"multipart/form-data; boundary=B; charset={charset}"
+    return {"content": (parts + "--B--\r\n").encode(), "headers": {"content-type": content_type}}
+
+
+SURROGATE = "\\ud800"  # the text a `unicode_escape` charset turns into a lone surrogate
+FIELDS = {"email": SURROGATE, "password": SURROGATE, "name": SURROGATE, "logout_token": "t"}
+FIELDS |= {"current_password": SURROGATE, "new_password": SURROGATE, "confirm_password": SURROGATE}
+
+
+@pytest.mark.parametrize("charset", ["undefined", "unicode_escape", "utf-8"])
+@pytest.mark.parametrize(
+    "path", ["/auth/signin", "/auth/signup", "/oauth/oidc/backchannel-logout", "/account/password"]
+)
+def test_a_form_is_read_url_encoded_and_nothing_else(client: TestClient, path: str, charset: str) -> None:
+    """Starlette's multipart parser decodes fields in the charset the request names: `undefined`
+    raised UnicodeError, a 500 before authentication; `unicode_escape` made lone surrogates that the
+    password hash and the page could not encode, a 500 too (both found by review)."""
+    client.cookies.set("token", signup(client, "ada@example.com")["token"])
+    refused = client.post(path, **_multipart(charset, FIELDS), follow_redirects=False)  # type: ignore[arg-type]
+    assert refused.status_code == 415 and "application/x-www-form-urlencoded" in refused.text
+
+
+def test_bytes_of_a_form_that_are_not_utf8_are_text_all_the_same(client: TestClient) -> None:
+    """A URL-encoded surrogate (%ED%A0%80 is not UTF-8) is read as U+FFFD: a wrong password, shown
+    as such, not an encoding error."""
+    signup(client, "ada@example.com")
+    body = b"email=ada%40example.com&password=%ED%A0%80"
+    page = client.post(
+        "/auth/signin", content=body, headers={"content-type": "application/x-www-form-urlencoded"}
+    )
+    assert page.status_code == 400 and "The email or password provided is incorrect" in page.text
+    page = client.post(
+        "/auth/signin",
+        content=b"email=%ED%A0%80&password=x",
+        headers={"content-type": "application/x-www-form-urlencoded"},
+    )
+    assert page.status_code == 400

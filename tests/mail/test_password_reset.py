@@ -255,3 +255,16 @@ def _resets(client: TestClient) -> Any:
     while not hasattr(layer, "state") or not hasattr(layer.state, "password_resets"):
         layer = layer.app
     return layer.state.password_resets
+
+
+@pytest.mark.parametrize("path", ["/auth/forgot", "/auth/reset"])
+def test_the_forms_take_url_encoded_fields_only(
+    start_smtp: Callable[..., SmtpServer], reset_client: Callable[..., TestClient], path: str
+) -> None:
+    """A multipart body in `charset=undefined` was a 500 before authentication (found by review):
+    Starlette's parser decodes in the charset named, and that codec fails otherwise than it expects."""
+    client = reset_client(start_smtp())
+    body = b'--B\r\nContent-Disposition: form-data; name="email"\r\n\r\nada@example.com\r\n--B--\r\n'
+    headers = {"content-type": "multipart/form-data; boundary=B; charset=undefined"}
+    refused = client.post(path, content=body, headers=headers)
+    assert refused.status_code == 415

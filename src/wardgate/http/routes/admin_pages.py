@@ -21,11 +21,11 @@ from wardgate.errors import ApiError, PermissionDeniedError
 from wardgate.gateway import Gateway
 from wardgate.http.cookies import clear_token_cookie
 from wardgate.http.deps import gateway, optional_principal, site
+from wardgate.http.forms import form_fields
 from wardgate.http.rendering import render
 from wardgate.http.routes.pages import (
     NOTICES,
     PAGE_ROWS,
-    form_fields,
     page_cursor,
     page_path,
     quoted_path,

@@ -22,10 +22,10 @@ from wardgate.errors import ApiError
 from wardgate.gateway import Gateway
 from wardgate.http.cookies import MFA_COOKIE, clear_mfa_cookie, set_token_cookie
 from wardgate.http.deps import client_info, gateway, optional_principal
+from wardgate.http.forms import form_fields
 from wardgate.http.rendering import leave_for, return_target, safe_redirect_path
 from wardgate.http.routes.pages import (
     account_view,
-    form_fields,
     home_for,
     mfa_step,
     page_path,

@@ -28,6 +28,7 @@ from wardgate.errors import ApiError, NotFoundError
 from wardgate.gateway import Gateway
 from wardgate.http.cookies import set_mfa_cookie, set_token_cookie
 from wardgate.http.deps import ClientDep, GatewayDep, authenticate, site
+from wardgate.http.forms import form_fields
 from wardgate.http.rendering import render, return_target
 from wardgate.http.schemas import ErrorBody
 from wardgate.identity.authentication import Principal
@@ -213,7 +214,6 @@ async def signout_redirect_url(request: Request, gw: Gateway, claims: Claims | N
 async def backchannel_logout(request: Request, gw: GatewayDep, provider: str = _PROVIDER) -> Response:
     """The provider's server posts `logout_token` (form-encoded) when a person's session there ends;
     every wardgate session it began ends, everywhere. 200 when accepted, 400 when refused."""
-    form = await request.form()
-    token = form.get("logout_token")
-    await _sign_on(gw).backchannel_logout(provider, token if isinstance(token, str) else "")
+    token = (await form_fields(request)).get("logout_token", "")
+    await _sign_on(gw).backchannel_logout(provider, token)
     return Response(status_code=200, headers={"Cache-Control": "no-store"})

@@ -26,6 +26,7 @@ from wardgate.errors import ApiError, BadRequestError
 from wardgate.gateway import Gateway
 from wardgate.http.cookies import MFA_COOKIE, clear_mfa_cookie, clear_token_cookie, set_token_cookie
 from wardgate.http.deps import client_info, gateway, optional_principal, site
+from wardgate.http.forms import form_fields
 from wardgate.http.rendering import leave_for, render, return_target
 from wardgate.http.routes.oauth import signout_redirect_url, start_link
 from wardgate.http.routes.password_reset import resets_of
@@ -204,11 +205,6 @@ async def mfa_step(
         mfa_token=token,
         methods=methods,
     )
-
-
-async def form_fields(request: Request) -> dict[str, str]:
-    form = await request.form()
-    return {key: value for key, value in form.items() if isinstance(value, str)}
 
 
 @router.post("/auth/signin")

@@ -19,6 +19,7 @@ from starlette.background import BackgroundTask
 from wardgate.errors import ApiError
 from wardgate.http.cookies import clear_token_cookie
 from wardgate.http.deps import client_info, site
+from wardgate.http.forms import form_fields
 from wardgate.http.rendering import render
 from wardgate.identity.authentication import TOKEN_COOKIE
 from wardgate.identity.mail import MailError
@@ -61,8 +62,8 @@ async def forgot_form(request: Request) -> Response:
     service = resets_of(request)
     if service is None:
         return _not_offered(request)
-    form = await request.form()
-    email = str(form.get("email", ""))[:320]
+    form = await form_fields(request)
+    email = form.get("email", "")[:320]
     try:
         message = await anyio.to_thread.run_sync(service.request, email, client_info(request))
     except ApiError as exc:
@@ -131,9 +132,9 @@ async def reset_form(request: Request) -> Response:
     service = resets_of(request)
     if service is None:
         return _not_offered(request)
-    form = await request.form()
-    token = str(form.get("token", ""))[:200]
-    new, again = str(form.get("new_password", "")), str(form.get("confirm_password", ""))
+    form = await form_fields(request)
+    token = form.get("token", "")[:200]
+    new, again = form.get("new_password", ""), form.get("confirm_password", "")
     try:
         target = await anyio.to_thread.run_sync(service.check, token)
     except ApiError as exc:
