@@ -250,6 +250,8 @@ async def _multipart_model(request: Request, body: bytes) -> ModelRequest:
         form = await parser.parse()
     except MultiPartException as exc:
         raise BadRequestError(f"The form could not be read: {exc.message}", code="invalid_form") from None
+    except UnicodeError:  # a `charset` whose codec fails otherwise than Starlette expects (`undefined`)
+        raise BadRequestError("The form could not be read in its charset.", code="invalid_form") from None
     try:
         models = form.getlist("model")
         if len(models) > 1 or (models and not isinstance(models[0], str)):
