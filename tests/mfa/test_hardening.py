@@ -1,7 +1,7 @@
 """What a review of the second factors found, each tried and refused: passkey sign-in on an SSO-only
 site, digits of other scripts, a new encryption key, a provider's claim outliving a factor, an
-expired sign-in finished by passkey, malformed passkey fields, a missing user handle, and an old
-snapshot of an account overwriting a newer one in the view."""
+expired sign-in finished by passkey, malformed passkey fields, a missing user handle, an old
+snapshot of an account overwriting a newer one in the view, and attestations py_webauthn cannot parse."""
 
 from __future__ import annotations
 
@@ -9,9 +9,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import cbor2
 import pytest
 from cryptography.fernet import Fernet
 from starlette.testclient import TestClient
+from webauthn.helpers import base64url_to_bytes, bytes_to_base64url
 
 from tests.conftest import PASSWORD, bearer, refused, signin
 from tests.mfa.authenticator import Authenticator
@@ -145,3 +147,37 @@ def test_an_old_snapshot_of_an_account_never_replaces_a_newer_one(
     fresh = signin(client, "v@example.com")["token"]
     assert client.get("/api/v1/auths/", headers=bearer(fresh)).status_code == 200
     refused(client.get("/api/v1/auths/", headers=bearer(token)), 401)
+
+
+def _with_attestation(credential: dict[str, Any], change: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+    attestation = cbor2.loads(base64url_to_bytes(credential["response"]["attestationObject"]))
+    change(attestation)
+    credential["response"]["attestationObject"] = bytes_to_base64url(cbor2.dumps(attestation))
+    return credential
+
+
+def _empty_key_array(attestation: dict[str, Any]) -> None:
+    data = attestation["authData"]  # rp hash 32, flags 1, counter 4, AAGUID 16, id length 2, id, key
+    end_of_id = 55 + int.from_bytes(data[53:55], "big")
+    attestation["authData"] = data[:end_of_id] + b"\x80"  # the public key: an empty CBOR array
+
+
+def _safetynet_of_the_wrong_shape(attestation: dict[str, Any]) -> None:
+    attestation["fmt"], attestation["attStmt"] = "android-safetynet", {"ver": "1", "response": {"a": 1}}
+
+
+@pytest.mark.parametrize(
+    "change", [_empty_key_array, _safetynet_of_the_wrong_shape], ids=["key", "statement"]
+)
+def test_an_attestation_py_webauthn_cannot_parse_is_refused_not_a_server_error(
+    site: Site, device: Authenticator, change: Callable[[dict[str, Any]], None]
+) -> None:
+    """py_webauthn raised IndexError for a public key that is an empty CBOR array (found by review)
+    and AttributeError for an android-safetynet statement whose response is not bytes (found by
+    fuzzing): neither was caught, a 500 for any signed-in person."""
+    client = site()
+    token = new_account(client, "p@example.com")
+    begun = client.post(f"{MFA}/passkeys/register/begin", headers=bearer(token)).json()
+    credential = _with_attestation(device.create(begun["options"]), change)
+    body = {"ceremony": begun["ceremony"], "name": "k", "credential": credential}
+    refused(client.post(f"{MFA}/passkeys/register/finish", json=body, headers=bearer(token)), 400)

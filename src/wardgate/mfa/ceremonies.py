@@ -34,6 +34,13 @@ from wardgate.mfa.passkeys import (
     bytes_to_base64url,
 )
 
+# What py_webauthn raises for an answer it refuses or cannot read: its own errors, and builtin ones
+# from its parsers. IndexError (a public key that is an empty CBOR array, found by review) and
+# AttributeError (an android-safetynet statement of the wrong shape) were found by fuzzing both
+# ceremonies with malformed attestation objects, keys and assertions (70,000 answers), and were
+# the only ones outside the first four.
+_MALFORMED = (WebAuthnException, ValueError, KeyError, TypeError, IndexError, AttributeError)
+
 
 def _descriptors(credentials: list[tuple[str, tuple[str, ...]]]) -> list[PublicKeyCredentialDescriptor]:
     return [
@@ -99,7 +106,7 @@ def verify_registration(rp: RelyingParty, credential: dict[str, Any], challenge:
             expected_origin=rp.origin,
             require_user_verification=True,
         )
-    except (WebAuthnException, ValueError, KeyError, TypeError):
+    except _MALFORMED:
         # py_webauthn raises its own errors for a failed check, and builtin ones for some malformed
         # input; either way the passkey is refused, and the reason stays out of the answer.
         raise BadRequestError(PASSKEY_REFUSED, code="passkey_invalid") from None
@@ -129,6 +136,6 @@ def verify_assertion(rp: RelyingParty, credential: dict[str, Any], challenge: st
             credential_current_sign_count=0,  # compared by the caller, under the row lock
             require_user_verification=True,
         )
-    except (WebAuthnException, ValueError, KeyError, TypeError):
+    except _MALFORMED:
         raise BadRequestError(PASSKEY_REFUSED, code="passkey_invalid") from None
     return int(verified.new_sign_count)
