@@ -5,15 +5,19 @@ from __future__ import annotations
 import json
 import socket
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
 import pytest
+from starlette.testclient import TestClient
+from starlette.websockets import WebSocketDisconnect
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
+from websockets.typing import Subprotocol
 
-from tests.conftest import bearer
+from tests.conftest import bearer, signup
 from tests.fakes.upstream import UPSTREAM_KEY
 from tests.proxy.conftest import account, gateway_env
 from tests.servers import wardgate_process
@@ -322,6 +326,46 @@ def test_websocket_upgrade_without_a_session_is_refused(gateway: str) -> None:
     ws_url = gateway.replace("http://", "ws://") + "/ws/echo"
     with pytest.raises(Exception, match=r"403|1008|rejected"), connect(ws_url, open_timeout=5) as socket:
         socket.recv(timeout=2)
+
+
+@pytest.mark.parametrize("offered", [b"a b", b"caf\xe9", b"v1;v2"], ids=["space", "latin-1", "separator"])
+def test_a_subprotocol_list_that_is_not_tokens_is_refused(
+    gateway: str, upstream: str, make_client: Callable[..., TestClient], offered: bytes
+) -> None:
+    """RFC 6455 §4.1: a list of tokens. The server's own handshake refuses any other list (400);
+    behind it, the relay did not: the upstream WebSocket client raised ValueError, which nothing
+    caught, a 500 for any signed-in person on a server that passes such a list on (found by review,
+    in process)."""
+    token = account(gateway, "ws@example.com")["token"]
+    host, port = _address(gateway)
+    handshake = (
+        (
+            f"GET /ws/echo HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+            f"Origin: {gateway}\r\nCookie: token={token}\r\n"
+        ).encode()
+        + b"Sec-WebSocket-Protocol: "
+        + offered
+        + b"\r\n\r\n"
+    )
+    assert _raw_exchange(gateway, handshake).startswith(b"HTTP/1.1 400 ")
+    client = make_client(UPSTREAM_URL=upstream)
+    in_process = signup(client, "ws@example.com")["token"]
+    headers = {"cookie": f"token={in_process}".encode(), "sec-websocket-protocol": offered}
+    with pytest.raises(WebSocketDisconnect) as closed, client.websocket_connect("/ws/echo", headers=headers):
+        pass
+    assert closed.value.code == 1002
+
+
+def test_a_list_of_subprotocols_is_offered_upstream(gateway: str) -> None:
+    token = account(gateway, "ws@example.com")["token"]
+    ws_url = gateway.replace("http://", "ws://") + "/ws/echo"
+    headers = {"Cookie": f"token={token}", "Origin": gateway}
+    with connect(
+        ws_url, additional_headers=headers, subprotocols=[Subprotocol("chat"), Subprotocol("v2.chat")]
+    ) as socket:
+        socket.send("hello")
+        assert socket.recv(timeout=5) == "ws@example.com:hello"
 
 
 @pytest.mark.parametrize(

@@ -15,7 +15,8 @@ from collections.abc import Awaitable, Callable
 from starlette.status import WS_1008_POLICY_VIOLATION
 from starlette.websockets import WebSocket, WebSocketDisconnect
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidHeader, InvalidURI
+from websockets.headers import parse_subprotocol
 
 from wardgate.http.relay.streaming import ReverseProxy
 from wardgate.identity.authentication import Caller
@@ -24,6 +25,7 @@ from wardgate.proxy.upstreams import Upstream
 
 log = logging.getLogger(__name__)
 RECHECK_SECONDS = 1.0
+_PROTOCOL_ERROR = 1002  # RFC 6455 §7.4.1; a handshake closed before it is accepted is answered 403
 _HANDSHAKE = frozenset(
     {
         "sec-websocket-key",
@@ -50,14 +52,17 @@ async def relay_websocket(
     ]
     query = websocket.scope["query_string"].decode("latin-1")
     url = upstream.target(websocket.scope["path"], query).replace("http", "ws", 1)
-    protocols = [
-        p.strip() for p in websocket.headers.get("sec-websocket-protocol", "").split(",") if p.strip()
-    ]
+    offered = websocket.headers.getlist("sec-websocket-protocol")
+    try:
+        protocols = parse_subprotocol(", ".join(offered)) if offered else []
+    except InvalidHeader:  # not a list of tokens (RFC 6455 §4.1): the upstream client would raise
+        await websocket.close(code=_PROTOCOL_ERROR)
+        return
     try:
         upstream_socket = await connect(
             url,
             additional_headers=headers,
-            subprotocols=protocols or None,  # type: ignore[arg-type]
+            subprotocols=protocols or None,
             open_timeout=10,
             max_size=16 * 1024 * 1024,
         )
