@@ -32,6 +32,7 @@ from wardgate.config import Settings, load_settings
 from wardgate.gateway import Gateway
 from wardgate.http.application import build_routes
 from wardgate.http.deps import VerifiedUser
+from wardgate.http.relay.dispatch import NUL_REFUSED
 from wardgate.identity.rules import ACCOUNT_DISABLED, INVALID_CREDENTIALS
 from wardgate.storage import db, schema
 from wardgate.storage.models import User
@@ -980,3 +981,25 @@ def test_concurrent_first_signups_make_exactly_one_admin(database_url: str, make
     listing = client.get(f"{USERS}?limit=100", headers=bearer(admin["token"])).json()
     assert listing["total"] == count
     assert [u["role"] for u in listing["users"]].count("admin") == 1
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/api/v1/usage?model=%00"),
+        ("GET", "/api/v1/usage?api_key_id=%00"),
+        ("GET", "/api/v1/audit?actor=%00"),
+        ("GET", "/api/v1/users/?query=%00"),
+        ("DELETE", "/api/v1/auths/sessions/%00"),
+        ("DELETE", "/api/v1/auths/api_keys/%00"),
+    ],
+)
+def test_a_nul_in_the_address_of_a_route_is_refused(
+    database_url: str, make_client: MakeClient, method: str, path: str
+) -> None:
+    """PostgreSQL cannot compare text holding a NUL: psycopg refused to send the filter or the id,
+    a 500 for any signed-in person (found by review)."""
+    client = make_client(DATABASE_URL=database_url)
+    admin = signup(client, "ada@example.com")
+    response = client.request(method, path, headers=bearer(admin["token"]))
+    assert response.status_code == 400 and response.json() == {"detail": NUL_REFUSED}

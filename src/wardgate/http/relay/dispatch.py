@@ -9,6 +9,10 @@ Unauthenticated browser navigations are sent to the sign-in page with a `redirec
 requests get 401 JSON. Who may reach which upstream is `wardgate.proxy.admission`'s rule. A path with
 `.` or `..` segments is refused rather than passed on: the upstream would resolve it to a path other
 than the one the access rules were checked against.
+
+A request for one of wardgate's own routes with a NUL character in its path or query (`%00`) is
+refused (400): no route takes one, and PostgreSQL cannot compare text with one (psycopg refuses to
+send it, and the filter of a report or a session's id in the path became a 500, found by review).
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ from wardgate.proxy.upstreams import Upstream
 
 router = APIRouter(include_in_schema=False)
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+NUL_REFUSED = "The address holds a NUL character (%00), which no value here may contain."
 _UNNAMED = partial(re.compile(r"\(\?P<\w+>").sub, "(?:")
 
 
@@ -51,6 +56,12 @@ def _is_navigation(request: Request) -> bool:
         return False
     mode = request.headers.get("sec-fetch-mode")
     return mode == "navigate" if mode else "text/html" in request.headers.get("accept", "")
+
+
+def _carries_nul(scope: Scope) -> bool:
+    """Whether the path or the query holds a NUL (raw ones never pass the server's parser)."""
+    query: bytes = scope["query_string"]
+    return "\x00" in scope["path"] or b"%00" in query or b"\x00" in query
 
 
 def has_dot_segment(path: str) -> bool:
@@ -82,6 +93,9 @@ class UpstreamDispatch:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or self.owns(scope["path"]):
+            if scope["type"] == "http" and _carries_nul(scope):
+                await JSONResponse({"detail": NUL_REFUSED}, status_code=400)(scope, receive, send)
+                return
             await self.app(scope, receive, send)
             return
         upstream = self.app.state.gateway.upstreams.route(scope["path"])
