@@ -80,6 +80,34 @@ def test_with_a_path_prefix_the_root_is_the_apps_and_wardgate_moves_aside(
     assert client.get("/", headers=bearer(token)).json()["path"] == "/"
 
 
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "//openai/config"),
+        ("POST", "//openai/config/update"),
+        ("GET", "/%2Fopenai/config"),
+        ("GET", "//ollama/config"),
+        ("GET", "/api//chats/"),
+    ],
+)
+def test_an_empty_segment_never_reaches_the_app_as_another_path(
+    make_client: MakeClient, upstream: str, method: str, path: str
+) -> None:
+    """`//openai/config` went to the app with its slashes stripped: the app read `/openai/config`,
+    one of Open WebUI's admin routes that wardgate keeps for itself (its connection keys, and where
+    its model calls go), for any person the app admits (found by review)."""
+    client = make_client(UPSTREAM_URL=upstream)
+    token = signup(client, "admin@example.com")["token"]
+    address = str(client.base_url).rstrip("/") + path  # whole: a relative "//x" would name a host
+    refused = client.request(method, address, headers=bearer(token))
+    assert refused.status_code == 400 and refused.json() == {
+        "detail": "Paths with empty segments are refused."
+    }
+    assert (
+        client.get("/api/chats/", headers=bearer(token)).json()["path"] == "/api/chats/"
+    )  # one slash: the app's
+
+
 def test_dot_segments_are_found_in_any_position() -> None:
     assert has_dot_segment("/a/../b") and has_dot_segment("/a/.") and has_dot_segment("/./a")
     assert not has_dot_segment("/a/...b/.well-known/x..y/")

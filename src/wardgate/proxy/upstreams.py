@@ -50,7 +50,7 @@ class Upstream:
         once more, so it sees the very path the access rules saw (`%252e` stays `%2e`, never `.`).
         """
         rest = path[len(self.mount) :] if self.mount else path
-        url = self.base_url.rstrip("/") + "/" + quote(rest.lstrip("/"), safe="/:@!$&'()*+,;=-._~")
+        url = self.base_url.rstrip("/") + "/" + quote(rest.removeprefix("/"), safe="/:@!$&'()*+,;=-._~")
         return f"{url}?{query}" if query else url
 
     def admits(self, role: Role, groups: Collection[str]) -> bool:

@@ -7,8 +7,10 @@ catch-all route below.
 
 Unauthenticated browser navigations are sent to the sign-in page with a `redirect` back; other
 requests get 401 JSON. Who may reach which upstream is `wardgate.proxy.admission`'s rule. A path with
-`.` or `..` segments is refused rather than passed on: the upstream would resolve it to a path other
-than the one the access rules were checked against.
+`.` or `..` segments, or with an empty one (`//`), is refused rather than passed on, for every upstream:
+the upstream would resolve or merge it into a path other than the one the access rules were checked
+against (`//openai/config` went to the app, which read `/openai/config`: one of Open WebUI's admin
+routes of the name wardgate keeps for itself, found by review).
 
 A request for one of wardgate's own routes with a NUL character in its path or query (`%00`) is
 refused (400): no route takes one, and PostgreSQL cannot compare text with one (psycopg refuses to
@@ -67,6 +69,15 @@ def _carries_nul(scope: Scope) -> bool:
 def has_dot_segment(path: str) -> bool:
     """Whether a (decoded) path has a `.` or `..` segment, which an upstream would resolve away."""
     return any(segment in (".", "..") for segment in path.split("/"))
+
+
+def path_refusal(path: str) -> str | None:
+    """Why a decoded path may not be passed on to an upstream (it would read another path), or None."""
+    if has_dot_segment(path):
+        return "Paths with '.' or '..' segments are refused."
+    if "//" in path:  # merged by the upstream's router, or by a slash-merging proxy before it
+        return "Paths with empty segments are refused."
+    return None
 
 
 class UpstreamDispatch:
@@ -132,11 +143,9 @@ async def _proxy(request: Request, upstream: Upstream, send: Send) -> Response |
             {"detail": "Method Not Allowed"}, status_code=405, headers={"Allow": ", ".join(sorted(METHODS))}
         )
     path: str = request.scope["path"]  # decoded once; request.url.path would re-parse a decoded "?"
-    if has_dot_segment(path):
-        detail = "Paths with '.' or '..' segments are refused."
-        return JSONResponse({"detail": detail}, status_code=400)
-    if upstream.mount and "//" in path:  # a model server behind a slash-merging proxy reads another path
-        return JSONResponse({"detail": "Paths with empty segments are refused."}, status_code=400)
+    refusal = path_refusal(path)
+    if refusal is not None:
+        return JSONResponse({"detail": refusal}, status_code=400)
     try:
         principal = await authenticate_caller(request, prefer_cookie=not upstream.strips_authorization)
     except AuthenticationError:
@@ -239,7 +248,7 @@ async def proxy_websocket(websocket: WebSocket, path: str) -> None:
     gw = gateway(websocket)
     path = websocket.scope["path"]  # the whole decoded path (the parameter lacks the leading "/")
     upstream = gw.upstreams.route(path)
-    if upstream is None or has_dot_segment(path):
+    if upstream is None or path_refusal(path) is not None:
         await websocket.close(code=WS_1008_POLICY_VIOLATION)
         return
     try:
