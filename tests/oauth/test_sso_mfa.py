@@ -5,11 +5,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from sqlalchemy import select
 from starlette.testclient import TestClient
 
 from tests.fakes.idp import FakeIdP
 from tests.mfa.conftest import MFA, totp_code
-from tests.oauth.conftest import Browser, fake_env, gateway_of
+from tests.oauth.conftest import Browser, fake_env, gateway_of, refusal_code
+from wardgate.storage.models import OAuthIdentity
 
 MakeClient = Callable[..., TestClient]
 MakeBrowser = Callable[[TestClient], Browser]
@@ -80,3 +82,27 @@ def test_a_required_role_is_satisfied_by_the_provider_acr(
     idp.claims = {**ALICE, "acr": "urn:example:mfa"}
     browser.sign_in()
     assert browser.app.get("/api/v1/users/").status_code == 200
+
+
+def test_a_second_provider_is_never_merged_onto_an_account_with_a_factor(
+    make_client: MakeClient, idp: FakeIdP, browser_for: MakeBrowser
+) -> None:
+    """A sign-on takes its provider's `amr` as the second factor, and merging by address took the
+    new provider's: one that vouched for the address (self-registration and the mailbox is enough)
+    signed in as the person without their factor, and stayed linked (found by review). Linking from
+    the account page asks for the factor first."""
+    merging = fake_env(idp, "google", ENABLE_OAUTH_SIGNUP="true", OAUTH_MERGE_ACCOUNTS_BY_EMAIL="true")
+    browser = browser_for(make_client(**fake_env(idp, "oidc", **merging)))
+    idp.claims = {"sub": "g-root", "email": "root@example.test", "email_verified": True, "name": "Root"}
+    browser.sign_in("google")  # the first account: the admin
+    _sign_out(browser)
+    idp.claims = {**ALICE, "sub": "g-alice"}
+    browser.sign_in("google")  # alice's account, its address proven by Google
+    _enrol(browser)
+    _sign_out(browser)
+
+    idp.claims = {**ALICE, "sub": "o-mallory", "amr": ["pwd", "otp"]}
+    assert refusal_code(browser.sign_in("oidc")) == "oauth_second_factor_merge"
+    assert browser.app.get("/api/v1/auths/").status_code == 401
+    with gateway_of(browser.app).sessions() as db:
+        assert sorted(db.scalars(select(OAuthIdentity.subject))) == ["g-alice", "g-root"]  # nothing new

@@ -102,6 +102,11 @@ MERGE_ADMIN = (
     "An account with this email address already exists and is an administrator account, which is never "
     "linked to single sign-on automatically."
 )
+MERGE_SECOND_FACTOR = (
+    "An account with this email address already exists and is protected by a second factor, so a new "
+    "sign-in provider is never linked to it automatically. If it is yours, sign in to it and link this "
+    "provider from your account page."
+)
 MERGE_TAKEN = "An account with this email address is already linked to another identity at this provider."
 IDENTITY_TAKEN = "This account at the sign-in provider is already linked to another account on this site."
 LINK_TAKEN = "Your account here is already linked to another account at this sign-in provider."
@@ -365,8 +370,14 @@ def _check_merge(
     account: User,
     sessions: sessionmaker[Session],
 ) -> None:
-    """Linking by address: only when allowed, verified, not an admin, not already bound at this
-    issuer, and only onto an account whose address wardgate has proof of.
+    """Linking by address: only when allowed, verified, not an admin, not protected by a second
+    factor, not already bound at this issuer, and only onto an account whose address wardgate has
+    proof of.
+
+    A second factor, because a sign-on takes its provider's `amr`/`acr` as one: a merge would let
+    another provider, one that vouches for the address (self-registration and the mailbox is
+    enough), sign in as the person without their factor, and stay linked (found by review). Linking
+    from the account page asks for the factor first.
 
     wardgate sends no email, so an address typed into the sign-up form proves nothing: anyone can
     register a colleague's address and wait for the colleague's first single sign-on (a
@@ -380,6 +391,8 @@ def _check_merge(
         raise PermissionDeniedError(MERGE_UNVERIFIED, code="oauth_unverified_email")
     if account.role == Role.ADMIN:
         raise PermissionDeniedError(MERGE_ADMIN, code="oauth_admin_merge")
+    if account.mfa_enabled:
+        raise PermissionDeniedError(MERGE_SECOND_FACTOR, code="oauth_second_factor_merge")
     with sessions() as db:
         linked = db.execute(
             select(OAuthIdentity.issuer, OAuthIdentity.email, OAuthIdentity.email_verified).where(
