@@ -19,6 +19,7 @@ from openai import OpenAI, PermissionDeniedError, RateLimitError
 
 from tests.conftest import bearer
 from tests.models.deployment import UPSTREAM_KEY, Deployment, sign_up
+from wardgate.proxy.models import MANAGE_NARROWED
 
 pytestmark = pytest.mark.slow
 KEYS = "/api/v1/auths/api_keys"
@@ -247,6 +248,30 @@ def test_managing_the_model_server_is_for_admins(d: Deployment) -> None:
     files = httpx.get(f"{d.base}/openai/files", headers=bearer(d.user["token"]))
     assert files.json() == {"detail": "Managing the model server is for administrators."}
     assert ollama_client(d, d.admin["token"]).pull("llama3:latest", stream=False).status == "success"
+
+
+@pytest.mark.parametrize(
+    "narrowing",
+    [{"models": ["llama3*"]}, {"token_budget": {"tokens": 100, "period": "1d"}}],
+    ids=["models", "budget"],
+)
+def test_a_narrowed_key_manages_nothing(d: Deployment, narrowing: dict[str, Any]) -> None:
+    """An admin's key made for some models, or with a budget, copied a model it may not use to a
+    name it may, and its batches were never metered (found by review)."""
+    made = httpx.post(
+        f"{d.base}/api/v1/auths/api_keys",
+        json={"name": "narrow", **narrowing},
+        headers=bearer(d.admin["token"]),
+    )
+    key = made.json()["api_key"]
+    d.clear_upstream()
+    copy = {"source": "mistral:latest", "destination": "llama3-mistral"}
+    refused = httpx.post(f"{d.base}/ollama/api/copy", json=copy, headers=bearer(key))
+    assert refused.status_code == 403 and refused.json() == {"detail": MANAGE_NARROWED}
+    assert httpx.get(f"{d.base}/openai/batches", headers=bearer(key)).status_code == 403
+    assert [r for r in d.upstream_requests() if r["path"] != "/__requests"] == []
+    httpx.post(f"{d.base}/ollama/api/copy", json=copy, headers=bearer(d.admin["token"]))
+    assert [r["path"] for r in d.upstream_requests()] == ["/api/copy"]  # the admin's session: not narrowed
 
 
 def test_a_key_and_a_person_can_only_narrow(d: Deployment) -> None:

@@ -24,6 +24,10 @@ from wardgate.usage.budgets import Allowance, allowances
 from wardgate.usage.wire import Format
 
 MANAGE_REQUIRED = "Managing the model server is for administrators."
+MANAGE_NARROWED = (
+    "Managing the model server (creating, copying, pulling, deleting models, batches) is beyond any "
+    "list of models or budget: it is refused to a key or person that has one."
+)
 
 
 class Kind(enum.Enum):
@@ -136,6 +140,14 @@ class ModelRules:
         )
 
     def require_manager(self, caller: Caller) -> None:
-        """Managing the model server: the configured roles only (default: admins)."""
+        """Managing the model server: the configured roles only (default: admins), and never a
+        caller narrowed to some models or a budget of its own. Management escapes both: a model the
+        narrowing refuses can be copied to a name it allows, and batches or pulls are not metered
+        (a key made for `llama3*` with 100 tokens copied `mistral` to `llama3-mistral`, found by
+        review)."""
         if caller.user.role not in self.access.manage_roles:
             raise PermissionDeniedError(MANAGE_REQUIRED, code="model_management_denied")
+        user, key = caller.user, caller.key if isinstance(caller, KeyPrincipal) else None
+        own = (user.allowed_models, user.token_budget) + ((key.models, key.token_budget) if key else ())
+        if any(narrowing is not None for narrowing in own):
+            raise PermissionDeniedError(MANAGE_NARROWED, code="model_management_denied")
