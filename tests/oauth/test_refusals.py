@@ -273,3 +273,29 @@ def test_no_account_is_made_from_an_address_that_folds(browser: Browser, idp: Fa
     idp.claims = {**ALICE, "email": " Alice@Example.TEST "}  # ASCII: trimmed and lower-cased
     assert browser.sign_in().headers["location"] == "/"
     assert browser.app.get("/api/v1/auths/").json()["email"] == "alice@example.test"
+
+
+def test_a_second_state_cookie_planted_from_a_sibling_site_finishes_nothing(
+    browser: Browser, idp: FakeIdP
+) -> None:
+    """Login CSRF by cookie tossing: a sibling site sets its own `wardgate_oauth` (the attacker's
+    sign-in, begun in the attacker's browser) beside the victim's, and sends the victim to the
+    attacker's callback. Starlette keeps the later value: the victim's browser was signed in as the
+    attacker (found by review). Two values are refused, as two session cookies are."""
+    app = browser.app
+    idp.claims = {"sub": "mallory-1", "email": "mallory@example.test", "email_verified": True, "name": "M"}
+    attackers = app.get("/oauth/oidc/login", follow_redirects=False)
+    planted = app.cookies["wardgate_oauth"]
+    callback = browser.authorize(attackers.headers["location"])
+    app.cookies.clear()
+    app.get("/oauth/oidc/login", follow_redirects=False)  # the victim's own sign-in, begun
+    own = app.cookies["wardgate_oauth"]
+    app.cookies.clear()
+    cookies = f"wardgate_oauth={own}; wardgate_oauth={planted}"
+    refused = app.get(
+        callback.removeprefix(browser.base), headers={"cookie": cookies}, follow_redirects=False
+    )
+    assert refusal_code(refused) == "oauth_state_mismatch"
+    assert "token=" not in refused.headers.get("set-cookie", "")
+    with gateway_of(app).sessions() as db:
+        assert db.scalars(select(OAuthIdentity)).all() == []  # nobody signed in, nothing linked

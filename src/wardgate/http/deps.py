@@ -70,22 +70,29 @@ def read_credential(conn: HTTPConnection) -> Credential | None:
     return Credential(cookie, "cookie") if cookie else None
 
 
-def session_cookie(conn: HTTPConnection) -> str | None:
-    """The `token` cookie, or None. Two different ones are refused (401), not resolved.
+def cookie_values(conn: HTTPConnection, cookie: str) -> set[str]:
+    """The different values the request carries for one cookie name.
 
     A browser sends two when a second was set beside wardgate's with another Domain or Path (cookie
-    tossing from a sibling subdomain, RFC 6265bis §8.6): taking either could sign the user in to an
-    account the attacker chose.
+    tossing from a sibling subdomain, RFC 6265bis §8.6): whichever is taken could be the attacker's.
     """
     header = conn.headers.get("cookie")
-    if not header or TOKEN_COOKIE not in header:
-        return None
+    if not header or cookie not in header:
+        return set()
     # Split as Starlette's cookie_parser splits (on ";", names trimmed), so the count matches its view.
-    values = {
+    return {
         value.strip()
         for name, _, value in (pair.partition("=") for pair in header.split(";"))
-        if name.strip() == TOKEN_COOKIE
+        if name.strip() == cookie
     }
+
+
+def session_cookie(conn: HTTPConnection) -> str | None:
+    """The `token` cookie, or None. Two different ones are refused (401), not resolved: taking either
+    could sign the user in to an account the attacker chose (`cookie_values`)."""
+    values = cookie_values(conn, TOKEN_COOKIE)
+    if not values:
+        return None
     if len(values) > 1:
         raise AuthenticationError(
             "Two different session cookies were sent (one may come from another site on this domain); "

@@ -27,7 +27,7 @@ from fastapi.responses import RedirectResponse, Response
 from wardgate.errors import ApiError, NotFoundError
 from wardgate.gateway import Gateway
 from wardgate.http.cookies import set_mfa_cookie, set_token_cookie
-from wardgate.http.deps import ClientDep, GatewayDep, authenticate, site
+from wardgate.http.deps import ClientDep, GatewayDep, authenticate, cookie_values, site
 from wardgate.http.forms import form_fields
 from wardgate.http.rendering import render, return_target
 from wardgate.http.schemas import ErrorBody
@@ -150,6 +150,10 @@ async def _callback(provider: str, request: Request, gw: Gateway, client: Client
     sign_on = _sign_on(gw)
     sign_on.provider(provider)  # 404 for an unknown provider
     params = dict(request.query_params)
+    if len(cookie_values(request, STATE_COOKIE)) > 1:
+        # A second state cookie, set from a sibling site: it could finish the attacker's own sign-in
+        # in this browser (login CSRF), as the one Starlette keeps is the later one (found by review).
+        return _refusal(request, "oauth_state_mismatch")
     try:
         done = await sign_on.complete(
             provider, request.cookies.get(STATE_COOKIE), params, client, presenter=await _own_session(request)
