@@ -181,3 +181,20 @@ def test_an_attestation_py_webauthn_cannot_parse_is_refused_not_a_server_error(
     credential = _with_attestation(device.create(begun["options"]), change)
     body = {"ceremony": begun["ceremony"], "name": "k", "credential": credential}
     refused(client.post(f"{MFA}/passkeys/register/finish", json=body, headers=bearer(token)), 400)
+
+
+@pytest.mark.parametrize("ending", ["sign-out-everywhere", "password-change"])
+def test_a_sign_in_waiting_for_its_second_step_ends_with_the_sessions(site: Site, ending: str) -> None:
+    """A sign-in begun with the password before a password change (or a "sign out everywhere")
+    was still finished with a code afterwards, for up to five minutes (found by review)."""
+    client = site()
+    token = new_account(client, "p@example.com")
+    _secret, codes = enrol_totp(client, token)
+    waiting = first_step(client, "p@example.com")["mfa_token"]  # someone who knows the password
+    if ending == "sign-out-everywhere":
+        ended = client.post("/api/v1/auths/sessions/revoke", headers=bearer(token))
+    else:
+        change = {"password": PASSWORD, "new_password": "an-entirely-new-passphrase"}
+        ended = client.post("/api/v1/auths/update/password", json=change, headers=bearer(token))
+    assert ended.status_code == 200, ended.text
+    refused(verify(client, waiting, codes[0]), 400)  # a recovery code: any code would do

@@ -537,6 +537,9 @@ class AccountService:
                         # Every session ends, and the API keys with them (docs/api-keys.md); other
                         # instances refuse the keys at once through the stamp check.
                         db.execute(delete(ApiKey).where(ApiKey.user_id == user_id))
+                        # And every sign-in still waiting for its second step: one begun with the
+                        # old password was finished with a code after the change (found by review).
+                        db.execute(delete(PendingSignin).where(PendingSignin.user_id == user_id))
                         db.execute(
                             update(AuthSession)
                             .where(AuthSession.user_id == user_id, AuthSession.revoked_at.is_(None))
