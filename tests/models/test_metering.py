@@ -449,6 +449,21 @@ def test_a_path_in_another_case_is_the_same_model_call(d: Deployment) -> None:
             415,
         ),
         ("/openai/chat/completions", b'{"model":"gpt-4o-mini\\ud800"}', {}, 400),
+        (  # two Content-Dispositions: python-multipart kept the last, Go and busboy the first (review)
+            "/openai/audio/transcriptions",
+            b'--B\r\nContent-Disposition: form-data; name="model"\r\nContent-Disposition: form-data; '
+            b'name="x"\r\n\r\ngpt-4o\r\n--B\r\nContent-Disposition: form-data; name="model"\r\n\r\n'
+            b"gpt-4o-mini\r\n--B--\r\n",
+            {"content-type": "multipart/form-data; boundary=B"},
+            400,
+        ),
+        (  # name*: Go's mime package prefers it, python-multipart ignored it (review)
+            "/openai/audio/transcriptions",
+            b"--B\r\nContent-Disposition: form-data; name=\"x\"; name*=UTF-8''model\r\n\r\ngpt-4o\r\n"
+            b'--B\r\nContent-Disposition: form-data; name="model"\r\n\r\ngpt-4o-mini\r\n--B--\r\n',
+            {"content-type": "multipart/form-data; boundary=B"},
+            400,
+        ),
         (  # a charset whose codec Starlette's parser does not expect to fail: it was a 500 (review)
             "/openai/audio/transcriptions",
             b'--B\r\nContent-Disposition: form-data; name="model"\r\n\r\nwhisper-1\r\n--B--\r\n',

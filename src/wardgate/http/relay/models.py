@@ -16,6 +16,7 @@ recognises is handled here, before the upstream is contacted:
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import AsyncGenerator
 from functools import partial
@@ -239,13 +240,37 @@ def _too_large(limit: int) -> TooLargeError:
     return TooLargeError(f"A model request may be at most {limit} bytes.", code="model_request_too_large")
 
 
+_PARAMETER = re.compile(rb";\s*([^\s;=]+)\s*=")  # the parameter names of a header's value
+
+
+class _PlainParts(MultiPartParser):
+    """Starlette's multipart parser, refusing the parts that parsers read differently.
+
+    The form goes on to the model server as it came, so wardgate must read the `model` field as the
+    server will. A part with two Content-Disposition headers (python-multipart keeps the last, Go's
+    textproto, busboy and werkzeug the first), a `name` given twice, or an extended `name*` (RFC
+    2231; Go's mime package prefers it, python-multipart ignores it) named one field for wardgate
+    and another for the server (found by review).
+    """
+
+    def on_headers_finished(self) -> None:
+        fields = [name for name, _ in self._current_part.item_headers]
+        if len(fields) != len(set(fields)):
+            raise MultiPartException("a part repeats a header")
+        disposition = self._current_part.content_disposition or b""
+        names = [p.lower() for p in _PARAMETER.findall(disposition)]
+        if names.count(b"name") > 1 or any(p.startswith(b"name*") for p in names):
+            raise MultiPartException("a part names its field twice, or in an extended form (name*)")
+        super().on_headers_finished()
+
+
 async def _multipart_model(request: Request, body: bytes) -> ModelRequest:
     """The `model` field of a multipart form (audio, image edits); the files are not kept."""
 
     async def stream() -> AsyncGenerator[bytes, None]:
         yield body
 
-    parser = MultiPartParser(Headers(scope=request.scope), stream(), max_files=16, max_fields=64)
+    parser = _PlainParts(Headers(scope=request.scope), stream(), max_files=16, max_fields=64)
     try:
         form = await parser.parse()
     except MultiPartException as exc:
