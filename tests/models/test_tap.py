@@ -194,6 +194,10 @@ def test_a_non_compact_usage_null_is_taken_out_too() -> None:
         b'{"MODEL":"mistral"}',
         b'{"model":"llama3","Stream":false}',
         b'{"model":"llama3","options":{"num_predict":1,"Num_Predict":99}}',
+        # Go matches these to "stream_options" and "options" (dotless i upper-cases to I): review
+        '{"model":"llama3","stream_opt\u0131ons":{"include_usage":false}}'.encode(),
+        '{"model":"llama3","opt\u0130ons":{"num_predict":99}}'.encode(),  # dotted I: refused too
+        '{"model":"llama3","\u017ftream":false}'.encode(),  # long s: S
     ],
 )
 def test_keys_another_server_would_read_differently_are_refused(body: bytes) -> None:
