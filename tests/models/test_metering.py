@@ -449,6 +449,9 @@ def test_a_path_in_another_case_is_the_same_model_call(d: Deployment) -> None:
             415,
         ),
         ("/openai/chat/completions", b'{"model":"gpt-4o-mini\\ud800"}', {}, 400),
+        # read raw by wardgate; a server that decompressed it would read another body (review)
+        ("/openai/chat/completions", b'{"model":"gpt-4o-mini"}', {"content-encoding": "gzip"}, 415),
+        ("/ollama/api/chat", b'{"model":"llama3:latest"}', {"content-encoding": "identity, br"}, 415),
         (  # two Content-Dispositions: python-multipart kept the last, Go and busboy the first (review)
             "/openai/audio/transcriptions",
             b'--B\r\nContent-Disposition: form-data; name="model"\r\nContent-Disposition: form-data; '

@@ -221,8 +221,13 @@ async def _read_body(request: Request, limit: int) -> bytes:
 
 
 async def _wanted(request: Request, call: ModelCall, body: bytes) -> ModelRequest:
-    """What the call asks for. OpenAI-format calls must say their body is JSON (a server that parsed
-    it as a form would read another model); Ollama parses JSON whatever the header says."""
+    """What the call asks for. The body must be uncompressed; OpenAI-format calls must say their body
+    is JSON (a server that parsed it as a form would read another model); Ollama parses JSON whatever
+    the header says."""
+    if any(coding.strip().lower() not in ("", "identity") for coding in _codings(request)):
+        # wardgate reads the bytes as they came; a server that decompresses them would read another
+        # request (a model, a budget's hints) than the one the rules were applied to.
+        raise UnsupportedMediaError("A model request's body is sent uncompressed (no Content-Encoding).")
     media = request.headers.get("content-type", "").partition(";")[0].strip().lower()
     if call.multipart:
         if media != "multipart/form-data":
@@ -234,6 +239,11 @@ async def _wanted(request: Request, call: ModelCall, body: bytes) -> ModelReques
         raise UnsupportedMediaError("This request takes application/json.")
     read = partial(read_json_request, body, call.format, call.endpoint)
     return await anyio.to_thread.run_sync(read) if len(body) > LARGE_JSON else read()
+
+
+def _codings(request: Request) -> list[str]:
+    """Every content coding the request names, in every Content-Encoding header."""
+    return [coding for value in request.headers.getlist("content-encoding") for coding in value.split(",")]
 
 
 def _too_large(limit: int) -> TooLargeError:
