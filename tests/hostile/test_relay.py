@@ -53,6 +53,15 @@ def test_identity_headers_forged_with_underscores_never_reach_the_upstream(gatew
     assert isinstance(names, list) and not [n for n in names if "_" in n]  # as nginx: none at all
 
 
+def test_a_method_override_never_reaches_the_upstream(gateway: str) -> None:
+    """The rules saw a GET: a server that honoured `X-HTTP-Method-Override: DELETE` would act on
+    another method (found by review)."""
+    bob = account(gateway, "bob@example.com", name="Bob")
+    overrides = {"X-HTTP-Method-Override": "DELETE", "X-HTTP-Method": "DELETE", "X-Method-Override": "DELETE"}
+    names = _facts(gateway, bob["token"], overrides)["header_names"]
+    assert isinstance(names, list) and not {name.lower() for name in overrides} & set(names)
+
+
 def test_with_underscore_headers_allowed_the_protected_spellings_still_go(
     upstream: str, tmp_path: Path
 ) -> None:

@@ -4,9 +4,10 @@ The upstream learns the signed-in person through headers (Open WebUI's trusted-h
 header sent by the client is removed first, always, and so are Open WebUI's forwarded-user headers
 (`X-OpenWebUI-User-*`, read only from a service key's call: `wardgate.proxy.acting`); so are
 hop-by-hop and forwarding headers (set again by wardgate), the client's framing (the upstream
-client frames the body itself), wardgate's own credentials (the `token` cookie, a wardgate
-`Authorization` value, the API-key header), and any `Set-Cookie` from the upstream that would
-overwrite wardgate's session cookie.
+client frames the body itself), method overrides (`X-HTTP-Method-Override`: the method is the one
+the rules saw), wardgate's own credentials (the `token` cookie, a wardgate `Authorization` value,
+the API-key header), and any `Set-Cookie` from the upstream that would overwrite wardgate's session
+cookie.
 
 Names are compared as a WSGI or CGI application reads them: `X_Forwarded_Email` is
 `HTTP_X_FORWARDED_EMAIL` there, the same variable as `X-Forwarded-Email`, so a client header whose
@@ -32,6 +33,9 @@ from wardgate.proxy.acting import ForwardedUser
 from wardgate.proxy.upstreams import FORWARDING, HOP_BY_HOP, Upstream
 
 _FRAMING = frozenset({"content-length", "transfer-encoding"})
+# The method is the one the rules saw: a server (or framework) that honoured one of these would turn
+# an allowed GET into a DELETE.
+_METHOD_OVERRIDES = frozenset({"x-http-method-override", "x-http-method", "x-method-override"})
 _HOP_BY_HOP_BYTES = frozenset(name.encode() for name in HOP_BY_HOP)
 # `token`, and the nameless cookie a browser sends back as a bare value: `=token=x` would come back
 # as `token=x`, a second session cookie next to wardgate's own.
@@ -91,7 +95,7 @@ class ForwardingRules:
         # client from the body it sends; Open WebUI's forwarded-user headers go from everyone (a
         # service key's were read already, `wardgate.proxy.acting`): the upstream learns the person
         # from the identity headers.
-        dropped = HOP_BY_HOP | names | _FRAMING | {"host", "expect"}
+        dropped = HOP_BY_HOP | names | _FRAMING | _METHOD_OVERRIDES | {"host", "expect"}
         object.__setattr__(self, "dropped", dropped)
         object.__setattr__(self, "dropped_with_authorization", dropped | {"authorization"})
 
