@@ -224,6 +224,10 @@ def test_a_model_the_rules_refuse_never_reaches_the_upstream(d: Deployment) -> N
     assert audio.status_code == 403 and audio.json() == {"detail": "You may not use the model whisper-2."}
     assert [r for r in d.upstream_requests() if r["path"] != "/__requests"] == []
     assert client.models.retrieve("gpt-4o-mini").id == "gpt-4o-mini"
+    d.clear_upstream()
+    other_case = httpx.get(f"{d.base}/openai/models/GPT-4O-MINI", headers=bearer(d.user["token"]))
+    assert other_case.status_code == 403  # the rule sees the name the upstream will look up (review)
+    assert d.upstream_requests() == []
     with pytest.raises(PermissionDeniedError):
         client.models.retrieve("gpt-4o")
 

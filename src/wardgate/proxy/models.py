@@ -73,7 +73,8 @@ def classify(upstream: str, method: str, path: str) -> ModelCall | None:
     is treated as managing the server (`[management] roles`, admins by default)."""
     if upstream not in ("ollama", "openai"):
         return None
-    rest = path.strip("/").lower()  # a server that ignores case must not see a path the rules did not
+    original = path.strip("/")
+    rest = original.lower()  # a server that ignores case must not see a path the rules did not
     if upstream == "ollama":
         if rest in _OLLAMA_USE and method == "POST":
             return ModelCall(Kind.USE, Format.OLLAMA, rest)
@@ -83,10 +84,15 @@ def classify(upstream: str, method: str, path: str) -> ModelCall | None:
             return None
         if not rest.startswith("v1/"):
             return ModelCall(Kind.MANAGE, Format.OLLAMA, rest.split("/", 2)[-1][:64])
-    return _openai_call(method, rest.removeprefix("v1/"))
+    if rest.startswith("v1/"):
+        rest, original = rest[3:], original[3:]
+    return _openai_call(method, rest, original)
 
 
-def _openai_call(method: str, rest: str) -> ModelCall:
+def _openai_call(method: str, rest: str, original: str) -> ModelCall:
+    """`rest` is the path below the mount (and `v1/`) in lower case, `original` as it came: a model
+    named in the path is the one the upstream will look up, in its own case (vLLM's ids are
+    case-sensitive: `Qwen/x` is not `qwen/x`, which a rule `qwen*` allows; found by review)."""
     if rest in _OPENAI_USE and method == "POST":
         return ModelCall(Kind.USE, Format.OPENAI, rest, multipart=_OPENAI_USE[rest])
     if rest == "responses" and method == "POST":
@@ -94,7 +100,7 @@ def _openai_call(method: str, rest: str) -> ModelCall:
     if rest == "models":
         return ModelCall(Kind.LIST, Format.OPENAI, rest)
     if rest.startswith("models/") and len(rest) > len("models/") and method in ("GET", "HEAD"):
-        return ModelCall(Kind.NAMED, Format.OPENAI, "models", named=rest.removeprefix("models/"))
+        return ModelCall(Kind.NAMED, Format.OPENAI, "models", named=original[len("models/") :])
     return ModelCall(Kind.MANAGE, Format.OPENAI, rest.split("/", 1)[0][:64])
 
 
