@@ -9,7 +9,7 @@ from cryptography.fernet import Fernet
 
 from tests.conftest import SECRET
 from wardgate.config import load_settings, redacted_settings
-from wardgate.config.review import production_findings
+from wardgate.config.review import production_findings, severity_of
 from wardgate.config.values import fernet_keys, json_or_comma_list
 from wardgate.errors import ConfigError
 from wardgate.oauth.presets import configured_providers, link_policy
@@ -152,6 +152,30 @@ def test_merging_by_email_next_to_open_sign_up_is_a_production_finding(tmp_path:
         settings = load_settings({**base, "OAUTH_MERGE_ACCOUNTS_BY_EMAIL": "true", **closed})
         assert not any(f.startswith("OAUTH_MERGE") for f in production_findings(settings))
     assert not any(f.startswith("OAUTH_MERGE") for f in production_findings(load_settings(base)))
+
+
+@pytest.mark.parametrize(
+    ("tenant", "roles", "found"),
+    [
+        ("common", "true", True),
+        ("Organizations", "true", True),
+        ("common", "false", False),
+        ("contoso.com", "true", False),
+    ],
+)
+def test_roles_from_every_microsoft_tenant_are_a_production_finding(
+    tmp_path: Path, tenant: str, roles: str, found: bool
+) -> None:
+    """With the multi-tenant endpoint, each tenant's own admins assign the app's roles: any tenant
+    could make wardgate admins (found by review)."""
+    env = {"DATA_DIR": str(tmp_path), "WEBUI_SECRET_KEY": SECRET, "MICROSOFT_CLIENT_ID": "app"}
+    env |= {"MICROSOFT_CLIENT_SECRET": "s", "MICROSOFT_CLIENT_TENANT_ID": tenant}
+    findings = production_findings(load_settings({**env, "ENABLE_OAUTH_ROLE_MANAGEMENT": roles}))
+    flagged = [
+        f for f in findings if f.startswith("MICROSOFT_CLIENT_TENANT_ID/ENABLE_OAUTH_ROLE_MANAGEMENT:")
+    ]
+    assert bool(flagged) is found
+    assert all(severity_of(f) == "high" for f in flagged)
 
 
 @pytest.mark.parametrize(

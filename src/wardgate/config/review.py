@@ -112,6 +112,15 @@ def production_findings(settings: Settings) -> list[str]:
             "set ENABLE_SIGNUP=false (or ENABLE_PASSWORD_AUTH=false) and let people link a provider "
             "from their account page, or OAUTH_MERGE_ACCOUNTS_BY_EMAIL=false.",
         )
+    multitenant = (s.microsoft_client_tenant_id or "").lower() in ("common", "organizations")
+    if multitenant and s.microsoft_client_id and s.enable_oauth_role_management:
+        add(
+            "MICROSOFT_CLIENT_TENANT_ID/ENABLE_OAUTH_ROLE_MANAGEMENT",
+            f"'{s.microsoft_client_tenant_id}' lets people of every Entra tenant sign in, and each "
+            "tenant's own administrators assign this application's roles to their users: any tenant "
+            "can make wardgate admins.",
+            "set MICROSOFT_CLIENT_TENANT_ID to your tenant's ID or domain, or turn role management off.",
+        )
     if not s.webui_url:
         add(
             "WEBUI_URL",
@@ -146,6 +155,7 @@ SEVERITY: dict[str, str] = {
     "LDAP_USE_TLS": "high",
     "LDAP_VALIDATE_CERT": "high",
     "ENABLE_SIGNUP/DEFAULT_USER_ROLE": "high",
+    "MICROSOFT_CLIENT_TENANT_ID/ENABLE_OAUTH_ROLE_MANAGEMENT": "high",
 }
 
 
