@@ -1002,4 +1002,6 @@ def test_a_nul_in_the_address_of_a_route_is_refused(
     client = make_client(DATABASE_URL=database_url)
     admin = signup(client, "ada@example.com")
     response = client.request(method, path, headers=bearer(admin["token"]))
-    assert response.status_code == 400 and response.json() == {"detail": NUL_REFUSED}
+    where = "path" if "%00" in path.split("?")[0] else "query"
+    problem = {"loc": [where], "msg": NUL_REFUSED, "type": "value_error"}
+    assert response.status_code == 422 and response.json() == {"detail": [problem]}

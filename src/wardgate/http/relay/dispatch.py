@@ -13,8 +13,9 @@ against (`//openai/config` went to the app, which read `/openai/config`: one of 
 routes of the name wardgate keeps for itself, found by review).
 
 A request for one of wardgate's own routes with a NUL character in its path or query (`%00`) is
-refused (400): no route takes one, and PostgreSQL cannot compare text with one (psycopg refuses to
-send it, and the filter of a report or a session's id in the path became a 500, found by review).
+refused (422, as FastAPI refuses any parameter it cannot take): no route takes one, and PostgreSQL
+cannot compare text with one (psycopg refuses to send it, and the filter of a report or a session's
+id in the path became a 500, found by review).
 """
 
 from __future__ import annotations
@@ -60,10 +61,13 @@ def _is_navigation(request: Request) -> bool:
     return mode == "navigate" if mode else "text/html" in request.headers.get("accept", "")
 
 
-def _carries_nul(scope: Scope) -> bool:
-    """Whether the path or the query holds a NUL (raw ones never pass the server's parser)."""
+def _nul_in(scope: Scope) -> str | None:
+    """Where the request's address holds a NUL ("path" or "query"; raw ones never pass the server's
+    parser), or None."""
+    if "\x00" in scope["path"]:
+        return "path"
     query: bytes = scope["query_string"]
-    return "\x00" in scope["path"] or b"%00" in query or b"\x00" in query
+    return "query" if b"%00" in query or b"\x00" in query else None
 
 
 def has_dot_segment(path: str) -> bool:
@@ -104,8 +108,10 @@ class UpstreamDispatch:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or self.owns(scope["path"]):
-            if scope["type"] == "http" and _carries_nul(scope):
-                await JSONResponse({"detail": NUL_REFUSED}, status_code=400)(scope, receive, send)
+            where = _nul_in(scope) if scope["type"] == "http" else None
+            if where is not None:  # a parameter no route can take: answered as FastAPI answers those
+                problem = {"loc": [where], "msg": NUL_REFUSED, "type": "value_error"}
+                await JSONResponse({"detail": [problem]}, status_code=422)(scope, receive, send)
                 return
             await self.app(scope, receive, send)
             return
