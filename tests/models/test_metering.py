@@ -471,6 +471,22 @@ def test_a_path_in_another_case_is_the_same_model_call(d: Deployment) -> None:
             {"content-type": "multipart/form-data; boundary=B"},
             400,
         ),
+        (  # a charset: Starlette decoded names in it (the first part is "model" in EBCDIC); Go does not
+            "/openai/audio/transcriptions",
+            b'--B\r\nContent-Disposition: form-data; name="'
+            + "model".encode("cp037")
+            + b'"\r\n\r\n'
+            + "gpt-4o-mini".encode("cp037")
+            + b'\r\n--B\r\nContent-Disposition: form-data; name="model"\r\n\r\ngpt-4o\r\n--B--\r\n',
+            {"content-type": "multipart/form-data; boundary=B; charset=cp037"},
+            400,
+        ),
+        (  # two boundaries: python-multipart takes the last, Go refuses, others take the first
+            "/openai/audio/transcriptions",
+            b'--B\r\nContent-Disposition: form-data; name="model"\r\n\r\ngpt-4o-mini\r\n--B--\r\n',
+            {"content-type": "multipart/form-data; boundary=A; boundary=B"},
+            400,
+        ),
         (  # a charset whose codec Starlette's parser does not expect to fail: it was a 500 (review)
             "/openai/audio/transcriptions",
             b'--B\r\nContent-Disposition: form-data; name="model"\r\n\r\nwhisper-1\r\n--B--\r\n',

@@ -22,7 +22,8 @@ from collections.abc import AsyncGenerator
 from functools import partial
 
 import anyio.to_thread
-from starlette.datastructures import Headers, UploadFile
+from python_multipart.multipart import parse_options_header
+from starlette.datastructures import FormData, Headers, UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import ClientDisconnect, Request
 from starlette.types import Send
@@ -263,6 +264,20 @@ class _PlainParts(MultiPartParser):
     and another for the server (found by review).
     """
 
+    async def parse(self) -> FormData:
+        """The form, refused (MultiPartException) when its Content-Type repeats a parameter (two
+        boundaries: python-multipart takes the last) or names a charset other than UTF-8: Starlette
+        decodes names and values in it, servers that ignore it read other names (a field `model`
+        spelled in EBCDIC was another field for them, found by review)."""
+        content_type = self.headers.get("content-type", "").encode("latin-1")
+        parameters = [p.lower() for p in _PARAMETER.findall(content_type)]
+        if len(parameters) != len(set(parameters)):
+            raise MultiPartException("its Content-Type repeats a parameter")
+        charset = parse_options_header(content_type)[1].get(b"charset")
+        if charset is not None and charset.lower() not in (b"utf-8", b"utf8"):
+            raise MultiPartException("a form is read as UTF-8, in no other charset")
+        return await super().parse()
+
     def on_headers_finished(self) -> None:
         fields = [name for name, _ in self._current_part.item_headers]
         if len(fields) != len(set(fields)):
@@ -285,8 +300,6 @@ async def _multipart_model(request: Request, body: bytes) -> ModelRequest:
         form = await parser.parse()
     except MultiPartException as exc:
         raise BadRequestError(f"The form could not be read: {exc.message}", code="invalid_form") from None
-    except UnicodeError:  # a `charset` whose codec fails otherwise than Starlette expects (`undefined`)
-        raise BadRequestError("The form could not be read in its charset.", code="invalid_form") from None
     try:
         models = form.getlist("model")
         if len(models) > 1 or (models and not isinstance(models[0], str)):
