@@ -196,13 +196,20 @@ def test_a_non_compact_usage_null_is_taken_out_too() -> None:
         b'{"model":"llama3","options":{"num_predict":1,"Num_Predict":99}}',
         # Go matches these to "stream_options" and "options" (dotless i upper-cases to I): review
         '{"model":"llama3","stream_opt\u0131ons":{"include_usage":false}}'.encode(),
-        '{"model":"llama3","opt\u0130ons":{"num_predict":99}}'.encode(),  # dotted I: refused too
+        '{"model":"llama3","\u0131s\u0131":1,"isi":2}'.encode(),  # one key to Go
         '{"model":"llama3","\u017ftream":false}'.encode(),  # long s: S
     ],
 )
 def test_keys_another_server_would_read_differently_are_refused(body: bytes) -> None:
     with pytest.raises(BadRequestError, match="ambiguous"):
         read_json_request(body, Format.OLLAMA, "api/chat")
+
+
+def test_keys_in_other_alphabets_are_read_as_they_are() -> None:
+    """Keys the model server matches to no other key (a tool's arguments, a schema's properties)."""
+    keys = ["gr\u00f6\u00dfe", "\u0131s\u0131", "stra\u00dfe", "\u0130stanbul", "\ufb01le", "\u540d\u524d"]
+    body = json.dumps({"model": "llama3", "format": {"properties": dict.fromkeys(keys, 1)}}).encode()
+    assert read_json_request(body, Format.OLLAMA, "api/chat").model == "llama3"
 
 
 @pytest.mark.parametrize(
