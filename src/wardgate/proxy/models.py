@@ -26,7 +26,7 @@ from wardgate.usage.wire import Format
 MANAGE_REQUIRED = "Managing the model server is for administrators."
 MANAGE_NARROWED = (
     "Managing the model server (creating, copying, pulling, deleting models, batches) is beyond any "
-    "list of models or budget: it is refused to a key or person that has one."
+    "list of models or budget: it is refused to a key or person one applies to."
 )
 
 
@@ -147,13 +147,20 @@ class ModelRules:
 
     def require_manager(self, caller: Caller) -> None:
         """Managing the model server: the configured roles only (default: admins), and never a
-        caller narrowed to some models or a budget of its own. Management escapes both: a model the
-        narrowing refuses can be copied to a name it allows, and batches or pulls are not metered
-        (a key made for `llama3*` with 100 tokens copied `mistral` to `llama3-mistral`, found by
-        review)."""
-        if caller.user.role not in self.access.manage_roles:
+        caller any list of models or budget applies to (its own, its key's, its role's or one of its
+        groups'). Management escapes them all: a model the rules refuse can be copied to a name they
+        allow, and batches or pulls are not metered (a key made for `llama3*` with 100 tokens copied
+        `mistral` to `llama3-mistral`, found by review)."""
+        user = caller.user
+        if user.role not in self.access.manage_roles:
             raise PermissionDeniedError(MANAGE_REQUIRED, code="model_management_denied")
-        user, key = caller.user, caller.key if isinstance(caller, KeyPrincipal) else None
-        own = (user.allowed_models, user.token_budget) + ((key.models, key.token_budget) if key else ())
-        if any(narrowing is not None for narrowing in own):
+        key = caller.key if isinstance(caller, KeyPrincipal) else None
+        narrowed = (
+            user.role in self.access.role_models
+            or any(group in self.access.group_models for group in user.groups)
+            or user.allowed_models is not None
+            or (key is not None and key.models is not None)
+            or bool(self.allowances(user, key))
+        )
+        if narrowed:
             raise PermissionDeniedError(MANAGE_NARROWED, code="model_management_denied")
