@@ -89,13 +89,14 @@ class ForwardingRules:
     dropped_with_authorization: frozenset[str] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:  # once, not per request
-        names = self.identity.names | self.forwarded.names | FORWARDING | {self.api_key_header.lower()}
+        names = self.identity.names | self.forwarded.names | FORWARDING | _METHOD_OVERRIDES
+        names |= {self.api_key_header.lower()}
         object.__setattr__(self, "protected", frozenset(_as_cgi(n) for n in names))
         # `Expect: 100-continue` was answered to the client; the framing is set again by the upstream
         # client from the body it sends; Open WebUI's forwarded-user headers go from everyone (a
         # service key's were read already, `wardgate.proxy.acting`): the upstream learns the person
         # from the identity headers.
-        dropped = HOP_BY_HOP | names | _FRAMING | _METHOD_OVERRIDES | {"host", "expect"}
+        dropped = HOP_BY_HOP | names | _FRAMING | {"host", "expect"}
         object.__setattr__(self, "dropped", dropped)
         object.__setattr__(self, "dropped_with_authorization", dropped | {"authorization"})
 
