@@ -177,7 +177,8 @@ async def cors_everyone(request: Request) -> JSONResponse:
 
 
 async def echo(websocket: WebSocket) -> None:
-    await websocket.accept()
+    offered = websocket.scope.get("subprotocols") or []
+    await websocket.accept(subprotocol=offered[-1] if offered else None)  # the last: all were offered
     email = websocket.headers.get("x-forwarded-email", "")
     try:
         while True:

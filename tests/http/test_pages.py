@@ -208,4 +208,4 @@ def test_bytes_of_a_form_that_are_not_utf8_are_text_all_the_same(client: TestCli
         content=b"email=%ED%A0%80&password=x",
         headers={"content-type": "application/x-www-form-urlencoded"},
     )
-    assert page.status_code == 400
+    assert page.status_code == 400 and 'value="\ufffd' in page.text  # shown back as U+FFFD

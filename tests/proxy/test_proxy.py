@@ -358,14 +358,30 @@ def test_a_subprotocol_list_that_is_not_tokens_is_refused(
 
 
 def test_a_list_of_subprotocols_is_offered_upstream(gateway: str) -> None:
+    """Every offered protocol reaches the upstream (the fake accepts the last it was offered), from
+    one header or from several (RFC 6455 §4.1 allows either)."""
     token = account(gateway, "ws@example.com")["token"]
     ws_url = gateway.replace("http://", "ws://") + "/ws/echo"
     headers = {"Cookie": f"token={token}", "Origin": gateway}
     with connect(
         ws_url, additional_headers=headers, subprotocols=[Subprotocol("chat"), Subprotocol("v2.chat")]
-    ) as socket:
-        socket.send("hello")
-        assert socket.recv(timeout=5) == "ws@example.com:hello"
+    ) as relayed:
+        assert relayed.subprotocol == "v2.chat"
+        relayed.send("hello")
+        assert relayed.recv(timeout=5) == "ws@example.com:hello"
+    host, port = _address(gateway)
+    handshake = (
+        f"GET /ws/echo HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+        f"Origin: {gateway}\r\nCookie: token={token}\r\n"
+        "Sec-WebSocket-Protocol: chat\r\nSec-WebSocket-Protocol: v2.chat\r\n\r\n"
+    )
+    with socket.create_connection((host, port), timeout=5) as raw:
+        raw.sendall(handshake.encode())
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += raw.recv(4096)
+    assert head.startswith(b"HTTP/1.1 101 ") and b"sec-websocket-protocol: v2.chat" in head.lower()
 
 
 @pytest.mark.parametrize(
