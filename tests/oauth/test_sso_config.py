@@ -155,22 +155,23 @@ def test_merging_by_email_next_to_open_sign_up_is_a_production_finding(tmp_path:
 
 
 @pytest.mark.parametrize(
-    ("tenant", "roles", "found"),
+    ("tenant", "management", "found"),
     [
-        ("common", "true", True),
-        ("Organizations", "true", True),
-        ("common", "false", False),
-        ("contoso.com", "true", False),
+        ("common", {"ENABLE_OAUTH_ROLE_MANAGEMENT": "true"}, True),
+        ("Organizations", {"ENABLE_OAUTH_GROUP_MANAGEMENT": "true"}, True),
+        ("common", {}, False),
+        ("contoso.com", {"ENABLE_OAUTH_ROLE_MANAGEMENT": "true"}, False),
     ],
+    ids=["roles", "groups", "neither", "one-tenant"],
 )
 def test_roles_from_every_microsoft_tenant_are_a_production_finding(
-    tmp_path: Path, tenant: str, roles: str, found: bool
+    tmp_path: Path, tenant: str, management: dict[str, str], found: bool
 ) -> None:
-    """With the multi-tenant endpoint, each tenant's own admins assign the app's roles: any tenant
-    could make wardgate admins (found by review)."""
+    """With the multi-tenant endpoint, each tenant's own admins assign the app's roles and name
+    their groups: any tenant could make wardgate admins (found by review)."""
     env = {"DATA_DIR": str(tmp_path), "WEBUI_SECRET_KEY": SECRET, "MICROSOFT_CLIENT_ID": "app"}
     env |= {"MICROSOFT_CLIENT_SECRET": "s", "MICROSOFT_CLIENT_TENANT_ID": tenant}
-    findings = production_findings(load_settings({**env, "ENABLE_OAUTH_ROLE_MANAGEMENT": roles}))
+    findings = production_findings(load_settings({**env, **management}))
     flagged = [
         f for f in findings if f.startswith("MICROSOFT_CLIENT_TENANT_ID/ENABLE_OAUTH_ROLE_MANAGEMENT:")
     ]

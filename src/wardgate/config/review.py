@@ -113,13 +113,18 @@ def production_findings(settings: Settings) -> list[str]:
             "from their account page, or OAUTH_MERGE_ACCOUNTS_BY_EMAIL=false.",
         )
     multitenant = (s.microsoft_client_tenant_id or "").lower() in ("common", "organizations")
-    if multitenant and s.microsoft_client_id and s.enable_oauth_role_management:
+    if (
+        multitenant
+        and s.microsoft_client_id
+        and (s.enable_oauth_role_management or s.enable_oauth_group_management)
+    ):
         add(
             "MICROSOFT_CLIENT_TENANT_ID/ENABLE_OAUTH_ROLE_MANAGEMENT",
             f"'{s.microsoft_client_tenant_id}' lets people of every Entra tenant sign in, and each "
-            "tenant's own administrators assign this application's roles to their users: any tenant "
-            "can make wardgate admins.",
-            "set MICROSOFT_CLIENT_TENANT_ID to your tenant's ID or domain, or turn role management off.",
+            "tenant's own administrators assign this application's roles and name their groups: any "
+            "tenant can make wardgate admins, or join the groups that open an upstream.",
+            "set MICROSOFT_CLIENT_TENANT_ID to your tenant's ID or domain, or turn role and group "
+            "management off.",
         )
     if not s.webui_url:
         add(
