@@ -198,3 +198,28 @@ def test_a_sign_in_waiting_for_its_second_step_ends_with_the_sessions(site: Site
         ended = client.post("/api/v1/auths/update/password", json=change, headers=bearer(token))
     assert ended.status_code == 200, ended.text
     refused(verify(client, waiting, codes[0]), 400)  # a recovery code: any code would do
+
+
+def test_sessions_ended_while_the_second_step_finishes_end_it_too(
+    site: Site, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A password change landing between the pending sign-in's consumption and the session's
+    start gave the new session the new stamp: it outlived the change (found by review)."""
+    client = site()
+    token = new_account(client, "p@example.com")
+    _secret, codes = enrol_totp(client, token)
+    waiting = first_step(client, "p@example.com")["mfa_token"]
+    accounts = gateway_of(client).accounts
+    current_user = type(accounts).current_user
+    calls = 0
+
+    def ended_meanwhile(self: object, user_id: str) -> object:
+        nonlocal calls
+        calls += 1
+        if calls == 2:  # the read after the consumption: the sessions end just before it
+            accounts.revoke_all_sessions(user_id)
+        return current_user(self, user_id)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(type(accounts), "current_user", ended_meanwhile)
+    refused(verify(client, waiting, codes[0]), 400)
+    assert calls == 2

@@ -43,7 +43,7 @@ from wardgate.mfa.passkeys import CeremonySealer, RelyingParty
 from wardgate.security.ratelimit import Limit, RateLimiter
 from wardgate.security.tokens import Claims
 from wardgate.sessions.records import UserState
-from wardgate.storage.models import AuthSession, OAuthStateUse, PendingSignin
+from wardgate.storage.models import AuthSession, OAuthStateUse, PendingSignin, User
 from wardgate.storage.retention import prune_before
 
 PENDING_LIFETIME = 300  # seconds to enter the second factor
@@ -218,12 +218,21 @@ class MfaService:
             raise BadRequestError(TOKEN_INVALID, code="mfa_token_invalid")
 
     def _finish_pending(self, row: PendingSignin, how: str, client: ClientInfo) -> SignedIn:
-        """Consume the pending sign-in (exactly one caller can) and start the session."""
+        """Consume the pending sign-in (exactly one caller can) and start the session.
+
+        Ending every session (a password change, say) deletes the pending sign-ins too. One that
+        lands between this consumption and the session's start would hand the new session the new
+        stamp (found by review): the stamp is read where the sign-in is consumed, and a session is
+        started only if it still holds. (Consumed first: the row's lock orders this against the
+        change, which deletes the same rows.)"""
         with self._sessions() as db, db.begin():
             gone = db.execute(delete(PendingSignin).where(PendingSignin.id == row.id))
+            stamp = db.scalar(select(User.session_stamp).where(User.id == row.user_id))
         if gone.rowcount != 1:  # type: ignore[attr-defined]
             raise BadRequestError(TOKEN_INVALID, code="mfa_token_invalid")
         user = self._accounts.current_user(row.user_id)
+        if user.session_stamp != stamp:
+            raise BadRequestError(TOKEN_INVALID, code="mfa_token_invalid")
         if not user.active:
             raise PermissionDeniedError(ACCOUNT_DISABLED, code="account_disabled")
         sso = SsoSession(row.sso_provider, row.sso_sid) if row.sso_provider else None
