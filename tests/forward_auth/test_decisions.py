@@ -248,3 +248,28 @@ def test_a_role_that_must_enrol_and_the_app_own_authorization(
     }
     beside = strict.get(FORWARD, headers=headers)
     assert beside.status_code == 200 and beside.headers["remote-user"] == "user@example.test"
+
+
+def test_an_original_address_too_long_to_check_is_refused_never_cut(guard: TestClient) -> None:
+    """The original URI was cut to 8,192 characters and then decided: a `/../admin` past the cut
+    went unseen, while the proxy passed the whole address on (found by review)."""
+    user = signup(guard, "user@example.test")["token"]
+    pad = "a" * 8200
+    for uri, token in ((f"/static/{pad}/../../admin/secret", None), (f"/x/{pad}/../../admin", user)):
+        refused = ask(guard, "app.example.test", uri, token)
+        assert refused.status_code == 403 and "longer than 8192" in refused.json()["detail"]  # type: ignore[attr-defined]
+    long_url = f"https://app.example.test/static/{pad}/../../admin"
+    assert nginx(guard, long_url).status_code == 403  # type: ignore[attr-defined]
+    assert ask(guard, "app.example.test", f"/static/{'a' * 100}").status_code == 200  # type: ignore[attr-defined]
+
+
+def test_nginx_fragments_and_path_parameters_are_not_cut_off(guard: TestClient) -> None:
+    """nginx passes a raw `#` on, which was cut off before the path was checked: a public path
+    (found by review). A key scoped to /api reached /api/..;/admin (Tomcat, Spring: /admin)."""
+    assert nginx(guard, "https://app.example.test/static/x#/../../admin").status_code == 403  # type: ignore[attr-defined]
+    admin = signup(guard, "admin@example.test")["token"]
+    scope = {"name": "s", "upstreams": ["forward-auth"], "paths": ["/api"]}
+    key = guard.post("/api/v1/auths/api_keys", json=scope, headers=bearer(admin)).json()["api_key"]
+    assert ask(guard, "app.example.test", "/api/x", key).status_code == 200  # type: ignore[attr-defined]
+    for sneaky in ("/api/..;/admin/users", "/api;x/../admin", "/api/x;jsessionid=1"):
+        assert ask(guard, "app.example.test", sneaky, key).status_code == 403, sneaky  # type: ignore[attr-defined]

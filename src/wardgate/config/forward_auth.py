@@ -89,13 +89,13 @@ class Site:
         """Whether `path` is under a public prefix, exactly as written. Only a plain path can be:
         an app may read another path into one with dot segments, percent-encoding, `//`, or
         `;` parameters (`/static/..;/admin` is `/admin` to Tomcat and Spring)."""
-        return _plain(path) and any(_within(path, prefix) for prefix in self.public)
+        return is_plain_path(path) and any(_within(path, prefix) for prefix in self.public)
 
     def rules_for(self, path: str) -> tuple[Rule, ...]:
         """The rules a request for `path` must pass: the longest matching prefix's, else the site's.
         Prefixes match whatever the case (`/ADMIN` is `/admin` to IIS); a path that is not plain must
         pass every rule of the site, since it may be read as any of them."""
-        if not _plain(path):
+        if not is_plain_path(path):
             return (self.rule, *(rule for _, rule in self.paths))
         lowered = path.lower()
         for prefix, rule in self.paths:
@@ -116,10 +116,6 @@ class ForwardAuth:
         host = host.lower()
         exact = next((s for s in self.sites if not s.host.startswith("*.") and s.covers(host)), None)
         return exact or next((s for s in self.sites if s.covers(host)), None)
-
-
-def _plain(path: str) -> bool:
-    return is_plain_path(path) and ";" not in path and "#" not in path
 
 
 def _within(path: str, prefix: str) -> bool:

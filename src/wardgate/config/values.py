@@ -131,12 +131,17 @@ MAX_PATH_PREFIXES = 32
 
 
 def is_plain_path(path: str) -> bool:
-    """False for paths an upstream could read differently: dot segments, `//`, `\\`, `%`, controls.
+    """False for paths an upstream could read differently: dot segments, `//`, `\\`, `%`, `;`, `#`,
+    controls.
 
     A prefix check on `/ollama/api/../pull` would pass while the upstream serves `/ollama/pull`;
-    such paths are refused wherever a path restriction applies.
+    such paths are refused wherever a path restriction applies. `;` opens path parameters, which
+    Tomcat, Jetty and Spring drop before resolving (`/api/..;/admin` is `/admin` there: a key scoped
+    to `/api` reached it, found by review), and `#` a fragment some parsers cut off.
     """
     if not path.startswith("/") or "//" in path or "\\" in path or "%" in path:
+        return False
+    if ";" in path or "#" in path:
         return False
     if any(ord(c) < 33 or ord(c) == 127 for c in path):
         return False

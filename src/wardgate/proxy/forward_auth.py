@@ -46,7 +46,11 @@ class Original:
 
     @classmethod
     def from_url(cls, url: str, method: str) -> Original | None:
-        """From nginx's `X-Original-URL`; None when it is not an absolute http(s) URL."""
+        """From nginx's `X-Original-URL`; None when it is not an absolute http(s) URL, or holds a
+        fragment: nginx passes a raw `#` on, which `urlsplit` would cut off before the path is
+        checked (`/static/x#/../../admin` was a public path, found by review)."""
+        if "#" in url:
+            return None
         try:
             parts = urlsplit(url)
         except ValueError:

@@ -25,6 +25,10 @@ from wardgate.proxy.forward_auth import Decision, Original, decide
 
 router = APIRouter(prefix="/api/v1/authz", tags=["forward auth"], responses=ERROR_RESPONSES)
 _OFF = Decision(404, "Forward auth is not configured (FORWARD_AUTH_FILE).")
+MAX_ORIGINAL = 8192  # characters of the original URI or URL
+# Never cut and then decided: what lies past the cut (`/../admin`) would go unseen while the proxy
+# passes the whole address on (found by review).
+_TOO_LONG = Decision(403, f"The original address is longer than {MAX_ORIGINAL} characters.")
 
 
 async def _caller(request: Request) -> tuple[Caller | None, Decision | None]:
@@ -61,11 +65,14 @@ async def forward_auth(request: Request) -> Response:
     if where.forward_auth is None:
         return _answer(_OFF)
     headers = request.headers
+    uri = headers.get("x-forwarded-uri", "/")
+    if len(uri) > MAX_ORIGINAL:
+        return _answer(_TOO_LONG)
     original = Original(
         method=headers.get("x-forwarded-method", "GET").upper()[:16],
         scheme=request.url.scheme,  # X-Forwarded-Proto, through the trusted-proxy layer
         host=headers.get("host", "").lower(),  # X-Forwarded-Host, likewise
-        uri=headers.get("x-forwarded-uri", "/")[:8192] or "/",
+        uri=uri or "/",
     )
     caller, refusal = await _caller(request)
     decision = decide(
@@ -86,8 +93,9 @@ async def auth_request(request: Request) -> Response:
     if where.forward_auth is None:
         return _answer(_OFF)
     headers = request.headers
-    original = Original.from_url(
-        headers.get("x-original-url", "")[:8192], headers.get("x-original-method", "GET")
-    )
+    url = headers.get("x-original-url", "")
+    if len(url) > MAX_ORIGINAL:
+        return _answer(_TOO_LONG)
+    original = Original.from_url(url, headers.get("x-original-method", "GET"))
     caller, refusal = await _caller(request)
     return _answer(decide(where.forward_auth, original, caller, refusal=refusal, sign_in=where.sign_in_url))
