@@ -322,6 +322,21 @@ def test_a_revoked_sessions_websocket_is_closed(gateway: str) -> None:
         assert time.monotonic() - started < 3
 
 
+def test_a_websocket_message_is_held_to_a_mebibyte_once_decompressed(gateway: str) -> None:
+    """2 MiB of one letter deflates to a few KiB: uvicorn's default took up to 16 MiB a message,
+    and a dozen in one read stalled the loop and grew the process by 370 MiB (found by review)."""
+    token = account(gateway, "ws@example.com")["token"]
+    ws_url = gateway.replace("http://", "ws://") + "/ws/echo"
+    headers = {"Cookie": f"token={token}", "Origin": gateway}
+    with connect(ws_url, additional_headers=headers, max_size=None) as relayed:
+        relayed.send("a" * (512 * 1024))
+        assert len(relayed.recv(timeout=5)) == len("ws@example.com:") + 512 * 1024
+        relayed.send("a" * (2 * 1024 * 1024))  # compressed by the client (permessage-deflate)
+        with pytest.raises(ConnectionClosed) as closed:
+            _receive_until_closed(relayed)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009  # message too big
+
+
 def test_websocket_upgrade_without_a_session_is_refused(gateway: str) -> None:
     ws_url = gateway.replace("http://", "ws://") + "/ws/echo"
     with pytest.raises(Exception, match=r"403|1008|rejected"), connect(ws_url, open_timeout=5) as socket:

@@ -73,6 +73,7 @@ _HEAD_TOO_LARGE = b"431 Request Header Fields Too Large"
 # Requests read ahead of their answers on one connection (pipelined): each holds a few KB until its
 # turn. Past this many the connection reads nothing more and closes after their answers.
 MAX_PIPELINED = 100
+WS_MAX_MESSAGE = 1024 * 1024  # bytes of one WebSocket message from a client, once decompressed
 _ON_URL, _ON_HEADER = HttpToolsProtocol.on_url, HttpToolsProtocol.on_header  # uvicorn's, without super()
 _TOO_SLOW = b"The request head did not arrive in time"
 _BODY_TOO_SLOW = b"The request body stopped arriving"
@@ -667,6 +668,10 @@ def _options(
         "access_log": False,
         "timeout_keep_alive": settings.keep_alive_timeout,
         "timeout_graceful_shutdown": settings.graceful_shutdown_timeout,
+        # A WebSocket message from a client, decompressed: uvicorn's default of 16 MiB let 16 KiB of
+        # deflate become 16 MiB, and a dozen in one read stalled the loop for half a second and grew
+        # the process by 370 MiB (found by review). Open WebUI's socket.io takes 1 MB at most.
+        "ws_max_size": WS_MAX_MESSAGE,
     }
 
 
