@@ -22,10 +22,11 @@ import jwt
 import pytest
 from argon2 import PasswordHasher as Argon2Hasher
 from cryptography.hazmat.primitives.asymmetric import rsa
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 from starlette.testclient import TestClient
 from tests.conftest import ORIGIN, PASSWORD, SECRET, bearer, refused, signin, signup
+from tests.mfa.conftest import gateway_of
 
 from wardgate.app import create_app
 from wardgate.config import Settings, load_settings
@@ -35,7 +36,7 @@ from wardgate.http.deps import VerifiedUser
 from wardgate.http.relay.dispatch import NUL_REFUSED
 from wardgate.identity.rules import ACCOUNT_DISABLED, INVALID_CREDENTIALS
 from wardgate.storage import db, schema
-from wardgate.storage.models import User
+from wardgate.storage.models import AuditEvent, AuthChange, User
 
 ME = "/api/v1/auths/"
 SIGNUP = "/api/v1/auths/signup"
@@ -1005,3 +1006,32 @@ def test_a_nul_in_the_address_of_a_route_is_refused(
     where = "path" if "%00" in path.split("?")[0] else "query"
     problem = {"loc": [where], "msg": NUL_REFUSED, "type": "value_error"}
     assert response.status_code == 422 and response.json() == {"detail": [problem]}
+
+
+def test_signing_out_an_ended_session_again_writes_nothing(client: TestClient) -> None:
+    """A signed-out token may still sign out (its signature holds): each time wrote an audit row and
+    a change-log row that every instance reads, for as long as anyone liked (found by review). So
+    did every `DELETE` of a session id that does not exist."""
+    token = signup(client, "ada@example.com")["token"]
+    gateway = gateway_of(client)
+
+    def rows() -> tuple[int, int]:
+        with gateway.sessions() as db:
+            audit = db.scalar(
+                select(func.count()).select_from(AuditEvent).where(AuditEvent.event == "auth.signout")
+            )
+            changes = db.scalar(select(func.count()).select_from(AuthChange))
+        return int(audit or 0), int(changes or 0)
+
+    assert client.post("/api/v1/auths/signout", headers=bearer(token)).status_code == 200
+    once = rows()
+    for _ in range(5):
+        client.post("/api/v1/auths/signout", headers=bearer(token))
+    assert rows() == once and once[0] == 1
+    other = signin(client, "ada@example.com")["token"]
+    with gateway.sessions() as db:
+        before = db.scalar(select(func.count()).select_from(AuditEvent))
+    for i in range(5):
+        assert client.delete(f"/api/v1/auths/sessions/nope{i}", headers=bearer(other)).status_code == 404
+    with gateway.sessions() as db:
+        assert db.scalar(select(func.count()).select_from(AuditEvent)) == before

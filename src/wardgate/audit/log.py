@@ -27,7 +27,7 @@ from sqlalchemy import ColumnElement, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from wardgate.errors import ApiError, RateLimitedError
+from wardgate.errors import ApiError, NotFoundError, RateLimitedError
 from wardgate.storage.models import AuditEvent
 from wardgate.storage.paging import Order, Page, fetch_page
 from wardgate.storage.retention import prune_before
@@ -75,6 +75,7 @@ class Entry:
 
     subject: str | None = None
     resolve: Callable[[], str | None] | None = None
+    happened: bool = True  # False: nothing changed (a session already ended), so no row is written
 
 
 @dataclass(slots=True)
@@ -237,10 +238,15 @@ class AuditLog:
         except RateLimitedError as exc:
             self.refused(event, exc, actor=actor, subject=entry.subject, resolve=entry.resolve)
             raise
+        except NotFoundError:
+            # Nothing there, nothing changed or shown: a row per made-up id would let a signed-in
+            # person fill the table with `DELETE /sessions/<anything>` (found by review).
+            raise
         except ApiError as exc:
             self.record(event, "failure", actor=actor, subject=entry.subject, detail=exc.code)
             raise
-        self.record(event, "success", actor=actor, subject=entry.subject, detail=detail)
+        if entry.happened:
+            self.record(event, "success", actor=actor, subject=entry.subject, detail=detail)
 
     def prune(self, *, now: int | None = None, stopping: threading.Event | None = None) -> int:
         """Delete events older than the retention, in bounded batches; return how many."""

@@ -357,23 +357,29 @@ class AccountService:
     def revoke_session(self, user_id: str, session_id: str, *, event: str = "auth.session_revoked") -> None:
         """Revoke one session of `user_id` (404 if it is not theirs)."""
         email = self._email_of(user_id)
-        with self._audit.attempt(event, actor=email, subject=email, detail=f"session={session_id[:8]}"):
-            self._revoke_session(user_id, session_id)
+        with self._audit.attempt(
+            event, actor=email, subject=email, detail=f"session={session_id[:8]}"
+        ) as entry:
+            entry.happened = self._revoke_session(user_id, session_id)
 
     def _email_of(self, user_id: str) -> str:
         user = self._registry.view.users.get(user_id)
         return user.email if user else user_id
 
-    def _revoke_session(self, user_id: str, session_id: str) -> None:
+    def _revoke_session(self, user_id: str, session_id: str) -> bool:
+        """Whether the session ended now (False: it had ended already, and nothing is written: a
+        signed-out token may still sign out, over and over, found by review)."""
         with self._sessions() as db, db.begin():
             session = db.get(AuthSession, session_id)
             if session is None or session.user_id != user_id:
                 raise NotFoundError("Session not found.")
-            if session.revoked_at is None:
-                session.revoked_at = _now()
+            if session.revoked_at is not None:
+                return False
+            session.revoked_at = _now()
             log_session_revoked(db, user_id, session_id, session.expires_at)
             expires_at = session.expires_at
         self._registry.session_revoked(session_id, expires_at)
+        return True
 
     def end_sso_sessions(self, provider: str, *, sid: str | None, user_id: str | None) -> int:
         """End the live sessions that a provider session began (OpenID Connect Back-Channel Logout):
