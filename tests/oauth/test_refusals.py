@@ -18,7 +18,7 @@ from wardgate.oauth import flow, linking
 from wardgate.oauth.metadata import UNREACHABLE
 from wardgate.oauth.state import STATE_USED
 from wardgate.sessions.registry import UserState
-from wardgate.storage.models import OAuthIdentity
+from wardgate.storage.models import AuditEvent, OAuthIdentity
 
 MakeClient = Callable[..., TestClient]
 MakeBrowser = Callable[[TestClient], Browser]
@@ -299,3 +299,15 @@ def test_a_second_state_cookie_planted_from_a_sibling_site_finishes_nothing(
     assert "token=" not in refused.headers.get("set-cookie", "")
     with gateway_of(app).sessions() as db:
         assert db.scalars(select(OAuthIdentity)).all() == []  # nobody signed in, nothing linked
+
+
+def test_forged_callbacks_are_one_audit_row_per_address_and_window(browser: Browser) -> None:
+    """A callback without a sign-in begun (no state cookie) is anyone's to send: each wrote an audit
+    row, kept 90 days (500 a second from one client, found by review)."""
+    app = browser.app
+    for i in range(20):
+        refused = app.get(f"/oauth/oidc/callback?state=x{i}&code=y", follow_redirects=False)
+        assert refusal_code(refused) == "oauth_state_missing"
+    with gateway_of(app).sessions() as db:
+        rows = db.scalars(select(AuditEvent).where(AuditEvent.event == "auth.signin")).all()
+    assert [(row.outcome, row.detail) for row in rows] == [("refused", "oauth_state_missing")]

@@ -131,13 +131,15 @@ class AuditLog:
     def refused(
         self,
         event: str,
-        exc: RateLimitedError,
+        exc: ApiError,
         *,
         actor: str | None = None,
         subject: str | None = None,
         resolve: Callable[[], str | None] | None = None,
     ) -> None:
-        """A rate-limited (429) or busy (503) refusal of `event`: one row per limit bucket and window.
+        """A rate-limited (429) or busy (503) refusal of `event`, or any refusal anyone can repeat at
+        will (a forged SSO callback): one row per limit bucket (else code, event and address) and
+        window.
 
         The first refusal of a window in this process stores the row (or finds the one another
         instance stored) and writes its JSON line; the others are counted in memory and added to the
@@ -147,8 +149,9 @@ class AuditLog:
         tripped = exc.status_code == 429
         name, detail = ("ratelimit.tripped", event) if tripped else (event, exc.code)
         record = self._record(name, "refused", actor, subject, None, None, detail)
-        window = exc.window or _DEFAULT_WINDOW
-        bucket = exc.bucket or f"{exc.code}:{event}:{record.ip}"
+        limited = exc if isinstance(exc, RateLimitedError) else None
+        window = (limited.window if limited else None) or _DEFAULT_WINDOW
+        bucket = (limited.bucket if limited else None) or f"{exc.code}:{event}:{record.ip}"
         window_key = hashlib.sha256(f"{bucket}|{window}|{record.at // window}".encode()).hexdigest()
         with self._lock:
             counted = self._windows.get(window_key)
