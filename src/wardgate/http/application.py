@@ -22,6 +22,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from types import ModuleType
 
+import anyio
 import anyio.to_thread
 from fastapi import FastAPI
 from fastapi.responses import FileResponse
@@ -45,6 +46,7 @@ from wardgate.http.middleware.trusted_proxy import TrustedProxyMiddleware
 from wardgate.http.middleware.upgrade_as_request import UpgradeAsRequestMiddleware
 from wardgate.http.relay import dispatch
 from wardgate.http.relay.dispatch import UpstreamDispatch
+from wardgate.http.relay.models import LARGE_PARSES
 from wardgate.http.relay.streaming import ReverseProxy
 from wardgate.http.rendering import STATIC
 from wardgate.http.routes import (
@@ -118,6 +120,7 @@ def build_routes(gateway: Gateway, *, tracing: Tracing | None = None) -> FastAPI
         app.state.proxy = ReverseProxy(
             client, rules, gateway.authenticator.is_ours, tracing=tracing, measured=gateway.measured
         )
+        app.state.large_parses = anyio.CapacityLimiter(LARGE_PARSES)  # model requests' large bodies
         try:
             yield
         finally:

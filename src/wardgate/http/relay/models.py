@@ -49,7 +49,11 @@ from wardgate.usage.wire import Format, ModelRequest, UsageTap, form_request, re
 
 UNMETERED_ENDPOINTS = frozenset({"api/show"})  # uses no tokens: ruled, not metered
 BYTES_PER_TOKEN = 4  # for an estimate, when an answer reports no usage (a rough mean for text)
-LARGE_JSON = 256 * 1024  # bytes: a body this large is parsed in a worker thread, off the event loop
+LARGE_JSON = 64 * 1024  # bytes: a body this large is parsed in a worker thread, off the event loop
+# Such parses at once, per process: each holds about twenty times the body's size while it is read,
+# and the duplicate-key check is Python that holds the interpreter lock (eight 4 MiB bodies at once
+# took 394 MiB and stalled the loop for a second; found by review). The others wait their turn.
+LARGE_PARSES = 2
 BACKGROUND_UNMETERED = (
     "A background response is answered elsewhere, later, and cannot be counted against your budget: "
     "send the request without background."
@@ -239,7 +243,10 @@ async def _wanted(request: Request, call: ModelCall, body: bytes) -> ModelReques
     if call.format is not Format.OLLAMA and media != "application/json":
         raise UnsupportedMediaError("This request takes application/json.")
     read = partial(read_json_request, body, call.format, call.endpoint)
-    return await anyio.to_thread.run_sync(read) if len(body) > LARGE_JSON else read()
+    if len(body) <= LARGE_JSON:
+        return read()
+    limiter: anyio.CapacityLimiter = request.app.state.large_parses
+    return await anyio.to_thread.run_sync(read, limiter=limiter)
 
 
 def _codings(request: Request) -> list[str]:
